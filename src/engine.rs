@@ -1,4 +1,700 @@
-//! The connection state machine (stub while the engine is written).
+//! The connection state machine (RFC 6455 §5-7): bytes in, events out; commands in, bytes out.
+//!
+//! A [`Connection`] starts after the opening handshake. [`Connection::receive_data`] parses
+//! frames from any chunking, answers pings and close frames on its own (the answers wait in
+//! [`Connection::data_to_send`]) and hands complete messages to a [`Receiver`]. The `send_*`
+//! methods return whole frames. Peer misbehaviour never returns an error: it fails the
+//! connection (RFC 6455 §7.1.7) with the right close code and a [`Event::Failure`].
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::deflate::{DecompressError, DeflateParams, PerMessageDeflate};
 pub use crate::frame::Role;
-pub struct Connection;
-pub enum Event {}
+use crate::frame::{header_len, Header, OpCode, OutFrame, MAX_HEADER_LEN};
+use crate::mask::extend_masked;
+use crate::utf8::{self, Utf8Validator};
+
+/// The default limit on a message's size, after decompression: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+
+/// Buffers above this capacity are given back after a message, so idle connections stay small.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Where a connection is in its life (RFC 6455 §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// One close frame has been sent or received, not both.
+    Closing,
+    /// The closing handshake is over, the connection failed, or the transport ended.
+    Closed,
+}
+
+/// Something the peer sent or did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text message.
+    Text(String),
+    /// A complete binary message.
+    Binary(Vec<u8>),
+    /// A ping (RFC 6455 §5.5.2); the pong is already queued.
+    Ping(Vec<u8>),
+    /// A pong (RFC 6455 §5.5.3).
+    Pong(Vec<u8>),
+    /// The peer's close frame (RFC 6455 §5.5.1); code 1005 when it carried none.
+    Close { code: u16, reason: String },
+    /// This side failed the connection because of the peer (RFC 6455 §7.1.7).
+    Failure { code: u16, reason: String },
+}
+
+/// Takes what [`Connection::receive_data`] finds, straight from the engine's buffers.
+pub trait Receiver {
+    /// A complete, valid text message.
+    fn text(&mut self, text: &str);
+    /// A complete binary message.
+    fn binary(&mut self, data: &[u8]);
+    /// A ping, pong, close or failure.
+    fn control(&mut self, event: Event);
+}
+
+impl Receiver for Vec<Event> {
+    fn text(&mut self, text: &str) {
+        self.push(Event::Text(text.to_owned()));
+    }
+    fn binary(&mut self, data: &[u8]) {
+        self.push(Event::Binary(data.to_vec()));
+    }
+    fn control(&mut self, event: Event) {
+        self.push(event);
+    }
+}
+
+/// The limits and extensions of one connection.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest message accepted, after decompression (RFC 6455 §10.4); `None`: no limit.
+    pub max_message_size: Option<usize>,
+    /// Largest frame payload accepted, as sent; `None`: no limit beyond the message's.
+    pub max_frame_size: Option<usize>,
+    /// permessage-deflate parameters, if negotiated (RFC 7692).
+    pub deflate: Option<DeflateParams>,
+    /// zlib compression level for outgoing messages.
+    pub deflate_level: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_message_size: Some(DEFAULT_MAX_MESSAGE_SIZE),
+            max_frame_size: None,
+            deflate: None,
+            deflate_level: 6,
+        }
+    }
+}
+
+/// Misuse of the sending side; the connection is unaffected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// A close frame was sent already, so nothing else may follow (RFC 6455 §5.5.1).
+    #[error("the close frame was already sent: nothing more can be sent on this connection")]
+    Closed,
+    /// The code is reserved or unassigned (RFC 6455 §7.4).
+    #[error("close code {0} may not be sent; use 1000-1003, 1007-1014 or 3000-4999")]
+    InvalidCode(u16),
+    /// The reason does not fit in a control frame (RFC 6455 §5.5).
+    #[error("close reason is {0} bytes of UTF-8; at most 123 fit in a close frame")]
+    ReasonTooLong(usize),
+    /// A reason can only follow a code (RFC 6455 §5.5.1).
+    #[error("a close reason needs a close code")]
+    ReasonWithoutCode,
+    /// Control frames carry at most 125 bytes (RFC 6455 §5.5).
+    #[error("control frame payload is {0} bytes; at most 125 are allowed")]
+    ControlTooLong(usize),
+}
+
+/// Whether an endpoint may put `code` in a close frame (RFC 6455 §7.4.1, IANA registry).
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// A violation by the peer: the close code and reason this side fails the connection with.
+struct Violation {
+    code: u16,
+    reason: String,
+}
+
+fn violation(code: u16, reason: impl Into<String>) -> Violation {
+    Violation {
+        code,
+        reason: reason.into(),
+    }
+}
+
+type Step = Result<(), Violation>;
+
+/// The frame whose payload is being received.
+struct InFrame {
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    remaining: u64,
+    offset: usize,
+}
+
+/// One WebSocket connection after its opening handshake.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    head: [u8; MAX_HEADER_LEN],
+    head_len: usize,
+    frame: Option<InFrame>,
+    message: Vec<u8>,
+    message_opcode: Option<OpCode>,
+    compressed: bool,
+    raw: Vec<u8>,
+    utf8: Utf8Validator,
+    control: Vec<u8>,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    deflate: Option<PerMessageDeflate>,
+    close_sent: bool,
+    close_received: bool,
+    failed: bool,
+    eof: bool,
+    close_code: Option<u16>,
+    close_reason: Option<String>,
+    rng: Box<dyn RngCore + Send + Sync>,
+}
+
+impl Connection {
+    /// A connection whose masking keys come from a generator seeded by the OS.
+    pub fn new(role: Role, config: Config) -> Self {
+        Self::with_rng(role, config, Box::new(StdRng::from_os_rng()))
+    }
+
+    /// A connection with deterministic masking keys, for tests.
+    pub fn with_seed(role: Role, config: Config, seed: u64) -> Self {
+        Self::with_rng(role, config, Box::new(StdRng::seed_from_u64(seed)))
+    }
+
+    /// A connection drawing its masking keys from `rng`.
+    pub fn with_rng(role: Role, config: Config, rng: Box<dyn RngCore + Send + Sync>) -> Self {
+        let deflate = config
+            .deflate
+            .map(|p| PerMessageDeflate::new(role, p, config.deflate_level));
+        Connection {
+            role,
+            config,
+            head: [0; MAX_HEADER_LEN],
+            head_len: 0,
+            frame: None,
+            message: Vec::new(),
+            message_opcode: None,
+            compressed: false,
+            raw: Vec::new(),
+            utf8: Utf8Validator::default(),
+            control: Vec::new(),
+            out: Vec::new(),
+            scratch: Vec::new(),
+            deflate,
+            close_sent: false,
+            close_received: false,
+            failed: false,
+            eof: false,
+            close_code: None,
+            close_reason: None,
+            rng,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn state(&self) -> State {
+        if self.failed || self.eof || (self.close_sent && self.close_received) {
+            State::Closed
+        } else if self.close_sent || self.close_received {
+            State::Closing
+        } else {
+            State::Open
+        }
+    }
+
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    pub fn close_received(&self) -> bool {
+        self.close_received
+    }
+
+    /// The code of the peer's close frame, of this side's failure, or 1006 after an EOF
+    /// without either (RFC 6455 §7.1.5); `None` before any of these.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
+    }
+
+    pub fn close_reason(&self) -> Option<&str> {
+        self.close_reason.as_deref()
+    }
+
+    /// Whether this side should close the transport now: a server once the closing
+    /// handshake is done (RFC 6455 §7.1.1), either side after a failure or an EOF.
+    pub fn close_expected(&self) -> bool {
+        self.failed
+            || self.eof
+            || (self.role == Role::Server && self.close_sent && self.close_received)
+    }
+
+    /// Takes the frames the engine queued on its own: pongs, the close echo, failures.
+    pub fn data_to_send(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether [`Connection::data_to_send`] has anything.
+    pub fn has_data_to_send(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The peer closed the transport (RFC 6455 §7.1.5: 1006 if no close frame came).
+    pub fn receive_eof(&mut self) {
+        self.eof = true;
+        if self.close_code.is_none() {
+            self.close_code = Some(1006);
+            self.close_reason = Some(String::new());
+        }
+    }
+
+    /// Parses `data`, which may hold any part of any number of frames.
+    pub fn receive_data(&mut self, data: &[u8], rx: &mut impl Receiver) {
+        if let Err(v) = self.process(data, rx) {
+            self.fail(v, rx);
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.close_received || self.failed || self.eof
+    }
+
+    fn process(&mut self, mut data: &[u8], rx: &mut impl Receiver) -> Step {
+        loop {
+            if self.stopped() {
+                return Ok(());
+            }
+            if let Some(frame) = &self.frame {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                if self.whole_message_in(frame, data) {
+                    let (payload, rest) = data.split_at(frame.remaining as usize);
+                    data = rest;
+                    self.deliver_unfragmented(payload, rx)?;
+                    continue;
+                }
+                let n = data
+                    .len()
+                    .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+                let (chunk, rest) = data.split_at(n);
+                data = rest;
+                self.receive_payload(chunk)?;
+                if self.frame.as_ref().is_some_and(|f| f.remaining == 0) {
+                    self.finish_frame(rx)?;
+                }
+                continue;
+            }
+            if data.is_empty() {
+                return Ok(());
+            }
+            let header = if self.head_len == 0 {
+                match Header::parse(data) {
+                    Some((header, used)) => {
+                        data = &data[used..];
+                        header
+                    }
+                    None => {
+                        self.head[..data.len()].copy_from_slice(data);
+                        self.head_len = data.len();
+                        return Ok(());
+                    }
+                }
+            } else {
+                let need = if self.head_len < 2 {
+                    2
+                } else {
+                    header_len([self.head[0], self.head[1]])
+                };
+                let take = (need - self.head_len).min(data.len());
+                self.head[self.head_len..self.head_len + take].copy_from_slice(&data[..take]);
+                self.head_len += take;
+                data = &data[take..];
+                match Header::parse(&self.head[..self.head_len]) {
+                    Some((header, _)) => {
+                        self.head_len = 0;
+                        header
+                    }
+                    None => continue,
+                }
+            };
+            self.start_frame(header, rx)?;
+        }
+    }
+
+    /// A whole unmasked, uncompressed, unfragmented message is in `data`: deliver it from
+    /// there, without copying it into the message buffer.
+    fn whole_message_in(&self, frame: &InFrame, data: &[u8]) -> bool {
+        frame.fin
+            && frame.mask.is_none()
+            && frame.offset == 0
+            && !self.compressed
+            && matches!(frame.opcode, OpCode::Text | OpCode::Binary)
+            && data.len() as u64 >= frame.remaining
+    }
+
+    fn deliver_unfragmented(&mut self, payload: &[u8], rx: &mut impl Receiver) -> Step {
+        let frame = self.frame.take().expect("frame in progress");
+        self.message_opcode = None;
+        if frame.opcode == OpCode::Text {
+            let text = utf8::validate(payload).map_err(|_| invalid_utf8())?;
+            rx.text(text);
+        } else {
+            rx.binary(payload);
+        }
+        Ok(())
+    }
+
+    fn start_frame(&mut self, header: Header, rx: &mut impl Receiver) -> Step {
+        let opcode = OpCode::from_bits(header.opcode)
+            .ok_or_else(|| violation(1002, format!("reserved opcode {:#x}", header.opcode)))?;
+        if header.rsv2 || header.rsv3 {
+            return Err(violation(1002, "reserved bit RSV2 or RSV3 set"));
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(violation(1002, "client frame is not masked")),
+            (Role::Client, true) => return Err(violation(1002, "server frame is masked")),
+            _ => {}
+        }
+        if opcode.is_control() {
+            self.check_control(&header)?;
+            self.control.clear();
+        } else {
+            self.check_data(opcode, &header)?;
+        }
+        self.frame = Some(InFrame {
+            opcode,
+            fin: header.fin,
+            mask: header.mask,
+            remaining: header.len,
+            offset: 0,
+        });
+        if header.len == 0 {
+            self.finish_frame(rx)?;
+        }
+        Ok(())
+    }
+
+    fn check_control(&self, header: &Header) -> Step {
+        if header.rsv1 {
+            return Err(violation(1002, "RSV1 set on a control frame"));
+        }
+        if !header.fin {
+            return Err(violation(1002, "fragmented control frame"));
+        }
+        if header.len > 125 {
+            return Err(violation(1002, "control frame payload over 125 bytes"));
+        }
+        Ok(())
+    }
+
+    fn check_data(&mut self, opcode: OpCode, header: &Header) -> Step {
+        let continuing = opcode == OpCode::Continuation;
+        match (continuing, self.message_opcode.is_some()) {
+            (true, false) => return Err(violation(1002, "continuation frame with no message")),
+            (false, true) => return Err(violation(1002, "new message inside a fragmented one")),
+            _ => {}
+        }
+        if header.rsv1 && continuing {
+            return Err(violation(1002, "RSV1 set on a continuation frame"));
+        }
+        if header.rsv1 && self.deflate.is_none() {
+            return Err(violation(
+                1002,
+                "RSV1 set but permessage-deflate was not negotiated",
+            ));
+        }
+        if let Some(max) = self.config.max_frame_size {
+            if header.len > max as u64 {
+                return Err(too_big("frame", header.len, max));
+            }
+        }
+        let compressed = if continuing {
+            self.compressed
+        } else {
+            header.rsv1
+        };
+        if let (Some(max), false) = (self.config.max_message_size, compressed) {
+            let total = self.message.len() as u64 + header.len;
+            if total > max as u64 {
+                return Err(too_big("message", total, max));
+            }
+        }
+        if !continuing {
+            self.message_opcode = Some(opcode);
+            self.compressed = header.rsv1;
+            self.message.clear();
+            self.utf8.reset();
+        }
+        Ok(())
+    }
+
+    fn receive_payload(&mut self, chunk: &[u8]) -> Step {
+        let frame = self.frame.as_mut().expect("frame in progress");
+        let (mask, offset) = (frame.mask, frame.offset);
+        frame.offset += chunk.len();
+        frame.remaining -= chunk.len() as u64;
+        if frame.opcode.is_control() {
+            append(&mut self.control, chunk, mask, offset);
+            return Ok(());
+        }
+        if self.compressed {
+            let input: &[u8] = match mask {
+                Some(key) => {
+                    self.raw.clear();
+                    extend_masked(&mut self.raw, chunk, key, offset);
+                    &self.raw
+                }
+                None => chunk,
+            };
+            let deflate = self.deflate.as_mut().expect("deflate negotiated");
+            let max = self.config.max_message_size;
+            deflate
+                .decompress(input, false, max, &mut self.message)
+                .map_err(inflate_error)?;
+        } else {
+            append(&mut self.message, chunk, mask, offset);
+        }
+        if self.message_opcode == Some(OpCode::Text) {
+            self.utf8
+                .check(&self.message, false)
+                .map_err(|_| invalid_utf8())?;
+        }
+        Ok(())
+    }
+
+    fn finish_frame(&mut self, rx: &mut impl Receiver) -> Step {
+        let frame = self.frame.take().expect("frame in progress");
+        match frame.opcode {
+            OpCode::Ping => {
+                let payload = std::mem::take(&mut self.control);
+                if !self.close_sent {
+                    let mask = self.mask_key();
+                    OutFrame::new(OpCode::Pong, false, &payload, mask).append_to(&mut self.out);
+                }
+                rx.control(Event::Ping(payload));
+            }
+            OpCode::Pong => rx.control(Event::Pong(std::mem::take(&mut self.control))),
+            OpCode::Close => self.receive_close(rx)?,
+            _ if frame.fin => self.finish_message(rx)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish_message(&mut self, rx: &mut impl Receiver) -> Step {
+        if self.compressed {
+            let deflate = self.deflate.as_mut().expect("deflate negotiated");
+            let max = self.config.max_message_size;
+            deflate
+                .decompress(&[], true, max, &mut self.message)
+                .map_err(inflate_error)?;
+        }
+        if self.message_opcode.take() == Some(OpCode::Text) {
+            self.utf8
+                .check(&self.message, true)
+                .map_err(|_| invalid_utf8())?;
+            let text = utf8::validate(&self.message).map_err(|_| invalid_utf8())?;
+            rx.text(text);
+        } else {
+            rx.binary(&self.message);
+        }
+        self.message.clear();
+        if self.message.capacity() > KEEP_CAPACITY {
+            self.message.shrink_to(KEEP_CAPACITY);
+        }
+        Ok(())
+    }
+
+    fn receive_close(&mut self, rx: &mut impl Receiver) -> Step {
+        let payload = std::mem::take(&mut self.control);
+        self.close_received = true;
+        let (code, reason) = match payload.len() {
+            0 => (1005, String::new()),
+            1 => return Err(violation(1002, "close frame with a one-byte payload")),
+            _ => {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                if !is_valid_close_code(code) {
+                    return Err(violation(1002, format!("invalid close code {code}")));
+                }
+                let reason = utf8::validate(&payload[2..]).map_err(|_| invalid_utf8())?;
+                (code, reason.to_owned())
+            }
+        };
+        self.close_code = Some(code);
+        self.close_reason = Some(reason.clone());
+        if !self.close_sent {
+            // RFC 6455 §5.5.1: answer with a close frame, echoing the peer's code and reason.
+            let mask = self.mask_key();
+            OutFrame::new(OpCode::Close, false, &payload, mask).append_to(&mut self.out);
+            self.close_sent = true;
+        }
+        rx.control(Event::Close { code, reason });
+        Ok(())
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): queue a close frame, stop reading.
+    fn fail(&mut self, v: Violation, rx: &mut impl Receiver) {
+        self.failed = true;
+        self.frame = None;
+        self.message.clear();
+        if !self.close_sent {
+            let payload = close_payload(v.code, &v.reason);
+            let mask = self.mask_key();
+            OutFrame::new(OpCode::Close, false, &payload, mask).append_to(&mut self.out);
+            self.close_sent = true;
+        }
+        self.close_code = Some(v.code);
+        self.close_reason = Some(v.reason.clone());
+        rx.control(Event::Failure {
+            code: v.code,
+            reason: v.reason,
+        });
+    }
+
+    fn mask_key(&mut self) -> Option<[u8; 4]> {
+        match self.role {
+            Role::Client => {
+                let mut key = [0; 4];
+                self.rng.fill_bytes(&mut key);
+                Some(key)
+            }
+            Role::Server => None,
+        }
+    }
+
+    /// Encodes one message (text or binary) as one frame, compressed if negotiated.
+    pub fn encode_message<'a>(
+        &'a mut self,
+        opcode: OpCode,
+        payload: &'a [u8],
+    ) -> Result<OutFrame<'a>, SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        let mask = self.mask_key();
+        match self.deflate.as_mut() {
+            Some(deflate) => {
+                self.scratch.clear();
+                deflate.compress(payload, &mut self.scratch);
+                Ok(OutFrame::new(opcode, true, &self.scratch, mask))
+            }
+            None => Ok(OutFrame::new(opcode, false, payload, mask)),
+        }
+    }
+
+    /// Encodes a ping or pong; a pong after the close frame is dropped (empty result).
+    pub fn encode_control<'a>(
+        &mut self,
+        opcode: OpCode,
+        payload: &'a [u8],
+    ) -> Result<Option<OutFrame<'a>>, SendError> {
+        if payload.len() > 125 {
+            return Err(SendError::ControlTooLong(payload.len()));
+        }
+        if self.close_sent {
+            return if opcode == OpCode::Pong {
+                Ok(None)
+            } else {
+                Err(SendError::Closed)
+            };
+        }
+        let mask = self.mask_key();
+        Ok(Some(OutFrame::new(opcode, false, payload, mask)))
+    }
+
+    pub fn send_text(&mut self, text: &str) -> Result<Vec<u8>, SendError> {
+        Ok(self.encode_message(OpCode::Text, text.as_bytes())?.to_vec())
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<Vec<u8>, SendError> {
+        Ok(self.encode_message(OpCode::Binary, data)?.to_vec())
+    }
+
+    pub fn send_ping(&mut self, data: &[u8]) -> Result<Vec<u8>, SendError> {
+        Ok(self
+            .encode_control(OpCode::Ping, data)?
+            .map(|f| f.to_vec())
+            .unwrap_or_default())
+    }
+
+    pub fn send_pong(&mut self, data: &[u8]) -> Result<Vec<u8>, SendError> {
+        Ok(self
+            .encode_control(OpCode::Pong, data)?
+            .map(|f| f.to_vec())
+            .unwrap_or_default())
+    }
+
+    /// Starts the closing handshake (RFC 6455 §5.5.1, §7.4). With no code the frame is empty.
+    pub fn send_close(&mut self, code: Option<u16>, reason: &str) -> Result<Vec<u8>, SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        let payload = match code {
+            None if reason.is_empty() => Vec::new(),
+            None => return Err(SendError::ReasonWithoutCode),
+            Some(code) if !is_valid_close_code(code) => return Err(SendError::InvalidCode(code)),
+            Some(_) if reason.len() > 123 => return Err(SendError::ReasonTooLong(reason.len())),
+            Some(code) => close_payload(code, reason),
+        };
+        let mask = self.mask_key();
+        self.close_sent = true;
+        Ok(OutFrame::new(OpCode::Close, false, &payload, mask).to_vec())
+    }
+}
+
+fn append(dst: &mut Vec<u8>, chunk: &[u8], mask: Option<[u8; 4]>, offset: usize) {
+    match mask {
+        Some(key) => extend_masked(dst, chunk, key, offset),
+        None => dst.extend_from_slice(chunk),
+    }
+}
+
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    payload
+}
+
+fn invalid_utf8() -> Violation {
+    violation(1007, "invalid UTF-8 in text")
+}
+
+fn too_big(what: &str, size: u64, max: usize) -> Violation {
+    violation(
+        1009,
+        format!("{what} of {size} bytes exceeds the limit of {max} bytes"),
+    )
+}
+
+fn inflate_error(e: DecompressError) -> Violation {
+    match e {
+        DecompressError::TooBig => violation(1009, "decompressed message exceeds the size limit"),
+        DecompressError::Corrupt => violation(1007, "invalid compressed data"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,50 @@
+# Every task of the project. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SETUP_STAMP := $(VENV)/.setup-done
+
+.PHONY: help setup dev demo test test-rust test-python lint fmt conformance clean
+
+help:  ## List the tasks
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(SETUP_STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 'maturin>=1.9,<2'
+	touch $@
+
+setup: $(SETUP_STAMP)  ## Create .venv with the dev tools
+
+dev: setup  ## Build the Rust engine into .venv (release mode) with the dev tools
+	$(VENV)/bin/maturin develop --release -q -E dev
+
+demo: dev  ## Run the demo: an echo server and a client talking through wschannel
+	$(PY) examples/demo.py
+
+test-rust:  ## Rust unit tests, fmt and clippy
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+	cargo test -q
+
+lint: dev  ## ruff, mypy --strict and the stub check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest wschannel._wschannel
+
+test-python: dev  ## pytest over loopback
+	$(PY) -m pytest -q
+
+test: test-rust lint test-python conformance  ## Everything CI runs
+
+fmt:  ## Format Rust and Python
+	cargo fmt
+	$(VENV)/bin/ruff format .
+
+conformance: dev  ## Autobahn|Testsuite, server and client, against the committed expectations
+	$(PY) compliance/run.py
+
+clean:  ## Remove build products
+	rm -rf target $(VENV) python/wschannel/*.so

@@ -1,0 +1,232 @@
+"""The compiled WebSocket engine (Rust, sans-I/O). Private: use the ``wschannel`` package.
+
+Bytes in, events out; commands in, bytes out. Nothing here touches a socket, a clock or a
+thread. Peer misbehaviour never raises: it becomes a :class:`Failure` event plus a close
+frame in :meth:`Connection.data_to_send`. Only misuse of the API raises.
+"""
+
+from collections.abc import Buffer, Sequence
+from typing import Final, final
+
+__version__: Final[str]
+
+OPEN: Final[int]
+CLOSING: Final[int]
+CLOSED: Final[int]
+
+def sign_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2)."""
+
+class HandshakeError(Exception):
+    """The opening handshake failed (RFC 6455 §4): a malformed or unacceptable message.
+
+    ``status`` is the HTTP status of the response for a client (0 if none was parsed),
+    or the status the server should answer with.
+    """
+
+    status: int
+
+@final
+class DeflateOptions:
+    """permessage-deflate settings (RFC 7692 §7.1): what a client offers, what a server accepts.
+
+    Window bits are 8..=15; ``None`` means "no limit asked" (15).
+    """
+
+    def __init__(
+        self,
+        *,
+        server_no_context_takeover: bool = False,
+        client_no_context_takeover: bool = False,
+        server_max_window_bits: int | None = None,
+        client_max_window_bits: int | None = None,
+        level: int = 6,
+    ) -> None: ...
+
+@final
+class Ping:
+    """A ping frame from the peer; the engine has already queued the pong."""
+
+    data: bytes
+
+@final
+class Pong:
+    """A pong frame from the peer."""
+
+    data: bytes
+
+@final
+class Close:
+    """The peer's close frame (RFC 6455 §5.5.1): code 1005 and ``''`` when it had no code.
+
+    If this side had not sent a close frame yet, the echo is queued in ``data_to_send``.
+    """
+
+    code: int
+    reason: str
+
+@final
+class Failure:
+    """This side failed the connection because of the peer (RFC 6455 §7.1.7).
+
+    A close frame with ``code`` and ``reason`` is queued in ``data_to_send``; the transport
+    should be closed once it is written.
+    """
+
+    code: int
+    reason: str
+
+Event = str | bytes | Ping | Pong | Close | Failure
+
+@final
+class Connection:
+    """One open WebSocket connection (RFC 6455 §5-7), after the opening handshake.
+
+    ``max_message_size`` and ``max_frame_size`` bound what the peer may send (after
+    decompression); exceeding them fails the connection with 1009. ``None`` disables a limit.
+    """
+
+    def __init__(
+        self,
+        client: bool,
+        *,
+        max_message_size: int | None = 1048576,
+        max_frame_size: int | None = None,
+        deflate: str | None = None,
+        deflate_level: int = 6,
+        seed: int | None = None,
+    ) -> None:
+        """``deflate`` is the negotiated ``Sec-WebSocket-Extensions`` value (from a handshake)
+        or ``None`` for no compression. ``seed`` makes the masking keys deterministic (tests)."""
+
+    @property
+    def state(self) -> int: ...
+    @property
+    def client(self) -> bool: ...
+    @property
+    def close_sent(self) -> bool: ...
+    @property
+    def close_received(self) -> bool: ...
+    @property
+    def close_code(self) -> int | None:
+        """The code of the peer's close frame, or of our failure; ``None`` before either."""
+
+    @property
+    def close_reason(self) -> str | None: ...
+    def receive_data(self, data: Buffer) -> list[Event]:
+        """Feed bytes read from the network; returns the complete events they finish.
+
+        Text messages come out as ``str``, binary as ``bytes``. Automatic replies (pong,
+        close echo, failure close) are queued for :meth:`data_to_send`, and only ever
+        follow a non-message event in the returned list.
+        """
+
+    def receive_eof(self) -> None:
+        """The peer closed the transport. Further data is an error."""
+
+    def send_text(self, data: str) -> bytes:
+        """One text message as one complete frame, ready to write."""
+
+    def send_binary(self, data: Buffer) -> bytes:
+        """One binary message as one complete frame, ready to write."""
+
+    def send_ping(self, data: Buffer = b"") -> bytes: ...
+    def send_pong(self, data: Buffer = b"") -> bytes: ...
+    def send_close(self, code: int | None = None, reason: str = "") -> bytes:
+        """Start the closing handshake. Raises ``ValueError`` for a code an endpoint may
+        not send or a reason over 123 UTF-8 bytes, ``RuntimeError`` if a close was sent."""
+
+    def data_to_send(self) -> bytes:
+        """Drain the automatic replies queued by :meth:`receive_data` (``b''`` if none)."""
+
+    def close_expected(self) -> bool:
+        """Whether this side should now close the transport: a server once the closing
+        handshake is done, either side after a failure."""
+
+@final
+class ClientHandshake:
+    """The client's opening handshake (RFC 6455 §4.1)."""
+
+    def __init__(
+        self,
+        host: str,
+        resource: str,
+        *,
+        protocols: Sequence[str] = (),
+        headers: Sequence[tuple[str, str]] = (),
+        deflate: DeflateOptions | None = None,
+        max_header_size: int = 16384,
+        max_headers: int = 128,
+        seed: int | None = None,
+    ) -> None:
+        """``host`` is the ``Host`` header value, ``resource`` the path and query."""
+
+    def request(self) -> bytes:
+        """The HTTP upgrade request to write."""
+
+    def receive_data(self, data: Buffer) -> bool:
+        """Feed response bytes; ``True`` once the response is complete and valid.
+
+        Raises :class:`HandshakeError` for an invalid or refused response.
+        """
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]: ...
+    @property
+    def protocol(self) -> str | None: ...
+    @property
+    def extensions(self) -> str | None:
+        """The accepted permessage-deflate parameters, for :class:`Connection`'s ``deflate``."""
+
+    def leftover(self) -> bytes:
+        """Bytes received after the response: the first frames, for the connection."""
+
+@final
+class Request:
+    """An HTTP request received by a server (RFC 6455 §4.2.1)."""
+
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    def header(self, name: str) -> str | None:
+        """The first value of a header, case-insensitively."""
+
+    def leftover(self) -> bytes: ...
+
+@final
+class ServerHandshake:
+    """The server's opening handshake (RFC 6455 §4.2)."""
+
+    def __init__(self, *, max_header_size: int = 16384, max_headers: int = 128) -> None: ...
+    def receive_data(self, data: Buffer) -> Request | None:
+        """Feed request bytes; the request once complete. Raises :class:`HandshakeError`
+        (with the status to answer, 400 or 431) for a malformed or oversized request."""
+
+    def check(
+        self, request: Request, *, allowed_origins: Sequence[str] | None = None
+    ) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """``None`` if the request is an acceptable upgrade, else the rejection to send:
+        ``(status, message, headers)`` — 404, 400, 403 or 426, in shelf_web_socket's order."""
+
+    def accept(
+        self,
+        request: Request,
+        *,
+        protocols: Sequence[str] = (),
+        deflate: DeflateOptions | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> bytes:
+        """The 101 response. Picks the first protocol in the client's order that
+        ``protocols`` has, and negotiates permessage-deflate; see ``protocol``/``extensions``."""
+
+    @property
+    def protocol(self) -> str | None: ...
+    @property
+    def extensions(self) -> str | None: ...
+
+def reject_response(
+    status: int, headers: Sequence[tuple[str, str]] = (), body: bytes = b""
+) -> bytes:
+    """A complete HTTP/1.1 response that refuses an upgrade and closes the connection."""

@@ -1,0 +1,62 @@
+"""The exceptions ``wschannel`` raises.
+
+.. code-block:: text
+
+    Exception
+     └── WebSocketChannelException    a connection could not be established
+    RuntimeError
+     └── StateError                   the channel was used in a way its state forbids
+    TimeoutError (built-in)           connect_timeout elapsed
+    ValueError (built-in)             an invalid close code or reason, or URL
+    TypeError (built-in)              a message of a type that cannot be sent
+
+Only the failure to connect is reported as an error on a channel (on ``ready`` and, once, on
+``stream``). What happens to an open connection is not an error: the stream ends, and
+``close_code``/``close_reason`` tell why (RFC 6455 §7.1.5).
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+__all__ = ["StateError", "WebSocketChannelException"]
+
+
+class WebSocketChannelException(Exception):
+    """A WebSocket connection could not be established.
+
+    ``message`` describes the failure; ``inner`` is the error that caused it (an
+    :class:`OSError`, an :class:`ssl.SSLError`, a handshake error...), or ``None``. When
+    ``inner`` is set it is also the ``__cause__``, so tracebacks show both.
+    """
+
+    message: str | None
+    inner: BaseException | None
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(*(() if message is None else (message,)))
+        self.message = message
+        self.inner = None
+
+    @classmethod
+    def from_inner(cls, inner: BaseException) -> Self:
+        """Wrap ``inner``: its text becomes ``message`` and it becomes ``__cause__``."""
+        error = cls(str(inner) or type(inner).__name__)
+        error.inner = inner
+        error.__cause__ = inner
+        return error
+
+    def __str__(self) -> str:
+        return self.message or ""
+
+    def __repr__(self) -> str:
+        if self.message is None:
+            return f"{type(self).__name__}()"
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class StateError(RuntimeError):
+    """An operation that the channel's state forbids, such as adding to a closed sink.
+
+    The messages are Dart's (``"Cannot add event after closing."``).
+    """

@@ -1,0 +1,533 @@
+//! Byte-level tests of the connection state machine, in both roles.
+
+use super::*;
+use crate::frame::Header;
+
+const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A frame with an explicit first byte (FIN, RSV bits, opcode), masked if `mask` is given.
+fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let header = Header {
+        fin: first & 0x80 != 0,
+        rsv1: first & 0x40 != 0,
+        rsv2: first & 0x20 != 0,
+        rsv3: first & 0x10 != 0,
+        opcode: first & 0x0f,
+        mask,
+        len: payload.len() as u64,
+    };
+    let mut head = [0; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    let mut out = head[..n].to_vec();
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        crate::mask::apply_mask(&mut out[start..], key, 0);
+    }
+    out
+}
+
+/// A frame as a client sends it (masked).
+fn from_client(first: u8, payload: &[u8]) -> Vec<u8> {
+    frame(first, payload, Some(KEY))
+}
+
+fn server() -> Connection {
+    Connection::new(Role::Server, Config::default())
+}
+
+fn client() -> Connection {
+    Connection::with_seed(Role::Client, Config::default(), 7)
+}
+
+fn feed(conn: &mut Connection, bytes: &[u8]) -> Vec<Event> {
+    let mut events = Vec::new();
+    conn.receive_data(bytes, &mut events);
+    events
+}
+
+fn feed_bytewise(conn: &mut Connection, bytes: &[u8]) -> Vec<Event> {
+    let mut events = Vec::new();
+    for byte in bytes {
+        conn.receive_data(std::slice::from_ref(byte), &mut events);
+    }
+    events
+}
+
+fn failure(code: u16) -> impl Fn(&Vec<Event>) -> bool {
+    move |events| matches!(events.last(), Some(Event::Failure { code: c, .. }) if *c == code)
+}
+
+fn close_frame_code(bytes: &[u8]) -> u16 {
+    let (header, used) = Header::parse(bytes).expect("a close frame");
+    assert_eq!(header.opcode, 0x8);
+    let mut payload = bytes[used..used + header.len as usize].to_vec();
+    if let Some(key) = header.mask {
+        crate::mask::apply_mask(&mut payload, key, 0);
+    }
+    u16::from_be_bytes([payload[0], payload[1]])
+}
+
+fn assert_fails(conn: &mut Connection, bytes: &[u8], code: u16) {
+    let events = feed(conn, bytes);
+    assert!(
+        failure(code)(&events),
+        "expected failure {code}, got {events:?}"
+    );
+    assert_eq!(conn.state(), State::Closed);
+    assert!(conn.close_expected());
+    assert_eq!(close_frame_code(&conn.data_to_send()), code);
+    assert_eq!(conn.close_code(), Some(code));
+}
+
+#[test]
+fn server_receives_masked_hello() {
+    let mut conn = server();
+    let events = feed(
+        &mut conn,
+        &[
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ],
+    );
+    assert_eq!(events, vec![Event::Text("Hello".into())]);
+}
+
+#[test]
+fn client_receives_unmasked_hello() {
+    let mut conn = client();
+    let events = feed(&mut conn, &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+    assert_eq!(events, vec![Event::Text("Hello".into())]);
+}
+
+#[test]
+fn server_parses_frames_fed_one_byte_at_a_time() {
+    let mut wire = from_client(0x81, "héllo wörld".as_bytes());
+    wire.extend(from_client(0x82, &[0u8; 300]));
+    wire.extend(from_client(0x82, &vec![9u8; 70000]));
+    wire.extend(from_client(0x89, b"p"));
+    let mut conn = server();
+    let events = feed_bytewise(&mut conn, &wire);
+    assert_eq!(
+        events,
+        vec![
+            Event::Text("héllo wörld".into()),
+            Event::Binary(vec![0; 300]),
+            Event::Binary(vec![9; 70000]),
+            Event::Ping(b"p".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn client_parses_frames_fed_one_byte_at_a_time() {
+    let mut wire = frame(0x81, b"abc", None);
+    wire.extend(frame(0x01, b"de", None));
+    wire.extend(frame(0x80, b"f", None));
+    let mut conn = client();
+    assert_eq!(
+        feed_bytewise(&mut conn, &wire),
+        vec![Event::Text("abc".into()), Event::Text("def".into())]
+    );
+}
+
+#[test]
+fn server_parses_frames_in_every_two_way_split() {
+    let mut wire = from_client(0x82, &[1, 2, 3, 4, 5, 6, 7]);
+    wire.extend(from_client(0x81, b"xyz"));
+    for cut in 0..=wire.len() {
+        let mut conn = server();
+        let mut events = feed(&mut conn, &wire[..cut]);
+        events.extend(feed(&mut conn, &wire[cut..]));
+        assert_eq!(
+            events,
+            vec![
+                Event::Binary(vec![1, 2, 3, 4, 5, 6, 7]),
+                Event::Text("xyz".into())
+            ]
+        );
+    }
+}
+
+#[test]
+fn empty_messages_are_delivered() {
+    let mut conn = server();
+    let mut wire = from_client(0x81, b"");
+    wire.extend(from_client(0x82, b""));
+    assert_eq!(
+        feed(&mut conn, &wire),
+        vec![Event::Text(String::new()), Event::Binary(Vec::new())]
+    );
+}
+
+#[test]
+fn server_rejects_unmasked_frame() {
+    assert_fails(&mut server(), &frame(0x81, b"hi", None), 1002);
+}
+
+#[test]
+fn client_rejects_masked_frame() {
+    assert_fails(&mut client(), &frame(0x81, b"hi", Some(KEY)), 1002);
+}
+
+#[test]
+fn server_rejects_reserved_bits() {
+    for first in [0xa1, 0x91, 0xc1] {
+        // RSV2, RSV3, and RSV1 without permessage-deflate.
+        assert_fails(&mut server(), &from_client(first, b"x"), 1002);
+    }
+}
+
+#[test]
+fn server_rejects_reserved_opcodes() {
+    for opcode in [3u8, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf] {
+        assert_fails(&mut server(), &from_client(0x80 | opcode, b""), 1002);
+    }
+}
+
+#[test]
+fn server_rejects_fragmented_control_frame() {
+    assert_fails(&mut server(), &from_client(0x09, b"ping"), 1002);
+}
+
+#[test]
+fn server_rejects_control_frame_over_125_bytes() {
+    assert_fails(&mut server(), &from_client(0x89, &[0; 126]), 1002);
+}
+
+#[test]
+fn server_rejects_continuation_without_message() {
+    assert_fails(&mut server(), &from_client(0x80, b"x"), 1002);
+}
+
+#[test]
+fn server_rejects_new_message_inside_fragmented_one() {
+    let mut wire = from_client(0x01, b"a");
+    wire.extend(from_client(0x81, b"b"));
+    assert_fails(&mut server(), &wire, 1002);
+}
+
+#[test]
+fn server_reassembles_fragments_with_interleaved_control_frames() {
+    let mut wire = from_client(0x01, b"fra");
+    wire.extend(from_client(0x89, b"1"));
+    wire.extend(from_client(0x00, b"gme"));
+    wire.extend(from_client(0x8a, b"2"));
+    wire.extend(from_client(0x80, b"nts"));
+    let mut conn = server();
+    let events = feed(&mut conn, &wire);
+    assert_eq!(
+        events,
+        vec![
+            Event::Ping(b"1".to_vec()),
+            Event::Pong(b"2".to_vec()),
+            Event::Text("fragments".into())
+        ]
+    );
+    assert_eq!(conn.data_to_send(), frame(0x8a, b"1", None));
+}
+
+#[test]
+fn client_answers_ping_with_masked_pong() {
+    let mut conn = client();
+    feed(&mut conn, &frame(0x89, b"hey", None));
+    let out = conn.data_to_send();
+    let (header, used) = Header::parse(&out).unwrap();
+    assert_eq!((header.opcode, header.len), (0xa, 3));
+    let mut payload = out[used..].to_vec();
+    crate::mask::apply_mask(&mut payload, header.mask.expect("client masks"), 0);
+    assert_eq!(payload, b"hey");
+}
+
+#[test]
+fn server_fails_fast_on_invalid_utf8_in_an_unfinished_frame() {
+    let full = from_client(0x81, b"valid start \xff and more text that never arrives");
+    // Only the header and the first 14 payload bytes arrive; the bad byte is among them.
+    let mut conn = server();
+    let events = feed(&mut conn, &full[..6 + 14]);
+    assert!(failure(1007)(&events), "{events:?}");
+}
+
+#[test]
+fn server_fails_fast_on_invalid_utf8_in_a_first_fragment() {
+    let mut conn = server();
+    let events = feed(&mut conn, &from_client(0x01, b"ok \xed\xa0\x80"));
+    assert!(failure(1007)(&events), "{events:?}");
+}
+
+#[test]
+fn server_accepts_a_character_split_across_fragments() {
+    let mut wire = from_client(0x01, b"\xce");
+    wire.extend(from_client(0x80, b"\xba"));
+    assert_eq!(feed(&mut server(), &wire), vec![Event::Text("κ".into())]);
+}
+
+#[test]
+fn server_rejects_text_ending_inside_a_character() {
+    assert_fails(&mut server(), &from_client(0x81, b"ab\xce"), 1007);
+}
+
+#[test]
+fn client_rejects_invalid_utf8_in_a_whole_frame() {
+    assert_fails(&mut client(), &frame(0x81, b"\xc0\xaf", None), 1007);
+}
+
+#[test]
+fn server_echoes_a_close_frame_and_expects_to_close() {
+    let mut conn = server();
+    let mut payload = 3001u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bye");
+    let events = feed(&mut conn, &from_client(0x88, &payload));
+    assert_eq!(
+        events,
+        vec![Event::Close {
+            code: 3001,
+            reason: "bye".into()
+        }]
+    );
+    assert_eq!(conn.data_to_send(), frame(0x88, &payload, None));
+    assert_eq!(conn.state(), State::Closed);
+    assert!(conn.close_expected());
+    assert_eq!(
+        (conn.close_code(), conn.close_reason()),
+        (Some(3001), Some("bye"))
+    );
+}
+
+#[test]
+fn client_echoes_an_empty_close_frame_with_an_empty_one() {
+    let mut conn = client();
+    let events = feed(&mut conn, &frame(0x88, b"", None));
+    assert_eq!(
+        events,
+        vec![Event::Close {
+            code: 1005,
+            reason: String::new()
+        }]
+    );
+    let out = conn.data_to_send();
+    assert_eq!((out[0], out[1]), (0x88, 0x80));
+    assert!(
+        !conn.close_expected(),
+        "a client waits for the server to close TCP"
+    );
+}
+
+#[test]
+fn close_frame_with_one_byte_fails_with_1002() {
+    assert_fails(&mut server(), &from_client(0x88, &[0x03]), 1002);
+}
+
+#[test]
+fn close_frame_with_invalid_code_fails_with_1002() {
+    for code in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ] {
+        assert_fails(&mut server(), &from_client(0x88, &code.to_be_bytes()), 1002);
+    }
+}
+
+#[test]
+fn close_frame_with_valid_codes_is_accepted() {
+    for code in [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
+    ] {
+        let events = feed(&mut server(), &from_client(0x88, &code.to_be_bytes()));
+        assert_eq!(
+            events,
+            vec![Event::Close {
+                code,
+                reason: String::new()
+            }]
+        );
+    }
+}
+
+#[test]
+fn close_frame_with_invalid_utf8_reason_fails_with_1007() {
+    assert_fails(&mut server(), &from_client(0x88, b"\x03\xe8\xff"), 1007);
+}
+
+#[test]
+fn data_after_close_frame_is_ignored() {
+    let mut wire = from_client(0x88, &1000u16.to_be_bytes());
+    wire.extend(from_client(0x81, b"late"));
+    let events = feed(&mut server(), &wire);
+    assert_eq!(
+        events,
+        vec![Event::Close {
+            code: 1000,
+            reason: String::new()
+        }]
+    );
+}
+
+#[test]
+fn local_close_then_peer_echo_completes_the_handshake() {
+    let mut conn = server();
+    let sent = conn.send_close(Some(1000), "done").unwrap();
+    assert_eq!(sent, frame(0x88, b"\x03\xe8done", None));
+    assert_eq!(conn.state(), State::Closing);
+    assert!(!conn.close_expected());
+    feed(&mut conn, &from_client(0x88, b"\x03\xe8done"));
+    assert_eq!(conn.state(), State::Closed);
+    assert!(conn.close_expected());
+    assert!(conn.data_to_send().is_empty(), "no second close frame");
+}
+
+#[test]
+fn no_pong_is_sent_after_the_close_frame() {
+    let mut conn = server();
+    conn.send_close(None, "").unwrap();
+    let events = feed(&mut conn, &from_client(0x89, b"x"));
+    assert_eq!(events, vec![Event::Ping(b"x".to_vec())]);
+    assert!(conn.data_to_send().is_empty());
+}
+
+#[test]
+fn send_close_validates_code_and_reason() {
+    let mut conn = server();
+    for code in [999u16, 1004, 1005, 1006, 1015, 2999, 5000] {
+        assert_eq!(
+            conn.send_close(Some(code), ""),
+            Err(SendError::InvalidCode(code))
+        );
+    }
+    let long = "x".repeat(124);
+    assert_eq!(
+        conn.send_close(Some(1000), &long),
+        Err(SendError::ReasonTooLong(124))
+    );
+    assert_eq!(
+        conn.send_close(None, "why"),
+        Err(SendError::ReasonWithoutCode)
+    );
+    assert_eq!(conn.state(), State::Open, "a refused close changes nothing");
+    assert_eq!(conn.send_close(None, ""), Ok(vec![0x88, 0x00]));
+    assert_eq!(conn.send_close(None, ""), Err(SendError::Closed));
+    assert_eq!(conn.send_text("late"), Err(SendError::Closed));
+}
+
+#[test]
+fn server_sends_unmasked_frames() {
+    let mut conn = server();
+    assert_eq!(
+        conn.send_text("Hello").unwrap(),
+        [0x81, 0x05, b'H', b'e', b'l', b'l', b'o']
+    );
+    assert_eq!(conn.send_binary(&[1, 2]).unwrap(), [0x82, 0x02, 1, 2]);
+    assert_eq!(conn.send_ping(b"").unwrap(), [0x89, 0x00]);
+    assert_eq!(conn.send_pong(b"a").unwrap(), [0x8a, 0x01, b'a']);
+}
+
+#[test]
+fn client_sends_masked_frames_that_a_server_reads() {
+    let mut sender = client();
+    let mut receiver = server();
+    let big = vec![0xabu8; 100_000];
+    let mut wire = sender.send_text("Hello").unwrap();
+    wire.extend(sender.send_binary(&big).unwrap());
+    assert_eq!(wire[1] & 0x80, 0x80, "mask bit set");
+    assert_eq!(
+        feed(&mut receiver, &wire),
+        vec![Event::Text("Hello".into()), Event::Binary(big)]
+    );
+}
+
+#[test]
+fn seeded_clients_use_the_same_masks() {
+    assert_eq!(
+        client().send_text("x").unwrap(),
+        client().send_text("x").unwrap()
+    );
+}
+
+#[test]
+fn control_payload_over_125_bytes_is_refused() {
+    assert_eq!(
+        server().send_ping(&[0; 126]),
+        Err(SendError::ControlTooLong(126))
+    );
+}
+
+#[test]
+fn message_over_the_limit_fails_with_1009() {
+    let config = Config {
+        max_message_size: Some(10),
+        ..Config::default()
+    };
+    let mut conn = Connection::new(Role::Server, config);
+    assert_eq!(
+        feed(&mut conn, &from_client(0x82, &[0; 10])),
+        vec![Event::Binary(vec![0; 10])]
+    );
+    assert_fails(&mut conn, &from_client(0x82, &[0; 11]), 1009);
+}
+
+#[test]
+fn fragmented_message_over_the_limit_fails_with_1009_before_it_ends() {
+    let config = Config {
+        max_message_size: Some(10),
+        ..Config::default()
+    };
+    let mut conn = Connection::new(Role::Server, config);
+    let mut wire = from_client(0x02, &[0; 6]);
+    wire.extend(from_client(0x00, &[0; 6]));
+    assert_fails(&mut conn, &wire, 1009);
+}
+
+#[test]
+fn frame_over_the_frame_limit_fails_with_1009_from_its_header() {
+    let config = Config {
+        max_frame_size: Some(4),
+        ..Config::default()
+    };
+    let mut conn = Connection::new(Role::Server, config);
+    let wire = from_client(0x82, &[0; 5]);
+    assert_fails(&mut conn, &wire[..6], 1009);
+}
+
+#[test]
+fn default_limit_is_one_mebibyte() {
+    let mut conn = server();
+    let header = frame(0x82, &[], Some(KEY));
+    // A header announcing 1 MiB + 1 fails before any payload arrives.
+    let mut big = Header::parse(&header).unwrap().0;
+    big.len = (DEFAULT_MAX_MESSAGE_SIZE + 1) as u64;
+    let mut head = [0; MAX_HEADER_LEN];
+    let n = big.encode(&mut head);
+    assert_fails(&mut conn, &head[..n], 1009);
+}
+
+#[test]
+fn eof_without_close_frame_reports_1006() {
+    let mut conn = client();
+    conn.receive_eof();
+    assert_eq!(
+        (conn.close_code(), conn.close_reason()),
+        (Some(1006), Some(""))
+    );
+    assert_eq!(conn.state(), State::Closed);
+    assert!(conn.close_expected());
+}
+
+#[test]
+fn eof_after_close_frame_keeps_its_code() {
+    let mut conn = client();
+    feed(&mut conn, &frame(0x88, b"\x0b\xb9you asked me to", None));
+    conn.receive_eof();
+    assert_eq!(
+        (conn.close_code(), conn.close_reason()),
+        (Some(3001), Some("you asked me to"))
+    );
+}
+
+#[test]
+fn failure_stops_parsing_the_rest_of_the_input() {
+    let mut wire = from_client(0x83, b"");
+    wire.extend(from_client(0x81, b"after"));
+    let mut conn = server();
+    let events = feed(&mut conn, &wire);
+    assert_eq!(events.len(), 1);
+    assert!(failure(1002)(&events));
+    assert!(feed(&mut conn, &from_client(0x81, b"later")).is_empty());
+}

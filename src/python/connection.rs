@@ -1,0 +1,196 @@
+//! `Connection`: the engine's state machine for Python, one call per read or message.
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use super::events::ListReceiver;
+use super::{state_number, with_bytes};
+use crate::deflate::parse_params;
+use crate::engine::{self, Config, SendError};
+use crate::frame::{OpCode, OutFrame, Role};
+
+/// One open WebSocket connection (RFC 6455 §5-7), after the opening handshake.
+#[pyclass(name = "Connection", module = "wschannel._wschannel")]
+pub struct PyConnection {
+    inner: engine::Connection,
+}
+
+fn send_error(e: SendError) -> PyErr {
+    match e {
+        SendError::Closed => PyRuntimeError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+fn frame_bytes<'py>(py: Python<'py>, frame: &OutFrame<'_>) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, frame.len(), |buf| {
+        frame.write_to(buf);
+        Ok(())
+    })
+}
+
+#[pymethods]
+impl PyConnection {
+    #[new]
+    #[pyo3(signature = (client, *, max_message_size = Some(engine::DEFAULT_MAX_MESSAGE_SIZE), max_frame_size = None, deflate = None, deflate_level = 6, seed = None))]
+    fn new(
+        client: bool,
+        max_message_size: Option<usize>,
+        max_frame_size: Option<usize>,
+        deflate: Option<&str>,
+        deflate_level: u32,
+        seed: Option<u64>,
+    ) -> PyResult<Self> {
+        let deflate = match deflate {
+            Some(value) => {
+                Some(parse_params(value).map_err(|e| PyValueError::new_err(e.to_string()))?)
+            }
+            None => None,
+        };
+        if deflate_level > 9 {
+            return Err(PyValueError::new_err("deflate_level must be 0..9"));
+        }
+        let config = Config {
+            max_message_size,
+            max_frame_size,
+            deflate,
+            deflate_level,
+        };
+        let role = if client { Role::Client } else { Role::Server };
+        let inner = match seed {
+            Some(seed) => engine::Connection::with_seed(role, config, seed),
+            None => engine::Connection::new(role, config),
+        };
+        Ok(PyConnection { inner })
+    }
+
+    #[getter]
+    fn state(&self) -> u8 {
+        state_number(self.inner.state())
+    }
+
+    #[getter]
+    fn client(&self) -> bool {
+        self.inner.role() == Role::Client
+    }
+
+    #[getter]
+    fn close_sent(&self) -> bool {
+        self.inner.close_sent()
+    }
+
+    #[getter]
+    fn close_received(&self) -> bool {
+        self.inner.close_received()
+    }
+
+    #[getter]
+    fn close_code(&self) -> Option<u16> {
+        self.inner.close_code()
+    }
+
+    #[getter]
+    fn close_reason(&self) -> Option<&str> {
+        self.inner.close_reason()
+    }
+
+    fn receive_data<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut rx = ListReceiver::new(py);
+        with_bytes(data, |bytes| self.inner.receive_data(bytes, &mut rx))?;
+        match rx.error {
+            Some(e) => Err(e),
+            None => Ok(rx.list),
+        }
+    }
+
+    fn receive_eof(&mut self) {
+        self.inner.receive_eof();
+    }
+
+    fn send_text<'py>(&mut self, py: Python<'py>, data: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let frame = self
+            .inner
+            .encode_message(OpCode::Text, data.as_bytes())
+            .map_err(send_error)?;
+        frame_bytes(py, &frame)
+    }
+
+    fn send_binary<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        with_bytes(data, |bytes| {
+            let frame = self
+                .inner
+                .encode_message(OpCode::Binary, bytes)
+                .map_err(send_error)?;
+            frame_bytes(py, &frame)
+        })?
+    }
+
+    #[pyo3(signature = (data = None))]
+    fn send_ping<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        self.control(py, OpCode::Ping, data)
+    }
+
+    #[pyo3(signature = (data = None))]
+    fn send_pong<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        self.control(py, OpCode::Pong, data)
+    }
+
+    #[pyo3(signature = (code = None, reason = ""))]
+    fn send_close<'py>(
+        &mut self,
+        py: Python<'py>,
+        code: Option<u16>,
+        reason: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let frame = self.inner.send_close(code, reason).map_err(send_error)?;
+        Ok(PyBytes::new(py, &frame))
+    }
+
+    fn data_to_send<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.data_to_send())
+    }
+
+    fn close_expected(&self) -> bool {
+        self.inner.close_expected()
+    }
+}
+
+impl PyConnection {
+    fn control<'py>(
+        &mut self,
+        py: Python<'py>,
+        opcode: OpCode,
+        data: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut encode = |bytes: &[u8]| match self.inner.encode_control(opcode, bytes) {
+            Ok(Some(frame)) => frame_bytes(py, &frame),
+            Ok(None) => Ok(PyBytes::new(py, b"")),
+            Err(e) => Err(send_error(e)),
+        };
+        match data {
+            Some(data) => with_bytes(data, encode)?,
+            None => encode(b""),
+        }
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyConnection>()
+}

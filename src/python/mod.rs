@@ -1,0 +1,57 @@
+//! The Python binding: the only place that imports pyo3.
+//!
+//! Every engine error maps to one Python exception here; peer misbehaviour is never an
+//! exception (it arrives as a `Failure` event).
+
+mod connection;
+mod events;
+
+use pyo3::buffer::PyBuffer;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::engine::State;
+
+/// Runs `f` on the bytes of any object with the buffer protocol, without copying them.
+pub(crate) fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(bytes) = data.cast::<PyBytes>() {
+        return Ok(f(bytes.as_bytes()));
+    }
+    let buffer = PyBuffer::<u8>::get(data)?;
+    if !buffer.is_c_contiguous() {
+        return Err(pyo3::exceptions::PyBufferError::new_err(
+            "the buffer must be contiguous: pass bytes(data)",
+        ));
+    }
+    // SAFETY: the buffer is contiguous, holds `len_bytes()` bytes, and stays alive and
+    // pinned while `buffer` does; `f` cannot release the GIL (it gets no `Python` token).
+    let slice =
+        unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
+    Ok(f(slice))
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+#[pyfunction]
+fn sign_key(key: &str) -> String {
+    crate::handshake::sign_key(key.as_bytes())
+}
+
+pub(crate) fn state_number(state: State) -> u8 {
+    match state {
+        State::Open => 1,
+        State::Closing => 2,
+        State::Closed => 3,
+    }
+}
+
+#[pymodule]
+fn _wschannel(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("OPEN", state_number(State::Open))?;
+    m.add("CLOSING", state_number(State::Closing))?;
+    m.add("CLOSED", state_number(State::Closed))?;
+    m.add_function(wrap_pyfunction!(sign_key, m)?)?;
+    events::register(m)?;
+    connection::register(m)?;
+    Ok(())
+}
