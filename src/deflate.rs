@@ -10,6 +10,11 @@ pub struct DeflateConfig {
     pub client_max_window_bits: Option<u8>,
     pub level: u32,
 }
+impl DeflateConfig {
+    pub fn validate(&self) -> Result<(), NegotiationError> {
+        Ok(())
+    }
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeflateParams {
     pub server_no_context_takeover: bool,

@@ -1,4 +1,2208 @@
-//! stub
-pub fn sign_key(_key: &[u8]) -> String {
-    String::new()
+//! The opening handshake of RFC 6455 (§1.3, §4), sans I/O.
+//!
+//! Both sides are driven by feeding bytes in and taking bytes out; nothing here touches a
+//! socket, a clock or a thread. Randomness (the client's nonce) is injected so tests are
+//! deterministic.
+//!
+//! * Client: [`ClientHandshake::new`] builds the upgrade request ([`ClientHandshake::request`]),
+//!   then [`ClientHandshake::receive_data`] parses and validates the server's answer.
+//! * Server: [`ServerHandshake::receive_data`] parses the request into a [`Request`],
+//!   [`Request::check`] decides whether to accept it, and [`accept_response`] or
+//!   [`reject_response`] produce the answer.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+/// The magic GUID appended to the client's key before hashing (RFC 6455 §1.3).
+pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// `Sec-WebSocket-Accept` for a key: base64(sha1(key ++ GUID)) (RFC 6455 §4.2.2).
+pub fn sign_key(key: &[u8]) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(key);
+    hasher.update(GUID.as_bytes());
+    BASE64.encode(hasher.finalize())
+}
+
+/// Bounds on the HTTP head that either side is willing to parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Total bytes of the head, request/status line and final empty line included.
+    pub max_header_size: usize,
+    /// Most header lines accepted.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_size: 16384,
+            max_headers: 128,
+        }
+    }
+}
+
+/// Everything that can go wrong in the opening handshake.
+///
+/// [`HandshakeError::status`] tells which HTTP status goes with an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// The request target given to the client contains a space or a control character.
+    #[error("invalid resource {0:?}: it must not contain spaces or control characters")]
+    InvalidResource(String),
+    /// An offered or selected subprotocol is not a non-empty HTTP token.
+    #[error("invalid subprotocol {0:?}: a subprotocol must be a non-empty HTTP token")]
+    InvalidProtocol(String),
+    /// A header name is not a non-empty HTTP token.
+    #[error("invalid header name {0:?}: a header name must be a non-empty HTTP token")]
+    InvalidHeaderName(String),
+    /// A header value contains CR, LF or NUL.
+    #[error("invalid value for header '{0}': it must not contain CR, LF or NUL")]
+    InvalidHeaderValue(String),
+    /// An extra header would duplicate or contradict one the handshake writes itself.
+    #[error(
+        "header '{0}' is written by the handshake itself and cannot be given as an extra header"
+    )]
+    ReservedHeader(String),
+    /// An extra header that may appear only once was given more than once.
+    #[error("header '{0}' was given more than once")]
+    DuplicateHeader(String),
+    /// A status code that cannot be written as a three-digit HTTP status.
+    #[error("invalid HTTP status {0}: it must be between 100 and 999")]
+    InvalidStatus(u16),
+
+    /// The client received a response head larger than [`Limits::max_header_size`].
+    #[error("HTTP response head exceeds {limit} bytes")]
+    ResponseTooLarge {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The client received a response with more than [`Limits::max_headers`] headers.
+    #[error("HTTP response has more than {limit} headers")]
+    TooManyResponseHeaders {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The client received bytes that are not an HTTP/1.x response head.
+    #[error("malformed HTTP response: {0}")]
+    MalformedResponse(String),
+    /// The server did not switch protocols.
+    #[error("server answered with status {status}, not 101 Switching Protocols")]
+    UnexpectedStatus {
+        /// The status code of the response.
+        status: u16,
+        /// Its reason phrase (lossy UTF-8).
+        reason: String,
+        /// Its headers, in order (values lossy UTF-8).
+        headers: Vec<(String, String)>,
+    },
+    /// The 101 response has no `Upgrade` header.
+    #[error("missing Upgrade: websocket header")]
+    MissingUpgrade,
+    /// The 101 response's `Upgrade` header has no `websocket` token.
+    #[error("Upgrade header is '{0}', which has no 'websocket' token")]
+    InvalidUpgrade(String),
+    /// The 101 response has no `Connection` header.
+    #[error("missing Connection: Upgrade header")]
+    MissingConnection,
+    /// The 101 response's `Connection` header has no `upgrade` token.
+    #[error("Connection header is '{0}', which has no 'Upgrade' token")]
+    InvalidConnection(String),
+    /// The 101 response has no `Sec-WebSocket-Accept` header.
+    #[error("missing Sec-WebSocket-Accept header")]
+    MissingAccept,
+    /// The 101 response's `Sec-WebSocket-Accept` does not match the key that was sent.
+    #[error("Sec-WebSocket-Accept is '{got}', expected '{expected}'")]
+    InvalidAccept {
+        /// What the server sent (repeated lines joined with ", ").
+        got: String,
+        /// `sign_key` of the key that was sent.
+        expected: String,
+    },
+    /// The server selected more than one subprotocol.
+    #[error("server selected more than one subprotocol: '{0}'")]
+    MultipleProtocols(String),
+    /// The server selected a subprotocol that was not offered.
+    #[error("server selected subprotocol '{0}', which the client did not offer")]
+    UnofferedProtocol(String),
+
+    /// The server received a request head larger than [`Limits::max_header_size`].
+    #[error("HTTP request head exceeds {limit} bytes")]
+    RequestTooLarge {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The server received a request with more than [`Limits::max_headers`] headers.
+    #[error("HTTP request has more than {limit} headers")]
+    TooManyRequestHeaders {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The server received bytes that are not an HTTP/1.x request head.
+    #[error("malformed HTTP request: {0}")]
+    MalformedRequest(String),
+
+    /// Data was fed to a handshake that has already completed or failed.
+    #[error("the handshake is already over and accepts no more data")]
+    Finished,
+}
+
+impl HandshakeError {
+    /// The HTTP status that goes with this error.
+    ///
+    /// Server side: the status to answer with (400 for a malformed request, 431 for a head
+    /// that is too large or has too many headers). Client side: the status code of the
+    /// response when one was parsed (the checks after the status line only run on a 101),
+    /// else 0. Errors in arguments given by the caller, and [`HandshakeError::Finished`],
+    /// give 0.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandshakeError::UnexpectedStatus { status, .. } => *status,
+            HandshakeError::MissingUpgrade
+            | HandshakeError::InvalidUpgrade(_)
+            | HandshakeError::MissingConnection
+            | HandshakeError::InvalidConnection(_)
+            | HandshakeError::MissingAccept
+            | HandshakeError::InvalidAccept { .. }
+            | HandshakeError::MultipleProtocols(_)
+            | HandshakeError::UnofferedProtocol(_) => 101,
+            HandshakeError::MalformedRequest(_) => 400,
+            HandshakeError::RequestTooLarge { .. }
+            | HandshakeError::TooManyRequestHeaders { .. } => 431,
+            _ => 0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers shared by both sides.
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A non-empty HTTP token.
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_tchar)
+}
+
+fn check_header_name(name: &str) -> Result<(), HandshakeError> {
+    if is_token(name) {
+        Ok(())
+    } else {
+        Err(HandshakeError::InvalidHeaderName(name.to_owned()))
+    }
+}
+
+fn check_header_value(name: &str, value: &str) -> Result<(), HandshakeError> {
+    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+        Err(HandshakeError::InvalidHeaderValue(name.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_header(name: &str, value: &str) -> Result<(), HandshakeError> {
+    check_header_name(name)?;
+    check_header_value(name, value)
+}
+
+fn check_protocol(protocol: &str) -> Result<(), HandshakeError> {
+    if is_token(protocol) {
+        Ok(())
+    } else {
+        Err(HandshakeError::InvalidProtocol(protocol.to_owned()))
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Values of every line of header `name` (case-insensitive), in order.
+fn values<'a>(
+    headers: &'a [(String, String)],
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// All comma-separated, trimmed, non-empty items of header `name`, across repeated lines.
+fn list_items<'a>(headers: &'a [(String, String)], name: &'a str) -> Vec<&'a str> {
+    values(headers, name)
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+/// Whether header `name` has an item equal (case-insensitive) to `token`.
+fn has_token(headers: &[(String, String)], name: &str, token: &str) -> bool {
+    list_items(headers, name)
+        .iter()
+        .any(|item| item.eq_ignore_ascii_case(token))
+}
+
+/// Trimmed, non-empty values of header `name` joined with ", ", or None if there are none.
+fn joined(headers: &[(String, String)], name: &str) -> Option<String> {
+    let parts: Vec<&str> = values(headers, name)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join(", "))
+    }
+}
+
+fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).trim().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Accumulates bytes of an HTTP head and decides when it is worth parsing.
+#[derive(Debug, Clone, Default)]
+struct HeadBuffer {
+    buf: Vec<u8>,
+}
+
+impl HeadBuffer {
+    /// Appends `data` and returns the slice worth parsing (at most the first `max` bytes), or
+    /// None when the new data cannot have changed the outcome of a parse.
+    ///
+    /// A head only ends with a line feed, and a malformed line shows once its line has
+    /// arrived, so parsing only when new data holds a line feed bounds the work by the
+    /// number of lines rather than by the number of calls (one byte at a time stays linear).
+    fn push(&mut self, data: &[u8], max: usize) -> Option<&[u8]> {
+        self.buf.extend_from_slice(data);
+        if data.contains(&b'\n') {
+            Some(&self.buf[..self.buf.len().min(max)])
+        } else {
+            None
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn leftover(&self, head_len: usize) -> Vec<u8> {
+        self.buf[head_len..].to_vec()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    Waiting,
+    Done,
+    Failed,
+}
+
+/// The client half of the opening handshake: the request to send and the validation of the
+/// server's answer.
+#[derive(Debug, Clone)]
+pub struct ClientHandshake {
+    request: Vec<u8>,
+    key: String,
+    offered: Vec<String>,
+    limits: Limits,
+    buf: HeadBuffer,
+    state: ClientState,
+    status: u16,
+    headers: Vec<(String, String)>,
+    protocol: Option<String>,
+    extensions: Option<String>,
+    leftover: Vec<u8>,
+}
+
+/// Handshake headers a client's extra headers may not carry.
+const CLIENT_RESERVED: [&str; 6] = [
+    "Upgrade",
+    "Connection",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions",
+];
+
+impl ClientHandshake {
+    /// Builds the upgrade request.
+    ///
+    /// `host` is the Host header value (the caller adds a non-default port); `resource` is
+    /// path and query ("/" if empty). `protocols` are the offered subprotocols, each a
+    /// non-empty HTTP token. `extensions` is a ready-made `Sec-WebSocket-Extensions` offer.
+    /// `headers` are extra headers: a `Host` among them replaces `host` (only one Host line
+    /// is written); the other handshake headers (`Upgrade`, `Connection`,
+    /// `Sec-WebSocket-Key`/`-Version`/`-Protocol`/`-Extensions`) are refused, as they must
+    /// come from the handshake or the arguments above. The key is 16 bytes from `rng`, in
+    /// base64.
+    pub fn new(
+        host: &str,
+        resource: &str,
+        protocols: &[String],
+        extensions: Option<&str>,
+        headers: &[(String, String)],
+        limits: Limits,
+        rng: &mut dyn rand::RngCore,
+    ) -> Result<ClientHandshake, HandshakeError> {
+        let resource = if resource.is_empty() { "/" } else { resource };
+        if resource.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(HandshakeError::InvalidResource(resource.to_owned()));
+        }
+        for protocol in protocols {
+            check_protocol(protocol)?;
+        }
+        if let Some(ext) = extensions {
+            check_header_value("Sec-WebSocket-Extensions", ext)?;
+        }
+        let mut host = host;
+        let mut user_host = false;
+        for (name, value) in headers {
+            check_header(name, value)?;
+            if let Some(reserved) = CLIENT_RESERVED
+                .iter()
+                .find(|r| r.eq_ignore_ascii_case(name))
+            {
+                return Err(HandshakeError::ReservedHeader((*reserved).to_owned()));
+            }
+            if name.eq_ignore_ascii_case("Host") {
+                if user_host {
+                    return Err(HandshakeError::DuplicateHeader("Host".to_owned()));
+                }
+                user_host = true;
+                host = value;
+            }
+        }
+        check_header_value("Host", host)?;
+
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let key = BASE64.encode(nonce);
+
+        let mut request = Vec::with_capacity(256);
+        request.extend_from_slice(b"GET ");
+        request.extend_from_slice(resource.as_bytes());
+        request.extend_from_slice(b" HTTP/1.1\r\n");
+        write_header(&mut request, "Host", host);
+        write_header(&mut request, "Upgrade", "websocket");
+        write_header(&mut request, "Connection", "Upgrade");
+        write_header(&mut request, "Sec-WebSocket-Key", &key);
+        write_header(&mut request, "Sec-WebSocket-Version", "13");
+        if !protocols.is_empty() {
+            write_header(
+                &mut request,
+                "Sec-WebSocket-Protocol",
+                &protocols.join(", "),
+            );
+        }
+        if let Some(ext) = extensions {
+            write_header(&mut request, "Sec-WebSocket-Extensions", ext);
+        }
+        for (name, value) in headers {
+            if !name.eq_ignore_ascii_case("Host") {
+                write_header(&mut request, name, value);
+            }
+        }
+        request.extend_from_slice(b"\r\n");
+
+        Ok(ClientHandshake {
+            request,
+            key,
+            offered: protocols.to_vec(),
+            limits,
+            buf: HeadBuffer::default(),
+            state: ClientState::Waiting,
+            status: 0,
+            headers: Vec::new(),
+            protocol: None,
+            extensions: None,
+            leftover: Vec::new(),
+        })
+    }
+
+    /// The request bytes to send.
+    pub fn request(&self) -> &[u8] {
+        &self.request
+    }
+
+    /// The `Sec-WebSocket-Key` sent.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Feeds response bytes, in any chunking. Ok(false): more bytes are needed. Ok(true): the
+    /// response is complete and valid. An error is final; so is success: later calls fail
+    /// with [`HandshakeError::Finished`]. Bytes after the head are kept as leftover (also
+    /// when the status is not 101, so the caller can read a body).
+    pub fn receive_data(&mut self, data: &[u8]) -> Result<bool, HandshakeError> {
+        if self.state != ClientState::Waiting {
+            return Err(HandshakeError::Finished);
+        }
+        match self.parse(data) {
+            Ok(None) => Ok(false),
+            Ok(Some(())) => {
+                self.state = ClientState::Done;
+                Ok(true)
+            }
+            Err(err) => {
+                self.state = ClientState::Failed;
+                Err(err)
+            }
+        }
+    }
+
+    fn parse(&mut self, data: &[u8]) -> Result<Option<()>, HandshakeError> {
+        let limits = self.limits;
+        let Some(head) = self.buf.push(data, limits.max_header_size) else {
+            return if self.buf.len() > limits.max_header_size {
+                Err(HandshakeError::ResponseTooLarge {
+                    limit: limits.max_header_size,
+                })
+            } else {
+                Ok(None)
+            };
+        };
+        let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut response = httparse::Response::new(&mut slots);
+        let head_len = match response.parse(head) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                return if self.buf.len() > limits.max_header_size {
+                    Err(HandshakeError::ResponseTooLarge {
+                        limit: limits.max_header_size,
+                    })
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HandshakeError::TooManyResponseHeaders {
+                    limit: limits.max_headers,
+                })
+            }
+            Err(err) => return Err(HandshakeError::MalformedResponse(err.to_string())),
+        };
+        let status = response.code.unwrap_or(0);
+        let reason = response.reason.unwrap_or("").to_owned();
+        let headers = owned_headers(response.headers);
+        self.leftover = self.buf.leftover(head_len);
+        self.buf = HeadBuffer::default();
+        self.status = status;
+        self.headers = headers;
+
+        if status != 101 {
+            return Err(HandshakeError::UnexpectedStatus {
+                status,
+                reason,
+                headers: self.headers.clone(),
+            });
+        }
+        self.validate()?;
+        Ok(Some(()))
+    }
+
+    /// Checks a 101 response's headers (RFC 6455 §4.1, items 2 to 6 of the client's checks).
+    fn validate(&mut self) -> Result<(), HandshakeError> {
+        let headers = &self.headers;
+
+        match joined(headers, "Upgrade") {
+            None => return Err(HandshakeError::MissingUpgrade),
+            Some(v) if !has_token(headers, "Upgrade", "websocket") => {
+                return Err(HandshakeError::InvalidUpgrade(v))
+            }
+            Some(_) => {}
+        }
+        match joined(headers, "Connection") {
+            None => return Err(HandshakeError::MissingConnection),
+            Some(v) if !has_token(headers, "Connection", "upgrade") => {
+                return Err(HandshakeError::InvalidConnection(v))
+            }
+            Some(_) => {}
+        }
+
+        let accepts: Vec<&str> = values(headers, "Sec-WebSocket-Accept").collect();
+        let expected = sign_key(self.key.as_bytes());
+        match accepts.as_slice() {
+            [] => return Err(HandshakeError::MissingAccept),
+            [one] if *one == expected => {}
+            _ => {
+                return Err(HandshakeError::InvalidAccept {
+                    got: accepts.join(", "),
+                    expected,
+                })
+            }
+        }
+
+        let selected = list_items(headers, "Sec-WebSocket-Protocol");
+        self.protocol = match selected.as_slice() {
+            [] => None,
+            [one] if self.offered.iter().any(|p| p == one) => Some((*one).to_owned()),
+            [one] => return Err(HandshakeError::UnofferedProtocol((*one).to_owned())),
+            many => return Err(HandshakeError::MultipleProtocols(many.join(", "))),
+        };
+
+        self.extensions = joined(headers, "Sec-WebSocket-Extensions");
+        Ok(())
+    }
+
+    /// The response's status code; 0 until the status line has been parsed.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The response's headers in order (values trimmed, lossy UTF-8); empty until parsed.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The subprotocol the server selected, if any (set once the handshake succeeded).
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Every `Sec-WebSocket-Extensions` value of the response joined with ", ", unvalidated;
+    /// None if there was none (set once the handshake succeeded).
+    pub fn extensions(&self) -> Option<&str> {
+        self.extensions.as_deref()
+    }
+
+    /// Takes the bytes received after the response head (the first WebSocket frames, or a
+    /// body after a refusal).
+    pub fn take_leftover(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.leftover)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server side.
+
+/// A parsed HTTP request head, as received by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method, e.g. "GET".
+    pub method: String,
+    /// The request target (path and query).
+    pub path: String,
+    /// The HTTP/1.x minor version: 1 for HTTP/1.1.
+    pub version: u8,
+    /// The headers in order (values trimmed, lossy UTF-8).
+    pub headers: Vec<(String, String)>,
+    leftover: Vec<u8>,
+}
+
+/// A refusal to send with [`reject_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body text.
+    pub message: String,
+    /// Headers to add to the response.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Rejection {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+const NOT_WEBSOCKET: &str = "Only WebSocket connections are supported.";
+
+impl Request {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The values of every line of header `name` (case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let name = name.to_owned();
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(&name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All comma-separated, trimmed, non-empty items of header `name` across repeated lines,
+    /// in their original case.
+    pub fn tokens(&self, name: &str) -> Vec<String> {
+        list_items(&self.headers, name)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The subprotocols the client offered, in its order.
+    pub fn offered_protocols(&self) -> Vec<String> {
+        self.tokens("Sec-WebSocket-Protocol")
+    }
+
+    /// Every `Sec-WebSocket-Extensions` value joined with ", "; None if there was none.
+    pub fn offered_extensions(&self) -> Option<String> {
+        joined(&self.headers, "Sec-WebSocket-Extensions")
+    }
+
+    /// The client's `Sec-WebSocket-Key`, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.header("Sec-WebSocket-Key")
+    }
+
+    /// Takes the bytes received after the request head.
+    pub fn take_leftover(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.leftover)
+    }
+
+    /// Validates the request as a WebSocket upgrade, in shelf_web_socket's order, returning
+    /// the refusal to send when it is not acceptable:
+    ///
+    /// 1. method not GET → 404;
+    /// 2. no `Connection` token "upgrade" (case-insensitive) → 404;
+    /// 3. no `Upgrade` token "websocket" (case-insensitive) → 404;
+    /// 4. `Sec-WebSocket-Version` missing → 400; not "13" → 426 with the header
+    ///    `Sec-WebSocket-Version: 13` (RFC 6455 §4.4);
+    /// 5. HTTP version not 1.1 → 400;
+    /// 6. `Sec-WebSocket-Key` missing or not the base64 of 16 bytes → 400;
+    /// 7. `Host` missing → 400;
+    /// 8. with `allowed_origins`, an `Origin` whose lower-cased value is not among the
+    ///    lower-cased allowed origins → 403 (a request without `Origin` is allowed).
+    pub fn check(&self, allowed_origins: Option<&[String]>) -> Result<(), Rejection> {
+        if self.method != "GET" {
+            return Err(Rejection::new(404, NOT_WEBSOCKET));
+        }
+        if !has_token(&self.headers, "Connection", "upgrade") {
+            return Err(Rejection::new(404, NOT_WEBSOCKET));
+        }
+        if !has_token(&self.headers, "Upgrade", "websocket") {
+            return Err(Rejection::new(404, NOT_WEBSOCKET));
+        }
+        match self.header("Sec-WebSocket-Version") {
+            None => return Err(Rejection::new(400, "missing Sec-WebSocket-Version header.")),
+            Some("13") => {}
+            Some(other) => {
+                let mut rejection = Rejection::new(
+                    426,
+                    format!("unsupported Sec-WebSocket-Version \"{other}\"."),
+                );
+                rejection
+                    .headers
+                    .push(("Sec-WebSocket-Version".to_owned(), "13".to_owned()));
+                return Err(rejection);
+            }
+        }
+        if self.version != 1 {
+            return Err(Rejection::new(
+                400,
+                format!("unexpected HTTP version \"1.{}\".", self.version),
+            ));
+        }
+        match self.key() {
+            None => return Err(Rejection::new(400, "missing Sec-WebSocket-Key header.")),
+            Some(key) => match BASE64.decode(key) {
+                Ok(nonce) if nonce.len() == 16 => {}
+                _ => return Err(Rejection::new(400, "invalid Sec-WebSocket-Key header.")),
+            },
+        }
+        if self.header("Host").is_none() {
+            return Err(Rejection::new(400, "missing Host header."));
+        }
+        if let (Some(allowed), Some(origin)) = (allowed_origins, self.header("Origin")) {
+            let lower = origin.to_lowercase();
+            if !allowed.iter().any(|a| a.to_lowercase() == lower) {
+                return Err(Rejection::new(403, format!("invalid origin \"{origin}\".")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The subprotocol to select: the first of the client's offers, in the client's order,
+    /// that is in `supported`; None if there is none.
+    pub fn choose_protocol(&self, supported: &[String]) -> Option<String> {
+        self.offered_protocols()
+            .into_iter()
+            .find(|offered| supported.contains(offered))
+    }
+}
+
+/// The server half of the opening handshake: parses the client's request head.
+#[derive(Debug, Clone)]
+pub struct ServerHandshake {
+    limits: Limits,
+    buf: HeadBuffer,
+    finished: bool,
+}
+
+impl ServerHandshake {
+    /// A handshake waiting for a request head within `limits`.
+    pub fn new(limits: Limits) -> Self {
+        ServerHandshake {
+            limits,
+            buf: HeadBuffer::default(),
+            finished: false,
+        }
+    }
+
+    /// Feeds request bytes, in any chunking. Ok(None): more bytes are needed. Ok(Some):
+    /// the request head, with the bytes after it as its leftover. A malformed head is an
+    /// error with status 400; a head that is too large or has too many headers, 431. After
+    /// a request or an error, later calls fail with [`HandshakeError::Finished`].
+    pub fn receive_data(&mut self, data: &[u8]) -> Result<Option<Request>, HandshakeError> {
+        if self.finished {
+            return Err(HandshakeError::Finished);
+        }
+        let result = self.parse(data);
+        if !matches!(result, Ok(None)) {
+            self.finished = true;
+            self.buf = HeadBuffer::default();
+        }
+        result
+    }
+
+    fn parse(&mut self, data: &[u8]) -> Result<Option<Request>, HandshakeError> {
+        let limits = self.limits;
+        let too_large = HandshakeError::RequestTooLarge {
+            limit: limits.max_header_size,
+        };
+        let Some(head) = self.buf.push(data, limits.max_header_size) else {
+            return if self.buf.len() > limits.max_header_size {
+                Err(too_large)
+            } else {
+                Ok(None)
+            };
+        };
+        let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut request = httparse::Request::new(&mut slots);
+        let head_len = match request.parse(head) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                return if self.buf.len() > limits.max_header_size {
+                    Err(too_large)
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HandshakeError::TooManyRequestHeaders {
+                    limit: limits.max_headers,
+                })
+            }
+            Err(err) => return Err(HandshakeError::MalformedRequest(err.to_string())),
+        };
+        Ok(Some(Request {
+            method: request.method.unwrap_or("").to_owned(),
+            path: request.path.unwrap_or("").to_owned(),
+            version: request.version.unwrap_or(0),
+            headers: owned_headers(request.headers),
+            leftover: self.buf.leftover(head_len),
+        }))
+    }
+}
+
+/// Headers [`accept_response`] writes itself.
+const ACCEPT_RESERVED: [&str; 5] = [
+    "Upgrade",
+    "Connection",
+    "Sec-WebSocket-Accept",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions",
+];
+
+/// The 101 response accepting a request whose `Sec-WebSocket-Key` is `key`:
+/// status line, `Upgrade`, `Connection`, `Sec-WebSocket-Accept`, then the selected
+/// `protocol` and `extensions` if any, then the extra `headers`, then the empty line.
+///
+/// Errors: `protocol` not a token, `extensions` or a header value with CR/LF/NUL, a header
+/// name not a token, or an extra header that this function writes itself.
+pub fn accept_response(
+    key: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+    headers: &[(String, String)],
+) -> Result<Vec<u8>, HandshakeError> {
+    if let Some(protocol) = protocol {
+        check_protocol(protocol)?;
+    }
+    if let Some(ext) = extensions {
+        check_header_value("Sec-WebSocket-Extensions", ext)?;
+    }
+    for (name, value) in headers {
+        check_header(name, value)?;
+        if let Some(reserved) = ACCEPT_RESERVED
+            .iter()
+            .find(|r| r.eq_ignore_ascii_case(name))
+        {
+            return Err(HandshakeError::ReservedHeader((*reserved).to_owned()));
+        }
+    }
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    write_header(&mut out, "Upgrade", "websocket");
+    write_header(&mut out, "Connection", "Upgrade");
+    write_header(&mut out, "Sec-WebSocket-Accept", &sign_key(key.as_bytes()));
+    if let Some(protocol) = protocol {
+        write_header(&mut out, "Sec-WebSocket-Protocol", protocol);
+    }
+    if let Some(ext) = extensions {
+        write_header(&mut out, "Sec-WebSocket-Extensions", ext);
+    }
+    for (name, value) in headers {
+        write_header(&mut out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
+}
+
+/// The reason phrase of an HTTP status (RFC 9110 §15); "Unknown" for others.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Headers [`reject_response`] writes itself and will not take from the caller.
+const REJECT_RESERVED: [&str; 3] = ["Content-Length", "Connection", "Transfer-Encoding"];
+
+/// A complete refusal: "HTTP/1.1 {status} {reason phrase}", the caller's `headers`,
+/// `Content-Length`, `Connection: close`, `Content-Type: text/plain; charset=utf-8` unless
+/// the caller gave a Content-Type, the empty line, then `body`.
+///
+/// Errors: a status outside 100..=999, a header name not a token, a value with CR/LF/NUL,
+/// or a `Content-Length`, `Connection` or `Transfer-Encoding` header from the caller.
+pub fn reject_response(
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Vec<u8>, HandshakeError> {
+    if !(100..=999).contains(&status) {
+        return Err(HandshakeError::InvalidStatus(status));
+    }
+    let mut has_content_type = false;
+    for (name, value) in headers {
+        check_header(name, value)?;
+        if let Some(reserved) = REJECT_RESERVED
+            .iter()
+            .find(|r| r.eq_ignore_ascii_case(name))
+        {
+            return Err(HandshakeError::ReservedHeader((*reserved).to_owned()));
+        }
+        has_content_type |= name.eq_ignore_ascii_case("Content-Type");
+    }
+    let mut out = Vec::with_capacity(128 + body.len());
+    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status)).as_bytes());
+    for (name, value) in headers {
+        write_header(&mut out, name, value);
+    }
+    write_header(&mut out, "Content-Length", &body.len().to_string());
+    write_header(&mut out, "Connection", "close");
+    if !has_content_type {
+        write_header(&mut out, "Content-Type", "text/plain; charset=utf-8");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn client_with(protocols: &[&str], limits: Limits) -> ClientHandshake {
+        let mut rng = StdRng::seed_from_u64(1);
+        ClientHandshake::new(
+            "example.com",
+            "/",
+            &strings(protocols),
+            None,
+            &[],
+            limits,
+            &mut rng,
+        )
+        .unwrap()
+    }
+
+    fn client(protocols: &[&str]) -> ClientHandshake {
+        client_with(protocols, Limits::default())
+    }
+
+    /// The key `client` sends, and its accept value.
+    const CLIENT_KEY: &str = "YRgw02QaaPlKaQ3MJdH0sA==";
+
+    fn accept() -> String {
+        sign_key(CLIENT_KEY.as_bytes())
+    }
+
+    /// A 101 response with the right accept value and `extra` header lines.
+    fn switching(extra: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n{extra}\r\n",
+            accept()
+        )
+        .into_bytes()
+    }
+
+    fn client_error(protocols: &[&str], response: &[u8]) -> HandshakeError {
+        client(protocols).receive_data(response).unwrap_err()
+    }
+
+    // -- sign_key --------------------------------------------------------------------------
+
+    #[test]
+    fn sign_key_matches_the_rfc_example() {
+        assert_eq!(
+            sign_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn sign_key_matches_a_second_vector() {
+        assert_eq!(
+            sign_key(b"x3JJHMbDL1EzLkh9GBhXDw=="),
+            "HSmrc0sMlYUkAGmm5OPpG2HaGWk="
+        );
+    }
+
+    #[test]
+    fn sign_key_of_an_empty_key_hashes_the_guid_alone() {
+        assert_eq!(sign_key(b""), "Kfh9QIsMVZcl6xEPYxPHzW8SZ8w=");
+    }
+
+    #[test]
+    fn limits_default_to_16384_bytes_and_128_headers() {
+        let limits = Limits::default();
+        assert_eq!(limits.max_header_size, 16384);
+        assert_eq!(limits.max_headers, 128);
+    }
+
+    // -- client request --------------------------------------------------------------------
+
+    #[test]
+    fn client_request_matches_expected_bytes() {
+        let mut rng = StdRng::seed_from_u64(42);
+        let hs = ClientHandshake::new(
+            "example.com:8080",
+            "/chat?x=1",
+            &strings(&["chat", "superchat"]),
+            Some("permessage-deflate; client_max_window_bits"),
+            &pairs(&[("User-Agent", "wschannel/0.1"), ("Cookie", "a=b")]),
+            Limits::default(),
+            &mut rng,
+        )
+        .unwrap();
+        let expected: &[u8] = b"GET /chat?x=1 HTTP/1.1\r\n\
+            Host: example.com:8080\r\n\
+            Upgrade: websocket\r\n\
+            Connection: Upgrade\r\n\
+            Sec-WebSocket-Key: oiQnImN3zIZ9Ua0/Ewrwig==\r\n\
+            Sec-WebSocket-Version: 13\r\n\
+            Sec-WebSocket-Protocol: chat, superchat\r\n\
+            Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+            User-Agent: wschannel/0.1\r\n\
+            Cookie: a=b\r\n\
+            \r\n";
+        assert_eq!(
+            String::from_utf8_lossy(hs.request()),
+            String::from_utf8_lossy(expected)
+        );
+        assert_eq!(hs.key(), "oiQnImN3zIZ9Ua0/Ewrwig==");
+    }
+
+    #[test]
+    fn client_key_is_base64_of_16_bytes_from_the_rng() {
+        let mut rng = StdRng::seed_from_u64(42);
+        let mut nonce = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rng, &mut nonce);
+        let hs = client(&[]);
+        assert_eq!(BASE64.decode(hs.key()).unwrap().len(), 16);
+        let mut rng = StdRng::seed_from_u64(42);
+        let hs =
+            ClientHandshake::new("h", "/", &[], None, &[], Limits::default(), &mut rng).unwrap();
+        assert_eq!(hs.key(), BASE64.encode(nonce));
+    }
+
+    #[test]
+    fn client_request_defaults_an_empty_resource_to_slash() {
+        let hs = client(&[]);
+        assert!(hs
+            .request()
+            .starts_with(b"GET / HTTP/1.1\r\nHost: example.com\r\n"));
+        let mut rng = StdRng::seed_from_u64(1);
+        let hs =
+            ClientHandshake::new("h", "", &[], None, &[], Limits::default(), &mut rng).unwrap();
+        assert!(hs.request().starts_with(b"GET / HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn client_request_without_protocols_or_extensions_has_neither_header() {
+        let expected = format!(
+            "GET / HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {CLIENT_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        assert_eq!(client(&[]).request(), expected.as_bytes());
+    }
+
+    #[test]
+    fn client_request_writes_a_user_host_once_in_place_of_the_default() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let hs = ClientHandshake::new(
+            "example.com",
+            "/",
+            &[],
+            None,
+            &pairs(&[("X-A", "1"), ("host", "proxy.example:81")]),
+            Limits::default(),
+            &mut rng,
+        )
+        .unwrap();
+        let expected = format!(
+            "GET / HTTP/1.1\r\nHost: proxy.example:81\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {CLIENT_KEY}\r\n\
+             Sec-WebSocket-Version: 13\r\nX-A: 1\r\n\r\n"
+        );
+        assert_eq!(String::from_utf8_lossy(hs.request()), expected);
+    }
+
+    fn new_client_error(
+        protocols: &[&str],
+        extensions: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> HandshakeError {
+        let mut rng = StdRng::seed_from_u64(1);
+        ClientHandshake::new(
+            "example.com",
+            "/",
+            &strings(protocols),
+            extensions,
+            &pairs(headers),
+            Limits::default(),
+            &mut rng,
+        )
+        .unwrap_err()
+    }
+
+    #[test]
+    fn client_refuses_user_handshake_headers() {
+        for name in [
+            "Sec-WebSocket-Key",
+            "sec-websocket-version",
+            "UPGRADE",
+            "Connection",
+            "Sec-WebSocket-Protocol",
+            "Sec-WebSocket-Extensions",
+        ] {
+            let err = new_client_error(&[], None, &[(name, "x")]);
+            assert!(
+                matches!(err, HandshakeError::ReservedHeader(_)),
+                "{name}: {err:?}"
+            );
+            assert_eq!(err.status(), 0);
+        }
+        assert_eq!(
+            new_client_error(&[], None, &[("sec-websocket-key", "x")]).to_string(),
+            "header 'Sec-WebSocket-Key' is written by the handshake itself and cannot be given \
+             as an extra header"
+        );
+    }
+
+    #[test]
+    fn client_refuses_two_user_host_headers() {
+        let err = new_client_error(&[], None, &[("Host", "a"), ("HOST", "b")]);
+        assert_eq!(err, HandshakeError::DuplicateHeader("Host".into()));
+    }
+
+    #[test]
+    fn client_refuses_invalid_header_names() {
+        for name in ["", "Bad Name", "Bad:Name", "Ünicode", "a\r\nb"] {
+            let err = new_client_error(&[], None, &[(name, "x")]);
+            assert_eq!(err, HandshakeError::InvalidHeaderName(name.into()));
+        }
+    }
+
+    #[test]
+    fn client_refuses_header_values_with_cr_lf_or_nul() {
+        for value in ["a\r\nX-Evil: 1", "a\nb", "a\rb", "a\0b"] {
+            let err = new_client_error(&[], None, &[("X-A", value)]);
+            assert_eq!(err, HandshakeError::InvalidHeaderValue("X-A".into()));
+        }
+        assert_eq!(
+            new_client_error(&[], None, &[("X-A", "a\nb")]).to_string(),
+            "invalid value for header 'X-A': it must not contain CR, LF or NUL"
+        );
+    }
+
+    #[test]
+    fn client_refuses_extensions_with_a_line_break() {
+        let err = new_client_error(&[], Some("permessage-deflate\r\nX: 1"), &[]);
+        assert_eq!(
+            err,
+            HandshakeError::InvalidHeaderValue("Sec-WebSocket-Extensions".into())
+        );
+    }
+
+    #[test]
+    fn client_refuses_a_host_with_a_line_break() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let err = ClientHandshake::new("a\r\nb", "/", &[], None, &[], Limits::default(), &mut rng)
+            .unwrap_err();
+        assert_eq!(err, HandshakeError::InvalidHeaderValue("Host".into()));
+    }
+
+    #[test]
+    fn client_refuses_invalid_protocols() {
+        for protocol in ["", "two words", "a,b", "caf\u{e9}", "x\r\n"] {
+            let err = new_client_error(&["ok", protocol], None, &[]);
+            assert_eq!(err, HandshakeError::InvalidProtocol(protocol.into()));
+        }
+    }
+
+    #[test]
+    fn client_refuses_a_resource_with_spaces_or_control_characters() {
+        for resource in ["/a b", "/a\r\nX: 1", "/\t", "/\x7f"] {
+            let mut rng = StdRng::seed_from_u64(1);
+            let err =
+                ClientHandshake::new("h", resource, &[], None, &[], Limits::default(), &mut rng)
+                    .unwrap_err();
+            assert_eq!(err, HandshakeError::InvalidResource(resource.into()));
+        }
+    }
+
+    // -- client response -------------------------------------------------------------------
+
+    #[test]
+    fn client_accepts_a_response_fed_one_byte_at_a_time() {
+        let mut hs = client(&["chat"]);
+        let response = switching("Sec-WebSocket-Protocol: chat\r\nServer: test\r\n");
+        for (i, byte) in response.iter().enumerate() {
+            let done = hs.receive_data(std::slice::from_ref(byte)).unwrap();
+            assert_eq!(done, i + 1 == response.len(), "after byte {i}");
+            if !done {
+                assert_eq!(hs.status(), 0);
+                assert_eq!(hs.headers(), []);
+            }
+        }
+        assert_eq!(hs.status(), 101);
+        assert_eq!(hs.protocol(), Some("chat"));
+        assert_eq!(hs.extensions(), None);
+        assert_eq!(hs.take_leftover(), b"");
+        assert_eq!(
+            hs.headers(),
+            pairs(&[
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", &accept()),
+                ("Sec-WebSocket-Protocol", "chat"),
+                ("Server", "test"),
+            ])
+        );
+        // Frames after the head belong to the engine, not to the handshake.
+        assert_eq!(hs.receive_data(b"\x81\x00"), Err(HandshakeError::Finished));
+    }
+
+    #[test]
+    fn client_keeps_bytes_after_the_head_as_leftover() {
+        let mut hs = client(&[]);
+        let mut response = switching("");
+        response.extend_from_slice(b"\x81\x05hello\x88\x00");
+        let split = 10;
+        assert_eq!(hs.receive_data(&response[..split]), Ok(false));
+        assert_eq!(hs.receive_data(&response[split..]), Ok(true));
+        assert_eq!(hs.take_leftover(), b"\x81\x05hello\x88\x00");
+        assert_eq!(hs.protocol(), None);
+    }
+
+    #[test]
+    fn client_accepts_a_bare_lf_response() {
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: upgrade\n\
+             Sec-WebSocket-Accept: {}\n\n",
+            accept()
+        );
+        assert_eq!(client(&[]).receive_data(response.as_bytes()), Ok(true));
+    }
+
+    #[test]
+    fn client_refuses_data_after_a_failure() {
+        let mut hs = client(&[]);
+        assert!(hs.receive_data(b"HTTP/1.1 404 Not Found\r\n\r\n").is_err());
+        assert_eq!(hs.receive_data(b"more"), Err(HandshakeError::Finished));
+    }
+
+    #[test]
+    fn client_rejects_status_404_with_status_and_headers() {
+        let mut hs = client(&[]);
+        let response =
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nX-Why: \xffno\r\n\r\nnot here";
+        let err = hs.receive_data(response).unwrap_err();
+        let headers = pairs(&[("Content-Length", "9"), ("X-Why", "\u{fffd}no")]);
+        assert_eq!(
+            err,
+            HandshakeError::UnexpectedStatus {
+                status: 404,
+                reason: "Not Found".into(),
+                headers: headers.clone(),
+            }
+        );
+        assert_eq!(err.status(), 404);
+        assert_eq!(
+            err.to_string(),
+            "server answered with status 404, not 101 Switching Protocols"
+        );
+        assert_eq!(hs.status(), 404);
+        assert_eq!(hs.headers(), headers);
+        assert_eq!(hs.take_leftover(), b"not here");
+    }
+
+    #[test]
+    fn client_rejects_status_200() {
+        let err = client_error(&[], b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(err.status(), 200);
+        assert!(matches!(
+            err,
+            HandshakeError::UnexpectedStatus { status: 200, .. }
+        ));
+    }
+
+    #[test]
+    fn client_rejects_a_missing_accept() {
+        let response =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              \r\n";
+        let err = client_error(&[], response);
+        assert_eq!(err, HandshakeError::MissingAccept);
+        assert_eq!(err.status(), 101);
+        assert_eq!(err.to_string(), "missing Sec-WebSocket-Accept header");
+    }
+
+    #[test]
+    fn client_rejects_a_wrong_accept() {
+        let response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        let err = client_error(&[], response);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Sec-WebSocket-Accept is 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=', expected '{}'",
+                accept()
+            )
+        );
+        assert_eq!(err.status(), 101);
+    }
+
+    #[test]
+    fn client_rejects_a_repeated_accept() {
+        let response = switching(&format!("Sec-WebSocket-Accept: {}\r\n", accept()));
+        let err = client_error(&[], &response);
+        assert_eq!(
+            err,
+            HandshakeError::InvalidAccept {
+                got: format!("{}, {}", accept(), accept()),
+                expected: accept()
+            }
+        );
+    }
+
+    #[test]
+    fn client_rejects_a_missing_upgrade() {
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            accept()
+        );
+        let err = client_error(&[], response.as_bytes());
+        assert_eq!(err, HandshakeError::MissingUpgrade);
+        assert_eq!(err.to_string(), "missing Upgrade: websocket header");
+    }
+
+    #[test]
+    fn client_rejects_an_upgrade_without_the_websocket_token() {
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            accept()
+        );
+        let err = client_error(&[], response.as_bytes());
+        assert_eq!(err, HandshakeError::InvalidUpgrade("h2c".into()));
+        assert_eq!(
+            err.to_string(),
+            "Upgrade header is 'h2c', which has no 'websocket' token"
+        );
+    }
+
+    #[test]
+    fn client_rejects_a_missing_connection() {
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            accept()
+        );
+        assert_eq!(
+            client_error(&[], response.as_bytes()),
+            HandshakeError::MissingConnection
+        );
+    }
+
+    #[test]
+    fn client_rejects_a_connection_without_the_upgrade_token() {
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\
+             Connection: upgrades\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            accept()
+        );
+        let err = client_error(&[], response.as_bytes());
+        assert_eq!(
+            err,
+            HandshakeError::InvalidConnection("keep-alive, upgrades".into())
+        );
+    }
+
+    #[test]
+    fn client_accepts_multi_valued_mixed_case_connection_and_upgrade() {
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo/1\r\nUpgrade: WebSocket\r\n\
+             Connection: keep-alive, Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            accept()
+        );
+        assert_eq!(client(&[]).receive_data(response.as_bytes()), Ok(true));
+    }
+
+    #[test]
+    fn client_accepts_an_offered_protocol() {
+        let mut hs = client(&["a", "b"]);
+        assert_eq!(
+            hs.receive_data(&switching("Sec-WebSocket-Protocol: b\r\n")),
+            Ok(true)
+        );
+        assert_eq!(hs.protocol(), Some("b"));
+    }
+
+    #[test]
+    fn client_rejects_an_unoffered_protocol() {
+        let err = client_error(&["a", "b"], &switching("Sec-WebSocket-Protocol: p\r\n"));
+        assert_eq!(err, HandshakeError::UnofferedProtocol("p".into()));
+        assert_eq!(
+            err.to_string(),
+            "server selected subprotocol 'p', which the client did not offer"
+        );
+    }
+
+    #[test]
+    fn client_rejects_a_protocol_when_none_was_offered() {
+        let err = client_error(&[], &switching("Sec-WebSocket-Protocol: chat\r\n"));
+        assert_eq!(err, HandshakeError::UnofferedProtocol("chat".into()));
+    }
+
+    #[test]
+    fn client_rejects_a_protocol_in_another_case() {
+        let err = client_error(&["chat"], &switching("Sec-WebSocket-Protocol: Chat\r\n"));
+        assert_eq!(err, HandshakeError::UnofferedProtocol("Chat".into()));
+    }
+
+    #[test]
+    fn client_rejects_two_protocols_on_one_line() {
+        let err = client_error(&["a", "b"], &switching("Sec-WebSocket-Protocol: a, b\r\n"));
+        assert_eq!(err, HandshakeError::MultipleProtocols("a, b".into()));
+        assert_eq!(
+            err.to_string(),
+            "server selected more than one subprotocol: 'a, b'"
+        );
+    }
+
+    #[test]
+    fn client_rejects_two_protocols_on_two_lines() {
+        let response = switching("Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: a\r\n");
+        let err = client_error(&["a"], &response);
+        assert_eq!(err, HandshakeError::MultipleProtocols("a, a".into()));
+    }
+
+    #[test]
+    fn client_collects_extensions_raw_and_joined() {
+        let mut hs = client(&[]);
+        let response = switching(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\
+             X-Other: 1\r\nsec-websocket-extensions:  x-foo \r\n",
+        );
+        assert_eq!(hs.receive_data(&response), Ok(true));
+        assert_eq!(
+            hs.extensions(),
+            Some("permessage-deflate; server_no_context_takeover, x-foo")
+        );
+    }
+
+    #[test]
+    fn client_rejects_a_malformed_response() {
+        let err = client_error(&[], b"HTTP/1.1 1O1 Switching\r\n\r\n");
+        assert!(
+            matches!(err, HandshakeError::MalformedResponse(_)),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), 0);
+        assert_eq!(
+            err.to_string(),
+            "malformed HTTP response: invalid response status"
+        );
+    }
+
+    #[test]
+    fn client_rejects_garbage_at_the_first_line_feed() {
+        let mut hs = client(&[]);
+        assert_eq!(hs.receive_data(b"SSH-2.0-OpenSSH"), Ok(false));
+        let err = hs.receive_data(b"\r\n").unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::MalformedResponse(_)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn client_accepts_a_head_of_exactly_the_size_limit() {
+        let response = switching("");
+        let limits = Limits {
+            max_header_size: response.len(),
+            ..Limits::default()
+        };
+        let mut hs = client_with(&[], limits);
+        let mut with_frame = response.clone();
+        with_frame.extend_from_slice(b"\x81\x00");
+        assert_eq!(hs.receive_data(&with_frame), Ok(true));
+        assert_eq!(hs.take_leftover(), b"\x81\x00");
+    }
+
+    #[test]
+    fn client_rejects_a_head_one_byte_over_the_size_limit() {
+        let response = switching("");
+        let limits = Limits {
+            max_header_size: response.len() - 1,
+            ..Limits::default()
+        };
+        let err = client_with(&[], limits)
+            .receive_data(&response)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            HandshakeError::ResponseTooLarge {
+                limit: response.len() - 1
+            }
+        );
+        assert_eq!(err.status(), 0);
+    }
+
+    #[test]
+    fn client_rejects_an_endless_header_line_fed_in_pieces() {
+        let mut hs = client(&[]);
+        assert_eq!(
+            hs.receive_data(b"HTTP/1.1 101 Switching Protocols\r\nX: "),
+            Ok(false)
+        );
+        let chunk = [b'a'; 1000];
+        let mut result = Ok(false);
+        for _ in 0..17 {
+            result = hs.receive_data(&chunk);
+            if result.is_err() {
+                break;
+            }
+        }
+        let err = result.unwrap_err();
+        assert_eq!(err, HandshakeError::ResponseTooLarge { limit: 16384 });
+        assert_eq!(err.to_string(), "HTTP response head exceeds 16384 bytes");
+    }
+
+    #[test]
+    fn client_accepts_exactly_max_headers() {
+        let limits = Limits {
+            max_headers: 4,
+            ..Limits::default()
+        };
+        let response = switching("X-Four: 4\r\n");
+        assert_eq!(client_with(&[], limits).receive_data(&response), Ok(true));
+    }
+
+    #[test]
+    fn client_rejects_more_than_max_headers() {
+        let limits = Limits {
+            max_headers: 3,
+            ..Limits::default()
+        };
+        let response = switching("X-Four: 4\r\n");
+        let err = client_with(&[], limits)
+            .receive_data(&response)
+            .unwrap_err();
+        assert_eq!(err, HandshakeError::TooManyResponseHeaders { limit: 3 });
+        assert_eq!(err.to_string(), "HTTP response has more than 3 headers");
+    }
+
+    #[test]
+    fn client_rejects_too_many_headers_before_the_head_ends() {
+        let limits = Limits {
+            max_headers: 2,
+            ..Limits::default()
+        };
+        let mut hs = client_with(&[], limits);
+        let err = hs
+            .receive_data(b"HTTP/1.1 101 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n")
+            .unwrap_err();
+        assert_eq!(err, HandshakeError::TooManyResponseHeaders { limit: 2 });
+    }
+
+    // -- server ----------------------------------------------------------------------------
+
+    const KEY: &str = "x3JJHMbDL1EzLkh9GBhXDw==";
+
+    /// A valid upgrade request with `extra` header lines.
+    fn upgrade_request(extra: &str) -> String {
+        format!(
+            "GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
+             {extra}\r\n"
+        )
+    }
+
+    fn parse(request: &str) -> Request {
+        ServerHandshake::new(Limits::default())
+            .receive_data(request.as_bytes())
+            .unwrap()
+            .expect("a complete request")
+    }
+
+    /// `upgrade_request` with header `name` removed or its value replaced.
+    fn edited(name: &str, value: Option<&str>) -> String {
+        let prefix = format!("{name}: ");
+        upgrade_request("")
+            .split_inclusive("\r\n")
+            .filter_map(|line| match (line.starts_with(&prefix), value) {
+                (false, _) => Some(line.to_owned()),
+                (true, None) => None,
+                (true, Some(v)) => Some(format!("{prefix}{v}\r\n")),
+            })
+            .collect()
+    }
+
+    fn origins() -> Vec<String> {
+        strings(&["pub.dartlang.org", "GoOgLe.CoM"])
+    }
+
+    fn check(request: &str) -> Result<(), Rejection> {
+        parse(request).check(Some(&origins()))
+    }
+
+    fn rejection(status: u16, message: &str) -> Result<(), Rejection> {
+        Err(Rejection {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn server_parses_a_valid_upgrade_request() {
+        let request = parse(&upgrade_request("Sec-WebSocket-Protocol: chat\r\n"));
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.path, "/chat");
+        assert_eq!(request.version, 1);
+        assert_eq!(request.header("sec-websocket-key"), Some(KEY));
+        assert_eq!(request.key(), Some(KEY));
+        assert_eq!(request.header("Origin"), None);
+        assert_eq!(request.headers.len(), 6);
+        assert_eq!(request.check(None), Ok(()));
+    }
+
+    #[test]
+    fn server_accepts_an_allowed_origin() {
+        assert_eq!(
+            check(&upgrade_request("Origin: pub.dartlang.org\r\n")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn server_rejects_an_origin_not_in_the_list_with_403() {
+        assert_eq!(
+            check(&upgrade_request("Origin: dartlang.org\r\n")),
+            rejection(403, "invalid origin \"dartlang.org\".")
+        );
+    }
+
+    #[test]
+    fn server_accepts_a_request_without_origin() {
+        assert_eq!(check(&upgrade_request("")), Ok(()));
+    }
+
+    #[test]
+    fn server_accepts_a_mixed_case_origin() {
+        assert_eq!(check(&upgrade_request("Origin: gOoGle.com\r\n")), Ok(()));
+    }
+
+    #[test]
+    fn server_accepts_any_origin_without_a_list() {
+        let request = parse(&upgrade_request("Origin: https://evil.example\r\n"));
+        assert_eq!(request.check(None), Ok(()));
+    }
+
+    #[test]
+    fn server_accepts_connection_with_another_token() {
+        let request = edited("Connection", Some("Other-Token, Upgrade"));
+        assert_eq!(check(&request), Ok(()));
+    }
+
+    #[test]
+    fn server_accepts_repeated_mixed_case_connection_and_upgrade_lines() {
+        let request = edited("Connection", Some("keep-alive")).replace(
+            "Upgrade: websocket\r\n",
+            "Upgrade: WEBSOCKET\r\nConnection: UPGRADE\r\n",
+        );
+        assert_eq!(check(&request), Ok(()));
+    }
+
+    #[test]
+    fn server_rejects_delete_with_404() {
+        let request = upgrade_request("").replacen("GET", "DELETE", 1);
+        assert_eq!(
+            check(&request),
+            rejection(404, "Only WebSocket connections are supported.")
+        );
+    }
+
+    #[test]
+    fn server_rejects_a_missing_connection_with_404() {
+        let request = edited("Connection", None);
+        assert_eq!(
+            check(&request),
+            rejection(404, "Only WebSocket connections are supported.")
+        );
+    }
+
+    #[test]
+    fn server_rejects_connection_without_upgrade_with_404() {
+        let request = edited("Connection", Some("keep-alive"));
+        assert_eq!(
+            check(&request),
+            rejection(404, "Only WebSocket connections are supported.")
+        );
+    }
+
+    #[test]
+    fn server_rejects_upgrade_fblthp_with_404() {
+        let request = edited("Upgrade", Some("fblthp"));
+        assert_eq!(
+            check(&request),
+            rejection(404, "Only WebSocket connections are supported.")
+        );
+    }
+
+    #[test]
+    fn server_rejects_a_missing_upgrade_with_404() {
+        let request = edited("Upgrade", None);
+        assert_eq!(
+            check(&request),
+            rejection(404, "Only WebSocket connections are supported.")
+        );
+    }
+
+    #[test]
+    fn server_rejects_a_missing_version_with_400() {
+        let request = edited("Sec-WebSocket-Version", None);
+        assert_eq!(
+            check(&request),
+            rejection(400, "missing Sec-WebSocket-Version header.")
+        );
+    }
+
+    #[test]
+    fn server_answers_426_for_version_15() {
+        let request = edited("Sec-WebSocket-Version", Some("15"));
+        assert_eq!(
+            check(&request),
+            Err(Rejection {
+                status: 426,
+                message: "unsupported Sec-WebSocket-Version \"15\".".into(),
+                headers: pairs(&[("Sec-WebSocket-Version", "13")]),
+            })
+        );
+    }
+
+    #[test]
+    fn server_rejects_a_missing_key_with_400() {
+        let request = edited("Sec-WebSocket-Key", None);
+        assert_eq!(
+            check(&request),
+            rejection(400, "missing Sec-WebSocket-Key header.")
+        );
+    }
+
+    #[test]
+    fn server_rejects_keys_that_are_not_16_bytes_of_base64_with_400() {
+        for key in [
+            "not base64!",
+            "AAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "x",
+        ] {
+            let request = edited("Sec-WebSocket-Key", Some(key));
+            assert_eq!(
+                check(&request),
+                rejection(400, "invalid Sec-WebSocket-Key header."),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_rejects_http_1_0_with_400() {
+        let request = upgrade_request("").replacen("HTTP/1.1", "HTTP/1.0", 1);
+        assert_eq!(
+            check(&request),
+            rejection(400, "unexpected HTTP version \"1.0\".")
+        );
+    }
+
+    #[test]
+    fn server_rejects_a_missing_host_with_400() {
+        let request = edited("Host", None);
+        assert_eq!(check(&request), rejection(400, "missing Host header."));
+    }
+
+    #[test]
+    fn server_checks_the_method_before_the_version() {
+        let request = edited("Sec-WebSocket-Version", None).replacen("GET", "POST", 1);
+        assert_eq!(
+            check(&request),
+            rejection(404, "Only WebSocket connections are supported.")
+        );
+    }
+
+    #[test]
+    fn server_checks_the_websocket_version_before_the_http_version() {
+        let request =
+            edited("Sec-WebSocket-Version", Some("8")).replacen("HTTP/1.1", "HTTP/1.0", 1);
+        assert_eq!(check(&request).unwrap_err().status, 426);
+    }
+
+    #[test]
+    fn server_chooses_the_first_client_protocol_it_supports() {
+        let request = parse(&upgrade_request(
+            "Sec-WebSocket-Protocol: one, two, three\r\n",
+        ));
+        assert_eq!(
+            request.offered_protocols(),
+            strings(&["one", "two", "three"])
+        );
+        assert_eq!(
+            request.choose_protocol(&strings(&["three", "two", "x"])),
+            Some("two".into())
+        );
+    }
+
+    #[test]
+    fn server_chooses_no_protocol_when_none_is_shared() {
+        let request = parse(&upgrade_request("Sec-WebSocket-Protocol: one\r\n"));
+        assert_eq!(request.choose_protocol(&strings(&["two"])), None);
+        let request = parse(&upgrade_request(""));
+        assert_eq!(request.choose_protocol(&strings(&["two"])), None);
+    }
+
+    #[test]
+    fn server_reads_tokens_and_extensions_across_repeated_lines() {
+        let request = parse(&upgrade_request(
+            "Sec-WebSocket-Protocol: one,, Two\r\nsec-websocket-protocol: three\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+             Sec-WebSocket-Extensions: x-foo\r\n",
+        ));
+        assert_eq!(
+            request.tokens("SEC-WEBSOCKET-PROTOCOL"),
+            strings(&["one", "Two", "three"])
+        );
+        assert_eq!(
+            request
+                .header_values("Sec-WebSocket-Protocol")
+                .collect::<Vec<_>>(),
+            ["one,, Two", "three"]
+        );
+        assert_eq!(
+            request.offered_extensions().as_deref(),
+            Some("permessage-deflate; client_max_window_bits, x-foo")
+        );
+        assert_eq!(parse(&upgrade_request("")).offered_extensions(), None);
+    }
+
+    #[test]
+    fn server_parses_a_request_fed_one_byte_at_a_time() {
+        let mut bytes = upgrade_request("Origin: pub.dartlang.org\r\n").into_bytes();
+        let head_len = bytes.len();
+        bytes.extend_from_slice(b"\x81\x82");
+        let mut server = ServerHandshake::new(Limits::default());
+        let mut request = None;
+        for (i, byte) in bytes[..head_len].iter().enumerate() {
+            let result = server.receive_data(std::slice::from_ref(byte)).unwrap();
+            assert_eq!(result.is_some(), i + 1 == head_len, "after byte {i}");
+            request = result;
+        }
+        let mut request = request.unwrap();
+        assert_eq!(request.check(Some(&origins())), Ok(()));
+        assert_eq!(request.take_leftover(), b"");
+        assert_eq!(server.receive_data(b"\x81"), Err(HandshakeError::Finished));
+    }
+
+    #[test]
+    fn server_keeps_bytes_after_the_head_as_leftover() {
+        let mut bytes = upgrade_request("").into_bytes();
+        bytes.extend_from_slice(b"\x81\x80abcd");
+        let mut server = ServerHandshake::new(Limits::default());
+        assert_eq!(server.receive_data(&bytes[..5]), Ok(None));
+        let mut request = server.receive_data(&bytes[5..]).unwrap().unwrap();
+        assert_eq!(request.take_leftover(), b"\x81\x80abcd");
+        assert_eq!(request.take_leftover(), b"");
+    }
+
+    #[test]
+    fn server_answers_431_for_a_head_over_the_size_limit() {
+        let bytes = upgrade_request("");
+        let limits = Limits {
+            max_header_size: bytes.len() - 1,
+            ..Limits::default()
+        };
+        let err = ServerHandshake::new(limits)
+            .receive_data(bytes.as_bytes())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            HandshakeError::RequestTooLarge {
+                limit: bytes.len() - 1
+            }
+        );
+        assert_eq!(err.status(), 431);
+        let limits = Limits {
+            max_header_size: bytes.len(),
+            ..Limits::default()
+        };
+        assert!(matches!(
+            ServerHandshake::new(limits).receive_data(bytes.as_bytes()),
+            Ok(Some(_))
+        ));
+    }
+
+    #[test]
+    fn server_answers_431_for_a_head_without_end() {
+        let mut server = ServerHandshake::new(Limits::default());
+        let chunk = [b'a'; 4096];
+        assert_eq!(server.receive_data(b"GET /"), Ok(None));
+        for _ in 0..3 {
+            assert_eq!(server.receive_data(&chunk), Ok(None));
+        }
+        let err = server.receive_data(&chunk).unwrap_err();
+        assert_eq!(err.status(), 431);
+        assert_eq!(err.to_string(), "HTTP request head exceeds 16384 bytes");
+        assert_eq!(server.receive_data(b"\r\n"), Err(HandshakeError::Finished));
+    }
+
+    #[test]
+    fn server_answers_431_for_too_many_headers() {
+        let limits = Limits {
+            max_headers: 5,
+            ..Limits::default()
+        };
+        let ok = ServerHandshake::new(limits).receive_data(upgrade_request("").as_bytes());
+        assert!(matches!(ok, Ok(Some(_))));
+        let err = ServerHandshake::new(limits)
+            .receive_data(upgrade_request("Origin: x\r\n").as_bytes())
+            .unwrap_err();
+        assert_eq!(err, HandshakeError::TooManyRequestHeaders { limit: 5 });
+        assert_eq!(err.status(), 431);
+        assert_eq!(err.to_string(), "HTTP request has more than 5 headers");
+    }
+
+    #[test]
+    fn server_answers_400_for_a_malformed_request() {
+        let err = ServerHandshake::new(Limits::default())
+            .receive_data(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+            .unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::MalformedRequest(_)),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), 400);
+        assert_eq!(
+            err.to_string(),
+            "malformed HTTP request: invalid header name"
+        );
+    }
+
+    #[test]
+    fn server_answers_400_for_a_non_http_first_line() {
+        let err = ServerHandshake::new(Limits::default())
+            .receive_data(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n")
+            .unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn server_maps_non_utf8_header_values_lossily() {
+        let mut bytes = upgrade_request("X-Bin: ab\r\n").into_bytes();
+        let pos = bytes.windows(8).position(|w| w == b"X-Bin: a").unwrap() + 8;
+        bytes.insert(pos, 0xff);
+        let request = ServerHandshake::new(Limits::default())
+            .receive_data(&bytes)
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.header("x-bin"), Some("a\u{fffd}b"));
+    }
+
+    // -- responses -------------------------------------------------------------------------
+
+    #[test]
+    fn server_accept_response_matches_expected_bytes() {
+        let response = accept_response("dGhlIHNhbXBsZSBub25jZQ==", None, None, &[]).unwrap();
+        assert_eq!(
+            String::from_utf8(response).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn server_accept_response_with_protocol_extensions_and_headers_matches_expected_bytes() {
+        let response = accept_response(
+            "x3JJHMbDL1EzLkh9GBhXDw==",
+            Some("chat"),
+            Some("permessage-deflate; server_no_context_takeover"),
+            &pairs(&[("Server", "wschannel"), ("Set-Cookie", "a=b")]),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(response).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n\
+             Sec-WebSocket-Protocol: chat\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\
+             Server: wschannel\r\nSet-Cookie: a=b\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn server_accept_response_is_accepted_by_the_client() {
+        let mut hs = client(&["two", "one"]);
+        let request = parse(std::str::from_utf8(hs.request()).unwrap());
+        assert_eq!(request.check(None), Ok(()));
+        let protocol = request.choose_protocol(&strings(&["one", "two"]));
+        let response = accept_response(
+            request.key().unwrap(),
+            protocol.as_deref(),
+            Some("x-ext"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(hs.receive_data(&response), Ok(true));
+        assert_eq!(hs.protocol(), Some("two"));
+        assert_eq!(hs.extensions(), Some("x-ext"));
+    }
+
+    #[test]
+    fn server_accept_response_refuses_bad_input() {
+        let err = |protocol, extensions, headers: &[(&str, &str)]| {
+            accept_response(KEY, protocol, extensions, &pairs(headers)).unwrap_err()
+        };
+        assert_eq!(
+            err(Some("a b"), None, &[]),
+            HandshakeError::InvalidProtocol("a b".into())
+        );
+        assert_eq!(
+            err(None, Some("x\r\n"), &[]),
+            HandshakeError::InvalidHeaderValue("Sec-WebSocket-Extensions".into())
+        );
+        assert_eq!(
+            err(None, None, &[("X", "1\r\nY: 2")]),
+            HandshakeError::InvalidHeaderValue("X".into())
+        );
+        assert_eq!(
+            err(None, None, &[("sec-websocket-accept", "x")]),
+            HandshakeError::ReservedHeader("Sec-WebSocket-Accept".into())
+        );
+        assert_eq!(
+            err(None, None, &[("a:b", "x")]),
+            HandshakeError::InvalidHeaderName("a:b".into())
+        );
+    }
+
+    #[test]
+    fn server_reject_response_matches_expected_bytes() {
+        let response = reject_response(
+            426,
+            &pairs(&[("Sec-WebSocket-Version", "13")]),
+            b"unsupported Sec-WebSocket-Version \"15\".",
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(response).unwrap(),
+            "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n\
+             Content-Length: 39\r\nConnection: close\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\n\
+             unsupported Sec-WebSocket-Version \"15\"."
+        );
+    }
+
+    #[test]
+    fn server_reject_response_keeps_the_callers_content_type() {
+        let response =
+            reject_response(403, &pairs(&[("content-type", "application/json")]), b"{}").unwrap();
+        assert_eq!(
+            String::from_utf8(response).unwrap(),
+            "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn server_reject_response_with_an_empty_body_and_unknown_status() {
+        let response = reject_response(499, &[], b"").unwrap();
+        assert_eq!(
+            String::from_utf8(response).unwrap(),
+            "HTTP/1.1 499 Unknown\r\nContent-Length: 0\r\nConnection: close\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn server_reject_response_names_common_statuses() {
+        for (status, reason) in [
+            (400, "Bad Request"),
+            (401, "Unauthorized"),
+            (403, "Forbidden"),
+            (404, "Not Found"),
+            (405, "Method Not Allowed"),
+            (426, "Upgrade Required"),
+            (429, "Too Many Requests"),
+            (431, "Request Header Fields Too Large"),
+            (500, "Internal Server Error"),
+            (503, "Service Unavailable"),
+        ] {
+            let response = reject_response(status, &[], b"").unwrap();
+            let line = format!("HTTP/1.1 {status} {reason}\r\n");
+            assert!(response.starts_with(line.as_bytes()), "{status}");
+        }
+    }
+
+    #[test]
+    fn server_reject_response_refuses_bad_input() {
+        assert_eq!(
+            reject_response(99, &[], b""),
+            Err(HandshakeError::InvalidStatus(99))
+        );
+        assert_eq!(
+            reject_response(1000, &[], b""),
+            Err(HandshakeError::InvalidStatus(1000))
+        );
+        assert_eq!(
+            reject_response(400, &pairs(&[("Content-Length", "5")]), b""),
+            Err(HandshakeError::ReservedHeader("Content-Length".into()))
+        );
+        assert_eq!(
+            reject_response(400, &pairs(&[("connection", "keep-alive")]), b""),
+            Err(HandshakeError::ReservedHeader("Connection".into()))
+        );
+        assert_eq!(
+            reject_response(400, &pairs(&[("X", "a\nb")]), b""),
+            Err(HandshakeError::InvalidHeaderValue("X".into()))
+        );
+    }
+
+    #[test]
+    fn server_rejection_round_trips_through_the_client() {
+        let request = parse(&edited("Sec-WebSocket-Version", Some("15")));
+        let rejection = request.check(None).unwrap_err();
+        let response = reject_response(
+            rejection.status,
+            &rejection.headers,
+            rejection.message.as_bytes(),
+        )
+        .unwrap();
+        let mut hs = client(&[]);
+        let err = hs.receive_data(&response).unwrap_err();
+        assert_eq!(err.status(), 426);
+        assert_eq!(
+            hs.headers()[0],
+            ("Sec-WebSocket-Version".to_owned(), "13".to_owned())
+        );
+        assert_eq!(hs.take_leftover(), rejection.message.as_bytes());
+    }
 }

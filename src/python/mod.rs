@@ -5,6 +5,7 @@
 
 mod connection;
 mod events;
+mod handshake;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
@@ -53,5 +54,6 @@ fn _wschannel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sign_key, m)?)?;
     events::register(m)?;
     connection::register(m)?;
+    handshake::register(m)?;
     Ok(())
 }

@@ -1,0 +1,156 @@
+"""Runs Autobahn|Testsuite against wschannel in both roles and compares with expectations.
+
+The server role (compliance/server.py under wstest's fuzzing client) and the client role
+(compliance/client.py against wstest's fuzzing server) run at the same time, one per core.
+Each case's result is compared with compliance/expected/<role>.json: a case that does
+worse than expected, or a case that is missing, fails the run. NON-STRICT counts as a
+failure (``--strict``).
+
+    python compliance/run.py                 # all cases, both roles
+    python compliance/run.py --cases '1.*,2.*' --role server
+    python compliance/run.py --update        # write the expectations from this run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CONFORMANCE = ROOT.parent / "shared" / "autobahn" / "conformance.py"
+REPORTS = HERE / "reports"
+EXPECTED = HERE / "expected"
+#: How good a result is: lower is better. OK and INFORMATIONAL both pass.
+RANK = {"OK": 0, "INFORMATIONAL": 0, "NON-STRICT": 1}
+WORST = 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"compliance: the echo server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"compliance: the echo server did not listen on {port}")
+
+
+def conformance(role: str, args: argparse.Namespace, extra: list[str]) -> int:
+    out = REPORTS / role
+    command = [sys.executable, str(CONFORMANCE), role, *extra, "--out", str(out)]
+    command += ["--strict", "--timeout", str(args.timeout)]
+    if args.cases:
+        command += ["--cases", args.cases]
+    with open(REPORTS / f"{role}.log", "w") as log:
+        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def run_server_role(args: argparse.Namespace) -> None:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(HERE / "server.py"), "--port", str(port)])
+    try:
+        wait_for_port(port, server)
+        conformance("server", args, [f"ws://127.0.0.1:{port}"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def run_client_role(args: argparse.Namespace) -> None:
+    extra = ["--port", str(free_port()), "--", sys.executable, str(HERE / "client.py")]
+    conformance("client", args, extra)
+
+
+def results(role: str) -> dict[str, dict[str, Any]]:
+    index = next((REPORTS / role / "reports").glob("*/index.json"), None)
+    if index is None:
+        index = REPORTS / role / "reports" / "index.json"
+    if not index.is_file():
+        return {}
+    by_agent: dict[str, dict[str, dict[str, Any]]] = json.loads(index.read_text())
+    return by_agent.get("wschannel", {})
+
+
+def rank(case: dict[str, Any]) -> int:
+    return max(RANK.get(case.get("behavior", ""), WORST), RANK.get(case.get("behaviorClose", ""), WORST))
+
+
+def case_key(case_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in case_id.split("."))
+
+
+def judge(role: str, args: argparse.Namespace) -> bool:
+    got = results(role)
+    expected_file = EXPECTED / f"{role}.json"
+    if args.update:
+        summary = {case: f"{got[case]['behavior']}/{got[case]['behaviorClose']}" for case in sorted(got, key=case_key)}
+        expected_file.write_text(json.dumps(summary, indent=1) + "\n")
+    expected: dict[str, str] = json.loads(expected_file.read_text()) if expected_file.is_file() else {}
+    if args.cases:
+        wanted = set(got)
+        expected = {case: value for case, value in expected.items() if case in wanted}
+    failed = []
+    for case, want in sorted(expected.items(), key=lambda item: case_key(item[0])):
+        behavior, _, closing = want.partition("/")
+        allowed = rank({"behavior": behavior, "behaviorClose": closing})
+        if case not in got:
+            failed.append(f"  case {case}: missing (expected {want})")
+        elif rank(got[case]) > allowed:
+            now = f"{got[case]['behavior']}/{got[case]['behaviorClose']}"
+            failed.append(f"  case {case}: {now}, expected {want}")
+    counts: dict[str, int] = {}
+    for case in got.values():
+        counts[case["behavior"]] = counts.get(case["behavior"], 0) + 1
+    shown = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+    print(f"compliance: {role}: {len(got)} cases: {shown}")
+    print("\n".join(failed))
+    passed = len(expected) - len(failed)
+    if not expected:
+        print(f"compliance: {role}: no expectations in {expected_file}")
+        return False
+    print(f"compliance: {role}: {passed} passed, {len(failed)} failed (against expectations)")
+    return not failed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", choices=["server", "client", "both"], default="both")
+    parser.add_argument("--cases", help="case ids or patterns, e.g. '1.*,2.*'")
+    parser.add_argument("--update", action="store_true", help="write the expectations")
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args()
+    os.makedirs(REPORTS, exist_ok=True)
+    roles = ["server", "client"] if args.role == "both" else [args.role]
+    runners = {"server": run_server_role, "client": run_client_role}
+    started = time.monotonic()
+    threads = [threading.Thread(target=runners[role], args=(args,)) for role in roles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(f"compliance: ran in {time.monotonic() - started:.0f} s")
+    ok = all([judge(role, args) for role in roles])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

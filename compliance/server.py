@@ -1,0 +1,37 @@
+"""The Autobahn|Testsuite echo server, built on ``wschannel.serve``.
+
+Echoes every message back with its type. Compression is accepted with the library's
+defaults; the message size limit is raised so the 16 MiB cases of 9.x can pass.
+
+    python compliance/server.py --port 9002
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import wschannel
+from wschannel import WebSocketChannel
+
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+async def echo(channel: WebSocketChannel) -> None:
+    async for message in channel.stream:
+        channel.sink.add(message)
+
+
+async def main(port: int) -> None:
+    server = await wschannel.serve(
+        echo, "127.0.0.1", port, max_message_size=MAX_MESSAGE_SIZE, compression=True
+    )
+    async with server:
+        print(f"listening on ws://127.0.0.1:{port}", flush=True)
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=9002)
+    asyncio.run(main(parser.parse_args().port))

@@ -1,0 +1,775 @@
+"""``IOWebSocketChannel``: WebSocket over asyncio sockets, with the Rust engine.
+
+The connection is an :class:`asyncio.Protocol` driving a sans-I/O
+:class:`~wschannel._wschannel.Connection`. Per network read: one ``receive_data`` call into
+the engine, then the events it returns, in order. Messages go to the channel's
+:class:`~wschannel.channel.MessageStream`; control events (ping, pong, close, failure) make the
+protocol write the engine's automatic replies and, when the engine says so, close the
+transport. Per message sent: one engine call that returns the complete frame, then one
+``transport.write``.
+
+Closing (RFC 6455 §7.1): the server closes TCP first. A client that has sent and received a
+close frame waits for the server's EOF up to ``close_timeout``, then closes the socket itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl as ssl_module
+import sys
+import urllib.parse
+from collections.abc import Buffer, Iterable, Mapping
+from typing import Final
+
+from ._wschannel import (
+    ClientHandshake,
+    Close,
+    Connection,
+    DeflateOptions,
+    Failure,
+    HandshakeError,
+    Ping,
+    Pong,
+    Request,
+    __version__,
+)
+from .channel import (
+    DEFAULT_MAX_QUEUE,
+    MessageStream,
+    WebSocketChannel,
+    WebSocketSink,
+    _retrieve_exception,
+    check_close_args,
+)
+from .exceptions import StateError, WebSocketChannelException
+from .status import ABNORMAL_CLOSURE, GOING_AWAY
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_WRITE_LIMIT",
+    "USER_AGENT",
+    "Headers",
+    "IOWebSocketChannel",
+]
+
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
+"""The largest message (after decompression) accepted from the peer: 1 MiB."""
+
+DEFAULT_WRITE_LIMIT: Final = 1 << 16
+"""The transport's write buffer size above which :meth:`WebSocketSink.flush` waits: 64 KiB."""
+
+DEFAULT_CLOSE_TIMEOUT: Final = 10.0
+"""Seconds the closing handshake may take before the socket is closed regardless."""
+
+USER_AGENT: Final = (
+    f"Python/{sys.version_info.major}.{sys.version_info.minor} wschannel/{__version__}"
+)
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+"""Extra HTTP headers: a mapping, or ``(name, value)`` pairs (to repeat a header)."""
+
+_NO_LOOP_MESSAGE: Final = (
+    "IOWebSocketChannel.connect() needs a running asyncio event loop; "
+    "from synchronous code, use wschannel.sync instead."
+)
+
+
+def deflate_options(compression: bool | DeflateOptions | None) -> DeflateOptions | None:
+    """The permessage-deflate settings for a ``compression`` argument (RFC 7692)."""
+    if compression is None or compression is False:
+        return None
+    if compression is True:
+        return DeflateOptions()
+    if isinstance(compression, DeflateOptions):
+        return compression
+    raise TypeError(f"compression must be a bool or DeflateOptions, not {type(compression)}.")
+
+
+def deflate_level(options: DeflateOptions | None) -> int:
+    """The compression level of ``options`` (6, zlib's default, when it does not say)."""
+    level: int = getattr(options, "level", 6)
+    return level
+
+
+def header_list(headers: Headers | None) -> list[tuple[str, str]]:
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return [(str(name), str(value)) for name, value in headers.items()]
+    return [(str(name), str(value)) for name, value in headers]
+
+
+class _IOSink(WebSocketSink):
+    """The sink of an :class:`IOWebSocketChannel`."""
+
+    __slots__ = (
+        "_channel",
+        "_close_args",
+        "_conn",
+        "_disconnected",
+        "_done",
+        "_pending",
+        "_user_closed",
+        "_write",
+    )
+
+    def __init__(self, channel: IOWebSocketChannel) -> None:
+        self._channel = channel
+        # Set while messages may be sent: open, neither closed by the user nor by the peer.
+        self._conn: Connection | None = None
+        self._write = _write_nowhere
+        self._pending: list[str | bytes] = []  # added before the connection opened
+        self._close_args: tuple[int | None, str | None] = (None, None)
+        self._user_closed = False
+        self._disconnected = False
+        self._done: asyncio.Future[None] = channel._loop.create_future()
+
+    def add(self, data: str | Buffer) -> None:
+        conn = self._conn
+        if conn is not None:
+            cls = type(data)
+            if cls is str:
+                self._write(conn.send_text(data))  # type: ignore[arg-type]
+                return
+            if cls is bytes:
+                self._write(conn.send_binary(data))
+                return
+        self._add_slowly(data)
+
+    def _add_slowly(self, data: str | Buffer) -> None:
+        if self._user_closed:
+            raise StateError("Cannot add event after closing.")
+        if not isinstance(data, str):
+            try:
+                memoryview(data).release()
+            except TypeError:
+                raise TypeError(
+                    f"Cannot send {type(data).__name__}: send str (text) or a bytes-like "
+                    "object (binary)."
+                ) from None
+        if self._disconnected:
+            return
+        conn = self._conn
+        if conn is None:
+            self._pending.append(data if isinstance(data, str | bytes) else bytes(data))
+        elif isinstance(data, str):
+            self._write(conn.send_text(data))
+        else:
+            self._write(conn.send_binary(data))
+
+    def close(self, code: int | None = None, reason: str | None = None) -> asyncio.Future[None]:
+        if self._user_closed:
+            return self._done
+        check_close_args(code, reason)
+        self._user_closed = True
+        channel = self._channel
+        channel._stream._discard()
+        if self._disconnected:
+            return self._done
+        protocol = channel._transport_protocol
+        if self._conn is not None and protocol is not None:
+            self._conn = None
+            self._write = _write_nowhere
+            protocol.close(code, reason)
+        else:
+            self._close_args = (code, reason)  # sent once the connection opens
+        return self._done
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        return self._done
+
+    async def flush(self) -> None:
+        channel = self._channel
+        if not channel._ready.done():
+            await asyncio.wait([channel._ready])
+        protocol = channel._transport_protocol
+        if protocol is not None:
+            await protocol.drain()
+
+    # For the protocol.
+
+    def _open(self, protocol: _WebSocketProtocol, conn: Connection) -> None:
+        write = protocol.write
+        pending, self._pending = self._pending, []
+        for data in pending:
+            write(conn.send_text(data) if isinstance(data, str) else conn.send_binary(data))
+        if self._user_closed:
+            protocol.close(*self._close_args)
+        elif not self._disconnected:
+            self._conn = conn
+            self._write = write
+
+    def _disconnect(self) -> None:
+        self._disconnected = True
+        self._conn = None
+        self._write = _write_nowhere
+        self._pending = []
+
+    def _finish(self) -> None:
+        self._disconnect()
+        if not self._done.done():
+            self._done.set_result(None)
+
+
+def _write_nowhere(data: bytes) -> None:
+    raise AssertionError("wschannel: a message was sent while the connection was not open")
+
+
+class IOWebSocketChannel(WebSocketChannel):
+    """A WebSocket channel over an asyncio socket (TCP or TLS), driven by the Rust engine.
+
+    Made by :meth:`connect` (client) or by :func:`wschannel.serve` (server side).
+    """
+
+    __slots__ = (
+        "_close_code",
+        "_close_reason",
+        "_connect_task",
+        "_loop",
+        "_protocol",
+        "_ready",
+        "_request",
+        "_sink",
+        "_stream",
+        "_transport_protocol",
+    )
+
+    def __init__(self, *, max_queue: int | None = DEFAULT_MAX_QUEUE) -> None:
+        """Internal: use :meth:`connect`, or :func:`wschannel.serve` for a server."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._ready: asyncio.Future[None] = loop.create_future()
+        self._ready.add_done_callback(_retrieve_exception)
+        self._stream = MessageStream(loop, max_queue=max_queue)
+        self._sink = _IOSink(self)
+        self._protocol: str | None = None
+        self._close_code: int | None = None
+        self._close_reason: str | None = None
+        self._transport_protocol: _WebSocketProtocol | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._request: Request | None = None
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        protocols: Iterable[str] | None = None,
+        headers: Headers | None = None,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        compression: bool | DeflateOptions | None = True,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_queue: int | None = DEFAULT_MAX_QUEUE,
+        write_limit: int | None = DEFAULT_WRITE_LIMIT,
+        connect_timeout: float | None = None,
+        ping_interval: float | None = None,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+        user_agent: str | None = USER_AGENT,
+        max_header_size: int = 16384,
+    ) -> IOWebSocketChannel:
+        """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
+
+        The TCP connection, TLS and the opening handshake (RFC 6455 §4.1) happen in a task;
+        :attr:`ready` resolves when the connection is open, or fails with
+        :class:`WebSocketChannelException` (``inner`` holds the cause) or, after
+        ``connect_timeout`` seconds, ``TimeoutError`` (the attempt is then cancelled).
+        Messages added and a close issued before that are sent once it is open.
+
+        - ``protocols``: subprotocols to offer; a server choosing another fails ``ready``.
+        - ``headers``: extra request headers. ``user`` and ``password`` in the URL become a
+          ``Basic`` ``Authorization`` header; ``user_agent=None`` sends no ``User-Agent``.
+        - ``ssl``: for ``wss://``, ``None`` verifies the server with the default CA store,
+          an :class:`ssl.SSLContext` is used as it is, ``False`` skips verification.
+        - ``compression``: offer permessage-deflate (RFC 7692) with default settings
+          (``True``), with given settings (a ``DeflateOptions``), or not (``False``).
+        - ``max_message_size``: larger messages from the server fail the connection (1009).
+        - ``max_queue``: received messages buffered before reading pauses (backpressure).
+        - ``write_limit``: the write buffer size above which ``sink.flush()`` waits.
+        - ``ping_interval``: seconds between keepalive pings; no pong within the same time
+          closes the connection with 1001 (Dart's algorithm).
+        - ``close_timeout``: seconds the closing handshake may take.
+
+        ``None`` disables each limit. Raises ``ValueError`` for an invalid URL, and
+        ``RuntimeError`` without a running event loop (use ``wschannel.sync`` there).
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(_NO_LOOP_MESSAGE) from None
+        target = _Target.parse(str(url), ssl)
+        offered = list(protocols or ())
+        request_headers = header_list(headers)
+        if target.authorization is not None:
+            request_headers.append(("Authorization", target.authorization))
+        if user_agent is not None and not any(
+            name.lower() == "user-agent" for name, _ in request_headers
+        ):
+            request_headers.append(("User-Agent", user_agent))
+        deflate = deflate_options(compression)
+        handshake = ClientHandshake(
+            target.host_header,
+            target.resource,
+            protocols=offered,
+            headers=request_headers,
+            deflate=deflate,
+            max_header_size=max_header_size,
+        )
+        channel = cls(max_queue=max_queue)
+        protocol = _ClientProtocol(
+            channel,
+            handshake,
+            offered=offered,
+            max_message_size=max_message_size,
+            deflate_level=deflate_level(deflate),
+            ping_interval=ping_interval,
+            close_timeout=close_timeout,
+            write_limit=write_limit,
+        )
+        channel._connect_task = loop.create_task(
+            _open_connection(channel, protocol, target, connect_timeout)
+        )
+        return channel
+
+    @property
+    def protocol(self) -> str | None:
+        return self._protocol
+
+    @property
+    def close_code(self) -> int | None:
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._close_reason
+
+    @property
+    def ready(self) -> asyncio.Future[None]:
+        return self._ready
+
+    @property
+    def stream(self) -> MessageStream:
+        return self._stream
+
+    @property
+    def sink(self) -> WebSocketSink:
+        return self._sink
+
+    @property
+    def request(self) -> Request | None:
+        """The HTTP upgrade request that opened a server-side channel (``None`` for a
+        client): its ``path``, ``headers`` and ``header(name)``."""
+        return self._request
+
+    def __repr__(self) -> str:
+        if not self._ready.done():
+            state = "connecting"
+        elif self._sink._done.done():
+            state = f"closed {self._close_code}"
+        else:
+            state = "open"
+        return f"<{type(self).__name__} {state}>"
+
+    def _fail(self, error: BaseException) -> None:
+        """The connection could not be opened."""
+        if not self._ready.done():
+            self._ready.set_exception(error)
+        self._stream._end(error)
+        self._sink._finish()
+
+
+class _Target:
+    """Where a client connects, from its URL (RFC 6455 §3)."""
+
+    __slots__ = ("authorization", "host", "host_header", "port", "resource", "ssl")
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        host_header: str,
+        resource: str,
+        ssl: ssl_module.SSLContext | None,
+        authorization: str | None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.host_header = host_header
+        self.resource = resource
+        self.ssl = ssl
+        self.authorization = authorization
+
+    @classmethod
+    def parse(cls, url: str, ssl: ssl_module.SSLContext | bool | None) -> _Target:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("ws", "wss"):
+            raise ValueError(f"Unsupported URL scheme {parts.scheme!r}: use ws:// or wss://.")
+        if parts.fragment:
+            raise ValueError("A WebSocket URL cannot have a fragment (RFC 6455 §3).")
+        host = parts.hostname
+        if not host:
+            raise ValueError(f"The URL {url!r} has no host.")
+        default_port = 443 if scheme == "wss" else 80
+        port = parts.port or default_port  # raises ValueError for an invalid port
+        host_name = f"[{host}]" if ":" in host else host
+        host_header = host_name if port == default_port else f"{host_name}:{port}"
+        resource = parts.path or "/"
+        if parts.query:
+            resource = f"{resource}?{parts.query}"
+        authorization = None
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            credentials = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            authorization = f"Basic {credentials}"
+        return cls(host, port, host_header, resource, _ssl_context(scheme, ssl), authorization)
+
+
+def _ssl_context(
+    scheme: str, ssl: ssl_module.SSLContext | bool | None
+) -> ssl_module.SSLContext | None:
+    if scheme == "ws":
+        if ssl is not None and ssl is not False:
+            raise ValueError("ssl= is for wss:// URLs; this one is ws://.")
+        return None
+    if isinstance(ssl, ssl_module.SSLContext):
+        return ssl
+    context = ssl_module.create_default_context()
+    if ssl is False:
+        context.check_hostname = False
+        context.verify_mode = ssl_module.CERT_NONE
+    return context
+
+
+async def _open_connection(
+    channel: IOWebSocketChannel,
+    protocol: _ClientProtocol,
+    target: _Target,
+    connect_timeout: float | None,
+) -> None:
+    """TCP, TLS and the opening handshake, within ``connect_timeout``."""
+    loop = channel._loop
+    timeout = asyncio.timeout(connect_timeout)
+    try:
+        async with timeout:
+            await loop.create_connection(
+                lambda: protocol,
+                target.host,
+                target.port,
+                ssl=target.ssl,
+                server_hostname=target.host if target.ssl is not None else None,
+            )
+            await protocol.opening
+    except asyncio.CancelledError:
+        protocol.abort()
+        channel._fail(WebSocketChannelException("The connection attempt was cancelled."))
+        raise
+    except Exception as exc:
+        if protocol.is_open:
+            return  # the handshake finished just as the timeout expired
+        protocol.abort()
+        error: Exception
+        if timeout.expired():
+            error = TimeoutError(f"Connecting timed out after {connect_timeout} seconds.")
+        elif isinstance(exc, WebSocketChannelException):
+            error = exc
+        else:
+            error = WebSocketChannelException.from_inner(exc)
+        channel._fail(error)
+
+
+class _WebSocketProtocol(asyncio.Protocol):
+    """One WebSocket connection over an asyncio transport, for either side."""
+
+    def __init__(
+        self,
+        channel: IOWebSocketChannel,
+        *,
+        max_message_size: int | None,
+        deflate_level: int,
+        ping_interval: float | None,
+        close_timeout: float | None,
+        write_limit: int | None,
+    ) -> None:
+        self.channel = channel
+        self.loop = channel._loop
+        self.transport: asyncio.Transport | None = None
+        self.conn: Connection | None = None
+        self._receive_data = _receive_nothing  # conn.receive_data once open
+        self._add_message = channel._stream._add
+        self._max_message_size = max_message_size
+        self._deflate_level = deflate_level
+        self._ping_interval = ping_interval
+        self._close_timeout = close_timeout
+        self._write_limit = write_limit
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._closing_transport = False
+        self.lost: asyncio.Future[None] = self.loop.create_future()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the opening handshake finished."""
+        return self.conn is not None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self._write_limit is not None:
+            transport.set_write_buffer_limits(high=self._write_limit)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is None:
+            self.handshake_data(data)
+            return
+        add_message = self._add_message
+        for event in self._receive_data(data):
+            cls = type(event)
+            if cls is str or cls is bytes:
+                add_message(event)  # type: ignore[arg-type]
+            else:
+                self._control(event)
+
+    def eof_received(self) -> bool | None:
+        if self.conn is not None:
+            self.conn.receive_eof()
+        return None  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if self.conn is None:
+            self.handshake_lost(exc)
+        else:
+            channel = self.channel
+            if channel._close_code is None:
+                channel._close_code = ABNORMAL_CLOSURE
+                channel._close_reason = ""
+            self._disconnect()
+            channel._sink._finish()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # The opening handshake, by side.
+
+    def handshake_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def handshake_lost(self, exc: Exception | None) -> None:
+        raise NotImplementedError
+
+    # The open connection.
+
+    def open(self, conn: Connection, protocol: str | None) -> None:
+        """The opening handshake succeeded: hand over to the engine's connection."""
+        transport = self.transport
+        assert transport is not None
+        self.conn = conn
+        self._receive_data = conn.receive_data
+        channel = self.channel
+        channel._transport_protocol = self
+        channel._protocol = protocol
+        channel._stream._set_flow_control(transport.pause_reading, transport.resume_reading)
+        channel._sink._open(self, conn)
+        if not channel._ready.done():
+            channel._ready.set_result(None)
+        if self._ping_interval is not None and channel._sink._conn is not None:
+            self._ping_timer = self.loop.call_later(self._ping_interval, self._send_ping)
+
+    def new_connection(self, client: bool, deflate: str | None) -> Connection:
+        return Connection(
+            client,
+            max_message_size=self._max_message_size,
+            deflate=deflate,
+            deflate_level=self._deflate_level,
+        )
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its limit."""
+        if self._writing_paused and self.transport is not None:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def close(self, code: int | None, reason: str | None) -> None:
+        """Send a close frame (RFC 6455 §5.5.1) and wait for the peer's, up to the timeout."""
+        conn = self.conn
+        assert conn is not None
+        self.write(conn.send_close(code, reason or ""))
+        self._cancel_ping()
+        self._arm_close_timer()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _control(self, event: object) -> None:
+        conn = self.conn
+        assert conn is not None
+        if isinstance(event, Ping):
+            self._write_replies(conn)
+        elif isinstance(event, Pong):
+            if self._ping_timer is not None and self._ping_interval is not None:
+                self._ping_timer.cancel()
+                self._ping_timer = self.loop.call_later(self._ping_interval, self._send_ping)
+        elif isinstance(event, Close | Failure):
+            channel = self.channel
+            channel._close_code = event.code
+            channel._close_reason = event.reason
+            self._write_replies(conn)
+            self._disconnect()
+            if conn.close_expected():
+                self._close_transport()
+            else:
+                self._arm_close_timer()  # a client waits for the server to close TCP
+
+    def _write_replies(self, conn: Connection) -> None:
+        data = conn.data_to_send()
+        if data:
+            self.write(data)
+
+    def _disconnect(self) -> None:
+        """No more messages either way (RFC 6455 §7.1.4 once the close frames crossed)."""
+        self._cancel_ping()
+        channel = self.channel
+        channel._stream._end()
+        channel._sink._disconnect()
+
+    def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is not None and not self._closing_transport:
+            self._closing_transport = True
+            transport.close()
+            self._arm_close_timer()
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None and self._close_timeout is not None:
+            self._close_timer = self.loop.call_later(self._close_timeout, self.abort)
+
+    def _send_ping(self) -> None:
+        """Keepalive: ping, then wait one interval for the pong (Dart's algorithm)."""
+        self._ping_timer = None
+        conn = self.channel._sink._conn
+        if conn is None or self._ping_interval is None:
+            return
+        self.write(conn.send_ping(b""))
+        self._ping_timer = self.loop.call_later(self._ping_interval, self._ping_timed_out)
+
+    def _ping_timed_out(self) -> None:
+        self._ping_timer = None
+        sink = self.channel._sink
+        if sink._conn is None:
+            return
+        channel = self.channel
+        channel._close_code = GOING_AWAY
+        channel._close_reason = ""
+        self.close(GOING_AWAY, None)
+        self._disconnect()
+
+    def _cancel_ping(self) -> None:
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_ping()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+
+
+def _receive_nothing(data: Buffer) -> list[object]:
+    raise AssertionError("wschannel: data received before the opening handshake finished")
+
+
+class _ClientProtocol(_WebSocketProtocol):
+    """The client side: the opening handshake (RFC 6455 §4.1), then the connection."""
+
+    def __init__(
+        self,
+        channel: IOWebSocketChannel,
+        handshake: ClientHandshake,
+        *,
+        offered: list[str],
+        max_message_size: int | None,
+        deflate_level: int,
+        ping_interval: float | None,
+        close_timeout: float | None,
+        write_limit: int | None,
+    ) -> None:
+        super().__init__(
+            channel,
+            max_message_size=max_message_size,
+            deflate_level=deflate_level,
+            ping_interval=ping_interval,
+            close_timeout=close_timeout,
+            write_limit=write_limit,
+        )
+        self._handshake = handshake
+        self._offered = offered
+        self.opening: asyncio.Future[None] = self.loop.create_future()
+        self.opening.add_done_callback(_retrieve_exception)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.write(self._handshake.request())
+
+    def handshake_data(self, data: bytes) -> None:
+        handshake = self._handshake
+        try:
+            complete = handshake.receive_data(data)
+        except HandshakeError as exc:
+            self._handshake_failed(WebSocketChannelException.from_inner(exc))
+            return
+        if not complete:
+            return
+        protocol = handshake.protocol
+        if protocol is not None and protocol not in self._offered:
+            self._handshake_failed(
+                WebSocketChannelException(
+                    f"The server chose the subprotocol {protocol!r}, which was not offered."
+                )
+            )
+            return
+        self.open(self.new_connection(True, handshake.extensions), protocol)
+        if not self.opening.done():
+            self.opening.set_result(None)
+        leftover = handshake.leftover()
+        if leftover:
+            self.data_received(leftover)
+
+    def handshake_lost(self, exc: Exception | None) -> None:
+        if not self.opening.done():
+            if exc is None:
+                exc = ConnectionResetError("The server closed the connection during the handshake.")
+            self.opening.set_exception(WebSocketChannelException.from_inner(exc))
+
+    def _handshake_failed(self, error: WebSocketChannelException) -> None:
+        if not self.opening.done():
+            self.opening.set_exception(error)
+        self.abort()
