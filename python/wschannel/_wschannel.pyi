@@ -5,8 +5,10 @@ thread. Peer misbehaviour never raises: it becomes a :class:`Failure` event plus
 frame in :meth:`Connection.data_to_send`. Only misuse of the API raises.
 """
 
-from collections.abc import Buffer, Sequence
+from collections.abc import Sequence
 from typing import Final, final
+
+from typing_extensions import Buffer, Self
 
 __version__: Final[str]
 
@@ -33,15 +35,17 @@ class DeflateOptions:
     Window bits are 8..=15; ``None`` means "no limit asked" (15).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         server_no_context_takeover: bool = False,
         client_no_context_takeover: bool = False,
         server_max_window_bits: int | None = None,
         client_max_window_bits: int | None = None,
         level: int = 6,
-    ) -> None: ...
+    ) -> Self: ...
+    @property
+    def level(self) -> int: ...
 
 @final
 class Ping:
@@ -76,8 +80,6 @@ class Failure:
     code: int
     reason: str
 
-Event = str | bytes | Ping | Pong | Close | Failure
-
 @final
 class Connection:
     """One open WebSocket connection (RFC 6455 §5-7), after the opening handshake.
@@ -86,16 +88,16 @@ class Connection:
     decompression); exceeding them fails the connection with 1009. ``None`` disables a limit.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         client: bool,
         *,
-        max_message_size: int | None = 1048576,
+        max_message_size: int | None = ...,
         max_frame_size: int | None = None,
         deflate: str | None = None,
         deflate_level: int = 6,
         seed: int | None = None,
-    ) -> None:
+    ) -> Self:
         """``deflate`` is the negotiated ``Sec-WebSocket-Extensions`` value (from a handshake)
         or ``None`` for no compression. ``seed`` makes the masking keys deterministic (tests)."""
 
@@ -113,7 +115,7 @@ class Connection:
 
     @property
     def close_reason(self) -> str | None: ...
-    def receive_data(self, data: Buffer) -> list[Event]:
+    def receive_data(self, data: Buffer) -> list[str | bytes | Ping | Pong | Close | Failure]:
         """Feed bytes read from the network; returns the complete events they finish.
 
         Text messages come out as ``str``, binary as ``bytes``. Automatic replies (pong,
@@ -130,8 +132,8 @@ class Connection:
     def send_binary(self, data: Buffer) -> bytes:
         """One binary message as one complete frame, ready to write."""
 
-    def send_ping(self, data: Buffer = b"") -> bytes: ...
-    def send_pong(self, data: Buffer = b"") -> bytes: ...
+    def send_ping(self, data: Buffer | None = None) -> bytes: ...
+    def send_pong(self, data: Buffer | None = None) -> bytes: ...
     def send_close(self, code: int | None = None, reason: str = "") -> bytes:
         """Start the closing handshake. Raises ``ValueError`` for a code an endpoint may
         not send or a reason over 123 UTF-8 bytes, ``RuntimeError`` if a close was sent."""
@@ -147,18 +149,18 @@ class Connection:
 class ClientHandshake:
     """The client's opening handshake (RFC 6455 §4.1)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str,
         resource: str,
         *,
-        protocols: Sequence[str] = (),
-        headers: Sequence[tuple[str, str]] = (),
+        protocols: Sequence[str] = ...,
+        headers: Sequence[tuple[str, str]] = ...,
         deflate: DeflateOptions | None = None,
         max_header_size: int = 16384,
         max_headers: int = 128,
         seed: int | None = None,
-    ) -> None:
+    ) -> Self:
         """``host`` is the ``Host`` header value, ``resource`` the path and query."""
 
     def request(self) -> bytes:
@@ -199,7 +201,7 @@ class Request:
 class ServerHandshake:
     """The server's opening handshake (RFC 6455 §4.2)."""
 
-    def __init__(self, *, max_header_size: int = 16384, max_headers: int = 128) -> None: ...
+    def __new__(cls, *, max_header_size: int = 16384, max_headers: int = 128) -> Self: ...
     def receive_data(self, data: Buffer) -> Request | None:
         """Feed request bytes; the request once complete. Raises :class:`HandshakeError`
         (with the status to answer, 400 or 431) for a malformed or oversized request."""
@@ -214,9 +216,9 @@ class ServerHandshake:
         self,
         request: Request,
         *,
-        protocols: Sequence[str] = (),
+        protocols: Sequence[str] = ...,
         deflate: DeflateOptions | None = None,
-        headers: Sequence[tuple[str, str]] = (),
+        headers: Sequence[tuple[str, str]] = ...,
     ) -> bytes:
         """The 101 response. Picks the first protocol in the client's order that
         ``protocols`` has, and negotiates permessage-deflate; see ``protocol``/``extensions``."""
@@ -227,6 +229,6 @@ class ServerHandshake:
     def extensions(self) -> str | None: ...
 
 def reject_response(
-    status: int, headers: Sequence[tuple[str, str]] = (), body: bytes = b""
+    status: int, headers: Sequence[tuple[str, str]] = ..., body: bytes = ...
 ) -> bytes:
     """A complete HTTP/1.1 response that refuses an upgrade and closes the connection."""

@@ -20,7 +20,7 @@ import ssl as ssl_module
 import sys
 import urllib.parse
 from collections.abc import Buffer, Iterable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._wschannel import (
     ClientHandshake,
@@ -44,6 +44,11 @@ from .channel import (
 )
 from .exceptions import StateError, WebSocketChannelException
 from .status import ABNORMAL_CLOSURE, GOING_AWAY
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._wschannel import Event
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -498,7 +503,8 @@ class _WebSocketProtocol(asyncio.Protocol):
         self.loop = channel._loop
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
-        self._receive_data = _receive_nothing  # conn.receive_data once open
+        # conn.receive_data once open
+        self._receive_data: Callable[[Buffer], list[Event]] = _receive_nothing
         self._add_message = channel._stream._add
         self._max_message_size = max_message_size
         self._deflate_level = deflate_level
@@ -703,7 +709,7 @@ class _WebSocketProtocol(asyncio.Protocol):
             self._close_timer = None
 
 
-def _receive_nothing(data: Buffer) -> list[object]:
+def _receive_nothing(data: Buffer) -> list[Event]:
     raise AssertionError("wschannel: data received before the opening handshake finished")
 
 
