@@ -91,7 +91,9 @@ def results(role: str) -> dict[str, dict[str, Any]]:
 
 
 def rank(case: dict[str, Any]) -> int:
-    return max(RANK.get(case.get("behavior", ""), WORST), RANK.get(case.get("behaviorClose", ""), WORST))
+    return max(
+        RANK.get(case.get("behavior", ""), WORST), RANK.get(case.get("behaviorClose", ""), WORST)
+    )
 
 
 def case_key(case_id: str) -> tuple[int, ...]:
@@ -102,9 +104,14 @@ def judge(role: str, args: argparse.Namespace) -> bool:
     got = results(role)
     expected_file = EXPECTED / f"{role}.json"
     if args.update:
-        summary = {case: f"{got[case]['behavior']}/{got[case]['behaviorClose']}" for case in sorted(got, key=case_key)}
+        summary = {
+            case: f"{got[case]['behavior']}/{got[case]['behaviorClose']}"
+            for case in sorted(got, key=case_key)
+        }
         expected_file.write_text(json.dumps(summary, indent=1) + "\n")
-    expected: dict[str, str] = json.loads(expected_file.read_text()) if expected_file.is_file() else {}
+    expected: dict[str, str] = (
+        json.loads(expected_file.read_text()) if expected_file.is_file() else {}
+    )
     if args.cases:
         wanted = set(got)
         expected = {case: value for case, value in expected.items() if case in wanted}

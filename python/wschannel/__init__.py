@@ -1,0 +1,53 @@
+"""WebSocket channels for Python: a port of Dart's ``web_socket_channel`` on a Rust engine.
+
+.. code-block:: python
+
+    import wschannel
+
+    async with wschannel.connect("ws://localhost:1234") as channel:
+        channel.sink.add("hello")
+        async for message in channel.stream:
+            print(message)
+
+The names that need the compiled engine (``serve``, ``sign_key``) are imported on first use,
+so ``import wschannel``, :mod:`wschannel.status`, the exceptions and the channel base classes
+work where the engine is not available (Pyodide, where the browser speaks WebSocket).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import status
+from .channel import WebSocketChannel, WebSocketSink, connect
+from .exceptions import StateError, WebSocketChannelException
+from .status import CloseCode
+
+if TYPE_CHECKING:
+    from ._wschannel import __version__, sign_key
+    from .server import serve
+
+__all__ = [
+    "CloseCode",
+    "StateError",
+    "WebSocketChannel",
+    "WebSocketChannelException",
+    "WebSocketSink",
+    "__version__",
+    "connect",
+    "serve",
+    "sign_key",
+    "status",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name in ("sign_key", "__version__"):
+        from . import _wschannel
+
+        return getattr(_wschannel, name)
+    if name == "serve":
+        from .server import serve
+
+        return serve
+    raise AttributeError(f"module 'wschannel' has no attribute {name!r}")
