@@ -169,7 +169,7 @@ impl ClientHandshake {
         self.extensions = match &self.deflate {
             Some(config) => deflate::client_accept(config, answer)
                 .map_err(|e| handshake_error(py, 101, e.to_string()))?
-                .map(|_| answer.unwrap_or_default().to_owned()),
+                .map(|params| params.to_string()),
             None if answer.is_some() => {
                 let message =
                     format!("server answered extensions {answer:?} that were not offered");
@@ -245,6 +245,9 @@ impl Request {
     }
 }
 
+/// A refusal as Python sees it: `(status, message, headers)`.
+type RejectionTuple = (u16, String, Vec<(String, String)>);
+
 /// The server's opening handshake (RFC 6455 §4.2).
 #[pyclass(module = "wschannel._wschannel")]
 pub struct ServerHandshake {
@@ -282,7 +285,7 @@ impl ServerHandshake {
         &self,
         request: &Request,
         allowed_origins: Option<Vec<String>>,
-    ) -> Option<(u16, String, Vec<(String, String)>)> {
+    ) -> Option<RejectionTuple> {
         match request.inner.check(allowed_origins.as_deref()) {
             Ok(()) => None,
             Err(r) => Some((r.status, r.message, r.headers)),
