@@ -20,9 +20,9 @@ async def echo_case(url: str) -> None:
         await channel.ready
     except Exception:
         return  # the case may refuse the connection; wstest records the outcome
-    async for message in channel.stream:
-        channel.sink.add(message)
-    await channel.sink.done
+    ended = asyncio.Event()
+    channel.stream.listen(channel.sink.add, on_done=ended.set)
+    await ended.wait()
 
 
 async def main() -> None:

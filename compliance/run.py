@@ -14,6 +14,7 @@ failure (``--strict``).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import socket
@@ -54,13 +55,15 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30)
     raise SystemExit(f"compliance: the echo server did not listen on {port}")
 
 
-def conformance(role: str, args: argparse.Namespace, extra: list[str]) -> int:
+def conformance(role: str, args: argparse.Namespace, target: list[str]) -> int:
+    """Runs conformance.py for one role; `target` is the URL or `-- COMMAND`."""
     out = REPORTS / role
-    command = [sys.executable, str(CONFORMANCE), role, *extra, "--out", str(out)]
-    command += ["--strict", "--timeout", str(args.timeout)]
+    command = [sys.executable, str(CONFORMANCE), role, *target[:1], "--out", str(out), "--strict"]
+    command += ["--timeout", str(args.timeout)]
     if args.cases:
         command += ["--cases", args.cases]
     with open(REPORTS / f"{role}.log", "w") as log:
+        command += target[1:]
         return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
@@ -76,8 +79,8 @@ def run_server_role(args: argparse.Namespace) -> None:
 
 
 def run_client_role(args: argparse.Namespace) -> None:
-    extra = ["--port", str(free_port()), "--", sys.executable, str(HERE / "client.py")]
-    conformance("client", args, extra)
+    target = ["", "--port", str(free_port()), "--", sys.executable, str(HERE / "client.py")]
+    conformance("client", args, target)
 
 
 def results(role: str) -> dict[str, dict[str, Any]]:
@@ -124,9 +127,7 @@ def judge(role: str, args: argparse.Namespace) -> bool:
         elif rank(got[case]) > allowed:
             now = f"{got[case]['behavior']}/{got[case]['behaviorClose']}"
             failed.append(f"  case {case}: {now}, expected {want}")
-    counts: dict[str, int] = {}
-    for case in got.values():
-        counts[case["behavior"]] = counts.get(case["behavior"], 0) + 1
+    counts = collections.Counter(result["behavior"] for result in got.values())
     shown = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
     print(f"compliance: {role}: {len(got)} cases: {shown}")
     print("\n".join(failed))

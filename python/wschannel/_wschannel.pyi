@@ -6,9 +6,9 @@ frame in :meth:`Connection.data_to_send`. Only misuse of the API raises.
 """
 
 from collections.abc import Sequence
-from typing import Final, final
+from typing import Final, Self, final
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer
 
 __version__: Final[str]
 

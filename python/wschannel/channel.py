@@ -21,11 +21,14 @@ import importlib
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Buffer, Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
 
 from .exceptions import StateError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = [
     "DEFAULT_MAX_QUEUE",
@@ -401,7 +404,7 @@ class WebSocketSink(ABC):
     def done(self) -> asyncio.Future[None]:
         """Resolves once the connection is closed (or could not be opened); never fails."""
 
-    async def flush(self) -> None:
+    async def flush(self) -> None:  # noqa: B027 (optional to override)
         """Wait until the transport can take more data (its write buffer is below the limit)."""
 
 

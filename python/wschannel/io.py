@@ -19,7 +19,7 @@ import base64
 import ssl as ssl_module
 import sys
 import urllib.parse
-from collections.abc import Buffer, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from ._wschannel import (
@@ -48,7 +48,9 @@ from .status import ABNORMAL_CLOSURE, GOING_AWAY
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._wschannel import Event
+    from typing_extensions import Buffer
+
+    Event = str | bytes | Ping | Pong | Close | Failure
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -75,6 +77,8 @@ USER_AGENT: Final = (
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 """Extra HTTP headers: a mapping, or ``(name, value)`` pairs (to repeat a header)."""
 
+_NO_WRITE_LIMIT: Final = 1 << 62
+
 _NO_LOOP_MESSAGE: Final = (
     "IOWebSocketChannel.connect() needs a running asyncio event loop; "
     "from synchronous code, use wschannel.sync instead."
@@ -94,8 +98,7 @@ def deflate_options(compression: bool | DeflateOptions | None) -> DeflateOptions
 
 def deflate_level(options: DeflateOptions | None) -> int:
     """The compression level of ``options`` (6, zlib's default, when it does not say)."""
-    level: int = getattr(options, "level", 6)
-    return level
+    return 6 if options is None else options.level
 
 
 def header_list(headers: Headers | None) -> list[tuple[str, str]]:
@@ -139,30 +142,39 @@ class _IOSink(WebSocketSink):
                 self._write(conn.send_text(data))  # type: ignore[arg-type]
                 return
             if cls is bytes:
-                self._write(conn.send_binary(data))
+                self._write(conn.send_binary(data))  # type: ignore[arg-type]
                 return
         self._add_slowly(data)
 
     def _add_slowly(self, data: str | Buffer) -> None:
         if self._user_closed:
             raise StateError("Cannot add event after closing.")
-        if not isinstance(data, str):
-            try:
-                memoryview(data).release()
-            except TypeError:
-                raise TypeError(
-                    f"Cannot send {type(data).__name__}: send str (text) or a bytes-like "
-                    "object (binary)."
-                ) from None
+        if isinstance(data, str):
+            if self._disconnected:
+                return
+            if self._conn is None:
+                self._pending.append(data)
+            else:
+                self._write(self._conn.send_text(data))
+            return
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise TypeError(
+                f"Cannot send {type(data).__name__}: send str (text) or a bytes-like "
+                "object (binary)."
+            ) from None
         if self._disconnected:
             return
         conn = self._conn
         if conn is None:
-            self._pending.append(data if isinstance(data, str | bytes) else bytes(data))
-        elif isinstance(data, str):
-            self._write(conn.send_text(data))
+            self._pending.append(view.tobytes())  # the caller may change it meanwhile
+        elif view.c_contiguous and view.format in ("B", "b", "c") and view.ndim == 1:
+            self._write(conn.send_binary(view))
+        elif view.c_contiguous:
+            self._write(conn.send_binary(view.cast("B")))  # e.g. array("i"): its raw bytes
         else:
-            self._write(conn.send_binary(data))
+            self._write(conn.send_binary(view.tobytes()))
 
     def close(self, code: int | None = None, reason: str | None = None) -> asyncio.Future[None]:
         if self._user_closed:
@@ -528,8 +540,8 @@ class _WebSocketProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if self._write_limit is not None:
-            transport.set_write_buffer_limits(high=self._write_limit)
+        limit = self._write_limit
+        transport.set_write_buffer_limits(high=_NO_WRITE_LIMIT if limit is None else limit)
 
     def data_received(self, data: bytes) -> None:
         if self.conn is None:

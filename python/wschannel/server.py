@@ -2,8 +2,8 @@
 
 Each connection answers one HTTP upgrade request (RFC 6455 §4.2). The engine's
 :meth:`~wschannel._wschannel.ServerHandshake.check` applies ``shelf_web_socket``'s checks, in
-its order: not a WebSocket upgrade → 404, a bad version or key → 400 (426 for an unsupported
-version), an origin not allowed → 403. An accepted request gets a 101 with the first
+its order: not a WebSocket upgrade → 404, no version or no key → 400, a version other than 13
+→ 426 (RFC 6455 §4.4), an origin not allowed → 403. An accepted request gets a 101 with the first
 subprotocol, in the client's order, that the server supports, and permessage-deflate if both
 sides want it. Then ``handler(channel)`` runs for the connection.
 
@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import logging
 import socket
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias
@@ -101,7 +102,7 @@ class Server:
         """The listening sockets."""
         if self._server is None:
             return ()
-        return tuple(self._server.sockets)  # type: ignore[arg-type]
+        return tuple(self._server.sockets)
 
     @property
     def port(self) -> int:
@@ -254,7 +255,7 @@ class _ServerProtocol(_WebSocketProtocol):
         elif response is None:
             self._answer(request)
         else:
-            self._reject(*response)
+            self._reject(response[0], response[2], response[1])
 
     def handshake_lost(self, exc: Exception | None) -> None:
         logger.debug("Connection lost during the opening handshake: %r", exc)
@@ -272,7 +273,7 @@ class _ServerProtocol(_WebSocketProtocol):
             self._answer(request)
             self.transport.resume_reading()
         else:
-            self._reject(*answer)
+            self._reject(answer[0], answer[2], answer[1])
 
     def _answer(self, request: Request) -> None:
         server = self._server
@@ -309,7 +310,9 @@ class _ServerProtocol(_WebSocketProtocol):
 class _Serve:
     """What :func:`serve` returns: await it for the :class:`Server`, or ``async with`` it."""
 
-    def __init__(self, server: Server, host: str | Sequence[str] | None, port: int | None, **kwargs: Any) -> None:
+    def __init__(
+        self, server: Server, host: str | Sequence[str] | None, port: int | None, **kwargs: Any
+    ) -> None:
         self._server = server
         self._host = host
         self._port = port
@@ -351,7 +354,7 @@ def serve(
     max_queue: int | None = DEFAULT_MAX_QUEUE,
     write_limit: int | None = DEFAULT_WRITE_LIMIT,
     ping_interval: float | None = None,
-    ssl: Any = None,
+    ssl: ssl_module.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,

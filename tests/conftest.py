@@ -1,0 +1,130 @@
+"""Shared fixtures: servers on 127.0.0.1, and the one constant every timeout scales from.
+
+Set ``WSCHANNEL_TEST_TIMEOUT_SCALE`` (e.g. ``4``) to stretch every timeout on a slow machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+import wschannel
+from wschannel.channel import Message, StreamSubscription
+from wschannel.io import IOWebSocketChannel
+from wschannel.server import Server
+
+SCALE = float(os.environ.get("WSCHANNEL_TEST_TIMEOUT_SCALE", "1"))
+TIMEOUT = 5.0 * SCALE
+"""How long something that should happen may take."""
+SHORT = 0.2 * SCALE
+"""How long to wait for something that should not happen, or a short interval."""
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def echo(channel: IOWebSocketChannel) -> None:
+    """Dart's echo server: sends every message back, and closes with 3001 on ``close``."""
+    async for message in channel.stream:
+        if message == "close":
+            await channel.sink.close(3001, "you asked me to")
+            return
+        channel.sink.add(message)
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[Server]:
+    async with wschannel.serve(echo, "127.0.0.1", 0) as server:
+        yield server
+
+
+@pytest.fixture
+def echo_url(echo_server: Server) -> str:
+    return f"ws://127.0.0.1:{echo_server.port}"
+
+
+async def next_message(subscription: StreamSubscription) -> Message:
+    """The next message, or ``TimeoutError`` after :data:`TIMEOUT`."""
+    return await asyncio.wait_for(anext(subscription), TIMEOUT)
+
+
+async def wait(awaitable: Awaitable[object]) -> None:
+    """Await within :data:`TIMEOUT`."""
+    await asyncio.wait_for(awaitable, TIMEOUT)
+
+
+async def read_request(reader: asyncio.StreamReader) -> dict[str, str]:
+    """Read an HTTP request head; its headers, with lower-case names."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    headers = {}
+    for line in lines:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+async def accept_upgrade(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, protocol: str | None = None
+) -> None:
+    """Answer a WebSocket upgrade by hand (RFC 6455 §4.2.2), with no extension."""
+    headers = await read_request(reader)
+    accept = wschannel.sign_key(headers["sec-websocket-key"])
+    response = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept}\r\n"
+    )
+    if protocol is not None:
+        response += f"Sec-WebSocket-Protocol: {protocol}\r\n"
+    writer.write((response + "\r\n").encode())
+    await writer.drain()
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 running ``handler`` per connection, for misbehaving peers."""
+
+    def __init__(self, handler: RawHandler) -> None:
+        self.handler = handler
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        try:
+            await self.handler(reader, writer)
+        finally:
+            writer.close()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawServer]]]:
+    """Start :class:`RawServer` instances; all are stopped after the test."""
+    servers: list[RawServer] = []
+
+    async def start(handler: RawHandler) -> RawServer:
+        server = RawServer(handler)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()

@@ -1,0 +1,359 @@
+"""serve(): the shelf_web_socket rules, handlers and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import SHORT, TIMEOUT, next_message, wait
+
+import wschannel
+from wschannel import WebSocketChannelException, status
+from wschannel._wschannel import HandshakeError, Request
+from wschannel.channel import Message
+from wschannel.io import IOWebSocketChannel
+from wschannel.server import Response, Server
+
+KEY = "x3JJHMbDL1EzLkh9GBhXDw=="
+UPGRADE = {
+    "Host": "127.0.0.1",
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": KEY,
+    "Sec-WebSocket-Version": "13",
+}
+
+
+async def _echo_all(channel: IOWebSocketChannel) -> None:
+    async for message in channel.stream:
+        channel.sink.add(message)
+
+
+def request_bytes(headers: dict[str, str], method: str = "GET", path: str = "/") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def response_to(port: int, request: bytes) -> tuple[int, bytes]:
+    """Send a raw request; the response's status and the rest of what the server sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        status_code = int(head.split(b" ", 2)[1])
+        if status_code == 101:
+            return status_code, head
+        rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+        return status_code, head + rest
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def origin_server() -> AsyncIterator[Server]:
+    async with wschannel.serve(
+        _echo_all, "127.0.0.1", 0, allowed_origins=["pub.dartlang.org", "GoOgLe.CoM"]
+    ) as server:
+        yield server
+
+
+# The opening handshake (shelf_web_socket's tests).
+
+
+@pytest.mark.parametrize(
+    ("change", "method", "expected"),
+    [
+        ({}, "GET", 101),
+        ({"Connection": "Other-Token, Upgrade"}, "GET", 101),
+        ({}, "DELETE", 404),
+        ({"Connection": None}, "GET", 404),
+        ({"Upgrade": "fblthp"}, "GET", 404),
+        ({"Sec-WebSocket-Version": None}, "GET", 400),
+        ({"Sec-WebSocket-Key": None}, "GET", 400),
+    ],
+    ids=["valid", "multiple connection tokens", "DELETE", "no Connection", "bad Upgrade",
+         "no version", "no key"],
+)  # fmt: skip
+async def test_server_answers_upgrade_requests_with_shelf_status_codes(
+    echo_server: Server, change: dict[str, str | None], method: str, expected: int
+) -> None:
+    headers = {**UPGRADE, **change}
+    request = request_bytes({k: v for k, v in headers.items() if v is not None}, method)
+    status_code, response = await response_to(echo_server.port, request)
+    assert status_code == expected
+    if expected == 101:
+        assert wschannel.sign_key(KEY).encode() in response
+
+
+async def test_server_rejects_an_unsupported_version(echo_server: Server) -> None:
+    request = request_bytes({**UPGRADE, "Sec-WebSocket-Version": "15"})
+    status_code, response = await response_to(echo_server.port, request)
+    assert status_code == 426  # RFC 6455 §4.4; shelf_web_socket answers 404
+    assert b"Sec-WebSocket-Version: 13" in response
+
+
+async def test_server_answers_a_malformed_request_with_400(echo_server: Server) -> None:
+    status_code, _ = await response_to(echo_server.port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("origin", "expected"),
+    [
+        ("pub.dartlang.org", 101),
+        ("dartlang.org", 403),
+        (None, 101),
+        ("PuB.DaRtLaNg.OrG", 101),
+        ("google.com", 101),
+    ],
+)
+async def test_server_checks_the_origin(
+    origin_server: Server, origin: str | None, expected: int
+) -> None:
+    headers = dict(UPGRADE)
+    if origin is not None:
+        headers["Origin"] = origin
+    status_code, _ = await response_to(origin_server.port, request_bytes(headers))
+    assert status_code == expected
+
+
+async def test_client_fails_with_403_from_an_origin_check(origin_server: Server) -> None:
+    url = f"ws://127.0.0.1:{origin_server.port}"
+    channel = IOWebSocketChannel.connect(url, headers={"Origin": "http://evil.example"})
+    with pytest.raises(WebSocketChannelException) as info:
+        await wait(channel.ready)
+    assert isinstance(info.value.inner, HandshakeError)
+    assert info.value.inner.status == 403
+
+
+async def test_server_without_protocols_accepts_a_client_offering_some(echo_url: str) -> None:
+    async with IOWebSocketChannel.connect(echo_url, protocols=["one", "two"]) as channel:
+        assert channel.protocol is None
+
+
+async def test_server_reads_frames_sent_with_the_request(echo_server: Server) -> None:
+    # A masked text frame "hi" with an all-zero masking key, right behind the request.
+    frame = b"\x81\x82\x00\x00\x00\x00hi"
+    reader, writer = await asyncio.open_connection("127.0.0.1", echo_server.port)
+    writer.write(request_bytes(UPGRADE) + frame)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101")
+    assert await asyncio.wait_for(reader.readexactly(4), TIMEOUT) == b"\x81\x02hi"
+    writer.close()
+
+
+async def test_server_drops_a_client_that_sends_no_request() -> None:
+    async with wschannel.serve(_echo_all, "127.0.0.1", 0, open_timeout=SHORT) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        writer.close()
+
+
+# process_request.
+
+
+async def test_server_process_request_can_answer_instead() -> None:
+    def process_request(request: Request) -> Response | None:
+        if request.path == "/health":
+            return 200, [("Content-Type", "text/plain")], b"OK"
+        return None
+
+    async with wschannel.serve(
+        _echo_all, "127.0.0.1", 0, process_request=process_request
+    ) as server:
+        status_code, response = await response_to(
+            server.port, request_bytes({"Host": "x"}, path="/health")
+        )
+        assert status_code == 200
+        assert response.endswith(b"OK")
+        async with IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}/ws") as channel:
+            channel.sink.add("through")
+            assert await next_message(aiter(channel.stream)) == "through"
+
+
+async def test_server_process_request_may_be_async() -> None:
+    async def process_request(request: Request) -> Response | None:
+        await asyncio.sleep(0)
+        if request.header("Authorization") is None:
+            return 401, [], b"who are you?"
+        return None
+
+    async with wschannel.serve(
+        _echo_all, "127.0.0.1", 0, process_request=process_request
+    ) as server:
+        channel = IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+        with pytest.raises(WebSocketChannelException):
+            await wait(channel.ready)
+        async with IOWebSocketChannel.connect(f"ws://me:pw@127.0.0.1:{server.port}") as channel:
+            channel.sink.add("in")
+            assert await next_message(aiter(channel.stream)) == "in"
+
+
+# Handlers.
+
+
+async def test_server_closes_with_1000_when_an_async_handler_returns() -> None:
+    async def handler(channel: IOWebSocketChannel) -> None:
+        channel.sink.add("bye")
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+        assert [message async for message in channel.stream] == ["bye"]
+        assert channel.close_code == status.NORMAL_CLOSURE
+
+
+async def test_server_closes_with_1011_when_a_handler_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(channel: IOWebSocketChannel) -> None:
+        raise RuntimeError("handler bug")
+
+    with caplog.at_level(logging.ERROR, logger="wschannel.server"):
+        async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+            channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+            await wait(channel.sink.done)
+    assert channel.close_code == status.INTERNAL_SERVER_ERROR
+    assert "handler bug" in caplog.text
+
+
+async def test_server_keeps_a_plain_function_handler_open_with_listen() -> None:
+    def handler(channel: IOWebSocketChannel) -> None:
+        def on_data(message: Message) -> None:
+            channel.sink.add(message)
+
+        channel.stream.listen(on_data)
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+        subscription = aiter(channel.stream)
+        await asyncio.sleep(SHORT)
+        channel.sink.add("callback")
+        assert await next_message(subscription) == "callback"
+        await wait(channel.sink.close())
+
+
+async def test_server_channel_sees_the_request_and_the_protocol() -> None:
+    seen: list[object] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        assert channel.request is not None
+        seen.extend([channel.request.path, channel.protocol, channel.ready.done()])
+
+    async with wschannel.serve(handler, "127.0.0.1", 0, protocols=["chat"]) as server:
+        url = f"ws://127.0.0.1:{server.port}/room/1"
+        channel = IOWebSocketChannel.connect(url, protocols=["chat"])
+        await wait(channel.sink.done)
+    assert seen == ["/room/1", "chat", True]
+
+
+async def test_server_sends_a_close_from_the_handler_with_code_and_reason() -> None:
+    async def handler(channel: IOWebSocketChannel) -> None:
+        channel.sink.add("hello!")
+        async for message in channel.stream:
+            assert message == "ping"
+            channel.sink.add("pong")
+            await channel.sink.close(3678, "raisin")
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+        received: list[Message] = []
+        async for message in channel.stream:
+            received.append(message)
+            if message == "hello!":
+                channel.sink.add("ping")
+        assert received == ["hello!", "pong"]
+        assert channel.close_code == 3678
+        assert channel.close_reason == "raisin"
+
+
+# Shutdown.
+
+
+async def test_server_closes_open_connections_with_1001_on_shutdown() -> None:
+    server_channels: list[IOWebSocketChannel] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        server_channels.append(channel)
+        async for _ in channel.stream:
+            pass  # the server's close ends the stream at once
+
+    server = await wschannel.serve(handler, "127.0.0.1", 0)
+    channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+    await asyncio.sleep(SHORT)
+    assert len(server.connections) == 1
+    server.close()
+    await asyncio.wait_for(server.wait_closed(), TIMEOUT)
+    await wait(channel.sink.done)
+    assert channel.close_code == status.GOING_AWAY
+    assert server_channels[0].close_code == status.GOING_AWAY  # the client's echo
+    assert server.sockets == ()
+
+
+async def test_server_serve_forever_closes_when_cancelled() -> None:
+    server = await wschannel.serve(_echo_all, "127.0.0.1", 0)
+    channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+    serving = asyncio.ensure_future(server.serve_forever())
+    await asyncio.sleep(SHORT)
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    await wait(channel.sink.done)
+    assert channel.close_code == status.GOING_AWAY
+
+
+async def test_server_refuses_connections_after_close() -> None:
+    server = await wschannel.serve(_echo_all, "127.0.0.1", 0)
+    port = server.port
+    server.close()
+    await wait(server.wait_closed())
+    channel = IOWebSocketChannel.connect(f"ws://127.0.0.1:{port}")
+    with pytest.raises(WebSocketChannelException):
+        await wait(channel.ready)
+
+
+async def test_server_close_drops_connections_still_in_their_handshake() -> None:
+    server = await wschannel.serve(_echo_all, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    await asyncio.sleep(SHORT)
+    server.close()
+    await wait(server.wait_closed())
+    assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+    writer.close()
+
+
+async def test_server_gives_up_on_a_client_that_never_answers_its_close() -> None:
+    closed: asyncio.Future[IOWebSocketChannel] = asyncio.Future()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        await channel.sink.close(status.NORMAL_CLOSURE)
+        closed.set_result(channel)
+
+    async with wschannel.serve(handler, "127.0.0.1", 0, close_timeout=SHORT) as server:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(request_bytes(UPGRADE))
+        channel = await asyncio.wait_for(closed, TIMEOUT)
+        assert channel.close_code == status.ABNORMAL_CLOSURE
+        writer.close()
+
+
+async def test_server_keepalive_keeps_a_responsive_client_connected() -> None:
+    interval = SHORT / 4
+    async with (
+        wschannel.serve(_echo_all, "127.0.0.1", 0, ping_interval=interval) as server,
+        IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}") as channel,
+    ):
+        await asyncio.sleep(interval * 8)
+        channel.sink.add("still here")
+        assert await next_message(aiter(channel.stream)) == "still here"
+        assert channel.close_code is None
+
+
+@pytest.mark.parametrize("compression", [True, False])
+async def test_server_accepts_compression_only_when_enabled(compression: bool) -> None:
+    async with wschannel.serve(_echo_all, "127.0.0.1", 0, compression=compression) as server:
+        request = request_bytes({**UPGRADE, "Sec-WebSocket-Extensions": "permessage-deflate"})
+        status_code, head = await response_to(server.port, request)
+    assert status_code == 101
+    assert (b"permessage-deflate" in head.lower()) is compression
