@@ -1,10 +1,17 @@
 //! The connection state machine (RFC 6455 §5-7): bytes in, events out; commands in, bytes out.
 //!
 //! A [`Connection`] starts after the opening handshake. [`Connection::receive_data`] parses
-//! frames from any chunking, answers pings and close frames on its own (the answers wait in
-//! [`Connection::data_to_send`]) and hands complete messages to a [`Receiver`]. The `send_*`
-//! methods return whole frames. Peer misbehaviour never returns an error: it fails the
-//! connection (RFC 6455 §7.1.7) with the right close code and a [`Event::Failure`].
+//! frames from any chunking, answers pings and close frames on its own and hands complete
+//! messages to a [`Receiver`]. The `send_*` methods return whole frames. Peer misbehaviour
+//! never returns an error: it fails the connection (RFC 6455 §7.1.7) with the right close
+//! code and a [`Event::Failure`].
+//!
+//! Replies wait in [`Connection::data_to_send`], one per [`Event::Ping`], [`Event::Close`]
+//! and [`Event::Failure`], in order. A close frame counts as sent only once it has left the
+//! engine, so a message that the application sends in answer to a message that came before
+//! the peer's close still goes out, before the close frame.
+
+use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -135,6 +142,13 @@ fn violation(code: u16, reason: impl Into<String>) -> Violation {
 
 type Step = Result<(), Violation>;
 
+/// An answer the engine owes the peer for one control event.
+struct Reply {
+    bytes: Vec<u8>,
+    /// The answer is a close frame: once it has left, nothing more may be sent.
+    closes: bool,
+}
+
 /// The frame whose payload is being received.
 struct InFrame {
     opcode: OpCode,
@@ -157,9 +171,10 @@ pub struct Connection {
     raw: Vec<u8>,
     utf8: Utf8Validator,
     control: Vec<u8>,
-    out: Vec<u8>,
+    replies: VecDeque<Reply>,
     scratch: Vec<u8>,
     deflate: Option<PerMessageDeflate>,
+    close_queued: bool,
     close_sent: bool,
     close_received: bool,
     failed: bool,
@@ -197,9 +212,10 @@ impl Connection {
             raw: Vec::new(),
             utf8: Utf8Validator::default(),
             control: Vec::new(),
-            out: Vec::new(),
+            replies: VecDeque::new(),
             scratch: Vec::new(),
             deflate,
+            close_queued: false,
             close_sent: false,
             close_received: false,
             failed: false,
@@ -243,21 +259,44 @@ impl Connection {
     }
 
     /// Whether this side should close the transport now: a server once the closing
-    /// handshake is done (RFC 6455 §7.1.1), either side after a failure or an EOF.
+    /// handshake is done (RFC 6455 §7.1.1), either side after a failure (once its close
+    /// frame has left) or an EOF.
     pub fn close_expected(&self) -> bool {
-        self.failed
+        (self.failed && self.close_sent)
             || self.eof
             || (self.role == Role::Server && self.close_sent && self.close_received)
     }
 
-    /// Takes the frames the engine queued on its own: pongs, the close echo, failures.
+    /// Takes the reply to the oldest [`Event::Ping`], [`Event::Close`] or [`Event::Failure`]
+    /// not yet answered: a pong, the close echo, the failure's close frame, or nothing
+    /// (a ping after the close frame, the echo of our own close). Call it once for each of
+    /// these events, in order; with none waiting it returns nothing.
     pub fn data_to_send(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.out)
+        match self.replies.pop_front() {
+            Some(reply) => {
+                self.close_sent |= reply.closes;
+                reply.bytes
+            }
+            None => Vec::new(),
+        }
     }
 
-    /// Whether [`Connection::data_to_send`] has anything.
-    pub fn has_data_to_send(&self) -> bool {
-        !self.out.is_empty()
+    /// How many replies wait in [`Connection::data_to_send`].
+    pub fn replies_waiting(&self) -> usize {
+        self.replies.len()
+    }
+
+    fn queue_reply(&mut self, opcode: Option<OpCode>, payload: &[u8]) {
+        let closes = opcode == Some(OpCode::Close);
+        let bytes = match opcode {
+            Some(opcode) => {
+                let mask = self.mask_key();
+                OutFrame::new(opcode, false, payload, mask).to_vec()
+            }
+            None => Vec::new(),
+        };
+        self.close_queued |= closes;
+        self.replies.push_back(Reply { bytes, closes });
     }
 
     /// The peer closed the transport (RFC 6455 §7.1.5: 1006 if no close frame came).
@@ -489,10 +528,8 @@ impl Connection {
         match frame.opcode {
             OpCode::Ping => {
                 let payload = std::mem::take(&mut self.control);
-                if !self.close_sent {
-                    let mask = self.mask_key();
-                    OutFrame::new(OpCode::Pong, false, &payload, mask).append_to(&mut self.out);
-                }
+                let answer = (!self.close_queued).then_some(OpCode::Pong);
+                self.queue_reply(answer, &payload);
                 rx.control(Event::Ping(payload));
             }
             OpCode::Pong => rx.control(Event::Pong(std::mem::take(&mut self.control))),
@@ -544,12 +581,9 @@ impl Connection {
         };
         self.close_code = Some(code);
         self.close_reason = Some(reason.clone());
-        if !self.close_sent {
-            // RFC 6455 §5.5.1: answer with a close frame, echoing the peer's code and reason.
-            let mask = self.mask_key();
-            OutFrame::new(OpCode::Close, false, &payload, mask).append_to(&mut self.out);
-            self.close_sent = true;
-        }
+        // RFC 6455 §5.5.1: answer with a close frame, echoing the peer's code and reason.
+        let answer = (!self.close_queued).then_some(OpCode::Close);
+        self.queue_reply(answer, &payload);
         rx.control(Event::Close { code, reason });
         Ok(())
     }
@@ -559,12 +593,8 @@ impl Connection {
         self.failed = true;
         self.frame = None;
         self.message.clear();
-        if !self.close_sent {
-            let payload = close_payload(v.code, &v.reason);
-            let mask = self.mask_key();
-            OutFrame::new(OpCode::Close, false, &payload, mask).append_to(&mut self.out);
-            self.close_sent = true;
-        }
+        let answer = (!self.close_queued).then_some(OpCode::Close);
+        self.queue_reply(answer, &close_payload(v.code, &v.reason));
         self.close_code = Some(v.code);
         self.close_reason = Some(v.reason.clone());
         rx.control(Event::Failure {
@@ -648,7 +678,7 @@ impl Connection {
 
     /// Starts the closing handshake (RFC 6455 §5.5.1, §7.4). With no code the frame is empty.
     pub fn send_close(&mut self, code: Option<u16>, reason: &str) -> Result<Vec<u8>, SendError> {
-        if self.close_sent {
+        if self.close_queued {
             return Err(SendError::Closed);
         }
         let payload = match code {
@@ -659,6 +689,7 @@ impl Connection {
             Some(code) => close_payload(code, reason),
         };
         let mask = self.mask_key();
+        self.close_queued = true;
         self.close_sent = true;
         Ok(OutFrame::new(OpCode::Close, false, &payload, mask).to_vec())
     }

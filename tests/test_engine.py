@@ -60,9 +60,11 @@ def test_server_echoes_close_and_expects_to_close_the_transport() -> None:
     events = server.receive_data(client.send_close(3001, "you asked me to"))
     assert isinstance(events[0], engine.Close)
     assert (events[0].code, events[0].reason) == (3001, "you asked me to")
+    assert not server.close_expected(), "the echo has not left the engine yet"
+    echo_frame = server.data_to_send()
     assert server.close_expected()
     assert server.state == engine.CLOSED
-    echo = client.receive_data(server.data_to_send())
+    echo = client.receive_data(echo_frame)
     assert isinstance(echo[0], engine.Close)
     assert client.state == engine.CLOSED
     assert not client.close_expected()
@@ -76,6 +78,17 @@ def test_server_fails_unmasked_frame_with_1002() -> None:
     assert server.close_code == 1002
     reason = b"client frame is not masked"
     assert server.data_to_send() == b"\x88" + bytes([2 + len(reason)]) + b"\x03\xea" + reason
+
+
+def test_server_answer_to_a_message_before_the_close_leaves_before_the_echo() -> None:
+    client, server = pair()
+    events = server.receive_data(client.send_text("Hello") + client.send_close(1000))
+    assert events[0] == "Hello"
+    answer = server.send_text("Hello")  # allowed: the echo is still in the engine
+    echo = server.data_to_send()
+    assert client.receive_data(answer + echo)[0] == "Hello"
+    with pytest.raises(RuntimeError):
+        server.send_text("late")
 
 
 def test_server_fails_oversized_message_with_1009() -> None:

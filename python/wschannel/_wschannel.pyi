@@ -139,7 +139,10 @@ class Connection:
         not send or a reason over 123 UTF-8 bytes, ``RuntimeError`` if a close was sent."""
 
     def data_to_send(self) -> bytes:
-        """Drain the automatic replies queued by :meth:`receive_data` (``b''`` if none)."""
+        """The reply to the oldest Ping, Close or Failure event not yet answered (a pong, the
+        close echo, the failure close, or ``b''``). Call it once per such event, in order: a
+        close frame counts as sent only once it has left, so answers to earlier messages
+        still go out before it."""
 
     def close_expected(self) -> bool:
         """Whether this side should now close the transport: a server once the closing

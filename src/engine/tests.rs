@@ -75,8 +75,8 @@ fn assert_fails(conn: &mut Connection, bytes: &[u8], code: u16) {
         "expected failure {code}, got {events:?}"
     );
     assert_eq!(conn.state(), State::Closed);
-    assert!(conn.close_expected());
     assert_eq!(close_frame_code(&conn.data_to_send()), code);
+    assert!(conn.close_expected());
     assert_eq!(conn.close_code(), Some(code));
 }
 
@@ -530,4 +530,60 @@ fn failure_stops_parsing_the_rest_of_the_input() {
     assert_eq!(events.len(), 1);
     assert!(failure(1002)(&events));
     assert!(feed(&mut conn, &from_client(0x81, b"later")).is_empty());
+}
+
+#[test]
+fn replies_come_out_one_per_event_in_order() {
+    let mut wire = from_client(0x89, b"a");
+    wire.extend(from_client(0x89, b"b"));
+    let mut conn = server();
+    assert_eq!(feed(&mut conn, &wire).len(), 2);
+    assert_eq!(conn.replies_waiting(), 2);
+    assert_eq!(conn.data_to_send(), frame(0x8a, b"a", None));
+    assert_eq!(conn.data_to_send(), frame(0x8a, b"b", None));
+    assert!(conn.data_to_send().is_empty());
+}
+
+#[test]
+fn server_answer_to_a_message_before_the_peer_close_goes_out_first() {
+    let mut wire = from_client(0x81, b"Hello");
+    wire.extend(from_client(0x88, &1000u16.to_be_bytes()));
+    let mut conn = server();
+    let events = feed(&mut conn, &wire);
+    assert_eq!(events[0], Event::Text("Hello".into()));
+    // The application answers "Hello" before it handles the close event.
+    assert_eq!(
+        conn.send_text("Hello").unwrap(),
+        frame(0x81, b"Hello", None)
+    );
+    assert!(!conn.close_expected(), "the echo has not left yet");
+    assert_eq!(
+        conn.data_to_send(),
+        frame(0x88, &1000u16.to_be_bytes(), None)
+    );
+    assert!(conn.close_expected());
+    assert_eq!(conn.send_text("late"), Err(SendError::Closed));
+}
+
+#[test]
+fn server_answer_to_a_message_before_a_violation_goes_out_before_the_failure_close() {
+    let mut wire = from_client(0x81, b"Hello");
+    wire.extend(from_client(0xb1, b"bad"));
+    let mut conn = server();
+    let events = feed(&mut conn, &wire);
+    assert_eq!(events[0], Event::Text("Hello".into()));
+    assert!(failure(1002)(&events));
+    assert!(conn.send_text("Hello").is_ok());
+    assert!(!conn.close_expected());
+    assert_eq!(close_frame_code(&conn.data_to_send()), 1002);
+    assert!(conn.close_expected());
+    assert_eq!(conn.send_binary(b"late"), Err(SendError::Closed));
+}
+
+#[test]
+fn user_close_cannot_follow_a_queued_close_echo() {
+    let mut conn = server();
+    feed(&mut conn, &from_client(0x88, b""));
+    assert_eq!(conn.send_close(Some(1000), ""), Err(SendError::Closed));
+    assert_eq!(conn.data_to_send(), frame(0x88, b"", None));
 }
