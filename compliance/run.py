@@ -9,6 +9,7 @@ failure (``--strict``).
     python compliance/run.py                 # all cases, both roles
     python compliance/run.py --cases '1.*,2.*' --role server
     python compliance/run.py --update        # write the expectations from this run
+    python compliance/run.py --no-run        # judge the reports of the last run again
 """
 
 from __future__ import annotations
@@ -103,40 +104,39 @@ def case_key(case_id: str) -> tuple[int, ...]:
     return tuple(int(part) for part in case_id.split("."))
 
 
-def judge(role: str, args: argparse.Namespace) -> bool:
+def judge(role: str, args: argparse.Namespace) -> tuple[int, int]:
+    """Compares one role's results with its expectations; returns (passed, failed)."""
     got = results(role)
     expected_file = EXPECTED / f"{role}.json"
     if args.update:
-        summary = {
-            case: f"{got[case]['behavior']}/{got[case]['behaviorClose']}"
-            for case in sorted(got, key=case_key)
-        }
-        expected_file.write_text(json.dumps(summary, indent=1) + "\n")
-    expected: dict[str, str] = (
-        json.loads(expected_file.read_text()) if expected_file.is_file() else {}
-    )
+        summary = {case: f"{got[case]['behavior']}/{got[case]['behaviorClose']}" for case in got}
+        ordered = dict(sorted(summary.items(), key=lambda item: case_key(item[0])))
+        expected_file.write_text(json.dumps(ordered, indent=1) + "\n")
+    expected: dict[str, str] = {}
+    if expected_file.is_file():
+        expected = json.loads(expected_file.read_text())
     if args.cases:
-        wanted = set(got)
-        expected = {case: value for case, value in expected.items() if case in wanted}
-    failed = []
-    for case, want in sorted(expected.items(), key=lambda item: case_key(item[0])):
-        behavior, _, closing = want.partition("/")
-        allowed = rank({"behavior": behavior, "behaviorClose": closing})
-        if case not in got:
-            failed.append(f"  case {case}: missing (expected {want})")
-        elif rank(got[case]) > allowed:
-            now = f"{got[case]['behavior']}/{got[case]['behaviorClose']}"
-            failed.append(f"  case {case}: {now}, expected {want}")
+        expected = {case: value for case, value in expected.items() if case in got}
     counts = collections.Counter(result["behavior"] for result in got.values())
     shown = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
     print(f"compliance: {role}: {len(got)} cases: {shown}")
-    print("\n".join(failed))
-    passed = len(expected) - len(failed)
     if not expected:
         print(f"compliance: {role}: no expectations in {expected_file}")
-        return False
-    print(f"compliance: {role}: {passed} passed, {len(failed)} failed (against expectations)")
-    return not failed
+        return 0, 1
+    failed = 0
+    for case, want in sorted(expected.items(), key=lambda item: case_key(item[0])):
+        behavior, _, closing = want.partition("/")
+        if case not in got:
+            print(f"  case {case}: missing (expected {want})")
+            failed += 1
+        elif rank(got[case]) > rank({"behavior": behavior, "behaviorClose": closing}):
+            print(
+                f"  case {case}: {got[case]['behavior']}/{got[case]['behaviorClose']}"
+                f", expected {want}"
+            )
+            failed += 1
+    print(f"compliance: {role}: {len(expected) - failed} cases as expected, {failed} worse")
+    return len(expected) - failed, failed
 
 
 def main() -> int:
@@ -145,19 +145,26 @@ def main() -> int:
     parser.add_argument("--cases", help="case ids or patterns, e.g. '1.*,2.*'")
     parser.add_argument("--update", action="store_true", help="write the expectations")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--no-run", action="store_true", help="judge the reports of the last run")
     args = parser.parse_args()
     os.makedirs(REPORTS, exist_ok=True)
     roles = ["server", "client"] if args.role == "both" else [args.role]
     runners = {"server": run_server_role, "client": run_client_role}
+    threads = (
+        []
+        if args.no_run
+        else [threading.Thread(target=runners[role], args=(args,)) for role in roles]
+    )
     started = time.monotonic()
-    threads = [threading.Thread(target=runners[role], args=(args,)) for role in roles]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     print(f"compliance: ran in {time.monotonic() - started:.0f} s")
-    ok = all([judge(role, args) for role in roles])
-    return 0 if ok else 1
+    verdicts = [judge(role, args) for role in roles]
+    passed, failed = (sum(column) for column in zip(*verdicts, strict=True))
+    print(f"autobahn: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":
