@@ -11,7 +11,7 @@ help:  ## List the tasks
 
 $(SETUP_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 'maturin>=1.9,<2'
+	$(PY) -m pip install -q --upgrade pip 'maturin==1.16.0'
 	touch $@
 
 setup: $(SETUP_STAMP)  ## Create .venv with the dev tools
