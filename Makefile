@@ -26,7 +26,7 @@ test-rust:  ## Rust unit tests, fmt and clippy
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
-	cargo test -q
+	cargo test -q --all-targets
 
 lint: dev  ## ruff, mypy --strict and the stub check
 	$(VENV)/bin/ruff check .
