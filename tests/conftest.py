@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
 import wschannel
-from wschannel.channel import Message, StreamSubscription
 from wschannel.io import IOWebSocketChannel
 from wschannel.server import Server
 
@@ -21,6 +21,8 @@ TIMEOUT = 5.0 * SCALE
 """How long something that should happen may take."""
 SHORT = 0.2 * SCALE
 """How long to wait for something that should not happen, or a short interval."""
+
+T = TypeVar("T")
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -45,7 +47,7 @@ def echo_url(echo_server: Server) -> str:
     return f"ws://127.0.0.1:{echo_server.port}"
 
 
-async def next_message(subscription: StreamSubscription) -> Message:
+async def next_message(subscription: AsyncIterator[T]) -> T:
     """The next message, or ``TimeoutError`` after :data:`TIMEOUT`."""
     return await asyncio.wait_for(anext(subscription), TIMEOUT)
 
@@ -128,3 +130,39 @@ async def raw_server() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawServ
     yield start
     for server in servers:
         await server.stop()
+
+
+# Raw frames, for peers that speak WebSocket by hand (RFC 6455 §5.2).
+
+
+def frame(opcode: int, payload: bytes = b"", *, mask: bytes | None = None, rsv: int = 0) -> bytes:
+    """One short frame (payload under 126 bytes), FIN set, masked when ``mask`` is given."""
+    assert len(payload) < 126
+    head = bytes([0x80 | rsv | opcode, (0x80 if mask else 0) | len(payload)])
+    if mask is None:
+        return head + payload
+    return head + mask + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read one short frame (masked or not): its first byte and its payload."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+    mask = await reader.readexactly(4) if second & 0x80 else b"\0\0\0\0"
+    payload = await reader.readexactly(second & 0x7F)
+    return first, bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return code.to_bytes(2, "big") + reason.encode()
+
+
+async def open_raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP client that has done the opening handshake by hand, with no extension."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer

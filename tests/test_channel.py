@@ -1,14 +1,39 @@
-"""The message stream and close argument rules, without a network."""
+"""The message stream, the sink's guarantees and StreamChannel, without a network.
+
+The sink rules are checked on an AdapterWebSocketChannel over wschannel.testing.fake_pair();
+test_io.py checks them again over sockets.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
 
 import pytest
-from conftest import SHORT, TIMEOUT
+from conftest import SHORT, TIMEOUT, next_message, wait
 
 from wschannel import StateError
-from wschannel.channel import Message, MessageStream, check_close_args
+from wschannel.adapter import (
+    AdapterWebSocketChannel,
+    BinaryDataReceived,
+    CloseReceived,
+    TextDataReceived,
+    WebSocketEvent,
+)
+from wschannel.channel import (
+    MappedSink,
+    Message,
+    MessageStream,
+    StreamChannel,
+    StreamChannelTransformer,
+    StreamSink,
+    check_close_args,
+    json_document,
+    with_close_guarantee,
+)
+from wschannel.testing import FakeWebSocket, fake_pair
 
 
 def test_close_args_accept_every_code_an_endpoint_may_send() -> None:
@@ -215,3 +240,422 @@ async def test_stream_rejects_two_tasks_waiting_at_once() -> None:
         await anext(subscription)
     stream._add("x")
     assert await first == "x"
+
+
+# The sink's guarantees (stream_channel §4.1, §4.3), over an in-memory pair.
+
+
+async def open_pair(**options: Any) -> tuple[AdapterWebSocketChannel, FakeWebSocket]:
+    """A channel, open, and the low-level socket of its peer."""
+    mine, theirs = fake_pair()
+    channel = AdapterWebSocketChannel(mine, **options)
+    await wait(channel.ready)
+    return channel, theirs
+
+
+async def peer_events(peer: FakeWebSocket) -> list[WebSocketEvent]:
+    """What the peer received, until the connection ended."""
+
+    async def collect() -> list[WebSocketEvent]:
+        return [event async for event in peer.events]
+
+    return await asyncio.wait_for(collect(), TIMEOUT)
+
+
+class Gate:
+    """An async source that yields its messages, then waits until released."""
+
+    def __init__(self, *messages: Message) -> None:
+        self.messages = messages
+        self.released = asyncio.Event()
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        try:
+            for message in self.messages:
+                yield message
+            await self.released.wait()
+        finally:
+            self.closed = True
+
+
+async def test_sink_raises_state_errors_while_adding_a_stream() -> None:
+    channel, peer = await open_pair()
+    sink = channel.sink
+    gate = Gate("a")
+    adding = sink.add_stream(gate)
+    with pytest.raises(StateError, match=r"^Cannot add event while adding stream\.$"):
+        sink.add("b")
+    with pytest.raises(StateError, match=r"^Cannot add event while adding stream\.$"):
+        sink.add_error(ValueError())
+    with pytest.raises(StateError, match=r"^Cannot add stream while adding stream\.$"):
+        sink.add_stream(Gate())
+    with pytest.raises(StateError, match=r"^Cannot close sink while adding stream\.$"):
+        sink.close()
+    gate.released.set()
+    await wait(adding)
+    sink.add("b")
+    await wait(sink.close())
+    assert await peer_events(peer) == [
+        TextDataReceived("a"),
+        TextDataReceived("b"),
+        CloseReceived(1005, ""),
+    ]
+
+
+async def test_sink_raises_state_errors_after_close() -> None:
+    channel, _ = await open_pair()
+    sink = channel.sink
+    done = sink.close()
+    with pytest.raises(StateError, match=r"^Cannot add event after closing\.$"):
+        sink.add("late")
+    with pytest.raises(StateError, match=r"^Cannot add event after closing\.$"):
+        sink.add_error(ValueError())
+    with pytest.raises(StateError, match=r"^Cannot add stream after closing\.$"):
+        sink.add_stream(Gate())
+    assert sink.close() is done
+    await wait(done)
+    assert sink.close(4000, "ignored") is done
+
+
+async def test_sink_close_ends_the_stream_before_buffered_messages() -> None:
+    channel, peer = await open_pair()
+    for index in range(3):
+        peer.send_text(str(index))
+    subscription = aiter(channel.stream)
+    assert await next_message(subscription) == "0"
+    channel.sink.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(subscription), SHORT)
+
+
+async def test_sink_drops_everything_silently_after_the_peer_closed() -> None:
+    channel, peer = await open_pair()
+    await peer.close(4000)
+    assert [message async for message in channel.stream] == []
+    sink = channel.sink
+    sink.add("dropped")
+    sink.add_error(ValueError("dropped"))
+    gate = Gate("dropped")
+    await wait(sink.add_stream(gate))
+    await wait(sink.done)  # resolved, not failed
+    assert sink.close() is sink.done
+
+
+async def test_sink_drops_silently_when_the_stream_ended_before_anyone_listened() -> None:
+    channel, peer = await open_pair()
+    await peer.close()
+    await wait(channel.sink.done)
+    channel.sink.add("dropped")
+    assert channel.close_code == 1005
+    assert [message async for message in channel.stream] == []
+
+
+async def test_stream_cancel_does_not_close_and_a_later_peer_close_is_seen() -> None:
+    channel, peer = await open_pair()
+    subscription = aiter(channel.stream)
+    peer.send_text("one")
+    assert await next_message(subscription) == "one"
+    await subscription.aclose()
+    channel.sink.add("still open")
+    assert await asyncio.wait_for(anext(peer.events), TIMEOUT) == TextDataReceived("still open")
+    await peer.close(4001, "later")
+    await wait(channel.sink.done)
+    assert (channel.close_code, channel.close_reason) == (4001, "later")
+
+
+async def test_sink_add_error_closes_without_code_and_fails_done() -> None:
+    channel, peer = await open_pair()
+    subscription = aiter(channel.stream)
+    peer.send_text("dropped with the stream")
+    await asyncio.sleep(0)
+    error = ValueError("broken")
+    channel.sink.add("before")
+    channel.sink.add_error(error)
+    with pytest.raises(StopAsyncIteration):
+        await anext(subscription)
+    with pytest.raises(ValueError) as raised:
+        await wait(channel.sink.done)
+    assert raised.value is error
+    channel.sink.add("after: dropped")
+    channel.sink.add_error(ValueError("dropped"))
+    assert channel.sink.close() is channel.sink.done
+    assert await peer_events(peer) == [TextDataReceived("before"), CloseReceived(1005, "")]
+    assert channel.close_code is None
+
+
+async def test_sink_add_error_takes_only_exceptions() -> None:
+    channel, _ = await open_pair()
+    with pytest.raises(TypeError):
+        channel.sink.add_error("not an exception")  # type: ignore[arg-type]
+    await wait(channel.sink.close())
+
+
+async def test_sink_add_stream_forwards_in_order_without_being_awaited() -> None:
+    channel, peer = await open_pair()
+
+    async def source() -> AsyncIterator[Message]:
+        for index in range(5):
+            await asyncio.sleep(0)
+            yield str(index) if index % 2 else bytes([index])
+
+    adding = channel.sink.add_stream(source())  # runs without an await
+    assert isinstance(adding, asyncio.Future)
+    events = [await asyncio.wait_for(anext(peer.events), TIMEOUT) for _ in range(5)]
+    assert events == [
+        BinaryDataReceived(b"\x00"),
+        TextDataReceived("1"),
+        BinaryDataReceived(b"\x02"),
+        TextDataReceived("3"),
+        BinaryDataReceived(b"\x04"),
+    ]
+    await wait(adding)
+    await wait(channel.sink.close())
+
+
+async def test_sink_add_stream_error_acts_like_add_error() -> None:
+    channel, peer = await open_pair()
+    error = RuntimeError("source failed")
+    finished: list[str] = []
+
+    async def failing() -> AsyncIterator[Message]:
+        try:
+            yield "sent"
+            raise error
+        finally:
+            finished.append("closed")
+
+    await wait(channel.sink.add_stream(failing()))  # resolves normally
+    with pytest.raises(RuntimeError) as raised:
+        await wait(channel.sink.done)
+    assert raised.value is error
+    assert finished == ["closed"]
+    assert [message async for message in channel.stream] == []
+    channel.sink.add("dropped")
+    assert await peer_events(peer) == [TextDataReceived("sent"), CloseReceived(1005, "")]
+
+
+async def test_sink_add_stream_with_an_unsupported_message_acts_like_add_error() -> None:
+    channel, peer = await open_pair()
+
+    async def source() -> AsyncIterator[Any]:
+        yield "ok"
+        yield 42
+
+    await wait(channel.sink.add_stream(source()))
+    with pytest.raises(TypeError, match="Cannot send int"):
+        await wait(channel.sink.done)
+    assert await peer_events(peer) == [TextDataReceived("ok"), CloseReceived(1005, "")]
+
+
+async def test_sink_add_stream_stops_and_closes_the_source_when_the_peer_closes() -> None:
+    channel, peer = await open_pair()
+    gate = Gate("first")
+    adding = channel.sink.add_stream(gate)
+    assert await asyncio.wait_for(anext(peer.events), TIMEOUT) == TextDataReceived("first")
+    await peer.close()
+    await wait(adding)
+    assert gate.closed
+    assert not adding.cancelled()
+    channel.sink.add("dropped")  # no longer adding a stream; the peer closed
+
+
+async def test_sink_add_stream_rejects_a_source_that_is_not_async_iterable() -> None:
+    channel, _ = await open_pair()
+    with pytest.raises(TypeError):
+        channel.sink.add_stream(["a", "b"])  # type: ignore[arg-type]
+    channel.sink.add("not adding a stream")
+    await wait(channel.sink.close())
+
+
+async def test_sink_add_stream_cancelled_by_its_caller_stops_without_closing() -> None:
+    channel, peer = await open_pair()
+    gate = Gate("one")
+    adding = channel.sink.add_stream(gate)
+    assert await asyncio.wait_for(anext(peer.events), TIMEOUT) == TextDataReceived("one")
+    adding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    channel.sink.add("two")
+    assert await asyncio.wait_for(anext(peer.events), TIMEOUT) == TextDataReceived("two")
+    await wait(channel.sink.close())
+
+
+# StreamChannel: pipe, transform, change (stream_channel §4.2).
+
+
+async def test_channel_pipe_connects_two_channels_until_both_directions_end() -> None:
+    left, left_peer = await open_pair()
+    right, right_peer = await open_pair()
+    piping = asyncio.ensure_future(left.pipe(right))
+    left_peer.send_text("to the right")
+    right_peer.send_bytes(b"to the left")
+    assert await asyncio.wait_for(anext(right_peer.events), TIMEOUT) == TextDataReceived(
+        "to the right"
+    )
+    assert await asyncio.wait_for(anext(left_peer.events), TIMEOUT) == BinaryDataReceived(
+        b"to the left"
+    )
+    await left_peer.close(4000, "left is done")
+    await wait(piping)
+    assert await peer_events(right_peer) == [CloseReceived(1005, "")]
+    assert left.close_code == 4000
+    await wait(left.sink.done)
+    await wait(right.sink.done)
+
+
+async def test_channel_transform_with_json_document_decodes_and_encodes() -> None:
+    channel, peer = await open_pair()
+    documents = channel.transform(json_document)
+    assert isinstance(documents, StreamChannel)
+    documents.sink.add({"answer": [4, 2]})
+    assert await asyncio.wait_for(anext(peer.events), TIMEOUT) == TextDataReceived(
+        '{"answer": [4, 2]}'
+    )
+    peer.send_text('{"a": null}')
+    peer.send_text("not json")
+    peer.send_bytes(b"[1]")
+    subscription = aiter(documents.stream)
+    assert await asyncio.wait_for(anext(subscription), TIMEOUT) == {"a": None}
+    with pytest.raises(json.JSONDecodeError):
+        await asyncio.wait_for(anext(subscription), TIMEOUT)
+    assert await asyncio.wait_for(anext(subscription), TIMEOUT) == [1]  # it goes on
+    with pytest.raises(TypeError):
+        documents.sink.add(object())
+    sink: Any = documents.sink  # the WebSocket sink's close(code, reason), passed through
+    await wait(sink.close(4000, "bye"))
+    assert await peer_events(peer) == [CloseReceived(4000, "bye")]
+
+
+async def test_channel_transform_stream_changes_only_the_stream() -> None:
+    channel, peer = await open_pair()
+
+    async def upper(stream: AsyncIterable[Any]) -> AsyncIterator[str]:
+        async for message in stream:
+            yield message.upper()
+
+    shouting = channel.transform_stream(upper)
+    peer.send_text("hi")
+    assert await next_message(aiter(shouting.stream)) == "HI"
+    shouting.sink.add("as is")
+    assert await asyncio.wait_for(anext(peer.events), TIMEOUT) == TextDataReceived("as is")
+
+
+async def test_channel_transform_sink_changes_only_the_sink() -> None:
+    channel, peer = await open_pair()
+
+    class Reverse:
+        def bind(self, sink: StreamSink) -> StreamSink:
+            return MappedSink(sink, lambda text: text[::-1])
+
+    reversing = channel.transform_sink(Reverse())
+    reversing.sink.add("abc")
+    assert await asyncio.wait_for(anext(peer.events), TIMEOUT) == TextDataReceived("cba")
+    peer.send_text("abc")
+    assert await next_message(aiter(reversing.stream)) == "abc"
+
+
+async def test_channel_change_stream_and_change_sink_get_the_originals() -> None:
+    channel, peer = await open_pair()
+    seen: list[object] = []
+
+    async def replacement() -> AsyncIterator[str]:
+        yield "replaced"
+
+    def change(stream: AsyncIterable[Any]) -> AsyncIterable[Any]:
+        seen.append(stream)
+        return replacement()
+
+    changed = channel.change_stream(change)
+    assert seen == [channel.stream]
+    assert [message async for message in changed.stream] == ["replaced"]
+
+    def change_sink(sink: StreamSink) -> StreamSink:
+        seen.append(sink)
+        return MappedSink(sink, str)
+
+    other = channel.change_sink(change_sink)
+    assert seen[-1] is channel.sink
+    other.sink.add(12)
+    assert await asyncio.wait_for(anext(peer.events), TIMEOUT) == TextDataReceived("12")
+
+
+async def test_derived_channel_ends_a_waiting_consumer_when_its_sink_closes() -> None:
+    channel, _ = await open_pair()
+
+    async def slow(stream: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        async for message in stream:
+            await asyncio.sleep(TIMEOUT)
+            yield message
+
+    derived = channel.change_stream(slow)
+    subscription = aiter(derived.stream)
+    waiting = asyncio.ensure_future(anext(subscription))
+    await asyncio.sleep(SHORT)
+    derived.sink.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, SHORT)
+    await wait(channel.sink.done)
+
+
+async def test_derived_channel_drops_a_value_that_arrives_with_the_close() -> None:
+    produced = asyncio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        yield "first"
+        produced.set()
+        await asyncio.sleep(TIMEOUT)
+
+    channel, _ = await open_pair()
+    derived = with_close_guarantee(source(), channel.sink)
+    subscription = aiter(derived.stream)
+    assert await next_message(subscription) == "first"
+    derived.sink.close()
+    with pytest.raises(StopAsyncIteration):
+        await anext(subscription)
+
+
+async def test_derived_channel_stream_is_single_subscription() -> None:
+    channel, _ = await open_pair()
+    derived = channel.transform(json_document)
+    aiter(derived.stream)
+    with pytest.raises(StateError, match="already been listened to"):
+        aiter(derived.stream)
+
+
+async def test_channel_transformer_takes_bind_objects_or_functions() -> None:
+    channel, peer = await open_pair()
+
+    class Twice:
+        def bind(self, stream: AsyncIterable[Any]) -> AsyncIterable[Any]:
+            async def doubled() -> AsyncIterator[Any]:
+                async for message in stream:
+                    yield message * 2
+
+            return doubled()
+
+    transformer = StreamChannelTransformer(Twice(), lambda sink: MappedSink(sink, str.upper))
+    transformed = channel.transform(transformer)
+    transformed.sink.add("up")
+    assert await asyncio.wait_for(anext(peer.events), TIMEOUT) == TextDataReceived("UP")
+    peer.send_text("ab")
+    assert await next_message(aiter(transformed.stream)) == "abab"
+    with pytest.raises(TypeError):
+        StreamChannelTransformer(42, str)  # type: ignore[arg-type]
+
+
+async def test_mapped_sink_add_stream_maps_every_value() -> None:
+    channel, peer = await open_pair()
+    documents = channel.transform(json_document)
+
+    async def values() -> AsyncIterator[object]:
+        yield 1
+        yield [True]
+
+    await wait(documents.sink.add_stream(values()))
+    await wait(documents.sink.close())
+    assert await peer_events(peer) == [
+        TextDataReceived("1"),
+        TextDataReceived("[true]"),
+        CloseReceived(1005, ""),
+    ]

@@ -6,7 +6,7 @@ import array
 import asyncio
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import trustme
@@ -16,7 +16,10 @@ from conftest import (
     RawHandler,
     RawServer,
     accept_upgrade,
+    close_payload,
+    frame,
     next_message,
+    read_frame,
     read_request,
     wait,
 )
@@ -24,9 +27,11 @@ from conftest import (
 import wschannel
 from wschannel import StateError, WebSocketChannelException, status
 from wschannel._wschannel import HandshakeError
-from wschannel.channel import Message
+from wschannel.adapter import IOWebSocket, TextDataReceived
+from wschannel.channel import Message, WebSocketChannel
 from wschannel.io import IOWebSocketChannel
 from wschannel.server import Server
+from wschannel.testing import FakeWebSocket, fake_pair
 
 StartRaw = Callable[[RawHandler], Awaitable[RawServer]]
 
@@ -756,3 +761,273 @@ async def test_client_keepalive_closes_with_1001_when_no_pong_comes(raw_server: 
     assert channel.close_reason == ""
     await wait(channel.sink.done)
     channel.sink.add("dropped")
+
+
+# The sink's guarantees over sockets.
+
+
+async def server_close_of(handler_result: asyncio.Future[tuple[int | None, str | None]]) -> Server:
+    """A server recording the close code and reason its channel saw."""
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        async for _ in channel.stream:
+            pass
+        handler_result.set_result((channel.close_code, channel.close_reason))
+
+    return await wschannel.serve(handler, "127.0.0.1", 0)
+
+
+async def test_client_add_error_closes_without_code_so_the_server_sees_1005() -> None:
+    seen: asyncio.Future[tuple[int | None, str | None]] = asyncio.Future()
+    async with await server_close_of(seen) as server:
+        channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+        error = ConnectionAbortedError("the application gave up")
+        channel.sink.add_error(error)
+        assert [message async for message in channel.stream] == []
+        with pytest.raises(ConnectionAbortedError) as raised:
+            await wait(channel.sink.done)
+        assert raised.value is error
+        assert await asyncio.wait_for(seen, TIMEOUT) == (status.NO_STATUS_RECEIVED, "")
+        channel.sink.add("dropped")
+        with pytest.raises(ConnectionAbortedError):
+            await wait(channel.sink.close())
+
+
+async def test_client_add_error_while_connecting_closes_once_open() -> None:
+    seen: asyncio.Future[tuple[int | None, str | None]] = asyncio.Future()
+    async with await server_close_of(seen) as server:
+        channel = IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+        channel.sink.add_error(ValueError("early"))
+        await wait(channel.ready)
+        with pytest.raises(ValueError, match="early"):
+            await wait(channel.sink.done)
+        assert await asyncio.wait_for(seen, TIMEOUT) == (status.NO_STATUS_RECEIVED, "")
+
+
+async def test_client_add_stream_waits_for_the_transport_when_its_buffer_is_full(
+    raw_server: StartRaw,
+) -> None:
+    reading = asyncio.Event()
+    received: list[int] = []
+
+    async def slow_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        await reading.wait()
+        while len(received) < count:
+            _, second = await reader.readexactly(2)
+            assert second & 0x7F == 127
+            length = int.from_bytes(await reader.readexactly(8), "big")
+            await reader.readexactly(4 + length)
+            received.append(length)
+        await reader.read()
+
+    count, size = 64, 1 << 17  # 8 MiB: more than the socket buffers hold
+    produced: list[int] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        for index in range(count):
+            produced.append(index)
+            yield bytes(size)
+
+    server = await raw_server(slow_reader)
+    channel = await IOWebSocketChannel.connect(
+        server.url, write_limit=1 << 16, compression=False, close_timeout=SHORT
+    )
+    adding = channel.sink.add_stream(source())
+    await asyncio.sleep(SHORT)
+    assert not adding.done()
+    assert len(produced) < count, "add_stream did not wait for the transport"
+    reading.set()
+    await wait(adding)
+    assert len(produced) == count
+    await wait(channel.sink.close())
+    assert received == [size] * count
+
+
+async def test_client_add_stream_added_before_ready_is_sent_once_open(echo_url: str) -> None:
+    channel = IOWebSocketChannel.connect(echo_url)
+
+    async def source() -> AsyncIterator[str]:
+        for message in ("a", "b", "c"):
+            yield message
+
+    adding = channel.sink.add_stream(source())
+    with pytest.raises(StateError, match="while adding stream"):
+        channel.sink.add("x")
+    await wait(adding)
+    assert channel.ready.done()
+    subscription = aiter(channel.stream)
+    assert [await next_message(subscription) for _ in range(3)] == ["a", "b", "c"]
+    channel.sink.add("fast path again")
+    assert await next_message(subscription) == "fast path again"
+    await wait(channel.sink.close())
+
+
+async def test_client_add_stream_with_a_failing_source_closes_with_1005() -> None:
+    seen: asyncio.Future[tuple[int | None, str | None]] = asyncio.Future()
+    received: list[Message] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        async for message in channel.stream:
+            received.append(message)
+        seen.set_result((channel.close_code, channel.close_reason))
+
+    async def failing() -> AsyncIterator[str]:
+        yield "one"
+        yield "two"
+        raise KeyError("no three")
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+        await wait(channel.sink.add_stream(failing()))
+        with pytest.raises(KeyError):
+            await wait(channel.sink.done)
+        assert await asyncio.wait_for(seen, TIMEOUT) == (status.NO_STATUS_RECEIVED, "")
+    assert received == ["one", "two"]
+
+
+async def test_client_pipe_forwards_between_two_connections() -> None:
+    collected: asyncio.Future[tuple[list[Message], int | None]] = asyncio.Future()
+
+    async def talker(channel: IOWebSocketChannel) -> None:
+        channel.sink.add("one")
+        channel.sink.add(b"two")
+        await channel.sink.close(4000, "said it all")
+
+    async def collector(channel: IOWebSocketChannel) -> None:
+        received = [message async for message in channel.stream]
+        collected.set_result((received, channel.close_code))
+
+    async with (
+        wschannel.serve(talker, "127.0.0.1", 0) as talking,
+        wschannel.serve(collector, "127.0.0.1", 0) as collecting,
+    ):
+        source = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{talking.port}")
+        target = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{collecting.port}")
+        await wait(source.pipe(target))
+        assert await asyncio.wait_for(collected, TIMEOUT) == (
+            ["one", b"two"],
+            status.NO_STATUS_RECEIVED,
+        )
+        assert source.close_code == 4000
+        await wait(source.sink.done)
+        await wait(target.sink.done)
+
+
+# IOWebSocketChannel(connection): wrapping an open low-level connection (IO1).
+
+
+async def test_client_wraps_an_open_io_websocket_and_talks_to_a_channel_server() -> None:
+    async def handler(channel: IOWebSocketChannel) -> None:
+        channel.sink.add("hello!")
+        assert await next_message(aiter(channel.stream)) == "ping"
+        channel.sink.add("pong")
+        await channel.sink.close(3678, "raisin")
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        socket = await asyncio.wait_for(
+            IOWebSocket.connect(f"ws://127.0.0.1:{server.port}"), TIMEOUT
+        )
+        channel = IOWebSocketChannel(socket)
+        await wait(channel.ready)
+        received: list[Message] = []
+        async for message in channel.stream:
+            received.append(message)
+            if message == "hello!":
+                channel.sink.add("ping")
+        assert received == ["hello!", "pong"]
+        assert (channel.close_code, channel.close_reason) == (3678, "raisin")
+
+
+async def test_client_wraps_an_awaitable_of_a_connection(echo_url: str) -> None:
+    channel = IOWebSocketChannel(IOWebSocket.connect(echo_url))
+    assert isinstance(channel, IOWebSocketChannel)
+    channel.sink.add("before ready")
+    await wait(channel.ready)
+    assert await next_message(aiter(channel.stream)) == "before ready"
+    await wait(channel.sink.close(3005, "bye"))
+    assert channel.close_code == 3005
+
+
+async def test_io_channel_wraps_one_side_of_a_fake_pair() -> None:
+    mine, theirs = fake_pair("chat")
+    channel = await IOWebSocketChannel(mine)
+    assert channel.protocol == "chat"
+    assert channel.request is None
+    channel.sink.add("hi")
+    assert await asyncio.wait_for(anext(theirs.events), TIMEOUT) == TextDataReceived("hi")
+    await theirs.close(4000)
+    assert [message async for message in channel.stream] == []
+    assert channel.close_code == 4000
+
+
+async def test_io_channel_wrapping_a_failing_awaitable_fails_ready() -> None:
+    async def refuse() -> FakeWebSocket:
+        raise ConnectionRefusedError("no")
+
+    channel = IOWebSocketChannel(refuse())
+    with pytest.raises(WebSocketChannelException) as raised:
+        await wait(channel.ready)
+    assert isinstance(raised.value.inner, ConnectionRefusedError)
+
+
+async def test_client_close_while_connecting_to_a_silent_server_gives_up_after_close_timeout(
+    raw_server: StartRaw,
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    server = await raw_server(silent)
+    channel = IOWebSocketChannel.connect(server.url, close_timeout=SHORT)
+    await wait(channel.sink.close())
+    with pytest.raises(WebSocketChannelException):
+        await wait(channel.ready)
+
+
+# A close behind messages the consumer has not taken yet.
+
+
+async def test_client_async_for_answers_a_message_that_arrived_with_the_close(
+    raw_server: StartRaw,
+) -> None:
+    frames: asyncio.Future[list[tuple[int, bytes]]] = asyncio.Future()
+    listening = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        await listening.wait()
+        writer.write(frame(0x1, b"Hello") + frame(0x8, close_payload(1000, "bye")))
+        frames.set_result([await read_frame(reader), await read_frame(reader)])
+        writer.close()
+
+    server = await raw_server(handler)
+    channel = await IOWebSocketChannel.connect(server.url)
+    subscription = aiter(channel.stream)
+    listening.set()
+    async for message in subscription:
+        await asyncio.sleep(0.01)  # the answer takes more than one loop turn
+        assert isinstance(message, str)
+        channel.sink.add(f"re: {message}")
+    assert await asyncio.wait_for(frames, TIMEOUT) == [
+        (0x81, b"re: Hello"),
+        (0x88, close_payload(1000, "bye")),
+    ]
+    assert (channel.close_code, channel.close_reason) == (1000, "bye")
+    await wait(channel.sink.done)
+
+
+# WebSocketChannel.over: the byte-stream constructor.
+
+
+async def test_channel_over_a_byte_stream_talks_to_its_peer() -> None:
+    left, right = socket.socketpair()
+    server_reader, server_writer = await asyncio.open_connection(sock=left)
+    client_reader, client_writer = await asyncio.open_connection(sock=right)
+    server = WebSocketChannel.over(server_reader, server_writer, protocol="chat")
+    client = WebSocketChannel.over(client_reader, client_writer, server_side=False)
+    assert server.protocol == "chat"
+    client.sink.add("over a pipe")
+    assert await next_message(aiter(server.stream)) == "over a pipe"
+    await wait(client.sink.close(4000))
+    await wait(server.sink.done)
+    assert server.close_code == 4000

@@ -7,7 +7,16 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import SHORT, TIMEOUT, next_message, wait
+from conftest import (
+    SHORT,
+    TIMEOUT,
+    close_payload,
+    frame,
+    next_message,
+    open_raw_client,
+    read_frame,
+    wait,
+)
 
 import wschannel
 from wschannel import WebSocketChannelException, status
@@ -357,3 +366,100 @@ async def test_server_accepts_compression_only_when_enabled(compression: bool) -
         status_code, head = await response_to(server.port, request)
     assert status_code == 101
     assert (b"permessage-deflate" in head.lower()) is compression
+
+
+# A close (or a protocol violation) behind messages the handler has not taken yet: the
+# answers go out before the close frame.
+
+MASK = b"\x01\x02\x03\x04"
+HELLO_THEN_CLOSE = frame(0x1, b"Hello", mask=MASK) + frame(0x8, close_payload(1000), mask=MASK)
+HELLO_THEN_VIOLATION = frame(0x1, b"Hello", mask=MASK) + frame(0x1, b"x", mask=MASK, rsv=0x20)
+
+
+async def frames_after(port: int, data: bytes) -> list[tuple[int, bytes]]:
+    """Write ``data`` in one write from a raw client; the frames the server sends back."""
+    reader, writer = await open_raw_client(port)
+    try:
+        writer.write(data)
+        frames: list[tuple[int, bytes]] = []
+        while not frames or frames[-1][0] != 0x88:
+            frames.append(await read_frame(reader))
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # then it closes TCP
+        return frames
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "close"),
+    [
+        (HELLO_THEN_CLOSE, close_payload(1000)),
+        (HELLO_THEN_VIOLATION, close_payload(1002, "reserved bit RSV2 or RSV3 set")),
+    ],
+    ids=["close", "protocol violation"],
+)
+async def test_server_async_for_handler_answers_before_the_close_echo(
+    data: bytes, close: bytes
+) -> None:
+    async with wschannel.serve(_echo_all, "127.0.0.1", 0) as server:
+        frames = await frames_after(server.port, data)
+    assert frames == [(0x81, b"Hello"), (0x88, close)]
+
+
+async def test_server_handler_that_awaits_before_answering_still_answers_first() -> None:
+    async def handler(channel: IOWebSocketChannel) -> None:
+        async for message in channel.stream:
+            await asyncio.sleep(SHORT / 4)
+            assert isinstance(message, str)
+            channel.sink.add(f"re: {message}")
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        frames = await frames_after(server.port, HELLO_THEN_CLOSE)
+    assert frames == [(0x81, b"re: Hello"), (0x88, close_payload(1000))]
+
+
+async def test_server_handler_that_answers_and_returns_answers_first() -> None:
+    async def handler(channel: IOWebSocketChannel) -> None:
+        message = await next_message(aiter(channel.stream))
+        assert isinstance(message, str)
+        channel.sink.add(f"only {message}")  # then it returns: the server closes with 1000
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        frames = await frames_after(server.port, HELLO_THEN_CLOSE)
+    assert frames == [(0x81, b"only Hello"), (0x88, close_payload(1000))]
+
+
+async def test_server_listen_handler_answers_before_the_close_echo() -> None:
+    def handler(channel: IOWebSocketChannel) -> None:
+        subscription = channel.stream.listen(channel.sink.add)
+        subscription.pause()  # so the messages wait in the buffer
+        asyncio.get_running_loop().call_later(SHORT / 4, subscription.resume)
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        frames = await frames_after(server.port, HELLO_THEN_CLOSE)
+    assert frames == [(0x81, b"Hello"), (0x88, close_payload(1000))]
+
+
+async def test_server_waits_for_a_stuck_consumer_only_until_close_timeout() -> None:
+    took: list[Message] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        took.append(await next_message(aiter(channel.stream)))
+        await asyncio.sleep(TIMEOUT)  # never comes back for more
+
+    async with wschannel.serve(handler, "127.0.0.1", 0, close_timeout=SHORT) as server:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        frames = await frames_after(server.port, HELLO_THEN_CLOSE)
+        assert loop.time() - started >= SHORT * 0.9
+    assert frames == [(0x88, close_payload(1000))]
+    assert took == ["Hello"]
+
+
+async def test_server_closes_at_once_when_the_close_comes_with_nothing_buffered() -> None:
+    async with wschannel.serve(_echo_all, "127.0.0.1", 0, close_timeout=TIMEOUT) as server:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        frames = await frames_after(server.port, frame(0x8, close_payload(1001), mask=MASK))
+        assert loop.time() - started < SHORT
+    assert frames == [(0x88, close_payload(1001))]

@@ -24,11 +24,12 @@ from .exceptions import StateError, WebSocketChannelException
 from .status import CloseCode
 
 if TYPE_CHECKING:
-    from ._wschannel import __version__, sign_key
+    from ._wschannel import DeflateOptions, __version__, sign_key
     from .server import serve
 
 __all__ = [
     "CloseCode",
+    "DeflateOptions",
     "StateError",
     "WebSocketChannel",
     "WebSocketChannelException",
@@ -42,7 +43,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    if name in ("sign_key", "__version__"):
+    if name in ("sign_key", "__version__", "DeflateOptions"):
         from . import _wschannel
 
         return getattr(_wschannel, name)

@@ -1,6 +1,9 @@
 """The channel, its sink and its message stream: what every ``wschannel`` channel looks like.
 
 Pure Python (no engine), so that every implementation shares it, including the browser one.
+:class:`StreamChannel` and :class:`StreamSink` are Dart's ``StreamChannel``/``StreamSink``
+with the ``StreamChannelMixin`` methods (``pipe``, ``transform``...); :class:`GuaranteeSink`
+holds the sink rules every WebSocket sink keeps; :data:`json_document` is a transformer.
 
 A :class:`WebSocketChannel` is a pair: :attr:`~WebSocketChannel.stream`, the messages from the
 peer, and :attr:`~WebSocketChannel.sink`, where messages to the peer go. It keeps
@@ -12,18 +15,30 @@ peer, and :attr:`~WebSocketChannel.sink`, where messages to the peer go. It keep
 4. The same holds when the stream ends before anyone listens.
 5. Cancelling a subscription does not close the connection; a close from the peer is still
    handled (and ``close_code`` set).
+6. An error added to the sink (``add_error``) is not sent: it closes the connection and fails
+   ``sink.done``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import json
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+)
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeAlias
 
 from .exceptions import StateError
 
@@ -32,13 +47,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_QUEUE",
+    "GuaranteeSink",
+    "MappedSink",
+    "MappedStream",
     "Message",
     "MessageStream",
+    "StreamChannel",
+    "StreamChannelTransformer",
+    "StreamSink",
+    "StreamSinkTransformer",
     "StreamSubscription",
+    "StreamTransformer",
     "WebSocketChannel",
     "WebSocketSink",
     "check_close_args",
     "connect",
+    "json_document",
+    "with_close_guarantee",
 ]
 
 Message: TypeAlias = str | bytes
@@ -158,6 +183,7 @@ class MessageStream:
         "_on_data",
         "_on_done",
         "_on_error",
+        "_on_idle",
         "_pause_reading",
         "_paused",
         "_reading_paused",
@@ -191,6 +217,9 @@ class MessageStream:
         self._reading_paused = False
         self._pause_reading: Callable[[], None] | None = None
         self._resume_reading_cb: Callable[[], None] | None = None
+        # Called once when an ``async for`` consumer next waits on an empty buffer (the
+        # connection uses it to learn that the answers to a peer's last messages are out).
+        self._on_idle: Callable[[], None] | None = None
 
     # Consumer side.
 
@@ -244,6 +273,11 @@ class MessageStream:
                 raise error
             if self._ended:
                 raise StopAsyncIteration
+            on_idle = self._on_idle
+            if on_idle is not None:
+                self._on_idle = None
+                on_idle()
+                continue
             if self._waiter is not None:
                 raise StateError("Another task is already waiting for the next message.")
             waiter = self._loop.create_future()
@@ -371,7 +405,42 @@ class MessageStream:
         self._loop.call_exception_handler({"message": message, "exception": exc})
 
 
-class WebSocketSink(ABC):
+class StreamSink(ABC):
+    """Where a :class:`StreamChannel`'s outgoing values go (Dart's ``StreamSink``).
+
+    :meth:`add` sends a value, :meth:`add_error` closes the channel with an error,
+    :meth:`add_stream` forwards a whole async iterable, :meth:`close` closes the channel
+    and returns :attr:`done`, which resolves once the channel is closed.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def add(self, data: Any) -> None:
+        """Send one value."""
+
+    def add_error(self, error: BaseException) -> None:
+        """Close the channel because of ``error``, which :attr:`done` then raises."""
+        raise NotImplementedError(f"{type(self).__name__} does not support add_error().")
+
+    def add_stream(self, source: AsyncIterable[Any]) -> Awaitable[None]:
+        """Send every value of ``source``; the result resolves when it is exhausted."""
+        raise NotImplementedError(f"{type(self).__name__} does not support add_stream().")
+
+    @abstractmethod
+    def close(self) -> Awaitable[None]:
+        """Close the channel; returns :attr:`done`."""
+
+    @property
+    @abstractmethod
+    def done(self) -> Awaitable[None]:
+        """Resolves once the channel is closed."""
+
+    async def flush(self) -> None:  # noqa: B027 (optional to override)
+        """Wait until the transport can take more data (its write buffer is below the limit)."""
+
+
+class WebSocketSink(StreamSink):
     """Where messages to the peer go.
 
     :meth:`add` sends a message (``str`` as text, any bytes-like object as binary);
@@ -384,9 +453,11 @@ class WebSocketSink(ABC):
     def add(self, data: str | Buffer) -> None:
         """Send one message: ``str`` as a text message, a bytes-like object as binary.
 
-        Raises ``TypeError`` for any other type, and :class:`StateError` after :meth:`close`.
-        Added after the peer closed the connection, a message is silently dropped. Added
-        before the connection is open, it is sent, in order, once it is.
+        Raises ``TypeError`` for any other type, and :class:`StateError` after :meth:`close`
+        (``"Cannot add event after closing."``) or while
+        :meth:`add_stream` runs (``"Cannot add event while adding stream."``). Added after the
+        peer closed the connection, a message is silently dropped. Added before the
+        connection is open, it is sent, in order, once it is.
         """
 
     @abstractmethod
@@ -396,19 +467,579 @@ class WebSocketSink(ABC):
         A plain method, not a coroutine: the close starts even if the result is not awaited.
         The stream ends at once. ``code`` must be one an endpoint may send (1000-1003,
         1007-1014, 3000-4999) and ``reason`` at most 123 UTF-8 bytes, else ``ValueError`` is
-        raised and the connection stays open. Closing again returns :attr:`done`.
+        raised and the connection stays open. Closing again returns :attr:`done`; closing
+        while :meth:`add_stream` runs raises :class:`StateError`.
         """
+
+    def add_stream(self, source: AsyncIterable[str | Buffer]) -> asyncio.Future[None]:
+        """Send every message of ``source``; the result resolves when it is exhausted."""
+        raise NotImplementedError(f"{type(self).__name__} does not support add_stream().")
 
     @property
     @abstractmethod
     def done(self) -> asyncio.Future[None]:
-        """Resolves once the connection is closed (or could not be opened); never fails."""
+        """Resolves once the connection is closed (or could not be opened).
 
-    async def flush(self) -> None:  # noqa: B027 (optional to override)
-        """Wait until the transport can take more data (its write buffer is below the limit)."""
+        It fails only with the error given to :meth:`add_error` (or raised by the source of
+        :meth:`add_stream`).
+        """
 
 
-class WebSocketChannel(ABC):
+_AFTER_CLOSING: Final = "Cannot add event after closing."
+_WHILE_ADDING: Final = "Cannot add event while adding stream."
+
+
+class GuaranteeSink(WebSocketSink):
+    """A :class:`WebSocketSink` that keeps ``stream_channel``'s sink rules (Dart's
+    ``_GuaranteeSink``), for channel implementations.
+
+    Subclasses provide :meth:`_send` (one validated message), :meth:`_start_close` (close the
+    connection, once) and optionally :meth:`_write_buffer_full` and :meth:`flush`; they call
+    :meth:`_disconnect` when the peer ends the connection and :meth:`_finish` once it is over.
+
+    - After :meth:`close`: :meth:`add` and :meth:`add_error` raise
+      ``StateError("Cannot add event after closing.")``, :meth:`add_stream` raises
+      ``StateError("Cannot add stream after closing.")``, :meth:`close` returns :attr:`done`.
+    - While :meth:`add_stream` runs: ``"Cannot add event while adding stream."``,
+      ``"Cannot add stream while adding stream."``, ``"Cannot close sink while adding
+      stream."``.
+    - After the peer closed (guarantee 3): everything added is dropped silently.
+    - :meth:`add_error` closes the connection without a close code (the peer sees 1005), ends
+      the stream and fails :attr:`done` with the error (guarantee 6); what is added after it
+      is dropped, as after a peer's close, and :meth:`close` returns :attr:`done`.
+    """
+
+    __slots__ = (
+        "_adding_stream",
+        "_close_started",
+        "_closed",
+        "_disconnected",
+        "_done",
+        "_error",
+        "_forwarding",
+        "_loop",
+        "_messages",
+        "_stopping",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, messages: MessageStream) -> None:
+        self._loop = loop
+        self._messages = messages  # the channel's stream, ended when the sink closes
+        self._closed = False  # by the user's close()
+        self._close_started = False  # by close() or add_error(): _start_close was called
+        self._adding_stream = False
+        self._disconnected = False  # nothing more can be sent
+        self._error: BaseException | None = None  # from add_error, for done
+        self._forwarding: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    # Hooks.
+
+    @abstractmethod
+    def _send(self, data: str | Buffer) -> None:
+        """Send one message once the state allows it: raise ``TypeError`` for an unsupported
+        type, drop it after a disconnect, keep it until the connection opens."""
+
+    @abstractmethod
+    def _start_close(self, code: int | None, reason: str | None) -> None:
+        """Close the connection (now, or once it opens). Called at most once."""
+
+    def _write_buffer_full(self) -> bool:
+        """Whether :meth:`add_stream` should ``await flush()`` before the next message."""
+        return False
+
+    def _adding_stream_changed(self) -> None:
+        """:meth:`add_stream` started or finished (a fast path may need to know)."""
+
+    # The sink.
+
+    def add(self, data: str | Buffer) -> None:
+        if self._closed:
+            raise StateError(_AFTER_CLOSING)
+        if self._adding_stream:
+            raise StateError(_WHILE_ADDING)
+        self._send(data)
+
+    def add_error(self, error: BaseException) -> None:
+        """Close the connection because of ``error``: the peer sees a close frame without a
+        code (1005), the stream ends, and :attr:`done` fails with ``error``. Nothing is sent
+        about the error itself. Dropped if the peer already closed; what is added afterwards
+        is dropped too."""
+        if not isinstance(error, BaseException):
+            raise TypeError(f"add_error() takes an exception, not {type(error).__name__}.")
+        if self._closed:
+            raise StateError(_AFTER_CLOSING)
+        if self._adding_stream:
+            raise StateError(_WHILE_ADDING)
+        self._fail(error)
+
+    def add_stream(self, source: AsyncIterable[str | Buffer]) -> asyncio.Future[None]:
+        """Send every message of the async iterable ``source``, in order.
+
+        A plain method: the forwarding starts at once, in a task that the result (an
+        :class:`asyncio.Task`) awaits; it resolves when ``source`` is exhausted. Between
+        messages it waits for :meth:`flush` when the write buffer is full (backpressure).
+        An exception raised by ``source`` (or a message of an unsupported type) acts like
+        :meth:`add_error` and the result still resolves normally. If the connection closes
+        meanwhile, forwarding stops, ``source`` is closed and the result resolves. Nothing
+        else may be added, and the sink cannot be closed, until the result resolves.
+        """
+        if self._closed:
+            raise StateError("Cannot add stream after closing.")
+        if self._adding_stream:
+            raise StateError("Cannot add stream while adding stream.")
+        iterator = aiter(source)  # TypeError now for a source that is not async-iterable
+        if self._disconnected:
+            _close_iterator(iterator, self._loop)
+            future: asyncio.Future[None] = self._loop.create_future()
+            future.set_result(None)
+            return future
+        self._adding_stream = True
+        self._adding_stream_changed()
+        task = self._loop.create_task(self._forward(iterator))
+        self._forwarding = task
+        return task
+
+    def close(self, code: int | None = None, reason: str | None = None) -> asyncio.Future[None]:
+        if self._adding_stream:
+            raise StateError("Cannot close sink while adding stream.")
+        if self._closed:
+            return self._done
+        check_close_args(code, reason)
+        self._closed = True
+        if not self._disconnected:  # else the stream keeps what the peer sent before its close
+            self._messages._discard()  # guarantee 2 (this may finish a deferred close)
+            if not self._disconnected:
+                self._close_started = True
+                self._start_close(code, reason)
+        return self._done
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        return self._done
+
+    # For the channel.
+
+    def _fail(self, error: BaseException) -> None:
+        """Dart's ``_addError`` without foreign errors: like both directions disconnecting."""
+        if self._disconnected:
+            return  # guarantee 3: the peer closed; nothing is sent any more
+        self._error = error
+        self._messages._discard()
+        if not self._disconnected:
+            self._close_started = True
+            self._start_close(None, None)
+            GuaranteeSink._disconnect(self)  # what is added from now on is dropped
+
+    def _disconnect(self) -> None:
+        """The connection is closing: drop whatever is added from now on, stop add_stream."""
+        self._disconnected = True
+        task = self._forwarding
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            self._stopping = True
+            task.cancel()
+
+    def _finish(self) -> None:
+        """The connection is over: resolve :attr:`done` (with the add_error error, if any)."""
+        self._disconnect()
+        done = self._done
+        if not done.done():
+            if self._error is not None:
+                done.set_exception(self._error)
+            else:
+                done.set_result(None)
+
+    async def _forward(self, iterator: AsyncIterator[str | Buffer]) -> None:
+        error: BaseException | None = None
+        exhausted = False
+        try:
+            while not self._disconnected:
+                try:
+                    message = await anext(iterator)
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                if self._disconnected:
+                    break
+                self._send(message)
+                if self._write_buffer_full():
+                    await self.flush()
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception as exc:
+            error = exc
+        finally:
+            self._forwarding = None
+            self._stopping = False
+            self._adding_stream = False
+            self._adding_stream_changed()
+        if not exhausted:
+            await _aclose(iterator)
+        if error is not None:
+            self._fail(error)
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    """Close an async iterator that was not exhausted (an async generator, a subscription)."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):  # the source is abandoned: its errors are moot
+            await aclose()
+
+
+def _close_iterator(iterator: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> None:
+    if getattr(iterator, "aclose", None) is not None:
+        spawn(loop, _aclose(iterator))
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def spawn(
+    loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, None]
+) -> asyncio.Task[None]:
+    """Run ``coroutine`` in a task that is kept alive until it finishes (asyncio keeps only
+    weak references to tasks)."""
+    task = loop.create_task(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+class StreamChannel(ABC):
+    """A two-way channel: :attr:`stream` in, :attr:`sink` out (Dart's ``StreamChannel``).
+
+    Every :class:`WebSocketChannel` is one. The methods here (Dart's ``StreamChannelMixin``)
+    build plain :class:`StreamChannel` objects from it: they keep guarantee 2 (closing the
+    sink ends the stream at once), but not the WebSocket-specific API (``protocol``,
+    ``close_code``, ``ready``), which stays on the original channel.
+    """
+
+    __slots__ = ()
+
+    @property
+    @abstractmethod
+    def stream(self) -> AsyncIterable[Any]:
+        """The incoming values (single-subscription)."""
+
+    @property
+    @abstractmethod
+    def sink(self) -> StreamSink:
+        """Where outgoing values go."""
+
+    async def pipe(self, other: StreamChannel) -> None:
+        """Connect this channel to ``other`` until both directions have ended.
+
+        This stream goes into ``other.sink`` and ``other.stream`` into this sink, each with
+        :meth:`StreamSink.add_stream`; each sink is closed when its source ends. Raises the
+        first error a sink's :attr:`~StreamSink.done` failed with, once both have finished.
+        """
+        results = await asyncio.gather(
+            _pipe_into(self.stream, other.sink),
+            _pipe_into(other.stream, self.sink),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def transform(self, transformer: StreamChannelTransformer) -> StreamChannel:
+        """``transformer.bind(self)``: e.g. ``channel.transform(json_document)``."""
+        return transformer.bind(self)
+
+    def transform_stream(
+        self, transformer: StreamTransformer | Callable[[AsyncIterable[Any]], AsyncIterable[Any]]
+    ) -> StreamChannel:
+        """A channel whose stream is ``transformer.bind(self.stream)`` (or
+        ``transformer(self.stream)`` for a function); the sink is unchanged."""
+        return self.change_stream(_binder(transformer))
+
+    def transform_sink(
+        self, transformer: StreamSinkTransformer | Callable[[StreamSink], StreamSink]
+    ) -> StreamChannel:
+        """A channel whose sink is ``transformer.bind(self.sink)`` (or
+        ``transformer(self.sink)``); the stream is unchanged."""
+        return self.change_sink(_binder(transformer))
+
+    def change_stream(
+        self, change: Callable[[AsyncIterable[Any]], AsyncIterable[Any]]
+    ) -> StreamChannel:
+        """A channel with the stream ``change(self.stream)`` and this sink, with the close
+        guarantee: closing the sink ends the new stream at once."""
+        return with_close_guarantee(change(self.stream), self.sink)
+
+    def change_sink(self, change: Callable[[StreamSink], StreamSink]) -> StreamChannel:
+        """A channel with this stream and the sink ``change(self.sink)``, with the close
+        guarantee: closing the new sink ends the stream at once."""
+        return with_close_guarantee(self.stream, change(self.sink))
+
+
+async def _pipe_into(stream: AsyncIterable[Any], sink: StreamSink) -> None:
+    await sink.add_stream(stream)
+    await sink.close()
+
+
+def _binder(transformer: Any) -> Callable[[Any], Any]:
+    bind = getattr(transformer, "bind", None)
+    if bind is not None:
+        return bind  # type: ignore[no-any-return]
+    if callable(transformer):
+        return transformer  # type: ignore[no-any-return]
+    raise TypeError(f"A transformer has a bind() method or is callable, not {transformer!r}.")
+
+
+class StreamTransformer(Protocol):
+    """Turns a stream into another (Dart's ``StreamTransformer``)."""
+
+    def bind(self, stream: AsyncIterable[Any], /) -> AsyncIterable[Any]: ...
+
+
+class StreamSinkTransformer(Protocol):
+    """Turns a sink into another (Dart's ``StreamSinkTransformer``)."""
+
+    def bind(self, sink: StreamSink, /) -> StreamSink: ...
+
+
+class StreamChannelTransformer:
+    """Transforms both halves of a channel (Dart's ``StreamChannelTransformer``).
+
+    ``stream_transformer`` maps the incoming stream, ``sink_transformer`` the outgoing sink
+    (each an object with ``bind()`` or a function). :meth:`bind` returns a channel with the
+    close guarantee. :meth:`from_codec` builds one from two functions, as
+    :data:`json_document` does.
+    """
+
+    __slots__ = ("_bind_sink", "_bind_stream")
+
+    def __init__(
+        self,
+        stream_transformer: StreamTransformer | Callable[[AsyncIterable[Any]], AsyncIterable[Any]],
+        sink_transformer: StreamSinkTransformer | Callable[[StreamSink], StreamSink],
+    ) -> None:
+        self._bind_stream = _binder(stream_transformer)
+        self._bind_sink = _binder(sink_transformer)
+
+    @classmethod
+    def from_codec(
+        cls, *, decode: Callable[[Any], Any], encode: Callable[[Any], Any]
+    ) -> StreamChannelTransformer:
+        """Decode each incoming value with ``decode``; encode each outgoing one with
+        ``encode`` (its errors are raised by ``add``; ``decode``'s by the iteration, for that
+        value only)."""
+        return cls(
+            lambda stream: MappedStream(stream, decode),
+            lambda sink: MappedSink(sink, encode),
+        )
+
+    def bind(self, channel: StreamChannel) -> StreamChannel:
+        stream = self._bind_stream(channel.stream)
+        return with_close_guarantee(stream, self._bind_sink(channel.sink))
+
+
+class MappedStream:
+    """``source`` with ``function`` applied to each value (lazily, as they are taken).
+
+    An exception raised by ``function`` is raised for that value only: the iteration can go
+    on. Single-subscription when ``source`` is.
+    """
+
+    __slots__ = ("_function", "_source")
+
+    def __init__(self, source: AsyncIterable[Any], function: Callable[[Any], Any]) -> None:
+        self._source = source
+        self._function = function
+
+    def __aiter__(self) -> _MappedIterator:
+        return _MappedIterator(aiter(self._source), self._function)
+
+
+class _MappedIterator:
+    __slots__ = ("_function", "_iterator")
+
+    def __init__(self, iterator: AsyncIterator[Any], function: Callable[[Any], Any]) -> None:
+        self._iterator = iterator
+        self._function = function
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        return self._function(await anext(self._iterator))
+
+    async def aclose(self) -> None:
+        await _aclose(self._iterator)
+
+
+class MappedSink(StreamSink):
+    """A sink that passes each value through ``function`` before adding it to ``sink``.
+
+    Everything else (``add_error``, ``close``, ``done``, ``flush``) goes to ``sink``;
+    ``close(code, reason)`` too when ``sink`` is a :class:`WebSocketSink`.
+    """
+
+    __slots__ = ("_function", "_sink")
+
+    def __init__(self, sink: StreamSink, function: Callable[[Any], Any]) -> None:
+        self._sink = sink
+        self._function = function
+
+    def add(self, data: Any) -> None:
+        self._sink.add(self._function(data))
+
+    def add_error(self, error: BaseException) -> None:
+        self._sink.add_error(error)
+
+    def add_stream(self, source: AsyncIterable[Any]) -> Awaitable[None]:
+        return self._sink.add_stream(MappedStream(source, self._function))
+
+    def close(self, *args: Any) -> Awaitable[None]:
+        return self._sink.close(*args)
+
+    @property
+    def done(self) -> Awaitable[None]:
+        return self._sink.done
+
+    async def flush(self) -> None:
+        await self._sink.flush()
+
+
+def with_close_guarantee(stream: AsyncIterable[Any], sink: StreamSink) -> StreamChannel:
+    """A channel of ``stream`` and ``sink`` where closing the sink ends the stream before it
+    yields anything more, however the stream was derived (guarantee 2; Dart's
+    ``StreamChannel.withCloseGuarantee``)."""
+    return _CloseGuaranteeChannel(stream, sink)
+
+
+class _CloseGuaranteeChannel(StreamChannel):
+    __slots__ = ("_sink", "_stream")
+
+    def __init__(self, stream: AsyncIterable[Any], sink: StreamSink) -> None:
+        guarded = _GuardedStream(stream)
+        self._stream = guarded
+        self._sink = _GuardedSink(sink, guarded)
+
+    @property
+    def stream(self) -> _GuardedStream:
+        return self._stream
+
+    @property
+    def sink(self) -> StreamSink:
+        return self._sink
+
+    def __repr__(self) -> str:
+        return f"<StreamChannel of {self._sink._sink!r}>"
+
+
+class _GuardedStream:
+    """A single-subscription stream that ends as soon as its channel's sink is closed."""
+
+    __slots__ = ("_closed", "_closing", "_iterator", "_pending", "_source", "_subscribed")
+
+    def __init__(self, source: AsyncIterable[Any]) -> None:
+        self._source = source
+        self._subscribed = False
+        self._closed = False
+        self._iterator: AsyncIterator[Any] | None = None
+        self._pending: asyncio.Future[Any] | None = None  # the source's next value
+        self._closing: asyncio.Future[None] | None = None  # resolved by _close()
+
+    def __aiter__(self) -> _GuardedIterator:
+        if self._subscribed:
+            raise StateError("Stream has already been listened to.")
+        self._subscribed = True
+        return _GuardedIterator(self)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        elif self._iterator is not None:
+            _close_iterator(self._iterator, asyncio.get_running_loop())
+
+    async def _next(self) -> Any:
+        if self._closed:
+            raise StopAsyncIteration
+        iterator = self._iterator
+        if iterator is None:
+            iterator = self._iterator = aiter(self._source)
+        if type(iterator) is StreamSubscription and iterator._stream._buffer:
+            return await iterator.__anext__()  # buffered: returns without suspending
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = asyncio.ensure_future(anext(iterator))
+        closing = self._closing
+        if closing is None:
+            closing = self._closing = loop.create_future()
+        await asyncio.wait((pending, closing), return_when=asyncio.FIRST_COMPLETED)
+        if self._closed or not pending.done():
+            raise StopAsyncIteration
+        self._pending = None
+        return pending.result()
+
+
+class _GuardedIterator:
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: _GuardedStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __anext__(self) -> Awaitable[Any]:
+        return self._stream._next()
+
+    async def aclose(self) -> None:
+        self._stream._close()
+
+
+class _GuardedSink(StreamSink):
+    __slots__ = ("_sink", "_stream")
+
+    def __init__(self, sink: StreamSink, stream: _GuardedStream) -> None:
+        self._sink = sink
+        self._stream = stream
+
+    def add(self, data: Any) -> None:
+        self._sink.add(data)
+
+    def add_error(self, error: BaseException) -> None:
+        self._sink.add_error(error)
+
+    def add_stream(self, source: AsyncIterable[Any]) -> Awaitable[None]:
+        return self._sink.add_stream(source)
+
+    def close(self, *args: Any) -> Awaitable[None]:
+        done = self._sink.close(*args)
+        self._stream._close()
+        return done
+
+    @property
+    def done(self) -> Awaitable[None]:
+        return self._sink.done
+
+    async def flush(self) -> None:
+        await self._sink.flush()
+
+
+json_document: Final = StreamChannelTransformer.from_codec(decode=json.loads, encode=json.dumps)
+"""Decodes each incoming message as JSON (``json.loads``) and encodes each value added to the
+sink as a JSON text message (``json.dumps``). Invalid JSON raises ``json.JSONDecodeError``
+for that message; a value that cannot be encoded raises ``TypeError`` from ``add``."""
+
+
+class WebSocketChannel(StreamChannel):
     """A two-way WebSocket connection: :attr:`stream` in, :attr:`sink` out.
 
     The channel is awaitable (``channel = await connect(url)`` waits for :attr:`ready`) and
@@ -485,6 +1116,38 @@ class WebSocketChannel(ABC):
         """Connect to ``url`` with the platform's implementation; see :func:`connect`."""
         return connect(url, protocols=protocols)
 
+    @classmethod
+    def over(
+        cls,
+        reader: Any,
+        writer: Any,
+        *,
+        protocol: str | None = None,
+        ping_interval: float | None = None,
+        server_side: bool = True,
+        **options: Any,
+    ) -> WebSocketChannel:
+        """WebSocket framing over a byte stream whose HTTP upgrade is already done.
+
+        Dart 2.x's ``WebSocketChannel(StreamChannel<List<int>>, ...)``: ``reader`` and
+        ``writer`` are the two halves of the byte stream (asyncio streams, an anyio/trio
+        byte stream, a pipe...), ``protocol`` the subprotocol that handshake chose (returned
+        by :attr:`protocol`), ``ping_interval`` enables keepalive, ``server_side`` says which
+        role this end plays (a server sends unmasked frames, a client masked ones; RFC 6455
+        §5.3). The channel is open at once. See :func:`wschannel.bytestream.over`, which
+        this calls, for the other ``options``.
+        """
+        bytestream: Any = importlib.import_module("wschannel.bytestream")
+        channel: WebSocketChannel = bytestream.over(
+            reader,
+            writer,
+            protocol=protocol,
+            ping_interval=ping_interval,
+            server_side=server_side,
+            **options,
+        )
+        return channel
+
 
 def connect(url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
     """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
@@ -493,10 +1156,10 @@ def connect(url: str, *, protocols: Iterable[str] | None = None) -> WebSocketCha
     that went. Picks :class:`~wschannel.io.IOWebSocketChannel` on CPython and the browser's
     WebSocket under Pyodide. Needs a running event loop (``wschannel.sync`` blocks instead).
     """
-    if sys.platform == "emscripten":
-        html: Any = importlib.import_module("wschannel.html")
-        channel: WebSocketChannel = html.HtmlWebSocketChannel.connect(url, protocols=protocols)
-        return channel
+    if sys.platform == "emscripten" or "pyodide" in sys.modules:
+        from .html import HtmlWebSocketChannel
+
+        return HtmlWebSocketChannel.connect(url, protocols=protocols)
     from .io import IOWebSocketChannel
 
     return IOWebSocketChannel.connect(url, protocols=protocols)

@@ -3,7 +3,9 @@
 .. code-block:: text
 
     Exception
-     └── WebSocketChannelException    a connection could not be established
+     ├── WebSocketChannelException    a connection could not be established
+     └── WebSocketException           the low-level socket layer (wschannel.adapter) failed
+          └── WebSocketConnectionClosed   sending or closing after the connection closed
     RuntimeError
      └── StateError                   the channel was used in a way its state forbids
     TimeoutError (built-in)           connect_timeout elapsed
@@ -12,14 +14,21 @@
 
 Only the failure to connect is reported as an error on a channel (on ``ready`` and, once, on
 ``stream``). What happens to an open connection is not an error: the stream ends, and
-``close_code``/``close_reason`` tell why (RFC 6455 §7.1.5).
+``close_code``/``close_reason`` tell why (RFC 6455 §7.1.5). The low-level sockets that
+:class:`~wschannel.adapter.AdapterWebSocketChannel` wraps raise :class:`WebSocketException`;
+channel users see one only as the ``inner`` of a :class:`WebSocketChannelException`.
 """
 
 from __future__ import annotations
 
 from typing import Self
 
-__all__ = ["StateError", "WebSocketChannelException"]
+__all__ = [
+    "StateError",
+    "WebSocketChannelException",
+    "WebSocketConnectionClosed",
+    "WebSocketException",
+]
 
 
 class WebSocketChannelException(Exception):
@@ -60,3 +69,29 @@ class StateError(RuntimeError):
 
     The messages are Dart's (``"Cannot add event after closing."``).
     """
+
+
+class WebSocketException(Exception):
+    """A low-level WebSocket (:class:`wschannel.adapter.WebSocket`) failed, e.g. to connect.
+
+    ``message`` says why; ``str()`` is the message, ``repr()`` names the class.
+    """
+
+    message: str
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class WebSocketConnectionClosed(WebSocketException):
+    """A low-level WebSocket was used after it was closed, by this side or by the peer."""
+
+    def __init__(self, message: str = "Connection Closed") -> None:
+        super().__init__(message)

@@ -20,7 +20,7 @@ import ssl as ssl_module
 import sys
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Self
 
 from ._wschannel import (
     ClientHandshake,
@@ -34,21 +34,17 @@ from ._wschannel import (
     Request,
     __version__,
 )
-from .channel import (
-    DEFAULT_MAX_QUEUE,
-    MessageStream,
-    WebSocketChannel,
-    WebSocketSink,
-    _retrieve_exception,
-    check_close_args,
-)
-from .exceptions import StateError, WebSocketChannelException
+from .adapter import AdapterWebSocketChannel
+from .channel import DEFAULT_MAX_QUEUE, GuaranteeSink, _retrieve_exception
+from .exceptions import WebSocketChannelException
 from .status import ABNORMAL_CLOSURE, GOING_AWAY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from typing_extensions import Buffer
+
+    from .adapter import WebSocket
 
     Event = str | bytes | Ping | Pong | Close | Failure
 
@@ -57,6 +53,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_WRITE_LIMIT",
     "USER_AGENT",
+    "DeflateOptions",
     "Headers",
     "IOWebSocketChannel",
 ]
@@ -109,30 +106,21 @@ def header_list(headers: Headers | None) -> list[tuple[str, str]]:
     return [(str(name), str(value)) for name, value in headers]
 
 
-class _IOSink(WebSocketSink):
-    """The sink of an :class:`IOWebSocketChannel`."""
+class _IOSink(GuaranteeSink):
+    """The sink of an :class:`IOWebSocketChannel` over an asyncio transport."""
 
-    __slots__ = (
-        "_channel",
-        "_close_args",
-        "_conn",
-        "_disconnected",
-        "_done",
-        "_pending",
-        "_user_closed",
-        "_write",
-    )
+    __slots__ = ("_channel", "_close_args", "_conn", "_live", "_pending", "_write")
 
     def __init__(self, channel: IOWebSocketChannel) -> None:
+        super().__init__(channel._loop, channel._stream)
         self._channel = channel
-        # Set while messages may be sent: open, neither closed by the user nor by the peer.
+        # The fast path of add(): set while the connection is open, neither closed by the
+        # user nor by the peer, and no add_stream() runs.
         self._conn: Connection | None = None
+        self._live: Connection | None = None  # the same, add_stream() or not
         self._write = _write_nowhere
         self._pending: list[str | bytes] = []  # added before the connection opened
-        self._close_args: tuple[int | None, str | None] = (None, None)
-        self._user_closed = False
-        self._disconnected = False
-        self._done: asyncio.Future[None] = channel._loop.create_future()
+        self._close_args: tuple[int | None, str | None] | None = None  # a close to send
 
     def add(self, data: str | Buffer) -> None:
         conn = self._conn
@@ -144,18 +132,16 @@ class _IOSink(WebSocketSink):
             if cls is bytes:
                 self._write(conn.send_binary(data))  # type: ignore[arg-type]
                 return
-        self._add_slowly(data)
+        GuaranteeSink.add(self, data)
 
-    def _add_slowly(self, data: str | Buffer) -> None:
-        if self._user_closed:
-            raise StateError("Cannot add event after closing.")
+    def _send(self, data: str | Buffer) -> None:
         if isinstance(data, str):
             if self._disconnected:
                 return
-            if self._conn is None:
+            if self._live is None:
                 self._pending.append(data)
             else:
-                self._write(self._conn.send_text(data))
+                self._write(self._live.send_text(data))
             return
         try:
             view = memoryview(data)
@@ -166,7 +152,7 @@ class _IOSink(WebSocketSink):
             ) from None
         if self._disconnected:
             return
-        conn = self._conn
+        conn = self._live
         if conn is None:
             self._pending.append(view.tobytes())  # the caller may change it meanwhile
         elif view.c_contiguous and view.format in ("B", "b", "c") and view.ndim == 1:
@@ -176,27 +162,24 @@ class _IOSink(WebSocketSink):
         else:
             self._write(conn.send_binary(view.tobytes()))
 
-    def close(self, code: int | None = None, reason: str | None = None) -> asyncio.Future[None]:
-        if self._user_closed:
-            return self._done
-        check_close_args(code, reason)
-        self._user_closed = True
-        channel = self._channel
-        channel._stream._discard()
-        if self._disconnected:
-            return self._done
-        protocol = channel._transport_protocol
-        if self._conn is not None and protocol is not None:
-            self._conn = None
+    def _start_close(self, code: int | None, reason: str | None) -> None:
+        protocol = self._channel._transport_protocol
+        if self._live is not None and protocol is not None:
+            self._conn = self._live = None
             self._write = _write_nowhere
             protocol.close(code, reason)
         else:
             self._close_args = (code, reason)  # sent once the connection opens
-        return self._done
+            self._channel._close_while_connecting()
 
-    @property
-    def done(self) -> asyncio.Future[None]:
-        return self._done
+    def _adding_stream_changed(self) -> None:
+        self._conn = None if self._adding_stream else self._live
+
+    def _write_buffer_full(self) -> bool:
+        protocol = self._channel._transport_protocol
+        if self._live is None or protocol is None:
+            return not self._disconnected  # not open yet: flush() waits for it
+        return protocol._writing_paused
 
     async def flush(self) -> None:
         channel = self._channel
@@ -213,61 +196,71 @@ class _IOSink(WebSocketSink):
         pending, self._pending = self._pending, []
         for data in pending:
             write(conn.send_text(data) if isinstance(data, str) else conn.send_binary(data))
-        if self._user_closed:
+        if self._close_args is not None:
             protocol.close(*self._close_args)
         elif not self._disconnected:
-            self._conn = conn
+            self._live = conn
             self._write = write
+            self._adding_stream_changed()
 
     def _disconnect(self) -> None:
-        self._disconnected = True
-        self._conn = None
+        super()._disconnect()
+        self._conn = self._live = None
         self._write = _write_nowhere
         self._pending = []
-
-    def _finish(self) -> None:
-        self._disconnect()
-        if not self._done.done():
-            self._done.set_result(None)
 
 
 def _write_nowhere(data: bytes) -> None:
     raise AssertionError("wschannel: a message was sent while the connection was not open")
 
 
-class IOWebSocketChannel(WebSocketChannel):
+class IOWebSocketChannel(AdapterWebSocketChannel):
     """A WebSocket channel over an asyncio socket (TCP or TLS), driven by the Rust engine.
 
-    Made by :meth:`connect` (client) or by :func:`wschannel.serve` (server side).
+    Made by :meth:`connect` (client) or by :func:`wschannel.serve` (server side), or
+    ``IOWebSocketChannel(connection)`` to wrap an open low-level connection (a
+    :class:`wschannel.adapter.WebSocket`, such as an :class:`~wschannel.adapter.IOWebSocket`
+    or one of :func:`wschannel.testing.fake_pair`) or an awaitable of one, as
+    :class:`~wschannel.adapter.AdapterWebSocketChannel` does (Dart's
+    ``IOWebSocketChannel(FutureOr<WebSocket>)``).
     """
 
-    __slots__ = (
-        "_close_code",
-        "_close_reason",
-        "_connect_task",
-        "_loop",
-        "_protocol",
-        "_ready",
-        "_request",
-        "_sink",
-        "_stream",
-        "_transport_protocol",
-    )
+    __slots__ = ("_close_timeout", "_connect_task", "_request", "_transport_protocol")
 
-    def __init__(self, *, max_queue: int | None = DEFAULT_MAX_QUEUE) -> None:
-        """Internal: use :meth:`connect`, or :func:`wschannel.serve` for a server."""
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._ready: asyncio.Future[None] = loop.create_future()
-        self._ready.add_done_callback(_retrieve_exception)
-        self._stream = MessageStream(loop, max_queue=max_queue)
-        self._sink = _IOSink(self)
-        self._protocol: str | None = None
-        self._close_code: int | None = None
-        self._close_reason: str | None = None
+    def __init__(
+        self,
+        connection: WebSocket | Awaitable[WebSocket],
+        *,
+        max_queue: int | None = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        super().__init__(connection, max_queue=max_queue)
+
+    @classmethod
+    def _unopened(cls, *, max_queue: int | None = DEFAULT_MAX_QUEUE) -> Self:
+        """A channel for a connection over an asyncio transport, not open yet (internal)."""
+        channel = cls.__new__(cls)
+        channel._setup(max_queue)
+        channel._sink = _IOSink(channel)
+        return channel
+
+    def _setup(self, max_queue: int | None) -> None:
+        super()._setup(max_queue)
         self._transport_protocol: _WebSocketProtocol | None = None
         self._connect_task: asyncio.Task[None] | None = None
+        self._close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT
         self._request: Request | None = None
+
+    def _close_while_connecting(self) -> None:
+        """A close was issued before the connection opened: give the attempt
+        ``close_timeout`` more seconds, then drop it (``done`` never hangs)."""
+        task, timeout = self._connect_task, self._close_timeout
+        if task is not None and timeout is not None:
+            self._loop.call_later(timeout, self._give_up_connecting)
+
+    def _give_up_connecting(self) -> None:
+        task = self._connect_task
+        if task is not None and not self._ready.done():
+            task.cancel()
 
     @classmethod
     def connect(
@@ -286,7 +279,7 @@ class IOWebSocketChannel(WebSocketChannel):
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         user_agent: str | None = USER_AGENT,
         max_header_size: int = 16384,
-    ) -> IOWebSocketChannel:
+    ) -> Self:
         """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
 
         The TCP connection, TLS and the opening handshake (RFC 6455 §4.1) happen in a task;
@@ -334,7 +327,8 @@ class IOWebSocketChannel(WebSocketChannel):
             deflate=deflate,
             max_header_size=max_header_size,
         )
-        channel = cls(max_queue=max_queue)
+        channel = cls._unopened(max_queue=max_queue)
+        channel._close_timeout = close_timeout
         protocol = _ClientProtocol(
             channel,
             handshake,
@@ -351,50 +345,10 @@ class IOWebSocketChannel(WebSocketChannel):
         return channel
 
     @property
-    def protocol(self) -> str | None:
-        return self._protocol
-
-    @property
-    def close_code(self) -> int | None:
-        return self._close_code
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._close_reason
-
-    @property
-    def ready(self) -> asyncio.Future[None]:
-        return self._ready
-
-    @property
-    def stream(self) -> MessageStream:
-        return self._stream
-
-    @property
-    def sink(self) -> WebSocketSink:
-        return self._sink
-
-    @property
     def request(self) -> Request | None:
         """The HTTP upgrade request that opened a server-side channel (``None`` for a
         client): its ``path``, ``headers`` and ``header(name)``."""
         return self._request
-
-    def __repr__(self) -> str:
-        if not self._ready.done():
-            state = "connecting"
-        elif self._sink._done.done():
-            state = f"closed {self._close_code}"
-        else:
-            state = "open"
-        return f"<{type(self).__name__} {state}>"
-
-    def _fail(self, error: BaseException) -> None:
-        """The connection could not be opened."""
-        if not self._ready.done():
-            self._ready.set_exception(error)
-        self._stream._end(error)
-        self._sink._finish()
 
 
 class _Target:
@@ -512,6 +466,9 @@ class _WebSocketProtocol(asyncio.Protocol):
         write_limit: int | None,
     ) -> None:
         self.channel = channel
+        sink = channel._sink
+        assert isinstance(sink, _IOSink)
+        self.sink = sink
         self.loop = channel._loop
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
@@ -528,6 +485,10 @@ class _WebSocketProtocol(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._closing_transport = False
+        # A peer's close (or a failure) whose reply waits for the stream's consumer to answer
+        # the messages before it, and the timer that bounds that wait.
+        self._deferred_close: Connection | None = None
+        self._deferred_timer: asyncio.TimerHandle | None = None
         self.lost: asyncio.Future[None] = self.loop.create_future()
 
     @property
@@ -574,7 +535,7 @@ class _WebSocketProtocol(asyncio.Protocol):
                 channel._close_code = ABNORMAL_CLOSURE
                 channel._close_reason = ""
             self._disconnect()
-            channel._sink._finish()
+            self.sink._finish()
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -608,10 +569,10 @@ class _WebSocketProtocol(asyncio.Protocol):
         channel._transport_protocol = self
         channel._protocol = protocol
         channel._stream._set_flow_control(transport.pause_reading, transport.resume_reading)
-        channel._sink._open(self, conn)
+        self.sink._open(self, conn)
         if not channel._ready.done():
             channel._ready.set_result(None)
-        if self._ping_interval is not None and channel._sink._conn is not None:
+        if self._ping_interval is not None and self.sink._live is not None:
             self._ping_timer = self.loop.call_later(self._ping_interval, self._send_ping)
 
     def new_connection(self, client: bool, deflate: str | None) -> Connection:
@@ -659,12 +620,71 @@ class _WebSocketProtocol(asyncio.Protocol):
             channel = self.channel
             channel._close_code = event.code
             channel._close_reason = event.reason
-            self._write_replies(conn)
-            self._disconnect()
-            if conn.close_expected():
-                self._close_transport()
+            stream = channel._stream
+            if stream._buffer and stream._subscribed and self.sink._live is not None:
+                self._defer_close(conn)
             else:
-                self._arm_close_timer()  # a client waits for the server to close TCP
+                self._finish_close(conn)
+
+    def _finish_close(self, conn: Connection) -> None:
+        """Send the reply to the peer's close (or the failure's close frame) and close."""
+        self._write_replies(conn)
+        self._disconnect()
+        if conn.close_expected():
+            self._close_transport()
+        else:
+            self._arm_close_timer()  # a client waits for the server to close TCP
+
+    # A close that arrives behind messages the consumer has not taken yet: its reply waits
+    # until the consumer has answered them (the engine lets answers go out until the reply
+    # is taken). The consumer has answered when it asks for the next message with the buffer
+    # empty (async for), one loop turn after the last one was delivered (listen), when it
+    # stops consuming or closes the sink, or after close_timeout. Reading stops meanwhile.
+
+    def _defer_close(self, conn: Connection) -> None:
+        self._deferred_close = conn
+        self._cancel_ping()
+        transport = self.transport
+        assert transport is not None
+        transport.pause_reading()
+        stream = self.channel._stream
+        stream._set_flow_control(_pass, self._consumer_drained)
+        stream._low_water = 0
+        stream._reading_paused = True  # so that emptying the buffer calls _consumer_drained
+        timeout = self._close_timeout
+        self._deferred_timer = self.loop.call_later(
+            DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout, self._finish_deferred_close
+        )
+
+    def _consumer_drained(self) -> None:
+        """The stream's buffer is empty, or the stream ended (cancelled, or the sink closed)."""
+        stream = self.channel._stream
+        if stream._ended:
+            self._finish_deferred_close()
+            return
+        stream._reading_paused = True  # called again if the consumer stops or closes
+        if stream._on_data is not None:
+            self.loop.call_soon(self._finish_deferred_close)
+        else:
+            stream._on_idle = self._finish_deferred_close
+
+    def _finish_deferred_close(self) -> None:
+        conn = self._deferred_close
+        if conn is None:
+            return
+        self._deferred_close = None
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        transport = self.transport
+        assert transport is not None
+        stream = self.channel._stream
+        stream._on_idle = None
+        stream._reading_paused = False
+        stream._set_flow_control(transport.pause_reading, transport.resume_reading)
+        if not transport.is_closing():
+            transport.resume_reading()  # a client still reads the server's EOF
+        self._finish_close(conn)
 
     def _write_replies(self, conn: Connection) -> None:
         data = conn.data_to_send()
@@ -676,7 +696,7 @@ class _WebSocketProtocol(asyncio.Protocol):
         self._cancel_ping()
         channel = self.channel
         channel._stream._end()
-        channel._sink._disconnect()
+        self.sink._disconnect()
 
     def _close_transport(self) -> None:
         transport = self.transport
@@ -692,7 +712,7 @@ class _WebSocketProtocol(asyncio.Protocol):
     def _send_ping(self) -> None:
         """Keepalive: ping, then wait one interval for the pong (Dart's algorithm)."""
         self._ping_timer = None
-        conn = self.channel._sink._conn
+        conn = self.sink._live
         if conn is None or self._ping_interval is None:
             return
         self.write(conn.send_ping(b""))
@@ -700,8 +720,7 @@ class _WebSocketProtocol(asyncio.Protocol):
 
     def _ping_timed_out(self) -> None:
         self._ping_timer = None
-        sink = self.channel._sink
-        if sink._conn is None:
+        if self.sink._live is None:
             return
         channel = self.channel
         channel._close_code = GOING_AWAY
@@ -719,6 +738,15 @@ class _WebSocketProtocol(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        self._deferred_close = None
+        self.channel._stream._on_idle = None
+
+
+def _pass() -> None:
+    pass
 
 
 def _receive_nothing(data: Buffer) -> list[Event]:

@@ -200,7 +200,7 @@ class _ServerProtocol(_WebSocketProtocol):
 
     def __init__(self, server: Server) -> None:
         super().__init__(
-            IOWebSocketChannel(max_queue=server.max_queue),
+            IOWebSocketChannel._unopened(max_queue=server.max_queue),
             max_message_size=server.max_message_size,
             deflate_level=deflate_level(server.deflate),
             ping_interval=server.ping_interval,

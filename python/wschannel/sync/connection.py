@@ -1,0 +1,591 @@
+"""``SyncWebSocketChannel``: one WebSocket connection over a blocking socket, with the engine.
+
+Four kinds of threads touch a connection, and none waits for another to make progress:
+
+- **The reader thread** (one per connection) reads the socket, feeds each read to the
+  engine (one :meth:`~wschannel._wschannel.Connection.receive_data` call per ``recv``), and
+  puts the messages in the stream's bounded buffer; when that is full it stops reading
+  (backpressure). It never writes to the socket: the engine's replies (pongs, the close
+  echo, the failure close) are queued for the writer thread.
+- **Application threads** call ``sink.add``: the frame is made and queued under the engine
+  lock (held for the engine call only, never during I/O), then written from the calling
+  thread under the write lock. A full socket blocks the sender, never the reader.
+- **The writer thread** (one per connection) writes the queued replies and close frames.
+- **The timer thread** (one per process, :data:`timers`) sends keepalive pings and enforces
+  their deadline and the close timeout. Its callbacks never block (they queue frames, or
+  shut the socket down), so a connection whose writes are stuck still times out.
+
+So when both directions are full (each side sending faster than the other reads), each
+side's reader keeps reading as long as its application keeps consuming: the situation that
+deadlocks a connection whose reader needs the lock a blocked sender holds.
+
+Closing (RFC 6455 §7.1): once the close frames have crossed, the server closes TCP; a
+client waits for the server to do so, up to ``close_timeout``. After a failure, the side
+that failed half-closes once its close frame is written and waits as long for the peer's
+EOF (closing at once could reset the connection before the peer reads the close frame).
+Then the socket is closed and :attr:`SyncWebSocketSink.done` resolves.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import heapq
+import itertools
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Self
+
+from .._wschannel import Close, Connection, Failure, Ping, Pong, Request
+from ..channel import DEFAULT_MAX_QUEUE, Message, check_close_args
+from ..exceptions import StateError
+from ..io import DEFAULT_CLOSE_TIMEOUT
+from ..status import ABNORMAL_CLOSURE, GOING_AWAY
+from .messages import SyncMessageStream
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from typing_extensions import Buffer
+
+__all__ = ["SyncWebSocketChannel", "SyncWebSocketSink"]
+
+logger = logging.getLogger("wschannel.sync")
+
+READ_SIZE: Final = 1 << 18
+"""Bytes asked of each ``recv``: 256 KiB, into one reused buffer."""
+
+
+class TimerHandle:
+    """A callback scheduled with :meth:`Timers.call_later`."""
+
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Timers:
+    """One daemon thread that runs the timers of every connection: keepalive pings and
+    their deadlines, close timeouts.
+
+    The callbacks never block (they queue frames, or shut a socket down), so a connection
+    whose writes are stuck on a full socket still times out.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._counter = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
+        """Call ``callback()`` in the timer thread after ``delay`` seconds."""
+        handle = TimerHandle(callback)
+        with self._lock:
+            entry = (time.monotonic() + delay, next(self._counter), handle)
+            heapq.heappush(self._heap, entry)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=TIMER_THREAD, daemon=True)
+                self._thread.start()
+            if self._heap[0] is entry:
+                self._wakeup.notify()
+        return handle
+
+    def _run(self) -> None:
+        heap = self._heap
+        while True:
+            with self._lock:
+                while True:
+                    now = time.monotonic()
+                    if heap and heap[0][0] <= now:
+                        handle = heapq.heappop(heap)[2]
+                        break
+                    self._wakeup.wait(heap[0][0] - now if heap else None)
+            if not handle.cancelled:
+                try:
+                    handle.callback()
+                except Exception:
+                    logger.exception("Unexpected error in a WebSocket timer")
+
+
+TIMER_THREAD: Final = "wschannel-timers"
+
+timers = Timers()
+"""The timers of every blocking connection in this process."""
+
+
+class SyncWebSocketSink:
+    """Where messages to the peer go, from any thread.
+
+    :meth:`add` sends a message (``str`` as text, any bytes-like object as binary);
+    :meth:`close` starts the closing handshake and returns :attr:`done`.
+    """
+
+    __slots__ = ("_channel", "_disconnected", "_done", "_user_closed")
+
+    def __init__(self, channel: SyncWebSocketChannel) -> None:
+        self._channel = channel
+        self._user_closed = False  # close() was called
+        self._disconnected = False  # no more frames may be sent (a close frame was)
+        self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._done.set_running_or_notify_cancel()  # it cannot be cancelled
+
+    def add(self, data: str | Buffer) -> None:
+        """Send one message: ``str`` as a text message, a bytes-like object as binary.
+
+        Thread-safe. Blocks while the socket cannot take the frame (backpressure), never
+        because of the reader. Raises ``TypeError`` for any other type and
+        :class:`~wschannel.StateError` after :meth:`close`; after the peer closed the
+        connection, the message is silently dropped.
+        """
+        if self._user_closed:
+            raise StateError("Cannot add event after closing.")
+        channel = self._channel
+        conn = channel._conn
+        cls = type(data)
+        with channel._lock:
+            if self._disconnected:
+                if self._user_closed:
+                    raise StateError("Cannot add event after closing.")
+                _check_message_type(data)
+                return
+            try:
+                if cls is str:
+                    frame = conn.send_text(data)  # type: ignore[arg-type]
+                elif cls is bytes:
+                    frame = conn.send_binary(data)  # type: ignore[arg-type]
+                elif isinstance(data, str):
+                    frame = conn.send_text(str(data))
+                else:
+                    frame = conn.send_binary(_binary(data))
+            except RuntimeError:  # the engine already sent its close frame
+                return
+            channel._outgoing.append(frame)
+        channel._flush()
+
+    def close(
+        self, code: int | None = None, reason: str | None = None
+    ) -> concurrent.futures.Future[None]:
+        """Start the closing handshake (RFC 6455 §7.1.2) and return :attr:`done`.
+
+        Does not block: the close frame is written by the connection's writer thread. The
+        stream ends at once (messages still buffered are dropped). ``code`` must be one an
+        endpoint may send (1000-1003, 1007-1014, 3000-4999) and ``reason`` at most 123 UTF-8
+        bytes, else ``ValueError`` is raised and the connection stays open. Closing again
+        returns :attr:`done`.
+        """
+        if self._user_closed:
+            return self._done
+        check_close_args(code, reason)
+        channel = self._channel
+        with channel._lock:
+            if self._user_closed:
+                return self._done
+            self._user_closed = True
+            if not self._disconnected:
+                self._disconnected = True
+                with contextlib.suppress(RuntimeError):  # the engine sent its close frame
+                    channel._outgoing.append(channel._conn.send_close(code, reason or ""))
+                channel._stop_keepalive()
+                channel._arm_close_timer()
+                channel._request_flush()
+        channel._stream._discard()
+        return self._done
+
+    @property
+    def done(self) -> concurrent.futures.Future[None]:
+        """Resolves once the connection is closed (socket included); never fails."""
+        return self._done
+
+
+def _check_message_type(data: object) -> None:
+    if not isinstance(data, str):
+        _binary(data)
+
+
+def _binary(data: object) -> Buffer:
+    """``data`` as a buffer the engine takes (its raw bytes), or ``TypeError``."""
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"Cannot send {type(data).__name__}: send str (text) or a bytes-like object (binary)."
+        ) from None
+    if view.c_contiguous and view.format in ("B", "b", "c") and view.ndim == 1:
+        return view
+    if view.c_contiguous:
+        return view.cast("B")  # e.g. array("i"): its raw bytes
+    return view.tobytes()
+
+
+def shutdown(sock: socket.socket, how: int) -> None:
+    """Shut down the socket's TCP connection, ignoring errors (it may already be gone).
+
+    ``socket.socket``'s method even for TLS: ``SSLSocket.shutdown`` drops the TLS state
+    under the feet of a thread still reading.
+    """
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, how)
+
+
+class SyncWebSocketChannel:
+    """A two-way WebSocket connection for threads: :attr:`stream` in, :attr:`sink` out.
+
+    Made open by :func:`wschannel.sync.connect` (client) or by :func:`wschannel.sync.serve`
+    (server side). A context manager: ``with`` closes it on exit and waits until it is
+    closed.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        conn: Connection,
+        *,
+        protocol: str | None = None,
+        max_queue: int | None = DEFAULT_MAX_QUEUE,
+        ping_interval: float | None = None,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+        leftover: bytes = b"",
+        request: Request | None = None,
+    ) -> None:
+        """Internal: use :func:`~wschannel.sync.connect` or :func:`~wschannel.sync.serve`.
+
+        ``sock`` is a blocking socket whose opening handshake is done; ``leftover`` holds
+        the bytes read after it (the first frames).
+        """
+        self._sock = sock
+        self._conn = conn
+        self._protocol = protocol
+        self._request = request
+        self._close_code: int | None = None
+        self._close_reason: str | None = None
+        self._stream = SyncMessageStream(max_queue=max_queue)
+        self._sink = SyncWebSocketSink(self)
+        # The engine, the frames waiting to be written and the state below: held for
+        # engine calls and bookkeeping only, never during I/O.
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)  # wakes the writer thread
+        self._write_lock = threading.Lock()  # held while writing to the socket
+        self._outgoing: deque[bytes] = deque()
+        self._flush_requested = False
+        # Once everything is written, close TCP: SHUT_RDWR after a closing handshake,
+        # SHUT_WR after a failure (the peer may still be sending: wait for its EOF).
+        self._shutdown_after_flush: int | None = None
+        self._shut_down = False
+        self._sock_closed = False
+        self._finished = False
+        self._close_timeout = close_timeout
+        self._close_timer: TimerHandle | None = None
+        self._ping_interval = ping_interval
+        self._keepalive_timer: TimerHandle | None = None  # the next ping, or its deadline
+        if ping_interval is not None:
+            self._keepalive_timer = timers.call_later(ping_interval, self._send_ping)
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            peer = "?"
+        side = "client" if conn.client else "server"
+        self._reader = threading.Thread(
+            target=self._run_reader,
+            args=(leftover,),
+            name=f"wschannel-{side}-reader-{peer}",
+            daemon=True,
+        )
+        self._writer = threading.Thread(
+            target=self._run_writer, name=f"wschannel-{side}-writer-{peer}", daemon=True
+        )
+        self._writer.start()
+        self._reader.start()
+
+    # The public API.
+
+    @property
+    def protocol(self) -> str | None:
+        """The subprotocol the server chose, or ``None``."""
+        return self._protocol
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the peer's close frame (RFC 6455 §7.1.5); ``None`` before.
+
+        1005 when the frame had no code; 1006 when the connection was lost without one; the
+        code this side sent when it failed the connection (1002, 1007, 1009...); 1001 when
+        a keepalive ping got no pong.
+        """
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason of the peer's close frame (RFC 6455 §7.1.6), ``''`` if none; ``None``
+        before."""
+        return self._close_reason
+
+    @property
+    def stream(self) -> SyncMessageStream:
+        """The messages from the peer: ``for message in channel.stream`` (once)."""
+        return self._stream
+
+    @property
+    def sink(self) -> SyncWebSocketSink:
+        """Where messages to the peer go."""
+        return self._sink
+
+    @property
+    def request(self) -> Request | None:
+        """The HTTP upgrade request that opened a server-side channel (``None`` for a
+        client): its ``path``, ``headers`` and ``header(name)``."""
+        return self._request
+
+    def receive(self, timeout: float | None = None) -> Message:
+        """The next message from the peer, waiting up to ``timeout`` seconds (``None``: no
+        limit).
+
+        Raises ``TimeoutError`` when none came in time, and ``EOFError`` once the connection
+        is closed and no message is left (as :meth:`multiprocessing.connection.Connection.recv`
+        does). Takes from the same buffer as :attr:`stream`; only one thread may wait at a
+        time (:class:`~wschannel.StateError` otherwise).
+        """
+        return self._stream._get(timeout)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close (see :meth:`SyncWebSocketSink.close`) and wait until the connection is
+        closed, which takes at most ``close_timeout`` seconds."""
+        self._sink.close(code, reason).result()
+
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Wait until the connection is closed; ``TimeoutError`` after ``timeout`` seconds."""
+        self._sink._done.result(timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._sink._done.done():
+            state = f"closed {self._close_code}"
+        elif self._sink._disconnected:
+            state = "closing"
+        else:
+            state = "open"
+        return f"<{type(self).__name__} {state}>"
+
+    # Writing (application threads and the writer thread).
+
+    def _flush(self) -> None:
+        """Write the queued frames, in order, from the calling thread."""
+        with self._write_lock:
+            outgoing = self._outgoing
+            while True:
+                with self._lock:
+                    if self._sock_closed:
+                        outgoing.clear()
+                        return
+                    if not outgoing:
+                        return
+                    frames = list(outgoing)
+                    outgoing.clear()
+                try:
+                    for frame in frames:
+                        if frame:
+                            self._sock.sendall(frame)
+                except OSError:
+                    self._abort()  # the connection is lost; the reader will finish it
+                    return
+
+    def _request_flush(self) -> None:
+        """Hand the queued frames to the writer thread (with the lock held)."""
+        self._flush_requested = True
+        self._wakeup.notify()
+
+    def _run_writer(self) -> None:
+        """Write the replies and close frames that other threads queued, as they come."""
+        try:
+            while True:
+                with self._lock:
+                    while not self._flush_requested and not self._finished:
+                        self._wakeup.wait()
+                    if self._finished:
+                        return
+                    self._flush_requested = False
+                self._flush_and_close()
+        except Exception:  # a bug: do not leave the connection open without a writer
+            logger.exception("Unexpected error in a WebSocket writer thread")
+            self._abort()
+
+    def _flush_and_close(self) -> None:
+        """Flush; then, if the engine says so, close TCP."""
+        self._flush()
+        with self._lock:
+            how = self._shutdown_after_flush
+            if how is None or self._shut_down or self._sock_closed:
+                return
+            if self._outgoing:  # more came meanwhile: flush again first
+                self._request_flush()
+                return
+            self._shut_down = True
+            self._arm_close_timer()
+            shutdown(self._sock, how)
+
+    def _abort(self) -> None:
+        """Drop the connection: wakes the reader (and a blocked sender) with an EOF/error."""
+        with self._lock:
+            if not self._sock_closed:
+                shutdown(self._sock, socket.SHUT_RDWR)
+        self._stream._end()  # a paused reader must see it
+
+    # Keepalive (Dart's algorithm): ping after an interval, close with 1001 if no pong
+    # comes within another; a pong restarts the first interval. The timers run in the
+    # shared timer thread and never block: they queue frames for the writer thread.
+
+    def _send_ping(self) -> None:
+        with self._lock:
+            self._keepalive_timer = None
+            if self._sink._disconnected or self._ping_interval is None:
+                return
+            self._outgoing.append(self._conn.send_ping(b""))
+            self._keepalive_timer = timers.call_later(self._ping_interval, self._ping_timed_out)
+            self._request_flush()
+
+    def _pong_received(self) -> None:
+        """With the lock held."""
+        if self._keepalive_timer is not None and self._ping_interval is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = timers.call_later(self._ping_interval, self._send_ping)
+
+    def _ping_timed_out(self) -> None:
+        with self._lock:
+            self._keepalive_timer = None
+            sink = self._sink
+            if sink._disconnected:
+                return
+            self._close_code = GOING_AWAY
+            self._close_reason = ""
+            sink._disconnected = True
+            self._outgoing.append(self._conn.send_close(GOING_AWAY, ""))
+            self._arm_close_timer()
+            self._request_flush()
+        self._stream._end()
+
+    def _stop_keepalive(self) -> None:
+        """With the lock held."""
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+
+    def _arm_close_timer(self) -> None:
+        """With the lock held: drop the connection if it is not closed in time."""
+        if self._close_timer is None and self._close_timeout is not None:
+            self._close_timer = timers.call_later(self._close_timeout, self._abort)
+
+    # Reading (the reader thread).
+
+    def _run_reader(self, leftover: bytes) -> None:
+        sock = self._sock
+        buffer = bytearray(READ_SIZE)
+        view = memoryview(buffer)
+        wait_for_room = self._stream._wait_for_room
+        receive = self._receive
+        try:
+            if leftover:
+                receive(leftover)
+            while True:
+                wait_for_room()
+                size = sock.recv_into(buffer)
+                if not size:
+                    break
+                receive(view[:size])
+        except OSError:
+            pass  # reset, aborted: the connection is lost
+        except Exception:
+            logger.exception("Unexpected error in a WebSocket reader thread")
+        finally:
+            view.release()
+            self._finish()
+
+    def _receive(self, data: Buffer) -> None:
+        """Feed one read to the engine; act on its events, in order."""
+        with self._lock:
+            events = self._conn.receive_data(data)
+            if not events:
+                return
+            messages: list[Message] | None = None
+            ended = False
+            for index, event in enumerate(events):
+                cls = type(event)
+                if cls is str or cls is bytes:
+                    if messages is not None:
+                        messages.append(event)  # type: ignore[arg-type]
+                    continue
+                if messages is None:
+                    messages = events[:index]  # type: ignore[assignment]
+                ended = self._control(event) or ended
+        stream = self._stream
+        if messages is None:
+            stream._put(events)  # type: ignore[arg-type]
+        elif messages:
+            stream._put(messages)
+        if ended:
+            stream._end()
+
+    def _control(self, event: object) -> bool:
+        """A control event (with the lock held); whether it ends the stream."""
+        if isinstance(event, Pong):
+            self._pong_received()
+            return False
+        reply = self._conn.data_to_send()  # one per Ping, Close or Failure, in order
+        if reply:
+            self._outgoing.append(reply)
+            self._request_flush()
+        if isinstance(event, Ping):
+            return False
+        assert isinstance(event, Close | Failure)
+        self._close_code = event.code
+        self._close_reason = event.reason
+        self._sink._disconnected = True
+        self._stop_keepalive()
+        if self._conn.close_expected():
+            clean = isinstance(event, Close)
+            self._shutdown_after_flush = socket.SHUT_RDWR if clean else socket.SHUT_WR
+            self._request_flush()
+        else:
+            self._arm_close_timer()  # a client waits for the server to close TCP
+        return True
+
+    def _finish(self) -> None:
+        """The reader saw the end: close the socket, then resolve ``done``."""
+        with self._lock:
+            self._conn.receive_eof()
+            if self._close_code is None:
+                self._close_code = ABNORMAL_CLOSURE
+                self._close_reason = ""
+            self._sink._disconnected = True
+            self._finished = True
+            self._wakeup.notify()
+            self._stop_keepalive()
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+            shutdown(self._sock, socket.SHUT_RDWR)  # unblock senders
+        self._stream._end()
+        with self._write_lock:  # no thread is writing any more
+            with self._lock:
+                self._sock_closed = True
+                self._outgoing.clear()
+            self._sock.close()
+        self._sink._done.set_result(None)

@@ -1,0 +1,188 @@
+"""The message stream of a blocking channel: a bounded buffer between its reader thread and
+the application.
+
+The reader thread puts the messages of each network read; the application takes them with
+``for message in channel.stream`` or :meth:`~wschannel.sync.SyncWebSocketChannel.receive`.
+When ``max_queue`` messages are waiting, the reader stops reading from the socket until the
+application has taken all but a quarter of them (backpressure: the peer's sends then block
+in its kernel, not in our memory). It keeps ``stream_channel``'s guarantees, as
+:mod:`wschannel.channel` does for asyncio.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Self
+
+from ..channel import DEFAULT_MAX_QUEUE, Message
+from ..exceptions import StateError
+
+__all__ = ["SyncMessageStream", "SyncStreamSubscription", "check_max_queue"]
+
+
+def check_max_queue(max_queue: int | None) -> None:
+    """Raise ``ValueError`` unless ``max_queue`` is at least 1, or ``None``."""
+    if max_queue is not None and max_queue < 1:
+        raise ValueError("max_queue must be at least 1, or None.")
+
+
+class SyncStreamSubscription:
+    """The one iterator over a :class:`SyncMessageStream`: ``for message in channel.stream``.
+
+    Iteration blocks until the next message and stops when the connection is closed (or
+    the sink was closed). Breaking out of the loop does not close the connection: close the
+    sink for that.
+    """
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: SyncMessageStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Message:
+        try:
+            return self._stream._get(None)
+        except EOFError:
+            raise StopIteration from None
+
+    def cancel(self) -> None:
+        """Stop receiving: messages buffered, and any that arrive later, are dropped.
+
+        The connection stays open (stream guarantee 5) and reading goes on, so a close
+        from the peer is still handled.
+        """
+        self._stream._discard()
+
+
+class SyncMessageStream:
+    """The messages received from the peer, in order: ``str`` for text, ``bytes`` for binary.
+
+    Single-subscription (stream guarantee 1): iterating it a second time raises
+    :class:`~wschannel.StateError`. :meth:`SyncWebSocketChannel.receive
+    <wschannel.sync.SyncWebSocketChannel.receive>` takes from the same buffer.
+
+    ``max_queue`` received messages are buffered before reading pauses (backpressure);
+    reading resumes once a quarter of that is left. ``None`` buffers without bound. A
+    peer's close frame is read only after the messages before it.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_buffer",
+        "_ended",
+        "_high_water",
+        "_low_water",
+        "_mutex",
+        "_not_empty",
+        "_not_full",
+        "_reading_paused",
+        "_subscribed",
+        "_waiting",
+    )
+
+    def __init__(self, *, max_queue: int | None = DEFAULT_MAX_QUEUE) -> None:
+        check_max_queue(max_queue)
+        self._mutex = threading.Lock()
+        self._not_empty = threading.Condition(self._mutex)  # the consumer waits here
+        self._not_full = threading.Condition(self._mutex)  # the reader waits here
+        self._buffer: deque[Message] = deque()
+        self._high_water = max_queue
+        self._low_water = 0 if max_queue is None else max_queue // 4
+        self._ended = False  # no more messages will be added
+        self._subscribed = False
+        self._waiting = False  # a thread is blocked waiting for a message
+        self._reading_paused = False
+
+    # Consumer side.
+
+    def __iter__(self) -> SyncStreamSubscription:
+        if self._subscribed:
+            raise StateError("Stream has already been listened to.")
+        self._subscribed = True
+        return SyncStreamSubscription(self)
+
+    @property
+    def is_subscribed(self) -> bool:
+        """Whether the stream has been iterated."""
+        return self._subscribed
+
+    def _get(self, timeout: float | None) -> Message:
+        """The next message; ``EOFError`` once there are none left and the stream ended."""
+        with self._mutex:
+            buffer = self._buffer
+            if not buffer:
+                if self._ended:
+                    raise EOFError("The WebSocket connection is closed.")
+                if self._waiting:
+                    raise StateError("Another thread is already waiting for the next message.")
+                self._waiting = True
+                try:
+                    self._wait(timeout)
+                finally:
+                    self._waiting = False
+                if not buffer:
+                    raise EOFError("The WebSocket connection is closed.")
+            message = buffer.popleft()
+            if self._reading_paused and len(buffer) <= self._low_water:
+                self._reading_paused = False
+                self._not_full.notify()
+            return message
+
+    def _wait(self, timeout: float | None) -> None:
+        """Wait (holding the mutex) until a message or the end arrives."""
+        buffer = self._buffer
+        if timeout is None:
+            while not buffer and not self._ended:
+                self._not_empty.wait()
+            return
+        deadline = time.monotonic() + timeout
+        while not buffer and not self._ended:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"No message arrived within {timeout} seconds.")
+            self._not_empty.wait(remaining)
+
+    # Producer side, for the connection.
+
+    def _wait_for_room(self) -> None:
+        """Block the reader while the buffer is full (backpressure), until the consumer has
+        taken all but ``max_queue // 4`` messages or the stream has ended."""
+        high_water = self._high_water
+        if high_water is None or len(self._buffer) < high_water:
+            return
+        with self._mutex:
+            if len(self._buffer) < high_water or self._ended:
+                return
+            self._reading_paused = True
+            while self._reading_paused and not self._ended:
+                self._not_full.wait()
+            self._reading_paused = False
+
+    def _put(self, messages: list[Message]) -> None:
+        """Messages arrived (the hot path: one call per network read)."""
+        with self._mutex:
+            if self._ended:
+                return
+            self._buffer.extend(messages)
+            if self._waiting:
+                self._not_empty.notify()
+
+    def _end(self) -> None:
+        """No more messages: the consumer gets the buffered ones, then the end."""
+        with self._mutex:
+            self._ended = True
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    def _discard(self) -> None:
+        """End at once, dropping buffered messages (the user closed the sink, or cancelled)."""
+        with self._mutex:
+            self._ended = True
+            self._buffer.clear()
+            self._not_empty.notify_all()
+            self._not_full.notify_all()

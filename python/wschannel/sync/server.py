@@ -1,0 +1,403 @@
+"""``serve``: a blocking WebSocket server, one thread per connection, with
+``shelf_web_socket``'s rules.
+
+Each accepted connection gets a thread that reads one HTTP upgrade request (RFC 6455 §4.2),
+checks it with the engine's :meth:`~wschannel._wschannel.ServerHandshake.check` (not an
+upgrade → 404, no version or key → 400, a version other than 13 → 426, an origin not allowed
+→ 403), answers 101 with the first subprotocol, in the client's order, that the server
+supports and permessage-deflate if both sides want it, then runs ``handler(channel)``. When
+the handler returns, the connection is closed with 1000 (1011 if it raised).
+
+:meth:`Server.shutdown` stops accepting and closes every open connection with 1001.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import ssl as ssl_module
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Final, Self, TypeAlias
+
+from .._wschannel import (
+    Connection,
+    DeflateOptions,
+    HandshakeError,
+    Request,
+    ServerHandshake,
+    reject_response,
+)
+from ..channel import DEFAULT_MAX_QUEUE
+from ..io import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, deflate_level, deflate_options
+from ..server import DEFAULT_OPEN_TIMEOUT, Response
+from ..status import GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
+from .connection import SyncWebSocketChannel
+from .connection import shutdown as shutdown_socket
+from .messages import check_max_queue
+
+__all__ = ["Handler", "ProcessRequest", "Server", "serve"]
+
+logger = logging.getLogger("wschannel.sync.server")
+
+Handler: TypeAlias = Callable[[SyncWebSocketChannel], object]
+"""Called in its own thread with the channel of each new connection."""
+
+ProcessRequest: TypeAlias = Callable[[Request], Response | None]
+"""Looks at the upgrade request first: ``None`` to go on, or a
+:data:`~wschannel.server.Response` (status, headers, body) to refuse it."""
+
+_HANDSHAKE_READ_SIZE: Final = 1 << 16
+
+_Socket: TypeAlias = socket.socket  # Server.socket hides the module in the class body
+
+
+class Server:
+    """A listening WebSocket server, made by :func:`serve`.
+
+    Call :meth:`serve_forever` (in a thread of your choice) to accept connections, and
+    :meth:`shutdown` (from another thread) to stop. A context manager: on exit it shuts down.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        handler: Handler,
+        *,
+        protocols: Sequence[str],
+        allowed_origins: Sequence[str] | None,
+        deflate: DeflateOptions | None,
+        max_message_size: int | None,
+        max_queue: int | None,
+        ping_interval: float | None,
+        close_timeout: float | None,
+        open_timeout: float | None,
+        process_request: ProcessRequest | None,
+        ssl: ssl_module.SSLContext | None,
+        max_header_size: int,
+    ) -> None:
+        self.handler = handler
+        self.protocols = protocols
+        self.allowed_origins = allowed_origins
+        self.deflate = deflate
+        self.max_message_size = max_message_size
+        self.max_queue = max_queue
+        self.ping_interval = ping_interval
+        self.close_timeout = close_timeout
+        self.open_timeout = open_timeout
+        self.process_request = process_request
+        self.ssl = ssl
+        self.max_header_size = max_header_size
+        self._socket = sock
+        self._port: int = sock.getsockname()[1]
+        self._lock = threading.Lock()
+        self._shutting_down = False
+        self._serving = threading.Event()  # set while serve_forever runs
+        self._stopped = threading.Event()  # serve_forever has returned
+        self._stopped.set()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._threads: set[threading.Thread] = set()
+        self._opening: set[socket.socket] = set()  # in their opening handshake
+        self._channels: set[SyncWebSocketChannel] = set()
+
+    @property
+    def socket(self) -> socket.socket:
+        """The listening socket."""
+        return self._socket
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (useful after binding port 0)."""
+        return self._port
+
+    @property
+    def connections(self) -> list[SyncWebSocketChannel]:
+        """The channels of the open connections."""
+        with self._lock:
+            return [channel for channel in self._channels if not channel.sink.done.done()]
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`shutdown` is called; each gets a thread."""
+        with self._lock:
+            if self._shutting_down or self._serving.is_set():
+                return
+            self._serving.set()
+            self._stopped.clear()
+        listener = self._socket
+        listener.setblocking(False)
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(listener, selectors.EVENT_READ)
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                while not self._shutting_down:
+                    for key, _ in selector.select():
+                        if key.fileobj is listener and not self._shutting_down:
+                            self._accept()
+        finally:
+            self._serving.clear()
+            self._stopped.set()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop accepting, close every open connection with 1001 (going away), and wait
+        for :meth:`serve_forever` and the connections' threads to finish.
+
+        Connections still in their opening handshake are dropped. Waits at most ``timeout``
+        seconds for the connection threads (by default ``close_timeout`` plus a second, as
+        a handler that ignores its channel's end could run forever).
+        """
+        with self._lock:
+            first = not self._shutting_down
+            self._shutting_down = True
+            opening = list(self._opening)
+            channels = list(self._channels)
+        if first:
+            self._wake_writer.send(b"\0")
+        self._stopped.wait()
+        if first:
+            self._socket.close()
+            self._wake_reader.close()
+            self._wake_writer.close()
+        for sock in opening:
+            shutdown_socket(sock, socket.SHUT_RDWR)
+        for channel in channels:
+            channel.sink.close(GOING_AWAY)
+        if timeout is None:
+            timeout = (self.close_timeout or 10.0) + 1.0
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        try:
+            where = str(self._socket.getsockname())
+        except OSError:
+            where = "closed"
+        return f"<Server {where}>"
+
+    # A connection, in its own thread.
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._socket.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError:
+            logger.exception("accept() failed")
+            time.sleep(0.01)  # e.g. out of file descriptors: do not spin
+            return
+        thread = threading.Thread(target=self._handle, args=(sock,), daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+            self._opening.add(sock)
+        thread.name = f"wschannel-server-handler-{thread.name}"
+        thread.start()
+
+    def _handle(self, sock: _Socket) -> None:
+        channel = None
+        try:
+            channel = self._open(sock)
+            if channel is not None:
+                with self._lock:
+                    self._channels.add(channel)
+                    shutting_down = self._shutting_down
+                if shutting_down:
+                    channel.sink.close(GOING_AWAY)
+                self._run_handler(channel)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+                if channel is not None:
+                    self._channels.discard(channel)
+
+    def _open(self, sock: _Socket) -> SyncWebSocketChannel | None:
+        """TLS and the opening handshake (RFC 6455 §4.2), within ``open_timeout``; the
+        channel, or ``None`` when the request was refused or the client left (the socket is
+        then closed)."""
+        deadline = None if self.open_timeout is None else time.monotonic() + self.open_timeout
+        channel = None
+        try:
+            sock.setblocking(True)
+            sock.settimeout(self.open_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl is not None:
+                with self._lock:  # the TLS socket takes over the TCP one's descriptor
+                    self._opening.discard(sock)
+                    sock = self.ssl.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                    self._opening.add(sock)
+                sock.do_handshake()
+            channel = self._handshake(sock, deadline)
+        except Exception as exc:
+            logger.debug("Opening handshake failed: %r", exc)
+        finally:
+            with self._lock:
+                self._opening.discard(sock)
+            if channel is None:
+                sock.close()
+        return channel
+
+    def _handshake(self, sock: _Socket, deadline: float | None) -> SyncWebSocketChannel | None:
+        """Read the upgrade request and answer it; the channel, or ``None`` if refused."""
+        handshake = ServerHandshake(max_header_size=self.max_header_size)
+        request = None
+        while request is None:
+            if deadline is not None:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            data = sock.recv(_HANDSHAKE_READ_SIZE)
+            if not data:
+                return None
+            try:
+                request = handshake.receive_data(data)
+            except HandshakeError as exc:
+                _reject(sock, exc.status or 400, str(exc))
+                return None
+        if self.process_request is not None:
+            try:
+                response = self.process_request(request)
+            except Exception:
+                logger.exception("Error in process_request")
+                _reject(sock, 500, "Internal Server Error")
+                return None
+            if response is not None:
+                _reject(sock, response[0], response[2], response[1])
+                return None
+        rejection = handshake.check(request, allowed_origins=self.allowed_origins)
+        if rejection is not None:
+            status, message, headers = rejection
+            _reject(sock, status, message, headers)
+            return None
+        try:
+            answer = handshake.accept(request, protocols=self.protocols, deflate=self.deflate)
+        except HandshakeError as exc:
+            _reject(sock, exc.status or 400, str(exc))
+            return None
+        sock.sendall(answer)
+        sock.settimeout(None)
+        conn = Connection(
+            False,
+            max_message_size=self.max_message_size,
+            deflate=handshake.extensions,
+            deflate_level=deflate_level(self.deflate),
+        )
+        return SyncWebSocketChannel(
+            sock,
+            conn,
+            protocol=handshake.protocol,
+            max_queue=self.max_queue,
+            ping_interval=self.ping_interval,
+            close_timeout=self.close_timeout,
+            leftover=request.leftover(),
+            request=request,
+        )
+
+    def _run_handler(self, channel: SyncWebSocketChannel) -> None:
+        """Run the handler, then close with 1000 (1011 if it raised) and wait until closed."""
+        try:
+            self.handler(channel)
+        except Exception:
+            logger.exception("Error in a WebSocket connection handler")
+            code = INTERNAL_SERVER_ERROR
+        else:
+            code = NORMAL_CLOSURE
+        channel.sink.close(code).result()
+
+
+def _reject(
+    sock: socket.socket, status: int, message: str | bytes, headers: Iterable[tuple[str, str]] = ()
+) -> None:
+    """Refuse the upgrade with an HTTP response, then close TCP (our side first)."""
+    body = message.encode() if isinstance(message, str) else message
+    sock.sendall(reject_response(status, list(headers), body))
+    shutdown_socket(sock, socket.SHUT_WR)
+
+
+def serve(
+    handler: Handler,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    protocols: Iterable[str] | None = None,
+    allowed_origins: Iterable[str] | None = None,
+    compression: bool | DeflateOptions | None = True,
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    max_queue: int | None = DEFAULT_MAX_QUEUE,
+    ping_interval: float | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    process_request: ProcessRequest | None = None,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+    open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+    max_header_size: int = 16384,
+    sock: socket.socket | None = None,
+    reuse_port: bool = False,
+    backlog: int = 100,
+) -> Server:
+    """Listen on ``host``:``port`` and return the :class:`Server`; its
+    :meth:`~Server.serve_forever` runs ``handler(channel)`` in a thread per connection.
+
+    ``host=None`` listens on every interface; ``port=None`` or ``0`` picks a free port (see
+    :attr:`Server.port`); ``sock`` is an already bound socket to listen on instead. The
+    options are :func:`wschannel.serve`'s, with the same defaults:
+
+    - ``protocols``: the subprotocols the server supports; the first one the client offers
+      that is here is chosen (the client's order wins, as in ``shelf_web_socket``).
+    - ``allowed_origins``: the ``Origin`` values accepted (case-insensitively); another
+      origin gets a 403. ``None`` accepts any; requests without ``Origin`` are accepted.
+    - ``compression``, ``max_message_size``, ``max_queue``, ``ping_interval``,
+      ``close_timeout``: as for :func:`~wschannel.sync.connect`.
+    - ``ssl``: an :class:`ssl.SSLContext` to serve ``wss://``.
+    - ``process_request(request)``: return ``None`` to go on, or ``(status, headers,
+      body)`` to answer with that instead (e.g. a health check).
+    - ``open_timeout``: seconds a client has for TLS and its upgrade request.
+    """
+    check_max_queue(max_queue)
+    if sock is None:
+        address = ("" if host is None else host, port or 0)
+        if host is None and socket.has_dualstack_ipv6():
+            sock = socket.create_server(
+                ("::", port or 0),
+                family=socket.AF_INET6,
+                backlog=backlog,
+                reuse_port=reuse_port,
+                dualstack_ipv6=True,
+            )
+        else:
+            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+            sock = socket.create_server(
+                address, family=family, backlog=backlog, reuse_port=reuse_port
+            )
+    else:
+        sock.listen(backlog)
+    return Server(
+        sock,
+        handler,
+        protocols=list(protocols or ()),
+        allowed_origins=None if allowed_origins is None else list(allowed_origins),
+        deflate=deflate_options(compression),
+        max_message_size=max_message_size,
+        max_queue=max_queue,
+        ping_interval=ping_interval,
+        close_timeout=close_timeout,
+        open_timeout=open_timeout,
+        process_request=process_request,
+        ssl=ssl,
+        max_header_size=max_header_size,
+    )

@@ -1,0 +1,1 @@
+"""Headless Chromium as a peer: the page it runs, and a small DevTools-protocol driver."""
