@@ -614,6 +614,13 @@ impl Connection {
         }
     }
 
+    /// Whether a frame from [`crate::frame::shared_frame`], encoded once for many
+    /// connections, may be written to this one as it is: a server (clients mask each frame
+    /// with a key of their own) without compression, whose close frame has not left.
+    pub fn accepts_shared_frames(&self) -> bool {
+        self.role == Role::Server && self.deflate.is_none() && !self.close_sent
+    }
+
     /// Encodes one message (text or binary) as one frame, compressed if negotiated.
     pub fn encode_message<'a>(
         &'a mut self,

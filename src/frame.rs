@@ -201,6 +201,12 @@ impl<'a> OutFrame<'a> {
     }
 }
 
+/// A server's uncompressed, unmasked frame: the same bytes suit every connection that
+/// accepts shared frames, so a broadcast encodes its message once.
+pub fn shared_frame(opcode: OpCode, payload: &[u8]) -> OutFrame<'_> {
+    OutFrame::new(opcode, false, payload, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

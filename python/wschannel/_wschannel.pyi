@@ -108,6 +108,11 @@ class Connection:
     @property
     def close_sent(self) -> bool: ...
     @property
+    def accepts_shared_frames(self) -> bool:
+        """Whether a frame from :func:`encode_shared_frame` may be written to this connection
+        as it is: a server without compression whose close frame has not left."""
+
+    @property
     def close_received(self) -> bool: ...
     @property
     def close_code(self) -> int | None:
@@ -230,6 +235,11 @@ class ServerHandshake:
     def protocol(self) -> str | None: ...
     @property
     def extensions(self) -> str | None: ...
+
+def encode_shared_frame(data: str | Buffer) -> bytes:
+    """One uncompressed, unmasked frame (text for ``str``, else binary) that every server
+    connection with :attr:`Connection.accepts_shared_frames` can send: a broadcast encodes
+    its message once."""
 
 def reject_response(
     status: int, headers: Sequence[tuple[str, str]] = ..., body: bytes = ...

@@ -587,3 +587,26 @@ fn user_close_cannot_follow_a_queued_close_echo() {
     assert_eq!(conn.send_close(Some(1000), ""), Err(SendError::Closed));
     assert_eq!(conn.data_to_send(), frame(0x88, b"", None));
 }
+
+#[test]
+fn only_uncompressed_open_servers_accept_shared_frames() {
+    let mut conn = server();
+    assert!(conn.accepts_shared_frames());
+    let shared = crate::frame::shared_frame(OpCode::Text, b"all").to_vec();
+    assert_eq!(
+        shared,
+        conn.send_text("all").unwrap(),
+        "the same bytes as its own frame"
+    );
+    assert!(
+        !client().accepts_shared_frames(),
+        "a client masks each frame"
+    );
+    let deflate = Config {
+        deflate: Some(DeflateParams::default()),
+        ..Config::default()
+    };
+    assert!(!Connection::new(Role::Server, deflate).accepts_shared_frames());
+    conn.send_close(None, "").unwrap();
+    assert!(!conn.accepts_shared_frames());
+}

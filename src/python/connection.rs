@@ -8,7 +8,7 @@ use super::events::ListReceiver;
 use super::{state_number, with_bytes};
 use crate::deflate::parse_params;
 use crate::engine::{self, Config, SendError};
-use crate::frame::{OpCode, OutFrame, Role};
+use crate::frame::{shared_frame, OpCode, OutFrame, Role};
 
 /// One open WebSocket connection (RFC 6455 §5-7), after the opening handshake.
 #[pyclass(name = "Connection", module = "wschannel._wschannel")]
@@ -78,6 +78,12 @@ impl PyConnection {
     #[getter]
     fn close_sent(&self) -> bool {
         self.inner.close_sent()
+    }
+
+    /// Whether a frame from `encode_shared_frame` may be written to this connection as is.
+    #[getter]
+    fn accepts_shared_frames(&self) -> bool {
+        self.inner.accepts_shared_frames()
     }
 
     #[getter]
@@ -191,6 +197,23 @@ impl PyConnection {
     }
 }
 
+/// One uncompressed, unmasked frame for many server connections (a broadcast): `str` as
+/// text, any other buffer as binary.
+#[pyfunction]
+fn encode_shared_frame<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    if let Ok(text) = data.cast::<pyo3::types::PyString>() {
+        let text = text.to_str()?;
+        return frame_bytes(py, &shared_frame(OpCode::Text, text.as_bytes()));
+    }
+    with_bytes(data, |bytes| {
+        frame_bytes(py, &shared_frame(OpCode::Binary, bytes))
+    })?
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyConnection>()
+    m.add_class::<PyConnection>()?;
+    m.add_function(wrap_pyfunction!(encode_shared_frame, m)?)
 }
