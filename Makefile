@@ -34,8 +34,9 @@ lint: dev  ## ruff, mypy --strict and the stub check
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest wschannel._wschannel --allowlist stubtest-allowlist.txt
 
-test-python: dev  ## pytest over loopback (installs Chromium and Node's ws for tests/interop)
+test-python: dev  ## pytest over loopback (installs Chromium, Node's ws and Pyodide first)
 	bash tests/interop/setup.sh
+	bash tests/browser/setup.sh
 	$(PY) -m pytest -q
 
 test: test-rust lint test-python conformance  ## Everything CI runs

@@ -1,0 +1,431 @@
+"""``HtmlWebSocketChannel``: the browser's WebSocket under Pyodide.
+
+Dart's ``html.dart``. In the browser (and in Node, whose ``WebSocket`` has the same
+interface) the platform speaks the protocol: this module only wraps its ``WebSocket`` object
+into a :class:`~wschannel.WebSocketChannel`, with the same ``stream_channel`` guarantees and
+the same decisions as the CPython channel. Pure Python, without the engine: it imports on
+CPython too, but only Pyodide can open a channel.
+
+The wrapped object is reached through Pyodide's ``js`` module: its ``open``, ``message``,
+``error`` and ``close`` events are listened to with proxies (``pyodide.ffi.create_proxy``)
+that are removed and destroyed once the channel is over.
+
+What the browser decides (WHATWG WebSockets Standard):
+
+- it can send only the close codes 1000 and 3000-4999, so the other codes RFC 6455 lets an
+  endpoint send (1001-1003, 1007-1014), which :meth:`WebSocketSink.close` accepts, go out as
+  1000 with the same reason;
+- it cannot stop reading: received messages are buffered without bound (no backpressure);
+- it tells nothing about a failure but "error": a connection that cannot be opened fails
+  ``ready`` with ``WebSocketChannelException('WebSocket connection failed.')``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final, Self
+
+from .channel import (
+    GuaranteeSink,
+    MessageStream,
+    WebSocketChannel,
+    WebSocketSink,
+    _retrieve_exception,
+)
+from .exceptions import WebSocketChannelException
+from .status import ABNORMAL_CLOSURE, NORMAL_CLOSURE
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_WRITE_LIMIT",
+    "BinaryType",
+    "HtmlWebSocketChannel",
+]
+
+DEFAULT_CLOSE_TIMEOUT: Final = 10.0
+"""Seconds the closing handshake may take before ``sink.done`` resolves regardless."""
+
+DEFAULT_WRITE_LIMIT: Final = 1 << 16
+"""``bufferedAmount`` above which :meth:`WebSocketSink.flush` waits: 64 KiB."""
+
+_FLUSH_POLL: Final = 0.005
+"""Seconds between two looks at ``bufferedAmount`` (the browser has no drain event)."""
+
+# WebSocket.readyState (WHATWG WebSockets Standard §"The WebSocket interface").
+_CONNECTING: Final = 0
+_OPEN: Final = 1
+
+_CONNECTION_FAILED: Final = "WebSocket connection failed."
+
+_EVENTS: Final = ("open", "message", "error", "close")
+
+
+class BinaryType(enum.Enum):
+    """How binary messages arrive: the browser WebSocket's ``binaryType``.
+
+    The value is what the browser calls it.
+    """
+
+    BLOB = "blob"
+    """As the browser's ``Blob`` (a ``JsProxy``; ``await blob.arrayBuffer()`` reads it)."""
+
+    LIST = "arraybuffer"
+    """As ``bytes``, the default (Dart's ``BinaryType.list``, a ``Uint8List``)."""
+
+
+def _pyodide() -> Any:
+    """Pyodide's ``pyodide.ffi`` module; ``RuntimeError`` outside Pyodide."""
+    try:
+        import pyodide.ffi  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError(
+            "HtmlWebSocketChannel needs Pyodide (the browser's WebSocket); on CPython, "
+            "use wschannel.connect() or wschannel.io.IOWebSocketChannel."
+        ) from None
+    return pyodide.ffi
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "HtmlWebSocketChannel needs a running asyncio event loop (Pyodide's webloop: "
+            "call it from a coroutine, e.g. under runPythonAsync)."
+        ) from None
+
+
+class _HtmlSink(GuaranteeSink):
+    """The sink of an :class:`HtmlWebSocketChannel`: the guarantees, then ``send``."""
+
+    __slots__ = ("_channel", "_close_args", "_pending", "_socket")
+
+    def __init__(self, channel: HtmlWebSocketChannel) -> None:
+        super().__init__(channel._loop, channel._stream)
+        self._channel = channel
+        self._socket: Any = None  # the browser WebSocket, once open
+        self._pending: list[str | bytes] = []  # added before that
+        self._close_args: tuple[int | None, str | None] | None = None  # a close to send
+
+    def _send(self, data: str | Buffer) -> None:
+        if isinstance(data, str):
+            message: str | bytes = data
+        elif type(data) is bytes:
+            message = data
+        else:
+            try:
+                message = memoryview(data).tobytes()  # the caller may change it later
+            except TypeError:
+                raise TypeError(
+                    f"Cannot send {type(data).__name__}: send str (text) or a bytes-like "
+                    "object (binary)."
+                ) from None
+        if self._disconnected:
+            return
+        socket = self._socket
+        if socket is None:
+            self._pending.append(message)
+        elif type(message) is str:
+            socket.send(message)  # a CLOSING or CLOSED socket drops it (the peer closed)
+        else:
+            socket.send(self._channel._ffi.to_js(message))  # a Uint8Array (a copy)
+
+    def _start_close(self, code: int | None, reason: str | None) -> None:
+        channel = self._channel
+        channel._arm_close_timer()
+        socket = self._socket
+        if socket is None:
+            self._close_args = (code, reason)  # performed once open
+            return
+        self._socket = None
+        _close_socket(socket, code, reason)
+
+    def _write_buffer_full(self) -> bool:
+        socket = self._socket
+        if socket is None:
+            return not self._disconnected  # flush() waits for ready
+        return int(socket.bufferedAmount) > self._channel._write_limit
+
+    async def flush(self) -> None:
+        """Wait until the browser's ``bufferedAmount`` is at most the write limit (polled:
+        the browser has no drain event)."""
+        ready = self._channel._ready
+        if not ready.done():
+            await asyncio.wait([ready])
+        while self._socket is not None and self._write_buffer_full():
+            await asyncio.sleep(_FLUSH_POLL)
+
+    def _open(self, socket: Any) -> None:
+        self._socket = socket
+        pending, self._pending = self._pending, []
+        for message in pending:
+            self._send(message)
+        if self._close_args is not None:
+            self._socket = None
+            _close_socket(socket, *self._close_args)
+
+    def _disconnect(self) -> None:
+        super()._disconnect()
+        self._socket = None
+        self._pending = []
+
+
+def _close_socket(socket: Any, code: int | None, reason: str | None) -> None:
+    """``socket.close()`` with the arguments the browser takes: no explicit ``undefined``
+    (Dart's fix in 1.0.3), and only 1000 or 3000-4999 as a code (WHATWG ``close()``)."""
+    if code is None:
+        socket.close()
+        return
+    if not (code == NORMAL_CLOSURE or 3000 <= code <= 4999):
+        code = NORMAL_CLOSURE  # 1001-1003, 1007-1014: valid on the wire, refused by browsers
+    if reason:
+        socket.close(code, reason)
+    else:
+        socket.close(code)
+
+
+class HtmlWebSocketChannel(WebSocketChannel):
+    """A :class:`~wschannel.WebSocketChannel` over the browser's ``WebSocket``, under Pyodide.
+
+    Made by :meth:`connect`, or ``HtmlWebSocketChannel(web_socket)`` to wrap a browser
+    ``WebSocket`` (a ``JsProxy``) in any state, as Dart's constructor does:
+
+    - open: ``ready`` resolves at once;
+    - connecting: ``ready`` resolves on its ``open`` event, and messages added and a close
+      issued meanwhile are sent once it is open;
+    - closing or closed: ``ready`` fails with
+      ``WebSocketChannelException('WebSocket state error: <readyState>')``, ``inner`` None.
+
+    The wrapper does not change the socket's ``binaryType``: with ``'blob'`` (the browser's
+    default) binary messages arrive as ``Blob`` proxies, with ``'arraybuffer'`` as
+    ``bytes``. Text messages arrive as ``str``.
+
+    An ``error`` event before the socket opened fails ``ready``, then the stream once, with
+    ``WebSocketChannelException('WebSocket connection failed.')``; after that, the ``close``
+    event that follows ends the stream and sets :attr:`close_code` (1006 for a lost
+    connection). ``close_timeout`` bounds how long ``sink.done`` may wait for the closing
+    handshake; ``write_limit`` is the ``bufferedAmount`` above which ``sink.flush()`` waits
+    (``None`` disables each). Needs a running event loop (Pyodide's webloop).
+    """
+
+    __slots__ = (
+        "_close_code",
+        "_close_reason",
+        "_close_timeout",
+        "_close_timer",
+        "_ffi",
+        "_listeners",
+        "_loop",
+        "_protocol",
+        "_ready",
+        "_sink",
+        "_socket",
+        "_stream",
+        "_write_limit",
+    )
+
+    def __init__(
+        self,
+        web_socket: Any,
+        *,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+        write_limit: int | None = DEFAULT_WRITE_LIMIT,
+    ) -> None:
+        self._ffi = _pyodide()
+        loop = self._loop = _running_loop()
+        self._socket = web_socket
+        self._ready: asyncio.Future[None] = loop.create_future()
+        self._ready.add_done_callback(_retrieve_exception)
+        self._stream = MessageStream(loop, max_queue=None)  # a browser cannot stop reading
+        self._sink = _HtmlSink(self)
+        self._protocol: str | None = None
+        self._close_code: int | None = None
+        self._close_reason: str | None = None
+        self._close_timeout = close_timeout
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._write_limit = (1 << 62) if write_limit is None else write_limit
+        self._listeners: list[tuple[str, Any]] = []
+        state = int(web_socket.readyState)
+        if state > _OPEN:  # CLOSING or CLOSED
+            self._fail(WebSocketChannelException(f"WebSocket state error: {state}"))
+            return
+        self._listen()
+        if state == _OPEN:
+            self._on_open()
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        protocols: Iterable[str] | None = None,
+        binary_type: BinaryType = BinaryType.LIST,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+        write_limit: int | None = DEFAULT_WRITE_LIMIT,
+    ) -> Self:
+        """Open a browser ``WebSocket`` to ``url`` and wrap it; returns the channel at once.
+
+        ``protocols`` are the subprotocols to offer; ``binary_type`` says how binary
+        messages arrive (``bytes`` by default, or ``Blob`` proxies). ``ready`` resolves once
+        the socket is open, or fails with
+        ``WebSocketChannelException('WebSocket connection failed.')``. Raises
+        ``ValueError`` at once when the browser refuses the URL or the protocols (its
+        ``SyntaxError``/``SecurityError``), ``RuntimeError`` outside Pyodide or without a
+        running event loop.
+        """
+        ffi = _pyodide()
+        _running_loop()
+        import js  # type: ignore[import-not-found]
+
+        offered = [str(protocol) for protocol in protocols or ()]
+        try:
+            web_socket = js.WebSocket.new(str(url), ffi.to_js(offered))
+        except ffi.JsException as exc:
+            raise ValueError(f"Cannot connect to {url!r}: {exc}") from exc
+        web_socket.binaryType = BinaryType(binary_type).value
+        return cls(web_socket, close_timeout=close_timeout, write_limit=write_limit)
+
+    # The browser's events.
+
+    def _listen(self) -> None:
+        create_proxy = self._ffi.create_proxy
+        handlers = (self._on_open, self._on_message, self._on_error, self._on_close)
+        for name, handler in zip(_EVENTS, handlers, strict=True):
+            proxy = create_proxy(handler)
+            self._socket.addEventListener(name, proxy)
+            self._listeners.append((name, proxy))
+
+    def _unlisten(self) -> None:
+        """Remove the listeners; destroy their proxies once the current event is over."""
+        listeners, self._listeners = self._listeners, []
+        for name, proxy in listeners:
+            self._socket.removeEventListener(name, proxy)
+        if listeners:
+            self._loop.call_soon(_destroy, [proxy for _, proxy in listeners])
+
+    def _on_open(self, event: Any = None) -> None:
+        if self._ready.done():
+            return
+        sink = self._sink
+        self._protocol = str(self._socket.protocol) or None
+        sink._open(self._socket)
+        self._ready.set_result(None)
+
+    def _on_message(self, event: Any) -> None:
+        data = event.data
+        if type(data) is str:
+            self._stream._add(data)
+        elif isinstance(data, self._ffi.JsBuffer):  # binaryType 'arraybuffer'
+            self._stream._add(data.to_bytes())
+        else:  # binaryType 'blob': the Blob proxy itself
+            self._stream._add(data)
+
+    def _on_error(self, event: Any) -> None:
+        # Open connections report their end through the close event (api.md: only a
+        # failure to connect is an error on a channel).
+        if not self._ready.done():
+            self._fail(WebSocketChannelException(_CONNECTION_FAILED))
+
+    def _on_close(self, event: Any) -> None:
+        if not self._ready.done():
+            self._fail(WebSocketChannelException(_CONNECTION_FAILED))
+            return
+        self._close_code = int(event.code)
+        self._close_reason = str(event.reason)
+        self._finish()
+
+    # The end.
+
+    def _arm_close_timer(self) -> None:
+        timeout = self._close_timeout
+        if timeout is not None and self._close_timer is None:
+            self._close_timer = self._loop.call_later(timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        """The closing handshake (or the connection attempt) took ``close_timeout``."""
+        self._close_timer = None
+        if self._sink.done.done():
+            return
+        if not self._ready.done():
+            self._fail(WebSocketChannelException("The connection attempt was cancelled."))
+        else:
+            if self._close_code is None:
+                self._close_code, self._close_reason = ABNORMAL_CLOSURE, ""
+            self._finish()
+        # After the listeners are gone: a close() while connecting may fire "error" at once.
+        if int(self._socket.readyState) <= _OPEN:
+            self._socket.close()  # allowed while connecting: the attempt is dropped
+
+    def _finish(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._unlisten()
+        self._stream._end()
+        self._sink._finish()
+
+    def _fail(self, error: BaseException) -> None:
+        """The connection could not be opened: ``ready``, then the stream, raise ``error``."""
+        if not self._ready.done():
+            self._ready.set_exception(error)
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._unlisten()
+        self._stream._end(error)
+        self._sink._finish()
+
+    # The channel.
+
+    @property
+    def inner_web_socket(self) -> Any:
+        """The browser ``WebSocket`` this channel wraps (a ``JsProxy``)."""
+        return self._socket
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes the browser has queued to send and not sent yet (``bufferedAmount``)."""
+        return int(self._socket.bufferedAmount)
+
+    @property
+    def protocol(self) -> str | None:
+        return self._protocol
+
+    @property
+    def close_code(self) -> int | None:
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._close_reason
+
+    @property
+    def ready(self) -> asyncio.Future[None]:
+        return self._ready
+
+    @property
+    def stream(self) -> MessageStream:
+        return self._stream
+
+    @property
+    def sink(self) -> WebSocketSink:
+        return self._sink
+
+    def __repr__(self) -> str:
+        if not self._ready.done():
+            state = "connecting"
+        elif self._sink.done.done():
+            state = f"closed {self._close_code}"
+        else:
+            state = "open"
+        return f"<{type(self).__name__} {state}>"
+
+
+def _destroy(proxies: list[Any]) -> None:
+    for proxy in proxies:
+        proxy.destroy()
