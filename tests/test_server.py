@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.cookies
 import logging
+import socket
+import ssl
+import threading
+import urllib.parse
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import trustme
 from conftest import (
     SHORT,
     TIMEOUT,
@@ -19,11 +27,14 @@ from conftest import (
 )
 
 import wschannel
+import wschannel.sync
+import wschannel.sync.server
 from wschannel import WebSocketChannelException, status
 from wschannel._wschannel import HandshakeError, Request
 from wschannel.channel import Message
 from wschannel.io import IOWebSocketChannel
-from wschannel.server import Response, Server
+from wschannel.server import Response, Server, unix_serve
+from wschannel.sync import SyncWebSocketChannel
 
 KEY = "x3JJHMbDL1EzLkh9GBhXDw=="
 UPGRADE = {
@@ -463,3 +474,337 @@ async def test_server_closes_at_once_when_the_close_comes_with_nothing_buffered(
         frames = await frames_after(server.port, frame(0x8, close_payload(1001), mask=MASK))
         assert loop.time() - started < SHORT
     assert frames == [(0x88, close_payload(1001))]
+
+
+# Unix-domain sockets, reuse_port.
+
+
+async def test_server_on_a_unix_socket_echoes_and_removes_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "ws.sock"
+    async with unix_serve(_echo_all, path) as server:
+        assert path.exists()
+        with pytest.raises(ValueError, match="no port"):
+            _ = server.port
+        url = "ws://localhost/chat"
+        async with IOWebSocketChannel.connect(url, unix_socket=path) as channel:
+            channel.sink.add("over a unix socket")
+            assert await next_message(aiter(channel.stream)) == "over a unix socket"
+            assert server.connections[0].request is not None
+            assert server.connections[0].request.path == "/chat"
+    assert not path.exists()
+
+
+async def test_server_on_a_unix_socket_replaces_a_stale_socket_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "stale.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()  # the file stays, as after a crash
+    async with (
+        unix_serve(_echo_all, path),
+        IOWebSocketChannel.connect("ws://localhost/", unix_socket=path) as channel,
+    ):
+        channel.sink.add(b"\x00\x01")
+        assert await next_message(aiter(channel.stream)) == b"\x00\x01"
+
+
+async def test_servers_with_reuse_port_share_a_port() -> None:
+    first = await wschannel.serve(_echo_all, "127.0.0.1", 0, reuse_port=True)
+    try:
+        second = await wschannel.serve(_echo_all, "127.0.0.1", first.port, reuse_port=True)
+        try:
+            for _ in range(4):
+                async with IOWebSocketChannel.connect(f"ws://127.0.0.1:{first.port}") as channel:
+                    channel.sink.add("either")
+                    assert await next_message(aiter(channel.stream)) == "either"
+        finally:
+            await wait(second.close())
+    finally:
+        await wait(first.close())
+
+
+async def test_server_without_reuse_port_cannot_share_a_port(echo_server: Server) -> None:
+    with pytest.raises(OSError):
+        await wschannel.serve(_echo_all, "127.0.0.1", echo_server.port)
+
+
+# Limits on the opening handshake.
+
+
+async def test_server_drops_a_client_that_trickles_its_request() -> None:
+    async with wschannel.serve(_echo_all, "127.0.0.1", 0, open_timeout=SHORT) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        request = request_bytes(UPGRADE)
+        with contextlib.suppress(ConnectionError):
+            for index in range(len(request) - 1):  # a slowloris never finishes its head
+                writer.write(request[index : index + 1])
+                await asyncio.sleep(SHORT / 10)
+                if reader.at_eof() or loop.time() - started > TIMEOUT:
+                    break
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        assert SHORT * 0.9 <= loop.time() - started < TIMEOUT
+        assert server.pending_handshakes == 0
+        writer.close()
+
+
+async def test_server_drops_a_client_that_never_starts_tls() -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    async with wschannel.serve(
+        _echo_all, "127.0.0.1", 0, ssl=context, open_timeout=SHORT
+    ) as server:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        assert loop.time() - started < TIMEOUT / 2
+        writer.close()
+
+
+async def test_server_answers_503_over_max_pending_handshakes() -> None:
+    async with wschannel.serve(
+        _echo_all, "127.0.0.1", 0, max_pending_handshakes=2, open_timeout=TIMEOUT
+    ) as server:
+        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        await asyncio.sleep(SHORT)
+        assert server.pending_handshakes == 2
+        status_code, response = await response_to(server.port, request_bytes(UPGRADE))
+        assert status_code == 503
+        assert b"Retry-After: 1" in response
+        channel = IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+        with pytest.raises(WebSocketChannelException) as info:
+            await wait(channel.ready)
+        assert isinstance(info.value.inner, HandshakeError)
+        assert info.value.inner.status == 503
+        for _, writer in idle:  # the slots free up: connections are accepted again
+            writer.close()
+        await asyncio.sleep(SHORT)
+        assert server.pending_handshakes == 0
+        async with IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}") as channel:
+            channel.sink.add("in at last")
+            assert await next_message(aiter(channel.stream)) == "in at last"
+
+
+async def test_server_drops_a_refused_client_that_sends_nothing() -> None:
+    async with wschannel.serve(
+        _echo_all, "127.0.0.1", 0, max_pending_handshakes=1, open_timeout=SHORT
+    ) as server:
+        _, first = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.sleep(SHORT / 4)
+        reader, second = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        first.close()
+        second.close()
+
+
+def test_server_rejects_a_max_pending_handshakes_below_one() -> None:
+    with pytest.raises(ValueError, match="max_pending_handshakes"):
+        wschannel.serve(_echo_all, "127.0.0.1", 0, max_pending_handshakes=0)
+
+
+# Authentication and routing with process_request.
+
+TOKENS = {"s3cret": "alice"}
+
+
+def authenticate(request: Request) -> Response | None:
+    """A token in the Authorization header, a cookie or the query; routes under /rooms/."""
+    path, _, query = request.path.partition("?")
+    if not path.startswith("/rooms/"):
+        return 404, [("Content-Type", "text/plain")], b"no such room"
+    token = None
+    authorization = request.header("Authorization")
+    if authorization is not None and authorization.startswith("Bearer "):
+        token = authorization.removeprefix("Bearer ")
+    cookies = http.cookies.SimpleCookie(request.header("Cookie") or "")
+    if token is None and "session" in cookies:
+        token = cookies["session"].value
+    if token is None:
+        token = urllib.parse.parse_qs(query).get("token", [None])[0]
+    if token not in TOKENS:
+        return 401, [("WWW-Authenticate", 'Bearer realm="rooms"')], b"who are you?"
+    return None
+
+
+async def _room_handler(channel: IOWebSocketChannel) -> None:
+    assert channel.request is not None
+    channel.sink.add(channel.request.path.partition("?")[0].removeprefix("/rooms/"))
+    await anext(aiter(channel.stream), None)
+
+
+@pytest.fixture
+async def rooms_server() -> AsyncIterator[Server]:
+    async with wschannel.serve(
+        _room_handler, "127.0.0.1", 0, process_request=authenticate
+    ) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/rooms/a", {"Authorization": "Bearer s3cret"}),
+        ("/rooms/a", {"Cookie": "theme=dark; session=s3cret"}),
+        ("/rooms/a?token=s3cret", {}),
+    ],
+    ids=["header", "cookie", "query"],
+)
+async def test_server_process_request_authenticates_by(
+    rooms_server: Server, path: str, headers: dict[str, str]
+) -> None:
+    url = f"ws://127.0.0.1:{rooms_server.port}{path}"
+    async with IOWebSocketChannel.connect(url, headers=headers) as channel:
+        assert await next_message(aiter(channel.stream)) == "a"
+
+
+async def test_server_process_request_refuses_with_its_status_headers_and_body(
+    rooms_server: Server,
+) -> None:
+    status_code, response = await response_to(
+        rooms_server.port, request_bytes({**UPGRADE, "Cookie": "session=wrong"}, path="/rooms/a")
+    )
+    assert status_code == 401
+    assert b'WWW-Authenticate: Bearer realm="rooms"' in response
+    assert response.endswith(b"who are you?")
+    channel = IOWebSocketChannel.connect(f"ws://127.0.0.1:{rooms_server.port}/rooms/a")
+    with pytest.raises(WebSocketChannelException) as info:
+        await wait(channel.ready)
+    assert isinstance(info.value.inner, HandshakeError)
+    assert info.value.inner.status == 401
+
+
+async def test_server_process_request_routes_by_path(rooms_server: Server) -> None:
+    headers = {"Authorization": "Bearer s3cret"}
+    for room in ("lobby", "kitchen"):
+        url = f"ws://127.0.0.1:{rooms_server.port}/rooms/{room}"
+        async with IOWebSocketChannel.connect(url, headers=headers) as channel:
+            assert await next_message(aiter(channel.stream)) == room
+    status_code, response = await response_to(
+        rooms_server.port, request_bytes(UPGRADE, path="/elsewhere")
+    )
+    assert (status_code, response.endswith(b"no such room")) == (404, True)
+
+
+async def test_server_process_request_that_raises_answers_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def process_request(request: Request) -> Response | None:
+        raise RuntimeError("auth backend down")
+
+    with caplog.at_level(logging.ERROR, logger="wschannel.server"):
+        async with wschannel.serve(
+            _echo_all, "127.0.0.1", 0, process_request=process_request
+        ) as server:
+            status_code, _ = await response_to(server.port, request_bytes(UPGRADE))
+    assert status_code == 500
+    assert "auth backend down" in caplog.text
+
+
+# Graceful shutdown.
+
+
+async def test_server_close_returns_an_awaitable_that_waits_for_every_connection() -> None:
+    async with wschannel.serve(_echo_all, "127.0.0.1", 0) as server:
+        clients = [
+            await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}") for _ in range(5)
+        ]
+        await asyncio.sleep(SHORT)
+        assert len(server.connections) == 5
+        await wait(server.close())
+        assert server.connections == []
+        for channel in clients:
+            await wait(channel.sink.done)
+            assert channel.close_code == status.GOING_AWAY
+        await wait(server.wait_closed())  # already closed: returns at once
+
+
+async def test_server_close_cancels_a_handler_that_ignores_its_closed_channel() -> None:
+    cancelled = asyncio.Event()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        try:
+            await asyncio.sleep(10 * TIMEOUT)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    server = await wschannel.serve(handler, "127.0.0.1", 0, close_timeout=SHORT)
+    channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+    await asyncio.sleep(SHORT / 4)
+    await wait(server.close())
+    assert cancelled.is_set()
+    assert channel.close_code == status.GOING_AWAY
+
+
+async def test_server_close_stops_an_add_stream_with_1001() -> None:
+    async def forever() -> AsyncIterator[str]:
+        while True:
+            yield "tick"
+            await asyncio.sleep(SHORT / 10)
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        await channel.sink.add_stream(forever())
+
+    server = await wschannel.serve(handler, "127.0.0.1", 0)
+    channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+    assert await next_message(aiter(channel.stream)) == "tick"
+    await wait(server.close())
+    await wait(channel.sink.done)
+    assert channel.close_code == status.GOING_AWAY
+
+
+async def test_server_wait_closed_waits_for_close_to_be_called(echo_server: Server) -> None:
+    waiting = asyncio.ensure_future(echo_server.wait_closed())
+    await asyncio.sleep(SHORT)
+    assert not waiting.done()
+    echo_server.close()
+    await wait(waiting)
+
+
+# The thread server: the same options.
+
+
+def _sync_echo(channel: SyncWebSocketChannel) -> None:
+    for message in channel.stream:
+        channel.sink.add(message)
+
+
+async def test_sync_server_on_a_unix_socket_echoes_and_removes_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "sync.sock"
+    server = wschannel.sync.server.unix_serve(_sync_echo, path)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ValueError, match="no port"):
+            _ = server.port
+        url = "ws://localhost/sync"
+        async with IOWebSocketChannel.connect(url, unix_socket=path) as channel:
+            channel.sink.add("thread over unix")
+            assert await next_message(aiter(channel.stream)) == "thread over unix"
+    finally:
+        await asyncio.to_thread(server.shutdown, TIMEOUT)
+        thread.join(TIMEOUT)
+    assert not path.exists()
+
+
+async def test_sync_server_leaves_connections_in_the_backlog_over_max_pending_handshakes() -> None:
+    server = wschannel.sync.serve(
+        _sync_echo, "127.0.0.1", 0, max_pending_handshakes=1, open_timeout=TIMEOUT
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _, idle = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.sleep(SHORT)
+        channel = IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
+        await asyncio.sleep(SHORT)
+        assert not channel.ready.done()  # waiting in the backlog, not refused
+        idle.close()  # its slot frees: the waiting one is accepted
+        await wait(channel.ready)
+        channel.sink.add("let in")
+        assert await next_message(aiter(channel.stream)) == "let in"
+        await wait(channel.sink.close())
+    finally:
+        await asyncio.to_thread(server.shutdown, TIMEOUT)
+        thread.join(TIMEOUT)

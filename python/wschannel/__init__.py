@@ -9,9 +9,10 @@
         async for message in channel.stream:
             print(message)
 
-The names that need the compiled engine (``serve``, ``sign_key``) are imported on first use,
-so ``import wschannel``, :mod:`wschannel.status`, the exceptions and the channel base classes
-work where the engine is not available (Pyodide, where the browser speaks WebSocket).
+The names that need the compiled engine (``serve``, ``unix_serve``, ``broadcast``,
+``sign_key``) are imported on first use, so ``import wschannel``, :mod:`wschannel.status`, the exceptions and the channel
+base classes work where the engine is not available (Pyodide, where the browser speaks
+WebSocket).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .status import CloseCode
 
 if TYPE_CHECKING:
     from ._wschannel import DeflateOptions, __version__, sign_key
-    from .server import serve
+    from .server import broadcast, serve, unix_serve
 
 __all__ = [
     "CloseCode",
@@ -35,10 +36,12 @@ __all__ = [
     "WebSocketChannelException",
     "WebSocketSink",
     "__version__",
+    "broadcast",
     "connect",
     "serve",
     "sign_key",
     "status",
+    "unix_serve",
 ]
 
 
@@ -51,4 +54,12 @@ def __getattr__(name: str) -> object:
         from .server import serve
 
         return serve
+    if name == "broadcast":
+        from .server import broadcast
+
+        return broadcast
+    if name == "unix_serve":
+        from .server import unix_serve
+
+        return unix_serve
     raise AttributeError(f"module 'wschannel' has no attribute {name!r}")

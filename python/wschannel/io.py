@@ -10,17 +10,27 @@ transport. Per message sent: one engine call that returns the complete frame, th
 
 Closing (RFC 6455 §7.1): the server closes TCP first. A client that has sent and received a
 close frame waits for the server's EOF up to ``close_timeout``, then closes the socket itself.
+
+Logging: each connection logs to ``wschannel.client`` (client side, at DEBUG) or
+``wschannel.server`` (server side, at INFO) when it opens and when it closes (code, reason,
+duration). Every record carries ``peer`` (``host:port`` or ``unix:path``), ``connection_id``
+(unique in the process) and ``forwarded_for`` (the request's ``X-Forwarded-For``, server
+side) as attributes, for a :class:`logging.Formatter` such as
+``"%(connection_id)s %(peer)s %(message)s"``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
+import logging
+import os
 import ssl as ssl_module
 import sys
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from ._wschannel import (
     ClientHandshake,
@@ -76,6 +86,10 @@ Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 _NO_WRITE_LIMIT: Final = 1 << 62
 
+client_logger = logging.getLogger("wschannel.client")
+
+_connection_ids = itertools.count(1)
+
 _NO_LOOP_MESSAGE: Final = (
     "IOWebSocketChannel.connect() needs a running asyncio event loop; "
     "from synchronous code, use wschannel.sync instead."
@@ -96,6 +110,16 @@ def deflate_options(compression: bool | DeflateOptions | None) -> DeflateOptions
 def deflate_level(options: DeflateOptions | None) -> int:
     """The compression level of ``options`` (6, zlib's default, when it does not say)."""
     return 6 if options is None else options.level
+
+
+def format_peer(address: Any) -> str | None:
+    """A peer address for logs: ``host:port`` (``[host]:port`` for IPv6), ``unix:path``."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    if isinstance(address, str | bytes):
+        return f"unix:{os.fsdecode(address) or '?'}"
+    return None if address is None else str(address)
 
 
 def header_list(headers: Headers | None) -> list[tuple[str, str]]:
@@ -279,6 +303,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         user_agent: str | None = USER_AGENT,
         max_header_size: int = 16384,
+        unix_socket: str | os.PathLike[str] | None = None,
     ) -> Self:
         """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
 
@@ -301,6 +326,9 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         - ``ping_interval``: seconds between keepalive pings; no pong within the same time
           closes the connection with 1001 (Dart's algorithm).
         - ``close_timeout``: seconds the closing handshake may take.
+        - ``unix_socket``: connect to the Unix-domain socket at this path instead of the
+          URL's host and port (which still give the ``Host`` header, the path and TLS's
+          server name).
 
         ``None`` disables each limit. Raises ``ValueError`` for an invalid URL, and
         ``RuntimeError`` without a running event loop (use ``wschannel.sync`` there).
@@ -339,8 +367,9 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
             close_timeout=close_timeout,
             write_limit=write_limit,
         )
+        path = None if unix_socket is None else os.fspath(unix_socket)
         channel._connect_task = loop.create_task(
-            _open_connection(channel, protocol, target, connect_timeout)
+            _open_connection(channel, protocol, target, connect_timeout, path)
         )
         return channel
 
@@ -420,19 +449,26 @@ async def _open_connection(
     protocol: _ClientProtocol,
     target: _Target,
     connect_timeout: float | None,
+    unix_socket: str | None = None,
 ) -> None:
-    """TCP, TLS and the opening handshake, within ``connect_timeout``."""
+    """TCP (or a Unix socket), TLS and the opening handshake, within ``connect_timeout``."""
     loop = channel._loop
     timeout = asyncio.timeout(connect_timeout)
+    server_hostname = target.host if target.ssl is not None else None
     try:
         async with timeout:
-            await loop.create_connection(
-                lambda: protocol,
-                target.host,
-                target.port,
-                ssl=target.ssl,
-                server_hostname=target.host if target.ssl is not None else None,
-            )
+            if unix_socket is None:
+                await loop.create_connection(
+                    lambda: protocol,
+                    target.host,
+                    target.port,
+                    ssl=target.ssl,
+                    server_hostname=server_hostname,
+                )
+            else:
+                await loop.create_unix_connection(
+                    lambda: protocol, unix_socket, ssl=target.ssl, server_hostname=server_hostname
+                )
             await protocol.opening
     except asyncio.CancelledError:
         protocol.abort()
@@ -454,6 +490,9 @@ async def _open_connection(
 
 class _WebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection over an asyncio transport, for either side."""
+
+    logger: ClassVar[logging.Logger] = client_logger
+    open_level: ClassVar[int] = logging.DEBUG  # for open and close records
 
     def __init__(
         self,
@@ -490,11 +529,62 @@ class _WebSocketProtocol(asyncio.Protocol):
         self._deferred_close: Connection | None = None
         self._deferred_timer: asyncio.TimerHandle | None = None
         self.lost: asyncio.Future[None] = self.loop.create_future()
+        self.id = next(_connection_ids)
+        self._opened_at = 0.0
 
     @property
     def is_open(self) -> bool:
         """Whether the opening handshake finished."""
         return self.conn is not None
+
+    @property
+    def is_lost(self) -> bool:
+        """Whether the transport is closed."""
+        return self.lost.done()
+
+    # Logging.
+
+    def log(self, level: int, message: str, *args: object, exc_info: bool = False) -> None:
+        """Log to this side's logger, with ``peer``, ``connection_id`` and ``forwarded_for``."""
+        logger = self.logger
+        if logger.isEnabledFor(level):
+            logger.log(level, message, *args, exc_info=exc_info, extra=self.log_extra())
+
+    def log_extra(self) -> dict[str, object]:
+        transport = self.transport
+        peer = None if transport is None else transport.get_extra_info("peername")
+        request = self.channel._request
+        return {
+            "peer": format_peer(peer),
+            "connection_id": self.id,
+            "forwarded_for": None if request is None else request.header("X-Forwarded-For"),
+        }
+
+    def _log_open(self, protocol: str | None) -> None:
+        self._opened_at = self.loop.time()
+        if self.logger.isEnabledFor(self.open_level):
+            request = self.channel._request
+            where = "" if request is None else f" {request.path}"
+            details = [f"protocol {protocol}"] if protocol is not None else []
+            if (
+                self.conn is not None
+                and not self.conn.accepts_shared_frames
+                and not self.conn.client
+            ):
+                details.append("compressed")
+            suffix = f" ({', '.join(details)})" if details else ""
+            self.log(self.open_level, "Open%s%s", where, suffix)
+
+    def _log_close(self) -> None:
+        if self.logger.isEnabledFor(self.open_level):
+            channel = self.channel
+            self.log(
+                self.open_level,
+                "Closed with %s %r after %.3f s",
+                channel._close_code,
+                channel._close_reason or "",
+                self.loop.time() - self._opened_at,
+            )
 
     # asyncio.Protocol
 
@@ -536,6 +626,7 @@ class _WebSocketProtocol(asyncio.Protocol):
                 channel._close_reason = ""
             self._disconnect()
             self.sink._finish()
+            self._log_close()
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -574,6 +665,7 @@ class _WebSocketProtocol(asyncio.Protocol):
             channel._ready.set_result(None)
         if self._ping_interval is not None and self.sink._live is not None:
             self._ping_timer = self.loop.call_later(self._ping_interval, self._send_ping)
+        self._log_open(protocol)
 
     def new_connection(self, client: bool, deflate: str | None) -> Connection:
         return Connection(

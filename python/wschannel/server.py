@@ -7,46 +7,76 @@ its order: not a WebSocket upgrade → 404, no version or no key → 400, a vers
 subprotocol, in the client's order, that the server supports, and permessage-deflate if both
 sides want it. Then ``handler(channel)`` runs for the connection.
 
-Server shutdown closes every open connection with 1001 (going away).
+Limits keep slow or hostile clients from exhausting the server: ``open_timeout`` bounds the
+TLS and opening handshakes, and at most ``max_pending_handshakes`` connections may be in their
+handshake at once; connections beyond that are answered 503 (Service Unavailable) and closed.
+
+:meth:`Server.close` closes every open connection with 1001 (going away) and waits. Each
+connection logs to the ``wschannel.server`` logger with ``peer`` and ``connection_id`` in the
+record (see :mod:`wschannel.io`): open and close at INFO, refused upgrades at INFO, handler
+errors at ERROR.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import os
 import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
 
-from ._wschannel import DeflateOptions, HandshakeError, Request, ServerHandshake, reject_response
-from .channel import DEFAULT_MAX_QUEUE
+from ._wschannel import (
+    DeflateOptions,
+    HandshakeError,
+    Request,
+    ServerHandshake,
+    encode_shared_frame,
+    reject_response,
+)
+from .channel import DEFAULT_MAX_QUEUE, GuaranteeSink, WebSocketChannel
 from .io import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_WRITE_LIMIT,
     IOWebSocketChannel,
+    _IOSink,
     _WebSocketProtocol,
     deflate_level,
     deflate_options,
+    format_peer,
 )
 from .status import GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
 __all__ = [
+    "DEFAULT_MAX_PENDING_HANDSHAKES",
     "DEFAULT_OPEN_TIMEOUT",
     "Handler",
     "ProcessRequest",
     "Response",
     "Server",
+    "broadcast",
     "serve",
+    "unix_serve",
 ]
 
 logger = logging.getLogger("wschannel.server")
 
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
-"""Seconds a client has to send its upgrade request."""
+"""Seconds a client has for TLS and its upgrade request."""
+
+DEFAULT_MAX_PENDING_HANDSHAKES: Final = 1024
+"""Connections that may be in their opening handshake at once; more are answered 503."""
+
+_REFUSE_TIMEOUT: Final = 1.0
+"""Seconds a refused client (503) has to finish sending its request before it is dropped."""
 
 Handler: TypeAlias = Callable[[IOWebSocketChannel], Awaitable[None] | None]
 """Called with the channel of each new connection: an async function, or a plain function."""
@@ -59,7 +89,7 @@ ProcessRequest: TypeAlias = Callable[[Request], Awaitable[Response | None] | Res
 
 
 class Server:
-    """A running WebSocket server, made by :func:`serve`.
+    """A running WebSocket server, made by :func:`serve` or :func:`unix_serve`.
 
     An async context manager: on exit it closes (see :meth:`close`) and waits until closed.
     """
@@ -79,7 +109,10 @@ class Server:
         open_timeout: float | None,
         process_request: ProcessRequest | None,
         max_header_size: int,
+        max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     ) -> None:
+        if max_pending_handshakes is not None and max_pending_handshakes < 1:
+            raise ValueError("max_pending_handshakes must be at least 1, or None.")
         self.handler = handler
         self.protocols = protocols
         self.allowed_origins = allowed_origins
@@ -92,10 +125,15 @@ class Server:
         self.open_timeout = open_timeout
         self.process_request = process_request
         self.max_header_size = max_header_size
+        self.max_pending_handshakes = max_pending_handshakes
         self._server: asyncio.Server | None = None
+        self._unix_path: str | None = None  # a socket file to remove on close
         self._connections: set[_ServerProtocol] = set()
+        self._refusing: set[_RefusingProtocol] = set()
+        self._pending_handshakes = 0
         self._handlers: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._closed: asyncio.Future[None] | None = None  # resolved once close() finished
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -107,47 +145,62 @@ class Server:
     @property
     def port(self) -> int:
         """The port of the first listening socket (useful after binding port 0)."""
-        port: int = self.sockets[0].getsockname()[1]
+        sockets = self.sockets
+        if sockets and sockets[0].family == socket.AF_UNIX:
+            raise ValueError("A Unix socket server has no port.")
+        port: int = sockets[0].getsockname()[1]
         return port
 
     @property
     def connections(self) -> list[IOWebSocketChannel]:
-        """The channels of the open connections."""
-        return [conn.channel for conn in self._connections if conn.is_open]
+        """The channels of the open connections (opening handshake done, not closed yet)."""
+        return [conn.channel for conn in self._connections if conn.is_open and not conn.is_lost]
 
-    def close(self) -> None:
-        """Stop accepting connections and close the open ones with 1001 (going away).
+    @property
+    def pending_handshakes(self) -> int:
+        """How many connections are in their opening handshake."""
+        return self._pending_handshakes
 
-        Connections still in their opening handshake are dropped. Returns at once; await
-        :meth:`wait_closed` for the connections to finish closing.
+    def close(self) -> asyncio.Future[None]:
+        """Stop accepting connections, close the open ones with 1001 (going away), and drop
+        those still in their opening handshake.
+
+        A plain method, like ``sink.close()``: it returns an awaitable that resolves once
+        every connection is closed (each within ``close_timeout``) and every handler has
+        returned. Handlers still running ``close_timeout`` seconds (10 if ``None``) after
+        their connections closed are cancelled. :meth:`wait_closed` awaits the same.
         """
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
         if self._closing:
-            return
+            return self._closed
         self._closing = True
+        logger.debug("Closing the server")
         if self._server is not None:
             self._server.close()
+        for refusing in list(self._refusing):
+            refusing.abort()
         for protocol in list(self._connections):
             if protocol.is_open:
-                protocol.channel.sink.close(GOING_AWAY)
+                _going_away(protocol.sink)
             else:
                 protocol.abort()
+        task = asyncio.get_running_loop().create_task(self._finish_closing())
+        task.add_done_callback(self._set_closed)
+        return self._closed
 
     async def wait_closed(self) -> None:
-        """Wait until the server is closed and its connections and handlers have finished."""
-        if self._server is not None:
-            await self._server.wait_closed()
-        pending: list[asyncio.Future[Any]] = [conn.lost for conn in self._connections]
-        pending.extend(self._handlers)
-        if pending:
-            await asyncio.wait(pending)
+        """Wait until :meth:`close` has been called and has finished."""
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._closed)
 
     async def serve_forever(self) -> None:
         """Serve until cancelled, then close."""
         try:
             await asyncio.Future()
         finally:
-            self.close()
-            await self.wait_closed()
+            await self.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -158,8 +211,7 @@ class Server:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
-        await self.wait_closed()
+        await self.close()
 
     def __repr__(self) -> str:
         where = ", ".join(str(sock.getsockname()) for sock in self.sockets)
@@ -167,15 +219,50 @@ class Server:
 
     # Internals.
 
-    def _new_protocol(self) -> _ServerProtocol:
+    async def _finish_closing(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._unix_path is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self._unix_path)
+        lost = [conn.lost for conn in self._connections]
+        lost.extend(refusing.lost for refusing in self._refusing)
+        if lost:
+            await asyncio.wait(lost)
+        handlers = set(self._handlers)
+        if handlers:
+            grace = DEFAULT_CLOSE_TIMEOUT if self.close_timeout is None else self.close_timeout
+            _, pending = await asyncio.wait(handlers, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning("Cancelled %d handlers still running at shutdown", len(pending))
+                await asyncio.wait(pending)
+
+    def _set_closed(self, task: asyncio.Task[None]) -> None:
+        closed = self._closed
+        assert closed is not None
+        if closed.done():
+            return
+        if task.cancelled():
+            closed.cancel()
+        elif task.exception() is not None:
+            closed.set_exception(task.exception())  # type: ignore[arg-type]
+        else:
+            closed.set_result(None)
+
+    def _new_protocol(self) -> _ServerProtocol | _RefusingProtocol:
+        limit = self.max_pending_handshakes
+        if limit is not None and self._pending_handshakes >= limit:
+            return _RefusingProtocol(self)
         return _ServerProtocol(self)
 
-    def _start_handler(self, channel: IOWebSocketChannel) -> None:
-        task = asyncio.get_running_loop().create_task(self._run_handler(channel))
+    def _start_handler(self, channel: IOWebSocketChannel, protocol: _ServerProtocol) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_handler(channel, protocol))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    async def _run_handler(self, channel: IOWebSocketChannel) -> None:
+    async def _run_handler(self, channel: IOWebSocketChannel, protocol: _ServerProtocol) -> None:
         """Run the handler; when an async handler returns, close with 1000 if still open.
 
         A plain function's channel stays open after it returns (Dart's callback style: it
@@ -188,15 +275,32 @@ class Server:
                 return
             await result
         except Exception:
-            logger.exception("Error in a WebSocket connection handler")
+            protocol.log(logging.ERROR, "Error in a WebSocket connection handler", exc_info=True)
             code = INTERNAL_SERVER_ERROR
         else:
             code = NORMAL_CLOSURE
         sink.close(code)
 
 
+def _going_away(sink: _IOSink) -> None:
+    """Close with 1001, even while ``add_stream`` runs (which it stops)."""
+    if sink._closed or sink._close_started or sink._disconnected:
+        return
+    if not sink._adding_stream:
+        sink.close(GOING_AWAY)
+        return
+    sink._messages._discard()
+    if not sink._disconnected:
+        sink._close_started = True
+        sink._start_close(GOING_AWAY, None)
+        GuaranteeSink._disconnect(sink)
+
+
 class _ServerProtocol(_WebSocketProtocol):
     """The server side: the opening handshake (RFC 6455 §4.2), then the connection."""
+
+    logger = logger
+    open_level = logging.INFO
 
     def __init__(self, server: Server) -> None:
         super().__init__(
@@ -208,36 +312,42 @@ class _ServerProtocol(_WebSocketProtocol):
             write_limit=server.write_limit,
         )
         self._server = server
-        self._handshake = ServerHandshake(max_header_size=server.max_header_size)
+        self._handshake: ServerHandshake | None = ServerHandshake(
+            max_header_size=server.max_header_size
+        )
         self._request_done = False
+        self._in_handshake = False  # counted in the server's pending handshakes
         self._open_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         server = self._server
         server._connections.add(self)
+        server._pending_handshakes += 1
+        self._in_handshake = True
         if server._closing:
             self.abort()
         elif server.open_timeout is not None:
-            self._open_timer = self.loop.call_later(server.open_timeout, self.abort)
+            self._open_timer = self.loop.call_later(server.open_timeout, self._open_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
-        if self._open_timer is not None:
-            self._open_timer.cancel()
+        self._leave_handshake()
         super().connection_lost(exc)
 
     def handshake_data(self, data: bytes) -> None:
-        if self._request_done:
+        handshake = self._handshake
+        if self._request_done or handshake is None:
             return  # reading is paused while process_request runs; nothing else can arrive
         try:
-            request = self._handshake.receive_data(data)
+            request = handshake.receive_data(data)
         except HandshakeError as exc:
             self._reject(exc.status or 400, str(exc))
             return
         if request is None:
             return
         self._request_done = True
+        self.channel._request = request
         process_request = self._server.process_request
         if process_request is None:
             self._answer(request)
@@ -245,7 +355,7 @@ class _ServerProtocol(_WebSocketProtocol):
         try:
             response = process_request(request)
         except Exception:
-            logger.exception("Error in process_request")
+            self.log(logging.ERROR, "Error in process_request", exc_info=True)
             self._reject(500, "Internal Server Error")
             return
         if inspect.isawaitable(response):
@@ -258,13 +368,13 @@ class _ServerProtocol(_WebSocketProtocol):
             self._reject(response[0], response[2], response[1])
 
     def handshake_lost(self, exc: Exception | None) -> None:
-        logger.debug("Connection lost during the opening handshake: %r", exc)
+        self.log(logging.DEBUG, "Connection lost during the opening handshake: %r", exc)
 
     async def _await_response(self, request: Request, response: Awaitable[Response | None]) -> None:
         try:
             answer = await response
         except Exception:
-            logger.exception("Error in process_request")
+            self.log(logging.ERROR, "Error in process_request", exc_info=True)
             self._reject(500, "Internal Server Error")
             return
         if self.transport is None or self.transport.is_closing():
@@ -278,6 +388,7 @@ class _ServerProtocol(_WebSocketProtocol):
     def _answer(self, request: Request) -> None:
         server = self._server
         handshake = self._handshake
+        assert handshake is not None
         rejection = handshake.check(request, allowed_origins=server.allowed_origins)
         if rejection is not None:
             status, message, headers = rejection
@@ -288,13 +399,11 @@ class _ServerProtocol(_WebSocketProtocol):
         except HandshakeError as exc:
             self._reject(exc.status or 400, str(exc))
             return
-        if self._open_timer is not None:
-            self._open_timer.cancel()
-            self._open_timer = None
+        self._leave_handshake()
         self.write(response)
-        self.channel._request = request
+        self._handshake = None  # its buffers are no longer needed
         self.open(self.new_connection(False, handshake.extensions), handshake.protocol)
-        server._start_handler(self.channel)
+        server._start_handler(self.channel, self)
         leftover = request.leftover()
         if leftover:
             self.data_received(leftover)
@@ -303,27 +412,127 @@ class _ServerProtocol(_WebSocketProtocol):
         self, status: int, message: str | bytes, headers: Iterable[tuple[str, str]] = ()
     ) -> None:
         body = message.encode() if isinstance(message, str) else message
+        request = self.channel._request
+        self.log(
+            logging.INFO,
+            "Refused %s with %d",
+            "a request" if request is None else f"{request.method} {request.path}",
+            status,
+        )
+        self._leave_handshake()
         self.write(reject_response(status, list(headers), body))
         self._close_transport()
+
+    def _open_timed_out(self) -> None:
+        self._open_timer = None
+        self.log(logging.INFO, "Dropped: no opening handshake within open_timeout")
+        self.abort()
+
+    def _leave_handshake(self) -> None:
+        """The opening handshake is over (answered, refused or lost): free its slot."""
+        if self._in_handshake:
+            self._in_handshake = False
+            self._server._pending_handshakes -= 1
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+            self._open_timer = None
+
+
+class _RefusingProtocol(asyncio.Protocol):
+    """A connection over ``max_pending_handshakes``: read the request head (so that closing
+    does not reset the connection before the client reads the answer), answer 503 and close.
+    Dropped if the head does not come within a second."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._tail = b""  # the last bytes read, to find the end of the head across reads
+        self._size = 0
+        self._answered = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._server._refusing.add(self)
+        timeout = min(_REFUSE_TIMEOUT, self._server.open_timeout or _REFUSE_TIMEOUT)
+        self._timer = asyncio.get_running_loop().call_later(timeout, self.abort)
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return
+        self._size += len(data)
+        seen = self._tail + data
+        if b"\r\n\r\n" in seen or self._size > self._server.max_header_size:
+            self._answer()
+        else:
+            self._tail = seen[-3:]
+
+    def eof_received(self) -> bool | None:
+        self._answer()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._refusing.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _answer(self) -> None:
+        if self._answered or self._transport is None:
+            return
+        self._answered = True
+        transport = self._transport
+        peer = transport.get_extra_info("peername")
+        logger.info(
+            "Refused with 503: %d connections are in their opening handshake",
+            self._server._pending_handshakes,
+            extra={"peer": format_peer(peer), "connection_id": None, "forwarded_for": None},
+        )
+        body = b"Too many connections are opening; try again.\n"
+        transport.write(reject_response(503, [("Retry-After", "1")], body))
+        transport.close()
 
 
 class _Serve:
     """What :func:`serve` returns: await it for the :class:`Server`, or ``async with`` it."""
 
     def __init__(
-        self, server: Server, host: str | Sequence[str] | None, port: int | None, **kwargs: Any
+        self,
+        server: Server,
+        host: str | Sequence[str] | None,
+        port: int | None,
+        *,
+        path: str | None = None,
+        **kwargs: Any,
     ) -> None:
         self._server = server
         self._host = host
         self._port = port
+        self._path = path
         self._kwargs = kwargs
 
     async def _start(self) -> Server:
         loop = asyncio.get_running_loop()
         server = self._server
-        server._server = await loop.create_server(
-            server._new_protocol, self._host, self._port, **self._kwargs
-        )
+        kwargs = self._kwargs
+        if kwargs.get("ssl") is not None and server.open_timeout is not None:
+            kwargs["ssl_handshake_timeout"] = server.open_timeout
+        if self._path is not None or self._host is _UNIX:
+            server._server = await loop.create_unix_server(
+                server._new_protocol, self._path, **kwargs
+            )
+            server._unix_path = self._path
+        else:
+            server._server = await loop.create_server(
+                server._new_protocol, self._host, self._port, **kwargs
+            )
         return server
 
     def __await__(self) -> Generator[Any, None, Server]:
@@ -338,8 +547,10 @@ class _Serve:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._server.close()
-        await self._server.wait_closed()
+        await self._server.close()
+
+
+_UNIX: Any = object()  # the host of a unix_serve() given only a socket
 
 
 def serve(
@@ -358,6 +569,7 @@ def serve(
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     max_header_size: int = 16384,
     sock: socket.socket | None = None,
     reuse_address: bool | None = None,
@@ -380,23 +592,16 @@ def serve(
       :meth:`~wschannel.io.IOWebSocketChannel.connect`.
     - ``ssl``: an :class:`ssl.SSLContext` to serve ``wss://``.
     - ``process_request(request)``: sync or async; return ``None`` to go on, or
-      ``(status, headers, body)`` to answer with that instead (e.g. a health check).
-    - ``open_timeout``: seconds a client has to complete its upgrade request.
+      ``(status, headers, body)`` to answer with that instead (authentication, routing,
+      a health check).
+    - ``open_timeout``: seconds a client has for TLS and its upgrade request; then it is
+      dropped.
+    - ``max_pending_handshakes``: connections that may be in their opening handshake at
+      once; a connection over it is answered 503 (with ``Retry-After: 1``) and closed.
+    - ``sock``, ``reuse_address``, ``reuse_port``, ``backlog``: as for
+      :meth:`asyncio.loop.create_server`.
     """
-    server = Server(
-        handler,
-        protocols=list(protocols or ()),
-        allowed_origins=None if allowed_origins is None else list(allowed_origins),
-        deflate=deflate_options(compression),
-        max_message_size=max_message_size,
-        max_queue=max_queue,
-        write_limit=write_limit,
-        ping_interval=ping_interval,
-        close_timeout=close_timeout,
-        open_timeout=open_timeout,
-        process_request=process_request,
-        max_header_size=max_header_size,
-    )
+    server = _make_server(handler, locals())
     return _Serve(
         server,
         host,
@@ -407,3 +612,116 @@ def serve(
         reuse_port=reuse_port,
         backlog=backlog,
     )
+
+
+def unix_serve(
+    handler: Handler,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    protocols: Iterable[str] | None = None,
+    allowed_origins: Iterable[str] | None = None,
+    compression: bool | DeflateOptions | None = True,
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    max_queue: int | None = DEFAULT_MAX_QUEUE,
+    write_limit: int | None = DEFAULT_WRITE_LIMIT,
+    ping_interval: float | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    process_request: ProcessRequest | None = None,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+    open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+    max_header_size: int = 16384,
+    sock: socket.socket | None = None,
+    backlog: int = 100,
+) -> _Serve:
+    """:func:`serve` on a Unix-domain socket at ``path`` (or an already bound ``sock``):
+    for a server behind a reverse proxy on the same machine. A stale socket file at
+    ``path`` is replaced, and the file is removed when the server closes. Clients connect
+    with ``IOWebSocketChannel.connect(url, unix_socket=path)``; the URL gives the ``Host``
+    header and the path."""
+    server = _make_server(handler, locals())
+    return _Serve(
+        server,
+        _UNIX,
+        None,
+        path=None if path is None else os.fspath(path),
+        ssl=ssl,
+        sock=sock,
+        backlog=backlog,
+    )
+
+
+def _make_server(handler: Handler, options: dict[str, Any]) -> Server:
+    allowed_origins = options["allowed_origins"]
+    return Server(
+        handler,
+        protocols=list(options["protocols"] or ()),
+        allowed_origins=None if allowed_origins is None else list(allowed_origins),
+        deflate=deflate_options(options["compression"]),
+        max_message_size=options["max_message_size"],
+        max_queue=options["max_queue"],
+        write_limit=options["write_limit"],
+        ping_interval=options["ping_interval"],
+        close_timeout=options["close_timeout"],
+        open_timeout=options["open_timeout"],
+        process_request=options["process_request"],
+        max_header_size=options["max_header_size"],
+        max_pending_handshakes=options["max_pending_handshakes"],
+    )
+
+
+# Broadcast: a server without compression sends the same bytes to every client (its frames
+# are not masked, RFC 6455 §5.1), so the frame is encoded once.
+
+
+def broadcast(channels: Iterable[WebSocketChannel], message: str | Buffer) -> int:
+    """Send ``message`` (``str``: text, bytes-like: binary) to every open channel of
+    ``channels``; returns how many got it.
+
+    Skipped, and not counted: channels not open yet, closed or closing (by either side),
+    those running ``sink.add_stream``, and **slow** ones, whose write buffer is over their
+    ``write_limit`` (the client is not reading): a broadcast never grows a buffer that is
+    already full, so a slow client costs at most ``write_limit`` plus one message. Compare
+    the count with the number of channels to notice, or close the slow ones.
+
+    Server connections without compression share one frame, written straight to their
+    transport; the others (compressed, client side, other channel kinds) get ``sink.add``.
+    Call it from the event loop's thread. Raises ``TypeError`` for another message type.
+    """
+    if not isinstance(message, str):
+        try:
+            memoryview(message)
+        except TypeError:
+            raise TypeError(
+                f"Cannot broadcast {type(message).__name__}: send str (text) or a bytes-like "
+                "object (binary)."
+            ) from None
+    frame: bytes | None = None
+    sent = 0
+    for channel in channels:
+        sink = channel.sink
+        if type(sink) is _IOSink:
+            conn = sink._conn  # set only while open and not closing, without add_stream
+            if conn is None:
+                continue
+            protocol = sink._channel._transport_protocol
+            if protocol is None or protocol._writing_paused:
+                continue
+            if conn.accepts_shared_frames:
+                if frame is None:
+                    frame = encode_shared_frame(message)
+                sink._write(frame)
+            else:
+                sink.add(message)
+            sent += 1
+        elif isinstance(sink, GuaranteeSink):
+            if sink._closed or sink._disconnected or sink._adding_stream:
+                continue
+            if sink._write_buffer_full():
+                continue
+            sink.add(message)
+            sent += 1
+        else:
+            sink.add(message)
+            sent += 1
+    return sent

@@ -21,7 +21,7 @@ from __future__ import annotations
 from .client import connect
 from .connection import SyncWebSocketChannel, SyncWebSocketSink
 from .messages import SyncMessageStream, SyncStreamSubscription
-from .server import Server, serve
+from .server import Server, serve, unix_serve
 
 __all__ = [
     "Server",
@@ -31,4 +31,5 @@ __all__ = [
     "SyncWebSocketSink",
     "connect",
     "serve",
+    "unix_serve",
 ]

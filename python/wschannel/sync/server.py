@@ -8,20 +8,31 @@ upgrade → 404, no version or key → 400, a version other than 13 → 426, an 
 supports and permessage-deflate if both sides want it, then runs ``handler(channel)``. When
 the handler returns, the connection is closed with 1000 (1011 if it raised).
 
+At most ``max_pending_handshakes`` connections are in their opening handshake (each in its
+thread) at once: while that many are, the server stops accepting, and new connections wait in
+the listen backlog (unlike the asyncio server, which answers 503: here refusing would take a
+thread too). ``open_timeout`` bounds each handshake.
+
 :meth:`Server.shutdown` stops accepting and closes every open connection with 1001.
+:func:`unix_serve` listens on a Unix-domain socket. Connections log to ``wschannel.sync.server``
+with ``peer`` and ``connection_id`` in each record, as the asyncio server does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import os
 import selectors
 import socket
 import ssl as ssl_module
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Final, Self, TypeAlias
+from typing import Any, Final, Self, TypeAlias
 
 from .._wschannel import (
     Connection,
@@ -32,14 +43,20 @@ from .._wschannel import (
     reject_response,
 )
 from ..channel import DEFAULT_MAX_QUEUE
-from ..io import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, deflate_level, deflate_options
-from ..server import DEFAULT_OPEN_TIMEOUT, Response
+from ..io import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    deflate_level,
+    deflate_options,
+    format_peer,
+)
+from ..server import DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_OPEN_TIMEOUT, Response
 from ..status import GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
 from .connection import SyncWebSocketChannel
 from .connection import shutdown as shutdown_socket
 from .messages import check_max_queue
 
-__all__ = ["Handler", "ProcessRequest", "Server", "serve"]
+__all__ = ["Handler", "ProcessRequest", "Server", "serve", "unix_serve"]
 
 logger = logging.getLogger("wschannel.sync.server")
 
@@ -53,6 +70,16 @@ ProcessRequest: TypeAlias = Callable[[Request], Response | None]
 _HANDSHAKE_READ_SIZE: Final = 1 << 16
 
 _Socket: TypeAlias = socket.socket  # Server.socket hides the module in the class body
+
+_connection_ids = itertools.count(1)
+
+
+class _Log(logging.LoggerAdapter[logging.Logger]):
+    """One connection's records: ``peer``, ``connection_id`` and ``forwarded_for``."""
+
+    def process(self, msg: object, kwargs: Any) -> tuple[object, Any]:
+        kwargs["extra"] = self.extra
+        return msg, kwargs
 
 
 class Server:
@@ -78,7 +105,10 @@ class Server:
         process_request: ProcessRequest | None,
         ssl: ssl_module.SSLContext | None,
         max_header_size: int,
+        max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     ) -> None:
+        if max_pending_handshakes is not None and max_pending_handshakes < 1:
+            raise ValueError("max_pending_handshakes must be at least 1, or None.")
         self.handler = handler
         self.protocols = protocols
         self.allowed_origins = allowed_origins
@@ -91,8 +121,12 @@ class Server:
         self.process_request = process_request
         self.ssl = ssl
         self.max_header_size = max_header_size
+        self.max_pending_handshakes = max_pending_handshakes
         self._socket = sock
-        self._port: int = sock.getsockname()[1]
+        self._unix = sock.family == socket.AF_UNIX
+        self._port: int = 0 if self._unix else sock.getsockname()[1]
+        self._unix_path: str | None = None  # a socket file to remove at shutdown
+        self._accepting_paused = False  # max_pending_handshakes reached
         self._lock = threading.Lock()
         self._shutting_down = False
         self._serving = threading.Event()  # set while serve_forever runs
@@ -111,6 +145,8 @@ class Server:
     @property
     def port(self) -> int:
         """The port the server listens on (useful after binding port 0)."""
+        if self._unix:
+            raise ValueError("A Unix socket server has no port.")
         return self._port
 
     @property
@@ -132,9 +168,22 @@ class Server:
             with selectors.DefaultSelector() as selector:
                 selector.register(listener, selectors.EVENT_READ)
                 selector.register(self._wake_reader, selectors.EVENT_READ)
+                listening = True
                 while not self._shutting_down:
+                    with self._lock:
+                        limit = self.max_pending_handshakes
+                        full = limit is not None and len(self._opening) >= limit
+                        self._accepting_paused = full
+                    if full == listening:  # stop or resume accepting (the backlog waits)
+                        listening = not full
+                        if full:
+                            selector.unregister(listener)
+                        else:
+                            selector.register(listener, selectors.EVENT_READ)
                     for key, _ in selector.select():
-                        if key.fileobj is listener and not self._shutting_down:
+                        if key.fileobj is self._wake_reader:
+                            self._drain_wakeups()
+                        elif key.fileobj is listener and not self._shutting_down:
                             self._accept()
         finally:
             self._serving.clear()
@@ -158,8 +207,12 @@ class Server:
         self._stopped.wait()
         if first:
             self._socket.close()
-            self._wake_reader.close()
-            self._wake_writer.close()
+            with self._lock:
+                self._wake_reader.close()
+                self._wake_writer.close()
+            if self._unix_path is not None:
+                with contextlib.suppress(OSError):
+                    os.remove(self._unix_path)
         for sock in opening:
             shutdown_socket(sock, socket.SHUT_RDWR)
         for channel in channels:
@@ -194,6 +247,17 @@ class Server:
 
     # A connection, in its own thread.
 
+    def _drain_wakeups(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_reader.recv(4096)
+
+    def _wake_up(self) -> None:
+        """A handshake slot is free: let serve_forever accept again (called with the lock)."""
+        if self._accepting_paused and not self._shutting_down:
+            self._accepting_paused = False
+            with contextlib.suppress(OSError):
+                self._wake_writer.send(b"\0")
+
     def _accept(self) -> None:
         try:
             sock, _ = self._socket.accept()
@@ -203,6 +267,9 @@ class Server:
             logger.exception("accept() failed")
             time.sleep(0.01)  # e.g. out of file descriptors: do not spin
             return
+        if not self._unix:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         thread = threading.Thread(target=self._handle, args=(sock,), daemon=True)
         with self._lock:
             self._threads.add(thread)
@@ -213,21 +280,40 @@ class Server:
     def _handle(self, sock: _Socket) -> None:
         channel = None
         try:
-            channel = self._open(sock)
+            peer = sock.getpeername()
+        except OSError:
+            peer = None
+        log = _Log(
+            logger,
+            {
+                "peer": format_peer(peer),
+                "connection_id": next(_connection_ids),
+                "forwarded_for": None,
+            },
+        )
+        try:
+            channel = self._open(sock, log)
             if channel is not None:
                 with self._lock:
                     self._channels.add(channel)
                     shutting_down = self._shutting_down
                 if shutting_down:
                     channel.sink.close(GOING_AWAY)
-                self._run_handler(channel)
+                opened = time.monotonic()
+                self._run_handler(channel, log)
+                log.info(
+                    "Closed with %s %r after %.3f s",
+                    channel.close_code,
+                    channel.close_reason or "",
+                    time.monotonic() - opened,
+                )
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
                 if channel is not None:
                     self._channels.discard(channel)
 
-    def _open(self, sock: _Socket) -> SyncWebSocketChannel | None:
+    def _open(self, sock: _Socket, log: _Log) -> SyncWebSocketChannel | None:
         """TLS and the opening handshake (RFC 6455 §4.2), within ``open_timeout``; the
         channel, or ``None`` when the request was refused or the client left (the socket is
         then closed)."""
@@ -236,7 +322,6 @@ class Server:
         try:
             sock.setblocking(True)
             sock.settimeout(self.open_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl is not None:
                 with self._lock:  # the TLS socket takes over the TCP one's descriptor
                     self._opening.discard(sock)
@@ -245,17 +330,20 @@ class Server:
                     )
                     self._opening.add(sock)
                 sock.do_handshake()
-            channel = self._handshake(sock, deadline)
+            channel = self._handshake(sock, deadline, log)
         except Exception as exc:
-            logger.debug("Opening handshake failed: %r", exc)
+            log.debug("Opening handshake failed: %r", exc)
         finally:
             with self._lock:
                 self._opening.discard(sock)
+                self._wake_up()
             if channel is None:
                 sock.close()
         return channel
 
-    def _handshake(self, sock: _Socket, deadline: float | None) -> SyncWebSocketChannel | None:
+    def _handshake(
+        self, sock: _Socket, deadline: float | None, log: _Log
+    ) -> SyncWebSocketChannel | None:
         """Read the upgrade request and answer it; the channel, or ``None`` if refused."""
         handshake = ServerHandshake(max_header_size=self.max_header_size)
         request = None
@@ -268,29 +356,39 @@ class Server:
             try:
                 request = handshake.receive_data(data)
             except HandshakeError as exc:
+                log.info("Refused a request with %d", exc.status or 400)
                 _reject(sock, exc.status or 400, str(exc))
                 return None
+        log.extra["forwarded_for"] = request.header("X-Forwarded-For")  # type: ignore[index]
+        what = f"{request.method} {request.path}"
         if self.process_request is not None:
             try:
                 response = self.process_request(request)
             except Exception:
-                logger.exception("Error in process_request")
+                log.exception("Error in process_request")
                 _reject(sock, 500, "Internal Server Error")
                 return None
             if response is not None:
+                log.info("Refused %s with %d", what, response[0])
                 _reject(sock, response[0], response[2], response[1])
                 return None
         rejection = handshake.check(request, allowed_origins=self.allowed_origins)
         if rejection is not None:
             status, message, headers = rejection
+            log.info("Refused %s with %d", what, status)
             _reject(sock, status, message, headers)
             return None
         try:
             answer = handshake.accept(request, protocols=self.protocols, deflate=self.deflate)
         except HandshakeError as exc:
+            log.info("Refused %s with %d", what, exc.status or 400)
             _reject(sock, exc.status or 400, str(exc))
             return None
         sock.sendall(answer)
+        details = [] if handshake.protocol is None else [f"protocol {handshake.protocol}"]
+        if handshake.extensions is not None:
+            details.append("compressed")
+        log.info("Open %s%s", request.path, f" ({', '.join(details)})" if details else "")
         sock.settimeout(None)
         conn = Connection(
             False,
@@ -309,12 +407,12 @@ class Server:
             request=request,
         )
 
-    def _run_handler(self, channel: SyncWebSocketChannel) -> None:
+    def _run_handler(self, channel: SyncWebSocketChannel, log: _Log) -> None:
         """Run the handler, then close with 1000 (1011 if it raised) and wait until closed."""
         try:
             self.handler(channel)
         except Exception:
-            logger.exception("Error in a WebSocket connection handler")
+            log.exception("Error in a WebSocket connection handler")
             code = INTERNAL_SERVER_ERROR
         else:
             code = NORMAL_CLOSURE
@@ -345,6 +443,7 @@ def serve(
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
     max_header_size: int = 16384,
     sock: socket.socket | None = None,
     reuse_port: bool = False,
@@ -367,6 +466,8 @@ def serve(
     - ``process_request(request)``: return ``None`` to go on, or ``(status, headers,
       body)`` to answer with that instead (e.g. a health check).
     - ``open_timeout``: seconds a client has for TLS and its upgrade request.
+    - ``max_pending_handshakes``: connections in their opening handshake at once; while
+      that many are, new connections wait in the listen backlog (``backlog`` long).
     """
     check_max_queue(max_queue)
     if sock is None:
@@ -386,18 +487,66 @@ def serve(
             )
     else:
         sock.listen(backlog)
+    return _make_server(sock, handler, locals())
+
+
+def unix_serve(
+    handler: Handler,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    protocols: Iterable[str] | None = None,
+    allowed_origins: Iterable[str] | None = None,
+    compression: bool | DeflateOptions | None = True,
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    max_queue: int | None = DEFAULT_MAX_QUEUE,
+    ping_interval: float | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    process_request: ProcessRequest | None = None,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+    open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+    max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+    max_header_size: int = 16384,
+    sock: socket.socket | None = None,
+    backlog: int = 100,
+) -> Server:
+    """:func:`serve` on a Unix-domain socket at ``path`` (or an already bound ``sock``). A
+    stale socket file at ``path`` is replaced; the file is removed at shutdown."""
+    check_max_queue(max_queue)
+    unix_path = None
+    if sock is None:
+        if path is None:
+            raise TypeError("unix_serve() needs a path or a sock.")
+        unix_path = os.fspath(path)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(unix_path).st_mode):
+                os.remove(unix_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(unix_path)
+        except OSError:
+            sock.close()
+            raise
+    sock.listen(backlog)
+    server = _make_server(sock, handler, locals())
+    server._unix_path = unix_path
+    return server
+
+
+def _make_server(sock: socket.socket, handler: Handler, options: dict[str, Any]) -> Server:
+    allowed_origins = options["allowed_origins"]
     return Server(
         sock,
         handler,
-        protocols=list(protocols or ()),
+        protocols=list(options["protocols"] or ()),
         allowed_origins=None if allowed_origins is None else list(allowed_origins),
-        deflate=deflate_options(compression),
-        max_message_size=max_message_size,
-        max_queue=max_queue,
-        ping_interval=ping_interval,
-        close_timeout=close_timeout,
-        open_timeout=open_timeout,
-        process_request=process_request,
-        ssl=ssl,
-        max_header_size=max_header_size,
+        deflate=deflate_options(options["compression"]),
+        max_message_size=options["max_message_size"],
+        max_queue=options["max_queue"],
+        ping_interval=options["ping_interval"],
+        close_timeout=options["close_timeout"],
+        open_timeout=options["open_timeout"],
+        process_request=options["process_request"],
+        ssl=options["ssl"],
+        max_header_size=options["max_header_size"],
+        max_pending_handshakes=options["max_pending_handshakes"],
     )
