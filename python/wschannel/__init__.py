@@ -10,9 +10,9 @@
             print(message)
 
 The names that need the compiled engine (``serve``, ``unix_serve``, ``broadcast``,
-``sign_key``) are imported on first use, so ``import wschannel``, :mod:`wschannel.status`, the exceptions and the channel
-base classes work where the engine is not available (Pyodide, where the browser speaks
-WebSocket).
+``sign_key``) are imported on first use, so ``import wschannel``, :mod:`wschannel.status`,
+the exceptions and the channel base classes work where the engine is not available
+(Pyodide, where the browser speaks WebSocket).
 """
 
 from __future__ import annotations
