@@ -25,8 +25,7 @@ from .channel import (
     DEFAULT_MAX_QUEUE,
     GuaranteeSink,
     MessageStream,
-    WebSocketChannel,
-    WebSocketSink,
+    StoredWebSocketChannel,
     _retrieve_exception,
     spawn,
 )
@@ -192,7 +191,7 @@ class _AdapterSink(GuaranteeSink):
         self._pending = []
 
 
-class AdapterWebSocketChannel(WebSocketChannel):
+class AdapterWebSocketChannel(StoredWebSocketChannel):
     """A :class:`~wschannel.WebSocketChannel` over a low-level :class:`WebSocket`.
 
     ``socket`` is an open low-level socket, or an awaitable of one (a coroutine, a Task, a
@@ -212,17 +211,9 @@ class AdapterWebSocketChannel(WebSocketChannel):
     """
 
     __slots__ = (
-        "_close_code",
-        "_close_reason",
         "_flow",
         "_loop",
-        "_protocol",
-        "_ready",
-        "_sink",
-        "_stream",
     )
-
-    _sink: WebSocketSink
 
     def __init__(
         self,
@@ -335,39 +326,6 @@ class AdapterWebSocketChannel(WebSocketChannel):
         sink = self._sink
         if isinstance(sink, GuaranteeSink):
             sink._finish()
-
-    @property
-    def protocol(self) -> str | None:
-        return self._protocol
-
-    @property
-    def close_code(self) -> int | None:
-        return self._close_code
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._close_reason
-
-    @property
-    def ready(self) -> asyncio.Future[None]:
-        return self._ready
-
-    @property
-    def stream(self) -> MessageStream:
-        return self._stream
-
-    @property
-    def sink(self) -> WebSocketSink:
-        return self._sink
-
-    def __repr__(self) -> str:
-        if not self._ready.done():
-            state = "connecting"
-        elif self._sink.done.done():
-            state = f"closed {self._close_code}"
-        else:
-            state = "open"
-        return f"<{type(self).__name__} {state}>"
 
 
 class IOWebSocket:

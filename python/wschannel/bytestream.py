@@ -41,7 +41,7 @@ from ._wschannel import Close, Connection, Failure, Ping, Pong
 from .channel import (
     DEFAULT_MAX_QUEUE,
     MessageStream,
-    WebSocketChannel,
+    StoredWebSocketChannel,
     WebSocketSink,
     check_close_args,
 )
@@ -117,21 +117,15 @@ def over(
     return channel
 
 
-class ByteStreamWebSocketChannel(WebSocketChannel):
+class ByteStreamWebSocketChannel(StoredWebSocketChannel):
     """A WebSocket channel over a byte stream whose upgrade was done elsewhere; see :func:`over`.
 
     ``ready`` has resolved before :func:`over` returns; ``protocol`` is the one given to it.
     """
 
-    __slots__ = (
-        "_close_code",
-        "_close_reason",
-        "_driver",
-        "_protocol",
-        "_ready",
-        "_sink",
-        "_stream",
-    )
+    __slots__ = ("_driver",)
+
+    _sink: _ByteStreamSink
 
     def __init__(
         self,
@@ -163,30 +157,6 @@ class ByteStreamWebSocketChannel(WebSocketChannel):
         )
         self._sink = _ByteStreamSink(self._driver, conn, loop.create_future())
         self._stream._set_flow_control(self._driver.pause_reading, self._driver.resume_reading)
-
-    @property
-    def protocol(self) -> str | None:
-        return self._protocol
-
-    @property
-    def close_code(self) -> int | None:
-        return self._close_code
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._close_reason
-
-    @property
-    def ready(self) -> asyncio.Future[None]:
-        return self._ready
-
-    @property
-    def stream(self) -> MessageStream:
-        return self._stream
-
-    @property
-    def sink(self) -> WebSocketSink:
-        return self._sink
 
     def __repr__(self) -> str:
         state = f"closed {self._close_code}" if self._sink._done.done() else "open"

@@ -52,6 +52,7 @@ __all__ = [
     "MappedStream",
     "Message",
     "MessageStream",
+    "StoredWebSocketChannel",
     "StreamChannel",
     "StreamChannelTransformer",
     "StreamSink",
@@ -1147,6 +1148,57 @@ class WebSocketChannel(StreamChannel):
             **options,
         )
         return channel
+
+
+class StoredWebSocketChannel(WebSocketChannel):
+    """A channel that keeps its state in attributes, which its members report as they are.
+
+    The implementations (:mod:`~wschannel.adapter`, :mod:`~wschannel.io`,
+    :mod:`~wschannel.html`, :mod:`~wschannel.bytestream`) set these attributes; this class
+    answers for them.
+    """
+
+    __slots__ = ("_close_code", "_close_reason", "_protocol", "_ready", "_sink", "_stream")
+
+    _protocol: str | None
+    _close_code: int | None
+    _close_reason: str | None
+    _ready: asyncio.Future[None]
+    _stream: MessageStream
+    _sink: WebSocketSink
+
+    @property
+    def protocol(self) -> str | None:
+        return self._protocol
+
+    @property
+    def close_code(self) -> int | None:
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._close_reason
+
+    @property
+    def ready(self) -> asyncio.Future[None]:
+        return self._ready
+
+    @property
+    def stream(self) -> MessageStream:
+        return self._stream
+
+    @property
+    def sink(self) -> WebSocketSink:
+        return self._sink
+
+    def __repr__(self) -> str:
+        if not self._ready.done():
+            state = "connecting"
+        elif self._sink.done.done():
+            state = f"closed {self._close_code}"
+        else:
+            state = "open"
+        return f"<{type(self).__name__} {state}>"
 
 
 def connect(url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:

@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from .channel import (
     GuaranteeSink,
     MessageStream,
-    WebSocketChannel,
-    WebSocketSink,
+    StoredWebSocketChannel,
     _retrieve_exception,
 )
 from .exceptions import WebSocketChannelException
@@ -189,7 +188,7 @@ def _close_socket(socket: Any, code: int | None, reason: str | None) -> None:
         socket.close(code)
 
 
-class HtmlWebSocketChannel(WebSocketChannel):
+class HtmlWebSocketChannel(StoredWebSocketChannel):
     """A :class:`~wschannel.WebSocketChannel` over the browser's ``WebSocket``, under Pyodide.
 
     Made by :meth:`connect`, or ``HtmlWebSocketChannel(web_socket)`` to wrap a browser
@@ -214,20 +213,16 @@ class HtmlWebSocketChannel(WebSocketChannel):
     """
 
     __slots__ = (
-        "_close_code",
-        "_close_reason",
         "_close_timeout",
         "_close_timer",
         "_ffi",
         "_listeners",
         "_loop",
-        "_protocol",
-        "_ready",
-        "_sink",
         "_socket",
-        "_stream",
         "_write_limit",
     )
+
+    _sink: _HtmlSink
 
     def __init__(
         self,
@@ -391,39 +386,6 @@ class HtmlWebSocketChannel(WebSocketChannel):
     def buffered_amount(self) -> int:
         """Bytes the browser has queued to send and not sent yet (``bufferedAmount``)."""
         return int(self._socket.bufferedAmount)
-
-    @property
-    def protocol(self) -> str | None:
-        return self._protocol
-
-    @property
-    def close_code(self) -> int | None:
-        return self._close_code
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._close_reason
-
-    @property
-    def ready(self) -> asyncio.Future[None]:
-        return self._ready
-
-    @property
-    def stream(self) -> MessageStream:
-        return self._stream
-
-    @property
-    def sink(self) -> WebSocketSink:
-        return self._sink
-
-    def __repr__(self) -> str:
-        if not self._ready.done():
-            state = "connecting"
-        elif self._sink.done.done():
-            state = f"closed {self._close_code}"
-        else:
-            state = "open"
-        return f"<{type(self).__name__} {state}>"
 
 
 def _destroy(proxies: list[Any]) -> None:
