@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup dev demo test test-rust test-python lint fmt conformance clean
+.PHONY: help setup dev demo test test-rust test-python lint fmt conformance bench bench-quick clean
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ test-python: dev  ## pytest over loopback (installs Chromium, Node's ws and Pyod
 	$(PY) -m pytest -q
 
 test: test-rust lint test-python conformance  ## Everything CI runs
+
+bench: dev  ## Benchmarks against picows, websockets, aiohttp, websocket-client (~15 min): benchmarks/results/
+	$(PY) -m benchmarks
+
+bench-quick: dev  ## A short benchmark run (under 2 min): benchmarks/results-quick/
+	$(PY) -m benchmarks --quick
 
 fmt:  ## Format Rust and Python
 	cargo fmt

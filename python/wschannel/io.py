@@ -30,7 +30,7 @@ import ssl as ssl_module
 import sys
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from ._wschannel import (
     ClientHandshake,
@@ -589,8 +589,8 @@ class _WebSocketProtocol(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; uvloop's does not subclass asyncio.Transport, so no isinstance.
+        self.transport = transport = cast("asyncio.Transport", transport)
         limit = self._write_limit
         transport.set_write_buffer_limits(high=_NO_WRITE_LIMIT if limit is None else limit)
 

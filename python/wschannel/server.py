@@ -28,7 +28,7 @@ import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
 
 from ._wschannel import (
     DeflateOptions,
@@ -453,8 +453,8 @@ class _RefusingProtocol(asyncio.Protocol):
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport; uvloop's does not subclass asyncio.Transport, so no isinstance.
+        self._transport = transport = cast("asyncio.Transport", transport)
         self._server._refusing.add(self)
         timeout = min(_REFUSE_TIMEOUT, self._server.open_timeout or _REFUSE_TIMEOUT)
         self._timer = asyncio.get_running_loop().call_later(timeout, self.abort)
