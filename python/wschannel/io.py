@@ -130,6 +130,34 @@ def header_list(headers: Headers | None) -> list[tuple[str, str]]:
     return [(str(name), str(value)) for name, value in headers]
 
 
+def client_handshake(
+    target: _Target,
+    protocols: list[str],
+    headers: Headers | None,
+    user_agent: str | None,
+    deflate: DeflateOptions | None,
+    max_header_size: int,
+) -> ClientHandshake:
+    """The client's opening handshake for ``target`` (RFC 6455 §4.1): the user's headers,
+    Basic auth from the URL's user and password, and ``user_agent`` unless the headers name
+    one."""
+    request_headers = header_list(headers)
+    if target.authorization is not None:
+        request_headers.append(("Authorization", target.authorization))
+    if user_agent is not None and not any(
+        name.lower() == "user-agent" for name, _ in request_headers
+    ):
+        request_headers.append(("User-Agent", user_agent))
+    return ClientHandshake(
+        target.host_header,
+        target.resource,
+        protocols=protocols,
+        headers=request_headers,
+        deflate=deflate,
+        max_header_size=max_header_size,
+    )
+
+
 class _IOSink(GuaranteeSink):
     """The sink of an :class:`IOWebSocketChannel` over an asyncio transport."""
 
@@ -339,22 +367,8 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
             raise RuntimeError(_NO_LOOP_MESSAGE) from None
         target = _Target.parse(str(url), ssl)
         offered = list(protocols or ())
-        request_headers = header_list(headers)
-        if target.authorization is not None:
-            request_headers.append(("Authorization", target.authorization))
-        if user_agent is not None and not any(
-            name.lower() == "user-agent" for name, _ in request_headers
-        ):
-            request_headers.append(("User-Agent", user_agent))
         deflate = deflate_options(compression)
-        handshake = ClientHandshake(
-            target.host_header,
-            target.resource,
-            protocols=offered,
-            headers=request_headers,
-            deflate=deflate,
-            max_header_size=max_header_size,
-        )
+        handshake = client_handshake(target, offered, headers, user_agent, deflate, max_header_size)
         channel = cls._unopened(max_queue=max_queue)
         channel._close_timeout = close_timeout
         protocol = _ClientProtocol(

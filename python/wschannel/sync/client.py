@@ -11,7 +11,7 @@ import ssl as ssl_module
 import time
 from collections.abc import Iterable
 
-from .._wschannel import ClientHandshake, Connection, DeflateOptions, HandshakeError
+from .._wschannel import Connection, DeflateOptions, HandshakeError
 from ..channel import DEFAULT_MAX_QUEUE
 from ..exceptions import WebSocketChannelException
 from ..io import (
@@ -20,9 +20,9 @@ from ..io import (
     USER_AGENT,
     Headers,
     _Target,
+    client_handshake,
     deflate_level,
     deflate_options,
-    header_list,
 )
 from .connection import SyncWebSocketChannel
 from .messages import check_max_queue
@@ -74,22 +74,8 @@ def connect(
     check_max_queue(max_queue)
     target = _Target.parse(str(url), ssl)
     offered = list(protocols or ())
-    request_headers = header_list(headers)
-    if target.authorization is not None:
-        request_headers.append(("Authorization", target.authorization))
-    if user_agent is not None and not any(
-        name.lower() == "user-agent" for name, _ in request_headers
-    ):
-        request_headers.append(("User-Agent", user_agent))
     deflate = deflate_options(compression)
-    handshake = ClientHandshake(
-        target.host_header,
-        target.resource,
-        protocols=offered,
-        headers=request_headers,
-        deflate=deflate,
-        max_header_size=max_header_size,
-    )
+    handshake = client_handshake(target, offered, headers, user_agent, deflate, max_header_size)
     deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
     sock: socket.socket | None = None
     try:
