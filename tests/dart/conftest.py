@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Any, TypeVar
 
 import pytest
+from conftest import echo
 
 import wschannel
 from wschannel.channel import Message
@@ -39,27 +40,8 @@ OP_TEXT, OP_BINARY = 0x1, 0x2
 OP_CLOSE, OP_PING = 0x8, 0x9
 
 
-# The echo server of §3.0.
-
-
-async def echo(channel: IOWebSocketChannel) -> None:
-    """Sends every message back with its type; the text ``close`` closes with 3001."""
-    async for message in channel.stream:
-        if message == "close":
-            await channel.sink.close(3001, "you asked me to")
-            return
-        channel.sink.add(message)
-
-
-@pytest.fixture
-async def echo_server() -> AsyncIterator[Server]:
-    async with wschannel.serve(echo, "127.0.0.1", 0) as server:
-        yield server
-
-
-@pytest.fixture
-def echo_url(echo_server: Server) -> str:
-    return f"ws://127.0.0.1:{echo_server.port}"
+# The echo server of §3.0 (`echo`, and the `echo_server`/`echo_url` fixtures) is the one in
+# tests/conftest.py.
 
 
 @contextlib.contextmanager
