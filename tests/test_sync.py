@@ -837,9 +837,11 @@ def test_sync_client_pauses_reading_when_its_queue_is_full_and_loses_nothing() -
             channel.sink.add(f"{i:04d}" + "-" * 10_000)
         channel.sink.close(1000)
 
+    # Uncompressed, so the 2 MB cannot arrive in one read: backpressure acts between reads
+    # (a read's messages are all queued), and compressed, all 200 fit in a single read.
     with (
         sync_server(flood) as server,
-        wschannel.sync.connect(url_of(server), max_queue=2) as channel,
+        wschannel.sync.connect(url_of(server), max_queue=2, compression=False) as channel,
     ):
         time.sleep(SHORT)  # reading has paused by now
         assert len(channel.stream._buffer) < count
