@@ -27,6 +27,7 @@ from .channel import (
     MessageStream,
     StoredWebSocketChannel,
     _retrieve_exception,
+    binary_view,
     spawn,
 )
 from .exceptions import WebSocketChannelException, WebSocketConnectionClosed, WebSocketException
@@ -119,13 +120,7 @@ class _AdapterSink(GuaranteeSink):
         elif type(data) is bytes:
             message = data
         else:
-            try:
-                message = memoryview(data).tobytes()  # the caller may change it later
-            except TypeError:
-                raise TypeError(
-                    f"Cannot send {type(data).__name__}: send str (text) or a bytes-like "
-                    "object (binary)."
-                ) from None
+            message = bytes(binary_view(data))  # a copy: the caller may change it later
         if self._disconnected:
             return
         socket = self._socket

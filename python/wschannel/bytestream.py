@@ -43,6 +43,7 @@ from .channel import (
     MessageStream,
     StoredWebSocketChannel,
     WebSocketSink,
+    binary_view,
     check_close_args,
 )
 from .exceptions import StateError
@@ -195,21 +196,10 @@ class _ByteStreamSink(WebSocketSink):
             if conn is not None:
                 self._write(conn.send_text(data))
             return
-        try:
-            view = memoryview(data)
-        except TypeError:
-            raise TypeError(
-                f"Cannot send {type(data).__name__}: send str (text) or a bytes-like "
-                "object (binary)."
-            ) from None
+        buffer = binary_view(data)
         if conn is None:
             return  # the peer closed the connection (stream channel guarantee 3)
-        if view.c_contiguous and view.format in ("B", "b", "c") and view.ndim == 1:
-            self._write(conn.send_binary(view))
-        elif view.c_contiguous:
-            self._write(conn.send_binary(view.cast("B")))  # e.g. array("i"): its raw bytes
-        else:
-            self._write(conn.send_binary(view.tobytes()))
+        self._write(conn.send_binary(buffer))
 
     def close(self, code: int | None = None, reason: str | None = None) -> asyncio.Future[None]:
         if self._user_closed:

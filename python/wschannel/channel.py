@@ -61,6 +61,7 @@ __all__ = [
     "StreamTransformer",
     "WebSocketChannel",
     "WebSocketSink",
+    "binary_view",
     "check_close_args",
     "connect",
     "json_document",
@@ -74,6 +75,22 @@ DEFAULT_MAX_QUEUE: Final = 16
 """How many received messages a stream buffers before reading from the network pauses."""
 
 _MAX_REASON_BYTES: Final = 123
+
+
+def binary_view(data: object) -> Buffer:
+    """A binary message as one flat buffer of its raw bytes, without a copy where it is
+    contiguous; ``TypeError`` for an object that is not bytes-like (api.md decision 6)."""
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"Cannot send {type(data).__name__}: send str (text) or a bytes-like object (binary)."
+        ) from None
+    if view.c_contiguous and view.format in ("B", "b", "c") and view.ndim == 1:
+        return view
+    if view.c_contiguous:
+        return view.cast("B")  # e.g. array("i"): its raw bytes
+    return view.tobytes()
 
 
 def check_close_args(code: int | None, reason: str | None) -> None:

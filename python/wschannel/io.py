@@ -45,7 +45,7 @@ from ._wschannel import (
     __version__,
 )
 from .adapter import AdapterWebSocketChannel
-from .channel import DEFAULT_MAX_QUEUE, GuaranteeSink, _retrieve_exception
+from .channel import DEFAULT_MAX_QUEUE, GuaranteeSink, _retrieve_exception, binary_view
 from .exceptions import WebSocketChannelException
 from .status import ABNORMAL_CLOSURE, GOING_AWAY
 
@@ -195,24 +195,14 @@ class _IOSink(GuaranteeSink):
             else:
                 self._write(self._live.send_text(data))
             return
-        try:
-            view = memoryview(data)
-        except TypeError:
-            raise TypeError(
-                f"Cannot send {type(data).__name__}: send str (text) or a bytes-like "
-                "object (binary)."
-            ) from None
+        buffer = binary_view(data)
         if self._disconnected:
             return
         conn = self._live
         if conn is None:
-            self._pending.append(view.tobytes())  # the caller may change it meanwhile
-        elif view.c_contiguous and view.format in ("B", "b", "c") and view.ndim == 1:
-            self._write(conn.send_binary(view))
-        elif view.c_contiguous:
-            self._write(conn.send_binary(view.cast("B")))  # e.g. array("i"): its raw bytes
+            self._pending.append(bytes(buffer))  # the caller may change it meanwhile
         else:
-            self._write(conn.send_binary(view.tobytes()))
+            self._write(conn.send_binary(buffer))
 
     def _start_close(self, code: int | None, reason: str | None) -> None:
         protocol = self._channel._transport_protocol

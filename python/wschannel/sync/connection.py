@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
 from .._wschannel import Close, Connection, Failure, Ping, Pong, Request
-from ..channel import DEFAULT_MAX_QUEUE, Message, check_close_args
+from ..channel import DEFAULT_MAX_QUEUE, Message, binary_view, check_close_args
 from ..exceptions import StateError
 from ..io import DEFAULT_CLOSE_TIMEOUT
 from ..status import ABNORMAL_CLOSURE, GOING_AWAY
@@ -167,7 +167,7 @@ class SyncWebSocketSink:
                 elif isinstance(data, str):
                     frame = conn.send_text(str(data))
                 else:
-                    frame = conn.send_binary(_binary(data))
+                    frame = conn.send_binary(binary_view(data))
             except RuntimeError:  # the engine already sent its close frame
                 return
             channel._outgoing.append(frame)
@@ -210,22 +210,7 @@ class SyncWebSocketSink:
 
 def _check_message_type(data: object) -> None:
     if not isinstance(data, str):
-        _binary(data)
-
-
-def _binary(data: object) -> Buffer:
-    """``data`` as a buffer the engine takes (its raw bytes), or ``TypeError``."""
-    try:
-        view = memoryview(data)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(
-            f"Cannot send {type(data).__name__}: send str (text) or a bytes-like object (binary)."
-        ) from None
-    if view.c_contiguous and view.format in ("B", "b", "c") and view.ndim == 1:
-        return view
-    if view.c_contiguous:
-        return view.cast("B")  # e.g. array("i"): its raw bytes
-    return view.tobytes()
+        binary_view(data)
 
 
 def shutdown(sock: socket.socket, how: int) -> None:
