@@ -176,6 +176,15 @@ impl<'a> OutFrame<'a> {
         false
     }
 
+    /// The header and the payload as they go on the wire, when the frame is not masked
+    /// (a masked frame's payload must be copied to be masked: use [`OutFrame::write_to`]).
+    pub fn unmasked_parts(&self) -> Option<(&[u8], &'a [u8])> {
+        match self.mask {
+            None => Some((&self.header[..self.header_len], self.payload)),
+            Some(_) => None,
+        }
+    }
+
     /// Writes the frame into `out`, which must be exactly [`OutFrame::len`] bytes.
     pub fn write_to(&self, out: &mut [u8]) {
         let (head, body) = out.split_at_mut(self.header_len);

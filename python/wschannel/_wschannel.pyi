@@ -5,7 +5,7 @@ thread. Peer misbehaviour never raises: it becomes a :class:`Failure` event plus
 frame in :meth:`Connection.data_to_send`. Only misuse of the API raises.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Self, final
 
 from typing_extensions import Buffer
@@ -152,6 +152,37 @@ class Connection:
     def close_expected(self) -> bool:
         """Whether this side should now close the transport: a server once the closing
         handshake is done, either side after a failure."""
+
+@final
+class SocketIO:
+    """Reads and writes one open connection's non-blocking socket (Unix only).
+
+    The socket stays owned by the caller. ``wake`` is called with no arguments when the
+    queue of unsent bytes stops being empty, when it grows past ``high``, and when a write
+    fails (then :meth:`take_error` returns the error).
+    """
+
+    def __new__(
+        cls, fd: int, conn: Connection, wake: Callable[[], object], *, high: int = 65536
+    ) -> SocketIO: ...
+    @property
+    def pending(self) -> int:
+        """Bytes waiting to be sent."""
+    high: int
+    def take_error(self) -> OSError | None:
+        """The error of the first write that failed, taken."""
+    def receive(self) -> list[str | bytes | Ping | Pong | Close | Failure] | None:
+        """Reads what the socket has into the connection: its events, or None at EOF."""
+    def send_text(self, data: str) -> None:
+        """Encodes and sends a text message."""
+    def send_binary(self, data: Buffer) -> None:
+        """Encodes and sends a binary message."""
+    def send(self, data: Buffer) -> None:
+        """Sends bytes that are already frames."""
+    def flush(self) -> int:
+        """Sends as much of the queue as the kernel takes: the bytes still waiting."""
+    def discard(self) -> None:
+        """Drops what is queued and whatever is sent from now on."""
 
 @final
 class ClientHandshake:

@@ -32,6 +32,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
+from ._direct import DirectTransport, take_over
 from ._wschannel import (
     ClientHandshake,
     Close,
@@ -161,7 +162,16 @@ def client_handshake(
 class _IOSink(GuaranteeSink):
     """The sink of an :class:`IOWebSocketChannel` over an asyncio transport."""
 
-    __slots__ = ("_channel", "_close_args", "_conn", "_live", "_pending", "_write")
+    __slots__ = (
+        "_channel",
+        "_close_args",
+        "_conn",
+        "_live",
+        "_pending",
+        "_send_binary",
+        "_send_text",
+        "_write",
+    )
 
     def __init__(self, channel: IOWebSocketChannel) -> None:
         super().__init__(channel._loop, channel._stream)
@@ -170,19 +180,21 @@ class _IOSink(GuaranteeSink):
         # user nor by the peer, and no add_stream() runs.
         self._conn: Connection | None = None
         self._live: Connection | None = None  # the same, add_stream() or not
-        self._write = _write_nowhere
+        self._write: Callable[[bytes], None] = _write_nowhere
+        # Encode and send one message (the transport's own methods on a direct socket).
+        self._send_text: Callable[[str], None] = _write_nowhere
+        self._send_binary: Callable[[Buffer], None] = _write_nowhere
         self._pending: list[str | bytes] = []  # added before the connection opened
         self._close_args: tuple[int | None, str | None] | None = None  # a close to send
 
     def add(self, data: str | Buffer) -> None:
-        conn = self._conn
-        if conn is not None:
+        if self._conn is not None:
             cls = type(data)
             if cls is str:
-                self._write(conn.send_text(data))  # type: ignore[arg-type]
+                self._send_text(data)  # type: ignore[arg-type]
                 return
             if cls is bytes:
-                self._write(conn.send_binary(data))  # type: ignore[arg-type]
+                self._send_binary(data)  # type: ignore[arg-type]
                 return
         GuaranteeSink.add(self, data)
 
@@ -193,22 +205,21 @@ class _IOSink(GuaranteeSink):
             if self._live is None:
                 self._pending.append(data)
             else:
-                self._write(self._live.send_text(data))
+                self._send_text(data)
             return
         buffer = binary_view(data)
         if self._disconnected:
             return
-        conn = self._live
-        if conn is None:
+        if self._live is None:
             self._pending.append(bytes(buffer))  # the caller may change it meanwhile
         else:
-            self._write(conn.send_binary(buffer))
+            self._send_binary(buffer)
 
     def _start_close(self, code: int | None, reason: str | None) -> None:
         protocol = self._channel._transport_protocol
         if self._live is not None and protocol is not None:
             self._conn = self._live = None
-            self._write = _write_nowhere
+            self._write = self._send_text = self._send_binary = _write_nowhere
             protocol.close(code, reason)
         else:
             self._close_args = (code, reason)  # sent once the connection opens
@@ -235,24 +246,49 @@ class _IOSink(GuaranteeSink):
 
     def _open(self, protocol: _WebSocketProtocol, conn: Connection) -> None:
         write = protocol.write
+        transport = protocol.transport
+        send_text: Callable[[str], None]
+        send_binary: Callable[[Buffer], None]
+        if isinstance(transport, DirectTransport):
+            send_text, send_binary = transport.send_text, transport.send_binary
+        else:
+            send_text = _sender(write, conn.send_text)
+            send_binary = _sender(write, conn.send_binary)
+
         pending, self._pending = self._pending, []
         for data in pending:
-            write(conn.send_text(data) if isinstance(data, str) else conn.send_binary(data))
+            if isinstance(data, str):
+                send_text(data)
+            else:
+                send_binary(data)
         if self._close_args is not None:
             protocol.close(*self._close_args)
         elif not self._disconnected:
             self._live = conn
             self._write = write
+            self._send_text = send_text
+            self._send_binary = send_binary
             self._adding_stream_changed()
 
     def _disconnect(self) -> None:
         super()._disconnect()
         self._conn = self._live = None
-        self._write = _write_nowhere
+        self._write = self._send_text = self._send_binary = _write_nowhere
         self._pending = []
 
 
-def _write_nowhere(data: bytes) -> None:
+def _sender(
+    write: Callable[[bytes], None], encode: Callable[[Any], bytes]
+) -> Callable[[Any], None]:
+    """``encode`` a message, then ``write`` the frame (on an asyncio transport)."""
+
+    def send(data: Any) -> None:
+        write(encode(data))
+
+    return send
+
+
+def _write_nowhere(data: object) -> None:
     raise AssertionError("wschannel: a message was sent while the connection was not open")
 
 
@@ -602,8 +638,12 @@ class _WebSocketProtocol(asyncio.Protocol):
         if self.conn is None:
             self.handshake_data(data)
             return
+        self.events_received(self._receive_data(data))
+
+    def events_received(self, events: list[Event]) -> None:
+        """What the engine made of the bytes read: messages for the stream, the rest here."""
         add_message = self._add_message
-        for event in self._receive_data(data):
+        for event in events:
             cls = type(event)
             if cls is str or cls is bytes:
                 add_message(event)  # type: ignore[arg-type]
@@ -658,6 +698,12 @@ class _WebSocketProtocol(asyncio.Protocol):
         """The opening handshake succeeded: hand over to the engine's connection."""
         transport = self.transport
         assert transport is not None
+        limit = self._write_limit
+        direct = take_over(
+            self.loop, transport, self, conn, _NO_WRITE_LIMIT if limit is None else limit
+        )
+        if direct is not None:
+            self.transport = transport = cast("asyncio.Transport", direct)
         self.conn = conn
         self._receive_data = conn.receive_data
         channel = self.channel

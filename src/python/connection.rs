@@ -13,10 +13,10 @@ use crate::frame::{shared_frame, OpCode, OutFrame, Role};
 /// One open WebSocket connection (RFC 6455 §5-7), after the opening handshake.
 #[pyclass(name = "Connection", module = "wschannel._wschannel")]
 pub struct PyConnection {
-    inner: engine::Connection,
+    pub(crate) inner: engine::Connection,
 }
 
-fn send_error(e: SendError) -> PyErr {
+pub(crate) fn send_error(e: SendError) -> PyErr {
     match e {
         SendError::Closed => PyRuntimeError::new_err(e.to_string()),
         _ => PyValueError::new_err(e.to_string()),

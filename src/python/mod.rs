@@ -6,6 +6,8 @@
 mod connection;
 mod events;
 mod handshake;
+#[cfg(unix)]
+mod socket;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
@@ -55,5 +57,7 @@ fn _wschannel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     events::register(m)?;
     connection::register(m)?;
     handshake::register(m)?;
+    #[cfg(unix)]
+    socket::register(m)?;
     Ok(())
 }

@@ -1,0 +1,258 @@
+"""Direct socket I/O for open plain connections: the engine reads and writes the socket.
+
+Once the opening handshake is over, a connection over plain TCP or a Unix socket leaves its
+asyncio transport: :func:`take_over` moves the socket to a :class:`DirectTransport`, which
+registers the socket with the event loop (``loop.add_reader``/``add_writer``) and lets the
+compiled ``SocketIO`` do the ``recv`` and ``sendmsg`` calls. A read goes from the kernel
+straight into the engine (no ``bytes`` per read), a message goes from the caller's buffer
+straight to the kernel (one call from ``sink.add``), and what the kernel cannot take waits in
+a queue of chunks, not in one ``bytearray`` that is copied as it grows. On this machine that
+is about 2.5x the round trips per CPU second of the stdlib transport (see
+docs/performance.md).
+
+TLS connections, event loops without ``add_reader`` (Windows' proactor) and connections whose
+transport still holds unsent bytes keep their asyncio transport. ``WSCHANNEL_DIRECT_IO=0`` in
+the environment turns this off (to compare, or to rule it out).
+
+``DirectTransport`` implements the part of :class:`asyncio.Transport` that the protocol in
+:mod:`wschannel.io` uses, with the same semantics: ``close()`` sends what is queued, then
+closes; ``abort()`` drops it; ``pause_writing``/``resume_writing`` at the write limits;
+``eof_received`` then ``connection_lost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ._wschannel import Close, Connection, Failure, Ping, Pong, SocketIO
+
+    Event = str | bytes | Ping | Pong | Close | Failure
+else:
+    try:
+        from ._wschannel import SocketIO
+    except ImportError:  # not on this platform (Windows)
+        SocketIO = None
+
+__all__ = ["DirectTransport", "take_over"]
+
+ENABLED = SocketIO is not None and os.environ.get("WSCHANNEL_DIRECT_IO", "1") != "0"
+
+
+class _Protocol(Protocol):
+    """What a DirectTransport calls on its protocol."""
+
+    def events_received(self, events: list[Event]) -> None: ...
+    def eof_received(self) -> bool | None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+
+
+class _Detached(asyncio.Protocol):
+    """The old transport's protocol once the socket has moved: hears nothing more."""
+
+
+def _supports_readers(loop: asyncio.AbstractEventLoop) -> bool:
+    if isinstance(loop, asyncio.SelectorEventLoop):
+        return True
+    return type(loop).__module__.partition(".")[0] == "uvloop"
+
+
+def take_over(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.Transport,
+    protocol: _Protocol,
+    conn: Connection,
+    write_limit: int,
+) -> DirectTransport | None:
+    """Move an open connection's socket from ``transport`` to a DirectTransport, if it can.
+
+    The socket is duplicated and the transport aborted, which closes only its own descriptor:
+    the connection lives on in the duplicate. Returns None (and changes nothing) when the
+    connection must stay on its transport.
+    """
+    if not ENABLED or not _supports_readers(loop):
+        return None
+    if transport.get_extra_info("ssl_object") is not None or transport.is_closing():
+        return None
+    if transport.get_write_buffer_size():
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM:
+        return None
+    if sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+        return None
+    extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
+    own = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+    own.setblocking(False)
+    extra["socket"] = own
+    transport.set_protocol(_Detached())
+    transport.abort()
+    return DirectTransport(loop, own, protocol, conn, write_limit, extra)
+
+
+class DirectTransport:
+    """An open connection's socket, read and written by the engine on readiness callbacks."""
+
+    __slots__ = (
+        "_closing",
+        "_extra",
+        "_fd",
+        "_io",
+        "_loop",
+        "_lost",
+        "_low",
+        "_paused",
+        "_protocol",
+        "_reading",
+        "_sock",
+        "_writing",
+        "send_binary",
+        "send_text",
+    )
+
+    #: Encode and send a message: ``sink.add``'s fast path.
+    send_text: Callable[[str], None]
+    send_binary: Callable[[Any], None]
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        protocol: _Protocol,
+        conn: Connection,
+        write_limit: int,
+        extra: dict[str, Any],
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._protocol = protocol
+        self._extra = extra
+        self._io = io = SocketIO(self._fd, conn, self._wake, high=write_limit)
+        self._low = write_limit // 4
+        self._closing = False  # close() or abort() called
+        self._lost = False  # connection_lost scheduled
+        self._paused = False  # the protocol's writing is paused
+        self._reading = False
+        self._writing = False  # a writer is registered
+        self.send_text = io.send_text
+        self.send_binary = io.send_binary
+        self.resume_reading()
+
+    # The asyncio.Transport methods the protocol uses.
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def is_reading(self) -> bool:
+        return self._reading
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        high = 65536 if high is None else high
+        self._io.high = high
+        self._low = high // 4 if low is None else low
+
+    def get_write_buffer_size(self) -> int:
+        return self._io.pending
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._closing:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._read_ready)
+
+    def write(self, data: bytes) -> None:
+        if not self._lost:
+            self._io.send(data)
+
+    def close(self) -> None:
+        """Stop reading, send what is queued, then close the socket."""
+        if self._closing:
+            return
+        self._closing = True
+        self.pause_reading()
+        if not self._io.pending:
+            self._schedule_lost(None)
+
+    def abort(self) -> None:
+        """Close the socket now, dropping what is queued."""
+        self._closing = True
+        self._schedule_lost(None)
+
+    # Readiness callbacks.
+
+    def _read_ready(self) -> None:
+        try:
+            events = self._io.receive()
+        except OSError as exc:
+            self._schedule_lost(exc)
+            return
+        if events is None:
+            self._eof()
+        elif events:
+            self._protocol.events_received(events)
+
+    def _eof(self) -> None:
+        self.pause_reading()
+        if not self._protocol.eof_received():
+            self.close()
+
+    def _wake(self) -> None:
+        """From SocketIO: the queue stopped being empty or passed the limit, or a write failed."""
+        error = self._io.take_error()
+        if error is not None:
+            self._schedule_lost(error)
+            return
+        if not self._writing and not self._lost:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._write_ready)
+        if not self._paused and self._io.pending > self._io.high:
+            self._paused = True
+            self._protocol.pause_writing()
+
+    def _write_ready(self) -> None:
+        try:
+            pending = self._io.flush()
+        except OSError as exc:
+            self._schedule_lost(exc)
+            return
+        if self._paused and pending <= self._low:
+            self._paused = False
+            self._protocol.resume_writing()
+        if not pending:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+            if self._closing:
+                self._schedule_lost(None)
+
+    # The end.
+
+    def _schedule_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = self._closing = True
+        self.pause_reading()
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+        self._io.discard()
+        self._loop.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()

@@ -1,0 +1,378 @@
+//! `SocketIO`: the socket reads and writes of an open plain (TCP or Unix) connection, done
+//! here on the asyncio event loop's readiness callbacks instead of through an asyncio
+//! transport (see `wschannel/_direct.py`).
+//!
+//! Reading: `receive()` calls `recv` into one buffer shared by the thread and feeds the bytes
+//! straight to the engine, so a read costs no Python `bytes`. Writing: a message is encoded
+//! and sent in the same call, an unmasked frame as two pieces (header, then the caller's
+//! buffer, with no copy); what the kernel does not take waits in a queue of chunks that
+//! `flush()` sends with one `sendmsg` of up to 64 pieces when the socket is writable again.
+//! Nothing handed over is kept by reference: queued bytes are copies, so the caller may
+//! reuse its buffer at once.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use super::connection::{send_error, PyConnection};
+use super::events::ListReceiver;
+use super::with_bytes;
+use crate::frame::{OpCode, OutFrame};
+
+/// Bytes asked of the kernel per `recv`.
+const READ_SIZE: usize = 256 * 1024;
+/// `recv` calls per readable event at most (while each one fills the buffer).
+const MAX_READS: usize = 4;
+/// Pieces per `sendmsg`.
+const MAX_PIECES: usize = 64;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0; // Python ignores SIGPIPE: a closed peer gives EPIPE
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One `recv`: `Ok(None)` when the socket has nothing now.
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// One `sendmsg` of `pieces` (at most [`MAX_PIECES`]): the bytes the kernel took (0 when the
+/// socket's buffer is full).
+fn send_pieces(fd: RawFd, pieces: &[&[u8]]) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_PIECES];
+    let count = pieces.len().min(MAX_PIECES);
+    for (slot, piece) in iov.iter_mut().zip(pieces) {
+        slot.iov_base = piece.as_ptr() as *mut libc::c_void;
+        slot.iov_len = piece.len();
+    }
+    // SAFETY: an all-zero msghdr is valid (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = count as _;
+    loop {
+        // SAFETY: `msg` points at `count` iovecs describing live, readable slices.
+        let n = unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Reads and writes one connection's socket; the socket itself stays owned by Python.
+#[pyclass(name = "SocketIO", module = "wschannel._wschannel")]
+pub struct SocketIO {
+    fd: RawFd,
+    conn: Py<PyConnection>,
+    /// Called with no arguments when the queue stops being empty, when it grows past
+    /// `high`, and when a write fails (the error is then in `error`).
+    wake: Py<PyAny>,
+    queue: VecDeque<Vec<u8>>,
+    /// Bytes of the queue's first chunk already sent.
+    offset: usize,
+    pending: usize,
+    high: usize,
+    error: Option<PyErr>,
+    /// Set by `discard()`: nothing more goes out.
+    closed: bool,
+}
+
+impl SocketIO {
+    /// Sends `frame` now, queueing what the kernel does not take. True when `wake` must be
+    /// called (once no borrow is held: it may call back).
+    fn write_frame(&mut self, frame: &OutFrame<'_>) -> bool {
+        if self.closed || self.error.is_some() {
+            return false; // the connection is being torn down; nothing more goes out
+        }
+        if self.pending > 0 {
+            let chunk = frame.to_vec();
+            return self.enqueue(chunk, 0);
+        }
+        let sent = match frame.unmasked_parts() {
+            Some((head, body)) => match send_pieces(self.fd, &[head, body]) {
+                Ok(sent) if sent == head.len() + body.len() => return false,
+                Ok(sent) => {
+                    let mut rest = Vec::with_capacity(head.len() + body.len() - sent);
+                    if sent < head.len() {
+                        rest.extend_from_slice(&head[sent..]);
+                        rest.extend_from_slice(body);
+                    } else {
+                        rest.extend_from_slice(&body[sent - head.len()..]);
+                    }
+                    return self.enqueue(rest, 0);
+                }
+                Err(e) => return self.failed(e),
+            },
+            None => {
+                let chunk = frame.to_vec();
+                match send_pieces(self.fd, &[&chunk]) {
+                    Ok(sent) if sent == chunk.len() => return false,
+                    Ok(sent) => (chunk, sent),
+                    Err(e) => return self.failed(e),
+                }
+            }
+        };
+        self.enqueue(sent.0, sent.1)
+    }
+
+    /// Sends `bytes` now, queueing what the kernel does not take; true when `wake` is due.
+    fn write_bytes(&mut self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() || self.closed || self.error.is_some() {
+            return false;
+        }
+        if self.pending > 0 {
+            return self.enqueue(bytes.to_vec(), 0);
+        }
+        match send_pieces(self.fd, &[bytes]) {
+            Ok(sent) if sent == bytes.len() => false,
+            Ok(sent) => self.enqueue(bytes[sent..].to_vec(), 0),
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// Queues `chunk[offset..]` behind what is already queued; true when `wake` is due.
+    fn enqueue(&mut self, chunk: Vec<u8>, offset: usize) -> bool {
+        let before = self.pending;
+        let added = chunk.len() - offset;
+        if added == 0 {
+            return false;
+        }
+        if self.queue.is_empty() {
+            self.offset = offset;
+            self.queue.push_back(chunk);
+        } else {
+            self.queue.push_back(chunk[offset..].to_vec());
+        }
+        self.pending += added;
+        before == 0 || (before <= self.high && self.pending > self.high)
+    }
+
+    fn failed(&mut self, err: io::Error) -> bool {
+        self.error = Some(err.into());
+        self.clear();
+        true
+    }
+
+    /// Runs `f` on the SocketIO and the connection, then calls `wake` if `f` says so, with
+    /// neither borrowed any more.
+    fn with_conn(
+        slf: &Bound<'_, Self>,
+        f: impl FnOnce(&mut Self, &mut PyConnection) -> PyResult<bool>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let wake = {
+            let mut this = slf.borrow_mut();
+            let conn = this.conn.clone_ref(py);
+            let mut conn = conn.bind(py).borrow_mut();
+            if f(&mut this, &mut conn)? {
+                Some(this.wake.clone_ref(py))
+            } else {
+                None
+            }
+        };
+        if let Some(wake) = wake {
+            wake.call0(py)?;
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.offset = 0;
+        self.pending = 0;
+    }
+}
+
+#[pymethods]
+impl SocketIO {
+    #[new]
+    #[pyo3(signature = (fd, conn, wake, *, high = 65536))]
+    fn new(fd: RawFd, conn: Py<PyConnection>, wake: Py<PyAny>, high: usize) -> Self {
+        SocketIO {
+            fd,
+            conn,
+            wake,
+            queue: VecDeque::new(),
+            offset: 0,
+            pending: 0,
+            high,
+            error: None,
+            closed: false,
+        }
+    }
+
+    /// Bytes waiting to be sent.
+    #[getter]
+    fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// The write limit above which `wake` is called.
+    #[getter]
+    fn get_high(&self) -> usize {
+        self.high
+    }
+
+    #[setter]
+    fn set_high(&mut self, high: usize) {
+        self.high = high;
+    }
+
+    /// The error of the first write that failed, taken (None if there was none).
+    fn take_error(&mut self) -> Option<PyErr> {
+        self.error.take()
+    }
+
+    /// Reads what the socket has (up to 1 MiB) into the connection: its events, or None
+    /// when the peer has closed its side (EOF). Raises OSError if the read fails.
+    fn receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        let conn = self.conn.bind(py);
+        let mut conn = conn.borrow_mut();
+        let mut rx = ListReceiver::new(py);
+        let fd = self.fd;
+        let mut read = |buf: &mut Vec<u8>| -> io::Result<bool> {
+            if buf.len() < READ_SIZE {
+                buf.resize(READ_SIZE, 0);
+            }
+            for i in 0..MAX_READS {
+                match recv(fd, buf) {
+                    Ok(Some(0)) => return Ok(i > 0), // EOF; seen again on the next call
+                    Ok(Some(n)) => {
+                        conn.inner.receive_data(&buf[..n], &mut rx);
+                        if n < buf.len() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) if i == 0 => return Err(e),
+                    Err(_) => break, // reported on the next call
+                }
+            }
+            Ok(true)
+        };
+        let open = READ_BUFFER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => read(&mut buf),
+            Err(_) => read(&mut Vec::new()),
+        })?;
+        if let Some(e) = rx.error {
+            return Err(e);
+        }
+        Ok(open.then_some(rx.list))
+    }
+
+    /// Encodes and sends a text message.
+    fn send_text(slf: &Bound<'_, Self>, data: &str) -> PyResult<()> {
+        Self::with_conn(slf, |this, conn| {
+            let frame = conn
+                .inner
+                .encode_message(OpCode::Text, data.as_bytes())
+                .map_err(send_error)?;
+            Ok(this.write_frame(&frame))
+        })
+    }
+
+    /// Encodes and sends a binary message from any contiguous buffer.
+    fn send_binary(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::with_conn(slf, |this, conn| {
+            with_bytes(data, |bytes| {
+                let frame = conn
+                    .inner
+                    .encode_message(OpCode::Binary, bytes)
+                    .map_err(send_error)?;
+                Ok(this.write_frame(&frame))
+            })?
+        })
+    }
+
+    /// Sends bytes that are already a frame (or several).
+    fn send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let wake = {
+            let mut this = slf.borrow_mut();
+            with_bytes(data, |bytes| this.write_bytes(bytes))?
+        };
+        if wake {
+            let callback = slf.borrow().wake.clone_ref(slf.py());
+            callback.call0(slf.py())?;
+        }
+        Ok(())
+    }
+
+    /// Sends as much of the queue as the kernel takes: the bytes still waiting. Raises
+    /// OSError if the write fails (the queue is then dropped).
+    fn flush(&mut self) -> PyResult<usize> {
+        while self.pending > 0 {
+            let mut pieces: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
+            let mut count = 0;
+            for (i, chunk) in self.queue.iter().take(MAX_PIECES).enumerate() {
+                pieces[i] = if i == 0 { &chunk[self.offset..] } else { chunk };
+                count += 1;
+            }
+            let mut sent = match send_pieces(self.fd, &pieces[..count]) {
+                Ok(sent) => sent,
+                Err(e) => {
+                    self.clear();
+                    return Err(e.into());
+                }
+            };
+            if sent == 0 {
+                break;
+            }
+            self.pending -= sent;
+            while sent > 0 {
+                let front = self.queue.front().map_or(0, Vec::len) - self.offset;
+                if sent >= front {
+                    sent -= front;
+                    self.queue.pop_front();
+                    self.offset = 0;
+                } else {
+                    self.offset += sent;
+                    sent = 0;
+                }
+            }
+            if count == MAX_PIECES || self.pending == 0 {
+                continue;
+            }
+            break; // the kernel took less than everything: its buffer is full
+        }
+        Ok(self.pending)
+    }
+
+    /// Drops whatever is queued, and whatever is sent from now on (the connection is being
+    /// torn down).
+    fn discard(&mut self) {
+        self.closed = true;
+        self.clear();
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<SocketIO>()
+}
