@@ -1,0 +1,245 @@
+"""Direct socket I/O (wschannel._direct): open plain connections leave their asyncio transport.
+
+Every other asyncio test runs over direct I/O too (it is the default for plain TCP and Unix
+sockets); these check the hand-over itself, the cases that keep the asyncio transport, the
+write queue under backpressure, and a peer that goes away mid-write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import trustme
+from conftest import SHORT, TIMEOUT, RawHandler, RawServer, accept_upgrade, wait
+
+import wschannel
+from wschannel import status
+from wschannel._direct import DirectTransport
+from wschannel.io import IOWebSocketChannel
+
+StartRaw = Callable[[RawHandler], Awaitable[RawServer]]
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="direct I/O is Unix only")
+
+SIZES = [0, 1, 125, 126, 127, 65535, 65536, 65537, 3 << 20]
+
+
+def transport_of(channel: IOWebSocketChannel) -> object:
+    protocol = channel._transport_protocol
+    assert protocol is not None
+    return protocol.transport
+
+
+async def echo_every_size(channel: IOWebSocketChannel) -> None:
+    """Send a text and a binary message of every size, and check each echo byte for byte."""
+    stream = aiter(channel.stream)
+    for size in SIZES:
+        binary = os.urandom(size)
+        text = "é" * (size // 2)
+        channel.sink.add(binary)
+        channel.sink.add(text)
+        assert await asyncio.wait_for(anext(stream), TIMEOUT) == binary
+        assert await asyncio.wait_for(anext(stream), TIMEOUT) == text
+
+
+async def test_plain_tcp_connections_use_direct_io_on_both_sides() -> None:
+    server_channels: list[IOWebSocketChannel] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        server_channels.append(channel)
+        channel.stream.listen(channel.sink.add)
+        await channel.sink.done
+
+    async with wschannel.serve(
+        handler, "127.0.0.1", 0, max_message_size=None, compression=None
+    ) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        async with IOWebSocketChannel.connect(
+            url, max_message_size=None, compression=None
+        ) as channel:
+            await wait(channel.ready)
+            assert isinstance(transport_of(channel), DirectTransport)
+            await echo_every_size(channel)
+            assert isinstance(transport_of(server_channels[0]), DirectTransport)
+            peer = transport_of(channel).get_extra_info("peername")  # type: ignore[attr-defined]
+            assert peer[1] == server.port
+            await wait(channel.sink.close(status.NORMAL_CLOSURE, "done"))
+    assert (channel.close_code, channel.close_reason) == (status.NORMAL_CLOSURE, "done")
+    await wait(server_channels[0].sink.done)
+    assert server_channels[0].close_code == status.NORMAL_CLOSURE
+    assert server_channels[0].close_reason == "done"
+
+
+async def test_compressed_connections_use_direct_io() -> None:
+    async def handler(channel: IOWebSocketChannel) -> None:
+        channel.stream.listen(channel.sink.add)
+        await channel.sink.done
+
+    async with wschannel.serve(handler, "127.0.0.1", 0, max_message_size=None) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        async with IOWebSocketChannel.connect(url, max_message_size=None) as channel:
+            await wait(channel.ready)
+            assert isinstance(transport_of(channel), DirectTransport)
+            await echo_every_size(channel)
+
+
+async def test_unix_socket_connections_use_direct_io(tmp_path: Path) -> None:
+    path = str(tmp_path / "ws.sock")
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        channel.stream.listen(channel.sink.add)
+        await channel.sink.done
+
+    async with (
+        wschannel.unix_serve(handler, path, max_message_size=None),
+        IOWebSocketChannel.connect(
+            "ws://localhost/", unix_socket=path, max_message_size=None
+        ) as channel,
+    ):
+        await wait(channel.ready)
+        assert isinstance(transport_of(channel), DirectTransport)
+        await echo_every_size(channel)
+
+
+async def test_tls_connections_keep_their_asyncio_transport() -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        assert not isinstance(transport_of(channel), DirectTransport)
+        channel.stream.listen(channel.sink.add)
+        await channel.sink.done
+
+    async with wschannel.serve(
+        handler, "127.0.0.1", 0, ssl=server_context, max_message_size=None
+    ) as server:
+        url = f"wss://127.0.0.1:{server.port}"
+        async with IOWebSocketChannel.connect(
+            url, ssl=client_context, max_message_size=None
+        ) as channel:
+            await wait(channel.ready)
+            transport = transport_of(channel)
+            assert not isinstance(transport, DirectTransport)
+            assert transport.get_extra_info("ssl_object") is not None  # type: ignore[attr-defined]
+            await echo_every_size(channel)
+
+
+_SWITCHED_OFF = """
+import asyncio, wschannel
+from wschannel.io import IOWebSocketChannel
+
+async def main():
+    async def handler(channel):
+        channel.stream.listen(channel.sink.add)
+        await channel.sink.done
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        async with IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}") as channel:
+            channel.sink.add("over asyncio")
+            echo = await anext(aiter(channel.stream))
+            print(type(channel._transport_protocol.transport).__name__, echo)
+
+asyncio.run(main())
+"""
+
+
+def test_direct_io_can_be_switched_off_from_the_environment() -> None:
+    env = {**os.environ, "WSCHANNEL_DIRECT_IO": "0"}
+    result = subprocess.run(
+        [sys.executable, "-c", _SWITCHED_OFF],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 4,
+        check=True,
+    )
+    name, echo = result.stdout.split(" ", 1)
+    assert name != "DirectTransport"
+    assert echo.strip() == "over asyncio"
+
+
+async def test_a_backed_up_write_queue_pauses_flush_and_delivers_everything_in_order() -> None:
+    """The server does not read for a while: the client's messages wait in its queue."""
+    release = asyncio.Event()
+    received: list[bytes] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        await release.wait()
+        async for message in channel.stream:
+            assert isinstance(message, bytes)
+            received.append(message)
+
+    messages = [bytes([i]) * (1 << 20) + os.urandom(17) for i in range(24)]
+    async with wschannel.serve(
+        handler, "127.0.0.1", 0, max_message_size=None, max_queue=1, compression=None
+    ) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        channel = IOWebSocketChannel.connect(url, max_message_size=None, compression=None)
+        await wait(channel.ready)
+        transport = transport_of(channel)
+        assert isinstance(transport, DirectTransport)
+        for message in messages:
+            channel.sink.add(message)
+        # 24 MiB do not fit in the kernel's buffers while nobody reads.
+        assert transport.get_write_buffer_size() > 1 << 20
+        flushed = asyncio.ensure_future(channel.sink.flush())
+        await asyncio.sleep(SHORT)
+        assert not flushed.done()
+        release.set()
+        await wait(flushed)
+        await wait(channel.sink.close())
+        for _ in range(int(TIMEOUT / SHORT)):
+            if len(received) == len(messages):
+                break
+            await asyncio.sleep(SHORT)
+    assert received == messages
+    assert transport.get_write_buffer_size() == 0
+
+
+async def test_a_peer_reset_while_writing_loses_the_connection(raw_server: StartRaw) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        await reader.readexactly(1 << 16)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST
+
+    server = await raw_server(handler)
+    channel = await IOWebSocketChannel.connect(server.url, compression=None)
+    assert isinstance(transport_of(channel), DirectTransport)
+    chunk = b"x" * (1 << 20)
+    for _ in range(int(TIMEOUT / SHORT)):
+        if channel.close_code is not None:
+            break
+        channel.sink.add(chunk)  # never raises: a lost connection drops what is sent
+        await asyncio.sleep(SHORT / 10)
+    await wait(channel.sink.done)
+    assert channel.close_code == status.ABNORMAL_CLOSURE
+    assert transport_of(channel).get_write_buffer_size() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_peer_that_closes_tcp_without_a_close_frame_ends_the_stream(
+    raw_server: StartRaw,
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        writer.write(b"\x82\x03abc")  # one binary message, then EOF
+        await writer.drain()
+
+    server = await raw_server(handler)
+    channel = await IOWebSocketChannel.connect(server.url)
+    assert isinstance(transport_of(channel), DirectTransport)
+    assert [message async for message in channel.stream] == [b"abc"]
+    assert channel.close_code == status.ABNORMAL_CLOSURE
+    await wait(channel.sink.done)
