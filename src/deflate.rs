@@ -708,6 +708,15 @@ pub struct PerMessageDeflate {
     reset_decompressor: bool,
     compressor: Option<Compress>,
     decompressor: Option<Inflater>,
+    /// The last bytes given to the compressor (at most its window), with context takeover:
+    /// what a compressor rebuilt after [`PerMessageDeflate::compact`] starts from.
+    sent_history: Vec<u8>,
+    /// The last bytes the decompressor produced (at most the peer's window), likewise.
+    received_history: Vec<u8>,
+    /// Where the message being decompressed starts in the output, once it has begun.
+    message_start: Option<usize>,
+    /// A message went either way since the last [`PerMessageDeflate::compact_if_idle`].
+    active: bool,
 }
 
 impl fmt::Debug for PerMessageDeflate {
@@ -745,6 +754,49 @@ impl PerMessageDeflate {
             reset_decompressor: peer_reset,
             compressor: None,
             decompressor: None,
+            sent_history: Vec::new(),
+            received_history: Vec::new(),
+            message_start: None,
+            active: false,
+        }
+    }
+
+    /// Frees the compressor and decompressor (about 300 KiB with 32 KiB windows), keeping
+    /// only the history that context takeover needs (at most one window each way). The next
+    /// message rebuilds them from it: a preset dictionary (RFC 1951 allows back-references
+    /// into it) gives the new compressor the same history the peer's decompressor has, and
+    /// the new decompressor the history the peer's compressor may refer to.
+    /// A message whose decompression has begun keeps its decompressor.
+    pub fn compact(&mut self) {
+        self.compressor = None;
+        if self.message_start.is_none() {
+            self.decompressor = None;
+        }
+        self.sent_history.shrink_to_fit();
+        self.received_history.shrink_to_fit();
+    }
+
+    /// [`PerMessageDeflate::compact`] if no message went either way since the last call.
+    /// True if it compacted.
+    pub fn compact_if_idle(&mut self) -> bool {
+        if std::mem::take(&mut self.active) {
+            return false;
+        }
+        let held = self.holds_state();
+        self.compact();
+        held && !self.holds_state()
+    }
+
+    /// Whether a compressor or decompressor is allocated.
+    pub fn holds_state(&self) -> bool {
+        self.compressor.is_some() || self.decompressor.is_some()
+    }
+
+    /// Window bits of the peer's compressor, which bound how far back its messages refer.
+    fn peer_bits(&self) -> u8 {
+        match self.role {
+            Role::Server => self.params.client_max_window_bits,
+            Role::Client => self.params.server_max_window_bits,
         }
     }
 
@@ -767,11 +819,19 @@ impl PerMessageDeflate {
             out.push(0x00);
             return;
         }
+        self.active = true;
         let (bits, level) = (self.compress_bits, self.level);
+        let history = &self.sent_history;
         let deflater = self.compressor.get_or_insert_with(|| {
             // zlib refuses 8 bits for raw deflate; 9 bits never reach past 250 bytes (module docs).
             let bits = bits.max(MIN_WINDOW_BITS + 1);
-            Compress::new_with_window_bits(Compression::new(level), false, bits)
+            let mut deflater = Compress::new_with_window_bits(Compression::new(level), false, bits);
+            if !history.is_empty() {
+                deflater
+                    .set_dictionary(history)
+                    .expect("a preset dictionary on a new raw deflate stream");
+            }
+            deflater
         });
         let start = out.len();
         out.reserve(compress_bound(message.len(), bits));
@@ -798,6 +858,12 @@ impl PerMessageDeflate {
         }
         if self.reset_compressor {
             deflater.reset();
+        } else {
+            keep_tail(
+                &mut self.sent_history,
+                message,
+                1 << bits.max(MIN_WINDOW_BITS + 1),
+            );
         }
     }
 
@@ -816,19 +882,49 @@ impl PerMessageDeflate {
         max_size: Option<usize>,
         out: &mut Vec<u8>,
     ) -> Result<(), DecompressError> {
+        self.active = true;
         let limit = max_size.unwrap_or(usize::MAX);
-        let inflater = self.decompressor.get_or_insert_with(Inflater::new);
+        let window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
+        let history = &self.received_history;
+        let inflater = self.decompressor.get_or_insert_with(|| {
+            let mut inflater = Inflater::new();
+            if !history.is_empty() {
+                inflater
+                    .inner
+                    .set_dictionary(history)
+                    .expect("a preset dictionary on a new raw inflate stream");
+            }
+            inflater
+        });
+        let start = *self.message_start.get_or_insert(out.len());
         let mut result = inflater.inflate(fragment, limit, out);
         if fin && result.is_ok() {
             result = inflater.finish_message(limit, out);
             if self.reset_decompressor {
                 inflater.reset();
+            } else if result.is_ok() {
+                keep_tail(&mut self.received_history, &out[start..], window);
             }
+        }
+        if fin || result.is_err() {
+            self.message_start = None;
         }
         if result.is_err() {
             inflater.reset();
         }
         result
+    }
+}
+
+/// Appends `data` to `history`, keeping only its last `window` bytes.
+fn keep_tail(history: &mut Vec<u8>, data: &[u8], window: usize) {
+    if data.len() >= window {
+        history.clear();
+        history.extend_from_slice(&data[data.len() - window..]);
+    } else {
+        let excess = (history.len() + data.len()).saturating_sub(window);
+        history.drain(..excess);
+        history.extend_from_slice(data);
     }
 }
 
@@ -2415,5 +2511,74 @@ mod tests {
             parse_params("permessage-deflate; server_max_window_bits=99"),
             Err(NegotiationError::InvalidWindowBits { .. })
         ));
+    }
+
+    #[test]
+    fn compaction_keeps_context_takeover_working_both_ways() {
+        for bits in [8, 9, 12, 15] {
+            let (mut server, mut client) = endpoints(params(false, false, bits, bits));
+            // Independent peers that never compact: each checks the other side's compaction.
+            let (mut plain_server, mut plain_client) = endpoints(params(false, false, bits, bits));
+            let message = text_bytes(3000, u64::from(bits));
+            round_trip(&mut server, &mut plain_client, &message, 512);
+            round_trip(&mut plain_server, &mut client, &message, 512);
+            assert!(!server.compact_if_idle(), "a message just went: not idle");
+            assert!(
+                server.compact_if_idle(),
+                "nothing since the last call: idle"
+            );
+            assert!(!server.holds_state());
+            assert!(!client.compact_if_idle());
+            assert!(client.compact_if_idle());
+            assert!(!client.holds_state());
+            // The same message again refers back into the history kept across compaction.
+            let tail = &message[message.len() - 200..];
+            let again = round_trip(&mut server, &mut plain_client, tail, 512);
+            assert!(again.len() < 40, "{bits} bits: {} bytes", again.len());
+            round_trip(&mut plain_server, &mut client, tail, 7);
+            for seed in 0..5 {
+                let next = text_bytes(700, seed);
+                round_trip(&mut server, &mut plain_client, &next, 100);
+                round_trip(&mut plain_server, &mut client, &next, 100);
+            }
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_the_decompressor_of_a_message_in_progress() {
+        let (mut server, mut client) = endpoints(params(false, false, 15, 15));
+        let message = text_bytes(5000, 3);
+        let wire = compressed(&mut server, &message);
+        let (first, rest) = wire.split_at(wire.len() / 2);
+        let mut out = Vec::new();
+        client
+            .decompress(first, false, None, &mut out)
+            .expect("inflates");
+        client.compact();
+        assert!(client.holds_state(), "the message's decompressor stays");
+        client
+            .decompress(rest, true, None, &mut out)
+            .expect("inflates");
+        assert!(out == message);
+    }
+
+    #[test]
+    fn history_is_kept_only_with_context_takeover_and_within_the_window() {
+        let (mut server, mut client) = endpoints(params(true, false, 12, 9));
+        let message = text_bytes(10_000, 5);
+        round_trip(&mut server, &mut client, &message, 1000);
+        round_trip(&mut client, &mut server, &message, 1000);
+        assert!(
+            server.sent_history.is_empty(),
+            "no context takeover: nothing to keep"
+        );
+        assert_eq!(client.received_history.len(), 0);
+        assert_eq!(
+            client.sent_history.len(),
+            512,
+            "9 bits: served by a 512-byte window"
+        );
+        assert_eq!(server.received_history.len(), 512);
+        assert!(server.received_history == message[message.len() - 512..]);
     }
 }

@@ -60,7 +60,11 @@ fn release_message(message: &mut Vec<u8>) {
         if big.capacity() <= MAX_SPARE {
             SPARE.with(|spare| {
                 let old = spare.take();
-                spare.set(if old.capacity() >= big.capacity() { old } else { big });
+                spare.set(if old.capacity() >= big.capacity() {
+                    old
+                } else {
+                    big
+                });
             });
         }
     }
@@ -538,7 +542,10 @@ impl Connection {
         }
         if offset == 0 && self.message.is_empty() && !self.compressed {
             let expected = chunk.len() as u64 + frame.remaining;
-            reserve_message(&mut self.message, usize::try_from(expected).unwrap_or(MAX_SPARE));
+            reserve_message(
+                &mut self.message,
+                usize::try_from(expected).unwrap_or(MAX_SPARE),
+            );
         }
         if self.compressed {
             let input: &[u8] = match mask {
@@ -658,6 +665,37 @@ impl Connection {
     /// with a key of their own) without compression, whose close frame has not left.
     pub fn accepts_shared_frames(&self) -> bool {
         self.role == Role::Server && self.deflate.is_none() && !self.close_sent
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn compressed(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Whether a compressor or decompressor is allocated now.
+    pub fn holds_compression_state(&self) -> bool {
+        self.deflate
+            .as_ref()
+            .is_some_and(PerMessageDeflate::holds_state)
+    }
+
+    /// Frees what an idle compressed connection does not need: its compressor and
+    /// decompressor (rebuilt from the kept history by the next message; see
+    /// [`PerMessageDeflate::compact`]) and its message buffers, if no message went either way
+    /// since the last call. Called periodically, this frees them after one to two periods
+    /// of silence. True if compression state was freed.
+    pub fn compact_if_idle(&mut self) -> bool {
+        let Some(deflate) = self.deflate.as_mut() else {
+            return false;
+        };
+        if !deflate.compact_if_idle() {
+            return false;
+        }
+        self.scratch = Vec::new();
+        if self.message.is_empty() && self.message_opcode.is_none() {
+            self.message = Vec::new();
+        }
+        true
     }
 
     /// Encodes one message (text or binary) as one frame, compressed if negotiated.

@@ -120,6 +120,15 @@ class Connection:
 
     @property
     def close_reason(self) -> str | None: ...
+    @property
+    def compressed(self) -> bool:
+        """Whether permessage-deflate was negotiated."""
+    @property
+    def holds_compression_state(self) -> bool:
+        """Whether a compressor or decompressor is allocated now."""
+    def compact_if_idle(self) -> bool:
+        """Free the compressor and decompressor if no message went either way since the last
+        call (the next message rebuilds them from the kept history); True if it did."""
     def receive_data(self, data: Buffer) -> list[str | bytes | Ping | Pong | Close | Failure]:
         """Feed bytes read from the network; returns the complete events they finish.
 

@@ -86,6 +86,24 @@ impl PyConnection {
         self.inner.accepts_shared_frames()
     }
 
+    /// Whether permessage-deflate was negotiated.
+    #[getter]
+    fn compressed(&self) -> bool {
+        self.inner.compressed()
+    }
+
+    /// Whether a compressor or decompressor is allocated now.
+    #[getter]
+    fn holds_compression_state(&self) -> bool {
+        self.inner.holds_compression_state()
+    }
+
+    /// Frees the compression state of a connection idle since the last call (see the engine's
+    /// `compact_if_idle`); True if it did.
+    fn compact_if_idle(&mut self) -> bool {
+        self.inner.compact_if_idle()
+    }
+
     #[getter]
     fn close_received(&self) -> bool {
         self.inner.close_received()

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Final, Self
 from .._wschannel import Close, Connection, Failure, Ping, Pong, Request
 from ..channel import DEFAULT_MAX_QUEUE, Message, binary_view, check_close_args
 from ..exceptions import StateError
-from ..io import DEFAULT_CLOSE_TIMEOUT
+from ..io import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT
 from ..status import ABNORMAL_CLOSURE, GOING_AWAY
 from .messages import SyncMessageStream
 
@@ -275,6 +275,9 @@ class SyncWebSocketChannel:
         self._keepalive_timer: TimerHandle | None = None  # the next ping, or its deadline
         if ping_interval is not None:
             self._keepalive_timer = timers.call_later(ping_interval, self._send_ping)
+        self._compact_timer: TimerHandle | None = None
+        if conn.compressed:
+            self._compact_timer = timers.call_later(COMPACT_INTERVAL, self._compact)
         try:
             peer = sock.getpeername()
         except OSError:
@@ -448,6 +451,15 @@ class SyncWebSocketChannel:
             self._keepalive_timer = timers.call_later(self._ping_interval, self._ping_timed_out)
             self._request_flush()
 
+    def _compact(self) -> None:
+        """Free the compression state if the connection was idle since the last check."""
+        with self._lock:
+            self._compact_timer = None
+            if self._finished:
+                return
+            self._conn.compact_if_idle()
+            self._compact_timer = timers.call_later(COMPACT_INTERVAL, self._compact)
+
     def _pong_received(self) -> None:
         """With the lock held."""
         if self._keepalive_timer is not None and self._ping_interval is not None:
@@ -566,6 +578,9 @@ class SyncWebSocketChannel:
             self._stop_keepalive()
             if self._close_timer is not None:
                 self._close_timer.cancel()
+            if self._compact_timer is not None:
+                self._compact_timer.cancel()
+                self._compact_timer = None
             shutdown(self._sock, socket.SHUT_RDWR)  # unblock senders
         self._stream._end()
         with self._write_lock:  # no thread is writing any more

@@ -539,7 +539,7 @@ def _make_server(sock: socket.socket, handler: Handler, options: dict[str, Any])
         handler,
         protocols=list(options["protocols"] or ()),
         allowed_origins=None if allowed_origins is None else list(allowed_origins),
-        deflate=deflate_options(options["compression"]),
+        deflate=deflate_options(options["compression"], server=True),
         max_message_size=options["max_message_size"],
         max_queue=options["max_queue"],
         ping_interval=options["ping_interval"],
