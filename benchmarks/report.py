@@ -197,14 +197,28 @@ def targets_lines(results: Results) -> list[str]:
     memory = medians(
         r.memory, lambda m: (m["impl"], m["compression"], m["connections"]), "bytes_per_connection"
     )
+    idle_memory = medians(
+        [m for m in r.memory if "bytes_per_connection_idle" in m],
+        lambda m: (m["impl"], m["compression"], m["connections"]),
+        "bytes_per_connection_idle",
+    )
     for compression, target in ((False, "≤ 10 KiB"), (True, "≤ 64 KiB")):
         for connections in sorted({m["connections"] for m in r.memory}):
             value = memory.get(("wschannel", compression, connections))
+            what = " with deflate, right after its message" if compression else ""
             if value is not None:
                 rows.append(
                     [
-                        f"idle connection{' with deflate' if compression else ''}, "
-                        f"{connections:,} connections",
+                        f"idle connection{what}, {connections:,} connections",
+                        target,
+                        f"{value / 1024:.1f} KiB",
+                    ]
+                )
+            value = idle_memory.get(("wschannel", compression, connections))
+            if value is not None:
+                rows.append(
+                    [
+                        f"idle connection with deflate, idle for 11 s, {connections:,} connections",
                         target,
                         f"{value / 1024:.1f} KiB",
                     ]
@@ -319,16 +333,30 @@ def many_lines(results: Results) -> list[str]:
             lambda m: (m["impl"], m["compression"], m["connections"]),
             "bytes_per_connection",
         )
+        idle = medians(
+            [m for m in results.memory if "bytes_per_connection_idle" in m],
+            lambda m: (m["impl"], m["compression"], m["connections"]),
+            "bytes_per_connection_idle",
+        )
         columns = sorted({(m["compression"], m["connections"]) for m in results.memory})
+        idle_columns = sorted({(c, n) for _, c, n in idle})
         rows = [
             [impl]
             + [
                 DASH if (impl, c, n) not in values else f"{values[(impl, c, n)] / 1024:.1f}"
                 for c, n in columns
             ]
+            + [
+                DASH if (impl, c, n) not in idle else f"{idle[(impl, c, n)] / 1024:.1f}"
+                for c, n in idle_columns
+            ]
             for impl in results.impls(results.memory)
         ]
-        header = ["server"] + [f"{n:,}{' deflate' if c else ''}" for c, n in columns]
+        header = (
+            ["server"]
+            + [f"{n:,}{' deflate' if c else ''}" for c, n in columns]
+            + [f"{n:,} deflate, after 11 s idle" for _, n in idle_columns]
+        )
         lines += [
             "## Memory: server RSS growth per idle connection, KiB",
             "",

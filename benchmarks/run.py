@@ -451,14 +451,29 @@ def measure_memory(
         client = idle_clients(url, connections, compression)
         time.sleep(0.5)
         after = rss_bytes(pid)
+        idle = None
+        if compression:
+            # wschannel frees the zlib state of a connection idle for COMPACT_INTERVAL (5 s),
+            # checked every 5 s: measure everyone again once that has happened.
+            time.sleep(IDLE_WAIT)
+            idle = rss_bytes(pid)
         client.close()
     finally:
         server.close()
-    return {
+    record: dict[str, Any] = {
         "rss_before": before,
         "rss_after": after,
         "bytes_per_connection": (after - before) / connections,
     }
+    if idle is not None:
+        record["rss_idle"] = idle
+        record["idle_wait"] = IDLE_WAIT
+        record["bytes_per_connection_idle"] = (idle - before) / connections
+    return record
+
+
+IDLE_WAIT = 11.0
+"""Seconds the compressed memory cells wait before measuring again (two compaction checks)."""
 
 
 def idle_clients(url: str, connections: int, compression: bool) -> Worker:
