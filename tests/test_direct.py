@@ -19,7 +19,17 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import SHORT, TIMEOUT, RawHandler, RawServer, accept_upgrade, wait
+from conftest import (
+    SHORT,
+    TIMEOUT,
+    RawHandler,
+    RawServer,
+    accept_upgrade,
+    frame,
+    open_raw_client,
+    read_frame,
+    wait,
+)
 
 import wschannel
 from wschannel import status
@@ -243,3 +253,50 @@ async def test_a_peer_that_closes_tcp_without_a_close_frame_ends_the_stream(
     assert [message async for message in channel.stream] == [b"abc"]
     assert channel.close_code == status.ABNORMAL_CLOSURE
     await wait(channel.sink.done)
+
+
+async def test_answers_to_a_batch_keep_their_order_across_the_gathering_limit() -> None:
+    """The answers to one read's messages are gathered and sent together (64 KiB at most at
+    a time): small and large answers, sent twice each, arrive complete and in order."""
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        def twice(message: str | bytes) -> None:
+            channel.sink.add(message)
+            channel.sink.add(message)
+
+        channel.stream.listen(twice)
+        await channel.sink.done
+
+    sizes = [1, 100, 40_000, 3, 70_000, 20_000, 20_000, 30_000, 0, 200_000, 5] * 8
+    messages = [os.urandom(size) for size in sizes]
+    async with wschannel.serve(
+        handler, "127.0.0.1", 0, compression=None, max_message_size=None
+    ) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        async with IOWebSocketChannel.connect(
+            url, compression=None, max_message_size=None
+        ) as channel:
+            for message in messages:  # one burst: the server reads many per wake-up
+                channel.sink.add(message)
+            stream = aiter(channel.stream)
+            for message in messages:
+                for _ in range(2):
+                    assert await asyncio.wait_for(anext(stream), TIMEOUT) == message
+
+
+async def test_a_pong_leaves_between_the_answers_around_its_ping() -> None:
+    async def handler(channel: IOWebSocketChannel) -> None:
+        channel.stream.listen(channel.sink.add)
+        await channel.sink.done
+
+    async with wschannel.serve(handler, "127.0.0.1", 0, compression=None) as server:
+        reader, writer = await open_raw_client(server.port)
+        mask = b"\x01\x02\x03\x04"
+        writer.write(
+            frame(0x1, b"one", mask=mask)
+            + frame(0x9, b"ping", mask=mask)
+            + frame(0x1, b"two", mask=mask)
+        )  # one write: the server reads all three at once
+        answers = [await read_frame(reader) for _ in range(3)]
+        assert answers == [(0x81, b"one"), (0x8A, b"ping"), (0x81, b"two")]
+        writer.close()

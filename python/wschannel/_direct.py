@@ -184,6 +184,7 @@ class DirectTransport:
             return
         self._closing = True
         self.pause_reading()
+        self._io.uncork()
         if not self._io.pending:
             self._schedule_lost(None)
 
@@ -203,7 +204,10 @@ class DirectTransport:
         if events is None:
             self._eof()
         elif events:
-            self._protocol.events_received(events)
+            try:
+                self._protocol.events_received(events)
+            finally:
+                self._io.uncork()  # what handling them sent goes out in one sendmsg
 
     def _eof(self) -> None:
         self.pause_reading()

@@ -176,12 +176,15 @@ class SocketIO:
     ) -> SocketIO: ...
     @property
     def pending(self) -> int:
-        """Bytes waiting to be sent."""
+        """Bytes waiting to be sent (gathered or queued)."""
     high: int
     def take_error(self) -> OSError | None:
         """The error of the first write that failed, taken."""
     def receive(self) -> list[str | bytes | Ping | Pong | Close | Failure] | None:
         """Reads what the socket has into the connection: its events, or None at EOF."""
+    def uncork(self) -> None:
+        """Sends, in one ``sendmsg``, what was sent while the messages that :meth:`receive`
+        returned were handled (gathered up to 64 KiB); call it once they are handled."""
     def send_text(self, data: str) -> None:
         """Encodes and sends a text message."""
     def send_binary(self, data: Buffer) -> None:

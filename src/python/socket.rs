@@ -29,6 +29,12 @@ const READ_SIZE: usize = 256 * 1024;
 const MAX_READS: usize = 4;
 /// Pieces per `sendmsg`.
 const MAX_PIECES: usize = 64;
+/// While the messages of one read are handled, what they send is gathered (corked) up to
+/// this many bytes and sent with one `sendmsg` when they are done: a pipelining peer's
+/// batch of small messages costs one system call, not one per answer.
+const CORK_LIMIT: usize = 64 * 1024;
+/// The cork buffer's allocation is kept between reads up to this size.
+const CORK_KEEP: usize = 16 * 1024;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
@@ -103,59 +109,102 @@ pub struct SocketIO {
     error: Option<PyErr>,
     /// Set by `discard()`: nothing more goes out.
     closed: bool,
+    /// Between `receive()` returning messages and `uncork()`: sends are gathered in `cork`.
+    corked: bool,
+    cork: Vec<u8>,
 }
 
 impl SocketIO {
-    /// Sends `frame` now, queueing what the kernel does not take. True when `wake` must be
-    /// called (once no borrow is held: it may call back).
+    /// Sends `frame` (after anything corked), queueing what the kernel does not take. True
+    /// when `wake` must be called (once no borrow is held: it may call back).
     fn write_frame(&mut self, frame: &OutFrame<'_>) -> bool {
         if self.closed || self.error.is_some() {
             return false; // the connection is being torn down; nothing more goes out
         }
-        if self.pending > 0 {
-            let chunk = frame.to_vec();
-            return self.enqueue(chunk, 0);
+        if self.corked && self.cork.len() + frame.len() <= CORK_LIMIT {
+            let start = self.cork.len();
+            self.cork.resize(start + frame.len(), 0);
+            frame.write_to(&mut self.cork[start..]);
+            return false;
         }
-        let sent = match frame.unmasked_parts() {
-            Some((head, body)) => match send_pieces(self.fd, &[head, body]) {
-                Ok(sent) if sent == head.len() + body.len() => return false,
-                Ok(sent) => {
-                    let mut rest = Vec::with_capacity(head.len() + body.len() - sent);
-                    if sent < head.len() {
-                        rest.extend_from_slice(&head[sent..]);
-                        rest.extend_from_slice(body);
-                    } else {
-                        rest.extend_from_slice(&body[sent - head.len()..]);
-                    }
-                    return self.enqueue(rest, 0);
-                }
-                Err(e) => return self.failed(e),
-            },
-            None => {
-                let chunk = frame.to_vec();
-                match send_pieces(self.fd, &[&chunk]) {
-                    Ok(sent) if sent == chunk.len() => return false,
-                    Ok(sent) => (chunk, sent),
-                    Err(e) => return self.failed(e),
-                }
-            }
+        let cork = std::mem::take(&mut self.cork);
+        let wake = match frame.unmasked_parts() {
+            Some((head, body)) => self.send_now(&[&cork, head, body]),
+            None => self.send_now(&[&cork, &frame.to_vec()]),
         };
-        self.enqueue(sent.0, sent.1)
+        self.reuse_cork(cork);
+        wake
     }
 
-    /// Sends `bytes` now, queueing what the kernel does not take; true when `wake` is due.
+    /// Sends `bytes` (after anything corked), queueing what the kernel does not take; true
+    /// when `wake` is due.
     fn write_bytes(&mut self, bytes: &[u8]) -> bool {
         if bytes.is_empty() || self.closed || self.error.is_some() {
             return false;
         }
-        if self.pending > 0 {
-            return self.enqueue(bytes.to_vec(), 0);
+        if self.corked && self.cork.len() + bytes.len() <= CORK_LIMIT {
+            self.cork.extend_from_slice(bytes);
+            return false;
         }
-        match send_pieces(self.fd, &[bytes]) {
-            Ok(sent) if sent == bytes.len() => false,
-            Ok(sent) => self.enqueue(bytes[sent..].to_vec(), 0),
-            Err(e) => self.failed(e),
+        let cork = std::mem::take(&mut self.cork);
+        let wake = self.send_now(&[&cork, bytes]);
+        self.reuse_cork(cork);
+        wake
+    }
+
+    /// Sends what is corked; true when `wake` is due.
+    fn flush_cork(&mut self) -> bool {
+        self.corked = false;
+        if self.cork.is_empty() {
+            return false;
         }
+        let cork = std::mem::take(&mut self.cork);
+        let wake = if self.closed || self.error.is_some() {
+            false
+        } else {
+            self.send_now(&[&cork])
+        };
+        self.reuse_cork(cork);
+        wake
+    }
+
+    /// Keeps the cork buffer's allocation for the next read, unless it grew large.
+    fn reuse_cork(&mut self, mut cork: Vec<u8>) {
+        if cork.capacity() <= CORK_KEEP {
+            cork.clear();
+            self.cork = cork;
+        }
+    }
+
+    /// One `sendmsg` of `pieces` if nothing is queued, else behind the queue; what the kernel
+    /// does not take is queued. True when `wake` is due.
+    fn send_now(&mut self, pieces: &[&[u8]]) -> bool {
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        if total == 0 {
+            return false;
+        }
+        let sent = if self.pending > 0 {
+            0
+        } else {
+            match send_pieces(self.fd, pieces) {
+                Ok(sent) => sent,
+                Err(e) => return self.failed(e),
+            }
+        };
+        if sent == total {
+            return false;
+        }
+        let mut rest = Vec::with_capacity(total - sent);
+        let mut skip = sent;
+        for piece in pieces {
+            if skip >= piece.len() {
+                skip -= piece.len();
+            } else {
+                rest.extend_from_slice(&piece[skip..]);
+                skip = 0;
+            }
+        }
+        self.enqueue(rest, 0)
     }
 
     /// Queues `chunk[offset..]` behind what is already queued; true when `wake` is due.
@@ -226,13 +275,15 @@ impl SocketIO {
             high,
             error: None,
             closed: false,
+            corked: false,
+            cork: Vec::new(),
         }
     }
 
-    /// Bytes waiting to be sent.
+    /// Bytes waiting to be sent (corked or queued).
     #[getter]
     fn pending(&self) -> usize {
-        self.pending
+        self.pending + self.cork.len()
     }
 
     /// The write limit above which `wake` is called.
@@ -285,7 +336,22 @@ impl SocketIO {
         if let Some(e) = rx.error {
             return Err(e);
         }
+        if !rx.list.is_empty() {
+            self.corked = true;
+        }
         Ok(open.then_some(rx.list))
+    }
+
+    /// Ends the gathering that `receive()` started when it returned messages: sends what
+    /// their handling sent, in one `sendmsg`. Call it once they are handled, even if that
+    /// failed.
+    fn uncork(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let wake = slf.borrow_mut().flush_cork();
+        if wake {
+            let callback = slf.borrow().wake.clone_ref(slf.py());
+            callback.call0(slf.py())?;
+        }
+        Ok(())
     }
 
     /// Encodes and sends a text message.
@@ -369,6 +435,8 @@ impl SocketIO {
     /// torn down).
     fn discard(&mut self) {
         self.closed = true;
+        self.corked = false;
+        self.cork = Vec::new();
         self.clear();
     }
 }
