@@ -23,6 +23,7 @@ closes; ``abort()`` drops it; ``pause_writing``/``resume_writing`` at the write 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from collections.abc import Callable
@@ -114,11 +115,14 @@ class DirectTransport:
         "_writing",
         "send_binary",
         "send_text",
+        "uncork",
     )
 
     #: Encode and send a message: ``sink.add``'s fast path.
     send_text: Callable[[str], None]
     send_binary: Callable[[Any], None]
+    #: Send what was gathered now.
+    uncork: Callable[[], None]
 
     def __init__(
         self,
@@ -141,8 +145,12 @@ class DirectTransport:
         self._paused = False  # the protocol's writing is paused
         self._reading = False
         self._writing = False  # a writer is registered
+        # What a task sends in one turn of the loop is gathered and sent at the next turn
+        # (or when the stream's consumer waits for a message, whichever is first).
+        io.defer = functools.partial(loop.call_soon, io.uncork)
         self.send_text = io.send_text
         self.send_binary = io.send_binary
+        self.uncork = io.uncork
         self.resume_reading()
 
     # The asyncio.Transport methods the protocol uses.

@@ -178,6 +178,9 @@ class SocketIO:
     def pending(self) -> int:
         """Bytes waiting to be sent (gathered or queued)."""
     high: int
+    defer: Callable[[], object] | None
+    """Called when a send outside a read's handling starts gathering; it must arrange for
+    :meth:`uncork` to be called soon. None (the default): such sends go out at once."""
     def take_error(self) -> OSError | None:
         """The error of the first write that failed, taken."""
     def receive(self) -> list[str | bytes | Ping | Pong | Close | Failure] | None:

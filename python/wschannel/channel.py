@@ -190,6 +190,7 @@ class MessageStream:
 
     __slots__ = (
         "__weakref__",
+        "_before_wait",
         "_buffer",
         "_drain_scheduled",
         "_ended",
@@ -238,6 +239,9 @@ class MessageStream:
         # Called once when an ``async for`` consumer next waits on an empty buffer (the
         # connection uses it to learn that the answers to a peer's last messages are out).
         self._on_idle: Callable[[], None] | None = None
+        # Called each time an ``async for`` consumer is about to wait on an empty buffer (the
+        # connection sends what the consumer's answers gathered).
+        self._before_wait: Callable[[], None] | None = None
 
     # Consumer side.
 
@@ -298,6 +302,9 @@ class MessageStream:
                 continue
             if self._waiter is not None:
                 raise StateError("Another task is already waiting for the next message.")
+            before_wait = self._before_wait
+            if before_wait is not None:
+                before_wait()
             waiter = self._loop.create_future()
             self._waiter = waiter
             try:

@@ -272,6 +272,7 @@ class _IOSink(GuaranteeSink):
         send_binary: Callable[[Buffer], None]
         if isinstance(transport, DirectTransport):
             send_text, send_binary = transport.send_text, transport.send_binary
+            self._channel._stream._before_wait = transport.uncork
         else:
             send_text = _sender(write, conn.send_text)
             send_binary = _sender(write, conn.send_binary)

@@ -112,6 +112,11 @@ pub struct SocketIO {
     /// Between `receive()` returning messages and `uncork()`: sends are gathered in `cork`.
     corked: bool,
     cork: Vec<u8>,
+    /// If set, a send outside a read's handling also starts gathering, and this is called
+    /// (once) to have `uncork()` called soon: the asyncio layer schedules it for the loop's
+    /// next turn, so what a task sends in one turn leaves in one `sendmsg`.
+    defer: Option<Py<PyAny>>,
+    defer_due: bool,
 }
 
 impl SocketIO {
@@ -121,6 +126,7 @@ impl SocketIO {
         if self.closed || self.error.is_some() {
             return false; // the connection is being torn down; nothing more goes out
         }
+        self.start_deferred_cork();
         if self.corked && self.cork.len() + frame.len() <= CORK_LIMIT {
             let start = self.cork.len();
             self.cork.resize(start + frame.len(), 0);
@@ -142,6 +148,7 @@ impl SocketIO {
         if bytes.is_empty() || self.closed || self.error.is_some() {
             return false;
         }
+        self.start_deferred_cork();
         if self.corked && self.cork.len() + bytes.len() <= CORK_LIMIT {
             self.cork.extend_from_slice(bytes);
             return false;
@@ -150,6 +157,13 @@ impl SocketIO {
         let wake = self.send_now(&[&cork, bytes]);
         self.reuse_cork(cork);
         wake
+    }
+
+    fn start_deferred_cork(&mut self) {
+        if !self.corked && self.defer.is_some() {
+            self.corked = true;
+            self.defer_due = true;
+        }
     }
 
     /// Sends what is corked; true when `wake` is due.
@@ -241,14 +255,29 @@ impl SocketIO {
             let mut this = slf.borrow_mut();
             let conn = this.conn.clone_ref(py);
             let mut conn = conn.bind(py).borrow_mut();
-            if f(&mut this, &mut conn)? {
-                Some(this.wake.clone_ref(py))
+            f(&mut this, &mut conn)?
+        };
+        Self::notify(slf, wake)
+    }
+
+    /// Calls `wake` if `wake` says so, and `defer` if a send started gathering, with nothing
+    /// borrowed (they may call back).
+    fn notify(slf: &Bound<'_, Self>, wake: bool) -> PyResult<()> {
+        let py = slf.py();
+        let (wake, defer) = {
+            let mut this = slf.borrow_mut();
+            let defer = if std::mem::take(&mut this.defer_due) {
+                this.defer.as_ref().map(|d| d.clone_ref(py))
             } else {
                 None
-            }
+            };
+            (wake.then(|| this.wake.clone_ref(py)), defer)
         };
         if let Some(wake) = wake {
             wake.call0(py)?;
+        }
+        if let Some(defer) = defer {
+            defer.call0(py)?;
         }
         Ok(())
     }
@@ -277,6 +306,8 @@ impl SocketIO {
             closed: false,
             corked: false,
             cork: Vec::new(),
+            defer: None,
+            defer_due: false,
         }
     }
 
@@ -295,6 +326,18 @@ impl SocketIO {
     #[setter]
     fn set_high(&mut self, high: usize) {
         self.high = high;
+    }
+
+    /// Called (with no arguments) when a send outside a read's handling starts gathering;
+    /// it must arrange for `uncork()` to be called soon. None: such sends go out at once.
+    #[getter]
+    fn get_defer(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.defer.as_ref().map(|d| d.clone_ref(py))
+    }
+
+    #[setter]
+    fn set_defer(&mut self, defer: Option<Py<PyAny>>) {
+        self.defer = defer;
     }
 
     /// The error of the first write that failed, taken (None if there was none).
@@ -347,11 +390,7 @@ impl SocketIO {
     /// failed.
     fn uncork(slf: &Bound<'_, Self>) -> PyResult<()> {
         let wake = slf.borrow_mut().flush_cork();
-        if wake {
-            let callback = slf.borrow().wake.clone_ref(slf.py());
-            callback.call0(slf.py())?;
-        }
-        Ok(())
+        Self::notify(slf, wake)
     }
 
     /// Encodes and sends a text message.
@@ -384,11 +423,7 @@ impl SocketIO {
             let mut this = slf.borrow_mut();
             with_bytes(data, |bytes| this.write_bytes(bytes))?
         };
-        if wake {
-            let callback = slf.borrow().wake.clone_ref(slf.py());
-            callback.call0(slf.py())?;
-        }
-        Ok(())
+        Self::notify(slf, wake)
     }
 
     /// Sends as much of the queue as the kernel takes: the bytes still waiting. Raises
