@@ -300,3 +300,31 @@ async def test_a_pong_leaves_between_the_answers_around_its_ping() -> None:
         answers = [await read_frame(reader) for _ in range(3)]
         assert answers == [(0x81, b"one"), (0x8A, b"ping"), (0x81, b"two")]
         writer.close()
+
+
+async def test_what_a_task_sends_in_one_turn_leaves_at_the_next_turn() -> None:
+    received: list[str | bytes] = []
+    got_all = asyncio.Event()
+    count = 500
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        async for message in channel.stream:
+            received.append(message)
+            if len(received) == count:
+                got_all.set()
+
+    async with wschannel.serve(handler, "127.0.0.1", 0, compression=None) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        async with IOWebSocketChannel.connect(url, compression=None) as channel:
+            await wait(channel.ready)
+            transport = transport_of(channel)
+            assert isinstance(transport, DirectTransport)
+            for i in range(count):  # no await in between: one turn of the loop
+                channel.sink.add(f"message {i}")
+            gathered = transport.get_write_buffer_size()
+            assert gathered > 0, "sent at once, not gathered"
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert transport.get_write_buffer_size() < gathered
+            await wait(got_all.wait())
+    assert received == [f"message {i}" for i in range(count)]
