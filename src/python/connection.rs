@@ -101,7 +101,11 @@ impl PyConnection {
     /// Frees the compression state of a connection idle since the last call (see the engine's
     /// `compact_if_idle`); True if it did.
     fn compact_if_idle(&mut self) -> bool {
-        self.inner.compact_if_idle()
+        let freed = self.inner.compact_if_idle();
+        if freed {
+            return_freed_memory();
+        }
+        freed
     }
 
     #[getter]
@@ -211,6 +215,34 @@ impl PyConnection {
         match data {
             Some(data) => with_bytes(data, encode)?,
             None => encode(b""),
+        }
+    }
+}
+
+/// After compression state was freed: with glibc, give the freed pages back to the system
+/// (`malloc_trim`), at most once a second. The zlib states of many connections are allocated
+/// between small objects on the heap, so freeing them makes the memory reusable but leaves
+/// the process's resident size as it was (measured: 135 KiB per connection before, with
+/// 10,000 compressed connections).
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::OnceLock;
+        use std::time::Instant;
+        static START: OnceLock<Instant> = OnceLock::new();
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
+        let last = LAST.load(Ordering::Relaxed);
+        if now >= last + 1000
+            && LAST
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 }

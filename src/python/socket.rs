@@ -33,8 +33,9 @@ const MAX_PIECES: usize = 64;
 /// this many bytes and sent with one `sendmsg` when they are done: a pipelining peer's
 /// batch of small messages costs one system call, not one per answer.
 const CORK_LIMIT: usize = 64 * 1024;
-/// The cork buffer's allocation is kept between reads up to this size.
-const CORK_KEEP: usize = 16 * 1024;
+/// The cork buffer's allocation is kept between reads up to this size (a larger one is freed,
+/// so that an idle connection holds little).
+const CORK_KEEP: usize = 2 * 1024;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
