@@ -12,6 +12,7 @@
 //! the peer's close still goes out, before the close frame.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -19,7 +20,7 @@ use rand::{RngCore, SeedableRng};
 use crate::deflate::{DecompressError, DeflateParams, PerMessageDeflate};
 pub use crate::frame::Role;
 use crate::frame::{header_len, Header, OpCode, OutFrame, MAX_HEADER_LEN};
-use crate::mask::extend_masked;
+use crate::mask::{apply_mask, extend_masked};
 use crate::utf8::{self, Utf8Validator};
 
 /// The default limit on a message's size, after decompression: 1 MiB.
@@ -27,6 +28,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 
 /// Buffers above this capacity are given back after a message, so idle connections stay small.
 const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Frames with at least this much payload still to come may be read straight into the
+/// message buffer ([`Connection::payload_target`]).
+pub const DIRECT_READ_MIN: usize = 64 * 1024;
 
 /// The largest message buffer a thread keeps for its next large message (see [`SPARE`]).
 const MAX_SPARE: usize = 16 << 20;
@@ -355,6 +360,69 @@ impl Connection {
         if let Err(v) = self.process(data, rx) {
             self.fail(v, rx);
         }
+    }
+
+    /// Room to read the next bytes of a large data frame's payload into directly, skipping
+    /// a copy: the message buffer's spare capacity, up to `max` bytes and never past the
+    /// frame. None unless an uncompressed data frame is in progress with at least
+    /// [`DIRECT_READ_MIN`] bytes to come. Write bytes to its start, then call
+    /// [`Connection::payload_read_in_place`] with their count.
+    pub fn payload_target(&mut self, max: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        if self.stopped() || self.compressed {
+            return None;
+        }
+        let frame = self.frame.as_ref()?;
+        if frame.opcode.is_control() || frame.remaining < DIRECT_READ_MIN as u64 {
+            return None;
+        }
+        let want = usize::try_from(frame.remaining)
+            .unwrap_or(usize::MAX)
+            .min(max);
+        if self.message.is_empty() {
+            let expected = usize::try_from(frame.remaining).unwrap_or(MAX_SPARE);
+            reserve_message(&mut self.message, expected);
+        }
+        self.message.reserve(want);
+        Some(&mut self.message.spare_capacity_mut()[..want])
+    }
+
+    /// `n` bytes of payload were written to the start of [`Connection::payload_target`]'s
+    /// room: take them (unmask, validate, finish the frame), as `receive_data` would.
+    pub fn payload_read_in_place(&mut self, n: usize, rx: &mut impl Receiver) {
+        if let Err(v) = self.take_in_place(n, rx) {
+            self.fail(v, rx);
+        }
+    }
+
+    fn take_in_place(&mut self, n: usize, rx: &mut impl Receiver) -> Step {
+        let frame = self
+            .frame
+            .as_mut()
+            .expect("payload_target gave room: frame in progress");
+        let n = n.min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+        let start = self.message.len();
+        assert!(
+            n <= self.message.capacity() - start,
+            "more bytes than the room given"
+        );
+        // SAFETY: the caller wrote `n` bytes at the start of the spare capacity that
+        // `payload_target` returned, which nothing has touched since.
+        unsafe { self.message.set_len(start + n) };
+        if let Some(key) = frame.mask {
+            apply_mask(&mut self.message[start..], key, frame.offset);
+        }
+        frame.offset += n;
+        frame.remaining -= n as u64;
+        let done = frame.remaining == 0;
+        if self.message_opcode == Some(OpCode::Text) {
+            self.utf8
+                .check(&self.message, false)
+                .map_err(|_| invalid_utf8())?;
+        }
+        if done {
+            self.finish_frame(rx)?;
+        }
+        Ok(())
     }
 
     fn stopped(&self) -> bool {

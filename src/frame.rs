@@ -1,6 +1,8 @@
 //! RFC 6455 §5.2 framing: opcodes, frame headers and their length encodings.
 
-use crate::mask::apply_mask;
+use std::mem::MaybeUninit;
+
+use crate::mask::copy_masked;
 
 /// Which end of the connection this engine plays (RFC 6455 §5.1: clients mask, servers don't).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,26 +189,48 @@ impl<'a> OutFrame<'a> {
 
     /// Writes the frame into `out`, which must be exactly [`OutFrame::len`] bytes.
     pub fn write_to(&self, out: &mut [u8]) {
+        // SAFETY: u8 and MaybeUninit<u8> have the same layout, and `write_uninit` only
+        // writes initialised bytes.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<MaybeUninit<u8>>(), out.len())
+        };
+        self.write_uninit(out);
+    }
+
+    /// Writes the frame into `out` (exactly [`OutFrame::len`] bytes), initialising all of it;
+    /// a masked payload is copied and masked in one pass.
+    pub fn write_uninit(&self, out: &mut [MaybeUninit<u8>]) {
         let (head, body) = out.split_at_mut(self.header_len);
-        head.copy_from_slice(&self.header[..self.header_len]);
-        body.copy_from_slice(self.payload);
-        if let Some(key) = self.mask {
-            apply_mask(body, key, 0);
+        for (slot, byte) in head.iter_mut().zip(&self.header[..self.header_len]) {
+            slot.write(*byte);
+        }
+        match self.mask {
+            Some(key) => copy_masked(body, self.payload, key, 0),
+            None => {
+                // SAFETY: as above; copying initialised bytes in.
+                let body = unsafe {
+                    std::slice::from_raw_parts_mut(body.as_mut_ptr().cast::<u8>(), body.len())
+                };
+                body.copy_from_slice(self.payload);
+            }
         }
     }
 
     /// The frame as a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = vec![0; self.len()];
-        self.write_to(&mut out);
+        let mut out = Vec::new();
+        self.append_to(&mut out);
         out
     }
 
     /// Appends the frame to `out`.
     pub fn append_to(&self, out: &mut Vec<u8>) {
+        let len = self.len();
+        out.reserve(len);
         let start = out.len();
-        out.resize(start + self.len(), 0);
-        self.write_to(&mut out[start..]);
+        self.write_uninit(&mut out.spare_capacity_mut()[..len]);
+        // SAFETY: write_uninit initialised the `len` bytes after the old length.
+        unsafe { out.set_len(start + len) };
     }
 }
 

@@ -1,5 +1,7 @@
 //! Payload masking (RFC 6455 §5.3): XOR with a 4-byte key, word at a time.
 
+use std::mem::MaybeUninit;
+
 /// XORs `data` in place with `mask`, starting `offset` bytes into the key's cycle.
 ///
 /// Masking is its own inverse, so this both masks and unmasks. The bulk runs eight bytes
@@ -20,11 +22,40 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
     }
 }
 
+/// Writes `src` XORed with `mask` (from `offset` into the key's cycle) to `dst`, which must
+/// be as long: one pass over the bytes, where a copy and then [`apply_mask`] take two.
+pub fn copy_masked(dst: &mut [MaybeUninit<u8>], src: &[u8], mask: [u8; 4], offset: usize) {
+    assert_eq!(dst.len(), src.len(), "copy_masked needs equal lengths");
+    let key = rotate(mask, offset);
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut out = dst.chunks_exact_mut(8);
+    let mut input = src.chunks_exact(8);
+    for (o, i) in (&mut out).zip(&mut input) {
+        let word = u64::from_ne_bytes(i.try_into().expect("chunk of 8")) ^ wide;
+        for (slot, byte) in o.iter_mut().zip(word.to_ne_bytes()) {
+            slot.write(byte);
+        }
+    }
+    let tail = input.remainder();
+    for (i, slot) in out.into_remainder().iter_mut().enumerate() {
+        slot.write(tail[i] ^ key[i & 3]);
+    }
+}
+
 /// Appends `src` to `dst`, XORed with `mask` from `offset` into the key's cycle.
 pub fn extend_masked(dst: &mut Vec<u8>, src: &[u8], mask: [u8; 4], offset: usize) {
+    dst.reserve(src.len());
     let start = dst.len();
-    dst.extend_from_slice(src);
-    apply_mask(&mut dst[start..], mask, offset);
+    copy_masked(
+        &mut dst.spare_capacity_mut()[..src.len()],
+        src,
+        mask,
+        offset,
+    );
+    // SAFETY: copy_masked initialised the `src.len()` bytes after the old length.
+    unsafe { dst.set_len(start + src.len()) };
 }
 
 /// The reference implementation: one byte at a time.
@@ -84,5 +115,20 @@ mod tests {
         let mut dst = b"ab".to_vec();
         extend_masked(&mut dst, &[0, 0, 0, 0, 0], [1, 2, 3, 4], 1);
         assert_eq!(dst, [b'a', b'b', 2, 3, 4, 1, 2]);
+    }
+
+    #[test]
+    fn copy_masked_equals_copy_then_mask_at_every_length_and_offset() {
+        let source: Vec<u8> = (0..300u32).map(|i| (i * 13 + 5) as u8).collect();
+        let mask = [0x9a, 0x01, 0xfe, 0x42];
+        for len in [0, 1, 3, 7, 8, 9, 15, 16, 17, 64, 65, 299] {
+            for offset in 0..8 {
+                let mut expected = source[..len].to_vec();
+                apply_mask_bytewise(&mut expected, mask, offset);
+                let mut out = Vec::new();
+                extend_masked(&mut out, &source[..len], mask, offset);
+                assert_eq!(out, expected, "len {len}, offset {offset}");
+            }
+        }
     }
 }

@@ -610,3 +610,81 @@ fn only_uncompressed_open_servers_accept_shared_frames() {
     conn.send_close(None, "").unwrap();
     assert!(!conn.accepts_shared_frames());
 }
+
+/// Feeds `wire` as an I/O layer with direct payload reads would: into the message buffer
+/// whenever the engine offers room (at most `step` bytes at a time), else as usual.
+fn feed_in_place(conn: &mut Connection, wire: &[u8], step: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        let rest = &wire[at..];
+        if let Some(room) = conn.payload_target(step) {
+            let n = room.len().min(rest.len());
+            for (slot, byte) in room.iter_mut().zip(&rest[..n]) {
+                slot.write(*byte);
+            }
+            conn.payload_read_in_place(n, &mut events);
+            at += n;
+        } else {
+            let n = rest.len().min(step);
+            conn.receive_data(&rest[..n], &mut events);
+            at += n;
+        }
+    }
+    events
+}
+
+fn large_config() -> Config {
+    Config {
+        max_message_size: None,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn payload_read_in_place_gives_the_same_events_as_receive_data() {
+    let text: String = "wschannel é ".repeat(30_000); // multi-byte characters across reads
+    let binary: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut wire = from_client(0x81, text.as_bytes());
+    wire.extend(from_client(0x02, &binary[..100_000])); // fragmented, with a ping inside
+    wire.extend(from_client(0x89, b"in between"));
+    wire.extend(from_client(0x80, &binary[100_000..]));
+    wire.extend(from_client(0x82, &binary[..70_000]));
+    for step in [1000, 4096, 65_536, 100_001, 1 << 20] {
+        let mut direct = Connection::new(Role::Server, large_config());
+        let mut plain = Connection::new(Role::Server, large_config());
+        let events = feed_in_place(&mut direct, &wire, step);
+        assert_eq!(events, feed(&mut plain, &wire), "step {step}");
+        assert!(matches!(&events[0], Event::Text(t) if *t == text));
+        assert_eq!(events.len(), 4);
+        assert!(matches!(&events[2], Event::Binary(b) if *b == binary));
+    }
+    // A client reads unmasked frames the same way.
+    let mut client_conn = Connection::with_seed(Role::Client, large_config(), 3);
+    let events = feed_in_place(&mut client_conn, &frame(0x82, &binary, None), 70_000);
+    assert!(matches!(&events[..], [Event::Binary(b)] if *b == binary));
+}
+
+#[test]
+fn payload_read_in_place_fails_on_invalid_utf8_as_receive_data_does() {
+    let mut payload = "a".repeat(200_000).into_bytes();
+    payload[150_000] = 0xff;
+    let wire = from_client(0x81, &payload);
+    let mut conn = Connection::new(Role::Server, large_config());
+    let events = feed_in_place(&mut conn, &wire, 65_536);
+    assert!(failure(1007)(&events), "{events:?}");
+    assert!(
+        conn.payload_target(65_536).is_none(),
+        "no more reads once failed"
+    );
+}
+
+#[test]
+fn small_frames_and_compressed_ones_get_no_direct_room() {
+    let mut conn = Connection::new(Role::Server, large_config());
+    feed(&mut conn, &from_client(0x82, &[0; 100_000])[..20]);
+    assert!(conn.payload_target(1 << 20).is_some());
+    let mut small = Connection::new(Role::Server, large_config());
+    feed(&mut small, &from_client(0x82, &[0; 1000])[..20]);
+    assert!(small.payload_target(1 << 20).is_none());
+}

@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
 use pyo3::prelude::*;
@@ -47,9 +48,10 @@ thread_local! {
 }
 
 /// One `recv`: `Ok(None)` when the socket has nothing now.
-fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
     loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call; recv
+        // only writes to it.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n >= 0 {
             return Ok(Some(n as usize));
@@ -137,10 +139,23 @@ impl SocketIO {
         let cork = std::mem::take(&mut self.cork);
         let wake = match frame.unmasked_parts() {
             Some((head, body)) => self.send_now(&[&cork, head, body]),
+            None if cork.is_empty() => self.send_owned(frame.to_vec()),
             None => self.send_now(&[&cork, &frame.to_vec()]),
         };
         self.reuse_cork(cork);
         wake
+    }
+
+    /// Sends `chunk`; what the kernel does not take is queued without another copy.
+    fn send_owned(&mut self, chunk: Vec<u8>) -> bool {
+        if self.pending > 0 {
+            return self.enqueue(chunk, 0);
+        }
+        match send_pieces(self.fd, &[&chunk]) {
+            Ok(sent) if sent == chunk.len() => false,
+            Ok(sent) => self.enqueue(chunk, sent),
+            Err(e) => self.failed(e),
+        }
     }
 
     /// Sends `bytes` (after anything corked), queueing what the kernel does not take; true
@@ -358,12 +373,35 @@ impl SocketIO {
                 buf.resize(READ_SIZE, 0);
             }
             for i in 0..MAX_READS {
-                match recv(fd, buf) {
+                // The payload of a large frame goes straight into its message (one copy
+                // less); everything else through the shared buffer.
+                let (result, asked, direct) = match conn.inner.payload_target(READ_SIZE) {
+                    Some(room) => {
+                        let asked = room.len();
+                        (recv(fd, room), asked, true)
+                    }
+                    None => {
+                        // SAFETY: u8 and MaybeUninit<u8> have the same layout; recv only
+                        // writes, and the buffer is initialised anyway.
+                        let uninit = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                buf.as_mut_ptr().cast::<MaybeUninit<u8>>(),
+                                buf.len(),
+                            )
+                        };
+                        (recv(fd, uninit), buf.len(), false)
+                    }
+                };
+                match result {
                     Ok(Some(0)) => return Ok(i > 0), // EOF; seen again on the next call
                     Ok(Some(n)) => {
-                        conn.inner.receive_data(&buf[..n], &mut rx);
-                        if n < buf.len() {
-                            break;
+                        if direct {
+                            conn.inner.payload_read_in_place(n, &mut rx);
+                        } else {
+                            conn.inner.receive_data(&buf[..n], &mut rx);
+                        }
+                        if n < asked {
+                            break; // the socket had less: nothing more for now
                         }
                     }
                     Ok(None) => break,
