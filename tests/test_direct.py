@@ -8,6 +8,7 @@ write queue under backpressure, and a peer that goes away mid-write.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import ssl
@@ -328,3 +329,29 @@ async def test_what_a_task_sends_in_one_turn_leaves_at_the_next_turn() -> None:
             assert transport.get_write_buffer_size() < gathered
             await wait(got_all.wait())
     assert received == [f"message {i}" for i in range(count)]
+
+
+def direct_transports() -> int:
+    gc.collect()
+    return sum(isinstance(o, DirectTransport) for o in gc.get_objects())
+
+
+async def test_closed_connections_leave_no_transport_behind() -> None:
+    """The compiled SocketIO holds callbacks into its transport: nothing may keep the pair
+    alive once the connection is closed (this leaked every connection once)."""
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        async for message in channel.stream:
+            channel.sink.add(message)
+
+    before = direct_transports()
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        for _ in range(20):
+            async with IOWebSocketChannel.connect(url) as channel:
+                channel.sink.add("ping")
+                assert await asyncio.wait_for(anext(aiter(channel.stream)), TIMEOUT) == "ping"
+            await wait(channel.sink.done)
+        del channel  # the last one's channel still refers to its transport
+    await asyncio.sleep(SHORT)
+    assert direct_transports() == before

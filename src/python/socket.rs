@@ -18,6 +18,7 @@ use std::os::fd::RawFd;
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
+use pyo3::{PyTraverseError, PyVisit};
 
 use super::connection::{send_error, PyConnection};
 use super::events::ListReceiver;
@@ -102,8 +103,8 @@ pub struct SocketIO {
     fd: RawFd,
     conn: Py<PyConnection>,
     /// Called with no arguments when the queue stops being empty, when it grows past
-    /// `high`, and when a write fails (the error is then in `error`).
-    wake: Py<PyAny>,
+    /// `high`, and when a write fails (the error is then in `error`). Dropped by `discard()`.
+    wake: Option<Py<PyAny>>,
     queue: VecDeque<Vec<u8>>,
     /// Bytes of the queue's first chunk already sent.
     offset: usize,
@@ -287,7 +288,12 @@ impl SocketIO {
             } else {
                 None
             };
-            (wake.then(|| this.wake.clone_ref(py)), defer)
+            let wake = if wake {
+                this.wake.as_ref().map(|w| w.clone_ref(py))
+            } else {
+                None
+            };
+            (wake, defer)
         };
         if let Some(wake) = wake {
             wake.call0(py)?;
@@ -313,7 +319,7 @@ impl SocketIO {
         SocketIO {
             fd,
             conn,
-            wake,
+            wake: Some(wake),
             queue: VecDeque::new(),
             offset: 0,
             pending: 0,
@@ -505,10 +511,32 @@ impl SocketIO {
         Ok(self.pending)
     }
 
+    /// Lets the garbage collector see the callbacks (they refer back to the transport).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.conn)?;
+        if let Some(wake) = &self.wake {
+            visit.call(wake)?;
+        }
+        if let Some(defer) = &self.defer {
+            visit.call(defer)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.wake = None;
+        self.defer = None;
+        self.error = None;
+    }
+
     /// Drops whatever is queued, and whatever is sent from now on (the connection is being
     /// torn down).
     fn discard(&mut self) {
         self.closed = true;
+        // The callbacks refer back to the transport that holds this object: drop them so
+        // that no cycle outlives the connection.
+        self.wake = None;
+        self.defer = None;
         self.corked = false;
         self.cork = Vec::new();
         self.clear();
