@@ -772,6 +772,10 @@ impl PerMessageDeflate {
         if self.message_start.is_none() {
             self.decompressor = None;
         }
+        let own_window = 1 << self.compress_bits.max(MIN_WINDOW_BITS + 1);
+        let peer_window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
+        trim_to(&mut self.sent_history, own_window, own_window);
+        trim_to(&mut self.received_history, peer_window, peer_window);
         self.sent_history.shrink_to_fit();
         self.received_history.shrink_to_fit();
     }
@@ -916,15 +920,22 @@ impl PerMessageDeflate {
     }
 }
 
-/// Appends `data` to `history`, keeping only its last `window` bytes.
+/// Appends `data` to `history`, which keeps at least its last `window` bytes and at most
+/// twice that (trimmed only when over, so small messages do not move the window each time).
 fn keep_tail(history: &mut Vec<u8>, data: &[u8], window: usize) {
     if data.len() >= window {
         history.clear();
         history.extend_from_slice(&data[data.len() - window..]);
     } else {
-        let excess = (history.len() + data.len()).saturating_sub(window);
-        history.drain(..excess);
         history.extend_from_slice(data);
+        trim_to(history, 2 * window, window);
+    }
+}
+
+/// Keeps only the last `keep` bytes of `history` if it holds more than `over`.
+fn trim_to(history: &mut Vec<u8>, over: usize, keep: usize) {
+    if history.len() > over {
+        history.drain(..history.len() - keep);
     }
 }
 

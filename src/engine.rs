@@ -34,7 +34,7 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 pub const DIRECT_READ_MIN: usize = 64 * 1024;
 
 /// The largest message buffer a thread keeps for its next large message (see [`SPARE`]).
-const MAX_SPARE: usize = 16 << 20;
+const MAX_SPARE: usize = 4 << 20;
 
 thread_local! {
     /// One large message buffer per thread, handed from a connection that finished a large
@@ -388,7 +388,11 @@ impl Connection {
 
     /// `n` bytes of payload were written to the start of [`Connection::payload_target`]'s
     /// room: take them (unmask, validate, finish the frame), as `receive_data` would.
-    pub fn payload_read_in_place(&mut self, n: usize, rx: &mut impl Receiver) {
+    ///
+    /// # Safety
+    /// The first `n` bytes of the room that the last `payload_target` call returned must
+    /// have been written since, and nothing else may have touched the connection.
+    pub unsafe fn payload_read_in_place(&mut self, n: usize, rx: &mut impl Receiver) {
         if let Err(v) = self.take_in_place(n, rx) {
             self.fail(v, rx);
         }
@@ -760,6 +764,7 @@ impl Connection {
             return false;
         }
         self.scratch = Vec::new();
+        self.raw = Vec::new();
         if self.message.is_empty() && self.message_opcode.is_none() {
             self.message = Vec::new();
         }

@@ -89,12 +89,22 @@ def take_over(
     if sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
         return None
     extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
-    own = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
-    own.setblocking(False)
+    try:
+        fd = os.dup(sock.fileno())
+    except OSError:  # out of descriptors: the transport goes on serving the connection
+        return None
+    own = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
     extra["socket"] = own
+    try:
+        own.setblocking(False)
+        direct = DirectTransport(loop, own, protocol, conn, write_limit, extra)
+    except BaseException:
+        own.close()
+        raise
+    # Only now, with the new transport reading: the old one hands over without a word.
     transport.set_protocol(_Detached())
     transport.abort()
-    return DirectTransport(loop, own, protocol, conn, write_limit, extra)
+    return direct
 
 
 class DirectTransport:
@@ -214,6 +224,16 @@ class DirectTransport:
         elif events:
             try:
                 self._protocol.events_received(events)
+            except Exception as exc:  # a bug: fail the connection, as asyncio's transport does
+                self._loop.call_exception_handler(
+                    {
+                        "message": "wschannel: handling received data failed",
+                        "exception": exc,
+                        "transport": self,
+                        "protocol": self._protocol,
+                    }
+                )
+                self.abort()
             finally:
                 self._io.uncork()  # what handling them sent goes out in one sendmsg
 
@@ -244,6 +264,9 @@ class DirectTransport:
         if self._paused and pending <= self._low:
             self._paused = False
             self._protocol.resume_writing()
+        if not pending and self._closing:
+            self._io.uncork()  # written after close(): goes out before the socket closes
+            pending = self._io.pending
         if not pending:
             self._writing = False
             self._loop.remove_writer(self._fd)

@@ -623,7 +623,8 @@ fn feed_in_place(conn: &mut Connection, wire: &[u8], step: usize) -> Vec<Event> 
             for (slot, byte) in room.iter_mut().zip(&rest[..n]) {
                 slot.write(*byte);
             }
-            conn.payload_read_in_place(n, &mut events);
+            // SAFETY: the first `n` bytes of the room were just written.
+            unsafe { conn.payload_read_in_place(n, &mut events) };
             at += n;
         } else {
             let n = rest.len().min(step);
