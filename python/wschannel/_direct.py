@@ -196,6 +196,11 @@ class DirectTransport:
         if not self._lost:
             self._io.send(data)
 
+    def write_now(self, data: bytes) -> None:
+        """Like :meth:`write`, but not held for the loop's next turn (behind what is)."""
+        if not self._lost:
+            self._io.send(data, gather=False)
+
     def close(self) -> None:
         """Stop reading, send what is queued, then close the socket."""
         if self._closing:

@@ -192,8 +192,9 @@ class SocketIO:
         """Encodes and sends a text message."""
     def send_binary(self, data: Buffer) -> None:
         """Encodes and sends a binary message."""
-    def send(self, data: Buffer) -> None:
-        """Sends bytes that are already frames."""
+    def send(self, data: Buffer, *, gather: bool = True) -> None:
+        """Sends bytes that are already frames; with ``gather=False`` they do not start a
+        gathering (they join one under way, to keep the order)."""
     def flush(self) -> int:
         """Sends as much of the queue as the kernel takes: the bytes still waiting."""
     def discard(self) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
 
+from ._direct import DirectTransport
 from ._wschannel import (
     DeflateOptions,
     HandshakeError,
@@ -710,7 +711,11 @@ def broadcast(channels: Iterable[WebSocketChannel], message: str | Buffer) -> in
             if conn.accepts_shared_frames:
                 if frame is None:
                     frame = encode_shared_frame(message)
-                sink._write(frame)
+                transport = protocol.transport
+                if isinstance(transport, DirectTransport):
+                    transport.write_now(frame)  # one frame for many: no gathering per socket
+                else:
+                    sink._write(frame)
             else:
                 sink.add(message)
             sent += 1

@@ -131,6 +131,8 @@ pub struct SocketIO {
     defer_due: bool,
     /// A read error that came after some data: raised by the next `receive()`.
     read_error: Option<io::Error>,
+    /// When a send outside a read's handling last happened.
+    last_send: Option<Instant>,
 }
 
 impl SocketIO {
@@ -171,11 +173,13 @@ impl SocketIO {
 
     /// Sends `bytes` (after anything corked), queueing what the kernel does not take; true
     /// when `wake` is due.
-    fn write_bytes(&mut self, bytes: &[u8]) -> bool {
+    fn write_bytes(&mut self, bytes: &[u8], defer: bool) -> bool {
         if bytes.is_empty() || self.closed || self.error.is_some() {
             return false;
         }
-        self.start_deferred_cork();
+        if defer {
+            self.start_deferred_cork();
+        }
         if self.may_gather(bytes.len()) {
             self.cork.extend_from_slice(bytes);
             return false;
@@ -202,8 +206,19 @@ impl SocketIO {
         }
     }
 
+    /// A send outside a read's handling gathers only if it follows another one closely (a
+    /// burst): a lone send, or one per connection as in a fan-out to many, goes out at once
+    /// and schedules nothing.
     fn start_deferred_cork(&mut self) {
-        if !self.corked && self.defer.is_some() {
+        if self.corked || self.defer.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let recent = self
+            .last_send
+            .is_some_and(|last| now.duration_since(last) < CORK_TIME);
+        self.last_send = Some(now);
+        if recent {
             self.corked = true;
             self.defer_due = true;
         }
@@ -355,6 +370,7 @@ impl SocketIO {
             defer: None,
             defer_due: false,
             read_error: None,
+            last_send: None,
         }
     }
 
@@ -498,11 +514,14 @@ impl SocketIO {
         })
     }
 
-    /// Sends bytes that are already a frame (or several).
-    fn send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Sends bytes that are already a frame (or several). With `gather=False` they do not
+    /// start a gathering (they join one already under way, to keep the order): a broadcast,
+    /// which writes one frame to many connections, sends at once.
+    #[pyo3(signature = (data, *, gather = true))]
+    fn send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>, gather: bool) -> PyResult<()> {
         let wake = {
             let mut this = slf.borrow_mut();
-            with_bytes(data, |bytes| this.write_bytes(bytes))?
+            with_bytes(data, |bytes| this.write_bytes(bytes, gather))?
         };
         Self::notify(slf, wake)
     }
