@@ -8,6 +8,12 @@ protocol write the engine's automatic replies and, when the engine says so, clos
 transport. Per message sent: one engine call that returns the complete frame, then one
 ``transport.write``.
 
+Once the handshake is over, a plain TCP or Unix connection moves to a
+:class:`~wschannel._direct.DirectTransport` (see :mod:`wschannel._direct`): the engine then
+reads the socket itself (``events_received`` gets the events of each read) and ``sink.add``
+encodes and sends in one call, with answers gathered into one ``sendmsg`` per read or burst.
+TLS connections stay on their asyncio transport.
+
 Closing (RFC 6455 §7.1): the server closes TCP first. A client that has sent and received a
 close frame waits for the server's EOF up to ``close_timeout``, then closes the socket itself.
 
