@@ -155,8 +155,8 @@ class DirectTransport:
         self._paused = False  # the protocol's writing is paused
         self._reading = False
         self._writing = False  # a writer is registered
-        # What a task sends in one turn of the loop is gathered and sent at the next turn
-        # (or when the stream's consumer waits for a message, whichever is first).
+        # A task's burst of sends is gathered and sent at the loop's next turn (or when the
+        # stream's consumer waits for a message, whichever is first).
         io.defer = functools.partial(loop.call_soon, io.uncork)
         self.send_text = io.send_text
         self.send_binary = io.send_binary

@@ -144,9 +144,7 @@ impl SocketIO {
         }
         self.start_deferred_cork();
         if self.may_gather(frame.len()) {
-            let start = self.cork.len();
-            self.cork.resize(start + frame.len(), 0);
-            frame.write_to(&mut self.cork[start..]);
+            frame.append_to(&mut self.cork);
             return false;
         }
         let cork = std::mem::take(&mut self.cork);
