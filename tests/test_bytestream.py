@@ -573,6 +573,28 @@ async def test_client_waits_for_the_server_to_close_then_gives_up_after_close_ti
     assert channel.close_code == 3001
 
 
+async def test_client_stream_ends_once_the_server_has_closed_the_byte_stream(
+    raw_server: StartRaw,
+) -> None:
+    server_closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        writer.write(frame(0x8, close_payload(4001, "bye")))
+        [close] = await read_frames(reader, Connection(False))  # the client's answer
+        assert (close.code, close.reason) == (4001, "bye")
+        await asyncio.sleep(SHORT)  # the close frames crossed; TCP still open a while
+        server_closed.set()
+        writer.close()
+
+    server = await raw_server(handler)
+    channel = await over_client(port_of(server))
+    assert [message async for message in channel.stream] == []
+    assert server_closed.is_set()
+    assert channel.sink.done.done()
+    assert (channel.close_code, channel.close_reason) == (4001, "bye")
+
+
 async def test_client_close_gives_up_after_close_timeout_without_an_answer(
     raw_server: StartRaw,
 ) -> None:

@@ -25,6 +25,7 @@ from conftest import (
 )
 
 import wschannel
+import wschannel._direct
 from wschannel import StateError, WebSocketChannelException, status
 from wschannel._wschannel import HandshakeError
 from wschannel.adapter import IOWebSocket, TextDataReceived
@@ -545,6 +546,31 @@ async def test_client_close_gives_up_after_close_timeout(raw_server: StartRaw) -
     channel = await IOWebSocketChannel.connect(server.url, close_timeout=SHORT)
     await wait(channel.sink.close(status.NORMAL_CLOSURE))
     assert channel.close_code == status.ABNORMAL_CLOSURE
+
+
+@pytest.mark.parametrize("direct_io", [True, False], ids=["direct I/O", "asyncio transport"])
+async def test_client_stream_ends_once_the_server_has_closed_tcp(
+    raw_server: StartRaw, monkeypatch: pytest.MonkeyPatch, direct_io: bool
+) -> None:
+    # A program that leaves its loop once the stream has ended must leave no socket open:
+    # the stream of a client ends when the server has closed TCP, not at its close frame.
+    monkeypatch.setattr(wschannel._direct, "ENABLED", direct_io)
+    server_closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        writer.write(frame(0x8, close_payload(status.NORMAL_CLOSURE, "bye")))
+        assert await unmask(reader) == (0x88, close_payload(status.NORMAL_CLOSURE, "bye"))
+        await asyncio.sleep(SHORT)  # a slow server: the close frames crossed, TCP still open
+        server_closed.set()
+        writer.close()
+
+    server = await raw_server(handler)
+    channel = await IOWebSocketChannel.connect(server.url)
+    assert [message async for message in channel.stream] == []
+    assert server_closed.is_set()
+    assert channel.sink.done.done()
+    assert (channel.close_code, channel.close_reason) == (status.NORMAL_CLOSURE, "bye")
 
 
 async def test_client_receives_frames_sent_with_the_handshake_response(

@@ -304,11 +304,15 @@ class _Driver:
             channel._close_code = event.code
             channel._close_reason = event.reason
             self._write_reply()
-            self._disconnect()
             if conn.close_expected():
+                self._disconnect()
                 self._close_transport()
             else:
-                self._arm_close_timer()  # a client waits for the server to close first
+                # A client waits for the server to close first, up to close_timeout; its
+                # stream ends then (in _connection_lost), with the byte stream closed.
+                self._cancel_ping()
+                self.channel._sink._conn = None
+                self._arm_close_timer()
 
     def _write_reply(self) -> None:
         data = self.conn.data_to_send()

@@ -15,7 +15,8 @@ encodes and sends in one call, with answers gathered into one ``sendmsg`` per re
 TLS connections stay on their asyncio transport.
 
 Closing (RFC 6455 §7.1): the server closes TCP first. A client that has sent and received a
-close frame waits for the server's EOF up to ``close_timeout``, then closes the socket itself.
+close frame waits for the server's EOF up to ``close_timeout``, then closes the socket itself;
+its stream ends once the socket is closed.
 
 Logging: each connection logs to ``wschannel.client`` (client side, at DEBUG) or
 ``wschannel.server`` (server side, at INFO) when it opens and when it closes (code, reason,
@@ -802,11 +803,16 @@ class _WebSocketProtocol(asyncio.Protocol):
     def _finish_close(self, conn: Connection) -> None:
         """Send the reply to the peer's close (or the failure's close frame) and close."""
         self._write_replies(conn)
-        self._disconnect()
         if conn.close_expected():
+            self._disconnect()
             self._close_transport()
         else:
-            self._arm_close_timer()  # a client waits for the server to close TCP
+            # A client waits for the server to close TCP, up to close_timeout. Its stream
+            # ends then (in connection_lost), not now: a program that leaves its event loop
+            # once the stream has ended must not leave the socket open behind it.
+            self._cancel_ping()
+            self.sink._disconnect()
+            self._arm_close_timer()
 
     # A close that arrives behind messages the consumer has not taken yet: its reply waits
     # until the consumer has answered them (the engine lets answers go out until the reply
