@@ -287,6 +287,8 @@ impl SocketIO {
         if self.queue.is_empty() {
             self.offset = offset;
             self.queue.push_back(chunk);
+        } else if offset == 0 {
+            self.queue.push_back(chunk); // behind others: kept as it is, no copy
         } else {
             self.queue.push_back(chunk[offset..].to_vec());
         }
