@@ -218,6 +218,58 @@ async def test_a_backed_up_write_queue_pauses_flush_and_delivers_everything_in_o
     assert transport.get_write_buffer_size() == 0
 
 
+async def test_a_backed_up_server_queue_keeps_bytes_by_reference_and_copies_mutable_buffers() -> (
+    None
+):
+    """While the client does not read, the server's frames wait in its queue: a large
+    ``bytes`` as a reference to it (no copy), a ``bytearray`` as a copy (the caller may
+    change it at once), a broadcast's shared frame as a reference; all arrive intact."""
+    start_reading = asyncio.Event()
+    expected: list[bytes] = []
+    queued_by_reference: list[bool] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        transport = transport_of(channel)
+        assert isinstance(transport, DirectTransport)
+        for index in range(12):
+            message = bytes([index]) * (1 << 20) + os.urandom(9)
+            before = sys.getrefcount(message)
+            channel.sink.add(message)
+            # Once the kernel's buffers are full, the queue holds the message itself.
+            queued_by_reference.append(sys.getrefcount(message) > before)
+            expected.append(message)
+            buffer = bytearray(os.urandom(100_000))
+            snapshot = bytes(buffer)
+            channel.sink.add(buffer)
+            buffer[:] = bytes(len(buffer))  # changed at once: the queued copy is not
+            expected.append(snapshot)
+        shared = os.urandom(300_000)
+        assert wschannel.broadcast([channel], shared) == 1
+        expected.append(shared)
+        assert transport.get_write_buffer_size() > 1 << 20
+        start_reading.set()
+        for _ in range(int(TIMEOUT / 0.01)):  # the client reads: the queue drains
+            if transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert transport.get_write_buffer_size() == 0
+        await channel.sink.close()
+
+    # A write limit above what is queued, so that broadcast() does not skip the connection.
+    async with wschannel.serve(
+        handler, "127.0.0.1", 0, compression=None, max_message_size=None, write_limit=1 << 26
+    ) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        async with IOWebSocketChannel.connect(
+            url, compression=None, max_message_size=None
+        ) as channel:
+            await asyncio.wait_for(start_reading.wait(), TIMEOUT)
+            received = [message async for message in channel.stream]
+    assert len(received) == len(expected)
+    assert received == expected
+    assert queued_by_reference[-1]  # by the last one the queue had backed up
+
+
 async def test_a_peer_reset_while_writing_loses_the_connection(raw_server: StartRaw) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await accept_upgrade(reader, writer)

@@ -7,8 +7,9 @@
 //! and sent in the same call, an unmasked frame as two pieces (header, then the caller's
 //! buffer, with no copy); what the kernel does not take waits in a queue of chunks that
 //! `flush()` sends with one `sendmsg` of up to 64 pieces when the socket is writable again.
-//! Nothing handed over is kept by reference: queued bytes are copies, so the caller may
-//! reuse its buffer at once.
+//! A mutable buffer handed over is never kept by reference: what waits of it is copied, so
+//! the caller may reuse it at once. An immutable `bytes` body of 8 KiB or more (a message the
+//! application sends, or a broadcast's shared frame) waits in the queue as a reference to it.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,7 +19,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyBytes, PyList};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::connection::{send_error, PyConnection};
@@ -41,6 +42,9 @@ const CORK_LIMIT: usize = 64 * 1024;
 /// answers while this side works on the rest (on a pipelined compressed echo, gathering a
 /// whole batch made each side wait for the other and cost 40 % of the throughput).
 const CORK_TIME: Duration = Duration::from_micros(50);
+/// An immutable `bytes` body at least this large waits in the queue by reference, not as a
+/// copy (under it, copying costs less than an extra piece per `sendmsg`).
+const SHARE_MIN: usize = 8 * 1024;
 /// The cork buffer's allocation is kept between reads up to this size (a larger one is freed,
 /// so that an idle connection holds little).
 const CORK_KEEP: usize = 2 * 1024;
@@ -49,6 +53,36 @@ const CORK_KEEP: usize = 2 * 1024;
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const SEND_FLAGS: libc::c_int = 0; // Python ignores SIGPIPE: a closed peer gives EPIPE
+
+/// A piece of the write queue.
+enum Chunk {
+    Owned(Vec<u8>),
+    /// `bytes` (immutable) from `start` on.
+    Shared {
+        owner: Py<PyBytes>,
+        start: usize,
+    },
+}
+
+impl Chunk {
+    fn bytes<'a>(&'a self, py: Python<'a>) -> &'a [u8] {
+        match self {
+            Chunk::Owned(bytes) => bytes,
+            Chunk::Shared { owner, start } => &owner.bind(py).as_bytes()[*start..],
+        }
+    }
+}
+
+/// `bytes` whose buffer is exactly `body`, if it is large enough to be queued by reference.
+fn sharable<'a, 'py>(
+    owner: Option<&'a Bound<'py, PyBytes>>,
+    body: &[u8],
+) -> Option<&'a Bound<'py, PyBytes>> {
+    owner.filter(|owner| {
+        let whole = owner.as_bytes();
+        body.len() >= SHARE_MIN && whole.as_ptr() == body.as_ptr() && whole.len() == body.len()
+    })
+}
 
 thread_local! {
     static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -111,7 +145,7 @@ pub struct SocketIO {
     /// Called with no arguments when the queue stops being empty, when it grows past
     /// `high`, and when a write fails (the error is then in `error`). Dropped by `discard()`.
     wake: Option<Py<PyAny>>,
-    queue: VecDeque<Vec<u8>>,
+    queue: VecDeque<Chunk>,
     /// Bytes of the queue's first chunk already sent.
     offset: usize,
     pending: usize,
@@ -137,8 +171,9 @@ pub struct SocketIO {
 
 impl SocketIO {
     /// Sends `frame` (after anything corked), queueing what the kernel does not take. True
-    /// when `wake` must be called (once no borrow is held: it may call back).
-    fn write_frame(&mut self, frame: &OutFrame<'_>) -> bool {
+    /// when `wake` must be called (once no borrow is held: it may call back). `owner`: the
+    /// `bytes` the message came from, if any.
+    fn write_frame(&mut self, frame: &OutFrame<'_>, owner: Option<&Bound<'_, PyBytes>>) -> bool {
         if self.closed || self.error.is_some() {
             return false; // the connection is being torn down; nothing more goes out
         }
@@ -149,7 +184,10 @@ impl SocketIO {
         }
         let cork = std::mem::take(&mut self.cork);
         let wake = match frame.unmasked_parts() {
-            Some((head, body)) => self.send_now(&[&cork, head, body]),
+            Some((head, body)) => match sharable(owner, body) {
+                Some(owner) => self.send_shared(&cork, head, owner),
+                None => self.send_now(&[&cork, head, body]),
+            },
             None if cork.is_empty() => self.send_owned(frame.to_vec()),
             None => self.send_now(&[&cork, &frame.to_vec()]),
         };
@@ -171,7 +209,12 @@ impl SocketIO {
 
     /// Sends `bytes` (after anything corked), queueing what the kernel does not take; true
     /// when `wake` is due.
-    fn write_bytes(&mut self, bytes: &[u8], defer: bool) -> bool {
+    fn write_bytes(
+        &mut self,
+        bytes: &[u8],
+        defer: bool,
+        owner: Option<&Bound<'_, PyBytes>>,
+    ) -> bool {
         if bytes.is_empty() || self.closed || self.error.is_some() {
             return false;
         }
@@ -183,7 +226,10 @@ impl SocketIO {
             return false;
         }
         let cork = std::mem::take(&mut self.cork);
-        let wake = self.send_now(&[&cork, bytes]);
+        let wake = match sharable(owner, bytes) {
+            Some(owner) => self.send_shared(&cork, &[], owner),
+            None => self.send_now(&[&cork, bytes]),
+        };
         self.reuse_cork(cork);
         wake
     }
@@ -277,6 +323,42 @@ impl SocketIO {
         self.enqueue(rest, 0)
     }
 
+    /// Sends `prefix` (corked bytes, a frame header) and then the whole of `owner`'s buffer
+    /// (if nothing is queued: else behind the queue); what the kernel does not take of
+    /// `owner` is queued as a reference to it. True when `wake` is due.
+    fn send_shared(&mut self, cork: &[u8], head: &[u8], owner: &Bound<'_, PyBytes>) -> bool {
+        let body = owner.as_bytes();
+        let prefix = cork.len() + head.len();
+        let total = prefix + body.len();
+        let sent = if self.pending > 0 {
+            0
+        } else {
+            match send_pieces(self.fd, &[cork, head, body]) {
+                Ok(sent) => sent,
+                Err(e) => return self.failed(e),
+            }
+        };
+        if sent == total {
+            return false;
+        }
+        let before = self.pending;
+        if sent < prefix {
+            let mut rest = Vec::with_capacity(prefix - sent);
+            if sent < cork.len() {
+                rest.extend_from_slice(&cork[sent..]);
+                rest.extend_from_slice(head);
+            } else {
+                rest.extend_from_slice(&head[sent - cork.len()..]);
+            }
+            self.push(Chunk::Owned(rest), 0);
+        }
+        let start = sent.saturating_sub(prefix);
+        let owner = owner.clone().unbind();
+        self.push(Chunk::Shared { owner, start }, 0);
+        self.pending += total - sent;
+        self.woken_by(before)
+    }
+
     /// Queues `chunk[offset..]` behind what is already queued; true when `wake` is due.
     fn enqueue(&mut self, chunk: Vec<u8>, offset: usize) -> bool {
         let before = self.pending;
@@ -284,15 +366,31 @@ impl SocketIO {
         if added == 0 {
             return false;
         }
+        self.push(Chunk::Owned(chunk), offset);
+        self.pending += added;
+        self.woken_by(before)
+    }
+
+    /// Appends `chunk[offset..]` to the queue (without counting it in `pending`).
+    fn push(&mut self, chunk: Chunk, offset: usize) {
         if self.queue.is_empty() {
             self.offset = offset;
             self.queue.push_back(chunk);
         } else if offset == 0 {
             self.queue.push_back(chunk); // behind others: kept as it is, no copy
-        } else {
-            self.queue.push_back(chunk[offset..].to_vec());
+        } else if let Chunk::Owned(bytes) = chunk {
+            self.queue.push_back(Chunk::Owned(bytes[offset..].to_vec()));
+        } else if let Chunk::Shared { owner, start } = chunk {
+            self.queue.push_back(Chunk::Shared {
+                owner,
+                start: start + offset,
+            });
         }
-        self.pending += added;
+    }
+
+    /// Whether `wake` is due now that `pending` grew from `before`: the queue stopped being
+    /// empty, or went past the write limit.
+    fn woken_by(&self, before: usize) -> bool {
         before == 0 || (before <= self.high && self.pending > self.high)
     }
 
@@ -497,19 +595,20 @@ impl SocketIO {
                 .inner
                 .encode_message(OpCode::Text, data.as_bytes())
                 .map_err(send_error)?;
-            Ok(this.write_frame(&frame))
+            Ok(this.write_frame(&frame, None))
         })
     }
 
     /// Encodes and sends a binary message from any contiguous buffer.
     fn send_binary(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let owner = data.cast::<PyBytes>().ok();
         Self::with_conn(slf, |this, conn| {
             with_bytes(data, |bytes| {
                 let frame = conn
                     .inner
                     .encode_message(OpCode::Binary, bytes)
                     .map_err(send_error)?;
-                Ok(this.write_frame(&frame))
+                Ok(this.write_frame(&frame, owner))
             })?
         })
     }
@@ -521,19 +620,21 @@ impl SocketIO {
     fn send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>, gather: bool) -> PyResult<()> {
         let wake = {
             let mut this = slf.borrow_mut();
-            with_bytes(data, |bytes| this.write_bytes(bytes, gather))?
+            let owner = data.cast::<PyBytes>().ok();
+            with_bytes(data, |bytes| this.write_bytes(bytes, gather, owner))?
         };
         Self::notify(slf, wake)
     }
 
     /// Sends as much of the queue as the kernel takes: the bytes still waiting. Raises
     /// OSError if the write fails (the queue is then dropped).
-    fn flush(&mut self) -> PyResult<usize> {
+    fn flush(&mut self, py: Python<'_>) -> PyResult<usize> {
         while self.pending > 0 {
             let mut pieces: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
             let mut count = 0;
             for (i, chunk) in self.queue.iter().take(MAX_PIECES).enumerate() {
-                pieces[i] = if i == 0 { &chunk[self.offset..] } else { chunk };
+                let bytes = chunk.bytes(py);
+                pieces[i] = if i == 0 { &bytes[self.offset..] } else { bytes };
                 count += 1;
             }
             let mut sent = match send_pieces(self.fd, &pieces[..count]) {
@@ -548,7 +649,7 @@ impl SocketIO {
             }
             self.pending -= sent;
             while sent > 0 {
-                let front = self.queue.front().map_or(0, Vec::len) - self.offset;
+                let front = self.queue.front().map_or(0, |c| c.bytes(py).len()) - self.offset;
                 if sent >= front {
                     sent -= front;
                     self.queue.pop_front();
