@@ -74,6 +74,8 @@ impl Chunk {
 }
 
 /// `bytes` whose buffer is exactly `body`, if it is large enough to be queued by reference.
+/// Callers pass exact `bytes` only: an instance of a subclass may refer to other objects, and
+/// the queue is not visited by the garbage collector.
 fn sharable<'a, 'py>(
     owner: Option<&'a Bound<'py, PyBytes>>,
     body: &[u8],
@@ -601,7 +603,7 @@ impl SocketIO {
 
     /// Encodes and sends a binary message from any contiguous buffer.
     fn send_binary(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let owner = data.cast::<PyBytes>().ok();
+        let owner = data.cast_exact::<PyBytes>().ok();
         Self::with_conn(slf, |this, conn| {
             with_bytes(data, |bytes| {
                 let frame = conn
@@ -620,7 +622,7 @@ impl SocketIO {
     fn send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>, gather: bool) -> PyResult<()> {
         let wake = {
             let mut this = slf.borrow_mut();
-            let owner = data.cast::<PyBytes>().ok();
+            let owner = data.cast_exact::<PyBytes>().ok();
             with_bytes(data, |bytes| this.write_bytes(bytes, gather, owner))?
         };
         Self::notify(slf, wake)
