@@ -595,6 +595,29 @@ async def test_client_stream_ends_once_the_server_has_closed_the_byte_stream(
     assert (channel.close_code, channel.close_reason) == (4001, "bye")
 
 
+async def test_client_with_a_full_buffer_still_reads_the_server_eof_after_its_close(
+    raw_server: StartRaw,
+) -> None:
+    sent = [f"message {index}" for index in range(6)]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        for message in sent:
+            writer.write(frame(0x1, message.encode()))
+        writer.write(frame(0x8, close_payload(status.NORMAL_CLOSURE)))
+        [close] = await read_frames(reader, Connection(False))
+        assert close.code == status.NORMAL_CLOSURE
+        writer.close()
+
+    server = await raw_server(handler)
+    # Reading is paused (more than max_queue messages wait) when the close frame comes; only
+    # the server's EOF, not the long close_timeout, can end the connection in time.
+    channel = await over_client(port_of(server), max_queue=2, close_timeout=TIMEOUT * 4)
+    await wait(channel.sink.done)
+    assert channel.close_code == status.NORMAL_CLOSURE
+    assert [message async for message in channel.stream] == sent
+
+
 async def test_client_close_gives_up_after_close_timeout_without_an_answer(
     raw_server: StartRaw,
 ) -> None:

@@ -231,7 +231,7 @@ async def test_a_backed_up_server_queue_keeps_bytes_by_reference_and_copies_muta
     async def handler(channel: IOWebSocketChannel) -> None:
         transport = transport_of(channel)
         assert isinstance(transport, DirectTransport)
-        for index in range(12):
+        for index in range(24):  # 26 MiB: more than the kernel's buffers hold
             message = bytes([index]) * (1 << 20) + os.urandom(9)
             before = sys.getrefcount(message)
             channel.sink.add(message)

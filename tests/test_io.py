@@ -6,7 +6,7 @@ import array
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
 import pytest
 import trustme
@@ -571,6 +571,51 @@ async def test_client_stream_ends_once_the_server_has_closed_tcp(
     assert server_closed.is_set()
     assert channel.sink.done.done()
     assert (channel.close_code, channel.close_reason) == (status.NORMAL_CLOSURE, "bye")
+
+
+async def test_client_with_a_full_buffer_still_reads_the_server_eof_after_its_close(
+    raw_server: StartRaw,
+) -> None:
+    # Reading is paused (more than max_queue messages wait, nobody consumes) when the close
+    # frame comes: the client still reads on for the server's EOF, and closes cleanly.
+    sent = [f"message {index}" for index in range(6)]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        for message in sent:
+            writer.write(frame(0x1, message.encode()))
+        writer.write(frame(0x8, close_payload(status.NORMAL_CLOSURE)))
+        assert await unmask(reader) == (0x88, close_payload(status.NORMAL_CLOSURE))
+        writer.close()
+
+    server = await raw_server(handler)
+    # A close_timeout the wait below would not outlast: only the EOF can end it in time.
+    channel = await IOWebSocketChannel.connect(server.url, max_queue=2, close_timeout=TIMEOUT * 4)
+    await wait(channel.sink.done)
+    assert channel.close_code == status.NORMAL_CLOSURE
+    assert [message async for message in channel.stream] == sent
+
+
+async def test_client_without_close_timeout_ends_its_stream_at_the_close_frame(
+    raw_server: StartRaw,
+) -> None:
+    # With no limit on waiting for the server's EOF, the stream does not wait for it.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        writer.write(frame(0x8, close_payload(status.GOING_AWAY)))
+        await reader.read()  # keeps TCP open until the client goes
+
+    server = await raw_server(handler)
+    channel = await IOWebSocketChannel.connect(server.url, close_timeout=None)
+    received = asyncio.ensure_future(alist(channel.stream))
+    assert await asyncio.wait_for(received, TIMEOUT) == []
+    assert channel.close_code == status.GOING_AWAY
+    channel._transport_protocol.abort()  # type: ignore[union-attr]
+    await wait(channel.sink.done)
+
+
+async def alist(stream: AsyncIterable[Message]) -> list[Message]:
+    return [message async for message in stream]
 
 
 async def test_client_receives_frames_sent_with_the_handshake_response(

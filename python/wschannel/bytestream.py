@@ -307,11 +307,15 @@ class _Driver:
             if conn.close_expected():
                 self._disconnect()
                 self._close_transport()
+            elif self._close_timeout is None:
+                self._disconnect()  # a client that may wait forever for the server's EOF
             else:
                 # A client waits for the server to close first, up to close_timeout; its
                 # stream ends then (in _connection_lost), with the byte stream closed.
+                # Reading goes on even if the buffer is full, for the EOF.
                 self._cancel_ping()
                 self.channel._sink._conn = None
+                self.channel._stream._resume_reading()
                 self._arm_close_timer()
 
     def _write_reply(self) -> None:

@@ -16,7 +16,7 @@ TLS connections stay on their asyncio transport.
 
 Closing (RFC 6455 §7.1): the server closes TCP first. A client that has sent and received a
 close frame waits for the server's EOF up to ``close_timeout``, then closes the socket itself;
-its stream ends once the socket is closed.
+its stream ends once the socket is closed (at the close frame if ``close_timeout`` is None).
 
 Logging: each connection logs to ``wschannel.client`` (client side, at DEBUG) or
 ``wschannel.server`` (server side, at INFO) when it opens and when it closes (code, reason,
@@ -806,12 +806,16 @@ class _WebSocketProtocol(asyncio.Protocol):
         if conn.close_expected():
             self._disconnect()
             self._close_transport()
+        elif self._close_timeout is None:
+            self._disconnect()  # a client that may wait forever for the server's EOF
         else:
             # A client waits for the server to close TCP, up to close_timeout. Its stream
             # ends then (in connection_lost), not now: a program that leaves its event loop
-            # once the stream has ended must not leave the socket open behind it.
+            # once the stream has ended must not leave the socket open behind it. Reading
+            # goes on even if the buffer is full (nothing follows a close frame), for the EOF.
             self._cancel_ping()
             self.sink._disconnect()
+            self.channel._stream._resume_reading()
             self._arm_close_timer()
 
     # A close that arrives behind messages the consumer has not taken yet: its reply waits
