@@ -186,12 +186,9 @@ impl SocketIO {
         }
         let cork = std::mem::take(&mut self.cork);
         let wake = match frame.unmasked_parts() {
-            Some((head, body)) => match sharable(owner, body) {
-                Some(owner) => self.send_shared(&cork, head, owner),
-                None => self.send_now(&[&cork, head, body]),
-            },
+            Some((head, body)) => self.send_now(&[&cork, head, body], sharable(owner, body)),
             None if cork.is_empty() => self.send_owned(frame.to_vec()),
-            None => self.send_now(&[&cork, &frame.to_vec()]),
+            None => self.send_now(&[&cork, &frame.to_vec()], None),
         };
         self.reuse_cork(cork);
         wake
@@ -228,10 +225,7 @@ impl SocketIO {
             return false;
         }
         let cork = std::mem::take(&mut self.cork);
-        let wake = match sharable(owner, bytes) {
-            Some(owner) => self.send_shared(&cork, &[], owner),
-            None => self.send_now(&[&cork, bytes]),
-        };
+        let wake = self.send_now(&[&cork, bytes], sharable(owner, bytes));
         self.reuse_cork(cork);
         wake
     }
@@ -280,7 +274,7 @@ impl SocketIO {
         let wake = if self.closed || self.error.is_some() {
             false
         } else {
-            self.send_now(&[&cork])
+            self.send_now(&[&cork], None)
         };
         self.reuse_cork(cork);
         wake
@@ -295,8 +289,9 @@ impl SocketIO {
     }
 
     /// One `sendmsg` of `pieces` if nothing is queued, else behind the queue; what the kernel
-    /// does not take is queued. True when `wake` is due.
-    fn send_now(&mut self, pieces: &[&[u8]]) -> bool {
+    /// does not take is queued: copied, except the last piece if `shared` is the `bytes` it
+    /// is the buffer of (queued as a reference). True when `wake` is due.
+    fn send_now(&mut self, pieces: &[&[u8]], shared: Option<&Bound<'_, PyBytes>>) -> bool {
         let total: usize = pieces.iter().map(|p| p.len()).sum();
         if total == 0 {
             return false;
@@ -312,51 +307,31 @@ impl SocketIO {
         if sent == total {
             return false;
         }
-        let mut rest = Vec::with_capacity(total - sent);
-        let mut skip = sent;
-        for piece in pieces {
-            if skip >= piece.len() {
-                skip -= piece.len();
-            } else {
-                rest.extend_from_slice(&piece[skip..]);
-                skip = 0;
-            }
-        }
-        self.enqueue(rest, 0)
-    }
-
-    /// Sends `prefix` (corked bytes, a frame header) and then the whole of `owner`'s buffer
-    /// (if nothing is queued: else behind the queue); what the kernel does not take of
-    /// `owner` is queued as a reference to it. True when `wake` is due.
-    fn send_shared(&mut self, cork: &[u8], head: &[u8], owner: &Bound<'_, PyBytes>) -> bool {
-        let body = owner.as_bytes();
-        let prefix = cork.len() + head.len();
-        let total = prefix + body.len();
-        let sent = if self.pending > 0 {
-            0
-        } else {
-            match send_pieces(self.fd, &[cork, head, body]) {
-                Ok(sent) => sent,
-                Err(e) => return self.failed(e),
-            }
-        };
-        if sent == total {
-            return false;
-        }
         let before = self.pending;
-        if sent < prefix {
-            let mut rest = Vec::with_capacity(prefix - sent);
-            if sent < cork.len() {
-                rest.extend_from_slice(&cork[sent..]);
-                rest.extend_from_slice(head);
-            } else {
-                rest.extend_from_slice(&head[sent - cork.len()..]);
+        let copied = if shared.is_some() {
+            &pieces[..pieces.len() - 1]
+        } else {
+            pieces
+        };
+        let copied_len: usize = copied.iter().map(|p| p.len()).sum();
+        if sent < copied_len {
+            let mut rest = Vec::with_capacity(copied_len - sent);
+            let mut skip = sent;
+            for piece in copied {
+                if skip >= piece.len() {
+                    skip -= piece.len();
+                } else {
+                    rest.extend_from_slice(&piece[skip..]);
+                    skip = 0;
+                }
             }
-            self.push(Chunk::Owned(rest), 0);
+            self.queue.push_back(Chunk::Owned(rest));
         }
-        let start = sent.saturating_sub(prefix);
-        let owner = owner.clone().unbind();
-        self.push(Chunk::Shared { owner, start }, 0);
+        if let Some(owner) = shared {
+            let start = sent.saturating_sub(copied_len);
+            let owner = owner.clone().unbind();
+            self.queue.push_back(Chunk::Shared { owner, start });
+        }
         self.pending += total - sent;
         self.woken_by(before)
     }
@@ -368,26 +343,16 @@ impl SocketIO {
         if added == 0 {
             return false;
         }
-        self.push(Chunk::Owned(chunk), offset);
-        self.pending += added;
-        self.woken_by(before)
-    }
-
-    /// Appends `chunk[offset..]` to the queue (without counting it in `pending`).
-    fn push(&mut self, chunk: Chunk, offset: usize) {
         if self.queue.is_empty() {
             self.offset = offset;
-            self.queue.push_back(chunk);
+            self.queue.push_back(Chunk::Owned(chunk));
         } else if offset == 0 {
-            self.queue.push_back(chunk); // behind others: kept as it is, no copy
-        } else if let Chunk::Owned(bytes) = chunk {
-            self.queue.push_back(Chunk::Owned(bytes[offset..].to_vec()));
-        } else if let Chunk::Shared { owner, start } = chunk {
-            self.queue.push_back(Chunk::Shared {
-                owner,
-                start: start + offset,
-            });
+            self.queue.push_back(Chunk::Owned(chunk)); // behind others: as it is, no copy
+        } else {
+            self.queue.push_back(Chunk::Owned(chunk[offset..].to_vec()));
         }
+        self.pending += added;
+        self.woken_by(before)
     }
 
     /// Whether `wake` is due now that `pending` grew from `before`: the queue stopped being
