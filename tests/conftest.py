@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import pytest
@@ -166,3 +166,38 @@ async def open_raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.Stre
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
     assert head.startswith(b"HTTP/1.1 101"), head
     return reader, writer
+
+
+async def unmask(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read one short masked frame from a client: its first byte and its payload."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+    assert second & 0x80, "a client must mask its frames"
+    mask = await reader.readexactly(4)
+    payload = await reader.readexactly(second & 0x7F)
+    return first, bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
+def close_then_hang_up(
+    code: int,
+    reason: str = "",
+    *,
+    messages: Sequence[str] = (),
+    linger: float = 0.0,
+    hung_up: asyncio.Event | None = None,
+) -> RawHandler:
+    """A raw server's handler that answers the upgrade, sends ``messages`` (text) and a close
+    frame, checks that the client's masked answer echoes it, keeps TCP open ``linger`` more
+    seconds, then sets ``hung_up`` and closes TCP."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        for message in messages:
+            writer.write(frame(0x1, message.encode()))
+        writer.write(frame(0x8, close_payload(code, reason)))
+        assert await unmask(reader) == (0x88, close_payload(code, reason))
+        await asyncio.sleep(linger)
+        if hung_up is not None:
+            hung_up.set()
+        writer.close()
+
+    return handler

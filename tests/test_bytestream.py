@@ -25,6 +25,7 @@ from conftest import (
     RawHandler,
     RawServer,
     accept_upgrade,
+    close_then_hang_up,
     next_message,
     wait,
 )
@@ -577,17 +578,8 @@ async def test_client_stream_ends_once_the_server_has_closed_the_byte_stream(
     raw_server: StartRaw,
 ) -> None:
     server_closed = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accept_upgrade(reader, writer)
-        writer.write(frame(0x8, close_payload(4001, "bye")))
-        [close] = await read_frames(reader, Connection(False))  # the client's answer
-        assert (close.code, close.reason) == (4001, "bye")
-        await asyncio.sleep(SHORT)  # the close frames crossed; TCP still open a while
-        server_closed.set()
-        writer.close()
-
-    server = await raw_server(handler)
+    # The close frames crossed; TCP still open a while.
+    server = await raw_server(close_then_hang_up(4001, "bye", linger=SHORT, hung_up=server_closed))
     channel = await over_client(port_of(server))
     assert [message async for message in channel.stream] == []
     assert server_closed.is_set()
@@ -599,17 +591,7 @@ async def test_client_with_a_full_buffer_still_reads_the_server_eof_after_its_cl
     raw_server: StartRaw,
 ) -> None:
     sent = [f"message {index}" for index in range(6)]
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accept_upgrade(reader, writer)
-        for message in sent:
-            writer.write(frame(0x1, message.encode()))
-        writer.write(frame(0x8, close_payload(status.NORMAL_CLOSURE)))
-        [close] = await read_frames(reader, Connection(False))
-        assert close.code == status.NORMAL_CLOSURE
-        writer.close()
-
-    server = await raw_server(handler)
+    server = await raw_server(close_then_hang_up(status.NORMAL_CLOSURE, messages=sent))
     # Reading is paused (more than max_queue messages wait) when the close frame comes; only
     # the server's EOF, not the long close_timeout, can end the connection in time.
     channel = await over_client(port_of(server), max_queue=2, close_timeout=TIMEOUT * 4)

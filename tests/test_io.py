@@ -17,10 +17,12 @@ from conftest import (
     RawServer,
     accept_upgrade,
     close_payload,
+    close_then_hang_up,
     frame,
     next_message,
     read_frame,
     read_request,
+    unmask,
     wait,
 )
 
@@ -556,15 +558,8 @@ async def test_client_stream_ends_once_the_server_has_closed_tcp(
     # the stream of a client ends when the server has closed TCP, not at its close frame.
     monkeypatch.setattr(wschannel._direct, "ENABLED", direct_io)
     server_closed = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accept_upgrade(reader, writer)
-        writer.write(frame(0x8, close_payload(status.NORMAL_CLOSURE, "bye")))
-        assert await unmask(reader) == (0x88, close_payload(status.NORMAL_CLOSURE, "bye"))
-        await asyncio.sleep(SHORT)  # a slow server: the close frames crossed, TCP still open
-        server_closed.set()
-        writer.close()
-
+    # A slow server: the close frames crossed, TCP still open a while.
+    handler = close_then_hang_up(status.NORMAL_CLOSURE, "bye", linger=SHORT, hung_up=server_closed)
     server = await raw_server(handler)
     channel = await IOWebSocketChannel.connect(server.url)
     assert [message async for message in channel.stream] == []
@@ -579,16 +574,7 @@ async def test_client_with_a_full_buffer_still_reads_the_server_eof_after_its_cl
     # Reading is paused (more than max_queue messages wait, nobody consumes) when the close
     # frame comes: the client still reads on for the server's EOF, and closes cleanly.
     sent = [f"message {index}" for index in range(6)]
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accept_upgrade(reader, writer)
-        for message in sent:
-            writer.write(frame(0x1, message.encode()))
-        writer.write(frame(0x8, close_payload(status.NORMAL_CLOSURE)))
-        assert await unmask(reader) == (0x88, close_payload(status.NORMAL_CLOSURE))
-        writer.close()
-
-    server = await raw_server(handler)
+    server = await raw_server(close_then_hang_up(status.NORMAL_CLOSURE, messages=sent))
     # A close_timeout the wait below would not outlast: only the EOF can end it in time.
     channel = await IOWebSocketChannel.connect(server.url, max_queue=2, close_timeout=TIMEOUT * 4)
     await wait(channel.sink.done)
@@ -635,15 +621,6 @@ async def test_client_receives_frames_sent_with_the_handshake_response(
     channel = await IOWebSocketChannel.connect(server.url, close_timeout=SHORT)
     assert [message async for message in channel.stream] == ["hi"]
     assert channel.close_code == status.NORMAL_CLOSURE
-
-
-async def unmask(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """Read one short masked frame from a client: its first byte and its payload."""
-    first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
-    assert second & 0x80, "a client must mask its frames"
-    mask = await reader.readexactly(4)
-    payload = await reader.readexactly(second & 0x7F)
-    return first, bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
 
 
 async def test_client_answers_a_ping_with_a_pong(raw_server: StartRaw) -> None:
