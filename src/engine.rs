@@ -26,6 +26,10 @@ use crate::utf8::{self, Utf8Validator};
 /// The default limit on a message's size, after decompression: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 
+/// The largest payload length a frame may announce: the most significant bit of the 64-bit
+/// length must be 0 (RFC 6455 §5.2).
+pub const MAX_PAYLOAD_LEN: u64 = i64::MAX as u64;
+
 /// Buffers above this capacity are given back after a message, so idle connections stay small.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -214,6 +218,8 @@ pub struct Connection {
     frame: Option<InFrame>,
     message: Vec<u8>,
     message_opcode: Option<OpCode>,
+    /// The payload bytes the current message's frames announced so far, as sent.
+    message_wire_len: u64,
     compressed: bool,
     raw: Vec<u8>,
     utf8: Utf8Validator,
@@ -255,6 +261,7 @@ impl Connection {
             frame: None,
             message: Vec::new(),
             message_opcode: None,
+            message_wire_len: 0,
             compressed: false,
             raw: Vec::new(),
             utf8: Utf8Validator::default(),
@@ -522,6 +529,13 @@ impl Connection {
     fn start_frame(&mut self, header: Header, rx: &mut impl Receiver) -> Step {
         let opcode = OpCode::from_bits(header.opcode)
             .ok_or_else(|| violation(1002, format!("reserved opcode {:#x}", header.opcode)))?;
+        if header.len > MAX_PAYLOAD_LEN {
+            // RFC 6455 §5.2: the most significant bit of a 64-bit length must be 0.
+            return Err(violation(
+                1002,
+                "frame length has its most significant bit set",
+            ));
+        }
         if header.rsv2 || header.rsv3 {
             return Err(violation(1002, "reserved bit RSV2 or RSV3 set"));
         }
@@ -583,17 +597,25 @@ impl Connection {
                 return Err(too_big("frame", header.len, max));
             }
         }
-        let compressed = if continuing {
-            self.compressed
+        let (compressed, so_far) = if continuing {
+            (self.compressed, self.message_wire_len)
         } else {
-            header.rsv1
+            (header.rsv1, 0)
         };
-        if let (Some(max), false) = (self.config.max_message_size, compressed) {
-            let total = self.message.len() as u64 + header.len;
-            if total > max as u64 {
-                return Err(too_big("message", total, max));
+        // Both terms are below 2^63 (start_frame, and this check for every earlier frame
+        // of the message), so the sum cannot wrap; saturating all the same.
+        let total = so_far.saturating_add(header.len);
+        if let Some(max) = self.config.max_message_size {
+            let (limit, what) = if compressed {
+                (compressed_limit(max), "compressed message")
+            } else {
+                (max as u64, "message")
+            };
+            if total > limit {
+                return Err(too_big(what, total, limit));
             }
         }
+        self.message_wire_len = total;
         if !continuing {
             self.message_opcode = Some(opcode);
             self.compressed = header.rsv1;
@@ -870,7 +892,16 @@ fn invalid_utf8() -> Violation {
     violation(1007, "invalid UTF-8 in text")
 }
 
-fn too_big(what: &str, size: u64, max: usize) -> Violation {
+/// The most compressed bytes a message may take on the wire when it may inflate to at most
+/// `max` bytes: deflate can make data larger, by at most an eighth with fixed Huffman codes
+/// for every literal (RFC 1951 §3.2.6; stored blocks add 5 bytes per 64 KiB), plus room for
+/// the empty blocks a flush adds. A frame announcing more is refused from its header.
+fn compressed_limit(max: usize) -> u64 {
+    let max = max as u64;
+    max.saturating_add(max / 8).saturating_add(4096)
+}
+
+fn too_big(what: &str, size: u64, max: impl std::fmt::Display) -> Violation {
     violation(
         1009,
         format!("{what} of {size} bytes exceeds the limit of {max} bytes"),

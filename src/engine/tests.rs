@@ -689,3 +689,111 @@ fn small_frames_and_compressed_ones_get_no_direct_room() {
     feed(&mut small, &from_client(0x82, &[0; 1000])[..20]);
     assert!(small.payload_target(1 << 20).is_none());
 }
+
+/// A frame header announcing `len` payload bytes, with first byte `first`, masked.
+fn client_header(first: u8, len: u64) -> Vec<u8> {
+    let mut header = Header::parse(&from_client(first, &[])).unwrap().0;
+    header.len = len;
+    let mut head = [0; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    head[..n].to_vec()
+}
+
+#[test]
+fn server_refuses_a_length_with_its_most_significant_bit_set() {
+    for role_limit in [Some(1 << 20), None] {
+        let mut conn = Connection::new(
+            Role::Server,
+            Config {
+                max_message_size: role_limit,
+                ..Config::default()
+            },
+        );
+        assert_fails(&mut conn, &client_header(0x82, 1 << 63), 1002);
+    }
+}
+
+#[test]
+fn server_refuses_a_continuation_whose_length_would_wrap_the_message_size() {
+    // Six bytes so far, then a continuation announcing 2^64 - 6: the sum wraps to 0, which
+    // passed the 1 MiB limit and let the peer stream any amount into one message.
+    let mut conn = server();
+    let mut wire = from_client(0x02, &[0; 6]);
+    wire.extend(client_header(0x00, u64::MAX - 5));
+    wire.extend([0; 64]);
+    let events = feed(&mut conn, &wire);
+    assert!(failure(1002)(&events), "{events:?}");
+    assert!(!events.iter().any(|e| matches!(e, Event::Binary(_))));
+    assert_eq!(close_frame_code(&conn.data_to_send()), 1002);
+}
+
+#[test]
+fn client_refuses_a_continuation_whose_length_would_wrap_the_message_size() {
+    let mut conn = client();
+    let mut wire = frame(0x01, b"abc", None);
+    let mut header = Header::parse(&frame(0x00, &[], None)).unwrap().0;
+    header.len = u64::MAX - 2;
+    let mut head = [0; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    wire.extend_from_slice(&head[..n]);
+    let events = feed(&mut conn, &wire);
+    assert!(failure(1002)(&events), "{events:?}");
+    assert_eq!(conn.close_code(), Some(1002));
+}
+
+#[test]
+fn continuations_just_under_the_limit_pass_and_one_byte_more_fails() {
+    let config = Config {
+        max_message_size: Some(10),
+        ..Config::default()
+    };
+    let mut conn = Connection::new(Role::Server, config.clone());
+    let mut wire = from_client(0x02, &[1; 4]);
+    wire.extend(from_client(0x00, &[2; 3]));
+    wire.extend(from_client(0x80, &[3; 3]));
+    let mut expected = vec![1; 4];
+    expected.extend([2; 3]);
+    expected.extend([3; 3]);
+    assert_eq!(feed(&mut conn, &wire), vec![Event::Binary(expected)]);
+    let mut conn = Connection::new(Role::Server, config);
+    let mut wire = from_client(0x02, &[1; 4]);
+    wire.extend(from_client(0x00, &[2; 3]));
+    // The header of the frame that would make 11 bytes is refused before its payload.
+    wire.extend(client_header(0x80, 4));
+    assert_fails(&mut conn, &wire, 1009);
+}
+
+#[test]
+fn compressed_frame_announcing_far_more_than_the_limit_fails_from_its_header() {
+    let config = Config {
+        deflate: Some(DeflateParams::default()),
+        ..Config::default()
+    };
+    let mut conn = Connection::new(Role::Server, config);
+    // 1 GiB announced, no payload sent: refused at once (the limit used to apply only
+    // after inflating, so the engine would wait for, and inflate, all of it).
+    assert_fails(&mut conn, &client_header(0xc2, 1 << 30), 1009);
+}
+
+#[test]
+fn compressed_message_may_take_somewhat_more_than_the_limit_on_the_wire() {
+    // Incompressible data is sent as stored blocks, a little larger than the message: a
+    // message of exactly the limit still passes.
+    let params = DeflateParams::default();
+    let config = Config {
+        max_message_size: Some(100_000),
+        deflate: Some(params),
+        ..Config::default()
+    };
+    let mut sender = Connection::with_seed(Role::Client, config.clone(), 3);
+    let mut data = vec![0u8; 100_000];
+    let mut x: u32 = 1;
+    for b in &mut data {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        *b = (x >> 24) as u8;
+    }
+    let wire = sender.send_binary(&data).unwrap();
+    assert!(wire.len() > data.len(), "stored blocks make it larger");
+    let mut conn = Connection::new(Role::Server, config);
+    assert_eq!(feed(&mut conn, &wire), vec![Event::Binary(data)]);
+}
