@@ -100,8 +100,9 @@ pub enum HandshakeError {
     /// The 101 response has no `Upgrade` header.
     #[error("missing Upgrade: websocket header")]
     MissingUpgrade,
-    /// The 101 response's `Upgrade` header has no `websocket` token.
-    #[error("Upgrade header is '{0}', which has no 'websocket' token")]
+    /// The 101 response's `Upgrade` header is not the single token `websocket` (another
+    /// protocol listed beside it would mean switching to both).
+    #[error("Upgrade header is '{0}', expected 'websocket'")]
     InvalidUpgrade(String),
     /// The 101 response has no `Connection` header.
     #[error("missing Connection: Upgrade header")]
@@ -115,7 +116,7 @@ pub enum HandshakeError {
     /// The 101 response's `Sec-WebSocket-Accept` does not match the key that was sent.
     #[error("Sec-WebSocket-Accept is '{got}', expected '{expected}'")]
     InvalidAccept {
-        /// What the server sent (repeated lines joined with ", ").
+        /// What the server sent.
         got: String,
         /// `sign_key` of the key that was sent.
         expected: String,
@@ -126,6 +127,11 @@ pub enum HandshakeError {
     /// The server selected a subprotocol that was not offered.
     #[error("server selected subprotocol '{0}', which the client did not offer")]
     UnofferedProtocol(String),
+    /// The 101 response repeats a header that must appear once (`Upgrade`,
+    /// `Sec-WebSocket-Accept`), or announces a body (`Transfer-Encoding`, a `Content-Length`
+    /// other than a single 0) although the bytes after its head are WebSocket frames.
+    #[error("invalid 101 response: {0}")]
+    InvalidResponse(&'static str),
 
     /// The server received a request head larger than [`Limits::max_header_size`].
     #[error("HTTP request head exceeds {limit} bytes")]
@@ -142,6 +148,12 @@ pub enum HandshakeError {
     /// The server received bytes that are not an HTTP/1.x request head.
     #[error("malformed HTTP request: {0}")]
     MalformedRequest(String),
+    /// The server received a request head that parses but that another HTTP reader could
+    /// frame or route differently: a repeated `Host`, a `Transfer-Encoding`, or a
+    /// `Content-Length` other than a single 0 (an upgrade request has no body, and the bytes
+    /// after its head are WebSocket frames).
+    #[error("invalid HTTP request: {0}")]
+    InvalidRequest(&'static str),
 
     /// Data was fed to a handshake that has already completed or failed.
     #[error("the handshake is already over and accepts no more data")]
@@ -151,8 +163,8 @@ pub enum HandshakeError {
 impl HandshakeError {
     /// The HTTP status that goes with this error.
     ///
-    /// Server side: the status to answer with (400 for a malformed request, 431 for a head
-    /// that is too large or has too many headers). Client side: the status code of the
+    /// Server side: the status to answer with (400 for a malformed or invalid request, 431 for
+    /// a head that is too large or has too many headers). Client side: the status code of the
     /// response when one was parsed (the checks after the status line only run on a 101),
     /// else 0. Errors in arguments given by the caller, and [`HandshakeError::Finished`],
     /// give 0.
@@ -166,8 +178,9 @@ impl HandshakeError {
             | HandshakeError::MissingAccept
             | HandshakeError::InvalidAccept { .. }
             | HandshakeError::MultipleProtocols(_)
-            | HandshakeError::UnofferedProtocol(_) => 101,
-            HandshakeError::MalformedRequest(_) => 400,
+            | HandshakeError::UnofferedProtocol(_)
+            | HandshakeError::InvalidResponse(_) => 101,
+            HandshakeError::MalformedRequest(_) | HandshakeError::InvalidRequest(_) => 400,
             HandshakeError::RequestTooLarge { .. }
             | HandshakeError::TooManyRequestHeaders { .. } => 431,
             _ => 0,
@@ -274,6 +287,95 @@ fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Raw values of every line of header `name` (case-insensitive) of a parsed head, as sent
+/// (httparse has stripped the whitespace around them, nothing else).
+fn raw_values<'h, 'b>(
+    headers: &'h [httparse::Header<'b>],
+    name: &'h str,
+) -> impl Iterator<Item = &'b [u8]> + 'h {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// Whether a head has a line feed that does not follow a carriage return.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.first() == Some(&b'\n') || head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r')
+}
+
+/// Why a head that can have no body (an upgrade request, a 101 response) is refused: the
+/// bytes after it are WebSocket frames, so any header that frames a body (RFC 9112 §6) would
+/// make a reader that honours it see the frames as a body, or the body as frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyProblem {
+    /// `Content-Length` and `Transfer-Encoding` together (RFC 9112 §6.3: the classic
+    /// request-smuggling pair, each reader picking a different one).
+    LengthAndTransferEncoding,
+    /// Any `Transfer-Encoding`, chunked or not.
+    TransferEncoding,
+    /// More than one `Content-Length` line, even with equal values.
+    RepeatedLength,
+    /// A `Content-Length` that is not 1*DIGIT (RFC 9110 §8.6): a sign, a list, hex, empty.
+    InvalidLength,
+    /// A `Content-Length` other than 0 (any number of zero digits is 0).
+    NonZeroLength,
+}
+
+impl BodyProblem {
+    /// The first problem with the body headers of `headers`, if any. A single
+    /// `Content-Length: 0` is no problem: some clients send it, and it frames no body.
+    fn find(headers: &[httparse::Header<'_>]) -> Option<BodyProblem> {
+        let transfer_encoding = raw_values(headers, "Transfer-Encoding").next().is_some();
+        let lengths: Vec<&[u8]> = raw_values(headers, "Content-Length").collect();
+        match (transfer_encoding, lengths.as_slice()) {
+            (true, [_, ..]) => Some(BodyProblem::LengthAndTransferEncoding),
+            (true, []) => Some(BodyProblem::TransferEncoding),
+            (false, []) => None,
+            (false, [length]) if length.is_empty() || !length.iter().all(u8::is_ascii_digit) => {
+                Some(BodyProblem::InvalidLength)
+            }
+            (false, [length]) if length.iter().any(|&b| b != b'0') => {
+                Some(BodyProblem::NonZeroLength)
+            }
+            (false, [_]) => None,
+            (false, _) => Some(BodyProblem::RepeatedLength),
+        }
+    }
+
+    /// The reason given to a client whose upgrade request has this problem.
+    fn in_request(self) -> &'static str {
+        match self {
+            BodyProblem::LengthAndTransferEncoding => {
+                "Content-Length and Transfer-Encoding together"
+            }
+            BodyProblem::TransferEncoding => {
+                "Transfer-Encoding header, but an upgrade request has no body"
+            }
+            BodyProblem::RepeatedLength => "more than one Content-Length header",
+            BodyProblem::InvalidLength => "Content-Length is not a decimal number",
+            BodyProblem::NonZeroLength => {
+                "Content-Length is not 0, but an upgrade request has no body"
+            }
+        }
+    }
+
+    /// The reason a client refuses a 101 response with this problem.
+    fn in_response(self) -> &'static str {
+        match self {
+            BodyProblem::LengthAndTransferEncoding => {
+                "Content-Length and Transfer-Encoding together"
+            }
+            BodyProblem::TransferEncoding => {
+                "Transfer-Encoding header, but a 101 response has no body"
+            }
+            BodyProblem::RepeatedLength => "more than one Content-Length header",
+            BodyProblem::InvalidLength => "Content-Length is not a decimal number",
+            BodyProblem::NonZeroLength => "Content-Length is not 0, but a 101 response has no body",
+        }
+    }
 }
 
 /// Accumulates bytes of an HTTP head and decides when it is worth parsing.
@@ -503,6 +605,7 @@ impl ClientHandshake {
         };
         let status = response.code.unwrap_or(0);
         let reason = response.reason.unwrap_or("").to_owned();
+        let body_problem = BodyProblem::find(response.headers);
         let headers = owned_headers(response.headers);
         self.leftover = self.buf.leftover(head_len);
         self.buf = HeadBuffer::default();
@@ -516,20 +619,31 @@ impl ClientHandshake {
                 headers: self.headers.clone(),
             });
         }
+        if let Some(problem) = body_problem {
+            return Err(HandshakeError::InvalidResponse(problem.in_response()));
+        }
         self.validate()?;
         Ok(Some(()))
     }
 
-    /// Checks a 101 response's headers (RFC 6455 §4.1, items 2 to 6 of the client's checks).
+    /// Checks a 101 response's headers (RFC 6455 §4.1, items 2 to 6 of the client's checks),
+    /// strictly: `Upgrade` is one line holding the single token `websocket` (any case), and
+    /// `Sec-WebSocket-Accept` one line (RFC 6455 §11.3.3). `Connection` may list other
+    /// tokens beside `Upgrade`, on any number of lines.
     fn validate(&mut self) -> Result<(), HandshakeError> {
         let headers = &self.headers;
 
+        if values(headers, "Upgrade").nth(1).is_some() {
+            return Err(HandshakeError::InvalidResponse(
+                "more than one Upgrade header",
+            ));
+        }
         match joined(headers, "Upgrade") {
             None => return Err(HandshakeError::MissingUpgrade),
-            Some(v) if !has_token(headers, "Upgrade", "websocket") => {
-                return Err(HandshakeError::InvalidUpgrade(v))
-            }
-            Some(_) => {}
+            Some(v) => match list_items(headers, "Upgrade").as_slice() {
+                [one] if one.eq_ignore_ascii_case("websocket") => {}
+                _ => return Err(HandshakeError::InvalidUpgrade(v)),
+            },
         }
         match joined(headers, "Connection") {
             None => return Err(HandshakeError::MissingConnection),
@@ -544,6 +658,11 @@ impl ClientHandshake {
         match accepts.as_slice() {
             [] => return Err(HandshakeError::MissingAccept),
             [one] if *one == expected => {}
+            [_, _, ..] => {
+                return Err(HandshakeError::InvalidResponse(
+                    "more than one Sec-WebSocket-Accept header",
+                ))
+            }
             _ => {
                 return Err(HandshakeError::InvalidAccept {
                     got: accepts.join(", "),
@@ -685,13 +804,19 @@ impl Request {
     /// 1. method not GET → 404;
     /// 2. no `Connection` token "upgrade" (case-insensitive) → 404;
     /// 3. no `Upgrade` token "websocket" (case-insensitive) → 404;
-    /// 4. `Sec-WebSocket-Version` missing → 400; not "13" → 426 with the header
+    /// 4. `Sec-WebSocket-Version` missing or repeated → 400; not "13" → 426 with the header
     ///    `Sec-WebSocket-Version: 13` (RFC 6455 §4.4);
     /// 5. HTTP version not 1.1 → 400;
-    /// 6. `Sec-WebSocket-Key` missing or not the base64 of 16 bytes → 400;
+    /// 6. `Sec-WebSocket-Key` missing, repeated or not the base64 of 16 bytes → 400;
     /// 7. `Host` missing → 400;
-    /// 8. with `allowed_origins`, an `Origin` whose lower-cased value is not among the
-    ///    lower-cased allowed origins → 403 (a request without `Origin` is allowed).
+    /// 8. `Origin` repeated → 400; with `allowed_origins`, an `Origin` whose lower-cased
+    ///    value is not among the lower-cased allowed origins → 403 (a request without
+    ///    `Origin` is allowed).
+    ///
+    /// RFC 6455 §11.3.1 and §11.3.5 (and RFC 6454 §7.3 for `Origin`) allow each of these
+    /// headers once in a request; with two, this server would use the first and a reader in
+    /// front of it might check the other. A repeated `Host`, and headers that frame a body,
+    /// are refused earlier, by [`ServerHandshake::receive_data`].
     pub fn check(&self, allowed_origins: Option<&[String]>) -> Result<(), Rejection> {
         if self.method != "GET" {
             return Err(Rejection::new(404, NOT_WEBSOCKET));
@@ -701,6 +826,12 @@ impl Request {
         }
         if !has_token(&self.headers, "Upgrade", "websocket") {
             return Err(Rejection::new(404, NOT_WEBSOCKET));
+        }
+        if self.header_values("Sec-WebSocket-Version").nth(1).is_some() {
+            return Err(Rejection::new(
+                400,
+                "more than one Sec-WebSocket-Version header.",
+            ));
         }
         match self.header("Sec-WebSocket-Version") {
             None => return Err(Rejection::new(400, "missing Sec-WebSocket-Version header.")),
@@ -722,6 +853,12 @@ impl Request {
                 format!("unexpected HTTP version \"1.{}\".", self.version),
             ));
         }
+        if self.header_values("Sec-WebSocket-Key").nth(1).is_some() {
+            return Err(Rejection::new(
+                400,
+                "more than one Sec-WebSocket-Key header.",
+            ));
+        }
         match self.key() {
             None => return Err(Rejection::new(400, "missing Sec-WebSocket-Key header.")),
             Some(key) => match BASE64.decode(key) {
@@ -731,6 +868,9 @@ impl Request {
         }
         if self.header("Host").is_none() {
             return Err(Rejection::new(400, "missing Host header."));
+        }
+        if self.header_values("Origin").nth(1).is_some() {
+            return Err(Rejection::new(400, "more than one Origin header."));
         }
         if let (Some(allowed), Some(origin)) = (allowed_origins, self.header("Origin")) {
             let lower = origin.to_lowercase();
@@ -769,9 +909,23 @@ impl ServerHandshake {
     }
 
     /// Feeds request bytes, in any chunking. Ok(None): more bytes are needed. Ok(Some):
-    /// the request head, with the bytes after it as its leftover. A malformed head is an
-    /// error with status 400; a head that is too large or has too many headers, 431. After
-    /// a request or an error, later calls fail with [`HandshakeError::Finished`].
+    /// the request head, with the bytes after it as its leftover. A head that is too large or
+    /// has too many headers is an error with status 431. These are errors with status 400,
+    /// so that a request another HTTP reader could frame or route differently never reaches
+    /// the application:
+    ///
+    /// * a malformed head ([`HandshakeError::MalformedRequest`]): what httparse refuses
+    ///   (among others whitespace between a header name and its colon, obs-fold
+    ///   continuation lines, a bare CR or a control character in a value, RFC 9112 §5.1-5.2)
+    ///   and a line ending in LF without CR (RFC 9112 §2.2 lets a reader accept it, so a
+    ///   reader in front of this one may split lines differently);
+    /// * an invalid head ([`HandshakeError::InvalidRequest`]): more than one `Host` (RFC 9110
+    ///   §7.2), any `Transfer-Encoding`, `Content-Length` with `Transfer-Encoding`, more
+    ///   than one `Content-Length`, or one that is not a single 0 (a GET upgrade has no
+    ///   body; the bytes after the head are WebSocket frames). `Content-Length: 0` is
+    ///   accepted.
+    ///
+    /// After a request or an error, later calls fail with [`HandshakeError::Finished`].
     pub fn receive_data(&mut self, data: &[u8]) -> Result<Option<Request>, HandshakeError> {
         if self.finished {
             return Err(HandshakeError::Finished);
@@ -814,6 +968,17 @@ impl ServerHandshake {
             }
             Err(err) => return Err(HandshakeError::MalformedRequest(err.to_string())),
         };
+        if has_bare_lf(&head[..head_len]) {
+            return Err(HandshakeError::MalformedRequest(
+                "invalid new line: LF without CR".to_owned(),
+            ));
+        }
+        if raw_values(request.headers, "Host").nth(1).is_some() {
+            return Err(HandshakeError::InvalidRequest("more than one Host header"));
+        }
+        if let Some(problem) = BodyProblem::find(request.headers) {
+            return Err(HandshakeError::InvalidRequest(problem.in_request()));
+        }
         Ok(Some(Request {
             method: request.method.unwrap_or("").to_owned(),
             path: request.path.unwrap_or("").to_owned(),
@@ -1372,16 +1537,113 @@ mod tests {
     }
 
     #[test]
-    fn client_rejects_a_repeated_accept() {
+    fn client_rejects_a_repeated_accept_even_with_the_right_value_twice() {
         let response = switching(&format!("Sec-WebSocket-Accept: {}\r\n", accept()));
         let err = client_error(&[], &response);
         assert_eq!(
             err,
-            HandshakeError::InvalidAccept {
-                got: format!("{}, {}", accept(), accept()),
-                expected: accept()
-            }
+            HandshakeError::InvalidResponse("more than one Sec-WebSocket-Accept header")
         );
+        assert_eq!(err.status(), 101);
+        assert_eq!(
+            err.to_string(),
+            "invalid 101 response: more than one Sec-WebSocket-Accept header"
+        );
+        let response = switching("Sec-WebSocket-Accept: x\r\n");
+        assert_eq!(
+            client_error(&[], &response),
+            HandshakeError::InvalidResponse("more than one Sec-WebSocket-Accept header")
+        );
+    }
+
+    #[test]
+    fn client_rejects_a_repeated_upgrade_even_with_websocket_twice() {
+        for extra in ["Upgrade: websocket\r\n", "upgrade: h2c\r\n"] {
+            let err = client_error(&[], &switching(extra));
+            assert_eq!(
+                err,
+                HandshakeError::InvalidResponse("more than one Upgrade header"),
+                "{extra}"
+            );
+            assert_eq!(err.status(), 101);
+        }
+    }
+
+    #[test]
+    fn client_rejects_an_upgrade_that_lists_another_protocol() {
+        for value in ["foo/1, websocket", "websocket, websocket", "websocket,h2c"] {
+            let response = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {value}\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                accept()
+            );
+            let err = client_error(&[], response.as_bytes());
+            assert_eq!(err, HandshakeError::InvalidUpgrade(value.into()));
+            assert_eq!(
+                err.to_string(),
+                format!("Upgrade header is '{value}', expected 'websocket'")
+            );
+        }
+    }
+
+    #[test]
+    fn client_rejects_a_101_with_transfer_encoding() {
+        for extra in [
+            "Transfer-Encoding: chunked\r\n",
+            "transfer-encoding: identity\r\n",
+            "Transfer-Encoding:\r\n",
+        ] {
+            let err = client_error(&[], &switching(extra));
+            assert_eq!(
+                err,
+                HandshakeError::InvalidResponse(
+                    "Transfer-Encoding header, but a 101 response has no body"
+                ),
+                "{extra}"
+            );
+            assert_eq!(err.status(), 101);
+        }
+        let err = client_error(
+            &[],
+            &switching("Content-Length: 0\r\nTransfer-Encoding: chunked\r\n"),
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid 101 response: Content-Length and Transfer-Encoding together"
+        );
+    }
+
+    #[test]
+    fn client_rejects_a_101_with_a_content_length_other_than_a_single_0() {
+        for (extra, reason) in [
+            (
+                "Content-Length: 5\r\n",
+                "Content-Length is not 0, but a 101 response has no body",
+            ),
+            (
+                "Content-Length: 0\r\nContent-Length: 0\r\n",
+                "more than one Content-Length header",
+            ),
+            (
+                "Content-Length: 0, 0\r\n",
+                "Content-Length is not a decimal number",
+            ),
+            (
+                "Content-Length: -0\r\n",
+                "Content-Length is not a decimal number",
+            ),
+        ] {
+            let mut response = switching(extra);
+            response.extend_from_slice(b"\x81\x05hello");
+            let err = client_error(&[], &response);
+            assert_eq!(err, HandshakeError::InvalidResponse(reason), "{extra}");
+        }
+        // A single Content-Length: 0 frames no body: some servers send it with their 101.
+        let mut hs = client(&[]);
+        let mut response = switching("Content-Length: 0\r\n");
+        response.extend_from_slice(b"\x81\x00");
+        assert_eq!(hs.receive_data(&response), Ok(true));
+        assert_eq!(hs.take_leftover(), b"\x81\x00");
     }
 
     #[test]
@@ -1407,7 +1669,7 @@ mod tests {
         assert_eq!(err, HandshakeError::InvalidUpgrade("h2c".into()));
         assert_eq!(
             err.to_string(),
-            "Upgrade header is 'h2c', which has no 'websocket' token"
+            "Upgrade header is 'h2c', expected 'websocket'"
         );
     }
 
@@ -1439,9 +1701,9 @@ mod tests {
     }
 
     #[test]
-    fn client_accepts_multi_valued_mixed_case_connection_and_upgrade() {
+    fn client_accepts_multi_valued_mixed_case_connection_and_a_mixed_case_upgrade() {
         let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo/1\r\nUpgrade: WebSocket\r\n\
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\n\
              Connection: keep-alive, Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
             accept()
         );
@@ -2006,6 +2268,210 @@ mod tests {
             err.to_string(),
             "malformed HTTP request: invalid header name"
         );
+    }
+
+    /// The error `ServerHandshake::receive_data` gives for `request`.
+    fn parse_error(request: &[u8]) -> HandshakeError {
+        ServerHandshake::new(Limits::default())
+            .receive_data(request)
+            .unwrap_err()
+    }
+
+    #[test]
+    fn server_answers_400_for_a_second_host_header() {
+        for extra in ["Host: evil.example\r\n", "HOST: example.com\r\n"] {
+            let err = parse_error(upgrade_request(extra).as_bytes());
+            assert_eq!(
+                err,
+                HandshakeError::InvalidRequest("more than one Host header"),
+                "{extra}"
+            );
+            assert_eq!(err.status(), 400);
+            assert_eq!(
+                err.to_string(),
+                "invalid HTTP request: more than one Host header"
+            );
+        }
+    }
+
+    #[test]
+    fn server_answers_400_for_any_transfer_encoding() {
+        for extra in [
+            "Transfer-Encoding: chunked\r\n",
+            "transfer-encoding: identity\r\n",
+            "Transfer-Encoding:\r\n",
+        ] {
+            let mut bytes = upgrade_request(extra).into_bytes();
+            bytes.extend_from_slice(b"5\r\n\x81\x80abc\r\n0\r\n\r\n");
+            let err = parse_error(&bytes);
+            assert_eq!(
+                err,
+                HandshakeError::InvalidRequest(
+                    "Transfer-Encoding header, but an upgrade request has no body"
+                ),
+                "{extra}"
+            );
+            assert_eq!(err.status(), 400);
+        }
+    }
+
+    #[test]
+    fn server_answers_400_for_content_length_with_transfer_encoding() {
+        for extra in [
+            "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n",
+        ] {
+            let err = parse_error(upgrade_request(extra).as_bytes());
+            assert_eq!(
+                err,
+                HandshakeError::InvalidRequest("Content-Length and Transfer-Encoding together"),
+                "{extra}"
+            );
+            assert_eq!(err.status(), 400);
+        }
+    }
+
+    #[test]
+    fn server_answers_400_for_a_content_length_other_than_a_single_0() {
+        for (extra, reason) in [
+            (
+                "Content-Length: 6\r\n",
+                "Content-Length is not 0, but an upgrade request has no body",
+            ),
+            (
+                "content-length: 0001\r\n",
+                "Content-Length is not 0, but an upgrade request has no body",
+            ),
+            (
+                "Content-Length: 0\r\nContent-Length: 0\r\n",
+                "more than one Content-Length header",
+            ),
+            (
+                "Content-Length: 0\r\nContent-Length: 6\r\n",
+                "more than one Content-Length header",
+            ),
+            (
+                "Content-Length: 6, 6\r\n",
+                "Content-Length is not a decimal number",
+            ),
+            (
+                "Content-Length: +0\r\n",
+                "Content-Length is not a decimal number",
+            ),
+            (
+                "Content-Length: 0x0\r\n",
+                "Content-Length is not a decimal number",
+            ),
+            (
+                "Content-Length:\r\n",
+                "Content-Length is not a decimal number",
+            ),
+            (
+                "Content-Length: 0\u{a0}\r\n",
+                "Content-Length is not a decimal number",
+            ),
+        ] {
+            let mut bytes = upgrade_request(extra).into_bytes();
+            bytes.extend_from_slice(b"\x81\x80abcd");
+            let err = parse_error(&bytes);
+            assert_eq!(err, HandshakeError::InvalidRequest(reason), "{extra}");
+            assert_eq!(err.status(), 400);
+        }
+        // A single Content-Length of 0 frames no body: accepted, frames after it are kept.
+        for zero in ["0", "00"] {
+            let mut bytes = upgrade_request(&format!("Content-Length: {zero}\r\n")).into_bytes();
+            bytes.extend_from_slice(b"\x81\x80abcd");
+            let mut request = ServerHandshake::new(Limits::default())
+                .receive_data(&bytes)
+                .unwrap()
+                .unwrap();
+            assert_eq!(request.check(None), Ok(()));
+            assert_eq!(request.take_leftover(), b"\x81\x80abcd");
+        }
+    }
+
+    #[test]
+    fn server_answers_400_for_a_line_ending_in_lf_without_cr() {
+        let bare = [
+            upgrade_request("").replace("\r\n", "\n"),
+            upgrade_request("X-A: 1\nTransfer-Encoding: chunked\r\n"),
+            upgrade_request("").replacen("\r\n\r\n", "\r\n\n", 1),
+            format!("\n{}", upgrade_request("")),
+        ];
+        for request in bare {
+            let err = parse_error(request.as_bytes());
+            assert_eq!(
+                err,
+                HandshakeError::MalformedRequest("invalid new line: LF without CR".into()),
+                "{request:?}"
+            );
+            assert_eq!(err.status(), 400);
+        }
+        // An empty CRLF line before the request line is still skipped (RFC 9112 §2.2).
+        let request = format!("\r\n{}", upgrade_request(""));
+        assert!(matches!(
+            ServerHandshake::new(Limits::default()).receive_data(request.as_bytes()),
+            Ok(Some(_))
+        ));
+    }
+
+    /// A pin, not a change: httparse already refuses these (RFC 9112 §5.1, §5.2), and a
+    /// request smuggled past a lenient reader in front depends on them being refused here.
+    #[test]
+    fn server_answers_400_for_space_before_a_colon_obs_fold_and_a_bare_cr() {
+        for extra in [
+            "Host : evil.example\r\n",
+            "Transfer-Encoding\t: chunked\r\n",
+            "X-A: 1\r\n Transfer-Encoding: chunked\r\n",
+            "X-A: 1\r\n\tchunked\r\n",
+            "X-A: 1\rTransfer-Encoding: chunked\r\n",
+            "X-A: \x00\r\n",
+        ] {
+            let err = parse_error(upgrade_request(extra).as_bytes());
+            assert!(
+                matches!(err, HandshakeError::MalformedRequest(_)),
+                "{extra:?}: {err:?}"
+            );
+            assert_eq!(err.status(), 400);
+        }
+    }
+
+    #[test]
+    fn server_rejects_a_second_sec_websocket_key_with_400() {
+        for extra in [
+            format!("Sec-WebSocket-Key: {KEY}\r\n"),
+            "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n".to_owned(),
+        ] {
+            assert_eq!(
+                check(&upgrade_request(&extra)),
+                rejection(400, "more than one Sec-WebSocket-Key header."),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_rejects_a_second_sec_websocket_version_with_400() {
+        for extra in [
+            "Sec-WebSocket-Version: 13\r\n",
+            "Sec-WebSocket-Version: 8\r\n",
+        ] {
+            assert_eq!(
+                check(&upgrade_request(extra)),
+                rejection(400, "more than one Sec-WebSocket-Version header."),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_rejects_a_second_origin_with_400_with_or_without_a_list() {
+        let request = parse(&upgrade_request(
+            "Origin: pub.dartlang.org\r\nOrigin: https://evil.example\r\n",
+        ));
+        let refused = rejection(400, "more than one Origin header.");
+        assert_eq!(request.check(Some(&origins())), refused);
+        assert_eq!(request.check(None), refused);
     }
 
     #[test]
