@@ -1,0 +1,446 @@
+"""Faults, not only bad bytes: peers that vanish, packets lost and delayed, servers killed.
+
+Every test builds its own network namespaces (``ip netns add``, names unique to this process
+and test, deleted afterwards even when the test fails): the server runs in one, as a
+subprocess (``ip netns exec NS python tests/netns.py serve``), and the client in the other,
+in the test's own thread moved there with ``setns`` (:func:`netns.inside`). No address
+outside those namespaces is ever used.
+
+- Keepalive: once the connection is open, the server's or the client's end of the veth pair
+  between the namespaces goes down (``ip link set DEV down``): every packet either way is
+  dropped, and neither side gets a FIN or a RST. Both sides' ``ping_interval`` keepalive
+  must close with 1001 (what ``ping_interval`` documents: no pong within an interval after
+  the ping) within two intervals of the cut.
+- Loss and delay: this kernel has no ``netem`` (``tc qdisc add ... netem`` answers
+  "Specified qdisc kind is unknown"), so the namespaces are joined by a TUN device each and
+  a user-space netem between them (``tests/netns.py wire``: each IP packet delayed 20 ms and
+  dropped with probability 5 %, both ways, seeded). Mixed messages from 10 B to 200 KiB, on
+  plain and compressed connections, asyncio and blocking, must all come back
+  byte-identical and in order, then close with 1000 on both sides.
+- A server killed with ``SIGKILL``: the kernel closes its sockets (FIN, or RST where data
+  was unread), and every client, idle or sending, asyncio or blocking, ends with 1006 at
+  once.
+
+The tests skip (with the reason) where namespaces cannot be made: not Linux, not root, no
+``ip``, no TUN device for the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import netns
+import pytest
+from conftest import SHORT, TIMEOUT, next_message, wait
+
+import wschannel.sync
+from wschannel import status
+from wschannel.channel import Message
+from wschannel.exceptions import WebSocketConnectionClosed
+from wschannel.io import IOWebSocketChannel
+from wschannel.sync import SyncWebSocketChannel
+
+PING_INTERVAL = 2.5 * SHORT
+"""The keepalive interval of the keepalive tests (0.5 s unscaled)."""
+DETECTION_BOUND = 2 * PING_INTERVAL + SHORT
+"""A vanished peer is detected within two ping intervals, plus scheduling slack."""
+KILL_BOUND = 2 * SHORT
+"""How soon after ``SIGKILL`` a client's stream must end."""
+DELAY = 0.02
+"""Seconds the wire delays each packet, each way."""
+LOSS = 0.05
+"""The probability that the wire drops a packet, each way."""
+CLIENT_ADDRESS = "10.201.1.1"
+SERVER_ADDRESS = "10.201.1.2"
+
+
+class Net:
+    """Two namespaces, ``client`` and ``server``, the link between them, and the helper
+    processes running in them (stopped by the fixture)."""
+
+    def __init__(self, client: netns.Namespace, server: netns.Namespace) -> None:
+        self.client = client
+        self.server = server
+        self.children: list[netns.Child] = []
+
+    def veth(self) -> None:
+        """Join the namespaces with a veth pair: ``wc`` (client) and ``ws`` (server)."""
+        try:
+            netns.ip(
+                "link", "add", "wc", "netns", self.client.name,
+                "type", "veth", "peer", "name", "ws", "netns", self.server.name,
+            )  # fmt: skip
+        except RuntimeError as exc:
+            pytest.skip(f"cannot make a veth pair here: {exc}")
+        self._configure(self.client, "wc", CLIENT_ADDRESS)
+        self._configure(self.server, "ws", SERVER_ADDRESS)
+
+    def wire(self, *, delay: float, loss: float, seed: int) -> netns.Child:
+        """Join the namespaces with the user-space netem (a TUN device ``wf0`` in each)."""
+        if not os.path.exists("/dev/net/tun"):
+            pytest.skip("no /dev/net/tun: the user-space netem needs TUN devices")
+        wire = self.start(
+            sys.executable, netns.HELPER, "wire", self.client.path, self.server.path,
+            "--delay", str(delay), "--loss", str(loss), "--seed", str(seed),
+        )  # fmt: skip
+        ready = wire.next(TIMEOUT)
+        if ready["event"] == "unavailable":
+            pytest.skip(ready["reason"])
+        assert ready["event"] == "ready", ready
+        self._configure(self.client, "wf0", CLIENT_ADDRESS)
+        self._configure(self.server, "wf0", SERVER_ADDRESS)
+        return wire
+
+    def _configure(self, namespace: netns.Namespace, device: str, address: str) -> None:
+        namespace.ip("addr", "add", f"{address}/24", "dev", device)
+        namespace.ip("link", "set", device, "up")
+
+    def vanish(self, side: str) -> None:
+        """Take one side's end of the veth pair down: from then on every packet is lost."""
+        if side == "server":
+            self.server.ip("link", "set", "ws", "down")
+        else:
+            self.client.ip("link", "set", "wc", "down")
+
+    def start(self, *argv: str, namespace: netns.Namespace | None = None) -> netns.Child:
+        if namespace is not None:
+            argv = tuple(namespace.exec_argv(*argv))
+        child = netns.Child(argv)
+        self.children.append(child)
+        return child
+
+    def serve(self, flavour: str, **options: float) -> tuple[netns.Child, str]:
+        """Start an echo server (``asyncio`` or ``sync``) in the server namespace; it and
+        its URL."""
+        argv = [sys.executable, netns.HELPER, "serve", "--flavour", flavour]
+        argv += ["--host", SERVER_ADDRESS]
+        for name, value in options.items():
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+        server = self.start(*argv, namespace=self.server)
+        port = server.expect("listening", TIMEOUT)["port"]
+        return server, f"ws://{SERVER_ADDRESS}:{port}"
+
+    def in_client(self) -> contextlib.AbstractContextManager[None]:
+        """Run the calling thread in the client namespace (sockets made there stay there)."""
+        return netns.inside(self.client.path)
+
+
+@pytest.fixture
+def net() -> Iterator[Net]:
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    netns.remove_stale()
+    made: list[netns.Namespace] = []
+    network: Net | None = None
+    try:
+        try:
+            made.append(netns.Namespace("c"))
+            made.append(netns.Namespace("s"))
+        except RuntimeError as exc:
+            pytest.skip(f"cannot make network namespaces here: {exc}")
+        network = Net(made[0], made[1])
+        yield network
+    finally:
+        if network is not None:
+            for child in network.children:
+                child.stop(TIMEOUT)
+        for namespace in made:
+            namespace.delete()
+
+
+async def end_of(stream: AsyncIterator[Message]) -> float:
+    """Read ``stream`` to its end (bounded); the monotonic time it ended at."""
+    for _ in range(100_000):
+        try:
+            await anext(stream)
+        except StopAsyncIteration:
+            return time.monotonic()
+    raise AssertionError("the stream did not end")
+
+
+def blocking_end_of(channel: SyncWebSocketChannel, timeout: float) -> float:
+    """Read a blocking channel to its end within ``timeout``; the time it ended at."""
+    deadline = time.monotonic() + timeout
+    for _ in range(100_000):
+        try:
+            channel.receive(max(0.0, deadline - time.monotonic()))
+        except EOFError:
+            return time.monotonic()
+    raise AssertionError("the stream did not end")
+
+
+# 1. A peer that vanishes is detected by keepalive.
+
+
+@pytest.mark.parametrize("vanishing", ["server", "client"])
+async def test_asyncio_keepalive_detects_a_vanished_peer(net: Net, vanishing: str) -> None:
+    net.veth()
+    server, url = net.serve("asyncio", ping_interval=PING_INTERVAL, close_timeout=SHORT)
+    with net.in_client():
+        channel = IOWebSocketChannel.connect(
+            url, ping_interval=PING_INTERVAL, close_timeout=SHORT, connect_timeout=TIMEOUT
+        )
+        await wait(channel.ready)
+    messages = aiter(channel.stream)
+    channel.sink.add("hello")
+    assert await next_message(messages) == "hello"
+    await asyncio.to_thread(server.expect, "open", TIMEOUT)
+    # With the link up, pings get their pongs: idle for more than two intervals is fine.
+    await asyncio.sleep(2 * PING_INTERVAL + SHORT)
+    channel.sink.add("still there?")
+    assert await next_message(messages) == "still there?"
+
+    cut = time.monotonic()
+    net.vanish(vanishing)
+    ended = await asyncio.wait_for(end_of(messages), DETECTION_BOUND + TIMEOUT)
+    closed = await asyncio.to_thread(server.expect, "closed", TIMEOUT)
+    client_took, server_took = ended - cut, closed["at"] - cut
+    print(f"\n{vanishing} vanished: client {client_took:.3f} s, server {server_took:.3f} s")
+
+    assert channel.close_code == status.GOING_AWAY
+    assert closed["code"] == status.GOING_AWAY
+    assert client_took <= DETECTION_BOUND
+    assert server_took <= DETECTION_BOUND
+    # Its close frame cannot arrive either: the socket is dropped after close_timeout.
+    await wait(channel.sink.done)
+
+
+@pytest.mark.parametrize("vanishing", ["server", "client"])
+def test_blocking_keepalive_detects_a_vanished_peer(net: Net, vanishing: str) -> None:
+    net.veth()
+    server, url = net.serve("sync", ping_interval=PING_INTERVAL, close_timeout=SHORT)
+    with net.in_client():
+        channel = wschannel.sync.connect(
+            url, ping_interval=PING_INTERVAL, close_timeout=SHORT, connect_timeout=TIMEOUT
+        )
+    try:
+        channel.sink.add("hello")
+        assert channel.receive(TIMEOUT) == "hello"
+        server.expect("open", TIMEOUT)
+        time.sleep(2 * PING_INTERVAL + SHORT)
+        channel.sink.add("still there?")
+        assert channel.receive(TIMEOUT) == "still there?"
+
+        cut = time.monotonic()
+        net.vanish(vanishing)
+        ended = blocking_end_of(channel, DETECTION_BOUND + TIMEOUT)
+        closed = server.expect("closed", TIMEOUT)
+        client_took, server_took = ended - cut, closed["at"] - cut
+        print(f"\n{vanishing} vanished: client {client_took:.3f} s, server {server_took:.3f} s")
+
+        assert channel.close_code == status.GOING_AWAY
+        assert closed["code"] == status.GOING_AWAY
+        assert client_took <= DETECTION_BOUND
+        assert server_took <= DETECTION_BOUND
+        channel.wait_closed(TIMEOUT)
+    finally:
+        channel.sink.close()
+        channel.wait_closed(TIMEOUT)
+
+
+# 2. Packet loss and delay under load lose nothing.
+
+
+def mixed_messages(count: int, seed: int, *, compressible: bool) -> list[Message]:
+    """``count`` messages from 10 B to 200 KiB (log-uniform, both ends included), binary
+    and text; random bytes, or repetitive ones that deflate well."""
+    rng = random.Random(seed)
+    messages: list[Message] = []
+    for index in range(count):
+        size = 10 if index == 0 else 200 * 1024 if index == 1 else int(10 * 20480 ** rng.random())
+        if compressible:
+            word = rng.choice([b'{"id": 1, "name": "x"}, ', b"the quick brown fox "])
+            data = (word * (size // len(word) + 1))[:size]
+        else:
+            data = rng.randbytes(size)
+        if index % 5 == 4:
+            messages.append(data.hex()[:size] if not compressible else data.decode())
+        else:
+            messages.append(data)
+    return messages
+
+
+async def echo_all(
+    channel: IOWebSocketChannel, received: AsyncIterator[Message], messages: list[Message]
+) -> list[Message]:
+    """Send ``messages`` (flushing between them) while reading their echoes from
+    ``received``, the channel's stream; the echoes."""
+
+    async def send() -> None:
+        for message in messages:
+            channel.sink.add(message)
+            await channel.sink.flush()
+
+    sender = asyncio.create_task(send())
+    echoes = [await anext(received) for _ in messages]
+    await sender
+    return echoes
+
+
+def blocking_echo_all(channel: SyncWebSocketChannel, messages: list[Message]) -> list[Message]:
+    """:func:`echo_all` for a blocking channel: a thread sends, this one reads."""
+
+    def send() -> None:
+        for message in messages:
+            channel.sink.add(message)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    echoes = [channel.receive(TIMEOUT) for _ in messages]
+    sender.join(TIMEOUT)
+    return echoes
+
+
+async def test_loss_and_delay_under_load_lose_nothing(net: Net) -> None:
+    wire = net.wire(delay=DELAY, loss=LOSS, seed=10)
+    server, url = net.serve("asyncio")
+    with net.in_client():
+        plain = IOWebSocketChannel.connect(url, compression=False, connect_timeout=TIMEOUT)
+        compressed = IOWebSocketChannel.connect(url, compression=True, connect_timeout=TIMEOUT)
+        await wait(asyncio.gather(plain.ready, compressed.ready))
+        blocking = wschannel.sync.connect(url, compression=True, connect_timeout=TIMEOUT)
+    try:
+        plain_stream, compressed_stream = aiter(plain.stream), aiter(compressed.stream)
+        # The wire delays: a round trip takes at least two delays.
+        start = time.monotonic()
+        plain.sink.add("round trip")
+        assert await next_message(plain_stream) == "round trip"
+        round_trip = time.monotonic() - start
+        assert round_trip >= 2 * DELAY
+
+        plain_messages = mixed_messages(500, 1, compressible=False)
+        compressed_messages = mixed_messages(100, 2, compressible=True)
+        blocking_messages = mixed_messages(60, 3, compressible=True)
+        start = time.monotonic()
+        plain_echoes, compressed_echoes, blocking_echoes = await asyncio.wait_for(
+            asyncio.gather(
+                echo_all(plain, plain_stream, plain_messages),
+                echo_all(compressed, compressed_stream, compressed_messages),
+                asyncio.to_thread(blocking_echo_all, blocking, blocking_messages),
+            ),
+            6 * TIMEOUT,
+        )
+        took = time.monotonic() - start
+        assert plain_echoes == plain_messages
+        assert compressed_echoes == compressed_messages
+        assert blocking_echoes == blocking_messages
+
+        await wait(asyncio.gather(plain.sink.close(1000), compressed.sink.close(1000)))
+        await asyncio.to_thread(blocking.close, 1000)
+        assert (plain.close_code, compressed.close_code, blocking.close_code) == (1000,) * 3
+        closed = [await asyncio.to_thread(server.expect, "closed", TIMEOUT) for _ in range(3)]
+        assert [report["code"] for report in closed] == [1000] * 3
+        assert sorted(report["messages"] for report in closed) == [60, 100, 501]
+    finally:
+        blocking.sink.close()
+        await asyncio.to_thread(blocking.wait_closed, TIMEOUT)
+
+    wire.stop(TIMEOUT)
+    stats = wire.expect("stats", TIMEOUT)["directions"]
+    retransmitted = [
+        netns.tcp_counters(namespace)["RetransSegs"] for namespace in (net.client, net.server)
+    ]
+    total = sum(len(m) for m in plain_messages + compressed_messages + blocking_messages)
+    print(
+        f"\nround trip {round_trip * 1000:.1f} ms; {total / 1e6:.1f} MB of messages each way"
+        f" in {took:.2f} s; wire (client to server, server to client): {stats};"
+        f" TCP segments retransmitted by the client, the server: {retransmitted}"
+    )
+    # Packets were lost both ways, and TCP made up for it.
+    assert all(direction["lost"] > 0 for direction in stats)
+    assert all(count > 0 for count in retransmitted)
+
+
+# 3. A server killed with clients connected gives them 1006 promptly.
+
+
+async def test_killed_server_gives_every_client_1006_promptly(net: Net) -> None:
+    net.veth()
+    server, url = net.serve("asyncio")
+    with net.in_client():
+        async_clients = [
+            IOWebSocketChannel.connect(url, compression=compression, connect_timeout=TIMEOUT)
+            for compression in (False, True, False)
+        ]
+        await wait(asyncio.gather(*(client.ready for client in async_clients)))
+        blocking_clients = [
+            wschannel.sync.connect(url, compression=compression, connect_timeout=TIMEOUT)
+            for compression in (False, True, False)
+        ]
+    try:
+        async_streams = [aiter(client.stream) for client in async_clients]
+        for client, stream in zip(async_clients, async_streams, strict=True):
+            client.sink.add("hello")
+            assert await next_message(stream) == "hello"
+        for blocking in blocking_clients:
+            blocking.sink.add("hello")
+            assert blocking.receive(TIMEOUT) == "hello"
+
+        # The last client of each kind keeps sending while the server dies, so the server
+        # has unread data (its kernel answers with a RST) and the client is mid-write.
+        chunk = os.urandom(64 * 1024)
+        stop = threading.Event()
+
+        async def keep_sending(client: IOWebSocketChannel) -> None:
+            deadline = time.monotonic() + TIMEOUT
+            while client.close_code is None and time.monotonic() < deadline:
+                client.sink.add(chunk)
+                try:
+                    await client.sink.flush()
+                except WebSocketConnectionClosed:
+                    return  # flush() may raise once the connection is gone
+                await asyncio.sleep(0)
+
+        def keep_sending_blocking(client: SyncWebSocketChannel) -> None:
+            deadline = time.monotonic() + TIMEOUT
+            while client.close_code is None and not stop.is_set():
+                if time.monotonic() > deadline:
+                    break
+                client.sink.add(chunk)
+
+        sender = asyncio.create_task(keep_sending(async_clients[-1]))
+        blocking_sender = threading.Thread(
+            target=keep_sending_blocking, args=(blocking_clients[-1],), daemon=True
+        )
+        blocking_sender.start()
+        await asyncio.sleep(SHORT)  # well under way
+
+        killed = time.monotonic()
+        os.kill(server.pid, signal.SIGKILL)
+        ends = await asyncio.wait_for(
+            asyncio.gather(
+                *(end_of(stream) for stream in async_streams),
+                *(
+                    asyncio.to_thread(blocking_end_of, client, TIMEOUT)
+                    for client in blocking_clients
+                ),
+            ),
+            2 * TIMEOUT,
+        )
+        took = [end - killed for end in ends]
+        stop.set()
+        await wait(sender)
+        blocking_sender.join(TIMEOUT)
+        print("\nafter SIGKILL, streams ended in " + ", ".join(f"{t * 1000:.1f}" for t in took))
+        print("ms (asyncio idle, idle compressed, sending; blocking the same)")
+
+        assert server.process.wait(TIMEOUT) == -signal.SIGKILL
+        codes = [client.close_code for client in async_clients + blocking_clients]
+        assert codes == [status.ABNORMAL_CLOSURE] * 6
+        assert max(took) <= KILL_BOUND
+        for client in async_clients:
+            await wait(client.sink.done)
+    finally:
+        for blocking in blocking_clients:
+            blocking.sink.close()
+        for blocking in blocking_clients:
+            blocking.wait_closed(TIMEOUT)
