@@ -1,0 +1,614 @@
+"""Property tests (hypothesis): any chunking and any interleaving of sends, pings and a close
+deliver the same messages, in order, before the close, in both roles.
+
+Engine level (in memory, through the compiled module): a script of operations is encoded by
+one engine (client or server, with or without permessage-deflate), its wire bytes are split
+at hypothesis-chosen points and fed to the peer engine chunk by chunk. The peer must see
+exactly the script's messages and pings, in order, then the close, then nothing; the pongs
+and the close echo, fed back, must arrive as such. The receiving side's ``max_message_size``
+must stop the stream at the first message over it, with 1009, at any chunking.
+
+Connection level (real sockets on 127.0.0.1): the same for an asyncio client and a
+``wschannel.serve`` server, in both directions.
+
+Settings: every test runs with ``derandomize=True`` and ``database=None``, so CI runs the
+same examples every time, on any machine, with nothing read from or written to
+``.hypothesis/``: a red CI run is a property that fails, never an unlucky draw, and a failure
+reproduces locally as it is. The price is that CI does not explore new inputs; set
+``WSCHANNEL_HYPOTHESIS_EXPLORE=N`` to run N times as many random examples (still without the
+database), and keep what it finds as an ``@example``. ``deadline=None`` because a shared
+2-core machine cannot promise per-example timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from conftest import TIMEOUT
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import wschannel
+from wschannel import _wschannel as engine
+from wschannel.io import IOWebSocketChannel
+
+EXPLORE = int(os.environ.get("WSCHANNEL_HYPOTHESIS_EXPLORE", "0") or "0")
+
+
+def profile(max_examples: int) -> settings:
+    """Deterministic and database-less for CI; random and larger with ``EXPLORE``."""
+    return settings(
+        max_examples=max_examples * max(EXPLORE, 1),
+        derandomize=not EXPLORE,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+# The script: what the sending side does, in order.
+
+
+@dataclass(frozen=True)
+class Text:
+    data: str
+
+
+@dataclass(frozen=True)
+class Binary:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Ping:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The I/O layer's periodic ``compact_if_idle`` found the sender idle: its compressor is
+    dropped, and the next message rebuilds it from the kept history."""
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int | None  # None: a close frame without a code (the peer reports 1005)
+    reason: str = ""
+
+
+Op: TypeAlias = Text | Binary | Ping | Idle
+Message: TypeAlias = str | bytes
+Role: TypeAlias = Literal["client", "server"]
+Feed: TypeAlias = Literal["bytes", "memoryview", "reused"]
+
+
+def fit_utf8(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, on a character boundary."""
+    while len(text.encode()) > limit:
+        text = text[:-1]
+    return text
+
+
+def filler(size: int, seed: int, period: int) -> bytes:
+    """``size`` bytes repeating a random block of ``period`` bytes (compressible when small)."""
+    block = random.Random(seed).randbytes(max(1, min(size, period)))
+    return (block * (size // len(block) + 1))[:size]
+
+
+# Frame length boundaries (7-bit, 16-bit and 64-bit lengths) and past 64 KiB (a large
+# frame's payload is read straight into its message buffer at the connection level).
+SIZES = st.one_of(st.sampled_from([125, 126, 127, 65535, 65536, 65537]), st.integers(0, 70_000))
+LARGE_BINARY = st.builds(
+    filler, SIZES, st.integers(0, 2**32), st.sampled_from([1, 7, 300, 1 << 20])
+)
+BINARY = st.one_of(st.binary(max_size=200), st.binary(max_size=20), LARGE_BINARY)
+TEXT = st.one_of(
+    st.text(max_size=40),  # any code point but surrogates: ASCII, BMP and beyond
+    st.text(st.characters(min_codepoint=0x10000, codec="utf-8"), max_size=20),  # 4 UTF-8 bytes each
+    st.builds(
+        lambda text, times: text * times,
+        st.text(min_size=1, max_size=4),
+        st.sampled_from([32, 5000, 17_000]),
+    ),
+)
+PING = st.binary(max_size=125)
+OPS = st.one_of(
+    st.builds(Text, TEXT),
+    st.builds(Binary, BINARY),
+    st.builds(Ping, PING),
+    st.just(Idle()),
+)
+SCRIPTS = st.lists(OPS, max_size=10)
+CODES = st.one_of(
+    st.sampled_from([1000, 1001, 1002, 1003, *range(1007, 1015)]), st.integers(3000, 4999)
+)
+REASONS = st.one_of(
+    st.text(max_size=123).map(lambda text: fit_utf8(text, 123)),
+    st.text(st.characters(min_codepoint=0x80, codec="utf-8"), min_size=40, max_size=130).map(
+        lambda text: fit_utf8(text, 123)
+    ),
+)
+CLOSES = st.one_of(st.builds(Close, CODES, REASONS), st.just(Close(None)))
+# Chunk sizes, used in turn until the bytes run out (0 feeds an empty chunk); () is one chunk.
+# Mostly small, so that most frames are split somewhere, header and payload alike.
+CHUNKINGS = st.lists(
+    st.one_of(st.integers(0, 3), st.integers(1, 16), st.integers(1, 64), st.integers(1, 100_000)),
+    max_size=8,
+).map(tuple)
+FEEDS: st.SearchStrategy[Feed] = st.sampled_from(["bytes", "memoryview", "reused"])
+ROLES: st.SearchStrategy[Role] = st.sampled_from(["client", "server"])
+WINDOW_BITS = st.one_of(st.none(), st.integers(8, 15))
+
+
+@dataclass(frozen=True)
+class Deflate:
+    """One side's permessage-deflate settings: offered by the client, accepted by the server."""
+
+    server_no_context_takeover: bool = False
+    client_no_context_takeover: bool = False
+    server_max_window_bits: int | None = None
+    client_max_window_bits: int | None = None
+    level: int = 6
+
+    def options(self) -> engine.DeflateOptions:
+        return engine.DeflateOptions(
+            server_no_context_takeover=self.server_no_context_takeover,
+            client_no_context_takeover=self.client_no_context_takeover,
+            server_max_window_bits=self.server_max_window_bits,
+            client_max_window_bits=self.client_max_window_bits,
+            level=self.level,
+        )
+
+
+DEFLATE_SIDES = st.builds(
+    Deflate, st.booleans(), st.booleans(), WINDOW_BITS, WINDOW_BITS, st.integers(0, 9)
+)
+# None: no compression; (offer, accept): what the handshake negotiates from them.
+DEFLATES = st.one_of(st.none(), st.tuples(DEFLATE_SIDES, DEFLATE_SIDES))
+
+
+def engines(
+    deflate: tuple[Deflate, Deflate] | None, max_message_size: int | None = 1 << 20
+) -> tuple[engine.Connection, engine.Connection]:
+    """A client and a server engine, with what a real handshake negotiates from ``deflate``;
+    ``max_message_size`` bounds what each receives (1 MiB is the engine's default)."""
+    limit = max_message_size
+    if deflate is None:
+        client = engine.Connection(True, seed=7, max_message_size=limit)
+        return client, engine.Connection(False, max_message_size=limit)
+    offer, accept = deflate
+    client_handshake = engine.ClientHandshake("127.0.0.1", "/", deflate=offer.options(), seed=7)
+    server_handshake = engine.ServerHandshake()
+    request = server_handshake.receive_data(client_handshake.request())
+    assert request is not None
+    response = server_handshake.accept(request, deflate=accept.options())
+    assert client_handshake.receive_data(response)
+    assert client_handshake.extensions is not None, "every offer here is acceptable"
+    assert server_handshake.extensions is not None
+    client = engine.Connection(
+        True,
+        deflate=client_handshake.extensions,
+        deflate_level=offer.level,
+        seed=7,
+        max_message_size=limit,
+    )
+    server = engine.Connection(
+        False,
+        deflate=server_handshake.extensions,
+        deflate_level=accept.level,
+        max_message_size=limit,
+    )
+    assert client.compressed and server.compressed
+    return client, server
+
+
+def encode(sender: engine.Connection, script: list[Op], close: Close | None) -> bytes:
+    wire = bytearray()
+    for op in script:
+        if isinstance(op, Text):
+            wire += sender.send_text(op.data)
+        elif isinstance(op, Binary):
+            wire += sender.send_binary(op.data)
+        elif isinstance(op, Ping):
+            wire += sender.send_ping(op.data)
+        else:
+            sender.compact_if_idle()
+            sender.compact_if_idle()
+    if close is not None:
+        wire += sender.send_close() if close.code is None else sender.send_close(*close_args(close))
+    return bytes(wire)
+
+
+def close_args(close: Close) -> tuple[int, str]:
+    assert close.code is not None
+    return close.code, close.reason
+
+
+def cuts(length: int, sizes: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of pieces of ``sizes[0]``, ``sizes[1]``... bytes, in turn, to ``length``
+    (a size of 0 is an empty piece; no sizes, or only zeros, end with the rest in one piece)."""
+    if sum(sizes) == 0:
+        yield from ((0, 0) for _ in sizes)
+        yield 0, length
+        return
+    start = 0
+    while start < length:
+        for size in sizes:
+            end = min(start + size, length)
+            yield start, end
+            start = end
+            if start >= length:
+                return
+
+
+Seen: TypeAlias = tuple[object, ...]
+
+
+def seen(event: object) -> Seen:
+    """An event as a comparable tuple (messages keep their type: text is not binary)."""
+    if isinstance(event, str):
+        return ("text", event)
+    if isinstance(event, bytes):
+        return ("binary", event)
+    if isinstance(event, engine.Ping):
+        return ("ping", event.data)
+    if isinstance(event, engine.Pong):
+        return ("pong", event.data)
+    if isinstance(event, engine.Close):
+        return ("close", event.code, event.reason)
+    if isinstance(event, engine.Failure):
+        return ("failure", event.code)
+    raise AssertionError(f"unexpected event {event!r}")
+
+
+@dataclass
+class Received:
+    events: list[Seen]
+    replies: bytes
+
+
+def feed(
+    receiver: engine.Connection,
+    wire: bytes,
+    sizes: tuple[int, ...],
+    how: Feed,
+    *,
+    compact: bool = False,
+) -> Received:
+    """Feed ``wire`` to ``receiver`` in chunks; its events and its replies (one
+    ``data_to_send`` per Ping, Close and Failure, in order, as the I/O layers do)."""
+    events: list[Seen] = []
+    replies = bytearray()
+    scratch = bytearray(len(wire))  # one read buffer, reused, as a socket reader does
+    whole = memoryview(wire)
+    for start, end in cuts(len(wire), sizes):
+        if compact:
+            receiver.compact_if_idle()
+        if how == "bytes":
+            got = receiver.receive_data(wire[start:end])
+        elif how == "memoryview":
+            got = receiver.receive_data(whole[start:end])
+        else:
+            size = end - start
+            scratch[:size] = whole[start:end]
+            with memoryview(scratch) as view:
+                got = receiver.receive_data(view[:size])
+            scratch[:size] = b"\xa5" * size  # the next read overwrites the buffer
+        for item in got:
+            events.append(seen(item))
+            if isinstance(item, engine.Ping | engine.Close | engine.Failure):
+                replies += receiver.data_to_send()
+    return Received(events, bytes(replies))
+
+
+def expected(script: list[Op], close: Close | None) -> list[Seen]:
+    """What the receiving engine must report, in order: the messages and pings, the close."""
+    events: list[Seen] = []
+    for op in script:
+        if isinstance(op, Text):
+            events.append(("text", op.data))
+        elif isinstance(op, Binary):
+            events.append(("binary", op.data))
+        elif isinstance(op, Ping):
+            events.append(("ping", op.data))
+    if close is not None:
+        events.append(("close", *close_seen(close)))
+    return events
+
+
+def close_seen(close: Close) -> tuple[int, str]:
+    """The code and reason the peer reports for ``close``."""
+    return (1005, "") if close.code is None else (close.code, close.reason)
+
+
+def roles(
+    role: Role, deflate: tuple[Deflate, Deflate] | None, max_message_size: int | None = 1 << 20
+) -> tuple[engine.Connection, engine.Connection]:
+    """``(sender, receiver)``: ``role`` is the sender's."""
+    client, server = engines(deflate, max_message_size)
+    return (client, server) if role == "client" else (server, client)
+
+
+def after_the_close(role: Role) -> bytes:
+    """Valid frames from a peer of ``role``, to follow its close frame on the wire."""
+    late = engine.Connection(role == "client", seed=3)
+    return late.send_text("after the close") + late.send_ping(b"late") + late.send_binary(b"x")
+
+
+@profile(1000)
+@given(
+    role=ROLES,
+    deflate=DEFLATES,
+    script=SCRIPTS,
+    close=st.one_of(st.none(), CLOSES),
+    sizes=CHUNKINGS,
+    how=FEEDS,
+    compact=st.booleans(),
+    trailer=st.booleans(),
+)
+def test_engine_delivers_the_script_in_order_then_the_close(
+    role: Role,
+    deflate: tuple[Deflate, Deflate] | None,
+    script: list[Op],
+    close: Close | None,
+    sizes: tuple[int, ...],
+    how: Feed,
+    compact: bool,
+    trailer: bool,
+) -> None:
+    sender, receiver = roles(role, deflate)
+    wire = encode(sender, script, close)
+    describe(deflate, script, wire, sizes)
+    if close is not None and trailer:
+        wire += after_the_close(role)
+    got = feed(receiver, wire, sizes, how, compact=compact)
+    assert got.events == expected(script, close)
+
+    # The replies, fed back at the same chunking: a pong per ping with its payload, in
+    # order, then the close echo, which the sender (its close already sent) does not answer.
+    back = feed(sender, got.replies, sizes, how, compact=compact)
+    pongs: list[Seen] = [("pong", op.data) for op in script if isinstance(op, Ping)]
+    if close is None:
+        assert back.events == pongs
+        assert back.replies == b""
+        assert sender.state == receiver.state == engine.OPEN
+        assert receiver.close_code is None
+        return
+    assert back.events == [*pongs, ("close", *close_seen(close))]
+    assert back.replies == b""
+    assert sender.state == receiver.state == engine.CLOSED
+    assert (receiver.close_code, receiver.close_reason) == close_seen(close)
+    assert receiver.data_to_send() == b""
+    client, server = (sender, receiver) if role == "client" else (receiver, sender)
+    assert server.close_expected(), "both close frames have crossed"
+    assert not client.close_expected(), "a client waits for the server to close TCP"
+
+
+def describe(
+    deflate: tuple[Deflate, Deflate] | None, script: list[Op], wire: bytes, sizes: tuple[int, ...]
+) -> None:
+    """What an example covers, for ``--hypothesis-show-statistics``."""
+    if deflate is None:
+        event("plain")
+    else:
+        event(f"compressed, client_no_context_takeover={deflate[0].client_no_context_takeover}")
+    largest = max((message_size(op) or 0 for op in script), default=0)
+    event(
+        "largest message: "
+        + ("> 64 KiB" if largest > 65536 else "> 125" if largest > 125 else "<= 125")
+    )
+    pieces = sum(1 for _ in cuts(len(wire), sizes))
+    event("pieces: " + ("1" if pieces == 1 else "2-10" if pieces <= 10 else "> 10"))
+
+
+def message_size(op: Op) -> int | None:
+    """The size ``max_message_size`` counts (UTF-8 bytes for text), None for a non-message."""
+    if isinstance(op, Text):
+        return len(op.data.encode())
+    if isinstance(op, Binary):
+        return len(op.data)
+    return None
+
+
+@profile(500)
+@given(
+    role=ROLES,
+    deflate=DEFLATES,
+    script=SCRIPTS,
+    close=st.one_of(st.none(), CLOSES),
+    pick=st.integers(0, 200),
+    delta=st.sampled_from([-1, 0, 1]),
+    sizes=CHUNKINGS,
+    how=FEEDS,
+)
+def test_engine_stops_at_the_first_message_over_max_message_size(
+    role: Role,
+    deflate: tuple[Deflate, Deflate] | None,
+    script: list[Op],
+    close: Close | None,
+    pick: int,
+    delta: int,
+    sizes: tuple[int, ...],
+    how: Feed,
+) -> None:
+    # The limit sits next to one of the script's message sizes (or anywhere if it has none),
+    # so messages exactly at it and one byte over it come up often.
+    lengths = [size for size in map(message_size, script) if size is not None]
+    limit = max(0, lengths[pick % len(lengths)] + delta) if lengths else pick
+    sender, receiver = roles(role, deflate, max_message_size=limit)
+    want: list[Seen] = []
+    over = False
+    for op, size in zip(script, map(message_size, script), strict=True):
+        if size is not None and size > limit:
+            want.append(("failure", 1009))
+            over = True
+            break
+        want += expected([op], None)
+    if not over and close is not None:
+        want.append(("close", *close_seen(close)))
+
+    wire = encode(sender, script, close)
+    describe(deflate, script, wire, sizes)
+    event("over the limit" if over else "within the limit")
+    got = feed(receiver, wire, sizes, how)
+    assert got.events == want
+    if not over:
+        return
+    assert receiver.close_code == 1009
+    assert receiver.close_expected(), "a failed connection closes the transport"
+    assert receiver.receive_data(after_the_close(role)) == []
+    pongs: list[Seen] = [("pong", event[1]) for event in want if event[0] == "ping"]
+    back = feed(sender, got.replies, sizes, how)
+    assert back.events == [*pongs, ("close", 1009, receiver.close_reason)]
+    assert sender.state == engine.CLOSED
+    assert (back.replies == b"") == (close is not None), "the sender echoes the 1009 if it can"
+
+
+# Connection level: real sockets on 127.0.0.1, an asyncio client and a wschannel.serve
+# server. The channel API has no pings, so the script is messages and a close.
+
+Closer: TypeAlias = Literal["server", "client", "client at once"]
+CONNECTION_MESSAGES = st.lists(
+    st.one_of(
+        TEXT,
+        BINARY,
+        st.builds(filler, st.integers(65_536, 300_000), st.integers(0, 9), st.just(1 << 20)),
+    ),
+    max_size=8,
+)
+# True: both sides' default permessage-deflate; a DeflateOptions: without context takeover.
+COMPRESSIONS = st.sampled_from(
+    [
+        False,
+        True,
+        engine.DeflateOptions(server_no_context_takeover=True, client_no_context_takeover=True),
+    ]
+)
+
+
+async def close_sink(channel: IOWebSocketChannel, close: Close) -> None:
+    if close.code is None:
+        await channel.sink.close()
+    else:
+        await channel.sink.close(close.code, close.reason)
+
+
+def run(scenario: Coroutine[object, object, None]) -> None:
+    """Run one example on a fresh event loop, bounded in time."""
+    asyncio.run(asyncio.wait_for(scenario, 4 * TIMEOUT))
+
+
+async def echo_script(
+    messages: list[Message],
+    close: Close,
+    closer: Closer,
+    compression: bool | engine.DeflateOptions,
+) -> None:
+    received: list[Message] = []
+    handled = asyncio.get_running_loop().create_future()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        try:
+            stream = aiter(channel.stream)
+            if closer == "server":
+                for _ in messages:
+                    received.append(await anext(stream))
+                    channel.sink.add(received[-1])
+                await close_sink(channel, close)
+            else:
+                async for message in stream:
+                    received.append(message)
+                    channel.sink.add(message)
+            handled.set_result((channel.close_code, channel.close_reason))
+        except Exception as error:
+            handled.set_exception(error)
+
+    echoes: list[Message] = []
+    async with wschannel.serve(handler, "127.0.0.1", 0, compression=compression) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        channel = IOWebSocketChannel.connect(url, compression=compression)
+        await channel.ready
+        for message in messages:
+            channel.sink.add(message)
+        if closer == "client at once":
+            await close_sink(channel, close)
+        elif closer == "client":
+            stream = aiter(channel.stream)
+            for _ in messages:
+                echoes.append(await anext(stream))
+            await close_sink(channel, close)
+        else:
+            async for message in channel.stream:
+                echoes.append(message)
+            await channel.sink.done
+        server_saw = await handled
+    assert received == messages, "the server received the script's messages, in order"
+    if closer != "client at once":
+        assert echoes == messages, "the client received every echo, in order"
+    assert server_saw == close_seen(close)
+    assert (channel.close_code, channel.close_reason) == close_seen(close)
+
+
+@profile(25)
+@given(
+    messages=CONNECTION_MESSAGES,
+    close=CLOSES,
+    closer=st.sampled_from(["server", "client", "client at once"]),
+    compression=COMPRESSIONS,
+)
+def test_connection_echoes_the_clients_script_in_order_then_closes(
+    messages: list[Message],
+    close: Close,
+    closer: Closer,
+    compression: bool | engine.DeflateOptions,
+) -> None:
+    run(echo_script(messages, close, closer, compression))
+
+
+async def server_script(
+    messages: list[Message],
+    close: Close,
+    compression: bool | engine.DeflateOptions,
+    max_queue: int | None,
+) -> None:
+    handled = asyncio.get_running_loop().create_future()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        try:
+            for message in messages:
+                channel.sink.add(message)
+            await close_sink(channel, close)
+            handled.set_result((channel.close_code, channel.close_reason))
+        except Exception as error:
+            handled.set_exception(error)
+
+    async with wschannel.serve(handler, "127.0.0.1", 0, compression=compression) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        channel = IOWebSocketChannel.connect(url, compression=compression, max_queue=max_queue)
+        collected = [message async for message in channel.stream]
+        await channel.sink.done
+        server_saw = await handled
+    assert collected == messages, "the client received the server's messages, in order"
+    assert (channel.close_code, channel.close_reason) == close_seen(close)
+    assert server_saw == close_seen(close)
+
+
+@profile(25)
+@given(
+    messages=CONNECTION_MESSAGES,
+    close=CLOSES,
+    compression=COMPRESSIONS,
+    max_queue=st.sampled_from([1, 16, None]),
+)
+def test_connection_delivers_the_servers_script_in_order_then_the_close(
+    messages: list[Message],
+    close: Close,
+    compression: bool | engine.DeflateOptions,
+    max_queue: int | None,
+) -> None:
+    run(server_script(messages, close, compression, max_queue))
