@@ -40,7 +40,7 @@ from collections.abc import (
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeAlias
 
-from .exceptions import StateError
+from .exceptions import StateError, WebSocketConnectionClosed
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -665,6 +665,14 @@ class GuaranteeSink(WebSocketSink):
             self._stopping = True
             task.cancel()
 
+    def _raise_if_disconnected(self) -> None:
+        """For :meth:`flush`: no message can be sent any more, so waiting is over."""
+        if self._disconnected:
+            raise WebSocketConnectionClosed(
+                "the connection is closed: messages added now are dropped; stop sending "
+                "(the channel's close_code and close_reason say why)"
+            )
+
     def _finish(self) -> None:
         """The connection is over: resolve :attr:`done` (with the add_error error, if any)."""
         self._disconnect()
@@ -689,7 +697,8 @@ class GuaranteeSink(WebSocketSink):
                     break
                 self._send(message)
                 if self._write_buffer_full():
-                    await self.flush()
+                    with contextlib.suppress(WebSocketConnectionClosed):
+                        await self.flush()  # raises once disconnected: the loop ends
         except asyncio.CancelledError:
             if not self._stopping:
                 raise

@@ -33,6 +33,7 @@ import base64
 import itertools
 import logging
 import os
+import socket
 import ssl as ssl_module
 import sys
 import urllib.parse
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_WRITE_LIMIT",
     "USER_AGENT",
@@ -88,7 +90,12 @@ decompressor (about 300 KiB with 32 KiB windows): one idle for a whole interval 
 its compression history (at most one window each way), and its next message rebuilds them."""
 
 DEFAULT_CLOSE_TIMEOUT: Final = 10.0
-"""Seconds the closing handshake may take before the socket is closed regardless."""
+"""Seconds the closing handshake may go without progress before the socket is closed
+regardless: while frames written before the close frame still leave, the time without a byte
+taken by the peer; then the time the peer has to answer."""
+
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+"""Seconds a client has for TCP, TLS and the opening handshake together (as websockets)."""
 
 USER_AGENT: Final = (
     f"Python/{sys.version_info.major}.{sys.version_info.minor} wschannel/{__version__}"
@@ -98,6 +105,15 @@ Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 """Extra HTTP headers: a mapping, or ``(name, value)`` pairs (to repeat a header)."""
 
 _NO_WRITE_LIMIT: Final = 1 << 62
+
+# The ioctl asking how much of a socket's output the peer has not acknowledged (Linux).
+if sys.platform == "linux":
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ
+else:
+    _SIOCOUTQ = None
 
 client_logger = logging.getLogger("wschannel.client")
 
@@ -269,6 +285,7 @@ class _IOSink(GuaranteeSink):
         protocol = channel._transport_protocol
         if protocol is not None:
             await protocol.drain()
+        self._raise_if_disconnected()
 
     # For the protocol.
 
@@ -381,7 +398,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         max_queue: int | None = DEFAULT_MAX_QUEUE,
         write_limit: int | None = DEFAULT_WRITE_LIMIT,
-        connect_timeout: float | None = None,
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
         ping_interval: float | None = None,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         user_agent: str | None = USER_AGENT,
@@ -408,7 +425,9 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         - ``write_limit``: the write buffer size above which ``sink.flush()`` waits.
         - ``ping_interval``: seconds between keepalive pings; no pong within the same time
           closes the connection with 1001 (Dart's algorithm).
-        - ``close_timeout``: seconds the closing handshake may take.
+        - ``connect_timeout``: seconds for TCP, TLS and the opening handshake together.
+        - ``close_timeout``: seconds the closing handshake may go without progress (see
+          :data:`DEFAULT_CLOSE_TIMEOUT`).
         - ``unix_socket``: connect to the Unix-domain socket at this path instead of the
           URL's host and port (which still give the ``Host`` header, the path and TLS's
           server name).
@@ -562,6 +581,11 @@ class _WebSocketProtocol(asyncio.Protocol):
 
     logger: ClassVar[logging.Logger] = client_logger
     open_level: ClassVar[int] = logging.DEBUG  # for open and close records
+    #: Whether reading pauses while the write buffer is over ``write_limit``. Servers: a
+    #: peer that sends without reading cannot make the server hold what it answers (echoes,
+    #: pongs). Clients keep reading, so that two peers that both write more than they read
+    #: cannot wait for each other forever; a client's pongs are coalesced instead.
+    pause_reading_while_writes_wait: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -589,6 +613,9 @@ class _WebSocketProtocol(asyncio.Protocol):
         self._close_timeout = close_timeout
         self._write_limit = write_limit
         self._writing_paused = False
+        self._stream_paused = False  # the stream's buffer is full (backpressure)
+        self._owed_pong = b""  # the pong to the latest ping, while writing is paused
+        self._close_progress = 0  # bytes unsent when the close timer was last armed
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -687,6 +714,7 @@ class _WebSocketProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        self._writing_paused = False  # flush() no longer waits: nothing more can be written
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -706,9 +734,14 @@ class _WebSocketProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        if self.pause_reading_while_writes_wait:
+            self._update_reading()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._send_owed_pong()
+        if self.pause_reading_while_writes_wait:
+            self._update_reading()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -739,7 +772,7 @@ class _WebSocketProtocol(asyncio.Protocol):
         channel = self.channel
         channel._transport_protocol = self
         channel._protocol = protocol
-        channel._stream._set_flow_control(transport.pause_reading, transport.resume_reading)
+        channel._stream._set_flow_control(self._pause_for_stream, self._resume_for_stream)
         self.sink._open(self, conn)
         if not channel._ready.done():
             channel._ready.set_result(None)
@@ -763,8 +796,9 @@ class _WebSocketProtocol(asyncio.Protocol):
         transport.write(data)
 
     async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its limit."""
-        if self._writing_paused and self.transport is not None:
+        """Wait until the transport's write buffer is below its limit, or the connection is
+        lost (``connection_lost`` wakes every waiter)."""
+        if self._writing_paused and not self.is_lost:
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
@@ -773,6 +807,7 @@ class _WebSocketProtocol(asyncio.Protocol):
         """Send a close frame (RFC 6455 §5.5.1) and wait for the peer's, up to the timeout."""
         conn = self.conn
         assert conn is not None
+        self._send_owed_pong()  # before the close frame, after which nothing may follow
         self.write(conn.send_close(code, reason or ""))
         self._cancel_ping()
         self._arm_close_timer()
@@ -785,7 +820,12 @@ class _WebSocketProtocol(asyncio.Protocol):
         conn = self.conn
         assert conn is not None
         if isinstance(event, Ping):
-            self._write_replies(conn)
+            if self._writing_paused:
+                # RFC 6455 §5.5.3: only the latest ping needs an answer. A peer that pings
+                # without reading cannot grow the write buffer by a pong per ping.
+                self._owed_pong = conn.data_to_send()
+            else:
+                self._write_replies(conn)
         elif isinstance(event, Pong):
             if self._ping_timer is not None and self._ping_interval is not None:
                 self._ping_timer.cancel()
@@ -802,6 +842,7 @@ class _WebSocketProtocol(asyncio.Protocol):
 
     def _finish_close(self, conn: Connection) -> None:
         """Send the reply to the peer's close (or the failure's close frame) and close."""
+        self._send_owed_pong()  # before the close frame, after which nothing may follow
         self._write_replies(conn)
         if conn.close_expected():
             self._disconnect()
@@ -827,9 +868,7 @@ class _WebSocketProtocol(asyncio.Protocol):
     def _defer_close(self, conn: Connection) -> None:
         self._deferred_close = conn
         self._cancel_ping()
-        transport = self.transport
-        assert transport is not None
-        transport.pause_reading()
+        self._update_reading()
         stream = self.channel._stream
         stream._set_flow_control(_pass, self._consumer_drained)
         stream._low_water = 0
@@ -859,15 +898,17 @@ class _WebSocketProtocol(asyncio.Protocol):
         if self._deferred_timer is not None:
             self._deferred_timer.cancel()
             self._deferred_timer = None
-        transport = self.transport
-        assert transport is not None
         stream = self.channel._stream
         stream._on_idle = None
-        stream._reading_paused = False
-        stream._set_flow_control(transport.pause_reading, transport.resume_reading)
-        if not transport.is_closing():
-            transport.resume_reading()  # a client still reads the server's EOF
+        stream._reading_paused = self._stream_paused = False
+        stream._set_flow_control(self._pause_for_stream, self._resume_for_stream)
+        self._update_reading()  # a client still reads the server's EOF
         self._finish_close(conn)
+
+    def _send_owed_pong(self) -> None:
+        pong, self._owed_pong = self._owed_pong, b""
+        if pong:
+            self.write(pong)
 
     def _write_replies(self, conn: Connection) -> None:
         data = conn.data_to_send()
@@ -888,9 +929,62 @@ class _WebSocketProtocol(asyncio.Protocol):
             transport.close()
             self._arm_close_timer()
 
+    # Reading: paused while the stream's buffer is full, while a deferred close waits for the
+    # consumer, and (servers) while the write buffer is over its limit. Once the peer's
+    # close frame is in, the engine takes nothing more: reading only looks for the EOF.
+
+    def _pause_for_stream(self) -> None:
+        self._stream_paused = True
+        self._update_reading()
+
+    def _resume_for_stream(self) -> None:
+        self._stream_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        conn = self.conn
+        closing = conn is not None and conn.close_received
+        paused = self._deferred_close is not None or (
+            not closing
+            and (
+                self._stream_paused
+                or (self._writing_paused and self.pause_reading_while_writes_wait)
+            )
+        )
+        if paused:
+            if transport.is_reading():
+                transport.pause_reading()
+        elif not transport.is_reading():
+            transport.resume_reading()
+
+    # The close timer. While what was written before the close frame is still leaving (the
+    # peer reads it, however slowly), close_timeout counts time without progress; once all
+    # of it has left, the peer has close_timeout to answer. Then the connection is aborted.
+
     def _arm_close_timer(self) -> None:
         if self._close_timer is None and self._close_timeout is not None:
-            self._close_timer = self.loop.call_later(self._close_timeout, self.abort)
+            self._close_progress = self._unsent()
+            self._close_timer = self.loop.call_later(self._close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        unsent, before = self._unsent(), self._close_progress
+        if unsent < before:  # the peer took some since the last check: give it more time
+            self._arm_close_timer()
+        else:
+            self.abort()
+
+    def _unsent(self) -> int:
+        """Bytes written but not yet taken by the peer: the transport's buffer and what
+        the kernel still holds (Linux: unsent or unacknowledged)."""
+        transport = self.transport
+        if transport is None:
+            return 0
+        sock = transport.get_extra_info("socket")
+        return transport.get_write_buffer_size() + kernel_unsent(sock)
 
     def _send_ping(self) -> None:
         """Keepalive: ping, then wait one interval for the pong (Dart's algorithm)."""
@@ -942,6 +1036,18 @@ class _WebSocketProtocol(asyncio.Protocol):
 
 def _pass() -> None:
     pass
+
+
+def kernel_unsent(sock: socket.socket | None) -> int:
+    """Bytes the kernel holds for the socket, not yet acknowledged by the peer
+    (``SIOCOUTQ``); 0 where that cannot be asked (not Linux, or no socket)."""
+    if sock is None or _SIOCOUTQ is None:
+        return 0
+    try:
+        answer = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):  # closed meanwhile
+        return 0
+    return int.from_bytes(answer, sys.byteorder, signed=True)
 
 
 def _receive_nothing(data: Buffer) -> list[Event]:

@@ -40,6 +40,7 @@ from ._wschannel import (
     reject_response,
 )
 from .channel import DEFAULT_MAX_QUEUE, GuaranteeSink, WebSocketChannel
+from .exceptions import WebSocketConnectionClosed
 from .io import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -275,6 +276,10 @@ class Server:
             if not inspect.isawaitable(result):
                 return
             await result
+        except WebSocketConnectionClosed:
+            # flush() after the connection ended: the handler stopped sending, as it should.
+            protocol.log(logging.DEBUG, "Handler ended: the connection was closed")
+            code = NORMAL_CLOSURE
         except Exception:
             protocol.log(logging.ERROR, "Error in a WebSocket connection handler", exc_info=True)
             code = INTERNAL_SERVER_ERROR
@@ -302,6 +307,7 @@ class _ServerProtocol(_WebSocketProtocol):
 
     logger = logger
     open_level = logging.INFO
+    pause_reading_while_writes_wait = True
 
     def __init__(self, server: Server) -> None:
         super().__init__(

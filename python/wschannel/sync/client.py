@@ -16,6 +16,7 @@ from ..channel import DEFAULT_MAX_QUEUE
 from ..exceptions import WebSocketChannelException
 from ..io import (
     DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     USER_AGENT,
     Headers,
@@ -41,7 +42,7 @@ def connect(
     compression: bool | DeflateOptions | None = True,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
-    connect_timeout: float | None = None,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
     ping_interval: float | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     user_agent: str | None = USER_AGENT,

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Final, Self
 from .._wschannel import Close, Connection, Failure, Ping, Pong, Request
 from ..channel import DEFAULT_MAX_QUEUE, Message, binary_view, check_close_args
 from ..exceptions import StateError
-from ..io import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT
+from ..io import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT, kernel_unsent
 from ..status import ABNORMAL_CLOSURE, GOING_AWAY
 from .messages import SyncMessageStream
 
@@ -262,6 +262,12 @@ class SyncWebSocketChannel:
         self._wakeup = threading.Condition(self._lock)  # wakes the writer thread
         self._write_lock = threading.Lock()  # held while writing to the socket
         self._outgoing: deque[bytes] = deque()
+        # The pong to the latest ping not yet written: RFC 6455 §5.5.3 lets a ping that
+        # another follows go unanswered, so a peer that pings without reading cannot queue
+        # a pong per ping. Written before the frames queued with it (a close among them).
+        self._pong = b""
+        self._written = 0  # bytes written so far (the close timer looks for progress)
+        self._close_progress = (0, 0)
         self._flush_requested = False
         # Once everything is written, close TCP: SHUT_RDWR after a closing handshake,
         # SHUT_WR after a failure (the peer may still be sending: wait for its EOF).
@@ -385,14 +391,18 @@ class SyncWebSocketChannel:
                     if self._sock_closed:
                         outgoing.clear()
                         return
-                    if not outgoing:
+                    if not outgoing and not self._pong:
                         return
                     frames = list(outgoing)
                     outgoing.clear()
+                    if self._pong:
+                        frames.insert(0, self._pong)
+                        self._pong = b""
                 try:
                     for frame in frames:
                         if frame:
                             self._sock.sendall(frame)
+                            self._written += len(frame)
                 except OSError:
                     self._abort()  # the connection is lost; the reader will finish it
                     return
@@ -424,7 +434,7 @@ class SyncWebSocketChannel:
             how = self._shutdown_after_flush
             if how is None or self._shut_down or self._sock_closed:
                 return
-            if self._outgoing:  # more came meanwhile: flush again first
+            if self._outgoing or self._pong:  # more came meanwhile: flush again first
                 self._request_flush()
                 return
             self._shut_down = True
@@ -487,9 +497,25 @@ class SyncWebSocketChannel:
             self._keepalive_timer = None
 
     def _arm_close_timer(self) -> None:
-        """With the lock held: drop the connection if it is not closed in time."""
+        """With the lock held: drop the connection if the close makes no progress for
+        ``close_timeout`` (nothing written is taken by the peer, or no answer comes)."""
         if self._close_timer is None and self._close_timeout is not None:
-            self._close_timer = timers.call_later(self._close_timeout, self._abort)
+            self._close_progress = self._progress()
+            self._close_timer = timers.call_later(self._close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        with self._lock:
+            self._close_timer = None
+            progress, before = self._progress(), self._close_progress
+            # More written, or the kernel's queue shorter: the peer takes what was queued
+            # before the close, however slowly. Give it more time.
+            if progress[0] > before[0] or progress[1] < before[1]:
+                self._arm_close_timer()
+                return
+        self._abort()
+
+    def _progress(self) -> tuple[int, int]:
+        return self._written, kernel_unsent(None if self._sock_closed else self._sock)
 
     # Reading (the reader thread).
 
@@ -547,11 +573,14 @@ class SyncWebSocketChannel:
             self._pong_received()
             return False
         reply = self._conn.data_to_send()  # one per Ping, Close or Failure, in order
+        if isinstance(event, Ping):
+            if reply:
+                self._pong = reply
+                self._request_flush()
+            return False
         if reply:
             self._outgoing.append(reply)
             self._request_flush()
-        if isinstance(event, Ping):
-            return False
         assert isinstance(event, Close | Failure)
         self._close_code = event.code
         self._close_reason = event.reason

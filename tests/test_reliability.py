@@ -1,0 +1,542 @@
+"""Hostile, slow and lost peers (docs/reliability.md): each defect an attack found, over real
+sockets on 127.0.0.1, with the rule that now holds."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from conftest import (
+    SHORT,
+    TIMEOUT,
+    RawHandler,
+    RawServer,
+    accept_upgrade,
+    close_payload,
+    open_raw_client,
+    wait,
+)
+from sync_helpers import sync_server
+
+import wschannel
+import wschannel.sync
+from wschannel import status
+from wschannel.exceptions import WebSocketConnectionClosed
+from wschannel.io import DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_LIMIT, IOWebSocketChannel
+from wschannel.server import Server
+from wschannel.sync import SyncWebSocketChannel
+
+MASK = b"\x11\x22\x33\x44"
+
+StartRawServer = Callable[[RawHandler], Awaitable[RawServer]]
+
+
+def header(first: int, length: int, *, masked: bool) -> bytes:
+    """A frame header with a 64-bit length (any value, even one RFC 6455 forbids)."""
+    mask = 0x80 if masked else 0
+    return bytes([first, mask | 127]) + struct.pack("!Q", length) + (MASK if masked else b"")
+
+
+def masked(payload: bytes) -> bytes:
+    return bytes(byte ^ MASK[index % 4] for index, byte in enumerate(payload))
+
+
+def wrapping_message(*, from_client: bool) -> bytes:
+    """Six bytes of a binary message, then a continuation whose length, added to them, wraps
+    past 2^64 to 0: it passed the 1 MiB limit, and the peer could stream without end."""
+    six = b"abcdef"
+    first = bytes([0x02, (0x80 if from_client else 0) | 6])
+    first += MASK + masked(six) if from_client else six
+    return first + header(0x00, (1 << 64) - 6, masked=from_client)
+
+
+async def read_frames_until_eof(reader: asyncio.StreamReader) -> list[tuple[int, bytes]]:
+    """Every frame a server sends (unmasked, any length) until it closes TCP."""
+    frames: list[tuple[int, bytes]] = []
+    while True:
+        try:
+            first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+        except asyncio.IncompleteReadError:
+            return frames
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await reader.readexactly(8))
+        frames.append((first, await reader.readexactly(length)))
+
+
+# 1. The message size limit could be bypassed by a wrapping length.
+
+
+@pytest.mark.parametrize("flavour", ["asyncio", "blocking"])
+async def test_server_fails_a_message_whose_length_wraps_past_its_limit_with_1002(
+    flavour: str,
+) -> None:
+    received: list[object] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        received.extend([message async for message in channel.stream])
+
+    def sync_handler(channel: SyncWebSocketChannel) -> None:
+        received.extend(channel.stream)
+
+    async def attack(port: int) -> list[tuple[int, bytes]]:
+        reader, writer = await open_raw_client(port)
+        writer.write(wrapping_message(from_client=True))
+        try:
+            return await read_frames_until_eof(reader)
+        finally:
+            writer.close()
+
+    if flavour == "asyncio":
+        async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+            frames = await attack(server.port)
+    else:
+        with sync_server(sync_handler) as sync:
+            frames = await attack(sync.port)
+    assert frames == [(0x88, close_payload(1002, "frame length has its most significant bit set"))]
+    assert received == []
+
+
+async def test_asyncio_client_fails_a_message_whose_length_wraps_past_its_limit(
+    raw_server: StartRawServer,
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        writer.write(wrapping_message(from_client=False))
+        await reader.read()
+
+    server = await raw_server(handler)
+    channel = IOWebSocketChannel.connect(server.url)
+    assert [message async for message in channel.stream] == []
+    assert channel.close_code == status.PROTOCOL_ERROR
+
+
+def test_blocking_client_fails_a_message_whose_length_wraps_past_its_limit() -> None:
+    from sync_helpers import accept_upgrade as sync_accept
+    from sync_helpers import drain
+    from sync_helpers import raw_server as sync_raw_server
+
+    def handler(sock: socket.socket) -> None:
+        sync_accept(sock)
+        sock.sendall(wrapping_message(from_client=False))
+        drain(sock)
+
+    with sync_raw_server(handler) as server:
+        channel = wschannel.sync.connect(server.url)
+        assert list(channel.stream) == []
+        assert channel.close_code == status.PROTOCOL_ERROR
+
+
+# 6a. A compressed frame announcing far more than the limit is refused at its header.
+
+
+async def test_server_refuses_a_compressed_frame_announcing_a_gibibyte_at_its_header() -> None:
+    async with wschannel.serve(lambda channel: None, "127.0.0.1", 0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert b"permessage-deflate" in head
+        started = time.monotonic()
+        writer.write(header(0xC2, 1 << 30, masked=True))  # FIN, RSV1, binary: 1 GiB, no data
+        frames = await read_frames_until_eof(reader)
+        writer.close()
+    assert [first for first, _ in frames] == [0x88]
+    assert frames[0][1][:2] == (1009).to_bytes(2, "big")
+    assert time.monotonic() - started < TIMEOUT
+
+
+# 2. flush() waited forever once the client was gone.
+
+
+async def reset(writer: asyncio.StreamWriter) -> None:
+    """Close a raw client's socket with an RST (SO_LINGER 0)."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize("when", ["before", "while"])
+async def test_server_flush_raises_once_a_client_that_stopped_reading_resets(when: str) -> None:
+    """The handler fills the buffer of a client that does not read; the client resets, before
+    the handler's flush() or while it waits: flush() raises at once, and the handler ends."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[BaseException | None] = loop.create_future()
+    filled, gone = asyncio.Event(), asyncio.Event()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        for _ in range(200):
+            channel.sink.add(b"x" * 65536)  # 12.5 MiB: more than the kernel's buffers
+        filled.set()
+        if when == "before":
+            await gone.wait()
+            await asyncio.sleep(SHORT)  # the server has seen the reset
+            channel.sink.add(b"after")
+        try:
+            await channel.sink.flush()
+        except BaseException as exc:
+            outcome.set_result(exc)
+            raise
+        outcome.set_result(None)
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        _, writer = await open_raw_client(server.port)
+        await wait(filled.wait())
+        await asyncio.sleep(SHORT)
+        await reset(writer)
+        gone.set()
+        error = await asyncio.wait_for(outcome, TIMEOUT)
+        assert isinstance(error, WebSocketConnectionClosed)
+        assert "closed" in str(error)
+        assert not server._handlers or await _handlers_end(server)
+
+
+async def _handlers_end(server: Server) -> bool:
+    for _ in range(int(TIMEOUT / 0.01)):
+        if not server._handlers:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_add_stream_ends_quietly_when_the_connection_is_lost_while_it_waits() -> None:
+    """add_stream waits in flush() for a client that stopped reading; the client resets: the
+    stream ends without an error on done (flush's error only stops the forwarding)."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[BaseException | None] = loop.create_future()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while True:
+            yield b"y" * 65536
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        try:
+            await channel.sink.add_stream(chunks())
+        except BaseException as exc:
+            finished.set_result(exc)
+            raise
+        finished.set_result(None)
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        _, writer = await open_raw_client(server.port)
+        await asyncio.sleep(SHORT)
+        await reset(writer)
+        assert await asyncio.wait_for(finished, TIMEOUT) is None
+
+
+# 3. Memory: an echo server must not hold what a client that never reads makes it send.
+
+
+def push_until_stuck(sock: socket.socket, data: bytes, total: int) -> int:
+    """Send ``data`` repeatedly, up to ``total`` bytes, until the peer takes nothing for a
+    while; how many bytes it took."""
+    sock.setblocking(False)
+    sent = 0
+    view = memoryview(data)
+    offset = 0
+    stuck_since = time.monotonic()
+    deadline = time.monotonic() + 4 * TIMEOUT
+    while sent < total and time.monotonic() < deadline:
+        try:
+            n = sock.send(view[offset:])
+        except BlockingIOError:
+            if time.monotonic() - stuck_since > 4 * SHORT:
+                break
+            time.sleep(0.005)
+            continue
+        stuck_since = time.monotonic()
+        sent += n
+        offset = (offset + n) % len(data)
+    return sent
+
+
+def small_buffers(sock: socket.socket) -> None:
+    """Keep the attacker's own kernel buffers small, so what the server holds shows."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+
+
+async def raw_client_with_small_buffers(port: int) -> socket.socket:
+    sock = socket.socket()
+    small_buffers(sock)
+    sock.settimeout(TIMEOUT)
+    await asyncio.to_thread(sock.connect, ("127.0.0.1", port))
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await asyncio.to_thread(sock.recv, 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+FLOOD = 48 << 20
+"""What an attacker tries to push: far more than every kernel buffer on the way can hold."""
+
+
+@pytest.mark.parametrize("what", ["messages", "pings"])
+async def test_server_stops_reading_from_a_client_that_sends_but_never_reads(what: str) -> None:
+    """An echo server (the guide's handler, no flush) and a client that sends without reading:
+    the server's write buffer stays near write_limit and it stops reading, so the client cannot
+    push much more than the kernel's buffers hold. It used to take all of it (80 MiB sent →
+    +77 MiB resident; 64 MiB of pings → +61 MiB of pongs)."""
+    largest = 0
+    channels: list[IOWebSocketChannel] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        nonlocal largest
+        channels.append(channel)
+        async for message in channel.stream:
+            channel.sink.add(message)
+            protocol = channel._transport_protocol
+            assert protocol is not None and protocol.transport is not None
+            largest = max(largest, protocol.transport.get_write_buffer_size())
+
+    if what == "messages":
+        unit = bytes([0x82, 0x80 | 126]) + struct.pack("!H", 8192) + MASK + bytes(8192)
+    else:
+        unit = bytes([0x89, 0x80 | 125]) + MASK + bytes(125)
+    async with wschannel.serve(handler, "127.0.0.1", 0, max_message_size=None) as server:
+        sock = await raw_client_with_small_buffers(server.port)
+        try:
+            sent = await asyncio.to_thread(push_until_stuck, sock, unit, FLOOD)
+            await asyncio.sleep(SHORT)
+            transport = channels[0]._transport_protocol.transport  # type: ignore[union-attr]
+            held = transport.get_write_buffer_size()  # type: ignore[union-attr]
+            reading = transport.is_reading()  # type: ignore[union-attr]
+        finally:
+            sock.close()
+    assert sent < FLOOD // 2, f"the server took {sent} bytes from a client that never reads"
+    assert not reading
+    limit = DEFAULT_WRITE_LIMIT
+    # What one read (at most 256 KiB) answered on top of the limit.
+    assert held <= limit + (512 << 10), held
+    if what == "messages":
+        assert largest <= limit + (512 << 10), largest
+
+
+async def test_blocking_server_answers_only_the_latest_ping_while_its_writes_wait() -> None:
+    """A client floods pings and never reads: the blocking server's writer is stuck, and its
+    reader (which goes on reading) keeps one pong, not one per ping."""
+    channels: list[SyncWebSocketChannel] = []
+    opened = threading.Event()
+
+    def handler(channel: SyncWebSocketChannel) -> None:
+        small_buffers(channel._sock)
+        channels.append(channel)
+        opened.set()
+        for _ in channel.stream:
+            pass
+
+    ping = bytes([0x89, 0x80 | 125]) + MASK + bytes(125)
+    with sync_server(handler) as sync:
+        sock = await raw_client_with_small_buffers(sync.port)
+        try:
+            assert await asyncio.to_thread(opened.wait, TIMEOUT)
+            sent = await asyncio.to_thread(push_until_stuck, sock, ping, 16 << 20)
+            channel = channels[0]
+            with channel._lock:
+                queued = sum(map(len, channel._outgoing)) + len(getattr(channel, "_pong", b""))
+        finally:
+            sock.close()
+    assert sent > 4 << 20  # the reader went on reading the pings (their pongs were dropped)
+    assert queued <= 2 * 127, queued
+
+
+async def test_client_answers_only_the_latest_ping_while_its_writes_wait() -> None:
+    """A server floods pings and does not read: the client (which keeps reading) holds one
+    pong, not one per ping; once the server reads, the last pong answers the last ping."""
+    count = 200_000  # a pong each would be 2 MB
+    flooded, go_on = asyncio.Event(), asyncio.Event()
+    pongs: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        for index in range(count):
+            writer.write(bytes([0x89, 4]) + index.to_bytes(4, "big"))
+            if index % 1000 == 0:
+                await writer.drain()
+        await writer.drain()
+        flooded.set()
+        await go_on.wait()
+        data = b""
+        while True:
+            chunk = await asyncio.wait_for(reader.read(1 << 20), TIMEOUT)
+            assert chunk, "EOF before the close frame"
+            data += chunk
+            while len(data) >= 2 and len(data) >= 6 + (data[1] & 0x7F):
+                length = data[1] & 0x7F
+                mask, payload = data[2:6], data[6 : 6 + length]
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                first, data = data[0], data[6 + length :]
+                if first == 0x8A:
+                    pongs.append(payload)
+                elif first == 0x88:
+                    writer.write(bytes([0x88, len(payload)]) + payload)
+                    writer.close()
+                    return
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # accepted sockets inherit
+    server = await asyncio.start_server(handler, sock=listener)
+    try:
+        port = listener.getsockname()[1]
+        channel = IOWebSocketChannel.connect(f"ws://127.0.0.1:{port}", write_limit=1024)
+        await wait(channel.ready)
+        protocol = channel._transport_protocol
+        assert protocol is not None and protocol.transport is not None
+        # Small kernel buffers on both ends, so that the pongs back up in the client.
+        sock = protocol.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        await wait(flooded.wait())
+        await asyncio.sleep(SHORT)
+        held = protocol.transport.get_write_buffer_size()
+        # At most the limit and the pongs of one read (256 KiB of pings), not 2 MB.
+        assert held <= 1024 + (256 << 10), held
+        go_on.set()
+        await wait(channel.sink.close(status.NORMAL_CLOSURE))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert pongs, "no pong arrived"
+    assert pongs[-1] == (count - 1).to_bytes(4, "big")
+    assert len(pongs) < count // 4, len(pongs)
+
+
+# 4. A graceful close under load threw away what was still queued.
+
+
+def keep_kernel_buffers_small(channel: IOWebSocketChannel) -> None:
+    """So that what waits shows in the connection's own buffers, not the kernel's."""
+    protocol = channel._transport_protocol
+    assert protocol is not None and protocol.transport is not None
+    small_buffers(protocol.transport.get_extra_info("socket"))
+
+
+@pytest.mark.parametrize("flavour", ["direct", "transport", "blocking"])
+async def test_server_close_behind_queued_echoes_reaches_a_slow_but_steady_reader(
+    flavour: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler echoes 60 messages of 100 KiB and returns (close 1000) while most echoes
+    still wait; the client reads 40 a second, much longer than close_timeout: it gets all 60,
+    then the close. The close timeout used to start when the close was queued, and dropped the
+    queued echoes and the close frame when it fired."""
+    if flavour == "transport":
+        monkeypatch.setattr("wschannel._direct.ENABLED", False)
+    count, size = 60, 100 * 1024
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        keep_kernel_buffers_small(channel)
+        index = 0
+        async for message in channel.stream:
+            channel.sink.add(message)
+            index += 1
+            if index == count:
+                return
+
+    def sync_handler(channel: SyncWebSocketChannel) -> None:
+        small_buffers(channel._sock)
+        for index, message in enumerate(channel.stream, 1):
+            channel.sink.add(message)
+            if index == count:
+                return
+
+    async def read_slowly(port: int) -> tuple[IOWebSocketChannel, list[bytes], float]:
+        channel = IOWebSocketChannel.connect(
+            f"ws://127.0.0.1:{port}", max_queue=1, compression=None
+        )
+        await wait(channel.ready)
+        keep_kernel_buffers_small(channel)
+        for index in range(count):
+            channel.sink.add(index.to_bytes(4, "big") * (size // 4))
+        received = []
+        started = time.monotonic()
+        async for message in channel.stream:
+            assert isinstance(message, bytes)
+            received.append(message)
+            await asyncio.sleep(1 / 40)
+        return channel, received, time.monotonic() - started
+
+    close_timeout = 0.5
+    options = {"close_timeout": close_timeout, "compression": None}
+    if flavour == "blocking":
+        with sync_server(sync_handler, **options) as sync:
+            channel, received, took = await read_slowly(sync.port)
+    else:
+        async with wschannel.serve(handler, "127.0.0.1", 0, **options) as server:  # type: ignore[arg-type]
+            channel, received, took = await read_slowly(server.port)
+    assert took > 2 * close_timeout  # the reader was slower than the close timeout
+    assert [message[:4] for message in received] == [i.to_bytes(4, "big") for i in range(count)]
+    assert all(len(message) == size for message in received)
+    assert channel.close_code == status.NORMAL_CLOSURE
+
+
+async def test_server_aborts_a_close_when_the_client_stops_reading_for_close_timeout() -> None:
+    """The other half of the rule: a client that takes nothing for close_timeout is cut."""
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[float] = loop.create_future()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        for _ in range(300):
+            channel.sink.add(b"z" * 65536)  # 19 MiB: far more than the kernel's buffers
+        started = loop.time()
+        await channel.sink.close(status.NORMAL_CLOSURE)
+        lost.set_result(loop.time() - started)
+
+    close_timeout = 0.5
+    async with wschannel.serve(handler, "127.0.0.1", 0, close_timeout=close_timeout) as server:
+        sock = await raw_client_with_small_buffers(server.port)
+        try:
+            took = await asyncio.wait_for(lost, TIMEOUT)
+        finally:
+            sock.close()
+    assert close_timeout * 0.9 <= took < close_timeout * 2 + SHORT, took
+
+
+# 6b. Clients had no default open timeout.
+
+
+def silent_listener() -> socket.socket:
+    """Accepts TCP (the kernel does, from the backlog) and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=8)
+    return listener
+
+
+async def test_clients_give_up_on_a_silent_server_after_the_default_connect_timeout() -> None:
+    """Both clients, with no connect_timeout given, raise TimeoutError after the default
+    (10 s, as websockets) against a server that accepts TCP and never answers."""
+    with silent_listener() as listener:
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}"
+        blocking: dict[str, object] = {}
+
+        def connect_blocking() -> None:
+            started = time.monotonic()
+            try:
+                wschannel.sync.connect(url)
+            except BaseException as exc:
+                blocking["error"] = exc
+            blocking["took"] = time.monotonic() - started
+
+        thread = threading.Thread(target=connect_blocking)
+        thread.start()
+        started = time.monotonic()
+        channel = IOWebSocketChannel.connect(url)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(channel.ready, DEFAULT_CONNECT_TIMEOUT + TIMEOUT)
+        took = time.monotonic() - started
+        await asyncio.to_thread(thread.join, DEFAULT_CONNECT_TIMEOUT + TIMEOUT)
+    assert DEFAULT_CONNECT_TIMEOUT - 0.1 <= took < DEFAULT_CONNECT_TIMEOUT + TIMEOUT
+    assert isinstance(blocking.get("error"), TimeoutError), blocking
+    assert DEFAULT_CONNECT_TIMEOUT - 0.1 <= blocking["took"] < DEFAULT_CONNECT_TIMEOUT + TIMEOUT  # type: ignore[operator]
