@@ -893,9 +893,10 @@ fn invalid_utf8() -> Violation {
 }
 
 /// The most compressed bytes a message may take on the wire when it may inflate to at most
-/// `max` bytes: deflate can make data larger, by at most an eighth with fixed Huffman codes
-/// for every literal (RFC 1951 §3.2.6; stored blocks add 5 bytes per 64 KiB), plus room for
-/// the empty blocks a flush adds. A frame announcing more is refused from its header.
+/// `max` bytes. Deflate can make data larger: zlib falls back to stored blocks (5 bytes more
+/// per 64 KiB, RFC 1951 §3.2.4), an encoder using fixed Huffman codes only spends 9 bits on
+/// some bytes (an eighth more, §3.2.6); plus room for the empty blocks flushes add. A frame
+/// announcing more is refused from its header.
 fn compressed_limit(max: usize) -> u64 {
     let max = max as u64;
     max.saturating_add(max / 8).saturating_add(4096)
