@@ -23,9 +23,11 @@ database), and keep what it finds as an ``@example``. ``deadline=None`` because 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
-from collections.abc import Coroutine, Iterator
+import zlib
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -172,15 +174,9 @@ DEFLATE_SIDES = st.builds(
 DEFLATES = st.one_of(st.none(), st.tuples(DEFLATE_SIDES, DEFLATE_SIDES))
 
 
-def engines(
-    deflate: tuple[Deflate, Deflate] | None, max_message_size: int | None = 1 << 20
-) -> tuple[engine.Connection, engine.Connection]:
-    """A client and a server engine, with what a real handshake negotiates from ``deflate``;
-    ``max_message_size`` bounds what each receives (1 MiB is the engine's default)."""
-    limit = max_message_size
-    if deflate is None:
-        client = engine.Connection(True, seed=7, max_message_size=limit)
-        return client, engine.Connection(False, max_message_size=limit)
+def negotiate(deflate: tuple[Deflate, Deflate]) -> tuple[str, str]:
+    """The permessage-deflate parameters a real handshake agrees on, as the client and the
+    server each record them."""
     offer, accept = deflate
     client_handshake = engine.ClientHandshake("127.0.0.1", "/", deflate=offer.options(), seed=7)
     server_handshake = engine.ServerHandshake()
@@ -190,18 +186,24 @@ def engines(
     assert client_handshake.receive_data(response)
     assert client_handshake.extensions is not None, "every offer here is acceptable"
     assert server_handshake.extensions is not None
+    return client_handshake.extensions, server_handshake.extensions
+
+
+def engines(
+    deflate: tuple[Deflate, Deflate] | None, max_message_size: int | None = 1 << 20
+) -> tuple[engine.Connection, engine.Connection]:
+    """A client and a server engine, with what a real handshake negotiates from ``deflate``;
+    ``max_message_size`` bounds what each receives (1 MiB is the engine's default)."""
+    limit = max_message_size
+    if deflate is None:
+        client = engine.Connection(True, seed=7, max_message_size=limit)
+        return client, engine.Connection(False, max_message_size=limit)
+    (offer, accept), (client_extensions, server_extensions) = deflate, negotiate(deflate)
     client = engine.Connection(
-        True,
-        deflate=client_handshake.extensions,
-        deflate_level=offer.level,
-        seed=7,
-        max_message_size=limit,
+        True, deflate=client_extensions, deflate_level=offer.level, seed=7, max_message_size=limit
     )
     server = engine.Connection(
-        False,
-        deflate=server_handshake.extensions,
-        deflate_level=accept.level,
-        max_message_size=limit,
+        False, deflate=server_extensions, deflate_level=accept.level, max_message_size=limit
     )
     assert client.compressed and server.compressed
     return client, server
@@ -469,8 +471,160 @@ def test_engine_stops_at_the_first_message_over_max_message_size(
     assert (back.replies == b"") == (close is not None), "the sender echoes the 1009 if it can"
 
 
+# An independent encoder (Python's zlib, frames by hand): messages in fragments, with pings
+# between the fragments, which the engine's own send API never produces.
+
+
+@dataclass(frozen=True)
+class Fragmented:
+    """A message sent in ``len(pieces) + 1`` frames: ``pieces`` are the sizes of all but the
+    last (cut anywhere in the payload: in a UTF-8 character, in a deflate block), and
+    ``pings[i]`` goes between frames ``i`` and ``i + 1``."""
+
+    data: str | bytes
+    pieces: tuple[int, ...] = ()
+    pings: tuple[bytes, ...] = ()
+
+
+FRAGMENTED = st.builds(
+    Fragmented,
+    st.one_of(TEXT, BINARY),
+    st.lists(st.integers(0, 300), max_size=6).map(tuple),
+    st.lists(PING, max_size=3).map(tuple),
+)
+FRAGMENT_SCRIPTS = st.lists(st.one_of(FRAGMENTED, st.builds(Ping, PING)), max_size=6)
+
+
+def frame(opcode: int, payload: bytes, rng: random.Random | None, *, fin: bool = True) -> bytes:
+    """One frame (RFC 6455 §5.2), masked with a key from ``rng`` when given (a client's).
+    ``opcode`` may carry RSV1 (0x40)."""
+    head = bytearray([(0x80 if fin else 0) | opcode])
+    bit = 0x80 if rng is not None else 0
+    if len(payload) < 126:
+        head.append(bit | len(payload))
+    elif len(payload) < 65536:
+        head += bytes([bit | 126]) + len(payload).to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + len(payload).to_bytes(8, "big")
+    if rng is None:
+        return bytes(head) + payload
+    key = rng.randbytes(4)
+    stream = (key * (len(payload) // 4 + 1))[: len(payload)]
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")
+    return bytes(head) + key + masked.to_bytes(len(payload), "big")
+
+
+def parameters(extensions: str) -> dict[str, str]:
+    """``permessage-deflate; a; b=9`` as ``{"a": "", "b": "9"}``."""
+    pairs = (item.strip().partition("=") for item in extensions.split(";")[1:])
+    return {name: value for name, _, value in pairs}
+
+
+class Compressor:
+    """RFC 7692 §7.2.1 with zlib, within what the handshake negotiated for ``role``."""
+
+    def __init__(self, role: Role, extensions: str, level: int) -> None:
+        negotiated = parameters(extensions)
+        self.takeover = f"{role}_no_context_takeover" not in negotiated
+        bits = int(negotiated.get(f"{role}_max_window_bits") or 15)
+        self.wbits = -max(bits, 9)  # zlib's raw deflate has no 8-bit window (RFC 7692 §7.1.2.1)
+        self.level = level
+        self.zlib = zlib.compressobj(level, zlib.DEFLATED, self.wbits)
+
+    def compress(self, data: bytes) -> bytes:
+        if not self.takeover:
+            self.zlib = zlib.compressobj(self.level, zlib.DEFLATED, self.wbits)
+        out = self.zlib.compress(data) + self.zlib.flush(zlib.Z_SYNC_FLUSH)
+        assert out.endswith(b"\x00\x00\xff\xff")
+        return out[:-4]
+
+
+def encode_fragments(
+    script: list[Fragmented | Ping],
+    close: Close | None,
+    rng: random.Random | None,
+    compressor: Compressor | None,
+) -> bytes:
+    wire = bytearray()
+    for op in script:
+        if isinstance(op, Ping):
+            wire += frame(0x9, op.data, rng)
+            continue
+        opcode = 0x1 if isinstance(op.data, str) else 0x2
+        payload = op.data.encode() if isinstance(op.data, str) else op.data
+        if compressor is not None:
+            payload = compressor.compress(payload)
+            opcode |= 0x40
+        start = 0
+        for index, size in enumerate(op.pieces):
+            wire += frame(opcode, payload[start : start + size], rng, fin=False)
+            start = min(start + size, len(payload))
+            opcode = 0x0
+            if index < len(op.pings):
+                wire += frame(0x9, op.pings[index], rng)
+        wire += frame(opcode, payload[start:], rng)
+    if close is not None:
+        body = b"" if close.code is None else close.code.to_bytes(2, "big") + close.reason.encode()
+        wire += frame(0x8, body, rng)
+    return bytes(wire)
+
+
+@profile(500)
+@given(
+    role=ROLES,
+    deflate=DEFLATES,
+    script=FRAGMENT_SCRIPTS,
+    close=st.one_of(st.none(), CLOSES),
+    sizes=CHUNKINGS,
+    how=FEEDS,
+    seed=st.integers(0, 2**32),
+)
+def test_engine_reassembles_fragments_with_pings_between_them(
+    role: Role,
+    deflate: tuple[Deflate, Deflate] | None,
+    script: list[Fragmented | Ping],
+    close: Close | None,
+    sizes: tuple[int, ...],
+    how: Feed,
+    seed: int,
+) -> None:
+    sender, receiver = roles(role, deflate)
+    compressor = None
+    if deflate is not None:
+        extensions = negotiate(deflate)[0 if role == "client" else 1]
+        level = deflate[0 if role == "client" else 1].level
+        compressor = Compressor(role, extensions, level)
+    wire = encode_fragments(
+        script, close, random.Random(seed) if role == "client" else None, compressor
+    )
+
+    # A ping comes out as it arrives: before the message it interrupts is complete.
+    want: list[Seen] = []
+    for op in script:
+        if isinstance(op, Ping):
+            want.append(("ping", op.data))
+            continue
+        want += [("ping", data) for data in op.pings[: len(op.pieces)]]
+        want.append(("text", op.data) if isinstance(op.data, str) else ("binary", op.data))
+    if close is not None:
+        want.append(("close", *close_seen(close)))
+    got = feed(receiver, wire, sizes, how)
+    assert got.events == want
+
+    # The pongs and the close echo reach the sending side's engine as such.
+    back = feed(sender, got.replies, sizes, how)
+    assert back.events == [
+        ("pong" if event[0] == "ping" else "close", *event[1:])
+        for event in want
+        if event[0] in ("ping", "close")
+    ]
+
+
 # Connection level: real sockets on 127.0.0.1, an asyncio client and a wschannel.serve
-# server. The channel API has no pings, so the script is messages and a close.
+# server. The channel API has no pings, so the script is messages and a close. A relay may
+# sit between them and pass each direction's bytes on in hypothesis-chosen pieces, letting
+# the event loop run between two, so that the other side reads them separately: frames (and
+# the HTTP handshake) arrive cut anywhere, as they would from a slow network.
 
 Closer: TypeAlias = Literal["server", "client", "client at once"]
 CONNECTION_MESSAGES = st.lists(
@@ -489,6 +643,84 @@ COMPRESSIONS = st.sampled_from(
         engine.DeflateOptions(server_no_context_takeover=True, client_no_context_takeover=True),
     ]
 )
+RELAYS = st.one_of(
+    st.none(),
+    st.lists(
+        st.one_of(st.integers(1, 16), st.integers(1, 2000), st.integers(1, 70_000)),
+        min_size=1,
+        max_size=6,
+    ).map(tuple),
+)
+RELAYED_PIECES = 100
+"""Pieces the relay cuts per direction; then it passes bytes on as they come."""
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 to ``port`` that cuts what it forwards into pieces of
+    ``sizes`` bytes, in turn (the first :data:`RELAYED_PIECES` of each direction)."""
+
+    def __init__(self, port: int, sizes: tuple[int, ...]) -> None:
+        self.port = port
+        self.sizes = sizes
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> Relay:
+        self.server = await asyncio.start_server(self.accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        if self.tasks:  # both sides have closed TCP: the relay's connections end on their own
+            await asyncio.wait(self.tasks, timeout=TIMEOUT)
+
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            await asyncio.gather(
+                self.pump(reader, upstream_writer), self.pump(upstream_reader, writer)
+            )
+        finally:
+            writer.close()
+            upstream_writer.close()
+
+    async def pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pieces = 0
+        try:
+            while data := await reader.read(1 << 16):
+                start = 0
+                while start < len(data):
+                    if pieces < RELAYED_PIECES:
+                        end = start + self.sizes[pieces % len(self.sizes)]
+                    else:
+                        end = len(data)
+                    writer.write(data[start:end])
+                    start, pieces = end, pieces + 1
+                    await writer.drain()
+                    await asyncio.sleep(0)
+            writer.write_eof()  # the peer closed TCP: so does the relay, on that side
+        except (OSError, RuntimeError):
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def route(port: int, relay: tuple[int, ...] | None) -> AsyncIterator[str]:
+    """The URL a client uses to reach the server on ``port``: straight, or through a relay."""
+    if relay is None:
+        yield f"ws://127.0.0.1:{port}"
+        return
+    async with Relay(port, relay) as through:
+        yield through.url
 
 
 async def close_sink(channel: IOWebSocketChannel, close: Close) -> None:
@@ -508,8 +740,10 @@ async def echo_script(
     close: Close,
     closer: Closer,
     compression: bool | engine.DeflateOptions,
+    relay: tuple[int, ...] | None,
 ) -> None:
     received: list[Message] = []
+    handled: asyncio.Future[tuple[int | None, str | None]]
     handled = asyncio.get_running_loop().create_future()
 
     async def handler(channel: IOWebSocketChannel) -> None:
@@ -529,8 +763,10 @@ async def echo_script(
             handled.set_exception(error)
 
     echoes: list[Message] = []
-    async with wschannel.serve(handler, "127.0.0.1", 0, compression=compression) as server:
-        url = f"ws://127.0.0.1:{server.port}"
+    async with (
+        wschannel.serve(handler, "127.0.0.1", 0, compression=compression) as server,
+        route(server.port, relay) as url,
+    ):
         channel = IOWebSocketChannel.connect(url, compression=compression)
         await channel.ready
         for message in messages:
@@ -554,20 +790,22 @@ async def echo_script(
     assert (channel.close_code, channel.close_reason) == close_seen(close)
 
 
-@profile(25)
+@profile(100)
 @given(
     messages=CONNECTION_MESSAGES,
     close=CLOSES,
     closer=st.sampled_from(["server", "client", "client at once"]),
     compression=COMPRESSIONS,
+    relay=RELAYS,
 )
 def test_connection_echoes_the_clients_script_in_order_then_closes(
     messages: list[Message],
     close: Close,
     closer: Closer,
     compression: bool | engine.DeflateOptions,
+    relay: tuple[int, ...] | None,
 ) -> None:
-    run(echo_script(messages, close, closer, compression))
+    run(echo_script(messages, close, closer, compression, relay))
 
 
 async def server_script(
@@ -575,7 +813,9 @@ async def server_script(
     close: Close,
     compression: bool | engine.DeflateOptions,
     max_queue: int | None,
+    relay: tuple[int, ...] | None,
 ) -> None:
+    handled: asyncio.Future[tuple[int | None, str | None]]
     handled = asyncio.get_running_loop().create_future()
 
     async def handler(channel: IOWebSocketChannel) -> None:
@@ -587,8 +827,10 @@ async def server_script(
         except Exception as error:
             handled.set_exception(error)
 
-    async with wschannel.serve(handler, "127.0.0.1", 0, compression=compression) as server:
-        url = f"ws://127.0.0.1:{server.port}"
+    async with (
+        wschannel.serve(handler, "127.0.0.1", 0, compression=compression) as server,
+        route(server.port, relay) as url,
+    ):
         channel = IOWebSocketChannel.connect(url, compression=compression, max_queue=max_queue)
         collected = [message async for message in channel.stream]
         await channel.sink.done
@@ -598,17 +840,19 @@ async def server_script(
     assert server_saw == close_seen(close)
 
 
-@profile(25)
+@profile(100)
 @given(
     messages=CONNECTION_MESSAGES,
     close=CLOSES,
     compression=COMPRESSIONS,
     max_queue=st.sampled_from([1, 16, None]),
+    relay=RELAYS,
 )
 def test_connection_delivers_the_servers_script_in_order_then_the_close(
     messages: list[Message],
     close: Close,
     compression: bool | engine.DeflateOptions,
     max_queue: int | None,
+    relay: tuple[int, ...] | None,
 ) -> None:
-    run(server_script(messages, close, compression, max_queue))
+    run(server_script(messages, close, compression, max_queue, relay))
