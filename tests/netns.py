@@ -320,6 +320,8 @@ async def serve_asyncio(host: str, options: dict[str, Any]) -> None:
         async for message in channel.stream:
             channel.sink.add(message)
             count += 1
+            with contextlib.suppress(Exception):  # gone: the stream ends next
+                await channel.sink.flush()  # backpressure: no backlog of echoes
         report(
             event="closed", id=number, code=channel.close_code, messages=count, at=time.monotonic()
         )
