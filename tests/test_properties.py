@@ -281,9 +281,11 @@ def feed(
     how: Feed,
     *,
     compact: bool = False,
+    echo: bool = False,
 ) -> Received:
     """Feed ``wire`` to ``receiver`` in chunks; its events and its replies (one
-    ``data_to_send`` per Ping, Close and Failure, in order, as the I/O layers do)."""
+    ``data_to_send`` per Ping, Close and Failure, in order, as the I/O layers do; with
+    ``echo``, each message is sent back as it comes out, before the replies that follow it)."""
     events: list[Seen] = []
     replies = bytearray()
     scratch = bytearray(len(wire))  # one read buffer, reused, as a socket reader does
@@ -305,6 +307,10 @@ def feed(
             events.append(seen(item))
             if isinstance(item, engine.Ping | engine.Close | engine.Failure):
                 replies += receiver.data_to_send()
+            elif echo and isinstance(item, str):
+                replies += receiver.send_text(item)
+            elif echo and isinstance(item, bytes):
+                replies += receiver.send_binary(item)
     return Received(events, bytes(replies))
 
 
@@ -352,6 +358,7 @@ def after_the_close(role: Role) -> bytes:
     how=FEEDS,
     compact=st.booleans(),
     trailer=st.booleans(),
+    echo=st.booleans(),
 )
 def test_engine_delivers_the_script_in_order_then_the_close(
     role: Role,
@@ -362,26 +369,32 @@ def test_engine_delivers_the_script_in_order_then_the_close(
     how: Feed,
     compact: bool,
     trailer: bool,
+    echo: bool,
 ) -> None:
     sender, receiver = roles(role, deflate)
     wire = encode(sender, script, close)
     describe(deflate, script, wire, sizes)
     if close is not None and trailer:
         wire += after_the_close(role)
-    got = feed(receiver, wire, sizes, how, compact=compact)
-    assert got.events == expected(script, close)
+    got = feed(receiver, wire, sizes, how, compact=compact, echo=echo)
+    want = expected(script, close)
+    assert got.events == want
 
-    # The replies, fed back at the same chunking: a pong per ping with its payload, in
-    # order, then the close echo, which the sender (its close already sent) does not answer.
+    # The replies, fed back at the same chunking: a pong per ping with its payload, and
+    # the echoes if any, in order, then the close echo, which the sender (its close already
+    # sent) receives in the closing state and does not answer.
     back = feed(sender, got.replies, sizes, how, compact=compact)
-    pongs: list[Seen] = [("pong", op.data) for op in script if isinstance(op, Ping)]
+    answers = [
+        ("pong", *event[1:]) if event[0] == "ping" else event
+        for event in want
+        if event[0] in ("ping", "close") or echo
+    ]
+    assert back.events == answers
     if close is None:
-        assert back.events == pongs
         assert back.replies == b""
         assert sender.state == receiver.state == engine.OPEN
         assert receiver.close_code is None
         return
-    assert back.events == [*pongs, ("close", *close_seen(close))]
     assert back.replies == b""
     assert sender.state == receiver.state == engine.CLOSED
     assert (receiver.close_code, receiver.close_reason) == close_seen(close)
@@ -856,3 +869,90 @@ def test_connection_delivers_the_servers_script_in_order_then_the_close(
     relay: tuple[int, ...] | None,
 ) -> None:
     run(server_script(messages, close, compression, max_queue, relay))
+
+
+def size_of(message: Message) -> int:
+    return len(message.encode()) if isinstance(message, str) else len(message)
+
+
+async def limited_script(
+    messages: list[Message],
+    close: Close,
+    limited: Role,
+    limit: int,
+    compression: bool | engine.DeflateOptions,
+    relay: tuple[int, ...] | None,
+) -> None:
+    """The side that is not ``limited`` sends ``messages`` and ``close`` at once; the
+    ``limited`` side, whose ``max_message_size`` is ``limit``, collects."""
+    sizes = [size_of(message) for message in messages]
+    over = next((index for index, size in enumerate(sizes) if size > limit), None)
+    want = messages if over is None else messages[:over]
+    collected: list[Message] = []
+    handled: asyncio.Future[tuple[int | None, str | None]]
+    handled = asyncio.get_running_loop().create_future()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        try:
+            if limited == "server":
+                collected.extend([message async for message in channel.stream])
+            else:
+                for message in messages:
+                    channel.sink.add(message)
+                await close_sink(channel, close)
+            handled.set_result((channel.close_code, channel.close_reason))
+        except Exception as error:
+            handled.set_exception(error)
+
+    server_limit = limit if limited == "server" else None
+    client_limit = limit if limited == "client" else None
+    async with (
+        wschannel.serve(
+            handler, "127.0.0.1", 0, compression=compression, max_message_size=server_limit
+        ) as server,
+        route(server.port, relay) as url,
+    ):
+        channel = IOWebSocketChannel.connect(
+            url, compression=compression, max_message_size=client_limit
+        )
+        if limited == "client":
+            collected.extend([message async for message in channel.stream])
+        else:
+            await channel.ready
+            for message in messages:
+                channel.sink.add(message)
+            await close_sink(channel, close)
+        await channel.sink.done
+        server_saw = await handled
+    assert collected == want, "every message before the first one over the limit, in order"
+    limited_saw = server_saw if limited == "server" else (channel.close_code, channel.close_reason)
+    if over is None:
+        assert limited_saw == close_seen(close)
+        return
+    assert limited_saw[0] == 1009
+    other_saw = server_saw if limited == "client" else (channel.close_code, channel.close_reason)
+    assert other_saw == limited_saw, "the other side received the 1009 close frame"
+
+
+@profile(100)
+@given(
+    messages=CONNECTION_MESSAGES,
+    close=CLOSES,
+    limited=ROLES,
+    pick=st.integers(0, 200),
+    delta=st.sampled_from([-1, 0, 1]),
+    compression=COMPRESSIONS,
+    relay=RELAYS,
+)
+def test_connection_stops_at_the_first_message_over_max_message_size(
+    messages: list[Message],
+    close: Close,
+    limited: Role,
+    pick: int,
+    delta: int,
+    compression: bool | engine.DeflateOptions,
+    relay: tuple[int, ...] | None,
+) -> None:
+    sizes = [size_of(message) for message in messages]
+    limit = max(0, sizes[pick % len(sizes)] + delta) if sizes else pick
+    run(limited_script(messages, close, limited, limit, compression, relay))
