@@ -157,24 +157,26 @@ def net() -> Iterator[Net]:
             namespace.delete()
 
 
-async def end_of(stream: AsyncIterator[Message]) -> float:
-    """Read ``stream`` to its end (bounded); the monotonic time it ended at."""
-    for _ in range(100_000):
+async def end_of(stream: AsyncIterator[Message]) -> tuple[float, int]:
+    """Read ``stream`` to its end (bounded): the monotonic time it ended at, and how many
+    messages came before."""
+    for count in range(1_000_000):
         try:
             await anext(stream)
         except StopAsyncIteration:
-            return time.monotonic()
+            return time.monotonic(), count
     raise AssertionError("the stream did not end")
 
 
-def blocking_end_of(channel: SyncWebSocketChannel, timeout: float) -> float:
-    """Read a blocking channel to its end within ``timeout``; the time it ended at."""
+def blocking_end_of(channel: SyncWebSocketChannel, timeout: float) -> tuple[float, int]:
+    """Read a blocking channel to its end within ``timeout``: the time it ended at, and how
+    many messages came before."""
     deadline = time.monotonic() + timeout
-    for _ in range(100_000):
+    for count in range(1_000_000):
         try:
             channel.receive(max(0.0, deadline - time.monotonic()))
         except EOFError:
-            return time.monotonic()
+            return time.monotonic(), count
     raise AssertionError("the stream did not end")
 
 
@@ -205,7 +207,7 @@ async def test_asyncio_keepalive_detects_a_vanished_peer(net: Net, vanishing: st
 
     cut = time.monotonic()
     net.vanish(vanishing)
-    ended = await asyncio.wait_for(end_of(messages), DETECTION_BOUND + TIMEOUT)
+    ended, _ = await asyncio.wait_for(end_of(messages), DETECTION_BOUND + TIMEOUT)
     closed = await asyncio.to_thread(server.expect, "closed", TIMEOUT)
     client_took, server_took = ended - cut, closed["at"] - cut
     print(f"\n{vanishing} vanished: client {client_took:.3f} s, server {server_took:.3f} s")
@@ -236,7 +238,7 @@ def test_blocking_keepalive_detects_a_vanished_peer(net: Net, vanishing: str) ->
 
         cut = time.monotonic()
         net.vanish(vanishing)
-        ended = blocking_end_of(channel, DETECTION_BOUND + TIMEOUT)
+        ended, _ = blocking_end_of(channel, DETECTION_BOUND + TIMEOUT)
         closed = server.expect("closed", TIMEOUT)
         client_took, server_took = ended - cut, closed["at"] - cut
         print(f"\n{vanishing} vanished: client {client_took:.3f} s, server {server_took:.3f} s")
@@ -277,24 +279,30 @@ async def test_asyncio_keepalive_detects_a_vanished_server_while_sending(net: Ne
                 await channel.sink.flush()
             except WebSocketConnectionClosed:
                 return  # flush() may raise once the connection is gone
+            await asyncio.sleep(0)  # flush() returns at once while there is room: let the
+            # reader have its turn, or this client would stop reading (and answering pings)
 
     sender = asyncio.create_task(keep_sending())
     assert await next_message(messages) == chunk
+    reader = asyncio.create_task(end_of(messages))  # a stream not read holds up the pongs
     # Under load, with the link up, the pongs come back in time (the echo server flushes:
     # its pings do not wait behind a backlog of echoes).
     await asyncio.sleep(2 * PING_INTERVAL + SHORT)
     assert channel.close_code is None
+    sent_before = sent
 
     cut = time.monotonic()
     net.vanish("server")
-    ended = await asyncio.wait_for(end_of(messages), DETECTION_BOUND + TIMEOUT)
+    ended, received = await asyncio.wait_for(reader, DETECTION_BOUND + TIMEOUT)
     await wait(sender)
     released = time.monotonic()
     closed = await asyncio.to_thread(server.expect, "closed", TIMEOUT)
     client_took, server_took = ended - cut, closed["at"] - cut
     print(
-        f"\nserver vanished while {sent} chunks of 64 KiB were sent: client {client_took:.3f} s,"
-        f" server {server_took:.3f} s, sender released after {released - cut:.3f} s"
+        f"\nserver vanished after {sent_before} chunks of 64 KiB were sent in"
+        f" {2 * PING_INTERVAL + SHORT:.1f} s ({sent} in all, {received + 1} echoes came back):"
+        f" client {client_took:.3f} s, server {server_took:.3f} s, sender released after"
+        f" {released - cut:.3f} s"
     )
 
     assert channel.close_code == status.GOING_AWAY
@@ -329,23 +337,33 @@ def test_blocking_keepalive_detects_a_vanished_server_while_sending(net: Net) ->
         released = time.monotonic()
 
     sender = threading.Thread(target=keep_sending, daemon=True)
+    ends: list[tuple[float, int]] = []
+
+    def keep_reading() -> None:
+        ends.append(blocking_end_of(channel, 2 * PING_INTERVAL + DETECTION_BOUND + TIMEOUT))
+
+    reader = threading.Thread(target=keep_reading, daemon=True)
     try:
         sender.start()
         assert channel.receive(TIMEOUT) == chunk
+        reader.start()  # a stream not read holds up the pongs
         time.sleep(2 * PING_INTERVAL + SHORT)  # under load, with the link up, pongs come back
         assert channel.close_code is None
+        sent_before = sent
 
         cut = time.monotonic()
         net.vanish("server")
-        ended = blocking_end_of(channel, DETECTION_BOUND + TIMEOUT)
+        reader.join(DETECTION_BOUND + TIMEOUT)
+        ((ended, received),) = ends
         sender.join(TIMEOUT)
         assert not sender.is_alive()
         closed = server.expect("closed", TIMEOUT)
         client_took, server_took = ended - cut, closed["at"] - cut
         print(
-            f"\nserver vanished while {sent} chunks of 64 KiB were sent: client"
-            f" {client_took:.3f} s, server {server_took:.3f} s, sender released after"
-            f" {released - cut:.3f} s"
+            f"\nserver vanished after {sent_before} chunks of 64 KiB were sent in"
+            f" {2 * PING_INTERVAL + SHORT:.1f} s ({sent} in all, {received + 1} echoes came"
+            f" back): client {client_took:.3f} s, server {server_took:.3f} s, sender released"
+            f" after {released - cut:.3f} s"
         )
 
         assert channel.close_code == status.GOING_AWAY
@@ -358,6 +376,7 @@ def test_blocking_keepalive_detects_a_vanished_server_while_sending(net: Net) ->
         channel.sink.close()
         channel.wait_closed(TIMEOUT)
         sender.join(TIMEOUT)
+        reader.join(TIMEOUT)
 
 
 # 2. Packet loss and delay under load lose nothing.
@@ -528,10 +547,10 @@ async def test_killed_server_gives_every_client_1006_promptly(net: Net) -> None:
         await asyncio.sleep(SHORT)  # well under way
 
         async def asyncio_end(client: IOWebSocketChannel, stream: AsyncIterator[Message]) -> End:
-            return await end_of(stream), client.close_code
+            return (await end_of(stream))[0], client.close_code
 
         def blocking_end(client: SyncWebSocketChannel) -> End:
-            return blocking_end_of(client, TIMEOUT), client.close_code
+            return blocking_end_of(client, TIMEOUT)[0], client.close_code
 
         killed = time.monotonic()
         os.kill(server.pid, signal.SIGKILL)
