@@ -200,6 +200,20 @@ struct Reply {
     closes: bool,
 }
 
+/// What went through a connection so far (see [`Connection::counters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Complete messages (text or binary) handed to the [`Receiver`].
+    pub messages_received: u64,
+    /// Messages encoded for the peer ([`Connection::encode_message`], shared frames).
+    pub messages_sent: u64,
+    /// Every byte given to the connection: frames of any kind, as on the wire.
+    pub bytes_received: u64,
+    /// Every byte of every frame the connection produced (data, control, close; headers
+    /// and masks included, after compression), and of shared frames counted for it.
+    pub bytes_sent: u64,
+}
+
 /// The frame whose payload is being received.
 struct InFrame {
     opcode: OpCode,
@@ -234,6 +248,7 @@ pub struct Connection {
     eof: bool,
     close_code: Option<u16>,
     close_reason: Option<String>,
+    counters: Counters,
     rng: Box<dyn RngCore + Send + Sync>,
 }
 
@@ -276,6 +291,7 @@ impl Connection {
             eof: false,
             close_code: None,
             close_reason: None,
+            counters: Counters::default(),
             rng,
         }
     }
@@ -312,6 +328,20 @@ impl Connection {
         self.close_reason.as_deref()
     }
 
+    /// Messages and bytes each way so far: bytes as on the wire after the opening handshake
+    /// (every byte given to [`Connection::receive_data`] or read in place; every frame this
+    /// side encoded, replies included), messages as delivered and as encoded.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// A frame encoded elsewhere for many connections ([`crate::frame::shared_frame`]) was
+    /// written to this one: count it as one message of `len` bytes sent.
+    pub fn count_shared_frame(&mut self, len: usize) {
+        self.counters.messages_sent += 1;
+        self.counters.bytes_sent += len as u64;
+    }
+
     /// Whether this side should close the transport now: a server once the closing
     /// handshake is done (RFC 6455 §7.1.1), either side after a failure (once its close
     /// frame has left) or an EOF.
@@ -329,6 +359,7 @@ impl Connection {
         match self.replies.pop_front() {
             Some(reply) => {
                 self.close_sent |= reply.closes;
+                self.counters.bytes_sent += reply.bytes.len() as u64;
                 reply.bytes
             }
             None => Vec::new(),
@@ -364,6 +395,7 @@ impl Connection {
 
     /// Parses `data`, which may hold any part of any number of frames.
     pub fn receive_data(&mut self, data: &[u8], rx: &mut impl Receiver) {
+        self.counters.bytes_received += data.len() as u64;
         if let Err(v) = self.process(data, rx) {
             self.fail(v, rx);
         }
@@ -400,6 +432,7 @@ impl Connection {
     /// The first `n` bytes of the room that the last `payload_target` call returned must
     /// have been written since, and nothing else may have touched the connection.
     pub unsafe fn payload_read_in_place(&mut self, n: usize, rx: &mut impl Receiver) {
+        self.counters.bytes_received += n as u64;
         if let Err(v) = self.take_in_place(n, rx) {
             self.fail(v, rx);
         }
@@ -519,8 +552,10 @@ impl Connection {
         self.message_opcode = None;
         if frame.opcode == OpCode::Text {
             let text = utf8::validate(payload).map_err(|_| invalid_utf8())?;
+            self.counters.messages_received += 1;
             rx.text(text);
         } else {
+            self.counters.messages_received += 1;
             rx.binary(payload);
         }
         Ok(())
@@ -696,8 +731,10 @@ impl Connection {
                 .check(&self.message, true)
                 .map_err(|_| invalid_utf8())?;
             let text = utf8::validate(&self.message).map_err(|_| invalid_utf8())?;
+            self.counters.messages_received += 1;
             rx.text(text);
         } else {
+            self.counters.messages_received += 1;
             rx.binary(&self.message);
         }
         release_message(&mut self.message);
@@ -803,14 +840,17 @@ impl Connection {
             return Err(SendError::Closed);
         }
         let mask = self.mask_key();
-        match self.deflate.as_mut() {
+        let frame = match self.deflate.as_mut() {
             Some(deflate) => {
                 self.scratch.clear();
                 deflate.compress(payload, &mut self.scratch);
-                Ok(OutFrame::new(opcode, true, &self.scratch, mask))
+                OutFrame::new(opcode, true, &self.scratch, mask)
             }
-            None => Ok(OutFrame::new(opcode, false, payload, mask)),
-        }
+            None => OutFrame::new(opcode, false, payload, mask),
+        };
+        self.counters.messages_sent += 1;
+        self.counters.bytes_sent += frame.len() as u64;
+        Ok(frame)
     }
 
     /// Encodes a ping or pong; a pong after the close frame is dropped (empty result).
@@ -830,7 +870,9 @@ impl Connection {
             };
         }
         let mask = self.mask_key();
-        Ok(Some(OutFrame::new(opcode, false, payload, mask)))
+        let frame = OutFrame::new(opcode, false, payload, mask);
+        self.counters.bytes_sent += frame.len() as u64;
+        Ok(Some(frame))
     }
 
     pub fn send_text(&mut self, text: &str) -> Result<Vec<u8>, SendError> {
@@ -870,7 +912,9 @@ impl Connection {
         let mask = self.mask_key();
         self.close_queued = true;
         self.close_sent = true;
-        Ok(OutFrame::new(OpCode::Close, false, &payload, mask).to_vec())
+        let frame = OutFrame::new(OpCode::Close, false, &payload, mask).to_vec();
+        self.counters.bytes_sent += frame.len() as u64;
+        Ok(frame)
     }
 }
 

@@ -121,6 +121,19 @@ class Connection:
     @property
     def close_reason(self) -> str | None: ...
     @property
+    def counters(self) -> tuple[int, int, int, int]:
+        """``(messages_received, messages_sent, bytes_received, bytes_sent)`` so far.
+
+        Messages: text and binary messages delivered by :meth:`receive_data`, and encoded by
+        the ``send_*`` methods (plus :meth:`count_shared_frame`). Bytes, as on the wire after
+        the opening handshake: every byte given to :meth:`receive_data` (or read by
+        :class:`SocketIO`), and every frame this side encoded (messages, pings, pongs, close
+        frames, the replies of :meth:`data_to_send`; headers and masks included, after
+        compression)."""
+    def count_shared_frame(self, size: int) -> None:
+        """Count a frame of ``size`` bytes from :func:`encode_shared_frame`, written to this
+        connection by the caller, as one message sent."""
+    @property
     def compressed(self) -> bool:
         """Whether permessage-deflate was negotiated."""
     @property
@@ -177,6 +190,10 @@ class SocketIO:
     @property
     def pending(self) -> int:
         """Bytes waiting to be sent (gathered or queued)."""
+    @property
+    def high_water(self) -> int:
+        """The most bytes that have waited in the queue at once (what the kernel did not
+        take; the answers gathered during one read's handling are not counted)."""
     high: int
     defer: Callable[[], object] | None
     """Called when a send outside a read's handling starts gathering; it must arrange for
@@ -195,6 +212,9 @@ class SocketIO:
     def send(self, data: Buffer, *, gather: bool = True) -> None:
         """Sends bytes that are already frames; with ``gather=False`` they do not start a
         gathering (they join one under way, to keep the order)."""
+    def send_shared(self, frame: bytes) -> None:
+        """Sends a frame from :func:`encode_shared_frame` as ``send(frame, gather=False)``
+        does, and counts it in the connection as one message sent."""
     def flush(self) -> int:
         """Sends as much of the queue as the kernel takes: the bytes still waiting."""
     def discard(self) -> None:

@@ -797,3 +797,135 @@ fn compressed_message_may_take_somewhat_more_than_the_limit_on_the_wire() {
     let mut conn = Connection::new(Role::Server, config);
     assert_eq!(feed(&mut conn, &wire), vec![Event::Binary(data)]);
 }
+
+// Counters: messages as delivered and encoded, bytes as on the wire.
+
+fn counters(
+    messages_received: u64,
+    messages_sent: u64,
+    bytes_received: u64,
+    bytes_sent: u64,
+) -> Counters {
+    Counters {
+        messages_received,
+        messages_sent,
+        bytes_received,
+        bytes_sent,
+    }
+}
+
+#[test]
+fn counters_start_at_zero() {
+    assert_eq!(server().counters(), Counters::default());
+    assert_eq!(client().counters(), counters(0, 0, 0, 0));
+}
+
+#[test]
+fn received_messages_are_counted_once_whatever_the_chunking() {
+    // Two masked messages, one fragmented with a ping between its fragments: 2 messages,
+    // every byte of the five frames.
+    let mut wire = from_client(0x81, b"hello");
+    wire.extend(from_client(0x02, &[1; 200]));
+    wire.extend(from_client(0x89, b"ping"));
+    wire.extend(from_client(0x80, &[2; 70_000]));
+    let total = wire.len() as u64;
+    assert_eq!(total, (6 + 5) + (8 + 200) + (6 + 4) + (14 + 70_000));
+    let mut whole = Connection::new(Role::Server, large_config());
+    feed(&mut whole, &wire);
+    let mut bytewise = Connection::new(Role::Server, large_config());
+    feed_bytewise(&mut bytewise, &wire);
+    let mut in_place = Connection::new(Role::Server, large_config());
+    feed_in_place(&mut in_place, &wire, 4096);
+    for conn in [&whole, &bytewise, &in_place] {
+        assert_eq!(conn.counters(), counters(2, 0, total, 0));
+    }
+    // The pong is counted when it is taken.
+    assert_eq!(whole.data_to_send().len(), 2 + 4);
+    assert_eq!(whole.counters(), counters(2, 0, total, 6));
+}
+
+#[test]
+fn unmasked_whole_messages_delivered_in_place_are_counted() {
+    // A client gets unmasked frames: each whole one is delivered from the read itself.
+    let mut wire = frame(0x81, b"one", None);
+    wire.extend(frame(0x82, &[7; 300], None));
+    wire.extend(frame(0x81, b"", None));
+    let mut conn = client();
+    assert_eq!(feed(&mut conn, &wire).len(), 3);
+    assert_eq!(conn.counters(), counters(3, 0, (2 + 3) + (4 + 300) + 2, 0));
+}
+
+#[test]
+fn a_message_that_fails_is_not_counted_but_its_bytes_are() {
+    let mut conn = server();
+    let wire = from_client(0x81, &[b'a', 0xff, b'b']);
+    assert_fails(&mut conn, &wire, 1007);
+    // The failure's close frame (code and reason) was taken by assert_fails.
+    let close = close_payload(1007, "invalid UTF-8 in text").len() as u64 + 2;
+    assert_eq!(conn.counters(), counters(0, 0, wire.len() as u64, close));
+    let mut client_conn = client();
+    assert_fails(&mut client_conn, &frame(0x81, &[0xc3], None), 1007);
+    assert_eq!(client_conn.counters().messages_received, 0);
+}
+
+#[test]
+fn bytes_after_the_close_frame_are_counted_as_received() {
+    let mut conn = server();
+    let mut wire = from_client(0x88, &close_payload(1000, ""));
+    wire.extend(from_client(0x81, b"late"));
+    let events = feed(&mut conn, &wire);
+    assert_eq!(events.len(), 1);
+    assert_eq!(conn.counters(), counters(0, 0, wire.len() as u64, 0));
+    assert_eq!(conn.data_to_send().len(), 4);
+    assert_eq!(conn.counters().bytes_sent, 4);
+}
+
+#[test]
+fn sent_frames_are_counted_with_their_headers_and_masks() {
+    let mut conn = server();
+    conn.send_text("hi").unwrap(); // 2 + 2
+    conn.send_binary(&[0; 126]).unwrap(); // 4 + 126
+    conn.send_binary(&[0; 65_536]).unwrap(); // 10 + 65,536
+    conn.send_ping(b"p").unwrap(); // 2 + 1: not a message
+    conn.send_pong(b"").unwrap(); // 2
+    conn.send_close(Some(1000), "bye").unwrap(); // 2 + 5
+    assert_eq!(
+        conn.counters(),
+        counters(0, 3, 0, 4 + 130 + 65_546 + 3 + 2 + 7)
+    );
+    // Refused sends count nothing.
+    assert!(conn.send_text("after").is_err());
+    assert!(conn.send_close(None, "").is_err());
+    assert_eq!(conn.send_pong(b"dropped").unwrap(), b"");
+    assert_eq!(conn.counters().messages_sent, 3);
+    assert_eq!(conn.counters().bytes_sent, 65_692);
+
+    let mut masked = client();
+    masked.send_text("hi").unwrap(); // 2 + 4 + 2
+    masked.send_ping(b"").unwrap(); // 2 + 4
+    assert_eq!(masked.counters(), counters(0, 1, 0, 8 + 6));
+}
+
+#[test]
+fn compressed_messages_count_their_compressed_size() {
+    let config = Config {
+        deflate: Some(DeflateParams::default()),
+        ..Config::default()
+    };
+    let mut sender = Connection::with_seed(Role::Client, config.clone(), 5);
+    let text = "compress me ".repeat(100);
+    let wire = sender.send_text(&text).unwrap();
+    assert!(wire.len() < text.len());
+    assert_eq!(sender.counters(), counters(0, 1, 0, wire.len() as u64));
+    let mut receiver = Connection::new(Role::Server, config);
+    assert_eq!(feed(&mut receiver, &wire), vec![Event::Text(text)]);
+    assert_eq!(receiver.counters(), counters(1, 0, wire.len() as u64, 0));
+}
+
+#[test]
+fn a_shared_frame_counts_as_one_message_sent() {
+    let mut conn = server();
+    let frame = crate::frame::shared_frame(OpCode::Text, b"to all").to_vec();
+    conn.count_shared_frame(frame.len());
+    assert_eq!(conn.counters(), counters(0, 1, 0, 8));
+}

@@ -123,6 +123,25 @@ impl PyConnection {
         self.inner.close_reason()
     }
 
+    /// Messages and bytes so far: `(messages_received, messages_sent, bytes_received,
+    /// bytes_sent)`; bytes of frames as on the wire, after the opening handshake.
+    #[getter]
+    fn counters(&self) -> (u64, u64, u64, u64) {
+        let c = self.inner.counters();
+        (
+            c.messages_received,
+            c.messages_sent,
+            c.bytes_received,
+            c.bytes_sent,
+        )
+    }
+
+    /// Counts a frame from `encode_shared_frame`, written to this connection by the caller,
+    /// as one message of `size` bytes sent.
+    fn count_shared_frame(&mut self, size: usize) {
+        self.inner.count_shared_frame(size);
+    }
+
     fn receive_data<'py>(
         &mut self,
         py: Python<'py>,

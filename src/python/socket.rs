@@ -151,6 +151,9 @@ pub struct SocketIO {
     /// Bytes of the queue's first chunk already sent.
     offset: usize,
     pending: usize,
+    /// The most bytes `pending` has held: the write buffer's high-water mark. Updated only
+    /// where the queue grows (the kernel did not take everything), never on the fast path.
+    high_water: usize,
     high: usize,
     error: Option<PyErr>,
     /// Set by `discard()`: nothing more goes out.
@@ -333,6 +336,7 @@ impl SocketIO {
             self.queue.push_back(Chunk::Shared { owner, start });
         }
         self.pending += total - sent;
+        self.high_water = self.high_water.max(self.pending);
         self.woken_by(before)
     }
 
@@ -352,6 +356,7 @@ impl SocketIO {
             self.queue.push_back(Chunk::Owned(chunk[offset..].to_vec()));
         }
         self.pending += added;
+        self.high_water = self.high_water.max(self.pending);
         self.woken_by(before)
     }
 
@@ -426,6 +431,7 @@ impl SocketIO {
             queue: VecDeque::new(),
             offset: 0,
             pending: 0,
+            high_water: 0,
             high,
             error: None,
             closed: false,
@@ -443,6 +449,13 @@ impl SocketIO {
     #[getter]
     fn pending(&self) -> usize {
         self.pending + self.cork.len()
+    }
+
+    /// The most bytes that have waited in the queue at once (what the kernel did not take;
+    /// not the gathering of one read's answers).
+    #[getter]
+    fn high_water(&self) -> usize {
+        self.high_water
     }
 
     /// The write limit above which `wake` is called.
@@ -589,6 +602,23 @@ impl SocketIO {
             let mut this = slf.borrow_mut();
             let owner = data.cast_exact::<PyBytes>().ok();
             with_bytes(data, |bytes| this.write_bytes(bytes, gather, owner))?
+        };
+        Self::notify(slf, wake)
+    }
+
+    /// Sends a frame from `encode_shared_frame` (one encoding for many connections) as
+    /// `send(frame, gather=False)` does, and counts it in the connection as one message sent.
+    fn send_shared(slf: &Bound<'_, Self>, frame: &Bound<'_, PyBytes>) -> PyResult<()> {
+        let wake = {
+            let mut this = slf.borrow_mut();
+            let py = slf.py();
+            this.conn
+                .bind(py)
+                .borrow_mut()
+                .inner
+                .count_shared_frame(frame.as_bytes().len());
+            let owner = frame.cast_exact::<PyBytes>().ok();
+            this.write_bytes(frame.as_bytes(), false, owner)
         };
         Self::notify(slf, wake)
     }
