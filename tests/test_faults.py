@@ -10,7 +10,8 @@ outside those namespaces is ever used.
   between the namespaces goes down (``ip link set DEV down``): every packet either way is
   dropped, and neither side gets a FIN or a RST. Both sides' ``ping_interval`` keepalive
   must close with 1001 (what ``ping_interval`` documents: no pong within an interval after
-  the ping) within two intervals of the cut.
+  the ping) within two intervals of the cut; idle, or while both sides are sending (and
+  not before the cut: under load, with the link up, the pongs come back).
 - Loss and delay: this kernel has no ``netem`` (``tc qdisc add ... netem`` answers
   "Specified qdisc kind is unknown"), so the namespaces are joined by a TUN device each and
   a user-space netem between them (``tests/netns.py wire``: each IP packet delayed 20 ms and
@@ -19,7 +20,8 @@ outside those namespaces is ever used.
   byte-identical and in order, then close with 1000 on both sides.
 - A server killed with ``SIGKILL``: the kernel closes its sockets (FIN, or RST where data
   was unread), and every client, idle or sending, asyncio or blocking, ends with 1006 at
-  once.
+  once. (A blocking client whose send fails can see its stream end before ``close_code``
+  is set: an xfail test shows it.)
 
 The tests skip (with the reason) where namespaces cannot be made: not Linux, not root, no
 ``ip``, no TUN device for the wire.
@@ -42,7 +44,7 @@ import pytest
 from conftest import SHORT, TIMEOUT, next_message, wait
 
 import wschannel.sync
-from wschannel import status
+from wschannel import StateError, status
 from wschannel.channel import Message
 from wschannel.exceptions import WebSocketConnectionClosed
 from wschannel.io import IOWebSocketChannel
@@ -52,6 +54,10 @@ PING_INTERVAL = 2.5 * SHORT
 """The keepalive interval of the keepalive tests (0.5 s unscaled)."""
 DETECTION_BOUND = 2 * PING_INTERVAL + SHORT
 """A vanished peer is detected within two ping intervals, plus scheduling slack."""
+BUSY_DETECTION_BOUND = DETECTION_BOUND + SHORT
+"""The same under load: a pong that had arrived before the cut but waited behind messages
+(in the kernel, or in a stream paused by backpressure) is handled after it, and restarts
+the interval then."""
 KILL_BOUND = 2 * SHORT
 """How soon after ``SIGKILL`` a client's stream must end."""
 DELAY = 0.02
@@ -307,9 +313,9 @@ async def test_asyncio_keepalive_detects_a_vanished_server_while_sending(net: Ne
 
     assert channel.close_code == status.GOING_AWAY
     assert closed["code"] == status.GOING_AWAY
-    assert 0 < client_took <= DETECTION_BOUND
-    assert 0 < server_took <= DETECTION_BOUND
-    assert released - cut <= DETECTION_BOUND + SHORT + SHORT  # plus close_timeout
+    assert 0 < client_took <= BUSY_DETECTION_BOUND
+    assert 0 < server_took <= BUSY_DETECTION_BOUND
+    assert released - cut <= BUSY_DETECTION_BOUND + SHORT  # plus close_timeout
     await wait(channel.sink.done)
 
 
@@ -331,9 +337,10 @@ def test_blocking_keepalive_detects_a_vanished_server_while_sending(net: Net) ->
     def keep_sending() -> None:
         nonlocal sent, released
         deadline = time.monotonic() + 2 * TIMEOUT
-        while channel.close_code is None and time.monotonic() < deadline:
-            channel.sink.add(chunk)
-            sent += 1
+        with contextlib.suppress(StateError):  # the test closed the sink: it failed
+            while channel.close_code is None and time.monotonic() < deadline:
+                channel.sink.add(chunk)
+                sent += 1
         released = time.monotonic()
 
     sender = threading.Thread(target=keep_sending, daemon=True)
@@ -368,9 +375,10 @@ def test_blocking_keepalive_detects_a_vanished_server_while_sending(net: Net) ->
 
         assert channel.close_code == status.GOING_AWAY
         assert closed["code"] == status.GOING_AWAY
-        assert 0 < client_took <= DETECTION_BOUND
-        assert 0 < server_took <= DETECTION_BOUND + SHORT + SHORT  # plus close_timeout
-        assert released - cut <= DETECTION_BOUND + SHORT + SHORT
+        assert 0 < client_took <= BUSY_DETECTION_BOUND
+        # Its handler is stuck in the echo's add() until close_timeout drops the socket.
+        assert 0 < server_took <= BUSY_DETECTION_BOUND + SHORT
+        assert released - cut <= BUSY_DETECTION_BOUND + SHORT  # plus close_timeout
         channel.wait_closed(TIMEOUT)
     finally:
         channel.sink.close()
@@ -422,8 +430,9 @@ def blocking_echo_all(channel: SyncWebSocketChannel, messages: list[Message]) ->
     """:func:`echo_all` for a blocking channel: a thread sends, this one reads."""
 
     def send() -> None:
-        for message in messages:
-            channel.sink.add(message)
+        with contextlib.suppress(StateError):  # the test closed the sink: it failed
+            for message in messages:
+                channel.sink.add(message)
 
     sender = threading.Thread(target=send)
     sender.start()
@@ -534,10 +543,11 @@ async def test_killed_server_gives_every_client_1006_promptly(net: Net) -> None:
 
         def keep_sending_blocking(client: SyncWebSocketChannel) -> None:
             deadline = time.monotonic() + TIMEOUT
-            while client.close_code is None and not stop.is_set():
-                if time.monotonic() > deadline:
-                    break
-                client.sink.add(chunk)
+            with contextlib.suppress(StateError):  # the test closed the sink: it failed
+                while client.close_code is None and not stop.is_set():
+                    if time.monotonic() > deadline:
+                        break
+                    client.sink.add(chunk)
 
         sender = asyncio.create_task(keep_sending(async_clients[-1]))
         blocking_sender = threading.Thread(
@@ -628,8 +638,9 @@ def test_blocking_close_code_is_set_when_the_stream_ends_after_a_failed_send(
 
     def keep_sending() -> None:
         deadline = time.monotonic() + TIMEOUT
-        while channel.close_code is None and time.monotonic() < deadline:
-            channel.sink.add(chunk)
+        with contextlib.suppress(StateError):  # the sink was closed: the test is over
+            while channel.close_code is None and time.monotonic() < deadline:
+                channel.sink.add(chunk)
 
     sender = threading.Thread(target=keep_sending, daemon=True)
     try:
