@@ -27,17 +27,18 @@ import contextlib
 import os
 import random
 import zlib
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+import pytest
 from conftest import TIMEOUT
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import wschannel
 from wschannel import _wschannel as engine
-from wschannel.io import IOWebSocketChannel
+from wschannel.io import DEFAULT_MAX_MESSAGE_SIZE, IOWebSocketChannel
 
 EXPLORE = int(os.environ.get("WSCHANNEL_HYPOTHESIS_EXPLORE", "0") or "0")
 
@@ -222,13 +223,9 @@ def encode(sender: engine.Connection, script: list[Op], close: Close | None) -> 
             sender.compact_if_idle()
             sender.compact_if_idle()
     if close is not None:
-        wire += sender.send_close() if close.code is None else sender.send_close(*close_args(close))
+        code = close.code
+        wire += sender.send_close() if code is None else sender.send_close(code, close.reason)
     return bytes(wire)
-
-
-def close_args(close: Close) -> tuple[int, str]:
-    assert close.code is not None
-    return close.code, close.reason
 
 
 def cuts(length: int, sizes: tuple[int, ...]) -> Iterator[tuple[int, int]]:
@@ -251,21 +248,21 @@ def cuts(length: int, sizes: tuple[int, ...]) -> Iterator[tuple[int, int]]:
 Seen: TypeAlias = tuple[object, ...]
 
 
-def seen(event: object) -> Seen:
+def seen(item: object) -> Seen:
     """An event as a comparable tuple (messages keep their type: text is not binary)."""
-    if isinstance(event, str):
-        return ("text", event)
-    if isinstance(event, bytes):
-        return ("binary", event)
-    if isinstance(event, engine.Ping):
-        return ("ping", event.data)
-    if isinstance(event, engine.Pong):
-        return ("pong", event.data)
-    if isinstance(event, engine.Close):
-        return ("close", event.code, event.reason)
-    if isinstance(event, engine.Failure):
-        return ("failure", event.code)
-    raise AssertionError(f"unexpected event {event!r}")
+    if isinstance(item, str):
+        return ("text", item)
+    if isinstance(item, bytes):
+        return ("binary", item)
+    if isinstance(item, engine.Ping):
+        return ("ping", item.data)
+    if isinstance(item, engine.Pong):
+        return ("pong", item.data)
+    if isinstance(item, engine.Close):
+        return ("close", item.code, item.reason)
+    if isinstance(item, engine.Failure):
+        return ("failure", item.code)
+    raise AssertionError(f"unexpected event {item!r}")
 
 
 @dataclass
@@ -360,6 +357,55 @@ def after_the_close(role: Role) -> bytes:
     trailer=st.booleans(),
     echo=st.booleans(),
 )
+@example(  # every frame length encoding, fed one byte at a time
+    role="server",
+    deflate=None,
+    script=[
+        Binary(bytes(125)),
+        Text("é" * 63),
+        Ping(b"p" * 125),
+        Binary(b"\xff" * 65535),
+        Binary(filler(65536, 1, 1 << 20)),
+        Text(""),
+        Binary(b""),
+        Ping(b""),
+    ],
+    close=Close(None),
+    sizes=(1,),
+    how="memoryview",
+    compact=False,
+    trailer=True,
+    echo=False,
+)
+@example(  # compressed with context takeover, the sender's compressor dropped in between
+    role="client",
+    deflate=(Deflate(), Deflate(level=9)),
+    script=[
+        Text("𝄞 héllo " * 5000),
+        Ping(b"between"),
+        Idle(),
+        Text("𝄞 héllo " * 5000),
+        Binary(filler(65537, 2, 7)),
+        Binary(filler(70_000, 3, 1 << 20)),
+    ],
+    close=Close(4999, "é" * 61 + "x"),  # a 123-byte reason
+    sizes=(1, 3, 0, 7, 70_000),
+    how="reused",
+    compact=True,
+    trailer=True,
+    echo=True,
+)
+@example(  # no context takeover, the smallest windows
+    role="server",
+    deflate=(Deflate(True, True, 8, 8, 1), Deflate(True, True, 8, 8, 9)),
+    script=[Text("abc" * 200), Text("abc" * 200), Ping(b"\x00"), Binary(b"abc" * 200)],
+    close=Close(1000, "bye"),
+    sizes=(2, 5),
+    how="bytes",
+    compact=True,
+    trailer=False,
+    echo=True,
+)
 def test_engine_delivers_the_script_in_order_then_the_close(
     role: Role,
     deflate: tuple[Deflate, Deflate] | None,
@@ -440,6 +486,26 @@ def message_size(op: Op) -> int | None:
     delta=st.sampled_from([-1, 0, 1]),
     sizes=CHUNKINGS,
     how=FEEDS,
+)
+@example(  # at the limit (4 bytes) passes, one byte over fails; UTF-8 bytes count for text
+    role="server",
+    deflate=(Deflate(), Deflate()),
+    script=[Text("ab"), Ping(b"x"), Binary(b"1234"), Text("é𝄞"), Ping(b"y"), Binary(b"1")],
+    close=Close(1000, "bye"),
+    pick=1,
+    delta=0,
+    sizes=(1,),
+    how="bytes",
+)
+@example(  # a large frame over the limit by one byte, refused from its header
+    role="client",
+    deflate=None,
+    script=[Binary(bytes(65535)), Ping(b"x"), Binary(bytes(65536))],
+    close=None,
+    pick=0,
+    delta=0,
+    sizes=(3,),
+    how="reused",
 )
 def test_engine_stops_at_the_first_message_over_max_message_size(
     role: Role,
@@ -648,24 +714,43 @@ CONNECTION_MESSAGES = st.lists(
     ),
     max_size=8,
 )
-# True: both sides' default permessage-deflate; a DeflateOptions: without context takeover.
-COMPRESSIONS = st.sampled_from(
-    [
-        False,
-        True,
-        engine.DeflateOptions(server_no_context_takeover=True, client_no_context_takeover=True),
-    ]
-)
-RELAYS = st.one_of(
-    st.none(),
-    st.lists(
-        st.one_of(st.integers(1, 16), st.integers(1, 2000), st.integers(1, 70_000)),
-        min_size=1,
-        max_size=6,
-    ).map(tuple),
-)
 RELAYED_PIECES = 100
 """Pieces the relay cuts per direction; then it passes bytes on as they come."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How the two sides are configured and connected."""
+
+    client_compression: bool | Deflate = True  # a Deflate: what the client offers
+    server_compression: bool | Deflate = True  # a Deflate: what the server accepts
+    relay: tuple[int, ...] | None = None  # the relay's piece sizes; None: no relay
+    compact_every: float | None = None  # COMPACT_INTERVAL (5 s) in seconds, if shorter
+    max_queue: int | None = 16  # on both sides
+
+
+COMPRESSION: st.SearchStrategy[bool | Deflate] = st.one_of(st.booleans(), DEFLATE_SIDES)
+SETUPS = st.builds(
+    Setup,
+    COMPRESSION,
+    COMPRESSION,
+    st.one_of(
+        st.none(),
+        st.lists(
+            st.one_of(st.integers(1, 16), st.integers(1, 2000), st.integers(1, 70_000)),
+            min_size=1,
+            max_size=6,
+        ).map(tuple),
+    ),
+    # Idle connections drop their compression state every interval: a short one drops it
+    # between (and in the middle of) the messages.
+    st.one_of(st.none(), st.sampled_from([0.0005, 0.003])),
+    st.sampled_from([1, 16, None]),
+)
+
+
+def compression(option: bool | Deflate) -> bool | engine.DeflateOptions:
+    return option if isinstance(option, bool) else option.options()
 
 
 class Relay:
@@ -727,13 +812,38 @@ class Relay:
 
 
 @contextlib.asynccontextmanager
-async def route(port: int, relay: tuple[int, ...] | None) -> AsyncIterator[str]:
-    """The URL a client uses to reach the server on ``port``: straight, or through a relay."""
-    if relay is None:
-        yield f"ws://127.0.0.1:{port}"
-        return
-    async with Relay(port, relay) as through:
-        yield through.url
+async def connect(
+    handler: Callable[[IOWebSocketChannel], Awaitable[None]],
+    setup: Setup,
+    *,
+    client_limit: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    server_limit: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+) -> AsyncIterator[IOWebSocketChannel]:
+    """A client connected (straight or through a relay) to a server running ``handler``; the
+    server and the relay are closed on exit."""
+    with pytest.MonkeyPatch.context() as patch:
+        if setup.compact_every is not None:
+            patch.setattr(wschannel.io, "COMPACT_INTERVAL", setup.compact_every)
+        async with (
+            wschannel.serve(
+                handler,
+                "127.0.0.1",
+                0,
+                compression=compression(setup.server_compression),
+                max_queue=setup.max_queue,
+                max_message_size=server_limit,
+            ) as server,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            url = f"ws://127.0.0.1:{server.port}"
+            if setup.relay is not None:
+                url = (await stack.enter_async_context(Relay(server.port, setup.relay))).url
+            yield IOWebSocketChannel.connect(
+                url,
+                compression=compression(setup.client_compression),
+                max_queue=setup.max_queue,
+                max_message_size=client_limit,
+            )
 
 
 async def close_sink(channel: IOWebSocketChannel, close: Close) -> None:
@@ -748,16 +858,13 @@ def run(scenario: Coroutine[object, object, None]) -> None:
     asyncio.run(asyncio.wait_for(scenario, 4 * TIMEOUT))
 
 
-async def echo_script(
-    messages: list[Message],
-    close: Close,
-    closer: Closer,
-    compression: bool | engine.DeflateOptions,
-    relay: tuple[int, ...] | None,
-) -> None:
+Outcome: TypeAlias = "asyncio.Future[tuple[int | None, str | None]]"
+"""The close code and reason a server's handler saw, or the exception it raised."""
+
+
+async def echo_script(messages: list[Message], close: Close, closer: Closer, setup: Setup) -> None:
     received: list[Message] = []
-    handled: asyncio.Future[tuple[int | None, str | None]]
-    handled = asyncio.get_running_loop().create_future()
+    handled: Outcome = asyncio.get_running_loop().create_future()
 
     async def handler(channel: IOWebSocketChannel) -> None:
         try:
@@ -776,11 +883,7 @@ async def echo_script(
             handled.set_exception(error)
 
     echoes: list[Message] = []
-    async with (
-        wschannel.serve(handler, "127.0.0.1", 0, compression=compression) as server,
-        route(server.port, relay) as url,
-    ):
-        channel = IOWebSocketChannel.connect(url, compression=compression)
+    async with connect(handler, setup) as channel:
         await channel.ready
         for message in messages:
             channel.sink.add(message)
@@ -808,28 +911,28 @@ async def echo_script(
     messages=CONNECTION_MESSAGES,
     close=CLOSES,
     closer=st.sampled_from(["server", "client", "client at once"]),
-    compression=COMPRESSIONS,
-    relay=RELAYS,
+    setup=SETUPS,
+)
+@example(
+    messages=[filler(300_000, 1, 1 << 20), "𝄞" * 20_000, b"", ""],
+    close=Close(3001, "you asked me to"),
+    closer="server",
+    setup=Setup(False, False, relay=(1, 13, 65_536)),
+)
+@example(
+    messages=[filler(300_000, 1, 1 << 20), "𝄞" * 20_000, b"", "", "𝄞" * 20_000],
+    close=Close(None),
+    closer="client",
+    setup=Setup(Deflate(client_max_window_bits=8), True, relay=(5,), compact_every=0.0005),
 )
 def test_connection_echoes_the_clients_script_in_order_then_closes(
-    messages: list[Message],
-    close: Close,
-    closer: Closer,
-    compression: bool | engine.DeflateOptions,
-    relay: tuple[int, ...] | None,
+    messages: list[Message], close: Close, closer: Closer, setup: Setup
 ) -> None:
-    run(echo_script(messages, close, closer, compression, relay))
+    run(echo_script(messages, close, closer, setup))
 
 
-async def server_script(
-    messages: list[Message],
-    close: Close,
-    compression: bool | engine.DeflateOptions,
-    max_queue: int | None,
-    relay: tuple[int, ...] | None,
-) -> None:
-    handled: asyncio.Future[tuple[int | None, str | None]]
-    handled = asyncio.get_running_loop().create_future()
+async def server_script(messages: list[Message], close: Close, setup: Setup) -> None:
+    handled: Outcome = asyncio.get_running_loop().create_future()
 
     async def handler(channel: IOWebSocketChannel) -> None:
         try:
@@ -840,11 +943,7 @@ async def server_script(
         except Exception as error:
             handled.set_exception(error)
 
-    async with (
-        wschannel.serve(handler, "127.0.0.1", 0, compression=compression) as server,
-        route(server.port, relay) as url,
-    ):
-        channel = IOWebSocketChannel.connect(url, compression=compression, max_queue=max_queue)
+    async with connect(handler, setup) as channel:
         collected = [message async for message in channel.stream]
         await channel.sink.done
         server_saw = await handled
@@ -854,21 +953,16 @@ async def server_script(
 
 
 @profile(100)
-@given(
-    messages=CONNECTION_MESSAGES,
-    close=CLOSES,
-    compression=COMPRESSIONS,
-    max_queue=st.sampled_from([1, 16, None]),
-    relay=RELAYS,
+@given(messages=CONNECTION_MESSAGES, close=CLOSES, setup=SETUPS)
+@example(
+    messages=[filler(300_000, 1, 1 << 20), "𝄞" * 20_000, b"", "", filler(70_000, 2, 3)],
+    close=Close(1001, "going"),
+    setup=Setup(max_queue=1, relay=(1, 7, 70_000), compact_every=0.0005),
 )
 def test_connection_delivers_the_servers_script_in_order_then_the_close(
-    messages: list[Message],
-    close: Close,
-    compression: bool | engine.DeflateOptions,
-    max_queue: int | None,
-    relay: tuple[int, ...] | None,
+    messages: list[Message], close: Close, setup: Setup
 ) -> None:
-    run(server_script(messages, close, compression, max_queue, relay))
+    run(server_script(messages, close, setup))
 
 
 def size_of(message: Message) -> int:
@@ -876,21 +970,14 @@ def size_of(message: Message) -> int:
 
 
 async def limited_script(
-    messages: list[Message],
-    close: Close,
-    limited: Role,
-    limit: int,
-    compression: bool | engine.DeflateOptions,
-    relay: tuple[int, ...] | None,
+    messages: list[Message], close: Close, limited: Role, limit: int, setup: Setup
 ) -> None:
     """The side that is not ``limited`` sends ``messages`` and ``close`` at once; the
     ``limited`` side, whose ``max_message_size`` is ``limit``, collects."""
-    sizes = [size_of(message) for message in messages]
-    over = next((index for index, size in enumerate(sizes) if size > limit), None)
+    over = next((i for i, message in enumerate(messages) if size_of(message) > limit), None)
     want = messages if over is None else messages[:over]
     collected: list[Message] = []
-    handled: asyncio.Future[tuple[int | None, str | None]]
-    handled = asyncio.get_running_loop().create_future()
+    handled: Outcome = asyncio.get_running_loop().create_future()
 
     async def handler(channel: IOWebSocketChannel) -> None:
         try:
@@ -904,17 +991,8 @@ async def limited_script(
         except Exception as error:
             handled.set_exception(error)
 
-    server_limit = limit if limited == "server" else None
-    client_limit = limit if limited == "client" else None
-    async with (
-        wschannel.serve(
-            handler, "127.0.0.1", 0, compression=compression, max_message_size=server_limit
-        ) as server,
-        route(server.port, relay) as url,
-    ):
-        channel = IOWebSocketChannel.connect(
-            url, compression=compression, max_message_size=client_limit
-        )
+    limits = {f"{limited}_limit": limit}
+    async with connect(handler, setup, **limits) as channel:
         if limited == "client":
             collected.extend([message async for message in channel.stream])
         else:
@@ -924,13 +1002,15 @@ async def limited_script(
             await close_sink(channel, close)
         await channel.sink.done
         server_saw = await handled
+    client_saw = (channel.close_code, channel.close_reason)
     assert collected == want, "every message before the first one over the limit, in order"
-    limited_saw = server_saw if limited == "server" else (channel.close_code, channel.close_reason)
+    limited_saw, other_saw = (
+        (client_saw, server_saw) if limited == "client" else (server_saw, client_saw)
+    )
     if over is None:
         assert limited_saw == close_seen(close)
         return
     assert limited_saw[0] == 1009
-    other_saw = server_saw if limited == "client" else (channel.close_code, channel.close_reason)
     assert other_saw == limited_saw, "the other side received the 1009 close frame"
 
 
@@ -941,18 +1021,27 @@ async def limited_script(
     limited=ROLES,
     pick=st.integers(0, 200),
     delta=st.sampled_from([-1, 0, 1]),
-    compression=COMPRESSIONS,
-    relay=RELAYS,
+    setup=SETUPS,
+)
+@example(
+    messages=["abc", filler(70_000, 1, 1 << 20), filler(70_001, 1, 7), "never"],
+    close=Close(1000),
+    limited="client",
+    pick=1,
+    delta=0,
+    setup=Setup(relay=(3, 1000)),
+)
+@example(
+    messages=["abc", filler(70_000, 1, 1 << 20), filler(70_001, 1, 7), "never"],
+    close=Close(1000),
+    limited="server",
+    pick=1,
+    delta=0,
+    setup=Setup(False, False),
 )
 def test_connection_stops_at_the_first_message_over_max_message_size(
-    messages: list[Message],
-    close: Close,
-    limited: Role,
-    pick: int,
-    delta: int,
-    compression: bool | engine.DeflateOptions,
-    relay: tuple[int, ...] | None,
+    messages: list[Message], close: Close, limited: Role, pick: int, delta: int, setup: Setup
 ) -> None:
     sizes = [size_of(message) for message in messages]
     limit = max(0, sizes[pick % len(sizes)] + delta) if sizes else pick
-    run(limited_script(messages, close, limited, limit, compression, relay))
+    run(limited_script(messages, close, limited, limit, setup))
