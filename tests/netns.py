@@ -8,10 +8,10 @@ Imported by the tests: :func:`unavailable` (why namespaces cannot be used here, 
 
 Run as a program (``ip netns exec NS python tests/netns.py ...``), it is one of:
 
-- ``serve``: an echo server, asyncio (``wschannel.serve``) or blocking
-  (``wschannel.sync.serve``), that prints ``listening`` with its port, ``open`` when a
-  connection opens and ``closed`` (close code, messages echoed, monotonic time) when a
-  connection's stream ends;
+- ``serve``: an echo server, asyncio (``wschannel.serve``, waiting on ``sink.flush()``
+  after each echo, so that no backlog builds up) or blocking (``wschannel.sync.serve``),
+  that prints ``listening`` with its port, ``open`` when a connection opens and ``closed``
+  (close code, messages echoed, monotonic time) when a connection's stream ends;
 - ``wire``: a user-space stand-in for ``tc qdisc ... netem delay D loss L`` where netem is
   not built into the kernel: a TUN device in each of two namespaces, and this process
   forwarding the IP packets between them, each delayed ``D`` seconds and dropped with
