@@ -450,6 +450,43 @@ def test_engine_delivers_the_script_in_order_then_the_close(
     assert not client.close_expected(), "a client waits for the server to close TCP"
 
 
+@profile(300)
+@given(
+    deflate=DEFLATES,
+    client_script=SCRIPTS,
+    server_script=SCRIPTS,
+    client_close=CLOSES,
+    server_close=CLOSES,
+    sizes=CHUNKINGS,
+    how=FEEDS,
+)
+def test_engine_both_roles_at_once_with_crossing_closes(
+    deflate: tuple[Deflate, Deflate] | None,
+    client_script: list[Op],
+    server_script: list[Op],
+    client_close: Close,
+    server_close: Close,
+    sizes: tuple[int, ...],
+    how: Feed,
+) -> None:
+    # Both sides send their script and close before reading anything: the close frames
+    # cross. Each side still gets the other's whole script, then its close, and sends
+    # nothing more (no pong, no second close frame, once its own close has left).
+    client, server = engines(deflate)
+    to_server = encode(client, client_script, client_close)
+    to_client = encode(server, server_script, server_close)
+    at_server = feed(server, to_server, sizes, how)
+    at_client = feed(client, to_client, sizes, how)
+    assert at_server.events == expected(client_script, client_close)
+    assert at_client.events == expected(server_script, server_close)
+    assert at_server.replies == at_client.replies == b""
+    assert client.state == server.state == engine.CLOSED
+    assert (server.close_code, server.close_reason) == close_seen(client_close)
+    assert (client.close_code, client.close_reason) == close_seen(server_close)
+    assert server.close_expected(), "both close frames have crossed"
+    assert not client.close_expected(), "a client waits for the server to close TCP"
+
+
 def describe(
     deflate: tuple[Deflate, Deflate] | None, script: list[Op], wire: bytes, sizes: tuple[int, ...]
 ) -> None:
@@ -727,6 +764,7 @@ class Setup:
     relay: tuple[int, ...] | None = None  # the relay's piece sizes; None: no relay
     compact_every: float | None = None  # COMPACT_INTERVAL (5 s) in seconds, if shorter
     max_queue: int | None = 16  # on both sides
+    mutable: bool = False  # binary messages are sent from a bytearray, overwritten at once
 
 
 COMPRESSION: st.SearchStrategy[bool | Deflate] = st.one_of(st.booleans(), DEFLATE_SIDES)
@@ -746,7 +784,20 @@ SETUPS = st.builds(
     # between (and in the middle of) the messages.
     st.one_of(st.none(), st.sampled_from([0.0005, 0.003])),
     st.sampled_from([1, 16, None]),
+    st.booleans(),
 )
+
+
+def send(channel: IOWebSocketChannel, message: Message, setup: Setup) -> None:
+    """``sink.add(message)``; with ``setup.mutable``, a binary message is added as a
+    ``bytearray`` (or a ``memoryview`` of one) that is overwritten as soon as ``add`` returns:
+    the sink must have taken a copy (a slow reader keeps it queued meanwhile)."""
+    if not setup.mutable or isinstance(message, str):
+        channel.sink.add(message)
+        return
+    buffer = bytearray(message)
+    channel.sink.add(memoryview(buffer) if len(buffer) % 2 else buffer)
+    buffer[:] = b"\xa5" * len(buffer)
 
 
 def compression(option: bool | Deflate) -> bool | engine.DeflateOptions:
@@ -862,7 +913,11 @@ Outcome: TypeAlias = "asyncio.Future[tuple[int | None, str | None]]"
 """The close code and reason a server's handler saw, or the exception it raised."""
 
 
-async def echo_script(messages: list[Message], close: Close, closer: Closer, setup: Setup) -> None:
+async def echo_script(
+    messages: list[Message], close: Close, closer: Closer, early: bool, setup: Setup
+) -> None:
+    """The client sends ``messages`` (before the connection is open if ``early``), the
+    server echoes them; ``closer`` closes once every echo is through, or the client at once."""
     received: list[Message] = []
     handled: Outcome = asyncio.get_running_loop().create_future()
 
@@ -872,21 +927,22 @@ async def echo_script(messages: list[Message], close: Close, closer: Closer, set
             if closer == "server":
                 for _ in messages:
                     received.append(await anext(stream))
-                    channel.sink.add(received[-1])
+                    send(channel, received[-1], setup)
                 await close_sink(channel, close)
             else:
                 async for message in stream:
                     received.append(message)
-                    channel.sink.add(message)
+                    send(channel, message, setup)
             handled.set_result((channel.close_code, channel.close_reason))
         except Exception as error:
             handled.set_exception(error)
 
     echoes: list[Message] = []
     async with connect(handler, setup) as channel:
-        await channel.ready
+        if not early:
+            await channel.ready
         for message in messages:
-            channel.sink.add(message)
+            send(channel, message, setup)
         if closer == "client at once":
             await close_sink(channel, close)
         elif closer == "client":
@@ -911,24 +967,27 @@ async def echo_script(messages: list[Message], close: Close, closer: Closer, set
     messages=CONNECTION_MESSAGES,
     close=CLOSES,
     closer=st.sampled_from(["server", "client", "client at once"]),
+    early=st.booleans(),
     setup=SETUPS,
 )
 @example(
     messages=[filler(300_000, 1, 1 << 20), "𝄞" * 20_000, b"", ""],
     close=Close(3001, "you asked me to"),
     closer="server",
-    setup=Setup(False, False, relay=(1, 13, 65_536)),
+    early=False,
+    setup=Setup(False, False, relay=(1, 13, 65_536), mutable=True),
 )
 @example(
     messages=[filler(300_000, 1, 1 << 20), "𝄞" * 20_000, b"", "", "𝄞" * 20_000],
     close=Close(None),
     closer="client",
+    early=True,
     setup=Setup(Deflate(client_max_window_bits=8), True, relay=(5,), compact_every=0.0005),
 )
 def test_connection_echoes_the_clients_script_in_order_then_closes(
-    messages: list[Message], close: Close, closer: Closer, setup: Setup
+    messages: list[Message], close: Close, closer: Closer, early: bool, setup: Setup
 ) -> None:
-    run(echo_script(messages, close, closer, setup))
+    run(echo_script(messages, close, closer, early, setup))
 
 
 async def server_script(messages: list[Message], close: Close, setup: Setup) -> None:
@@ -937,7 +996,7 @@ async def server_script(messages: list[Message], close: Close, setup: Setup) -> 
     async def handler(channel: IOWebSocketChannel) -> None:
         try:
             for message in messages:
-                channel.sink.add(message)
+                send(channel, message, setup)
             await close_sink(channel, close)
             handled.set_result((channel.close_code, channel.close_reason))
         except Exception as error:
@@ -957,7 +1016,7 @@ async def server_script(messages: list[Message], close: Close, setup: Setup) -> 
 @example(
     messages=[filler(300_000, 1, 1 << 20), "𝄞" * 20_000, b"", "", filler(70_000, 2, 3)],
     close=Close(1001, "going"),
-    setup=Setup(max_queue=1, relay=(1, 7, 70_000), compact_every=0.0005),
+    setup=Setup(max_queue=1, relay=(1, 7, 70_000), compact_every=0.0005, mutable=True),
 )
 def test_connection_delivers_the_servers_script_in_order_then_the_close(
     messages: list[Message], close: Close, setup: Setup
@@ -985,7 +1044,7 @@ async def limited_script(
                 collected.extend([message async for message in channel.stream])
             else:
                 for message in messages:
-                    channel.sink.add(message)
+                    send(channel, message, setup)
                 await close_sink(channel, close)
             handled.set_result((channel.close_code, channel.close_reason))
         except Exception as error:
@@ -998,7 +1057,7 @@ async def limited_script(
         else:
             await channel.ready
             for message in messages:
-                channel.sink.add(message)
+                send(channel, message, setup)
             await close_sink(channel, close)
         await channel.sink.done
         server_saw = await handled
