@@ -182,6 +182,11 @@ class DirectTransport:
     def get_write_buffer_size(self) -> int:
         return self._io.pending
 
+    @property
+    def high_water(self) -> int:
+        """The most bytes that have waited for the socket at once (for metrics)."""
+        return self._io.high_water
+
     def pause_reading(self) -> None:
         if self._reading:
             self._reading = False
@@ -196,10 +201,12 @@ class DirectTransport:
         if not self._lost:
             self._io.send(data)
 
-    def write_now(self, data: bytes) -> None:
-        """Like :meth:`write`, but not held for the loop's next turn (behind what is)."""
+    def write_shared(self, frame: bytes) -> None:
+        """Write a broadcast's frame (from ``encode_shared_frame``), counted in the
+        connection as one message sent; like :meth:`write`, but not held for the loop's next
+        turn (behind what is)."""
         if not self._lost:
-            self._io.send(data, gather=False)
+            self._io.send_shared(frame)
 
     def close(self) -> None:
         """Stop reading, send what is queued, then close the socket."""

@@ -613,6 +613,7 @@ class _WebSocketProtocol(asyncio.Protocol):
         self._close_timeout = close_timeout
         self._write_limit = write_limit
         self._writing_paused = False
+        self._write_high = 0  # the write buffer's size when writing paused or flush() waited
         self._stream_paused = False  # the stream's buffer is full (backpressure)
         self._owed_pong = b""  # the pong to the latest ping, while writing is paused
         self._close_progress = 0  # bytes unsent when the close timer was last armed
@@ -734,6 +735,7 @@ class _WebSocketProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._sample_write_buffer()
         if self.pause_reading_while_writes_wait:
             self._update_reading()
 
@@ -795,10 +797,25 @@ class _WebSocketProtocol(asyncio.Protocol):
         assert transport is not None
         transport.write(data)
 
+    def write_high_water(self) -> int:
+        """The largest write buffer this connection has had, in bytes (for metrics): exact
+        on a direct socket, whose queue keeps its own mark as it grows; on an asyncio
+        transport (TLS), the largest size seen when writing paused or ``flush()`` waited."""
+        transport = self.transport
+        if isinstance(transport, DirectTransport):
+            return transport.high_water
+        return self._write_high
+
+    def _sample_write_buffer(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            self._write_high = max(self._write_high, transport.get_write_buffer_size())
+
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its limit, or the connection is
         lost (``connection_lost`` wakes every waiter)."""
         if self._writing_paused and not self.is_lost:
+            self._sample_write_buffer()
             waiter = self.loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter

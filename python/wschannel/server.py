@@ -52,7 +52,16 @@ from .io import (
     deflate_options,
     format_peer,
 )
-from .status import GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
+from .metrics import (
+    OPEN_TIMEOUT,
+    PROCESS_REQUEST,
+    PROCESS_REQUEST_ERROR,
+    TOO_MANY_PENDING,
+    ServerMetrics,
+    Tally,
+    engine_reason,
+)
+from .status import ABNORMAL_CLOSURE, GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -136,6 +145,7 @@ class Server:
         self._handlers: set[asyncio.Task[None]] = set()
         self._closing = False
         self._closed: asyncio.Future[None] | None = None  # resolved once close() finished
+        self._tally = Tally()
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -162,6 +172,16 @@ class Server:
     def pending_handshakes(self) -> int:
         """How many connections are in their opening handshake."""
         return self._pending_handshakes
+
+    @property
+    def metrics(self) -> ServerMetrics:
+        """A snapshot of the server's counters since it started (see
+        :class:`~wschannel.metrics.ServerMetrics`); read it in the event loop's thread."""
+        return self._tally.snapshot(
+            (protocol.conn.counters, protocol.write_high_water())
+            for protocol in self._connections
+            if protocol.conn is not None
+        )
 
     def close(self) -> asyncio.Future[None]:
         """Stop accepting connections, close the open ones with 1001 (going away), and drop
@@ -256,6 +276,7 @@ class Server:
     def _new_protocol(self) -> _ServerProtocol | _RefusingProtocol:
         limit = self.max_pending_handshakes
         if limit is not None and self._pending_handshakes >= limit:
+            self._tally.refused(503, TOO_MANY_PENDING)
             return _RefusingProtocol(self)
         return _ServerProtocol(self)
 
@@ -338,7 +359,16 @@ class _ServerProtocol(_WebSocketProtocol):
             self._open_timer = self.loop.call_later(server.open_timeout, self._open_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server._connections.discard(self)
+        server = self._server
+        server._connections.discard(self)
+        conn = self.conn
+        if conn is not None:  # its counts move from the open connections to the totals
+            code = self.channel._close_code
+            server._tally.closed(
+                conn.counters,
+                ABNORMAL_CLOSURE if code is None else code,
+                self.write_high_water(),
+            )
         self._leave_handshake()
         super().connection_lost(exc)
 
@@ -349,7 +379,8 @@ class _ServerProtocol(_WebSocketProtocol):
         try:
             request = handshake.receive_data(data)
         except HandshakeError as exc:
-            self._reject(exc.status or 400, str(exc))
+            status = exc.status or 400
+            self._reject(status, str(exc), reason=engine_reason(status))
             return
         if request is None:
             return
@@ -363,7 +394,7 @@ class _ServerProtocol(_WebSocketProtocol):
             response = process_request(request)
         except Exception:
             self.log(logging.ERROR, "Error in process_request", exc_info=True)
-            self._reject(500, "Internal Server Error")
+            self._reject(500, "Internal Server Error", reason=PROCESS_REQUEST_ERROR)
             return
         if inspect.isawaitable(response):
             assert self.transport is not None
@@ -372,7 +403,7 @@ class _ServerProtocol(_WebSocketProtocol):
         elif response is None:
             self._answer(request)
         else:
-            self._reject(response[0], response[2], response[1])
+            self._reject(response[0], response[2], response[1], reason=PROCESS_REQUEST)
 
     def handshake_lost(self, exc: Exception | None) -> None:
         self.log(logging.DEBUG, "Connection lost during the opening handshake: %r", exc)
@@ -382,7 +413,7 @@ class _ServerProtocol(_WebSocketProtocol):
             answer = await response
         except Exception:
             self.log(logging.ERROR, "Error in process_request", exc_info=True)
-            self._reject(500, "Internal Server Error")
+            self._reject(500, "Internal Server Error", reason=PROCESS_REQUEST_ERROR)
             return
         if self.transport is None or self.transport.is_closing():
             return
@@ -390,7 +421,7 @@ class _ServerProtocol(_WebSocketProtocol):
             self._answer(request)
             self.transport.resume_reading()
         else:
-            self._reject(answer[0], answer[2], answer[1])
+            self._reject(answer[0], answer[2], answer[1], reason=PROCESS_REQUEST)
 
     def _answer(self, request: Request) -> None:
         server = self._server
@@ -399,25 +430,35 @@ class _ServerProtocol(_WebSocketProtocol):
         rejection = handshake.check(request, allowed_origins=server.allowed_origins)
         if rejection is not None:
             status, message, headers = rejection
-            self._reject(status, message, headers)
+            self._reject(status, message, headers, reason=engine_reason(status))
             return
         try:
             response = handshake.accept(request, protocols=server.protocols, deflate=server.deflate)
         except HandshakeError as exc:
-            self._reject(exc.status or 400, str(exc))
+            status = exc.status or 400
+            self._reject(status, str(exc), reason=engine_reason(status))
             return
         self._leave_handshake()
         self.write(response)
         self._handshake = None  # its buffers are no longer needed
         self.open(self.new_connection(False, handshake.extensions), handshake.protocol)
+        server._tally.connections_total += 1
         server._start_handler(self.channel, self)
         leftover = request.leftover()
         if leftover:
             self.data_received(leftover)
 
     def _reject(
-        self, status: int, message: str | bytes, headers: Iterable[tuple[str, str]] = ()
+        self,
+        status: int,
+        message: str | bytes,
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        reason: str,
     ) -> None:
+        """Answer with ``status`` instead of the upgrade; ``reason`` classifies it in the
+        server's metrics."""
+        self._server._tally.refused(status, reason)
         body = message.encode() if isinstance(message, str) else message
         request = self.channel._request
         self.log(
@@ -433,6 +474,7 @@ class _ServerProtocol(_WebSocketProtocol):
     def _open_timed_out(self) -> None:
         self._open_timer = None
         self.log(logging.INFO, "Dropped: no opening handshake within open_timeout")
+        self._server._tally.refused(None, OPEN_TIMEOUT)
         self.abort()
 
     def _leave_handshake(self) -> None:
@@ -719,9 +761,11 @@ def broadcast(channels: Iterable[WebSocketChannel], message: str | Buffer) -> in
                     frame = encode_shared_frame(message)
                 transport = protocol.transport
                 if isinstance(transport, DirectTransport):
-                    transport.write_now(frame)  # one frame for many: no gathering per socket
+                    # One frame for many: no gathering per socket; counted as a message sent.
+                    transport.write_shared(frame)
                 else:
                     sink._write(frame)
+                    conn.count_shared_frame(len(frame))
             else:
                 sink.add(message)
             sent += 1

@@ -267,6 +267,8 @@ class SyncWebSocketChannel:
         # a pong per ping. Written before the frames queued with it (a close among them).
         self._pong = b""
         self._written = 0  # bytes written so far (the close timer looks for progress)
+        # The most bytes seen waiting behind a write in progress (for metrics).
+        self._write_high = 0
         self._close_progress = (0, 0)
         self._flush_requested = False
         # Once everything is written, close TCP: SHUT_RDWR after a closing handshake,
@@ -384,7 +386,11 @@ class SyncWebSocketChannel:
 
     def _flush(self) -> None:
         """Write the queued frames, in order, from the calling thread."""
-        with self._write_lock:
+        write_lock = self._write_lock
+        if not write_lock.acquire(blocking=False):
+            self._sample_waiting()  # another thread is writing: what is queued waits
+            write_lock.acquire()
+        try:
             outgoing = self._outgoing
             while True:
                 with self._lock:
@@ -406,6 +412,24 @@ class SyncWebSocketChannel:
                 except OSError:
                     self._abort()  # the connection is lost; the reader will finish it
                     return
+        finally:
+            write_lock.release()
+
+    def _sample_waiting(self) -> None:
+        """Note the bytes waiting in the queue (the write buffer's high-water mark)."""
+        with self._lock:
+            waiting = len(self._pong) + sum(map(len, self._outgoing))
+            if waiting > self._write_high:
+                self._write_high = waiting
+
+    def _metrics(self) -> tuple[tuple[int, int, int, int], int]:
+        """The engine's counters and the write buffer's high-water mark, for a server's
+        metrics: the most bytes that waited in the queue behind a write in progress (frames
+        that other threads sent, replies, the close frame). Each sender writes its own
+        frames, blocking while the socket is full, so nothing waits unless another thread
+        sends while one is blocked."""
+        with self._lock:
+            return self._conn.counters, self._write_high
 
     def _request_flush(self) -> None:
         """Hand the queued frames to the writer thread (with the lock held)."""

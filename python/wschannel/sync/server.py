@@ -50,8 +50,16 @@ from ..io import (
     deflate_options,
     format_peer,
 )
+from ..metrics import (
+    OPEN_TIMEOUT,
+    PROCESS_REQUEST,
+    PROCESS_REQUEST_ERROR,
+    ServerMetrics,
+    Tally,
+    engine_reason,
+)
 from ..server import DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_OPEN_TIMEOUT, Response
-from ..status import GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
+from ..status import ABNORMAL_CLOSURE, GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
 from .connection import SyncWebSocketChannel
 from .connection import shutdown as shutdown_socket
 from .messages import check_max_queue
@@ -136,6 +144,9 @@ class Server:
         self._threads: set[threading.Thread] = set()
         self._opening: set[socket.socket] = set()  # in their opening handshake
         self._channels: set[SyncWebSocketChannel] = set()
+        # Metrics (with the lock): the totals, and the open channels not yet added to them.
+        self._tally = Tally()
+        self._metered: set[SyncWebSocketChannel] = set()
 
     @property
     def socket(self) -> socket.socket:
@@ -154,6 +165,13 @@ class Server:
         """The channels of the open connections."""
         with self._lock:
             return [channel for channel in self._channels if not channel.sink.done.done()]
+
+    @property
+    def metrics(self) -> ServerMetrics:
+        """A snapshot of the server's counters since it started (see
+        :class:`~wschannel.metrics.ServerMetrics`); from any thread."""
+        with self._lock:
+            return self._tally.snapshot([channel._metrics() for channel in self._metered])
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`shutdown` is called; each gets a thread."""
@@ -245,6 +263,22 @@ class Server:
             where = "closed"
         return f"<Server {where}>"
 
+    # Metrics.
+
+    def _refused(self, status: int | None, reason: str) -> None:
+        with self._lock:
+            self._tally.refused(status, reason)
+
+    def _count_closed(self, channel: SyncWebSocketChannel) -> None:
+        """The channel is closed: its counts move from the open channels to the totals."""
+        with self._lock:
+            if channel not in self._metered:
+                return
+            self._metered.discard(channel)
+            counters, high_water = channel._metrics()
+            code = channel.close_code
+            self._tally.closed(counters, ABNORMAL_CLOSURE if code is None else code, high_water)
+
     # A connection, in its own thread.
 
     def _drain_wakeups(self) -> None:
@@ -296,7 +330,11 @@ class Server:
             if channel is not None:
                 with self._lock:
                     self._channels.add(channel)
+                    self._metered.add(channel)
+                    self._tally.connections_total += 1
                     shutting_down = self._shutting_down
+                opened_channel = channel
+                channel.sink.done.add_done_callback(lambda _: self._count_closed(opened_channel))
                 if shutting_down:
                     channel.sink.close(GOING_AWAY)
                 opened = time.monotonic()
@@ -329,7 +367,11 @@ class Server:
                         sock, server_side=True, do_handshake_on_connect=False
                     )
                     self._opening.add(sock)
-                sock.do_handshake()
+                try:
+                    sock.do_handshake()
+                except TimeoutError:
+                    self._refused(None, OPEN_TIMEOUT)
+                    raise
             channel = self._handshake(sock, deadline, log)
         except Exception as exc:
             log.debug("Opening handshake failed: %r", exc)
@@ -350,14 +392,20 @@ class Server:
         while request is None:
             if deadline is not None:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            data = sock.recv(_HANDSHAKE_READ_SIZE)
+            try:
+                data = sock.recv(_HANDSHAKE_READ_SIZE)
+            except TimeoutError:
+                self._refused(None, OPEN_TIMEOUT)
+                raise
             if not data:
                 return None
             try:
                 request = handshake.receive_data(data)
             except HandshakeError as exc:
-                log.info("Refused a request with %d", exc.status or 400)
-                _reject(sock, exc.status or 400, str(exc))
+                status = exc.status or 400
+                log.info("Refused a request with %d", status)
+                self._refused(status, engine_reason(status))
+                _reject(sock, status, str(exc))
                 return None
         log.extra["forwarded_for"] = request.header("X-Forwarded-For")  # type: ignore[index]
         what = f"{request.method} {request.path}"
@@ -366,23 +414,28 @@ class Server:
                 response = self.process_request(request)
             except Exception:
                 log.exception("Error in process_request")
+                self._refused(500, PROCESS_REQUEST_ERROR)
                 _reject(sock, 500, "Internal Server Error")
                 return None
             if response is not None:
                 log.info("Refused %s with %d", what, response[0])
+                self._refused(response[0], PROCESS_REQUEST)
                 _reject(sock, response[0], response[2], response[1])
                 return None
         rejection = handshake.check(request, allowed_origins=self.allowed_origins)
         if rejection is not None:
             status, message, headers = rejection
             log.info("Refused %s with %d", what, status)
+            self._refused(status, engine_reason(status))
             _reject(sock, status, message, headers)
             return None
         try:
             answer = handshake.accept(request, protocols=self.protocols, deflate=self.deflate)
         except HandshakeError as exc:
-            log.info("Refused %s with %d", what, exc.status or 400)
-            _reject(sock, exc.status or 400, str(exc))
+            status = exc.status or 400
+            log.info("Refused %s with %d", what, status)
+            self._refused(status, engine_reason(status))
+            _reject(sock, status, str(exc))
             return None
         sock.sendall(answer)
         details = [] if handshake.protocol is None else [f"protocol {handshake.protocol}"]
