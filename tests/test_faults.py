@@ -20,8 +20,8 @@ outside those namespaces is ever used.
   byte-identical and in order, then close with 1000 on both sides.
 - A server killed with ``SIGKILL``: the kernel closes its sockets (FIN, or RST where data
   was unread), and every client, idle or sending, asyncio or blocking, ends with 1006 at
-  once. (A blocking client whose send fails can see its stream end before ``close_code``
-  is set: an xfail test shows it.)
+  once, with ``close_code`` set by the time the stream ends (also when a blocking client's
+  send fails first: a regression test).
 
 The tests skip (with the reason) where namespaces cannot be made: not Linux, not root, no
 ``ip``, no TUN device for the wire.
@@ -603,13 +603,6 @@ async def test_killed_server_gives_every_client_1006_promptly(net: Net) -> None:
             blocking.wait_closed(TIMEOUT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="wschannel.sync: a send that fails (the peer reset the connection) calls _abort(),"
-    " which ends the stream before the reader thread's _finish() sets close_code: the"
-    " stream can end with close_code still None",
-)
 def test_blocking_close_code_is_set_when_the_stream_ends_after_a_failed_send(
     net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -618,8 +611,8 @@ def test_blocking_close_code_is_set_when_the_stream_ends_after_a_failed_send(
     thread see it. ``close_code`` should be 1006 by the time the stream ends, whichever
     thread wins.
 
-    It happens on its own (the test above sees ``None`` at the end of the sending blocking
-    client's stream in some runs): the reader may still be reading what the kernel had
+    It used to happen on its own (the test above saw ``None`` at the end of the sending
+    blocking client's stream in about half the runs: ``_abort`` ended the stream first): the reader may still be reading what the kernel had
     queued when the sender fails. This test makes that window certain by slowing the
     reader's last step (``_finish``, which sets 1006) by ``SHORT``.
     """

@@ -468,6 +468,9 @@ class SyncWebSocketChannel:
     def _abort(self) -> None:
         """Drop the connection: wakes the reader (and a blocked sender) with an EOF/error."""
         with self._lock:
+            if self._close_code is None:  # set before the stream ends (RFC 6455 §7.1.5)
+                self._close_code = ABNORMAL_CLOSURE
+                self._close_reason = ""
             if not self._sock_closed:
                 shutdown(self._sock, socket.SHUT_RDWR)
         self._stream._end()  # a paused reader must see it
