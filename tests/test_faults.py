@@ -612,9 +612,9 @@ def test_blocking_close_code_is_set_when_the_stream_ends_after_a_failed_send(
     thread wins.
 
     It used to happen on its own (the test above saw ``None`` at the end of the sending
-    blocking client's stream in about half the runs: ``_abort`` ended the stream first): the reader may still be reading what the kernel had
-    queued when the sender fails. This test makes that window certain by slowing the
-    reader's last step (``_finish``, which sets 1006) by ``SHORT``.
+    blocking client's stream in about half the runs): ``_abort`` ended the stream while the
+    reader was still reading what the kernel had queued. This test makes that window
+    certain by slowing the reader's last step (``_finish``, which also sets 1006).
     """
     finish = SyncWebSocketChannel._finish
 
