@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -804,9 +805,20 @@ def compression(option: bool | Deflate) -> bool | engine.DeflateOptions:
     return option if isinstance(option, bool) else option.options()
 
 
+RELAY_BUFFER = 4096
+"""The relay's socket receive buffers: small, so that a fast sender soon has to queue."""
+
+
+def small_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
+    return sock
+
+
 class Relay:
     """A TCP relay on 127.0.0.1 to ``port`` that cuts what it forwards into pieces of
-    ``sizes`` bytes, in turn (the first :data:`RELAYED_PIECES` of each direction)."""
+    ``sizes`` bytes, in turn (the first :data:`RELAYED_PIECES` of each direction). It reads
+    through small buffers, so the sides' kernels soon refuse more and their sends queue."""
 
     def __init__(self, port: int, sizes: tuple[int, ...]) -> None:
         self.port = port
@@ -820,7 +832,9 @@ class Relay:
         return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def __aenter__(self) -> Relay:
-        self.server = await asyncio.start_server(self.accept, "127.0.0.1", 0)
+        listener = small_socket()  # accepted sockets inherit the buffer size
+        listener.bind(("127.0.0.1", 0))
+        self.server = await asyncio.start_server(self.accept, sock=listener)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -834,7 +848,10 @@ class Relay:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        upstream = small_socket()
+        upstream.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(upstream, ("127.0.0.1", self.port))
+        upstream_reader, upstream_writer = await asyncio.open_connection(sock=upstream)
         try:
             await asyncio.gather(
                 self.pump(reader, upstream_writer), self.pump(upstream_reader, writer)
