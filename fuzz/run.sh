@@ -72,13 +72,20 @@ for target in "${targets[@]}"; do
     corpora=("corpus-growth/$target" "corpus/$target")
     [[ -d regressions/$target ]] && corpora+=("regressions/$target")
     mkdir -p "corpus-growth/$target" "artifacts/$target"
+    case $target in
+        engine | frame_header) dict=(-dict="$fuzz_dir/dict/engine.dict") ;;
+        handshake_*) dict=(-dict="$fuzz_dir/dict/handshake.dict") ;;
+        *) dict=() ;;
+    esac
     log="artifacts/logs/$target.log"
     say "running $target for ${seconds}s (log: fuzz/$log)"
     # New inputs go to corpus-growth/ (ignored by git); the seeds and regressions are read.
+    # The dictionaries hold the tokens worth splicing in: length encodings near 2^16, 2^63
+    # and 2^64, opcodes, close codes, handshake header lines.
     # shellcheck disable=SC2086  # FUZZ_ARGS is a list of flags
     if "${cargo_cmd[@]}" fuzz run "${flags[@]}" "$target" "${corpora[@]}" -- \
         -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-        -max_len=4096 -artifact_prefix="$fuzz_dir/artifacts/$target/" ${FUZZ_ARGS:-} \
+        -max_len=4096 -artifact_prefix="$fuzz_dir/artifacts/$target/" "${dict[@]}" ${FUZZ_ARGS:-} \
         >"$log" 2>&1; then
         status=ok
     else
