@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup dev demo test test-rust test-python lint fmt conformance bench bench-quick clean
+.PHONY: help setup dev demo test test-rust test-python lint fmt conformance fuzz bench bench-quick clean
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ test-python: dev  ## pytest over loopback (installs Chromium, Node's ws and Pyod
 	bash tests/browser/setup.sh
 	$(PY) -m pytest -q
 
-test: test-rust lint test-python conformance  ## Everything CI runs
+test: test-rust lint test-python conformance fuzz  ## Everything CI runs
 
 bench: dev  ## Benchmarks against picows, websockets, aiohttp, websocket-client (~15 min): benchmarks/results/
 	$(PY) -m benchmarks
@@ -50,6 +50,11 @@ bench-quick: dev  ## A short benchmark run (under 2 min): benchmarks/results-qui
 fmt:  ## Format Rust and Python
 	cargo fmt
 	$(VENV)/bin/ruff format .
+
+FUZZ_SECONDS ?= 15
+
+fuzz:  ## Every cargo-fuzz target for FUZZ_SECONDS each (installs cargo-fuzz the first time; fuzz/README.md)
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 conformance: dev  ## Autobahn|Testsuite, server and client, against the committed expectations
 	$(PY) compliance/run.py
