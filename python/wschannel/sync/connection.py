@@ -387,7 +387,7 @@ class SyncWebSocketChannel:
     def _flush(self) -> None:
         """Write the queued frames, in order, from the calling thread."""
         write_lock = self._write_lock
-        if not write_lock.acquire(blocking=False):
+        if not write_lock.acquire(False):
             self._sample_waiting()  # another thread is writing: what is queued waits
             write_lock.acquire()
         try:
