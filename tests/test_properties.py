@@ -1,15 +1,30 @@
 """Property tests (hypothesis): any chunking and any interleaving of sends, pings and a close
 deliver the same messages, in order, before the close, in both roles.
 
-Engine level (in memory, through the compiled module): a script of operations is encoded by
-one engine (client or server, with or without permessage-deflate), its wire bytes are split
-at hypothesis-chosen points and fed to the peer engine chunk by chunk. The peer must see
-exactly the script's messages and pings, in order, then the close, then nothing; the pongs
-and the close echo, fed back, must arrive as such. The receiving side's ``max_message_size``
-must stop the stream at the first message over it, with 1009, at any chunking.
+Engine level (in memory, through the compiled module, client to server and server to client,
+with and without permessage-deflate, with and without context takeover):
 
-Connection level (real sockets on 127.0.0.1): the same for an asyncio client and a
-``wschannel.serve`` server, in both directions.
+- A script (text of any Unicode, binary of any bytes, pings of up to 125 bytes, the sender's
+  compression state dropped while idle; then a close with a code and reason, one without a
+  code, or none) is encoded by one engine, its bytes cut at hypothesis-chosen points and fed
+  to the other as ``bytes``, as ``memoryview`` slices or through one reused buffer. The peer
+  reports exactly the script's messages and pings, in order, then the close, then nothing
+  (valid frames after the close are ignored); its pongs, its close echo and, if it echoes
+  each message as it comes out, its echoes, fed back, arrive as such.
+- Both roles send their script and close at once: the closes cross, each side reports the
+  other's script and close and sends nothing more.
+- Messages in fragments from an independent encoder (Python's zlib, frames by hand), with
+  pings between the fragments: the same messages, each ping when it arrives.
+- ``max_message_size`` on the receiving side: every message up to the first one over it,
+  then a 1009 failure and nothing after it; a message exactly at the limit passes.
+
+Connection level (real sockets on 127.0.0.1, an asyncio client and a ``wschannel.serve``
+server; each side's compression settings, ``max_queue``, a short compaction interval and
+messages sent from buffers overwritten after ``sink.add`` are drawn too, and a relay may cut
+each direction's bytes into pieces): the server echoes the client's script and the client
+gets every echo, in order, then the close (whichever side closes); the server's script
+reaches the client in order, then its close; ``max_message_size`` stops either side at the
+first message over it with 1009.
 
 Settings: every test runs with ``derandomize=True`` and ``database=None``, so CI runs the
 same examples every time, on any machine, with nothing read from or written to
@@ -346,7 +361,7 @@ def after_the_close(role: Role) -> bytes:
     return late.send_text("after the close") + late.send_ping(b"late") + late.send_binary(b"x")
 
 
-@profile(1000)
+@profile(600)
 @given(
     role=ROLES,
     deflate=DEFLATES,
@@ -451,7 +466,7 @@ def test_engine_delivers_the_script_in_order_then_the_close(
     assert not client.close_expected(), "a client waits for the server to close TCP"
 
 
-@profile(300)
+@profile(200)
 @given(
     deflate=DEFLATES,
     client_script=SCRIPTS,
@@ -514,7 +529,7 @@ def message_size(op: Op) -> int | None:
     return None
 
 
-@profile(500)
+@profile(300)
 @given(
     role=ROLES,
     deflate=DEFLATES,
@@ -686,7 +701,7 @@ def encode_fragments(
     return bytes(wire)
 
 
-@profile(500)
+@profile(300)
 @given(
     role=ROLES,
     deflate=DEFLATES,
@@ -1045,11 +1060,16 @@ def size_of(message: Message) -> int:
     return len(message.encode()) if isinstance(message, str) else len(message)
 
 
+Closed: TypeAlias = tuple[int | None, str | None]
+
+
 async def limited_script(
     messages: list[Message], close: Close, limited: Role, limit: int, setup: Setup
-) -> None:
+) -> tuple[Closed, Closed]:
     """The side that is not ``limited`` sends ``messages`` and ``close`` at once; the
-    ``limited`` side, whose ``max_message_size`` is ``limit``, collects."""
+    ``limited`` side, whose ``max_message_size`` is ``limit``, collects every message up to
+    the first one over the limit and fails the connection with 1009 (or gets the close).
+    Returns the close code and reason each side reported: the limited side's, the other's."""
     over = next((i for i, message in enumerate(messages) if size_of(message) > limit), None)
     want = messages if over is None else messages[:over]
     collected: list[Message] = []
@@ -1084,21 +1104,31 @@ async def limited_script(
         (client_saw, server_saw) if limited == "client" else (server_saw, client_saw)
     )
     if over is None:
-        assert limited_saw == close_seen(close)
-        return
-    assert limited_saw[0] == 1009
-    assert other_saw == limited_saw, "the other side received the 1009 close frame"
+        assert limited_saw == other_saw == close_seen(close)
+    else:
+        assert limited_saw[0] == 1009
+    return limited_saw, other_saw
+
+
+LIMITED = {
+    "messages": CONNECTION_MESSAGES,
+    "close": CLOSES,
+    "limited": ROLES,
+    "pick": st.integers(0, 200),
+    "delta": st.sampled_from([-1, 0, 1]),
+    "setup": SETUPS,
+}
+
+
+def limit_of(messages: list[Message], pick: int, delta: int) -> int:
+    """Next to one of the messages' sizes (or anywhere if there are none), so that messages
+    exactly at the limit and one byte over it come up often."""
+    sizes = [size_of(message) for message in messages]
+    return max(0, sizes[pick % len(sizes)] + delta) if sizes else pick
 
 
 @profile(100)
-@given(
-    messages=CONNECTION_MESSAGES,
-    close=CLOSES,
-    limited=ROLES,
-    pick=st.integers(0, 200),
-    delta=st.sampled_from([-1, 0, 1]),
-    setup=SETUPS,
-)
+@given(**LIMITED)
 @example(
     messages=["abc", filler(70_000, 1, 1 << 20), filler(70_001, 1, 7), "never"],
     close=Close(1000),
@@ -1118,6 +1148,58 @@ async def limited_script(
 def test_connection_stops_at_the_first_message_over_max_message_size(
     messages: list[Message], close: Close, limited: Role, pick: int, delta: int, setup: Setup
 ) -> None:
-    sizes = [size_of(message) for message in messages]
-    limit = max(0, sizes[pick % len(sizes)] + delta) if sizes else pick
-    run(limited_script(messages, close, limited, limit, setup))
+    run_limited(messages, close, limited, limit_of(messages, pick, delta), setup)
+
+
+def run_limited(
+    messages: list[Message], close: Close, limited: Role, limit: int, setup: Setup
+) -> tuple[Closed, Closed]:
+    outcome: list[tuple[Closed, Closed]] = []
+
+    async def scenario() -> None:
+        outcome.append(await limited_script(messages, close, limited, limit, setup))
+
+    run(scenario())
+    return outcome[0]
+
+
+# Found by this file (WSCHANNEL_HYPOTHESIS_EXPLORE=20): the side that fails the connection
+# sends its 1009 close frame and closes its socket at once (close_expected() after a
+# Failure, then transport.close()), while the rest of the oversized message is still
+# arriving. A socket closed with unread data sends a TCP RST (RFC 2525 §2.17), and a TCP
+# that receives a RST may flush what it has queued (RFC 793 §3.9): here the relay, whose
+# next write to that side fails with ECONNRESET, drops the connection with the close frame
+# still unread, so the other side only sees the connection lost (1006), never the 1009 and
+# its reason. RFC 6455 §7.1.1 has a client wait for the server's TCP close, and a server
+# should not reset either (a lingering close: shut down writing, read and drop until EOF or
+# close_timeout, then close). Same with WSCHANNEL_DIRECT_IO=0.
+@pytest.mark.xfail(
+    strict=True,
+    reason="a side failing with 1009 closes its socket with unread data: the TCP reset can "
+    "destroy its close frame (seen through a relay), and the peer reports 1006, not 1009",
+)
+@profile(100)
+@given(**LIMITED)
+@example(  # the minimal failing example hypothesis found
+    messages=[filler(141_299, 0, 1 << 20)],
+    close=Close(1000),
+    limited="client",
+    pick=0,
+    delta=-1,
+    setup=Setup(False, False, relay=(2,), max_queue=1),
+)
+@example(  # the same from the server's side
+    messages=[filler(200_000, 0, 1 << 20)],
+    close=Close(1000),
+    limited="server",
+    pick=0,
+    delta=-1,
+    setup=Setup(False, False, relay=(2,), max_queue=1),
+)
+def test_connection_the_other_side_hears_the_1009(
+    messages: list[Message], close: Close, limited: Role, pick: int, delta: int, setup: Setup
+) -> None:
+    limited_saw, other_saw = run_limited(
+        messages, close, limited, limit_of(messages, pick, delta), setup
+    )
+    assert other_saw == limited_saw, "the other side received the 1009 close frame"
