@@ -20,7 +20,7 @@ import inspect
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Final, TypeAlias
+from typing import Any, TypeAlias
 
 from .adapter import (
     AdapterWebSocketChannel,
@@ -30,6 +30,7 @@ from .adapter import (
     WebSocketEvent,
 )
 from .channel import DEFAULT_MAX_QUEUE
+from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_WRITE_QUEUE
 from .exceptions import WebSocketConnectionClosed
 from .status import INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
 
@@ -53,10 +54,6 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 Handler: TypeAlias = Callable[["ASGIWebSocketChannel"], Awaitable[None] | None]
 """Called with the channel of each connection: an async function, or a plain function."""
-
-DEFAULT_CLOSE_TIMEOUT: Final = 10.0
-DEFAULT_WRITE_QUEUE: Final = 64
-"""Messages waiting for the ASGI server's ``send`` above which ``sink.flush()`` waits."""
 
 _connection_ids = itertools.count(1)
 

@@ -46,8 +46,8 @@ from .channel import (
     binary_view,
     check_close_args,
 )
+from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE
 from .exceptions import StateError
-from .io import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE
 from .status import ABNORMAL_CLOSURE, GOING_AWAY
 
 if TYPE_CHECKING:

@@ -40,6 +40,7 @@ from collections.abc import (
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeAlias
 
+from .defaults import DEFAULT_MAX_QUEUE
 from .exceptions import StateError, WebSocketConnectionClosed
 
 if TYPE_CHECKING:
@@ -70,9 +71,6 @@ __all__ = [
 
 Message: TypeAlias = str | bytes
 """A message from the peer: ``str`` for a text message, ``bytes`` for a binary one."""
-
-DEFAULT_MAX_QUEUE: Final = 16
-"""How many received messages a stream buffers before reading from the network pauses."""
 
 _MAX_REASON_BYTES: Final = 123
 

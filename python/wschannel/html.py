@@ -34,6 +34,7 @@ from .channel import (
     _retrieve_exception,
     binary_view,
 )
+from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_WRITE_LIMIT
 from .exceptions import WebSocketChannelException
 from .status import ABNORMAL_CLOSURE, NORMAL_CLOSURE
 
@@ -46,12 +47,6 @@ __all__ = [
     "BinaryType",
     "HtmlWebSocketChannel",
 ]
-
-DEFAULT_CLOSE_TIMEOUT: Final = 10.0
-"""Seconds the closing handshake may take before ``sink.done`` resolves regardless."""
-
-DEFAULT_WRITE_LIMIT: Final = 1 << 16
-"""``bufferedAmount`` above which :meth:`WebSocketSink.flush` waits: 64 KiB."""
 
 _FLUSH_POLL: Final = 0.005
 """Seconds between two looks at ``bufferedAmount`` (the browser has no drain event)."""

@@ -55,6 +55,13 @@ from ._wschannel import (
 )
 from .adapter import AdapterWebSocketChannel
 from .channel import DEFAULT_MAX_QUEUE, GuaranteeSink, _retrieve_exception, binary_view
+from .defaults import (
+    COMPACT_INTERVAL,
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_WRITE_LIMIT,
+)
 from .exceptions import WebSocketChannelException
 from .status import ABNORMAL_CLOSURE, GOING_AWAY
 
@@ -77,25 +84,6 @@ __all__ = [
     "Headers",
     "IOWebSocketChannel",
 ]
-
-DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
-"""The largest message (after decompression) accepted from the peer: 1 MiB."""
-
-DEFAULT_WRITE_LIMIT: Final = 1 << 16
-"""The transport's write buffer size above which :meth:`WebSocketSink.flush` waits: 64 KiB."""
-
-COMPACT_INTERVAL: Final = 5.0
-"""Seconds between the checks that free an idle compressed connection's compressor and
-decompressor (about 300 KiB with 32 KiB windows): one idle for a whole interval keeps only
-its compression history (at most one window each way), and its next message rebuilds them."""
-
-DEFAULT_CLOSE_TIMEOUT: Final = 10.0
-"""Seconds the closing handshake may go without progress before the socket is closed
-regardless: while frames written before the close frame still leave, the time without a byte
-taken by the peer; then the time the peer has to answer."""
-
-DEFAULT_CONNECT_TIMEOUT: Final = 10.0
-"""Seconds a client has for TCP, TLS and the opening handshake together (as websockets)."""
 
 USER_AGENT: Final = (
     f"Python/{sys.version_info.major}.{sys.version_info.minor} wschannel/{__version__}"

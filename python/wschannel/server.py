@@ -40,6 +40,7 @@ from ._wschannel import (
     reject_response,
 )
 from .channel import DEFAULT_MAX_QUEUE, GuaranteeSink, WebSocketChannel
+from .defaults import DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_OPEN_TIMEOUT
 from .exceptions import WebSocketConnectionClosed
 from .io import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -79,12 +80,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("wschannel.server")
-
-DEFAULT_OPEN_TIMEOUT: Final = 10.0
-"""Seconds a client has for TLS and its upgrade request."""
-
-DEFAULT_MAX_PENDING_HANDSHAKES: Final = 1024
-"""Connections that may be in their opening handshake at once; more are answered 503."""
 
 _REFUSE_TIMEOUT: Final = 1.0
 """Seconds a refused client (503) has to finish sending its request before it is dropped."""

@@ -13,11 +13,9 @@ from collections.abc import Iterable
 
 from .._wschannel import Connection, DeflateOptions, HandshakeError
 from ..channel import DEFAULT_MAX_QUEUE
+from ..defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE
 from ..exceptions import WebSocketChannelException
 from ..io import (
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_SIZE,
     USER_AGENT,
     Headers,
     _Target,

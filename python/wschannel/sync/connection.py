@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Final, Self
 
 from .._wschannel import Close, Connection, Failure, Ping, Pong, Request
 from ..channel import DEFAULT_MAX_QUEUE, Message, binary_view, check_close_args
+from ..defaults import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT
 from ..exceptions import StateError
-from ..io import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT, kernel_unsent
+from ..io import kernel_unsent
 from ..status import ABNORMAL_CLOSURE, GOING_AWAY
 from .messages import SyncMessageStream
 
