@@ -659,7 +659,8 @@ class Compressor:
         negotiated = parameters(extensions)
         self.takeover = f"{role}_no_context_takeover" not in negotiated
         bits = int(negotiated.get(f"{role}_max_window_bits") or 15)
-        self.wbits = -max(bits, 9)  # zlib's raw deflate has no 8-bit window (RFC 7692 §7.1.2.1)
+        # zlib has no 8-bit raw window; its 9-bit one never reaches back over 250 bytes.
+        self.wbits = -max(bits, 9)
         self.level = level
         self.zlib = zlib.compressobj(level, zlib.DEFLATED, self.wbits)
 
