@@ -4,6 +4,7 @@ sockets on 127.0.0.1, with the rule that now holds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
@@ -540,3 +541,70 @@ async def test_clients_give_up_on_a_silent_server_after_the_default_connect_time
     assert DEFAULT_CONNECT_TIMEOUT - 0.1 <= took < DEFAULT_CONNECT_TIMEOUT + TIMEOUT
     assert isinstance(blocking.get("error"), TimeoutError), blocking
     assert DEFAULT_CONNECT_TIMEOUT - 0.1 <= blocking["took"] < DEFAULT_CONNECT_TIMEOUT + TIMEOUT  # type: ignore[operator]
+
+
+# A failing side closed TCP with the peer's data unread: the reset could destroy its close frame.
+
+
+def read_frames_until_reset_or_eof(sock: socket.socket) -> tuple[list[tuple[int, bytes]], bool]:
+    """Every (unmasked) frame the server sent, and whether the connection ended with a reset."""
+    sock.setblocking(True)
+    sock.settimeout(TIMEOUT)
+    data = bytearray()
+    reset = False
+    while True:
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionResetError:
+            reset = True
+            break
+        if not chunk:
+            break
+        data += chunk
+    frames = []
+    at = 0
+    while at + 2 <= len(data):
+        length, start = data[at + 1] & 0x7F, at + 2
+        if length == 126:
+            (length,), start = struct.unpack("!H", data[at + 2 : at + 4]), at + 4
+        if start + length > len(data):
+            break
+        frames.append((data[at], bytes(data[start : start + length])))
+        at = start + length
+    return frames, reset
+
+
+@pytest.mark.parametrize("flavour", ["direct", "transport"])
+async def test_server_failing_a_client_that_is_still_sending_gets_its_close_frame_through(
+    flavour: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Echoes wait in the server's kernel (the client does not read yet); then the client
+    starts a 2 MiB message and the server fails it with 1009 while the rest still comes. The
+    server used to close at once with that data unread: the kernel reset the connection and
+    threw away the queued echoes and the close frame, so the client saw a reset, not 1009.
+    Now it shuts writing down and reads (dropping it) until the client's EOF."""
+    if flavour == "transport":
+        monkeypatch.setattr("wschannel._direct.ENABLED", False)
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        async for message in channel.stream:
+            channel.sink.add(message)
+
+    echoes = 100
+    message = bytes([0x82, 0x80 | 126]) + struct.pack("!H", 1024) + MASK + bytes(1024)
+    big = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 2 << 20) + MASK + bytes(256 << 10)
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        sock = await raw_client_with_small_buffers(server.port)
+        try:
+            await asyncio.to_thread(sock.sendall, message * echoes)
+            await asyncio.sleep(SHORT)  # echoed, waiting for the client to read
+            sock.settimeout(SHORT)
+            with contextlib.suppress(OSError):  # the server may stop reading first
+                await asyncio.to_thread(sock.sendall, big)
+            await asyncio.sleep(SHORT)
+            frames, reset = await asyncio.to_thread(read_frames_until_reset_or_eof, sock)
+        finally:
+            sock.close()
+    assert not reset
+    assert [first for first, _ in frames] == [0x82] * echoes + [0x88]
+    assert frames[-1][1][:2] == (1009).to_bytes(2, "big")

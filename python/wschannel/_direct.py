@@ -122,6 +122,7 @@ class DirectTransport:
         "_protocol",
         "_reading",
         "_sock",
+        "_write_eof",
         "_writing",
         "send_binary",
         "send_text",
@@ -151,6 +152,7 @@ class DirectTransport:
         self._io = io = SocketIO(self._fd, conn, self._wake, high=write_limit)
         self._low = write_limit // 4
         self._closing = False  # close() or abort() called
+        self._write_eof = False  # write_eof() called: shut writing down once the queue is empty
         self._lost = False  # connection_lost scheduled
         self._paused = False  # the protocol's writing is paused
         self._reading = False
@@ -207,6 +209,24 @@ class DirectTransport:
         turn (behind what is)."""
         if not self._lost:
             self._io.send_shared(frame)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Send what is queued, then shut writing down (a FIN); reading goes on."""
+        if self._write_eof or self._closing:
+            return
+        self._write_eof = True
+        self._io.uncork()
+        if not self._io.pending:
+            self._shut_down_writing()
+
+    def _shut_down_writing(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:  # the peer is gone: so is the connection
+            self._schedule_lost(exc)
 
     def close(self) -> None:
         """Stop reading, send what is queued, then close the socket."""
@@ -284,6 +304,8 @@ class DirectTransport:
             self._loop.remove_writer(self._fd)
             if self._closing:
                 self._schedule_lost(None)
+            elif self._write_eof:
+                self._shut_down_writing()
 
     # The end.
 

@@ -605,6 +605,7 @@ class _WebSocketProtocol(asyncio.Protocol):
         self._stream_paused = False  # the stream's buffer is full (backpressure)
         self._owed_pong = b""  # the pong to the latest ping, while writing is paused
         self._close_progress = 0  # bytes unsent when the close timer was last armed
+        self._lingering = False  # failed: writing shut down, reading drops until the EOF
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -851,7 +852,7 @@ class _WebSocketProtocol(asyncio.Protocol):
         self._write_replies(conn)
         if conn.close_expected():
             self._disconnect()
-            self._close_transport()
+            self._linger_or_close(conn)
         elif self._close_timeout is None:
             self._disconnect()  # a client that may wait forever for the server's EOF
         else:
@@ -927,6 +928,26 @@ class _WebSocketProtocol(asyncio.Protocol):
         channel._stream._end()
         self.sink._disconnect()
 
+    def _linger_or_close(self, conn: Connection) -> None:
+        """Close TCP; but after failing a peer that may still be sending, first shut writing
+        down and read (the engine drops it) until the peer's EOF, for close_timeout at most:
+        closing with unread data would reset the connection, and the reset can destroy the
+        close frame on its way (the peer would see 1006, not why it failed; RFC 6455
+        §7.1.1, as websockets does)."""
+        transport = self.transport
+        if (
+            conn.close_received
+            or transport is None
+            or transport.is_closing()
+            or not transport.can_write_eof()
+        ):
+            self._close_transport()
+            return
+        self._lingering = True
+        transport.write_eof()
+        self._update_reading()
+        self._arm_close_timer()
+
     def _close_transport(self) -> None:
         transport = self.transport
         if transport is not None and not self._closing_transport:
@@ -951,7 +972,7 @@ class _WebSocketProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         conn = self.conn
-        closing = conn is not None and conn.close_received
+        closing = self._lingering or (conn is not None and conn.close_received)
         paused = self._deferred_close is not None or (
             not closing
             and (
