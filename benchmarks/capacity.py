@@ -406,6 +406,7 @@ def main_runner(args: argparse.Namespace) -> int:
             f"{ephemeral_ports():,} ephemeral ports of net.ipv4.ip_local_port_range"
         )
     raise_fd_limit()
+    machine = describe()  # now: the commit that runs
     started = time.perf_counter()
     runs = []
     for compression in (False, True):
@@ -418,7 +419,7 @@ def main_runner(args: argparse.Namespace) -> int:
     failed = [f"{kind_of(r)}: {p}" for r in runs for p in r["problems"]]
     print("checks: " + ("; ".join(failed) if failed else "all passed"))
     print(f"total {time.perf_counter() - started:.0f} s")
-    record = {"benchmark": "capacity", **describe(), "runs": runs, "table": table(runs)}
+    record = {"benchmark": "capacity", **machine, "runs": runs, "table": table(runs)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")

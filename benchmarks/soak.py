@@ -916,6 +916,7 @@ def ask(worker: Worker, op: str, timeout: float = 30) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     duration = args.minutes * 60
+    machine = describe()  # now: the commit that runs, not the one checked out at the end
     raise_fd_limit()
     gc_flag = [] if args.server_gc is None else ["--server-gc", str(args.server_gc)]
     server = Worker(command("soak", "--role", "server", *gc_flag))
@@ -1000,7 +1001,7 @@ def run(args: argparse.Namespace) -> int:
         problems["server: handler exceptions"] = server_stats["handler exceptions"]
     report = {
         "benchmark": "soak",
-        **describe(),
+        **machine,
         "minutes": args.minutes,
         "elapsed_seconds": elapsed,
         "population": args.connections,
