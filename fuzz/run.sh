@@ -39,7 +39,7 @@ fi
 cargo_cmd=(cargo)
 toolchain=${FUZZ_TOOLCHAIN:-}
 if [[ -z $toolchain ]] && command -v rustup >/dev/null 2>&1 &&
-    rustup toolchain list | grep -q '^nightly'; then
+    rustup toolchain list 2>/dev/null | grep '^nightly' >/dev/null; then
     toolchain=nightly
 fi
 if [[ -n $toolchain ]]; then
