@@ -24,6 +24,7 @@ use std::mem::MaybeUninit;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::frame::Role;
+use crate::handshake::is_tchar;
 
 const EXTENSION_NAME: &str = "permessage-deflate";
 
@@ -511,10 +512,6 @@ struct ExtParam<'a> {
     name: &'a str,
     /// Unquoted; borrowed unless the quoted-string had escapes.
     value: Option<Cow<'a, str>>,
-}
-
-fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 fn is_ows(byte: u8) -> bool {

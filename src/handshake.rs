@@ -191,8 +191,8 @@ impl HandshakeError {
 // ---------------------------------------------------------------------------------------------
 // Small helpers shared by both sides.
 
-/// RFC 9110 `tchar`.
-fn is_tchar(b: u8) -> bool {
+/// RFC 9110 §5.6.2 `tchar`: a byte of a token (also the extension parser's, in `deflate`).
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
