@@ -19,7 +19,7 @@ connection must still be open and echo one more message, and when the server shu
 script exits with status 1 if any check fails. It prints a table and writes
 ``results/capacity.json`` with the date, the commit and the machine.
 
-    .venv/bin/python -m benchmarks.capacity                       # 10,000, about 2 minutes
+    .venv/bin/python -m benchmarks.capacity                       # 10,000, 1 to 2 minutes
     .venv/bin/python -m benchmarks.capacity --connections 200 --idle-wait 1 --out /tmp/c.json
 
 Every connection uses a descriptor in the server and in a load process: both raise their
