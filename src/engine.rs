@@ -830,6 +830,23 @@ impl Connection {
         true
     }
 
+    /// The connection is over (its transport closed): frees its compression state and
+    /// buffers at once, rather than whenever the last reference to it goes. Counters,
+    /// close code and reason stay; nothing can be received or sent afterwards.
+    pub fn release(&mut self) {
+        self.eof = true;
+        self.close_sent = true;
+        self.close_queued = true;
+        self.deflate = None;
+        self.frame = None;
+        self.message_opcode = None;
+        self.message = Vec::new();
+        self.raw = Vec::new();
+        self.scratch = Vec::new();
+        self.control = Vec::new();
+        self.replies = VecDeque::new();
+    }
+
     /// Encodes one message (text or binary) as one frame, compressed if negotiated.
     pub fn encode_message<'a>(
         &'a mut self,

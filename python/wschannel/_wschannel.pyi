@@ -139,6 +139,10 @@ class Connection:
     @property
     def holds_compression_state(self) -> bool:
         """Whether a compressor or decompressor is allocated now."""
+    def release(self) -> None:
+        """The connection is over: free its compression state and buffers now, not when the
+        object is collected. Counters, close code and reason stay; nothing more can be
+        received or sent."""
     def compact_if_idle(self) -> bool:
         """Free the compressor and decompressor if no message went either way since the last
         call (the next message rebuilds them from the kept history); True if it did."""

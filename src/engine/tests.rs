@@ -929,3 +929,33 @@ fn a_shared_frame_counts_as_one_message_sent() {
     conn.count_shared_frame(frame.len());
     assert_eq!(conn.counters(), counters(0, 1, 0, 8));
 }
+
+#[test]
+fn release_frees_the_compression_state_and_keeps_the_close_code() {
+    let config = Config {
+        deflate: Some(DeflateParams::default()),
+        ..Config::default()
+    };
+    let mut sender = Connection::with_seed(Role::Client, config.clone(), 5);
+    let mut conn = Connection::new(Role::Server, config);
+    let wire = sender.send_text("hello hello hello").unwrap();
+    assert_eq!(
+        feed(&mut conn, &wire),
+        vec![Event::Text("hello hello hello".into())]
+    );
+    let close = sender.send_close(Some(4001), "bye").unwrap();
+    feed(&mut conn, &close);
+    assert!(conn.holds_compression_state());
+    conn.release();
+    assert!(!conn.holds_compression_state());
+    assert!(!conn.compressed());
+    assert_eq!(conn.state(), State::Closed);
+    assert_eq!(conn.close_code(), Some(4001));
+    assert_eq!(conn.close_reason(), Some("bye"));
+    assert_eq!(conn.send_text("late"), Err(SendError::Closed));
+    assert!(feed(&mut conn, &sender_frame_after_release()).is_empty());
+}
+
+fn sender_frame_after_release() -> Vec<u8> {
+    from_client(0x81, b"ignored")
+}

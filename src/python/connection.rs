@@ -108,6 +108,16 @@ impl PyConnection {
         freed
     }
 
+    /// Frees the compression state and buffers of a connection that is over (the engine's
+    /// `release`).
+    fn release(&mut self, py: Python<'_>) {
+        let held = self.inner.compressed();
+        self.inner.release();
+        if held {
+            return_freed_memory(py);
+        }
+    }
+
     #[getter]
     fn close_received(&self) -> bool {
         self.inner.close_received()

@@ -645,4 +645,6 @@ class SyncWebSocketChannel:
                 self._sock_closed = True
                 self._outgoing.clear()
             self._sock.close()
-        self._sink._done.set_result(None)
+        self._sink._done.set_result(None)  # its callbacks (the server's metrics) run here
+        with self._lock:
+            self._conn.release()  # compression state and buffers: now, not at collection
