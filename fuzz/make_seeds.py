@@ -110,13 +110,25 @@ def engine_seeds():
     write("engine", "continuation-length-wraps", engine_config() + plan() + stream)
     # The same within a small limit: 60 + 50 > 100 bytes (1009).
     stream = frame(2, b"x" * 60, fin=False, **server) + frame(0, b"y" * 50, **server)
-    write("engine", "continuation-over-limit", engine_config(limits=2, message=100 << 8) + plan() + stream)
+    write(
+        "engine",
+        "continuation-over-limit",
+        engine_config(limits=2, message=100 << 8) + plan() + stream,
+    )
     # Client, no message limit, reading a large frame's payload in place (payload_target).
     stream = frame(2, bytes(range(256)) * 2, length=70000)
-    write("engine", "client-in-place", engine_config(flags=0x01 | 0x10, limits=1) + plan(200, 0, 100) + stream)
+    write(
+        "engine",
+        "client-in-place",
+        engine_config(flags=0x01 | 0x10, limits=1) + plan(200, 0, 100) + stream,
+    )
     # Server: sends each chunk as a message, closes before chunk 1, then a ping arrives.
     stream = frame(1, b"one", **server) + frame(9, b"late", **server) + frame(8, b"", **server)
-    write("engine", "server-local-close", engine_config(flags=0x20 | 0x40, limits=0x10) + plan(9, 10) + stream)
+    write(
+        "engine",
+        "server-local-close",
+        engine_config(flags=0x20 | 0x40, limits=0x10) + plan(9, 10) + stream,
+    )
     # Invalid UTF-8 (1007) and a frame over a 16-byte frame limit (1009).
     write("engine", "server-bad-utf8", engine_config() + plan() + frame(1, b"ok\xff", **server))
     write(
@@ -161,25 +173,44 @@ UPGRADE = [
 
 
 def handshake_request_seeds():
-    full = UPGRADE + [
+    extensions = (
+        b"permessage-deflate; client_max_window_bits; server_max_window_bits=10, "
+        b'permessage-deflate; server_no_context_takeover; client_max_window_bits="12"'
+    )
+    full = [
+        *UPGRADE,
         (b"Origin", b"https://a.example"),
         (b"Sec-WebSocket-Protocol", b"superchat, chat"),
-        (
-            b"Sec-WebSocket-Extensions",
-            b"permessage-deflate; client_max_window_bits; server_max_window_bits=10, "
-            b'permessage-deflate; server_no_context_takeover; client_max_window_bits="12"',
-        ),
+        (b"Sec-WebSocket-Extensions", extensions),
     ]
     leftover = frame(1, b"Hello", key=KEY)
-    write("handshake_request", "upgrade-full", handshake_config(flags=0x1F) + plan() + request(full) + leftover)
-    write("handshake_request", "upgrade-chunked", handshake_config(flags=0x06) + plan(7, 1, 30) + request(UPGRADE))
+    write(
+        "handshake_request",
+        "upgrade-full",
+        handshake_config(flags=0x1F) + plan() + request(full) + leftover,
+    )
+    write(
+        "handshake_request",
+        "upgrade-chunked",
+        handshake_config(flags=0x06) + plan(7, 1, 30) + request(UPGRADE),
+    )
     version = [(n, b"8" if n == b"Sec-WebSocket-Version" else v) for n, v in UPGRADE]
     write("handshake_request", "version-8", handshake_config() + plan() + request(version))
-    write("handshake_request", "post", handshake_config() + plan() + request(UPGRADE, method=b"POST"))
-    write("handshake_request", "http-1.0", handshake_config() + plan() + request(UPGRADE, version=b"1.0"))
+    write(
+        "handshake_request", "post", handshake_config() + plan() + request(UPGRADE, method=b"POST")
+    )
+    write(
+        "handshake_request",
+        "http-1.0",
+        handshake_config() + plan() + request(UPGRADE, version=b"1.0"),
+    )
     no_key = [(n, v) for n, v in UPGRADE if n != b"Sec-WebSocket-Key"]
     write("handshake_request", "no-key", handshake_config() + plan() + request(no_key))
-    write("handshake_request", "too-large", handshake_config(size=1, headers=2) + plan(20) + request(full))
+    write(
+        "handshake_request",
+        "too-large",
+        handshake_config(size=1, headers=2) + plan(20) + request(full),
+    )
 
 
 def accept(key):
@@ -197,19 +228,30 @@ def handshake_response_seeds():
         (b"Connection", b"Upgrade"),
         (b"Sec-WebSocket-Accept", accept(base64.b64encode(bytes(16)))),
     ]
-    ext = (b"Sec-WebSocket-Extensions", b"permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
+    ext = (
+        b"Sec-WebSocket-Extensions",
+        b"permessage-deflate; server_no_context_takeover; client_max_window_bits=10",
+    )
     leftover = frame(1, b"Hello")
     write(
         "handshake_response",
         "switching-deflate-chat",
         handshake_config(flags=0x30 | 0x05)
         + plan()
-        + response(b"101 Switching Protocols", ok + [(b"Sec-WebSocket-Protocol", b"chat"), ext])
+        + response(b"101 Switching Protocols", [*ok, (b"Sec-WebSocket-Protocol", b"chat"), ext])
         + leftover,
     )
-    write("handshake_response", "switching-chunked", handshake_config() + plan(5, 2, 40) + response(b"101 OK", ok))
-    wrong = ok[:2] + [(b"Sec-WebSocket-Accept", accept(b"other"))]
-    write("handshake_response", "wrong-accept", handshake_config() + plan() + response(b"101 Switching Protocols", wrong))
+    write(
+        "handshake_response",
+        "switching-chunked",
+        handshake_config() + plan(5, 2, 40) + response(b"101 OK", ok),
+    )
+    wrong = [*ok[:2], (b"Sec-WebSocket-Accept", accept(b"other"))]
+    write(
+        "handshake_response",
+        "wrong-accept",
+        handshake_config() + plan() + response(b"101 Switching Protocols", wrong),
+    )
     write(
         "handshake_response",
         "refused",
@@ -217,7 +259,13 @@ def handshake_response_seeds():
         + plan()
         + response(b"403 Forbidden", [(b"Content-Length", b"2"), (b"Connection", b"close")], b"no"),
     )
-    write("handshake_response", "unoffered-extension", handshake_config(flags=0x10) + plan() + response(b"101 Switching Protocols", ok + [(b"Sec-WebSocket-Extensions", b"x-foo")]))
+    write(
+        "handshake_response",
+        "unoffered-extension",
+        handshake_config(flags=0x10)
+        + plan()
+        + response(b"101 Switching Protocols", [*ok, (b"Sec-WebSocket-Extensions", b"x-foo")]),
+    )
 
 
 # --- inflate: flags, window bits, limit (2), marks, fragment, plan, data
@@ -230,7 +278,9 @@ def inflate_seeds():
     write("inflate", "raw-hello", inflate_config() + plan() + hello)
     d = Deflater()
     two = d.message(b"Hello") + d.message(b"Hello, hello")
-    write("inflate", "raw-takeover-fragments", inflate_config(marks=0b1010) + plan(3, 5, 4, 10) + two)
+    write(
+        "inflate", "raw-takeover-fragments", inflate_config(marks=0b1010) + plan(3, 5, 4, 10) + two
+    )
     bomb = Deflater(no_context_takeover=True).message(bytes(60000))
     write("inflate", "raw-bomb", inflate_config(limit=1000) + plan() + bomb)
     text = b"The quick brown fox jumps over the lazy dog. " * 8
@@ -238,7 +288,9 @@ def inflate_seeds():
     write(
         "inflate",
         "roundtrip-small-windows-compact",
-        inflate_config(flags=0x01 | 0x02 | 0x04, bits=0x10, marks=0b0110_1001, fragment=3) + plan(100, 7) + text,
+        inflate_config(flags=0x01 | 0x02 | 0x04, bits=0x10, marks=0b0110_1001, fragment=3)
+        + plan(100, 7)
+        + text,
     )
     write("inflate", "roundtrip-limit", inflate_config(flags=0x01, limit=64) + plan(64, 65) + text)
 
