@@ -29,6 +29,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONFORMANCE = ROOT.parent / "shared" / "autobahn" / "conformance.py"
+INSTALL = CONFORMANCE.with_name("install.sh")
 REPORTS = HERE / "reports"
 EXPECTED = HERE / "expected"
 #: How good a result is: lower is better. OK and INFORMATIONAL both pass.
@@ -66,6 +67,16 @@ def conformance(role: str, args: argparse.Namespace, target: list[str]) -> int:
     with open(REPORTS / f"{role}.log", "w") as log:
         command += target[1:]
         return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def install_wstest() -> None:
+    """Installs wstest once, before the roles start: each role's conformance.py would
+    otherwise install it at the same time, and the two apt-get runs fight for apt's lock."""
+    print("compliance: installing Autobahn|Testsuite if needed (about 30 s the first time)")
+    done = subprocess.run(["bash", str(INSTALL)], stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"compliance: installing wstest failed ({INSTALL})")
+    print(f"compliance: wstest is {done.stdout.strip()}")
 
 
 def run_server_role(args: argparse.Namespace) -> None:
@@ -155,6 +166,8 @@ def main() -> int:
         if args.no_run
         else [threading.Thread(target=runners[role], args=(args,)) for role in roles]
     )
+    if threads:
+        install_wstest()
     started = time.monotonic()
     for thread in threads:
         thread.start()
