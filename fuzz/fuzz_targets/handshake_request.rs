@@ -46,10 +46,7 @@ fn run<'a>(
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
-    let limits = Limits {
-        max_header_size: 64 * (usize::from(input.byte()) + 1),
-        max_headers: 1 + usize::from(input.byte() % 64),
-    };
+    let limits = input.limits();
     let (flags, bits) = (input.byte(), input.byte());
     let cfg = deflate_config(flags, bits);
     let origins = ["https://A.example".to_owned()];

@@ -66,10 +66,7 @@ fn run<'a>(
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
-    let limits = Limits {
-        max_header_size: 64 * (usize::from(input.byte()) + 1),
-        max_headers: 1 + usize::from(input.byte() % 64),
-    };
+    let limits = input.limits();
     let (flags, bits) = (input.byte(), input.byte());
     let cfg = deflate_config(flags, bits);
     let offer = (flags & 0x10 != 0).then(|| client_offer(&cfg));

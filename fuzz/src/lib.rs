@@ -5,6 +5,7 @@
 pub mod model;
 
 use _wschannel::deflate::{parse_params, DeflateConfig, DeflateParams};
+use _wschannel::handshake::Limits;
 use _wschannel::Role;
 
 /// Reads configuration bytes from the front of a fuzz input; past its end every read is 0,
@@ -43,6 +44,14 @@ impl<'a> Input<'a> {
     pub fn plan(&mut self) -> &'a [u8] {
         let count = usize::from(self.byte() & 0x0f);
         self.take(count)
+    }
+
+    /// Handshake limits from two bytes: a head of 64 B to 16 KiB, 1 to 64 header lines.
+    pub fn limits(&mut self) -> Limits {
+        Limits {
+            max_header_size: 64 * (usize::from(self.byte()) + 1),
+            max_headers: 1 + usize::from(self.byte() % 64),
+        }
     }
 
     pub fn rest(self) -> &'a [u8] {
