@@ -21,15 +21,12 @@ from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeAlias, runtime_checkable
 
-from .channel import (
-    DEFAULT_MAX_QUEUE,
-    GuaranteeSink,
-    MessageStream,
-    StoredWebSocketChannel,
-    _retrieve_exception,
-    binary_view,
-    spawn,
-)
+from ._message import binary_view
+from ._sink import GuaranteeSink
+from ._stream import MessageStream
+from ._tasks import _retrieve_exception, spawn
+from .channel import StoredWebSocketChannel
+from .defaults import DEFAULT_MAX_QUEUE
 from .exceptions import WebSocketChannelException, WebSocketConnectionClosed, WebSocketException
 from .status import ABNORMAL_CLOSURE, NO_STATUS_RECEIVED
 

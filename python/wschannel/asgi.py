@@ -29,8 +29,7 @@ from .adapter import (
     TextDataReceived,
     WebSocketEvent,
 )
-from .channel import DEFAULT_MAX_QUEUE
-from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_WRITE_QUEUE
+from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_QUEUE, DEFAULT_WRITE_QUEUE
 from .exceptions import WebSocketConnectionClosed
 from .status import INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
 

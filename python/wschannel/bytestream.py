@@ -37,16 +37,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
+from ._message import binary_view, check_close_args
+from ._sink import WebSocketSink
+from ._stream import MessageStream
 from ._wschannel import Close, Connection, Failure, Ping, Pong
-from .channel import (
-    DEFAULT_MAX_QUEUE,
-    MessageStream,
-    StoredWebSocketChannel,
-    WebSocketSink,
-    binary_view,
-    check_close_args,
-)
-from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE
+from .channel import StoredWebSocketChannel
+from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_QUEUE
 from .exceptions import StateError
 from .status import ABNORMAL_CLOSURE, GOING_AWAY
 

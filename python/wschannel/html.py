@@ -27,13 +27,11 @@ import enum
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from .channel import (
-    GuaranteeSink,
-    MessageStream,
-    StoredWebSocketChannel,
-    _retrieve_exception,
-    binary_view,
-)
+from ._message import binary_view
+from ._sink import GuaranteeSink
+from ._stream import MessageStream
+from ._tasks import _retrieve_exception
+from .channel import StoredWebSocketChannel
 from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_WRITE_LIMIT
 from .exceptions import WebSocketChannelException
 from .status import ABNORMAL_CLOSURE, NORMAL_CLOSURE

@@ -41,6 +41,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from ._direct import DirectTransport, take_over
+from ._message import binary_view
+from ._sink import GuaranteeSink
+from ._tasks import _retrieve_exception
 from ._wschannel import (
     ClientHandshake,
     Close,
@@ -54,12 +57,12 @@ from ._wschannel import (
     __version__,
 )
 from .adapter import AdapterWebSocketChannel
-from .channel import DEFAULT_MAX_QUEUE, GuaranteeSink, _retrieve_exception, binary_view
 from .defaults import (
     COMPACT_INTERVAL,
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_QUEUE,
     DEFAULT_WRITE_LIMIT,
 )
 from .exceptions import WebSocketChannelException

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
 
 from ._direct import DirectTransport
+from ._sink import GuaranteeSink
 from ._wschannel import (
     DeflateOptions,
     HandshakeError,
@@ -39,8 +40,8 @@ from ._wschannel import (
     encode_shared_frame,
     reject_response,
 )
-from .channel import DEFAULT_MAX_QUEUE, GuaranteeSink, WebSocketChannel
-from .defaults import DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_OPEN_TIMEOUT
+from .channel import WebSocketChannel
+from .defaults import DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_MAX_QUEUE, DEFAULT_OPEN_TIMEOUT
 from .exceptions import WebSocketConnectionClosed
 from .io import (
     DEFAULT_CLOSE_TIMEOUT,

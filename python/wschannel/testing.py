@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Self
 
+from ._message import check_close_args
 from .adapter import BinaryDataReceived, CloseReceived, TextDataReceived, WebSocketEvent
-from .channel import check_close_args
 from .exceptions import WebSocketConnectionClosed
 from .status import NO_STATUS_RECEIVED
 

@@ -12,8 +12,12 @@ import time
 from collections.abc import Iterable
 
 from .._wschannel import Connection, DeflateOptions, HandshakeError
-from ..channel import DEFAULT_MAX_QUEUE
-from ..defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE
+from ..defaults import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_QUEUE,
+)
 from ..exceptions import WebSocketChannelException
 from ..io import (
     USER_AGENT,

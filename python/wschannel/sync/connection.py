@@ -40,9 +40,9 @@ from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
+from .._message import Message, binary_view, check_close_args
 from .._wschannel import Close, Connection, Failure, Ping, Pong, Request
-from ..channel import DEFAULT_MAX_QUEUE, Message, binary_view, check_close_args
-from ..defaults import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT
+from ..defaults import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_QUEUE
 from ..exceptions import StateError
 from ..io import kernel_unsent
 from ..status import ABNORMAL_CLOSURE, GOING_AWAY

@@ -16,7 +16,8 @@ import time
 from collections import deque
 from typing import Self
 
-from ..channel import DEFAULT_MAX_QUEUE, Message
+from .._message import Message
+from ..defaults import DEFAULT_MAX_QUEUE
 from ..exceptions import StateError
 
 __all__ = ["SyncMessageStream", "SyncStreamSubscription", "check_max_queue"]

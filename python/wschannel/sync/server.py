@@ -42,7 +42,7 @@ from .._wschannel import (
     ServerHandshake,
     reject_response,
 )
-from ..channel import DEFAULT_MAX_QUEUE
+from ..defaults import DEFAULT_MAX_QUEUE
 from ..io import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,

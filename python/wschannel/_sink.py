@@ -1,0 +1,277 @@
+"""The WebSocket sink: :class:`WebSocketSink`, and :class:`GuaranteeSink`, which keeps
+``stream_channel``'s sink rules for every channel implementation.
+
+Pure Python (no engine), shared by every asyncio channel, the browser's included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TYPE_CHECKING, Final
+
+from ._message import check_close_args
+from ._stream import MessageStream
+from ._tasks import _aclose, _close_iterator
+from .exceptions import StateError, WebSocketConnectionClosed
+from .stream_channel import StreamSink
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["GuaranteeSink", "WebSocketSink"]
+
+
+class WebSocketSink(StreamSink):
+    """Where messages to the peer go.
+
+    :meth:`add` sends a message (``str`` as text, any bytes-like object as binary);
+    :meth:`close` starts the closing handshake and returns :attr:`done`.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def add(self, data: str | Buffer) -> None:
+        """Send one message: ``str`` as a text message, a bytes-like object as binary.
+
+        Raises ``TypeError`` for any other type, and :class:`StateError` after :meth:`close`
+        (``"Cannot add event after closing."``) or while
+        :meth:`add_stream` runs (``"Cannot add event while adding stream."``). Added after the
+        peer closed the connection, a message is silently dropped. Added before the
+        connection is open, it is sent, in order, once it is.
+        """
+
+    @abstractmethod
+    def close(self, code: int | None = None, reason: str | None = None) -> asyncio.Future[None]:
+        """Start the closing handshake (RFC 6455 §7.1.2) and return :attr:`done`.
+
+        A plain method, not a coroutine: the close starts even if the result is not awaited.
+        The stream ends at once. ``code`` must be one an endpoint may send (1000-1003,
+        1007-1014, 3000-4999) and ``reason`` at most 123 UTF-8 bytes, else ``ValueError`` is
+        raised and the connection stays open. Closing again returns :attr:`done`; closing
+        while :meth:`add_stream` runs raises :class:`StateError`.
+        """
+
+    def add_stream(self, source: AsyncIterable[str | Buffer]) -> asyncio.Future[None]:
+        """Send every message of ``source``; the result resolves when it is exhausted."""
+        raise NotImplementedError(f"{type(self).__name__} does not support add_stream().")
+
+    @property
+    @abstractmethod
+    def done(self) -> asyncio.Future[None]:
+        """Resolves once the connection is closed (or could not be opened).
+
+        It fails only with the error given to :meth:`add_error` (or raised by the source of
+        :meth:`add_stream`).
+        """
+
+
+_AFTER_CLOSING: Final = "Cannot add event after closing."
+_WHILE_ADDING: Final = "Cannot add event while adding stream."
+
+
+class GuaranteeSink(WebSocketSink):
+    """A :class:`WebSocketSink` that keeps ``stream_channel``'s sink rules (Dart's
+    ``_GuaranteeSink``), for channel implementations.
+
+    Subclasses provide :meth:`_send` (one validated message), :meth:`_start_close` (close the
+    connection, once) and optionally :meth:`_write_buffer_full` and :meth:`flush`; they call
+    :meth:`_disconnect` when the peer ends the connection and :meth:`_finish` once it is over.
+
+    - After :meth:`close`: :meth:`add` and :meth:`add_error` raise
+      ``StateError("Cannot add event after closing.")``, :meth:`add_stream` raises
+      ``StateError("Cannot add stream after closing.")``, :meth:`close` returns :attr:`done`.
+    - While :meth:`add_stream` runs: ``"Cannot add event while adding stream."``,
+      ``"Cannot add stream while adding stream."``, ``"Cannot close sink while adding
+      stream."``.
+    - After the peer closed (guarantee 3): everything added is dropped silently.
+    - :meth:`add_error` closes the connection without a close code (the peer sees 1005), ends
+      the stream and fails :attr:`done` with the error (guarantee 6); what is added after it
+      is dropped, as after a peer's close, and :meth:`close` returns :attr:`done`.
+    """
+
+    __slots__ = (
+        "_adding_stream",
+        "_close_started",
+        "_closed",
+        "_disconnected",
+        "_done",
+        "_error",
+        "_forwarding",
+        "_loop",
+        "_messages",
+        "_stopping",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, messages: MessageStream) -> None:
+        self._loop = loop
+        self._messages = messages  # the channel's stream, ended when the sink closes
+        self._closed = False  # by the user's close()
+        self._close_started = False  # by close() or add_error(): _start_close was called
+        self._adding_stream = False
+        self._disconnected = False  # nothing more can be sent
+        self._error: BaseException | None = None  # from add_error, for done
+        self._forwarding: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    # Hooks.
+
+    @abstractmethod
+    def _send(self, data: str | Buffer) -> None:
+        """Send one message once the state allows it: raise ``TypeError`` for an unsupported
+        type, drop it after a disconnect, keep it until the connection opens."""
+
+    @abstractmethod
+    def _start_close(self, code: int | None, reason: str | None) -> None:
+        """Close the connection (now, or once it opens). Called at most once."""
+
+    def _write_buffer_full(self) -> bool:
+        """Whether :meth:`add_stream` should ``await flush()`` before the next message."""
+        return False
+
+    def _adding_stream_changed(self) -> None:
+        """:meth:`add_stream` started or finished (a fast path may need to know)."""
+
+    # The sink.
+
+    def add(self, data: str | Buffer) -> None:
+        if self._closed:
+            raise StateError(_AFTER_CLOSING)
+        if self._adding_stream:
+            raise StateError(_WHILE_ADDING)
+        self._send(data)
+
+    def add_error(self, error: BaseException) -> None:
+        """Close the connection because of ``error``: the peer sees a close frame without a
+        code (1005), the stream ends, and :attr:`done` fails with ``error``. Nothing is sent
+        about the error itself. Dropped if the peer already closed; what is added afterwards
+        is dropped too."""
+        if not isinstance(error, BaseException):
+            raise TypeError(f"add_error() takes an exception, not {type(error).__name__}.")
+        if self._closed:
+            raise StateError(_AFTER_CLOSING)
+        if self._adding_stream:
+            raise StateError(_WHILE_ADDING)
+        self._fail(error)
+
+    def add_stream(self, source: AsyncIterable[str | Buffer]) -> asyncio.Future[None]:
+        """Send every message of the async iterable ``source``, in order.
+
+        A plain method: the forwarding starts at once, in a task that the result (an
+        :class:`asyncio.Task`) awaits; it resolves when ``source`` is exhausted. Between
+        messages it waits for :meth:`flush` when the write buffer is full (backpressure).
+        An exception raised by ``source`` (or a message of an unsupported type) acts like
+        :meth:`add_error` and the result still resolves normally. If the connection closes
+        meanwhile, forwarding stops, ``source`` is closed and the result resolves. Nothing
+        else may be added, and the sink cannot be closed, until the result resolves.
+        """
+        if self._closed:
+            raise StateError("Cannot add stream after closing.")
+        if self._adding_stream:
+            raise StateError("Cannot add stream while adding stream.")
+        iterator = aiter(source)  # TypeError now for a source that is not async-iterable
+        if self._disconnected:
+            _close_iterator(iterator, self._loop)
+            future: asyncio.Future[None] = self._loop.create_future()
+            future.set_result(None)
+            return future
+        self._adding_stream = True
+        self._adding_stream_changed()
+        task = self._loop.create_task(self._forward(iterator))
+        self._forwarding = task
+        return task
+
+    def close(self, code: int | None = None, reason: str | None = None) -> asyncio.Future[None]:
+        if self._adding_stream:
+            raise StateError("Cannot close sink while adding stream.")
+        if self._closed:
+            return self._done
+        check_close_args(code, reason)
+        self._closed = True
+        if not self._disconnected:  # else the stream keeps what the peer sent before its close
+            self._messages._discard()  # guarantee 2 (this may finish a deferred close)
+            if not self._disconnected:
+                self._close_started = True
+                self._start_close(code, reason)
+        return self._done
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        return self._done
+
+    # For the channel.
+
+    def _fail(self, error: BaseException) -> None:
+        """Dart's ``_addError`` without foreign errors: like both directions disconnecting."""
+        if self._disconnected:
+            return  # guarantee 3: the peer closed; nothing is sent any more
+        self._error = error
+        self._messages._discard()
+        if not self._disconnected:
+            self._close_started = True
+            self._start_close(None, None)
+            GuaranteeSink._disconnect(self)  # what is added from now on is dropped
+
+    def _disconnect(self) -> None:
+        """The connection is closing: drop whatever is added from now on, stop add_stream."""
+        self._disconnected = True
+        task = self._forwarding
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            self._stopping = True
+            task.cancel()
+
+    def _raise_if_disconnected(self) -> None:
+        """For :meth:`flush`: no message can be sent any more, so waiting is over."""
+        if self._disconnected:
+            raise WebSocketConnectionClosed(
+                "the connection is closed: messages added now are dropped; stop sending "
+                "(the channel's close_code and close_reason say why)"
+            )
+
+    def _finish(self) -> None:
+        """The connection is over: resolve :attr:`done` (with the add_error error, if any)."""
+        self._disconnect()
+        done = self._done
+        if not done.done():
+            if self._error is not None:
+                done.set_exception(self._error)
+            else:
+                done.set_result(None)
+
+    async def _forward(self, iterator: AsyncIterator[str | Buffer]) -> None:
+        error: BaseException | None = None
+        exhausted = False
+        try:
+            while not self._disconnected:
+                try:
+                    message = await anext(iterator)
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                if self._disconnected:
+                    break
+                self._send(message)
+                if self._write_buffer_full():
+                    with contextlib.suppress(WebSocketConnectionClosed):
+                        await self.flush()  # raises once disconnected: the loop ends
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception as exc:
+            error = exc
+        finally:
+            self._forwarding = None
+            self._stopping = False
+            self._adding_stream = False
+            self._adding_stream_changed()
+        if not exhausted:
+            await _aclose(iterator)
+        if error is not None:
+            self._fail(error)

@@ -1,0 +1,328 @@
+"""The message stream: what a channel's ``stream`` is (:class:`MessageStream`).
+
+Single-subscription, buffered, with backpressure towards the connection that feeds it. Pure
+Python (no engine), shared by every asyncio channel, the browser's included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Self
+
+from ._message import Message
+from .defaults import DEFAULT_MAX_QUEUE
+from .exceptions import StateError
+
+__all__ = ["MessageStream", "StreamSubscription"]
+
+
+class StreamSubscription:
+    """One subscription to a :class:`MessageStream`: an async iterator, or a set of callbacks.
+
+    ``async for`` uses it as an iterator. :meth:`MessageStream.listen` returns it so that the
+    callbacks can be paused, resumed and cancelled. Cancelling does not close the connection:
+    close the sink for that.
+    """
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: MessageStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Message:
+        stream = self._stream
+        buffer = stream._buffer
+        if buffer:
+            message = buffer.popleft()
+            if stream._reading_paused and len(buffer) <= stream._low_water:
+                stream._resume_reading()
+            return message
+        return await stream._wait_next()
+
+    async def aclose(self) -> None:
+        """Stop iterating: the same as :meth:`cancel`."""
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Stop receiving messages. Messages still buffered, and any that arrive, are dropped."""
+        self._stream._cancel()
+
+    def pause(self) -> None:
+        """Stop calling ``on_data`` until :meth:`resume`; messages are buffered meanwhile.
+
+        While paused, a full buffer pauses reading from the network (backpressure).
+        """
+        self._stream._paused = True
+
+    def resume(self) -> None:
+        """Deliver the buffered messages and call ``on_data`` again as messages arrive."""
+        stream = self._stream
+        if stream._paused:
+            stream._paused = False
+            stream._schedule_drain()
+
+    @property
+    def is_paused(self) -> bool:
+        return self._stream._paused
+
+
+class MessageStream:
+    """The messages received from the peer, in order: ``str`` for text, ``bytes`` for binary.
+
+    Single-subscription (stream guarantee 1): either iterate it with ``async for`` or call
+    :meth:`listen` once; a second subscription raises :class:`StateError`.
+
+    Received messages are buffered until they are consumed. When ``max_queue`` messages are
+    waiting, the stream asks its connection to stop reading from the network, and to resume
+    once the buffer is down to a quarter of that (backpressure). ``max_queue=None`` buffers
+    without bound. Note that a peer's close frame is read only after the messages before it:
+    a connection whose stream nobody consumes sees a close only while its buffer has room.
+
+    The only error a stream raises is the connection failure, once, after which it ends.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_before_wait",
+        "_buffer",
+        "_drain_scheduled",
+        "_ended",
+        "_error",
+        "_high_water",
+        "_loop",
+        "_low_water",
+        "_notified",
+        "_on_data",
+        "_on_done",
+        "_on_error",
+        "_on_idle",
+        "_pause_reading",
+        "_paused",
+        "_reading_paused",
+        "_resume_reading_cb",
+        "_subscribed",
+        "_waiter",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        max_queue: int | None = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        if max_queue is not None and max_queue < 1:
+            raise ValueError("max_queue must be at least 1, or None.")
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
+        self._buffer: deque[Message] = deque()
+        self._high_water = max_queue
+        self._low_water = 0 if max_queue is None else max_queue // 4
+        self._ended = False  # no more messages will be added
+        self._error: BaseException | None = None  # to raise once, after the buffer
+        self._subscribed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_data: Callable[[Message], object] | None = None
+        self._on_error: Callable[[BaseException], object] | None = None
+        self._on_done: Callable[[], object] | None = None
+        self._paused = False  # a listen() subscription is paused
+        self._drain_scheduled = False
+        self._notified = False  # on_error/on_done were called
+        self._reading_paused = False
+        self._pause_reading: Callable[[], None] | None = None
+        self._resume_reading_cb: Callable[[], None] | None = None
+        # Called once when an ``async for`` consumer next waits on an empty buffer (the
+        # connection uses it to learn that the answers to a peer's last messages are out).
+        self._on_idle: Callable[[], None] | None = None
+        # Called each time an ``async for`` consumer is about to wait on an empty buffer (the
+        # connection sends what the consumer's answers gathered).
+        self._before_wait: Callable[[], None] | None = None
+
+    # Consumer side.
+
+    def __aiter__(self) -> StreamSubscription:
+        return self._subscribe()
+
+    def listen(
+        self,
+        on_data: Callable[[Message], object],
+        on_error: Callable[[BaseException], object] | None = None,
+        on_done: Callable[[], object] | None = None,
+    ) -> StreamSubscription:
+        """Call ``on_data(message)`` for each message; the fastest way to receive.
+
+        Messages that arrive from the network are passed to ``on_data`` straight from the
+        read, without a task switch; messages buffered before ``listen`` are delivered soon
+        after it returns. ``on_error(error)`` is called if the connection could not be
+        established (without ``on_error`` the error goes to the event loop's exception
+        handler), and ``on_done()`` when the stream ends. An exception raised by a callback
+        goes to the event loop's exception handler.
+        """
+        subscription = self._subscribe()
+        self._on_data = on_data
+        self._on_error = on_error
+        self._on_done = on_done
+        if self._buffer or self._ended:
+            self._schedule_drain()
+        return subscription
+
+    @property
+    def is_subscribed(self) -> bool:
+        """Whether the stream has been iterated or listened to."""
+        return self._subscribed
+
+    def _subscribe(self) -> StreamSubscription:
+        if self._subscribed:
+            raise StateError("Stream has already been listened to.")
+        self._subscribed = True
+        return StreamSubscription(self)
+
+    async def _wait_next(self) -> Message:
+        buffer = self._buffer
+        while True:
+            if buffer:
+                message = buffer.popleft()
+                if self._reading_paused and len(buffer) <= self._low_water:
+                    self._resume_reading()
+                return message
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._ended:
+                raise StopAsyncIteration
+            on_idle = self._on_idle
+            if on_idle is not None:
+                self._on_idle = None
+                on_idle()
+                continue
+            if self._waiter is not None:
+                raise StateError("Another task is already waiting for the next message.")
+            before_wait = self._before_wait
+            if before_wait is not None:
+                before_wait()
+            waiter = self._loop.create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+
+    def _cancel(self) -> None:
+        self._on_data = self._on_error = self._on_done = None
+        self._notified = True
+        self._discard()
+
+    # Producer side, for the channel implementations.
+
+    def _set_flow_control(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """Give the stream the connection's ``pause_reading``/``resume_reading``."""
+        self._pause_reading = pause
+        self._resume_reading_cb = resume
+
+    def _add(self, message: Message) -> None:
+        """A message arrived (the hot path)."""
+        if self._ended:
+            return
+        on_data = self._on_data
+        if on_data is not None and not self._buffer and not self._paused:
+            try:
+                on_data(message)
+            except Exception as exc:
+                self._report(exc, "Exception in a WebSocket stream's on_data callback")
+            return
+        buffer = self._buffer
+        buffer.append(message)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        elif on_data is not None:
+            self._schedule_drain()
+        high_water = self._high_water
+        if high_water is not None and len(buffer) >= high_water and not self._reading_paused:
+            pause = self._pause_reading
+            if pause is not None:
+                self._reading_paused = True
+                pause()
+
+    def _end(self, error: BaseException | None = None) -> None:
+        """No more messages: the consumer gets the buffered ones, then ``error``, then the end."""
+        if self._ended:
+            return
+        self._ended = True
+        if error is not None and not self._notified:
+            self._error = error
+        self._resume_reading()
+        self._wake()
+
+    def _discard(self) -> None:
+        """End the stream at once, dropping buffered messages (the user closed the sink)."""
+        self._ended = True
+        self._buffer.clear()
+        self._error = None
+        self._resume_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._on_data is not None or self._on_done is not None or self._on_error is not None:
+            self._schedule_drain()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            resume = self._resume_reading_cb
+            if resume is not None:
+                resume()
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled and not self._paused and not self._notified:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Deliver buffered messages, then the end, to the ``listen`` callbacks."""
+        self._drain_scheduled = False
+        buffer = self._buffer
+        while buffer and not self._paused:
+            on_data = self._on_data
+            if on_data is None:
+                break
+            message = buffer.popleft()
+            if self._reading_paused and len(buffer) <= self._low_water:
+                self._resume_reading()
+            try:
+                on_data(message)
+            except Exception as exc:
+                self._report(exc, "Exception in a WebSocket stream's on_data callback")
+        if buffer or not self._ended or self._paused or self._notified:
+            return
+        self._notified = True
+        error, self._error = self._error, None
+        on_error, on_done = self._on_error, self._on_done
+        self._on_data = self._on_error = self._on_done = None
+        if error is not None:
+            if on_error is not None:
+                try:
+                    on_error(error)
+                except Exception as exc:
+                    self._report(exc, "Exception in a WebSocket stream's on_error callback")
+            else:
+                self._report(error, "Unhandled error in a WebSocket stream (no on_error)")
+        if on_done is not None:
+            try:
+                on_done()
+            except Exception as exc:
+                self._report(exc, "Exception in a WebSocket stream's on_done callback")
+
+    def _report(self, exc: BaseException, message: str) -> None:
+        self._loop.call_exception_handler({"message": message, "exception": exc})
