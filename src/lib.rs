@@ -8,6 +8,7 @@ pub mod engine;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod session;
 pub mod utf8;
 
 #[cfg(feature = "python")]
