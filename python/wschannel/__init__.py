@@ -19,10 +19,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import status
-from .channel import WebSocketChannel, WebSocketSink, connect
+from . import _platform, channel, status
+from ._platform import connect
+from .channel import WebSocketChannel, WebSocketSink
 from .exceptions import StateError, WebSocketChannelException
 from .status import CloseCode
+
+# The abstract channel's connect() and over() reach the implementations through this: they
+# sit above it in the layers (io, html, bytestream; each imported on first use).
+channel.install_platform(_platform)
 
 if TYPE_CHECKING:
     from ._wschannel import DeflateOptions, __version__, sign_key

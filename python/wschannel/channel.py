@@ -25,12 +25,10 @@ peer, and :attr:`~WebSocketChannel.sink`, where messages to the peer go. It keep
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 from abc import abstractmethod
 from collections.abc import Generator, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from ._message import Message, binary_view, check_close_args
 from ._sink import GuaranteeSink, WebSocketSink
@@ -170,8 +168,7 @@ class WebSocketChannel(StreamChannel):
         §5.3). The channel is open at once. See :func:`wschannel.bytestream.over`, which
         this calls, for the other ``options``.
         """
-        bytestream: Any = importlib.import_module("wschannel.bytestream")
-        channel: WebSocketChannel = bytestream.over(
+        return _installed().over(
             reader,
             writer,
             protocol=protocol,
@@ -179,7 +176,6 @@ class WebSocketChannel(StreamChannel):
             server_side=server_side,
             **options,
         )
-        return channel
 
 
 class StoredWebSocketChannel(WebSocketChannel):
@@ -234,16 +230,50 @@ class StoredWebSocketChannel(WebSocketChannel):
 
 
 def connect(url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
-    """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
+    """Connect to a ``ws://`` or ``wss://`` URL with the platform's implementation; returns
+    the channel at once. The same as :func:`wschannel.connect` (see there)."""
+    return _installed().connect(url, protocols=protocols)
 
-    The connection opens in the background and :attr:`WebSocketChannel.ready` reports how
-    that went. Picks :class:`~wschannel.io.IOWebSocketChannel` on CPython and the browser's
-    WebSocket under Pyodide. Needs a running event loop (``wschannel.sync`` blocks instead).
+
+class Platform(Protocol):
+    """What :meth:`WebSocketChannel.connect` and :meth:`WebSocketChannel.over` call: the
+    platform's implementations (:mod:`wschannel._platform`).
+
+    They sit above this module, which must not import them (each imports this one): the
+    package's ``__init__`` installs them with :func:`install_platform`, so they are in place
+    before any code can reach this module.
     """
-    if sys.platform == "emscripten" or "pyodide" in sys.modules:
-        from .html import HtmlWebSocketChannel
 
-        return HtmlWebSocketChannel.connect(url, protocols=protocols)
-    from .io import IOWebSocketChannel
+    def connect(self, url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
+        """A channel to ``url`` (CPython's asyncio sockets, or the browser's WebSocket)."""
+        ...
 
-    return IOWebSocketChannel.connect(url, protocols=protocols)
+    def over(
+        self,
+        reader: Any,
+        writer: Any,
+        *,
+        protocol: str | None = None,
+        ping_interval: float | None = None,
+        server_side: bool = True,
+        **options: Any,
+    ) -> WebSocketChannel:
+        """A channel over a byte stream whose HTTP upgrade is done."""
+        ...
+
+
+_platform: Platform | None = None
+
+
+def install_platform(platform: Platform) -> None:
+    """Make ``platform`` the one :meth:`WebSocketChannel.connect`, :meth:`~WebSocketChannel.over`
+    and :func:`connect` use (the package's ``__init__`` does, once)."""
+    global _platform
+    _platform = platform
+
+
+def _installed() -> Platform:
+    platform = _platform
+    if platform is None:  # only if the package's __init__ failed half-way
+        raise RuntimeError("wschannel's platform is not installed: import wschannel first.")
+    return platform

@@ -1,0 +1,60 @@
+"""The platform's WebSocket: which implementation :func:`wschannel.connect` and
+:meth:`WebSocketChannel.over <wschannel.WebSocketChannel.over>` use.
+
+The top of the package's layers. The abstract channel (:mod:`wschannel.channel`) knows none
+of its implementations: the package's ``__init__`` installs this module into it
+(:func:`wschannel.channel.install_platform`). This module imports the implementation it picks
+only when it is called: CPython's asyncio sockets (:mod:`wschannel.io`), the browser's
+WebSocket under Pyodide (:mod:`wschannel.html`), or a byte stream
+(:mod:`wschannel.bytestream`). So ``import wschannel`` loads none of them, and none needs the
+engine before it is used.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from .channel import WebSocketChannel
+
+__all__ = ["connect", "over"]
+
+
+def connect(url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
+    """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
+
+    The connection opens in the background and :attr:`WebSocketChannel.ready` reports how
+    that went. Picks :class:`~wschannel.io.IOWebSocketChannel` on CPython and the browser's
+    WebSocket under Pyodide. Needs a running event loop (``wschannel.sync`` blocks instead).
+    """
+    if sys.platform == "emscripten" or "pyodide" in sys.modules:
+        from .html import HtmlWebSocketChannel
+
+        return HtmlWebSocketChannel.connect(url, protocols=protocols)
+    from .io import IOWebSocketChannel
+
+    return IOWebSocketChannel.connect(url, protocols=protocols)
+
+
+def over(
+    reader: Any,
+    writer: Any,
+    *,
+    protocol: str | None = None,
+    ping_interval: float | None = None,
+    server_side: bool = True,
+    **options: Any,
+) -> WebSocketChannel:
+    """WebSocket framing over a byte stream whose HTTP upgrade is already done: see
+    :meth:`WebSocketChannel.over` and :func:`wschannel.bytestream.over`, which this calls."""
+    from .bytestream import over
+
+    return over(
+        reader,
+        writer,
+        protocol=protocol,
+        ping_interval=ping_interval,
+        server_side=server_side,
+        **options,
+    )
