@@ -29,19 +29,25 @@ side) as attributes, for a :class:`logging.Formatter` such as
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import logging
 import os
-import socket
 import ssl as ssl_module
-import sys
-import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from ._direct import DirectTransport, take_over
 from ._message import binary_view
+from ._net import (
+    USER_AGENT,
+    Headers,
+    _Target,
+    client_handshake,
+    deflate_level,
+    deflate_options,
+    format_peer,
+    kernel_unsent,
+)
 from ._sink import GuaranteeSink
 from ._tasks import _retrieve_exception
 from ._wschannel import (
@@ -54,7 +60,6 @@ from ._wschannel import (
     Ping,
     Pong,
     Request,
-    __version__,
 )
 from .adapter import AdapterWebSocketChannel
 from .defaults import (
@@ -88,23 +93,7 @@ __all__ = [
     "IOWebSocketChannel",
 ]
 
-USER_AGENT: Final = (
-    f"Python/{sys.version_info.major}.{sys.version_info.minor} wschannel/{__version__}"
-)
-
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
-"""Extra HTTP headers: a mapping, or ``(name, value)`` pairs (to repeat a header)."""
-
 _NO_WRITE_LIMIT: Final = 1 << 62
-
-# The ioctl asking how much of a socket's output the peer has not acknowledged (Linux).
-if sys.platform == "linux":
-    import fcntl
-    import termios
-
-    _SIOCOUTQ: int | None = termios.TIOCOUTQ
-else:
-    _SIOCOUTQ = None
 
 client_logger = logging.getLogger("wschannel.client")
 
@@ -114,84 +103,6 @@ _NO_LOOP_MESSAGE: Final = (
     "IOWebSocketChannel.connect() needs a running asyncio event loop; "
     "from synchronous code, use wschannel.sync instead."
 )
-
-
-SERVER_WINDOW_BITS: Final = 12
-"""A server's default compression window (``compression=True``): 4 KiB each way.
-
-Both the server's own window and, when the client allows it (``client_max_window_bits`` in its
-offer), the client's. As websockets' server does by default: on JSON-like messages of a few
-KiB this compresses within a few percent of a 32 KiB window, about 40 % faster, and the
-compressor's window and history take an eighth of the memory."""
-
-
-def deflate_options(
-    compression: bool | DeflateOptions | None, *, server: bool = False
-) -> DeflateOptions | None:
-    """The permessage-deflate settings for a ``compression`` argument (RFC 7692)."""
-    if compression is None or compression is False:
-        return None
-    if compression is True:
-        if server:
-            return DeflateOptions(
-                server_max_window_bits=SERVER_WINDOW_BITS,
-                client_max_window_bits=SERVER_WINDOW_BITS,
-            )
-        return DeflateOptions()
-    if isinstance(compression, DeflateOptions):
-        return compression
-    raise TypeError(f"compression must be a bool or DeflateOptions, not {type(compression)}.")
-
-
-def deflate_level(options: DeflateOptions | None) -> int:
-    """The compression level of ``options`` (6, zlib's default, when it does not say)."""
-    return 6 if options is None else options.level
-
-
-def format_peer(address: Any) -> str | None:
-    """A peer address for logs: ``host:port`` (``[host]:port`` for IPv6), ``unix:path``."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = address[0]
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-    if isinstance(address, str | bytes):
-        return f"unix:{os.fsdecode(address) or '?'}"
-    return None if address is None else str(address)
-
-
-def header_list(headers: Headers | None) -> list[tuple[str, str]]:
-    if headers is None:
-        return []
-    if isinstance(headers, Mapping):
-        return [(str(name), str(value)) for name, value in headers.items()]
-    return [(str(name), str(value)) for name, value in headers]
-
-
-def client_handshake(
-    target: _Target,
-    protocols: list[str],
-    headers: Headers | None,
-    user_agent: str | None,
-    deflate: DeflateOptions | None,
-    max_header_size: int,
-) -> ClientHandshake:
-    """The client's opening handshake for ``target`` (RFC 6455 §4.1): the user's headers,
-    Basic auth from the URL's user and password, and ``user_agent`` unless the headers name
-    one."""
-    request_headers = header_list(headers)
-    if target.authorization is not None:
-        request_headers.append(("Authorization", target.authorization))
-    if user_agent is not None and not any(
-        name.lower() == "user-agent" for name, _ in request_headers
-    ):
-        request_headers.append(("User-Agent", user_agent))
-    return ClientHandshake(
-        target.host_header,
-        target.resource,
-        protocols=protocols,
-        headers=request_headers,
-        deflate=deflate,
-        max_header_size=max_header_size,
-    )
 
 
 class _IOSink(GuaranteeSink):
@@ -457,70 +368,6 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         """The HTTP upgrade request that opened a server-side channel (``None`` for a
         client): its ``path``, ``headers`` and ``header(name)``."""
         return self._request
-
-
-class _Target:
-    """Where a client connects, from its URL (RFC 6455 §3)."""
-
-    __slots__ = ("authorization", "host", "host_header", "port", "resource", "ssl")
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        host_header: str,
-        resource: str,
-        ssl: ssl_module.SSLContext | None,
-        authorization: str | None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.host_header = host_header
-        self.resource = resource
-        self.ssl = ssl
-        self.authorization = authorization
-
-    @classmethod
-    def parse(cls, url: str, ssl: ssl_module.SSLContext | bool | None) -> _Target:
-        parts = urllib.parse.urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("ws", "wss"):
-            raise ValueError(f"Unsupported URL scheme {parts.scheme!r}: use ws:// or wss://.")
-        if parts.fragment:
-            raise ValueError("A WebSocket URL cannot have a fragment (RFC 6455 §3).")
-        host = parts.hostname
-        if not host:
-            raise ValueError(f"The URL {url!r} has no host.")
-        default_port = 443 if scheme == "wss" else 80
-        port = parts.port or default_port  # raises ValueError for an invalid port
-        host_name = f"[{host}]" if ":" in host else host
-        host_header = host_name if port == default_port else f"{host_name}:{port}"
-        resource = parts.path or "/"
-        if parts.query:
-            resource = f"{resource}?{parts.query}"
-        authorization = None
-        if parts.username is not None:
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            credentials = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            authorization = f"Basic {credentials}"
-        return cls(host, port, host_header, resource, _ssl_context(scheme, ssl), authorization)
-
-
-def _ssl_context(
-    scheme: str, ssl: ssl_module.SSLContext | bool | None
-) -> ssl_module.SSLContext | None:
-    if scheme == "ws":
-        if ssl is not None and ssl is not False:
-            raise ValueError("ssl= is for wss:// URLs; this one is ws://.")
-        return None
-    if isinstance(ssl, ssl_module.SSLContext):
-        return ssl
-    context = ssl_module.create_default_context()
-    if ssl is False:
-        context.check_hostname = False
-        context.verify_mode = ssl_module.CERT_NONE
-    return context
 
 
 async def _open_connection(
@@ -1069,18 +916,6 @@ class _WebSocketProtocol(asyncio.Protocol):
 
 def _pass() -> None:
     pass
-
-
-def kernel_unsent(sock: socket.socket | None) -> int:
-    """Bytes the kernel holds for the socket, not yet acknowledged by the peer
-    (``SIOCOUTQ``); 0 where that cannot be asked (not Linux, or no socket)."""
-    if sock is None or _SIOCOUTQ is None:
-        return 0
-    try:
-        answer = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
-    except (OSError, ValueError):  # closed meanwhile
-        return 0
-    return int.from_bytes(answer, sys.byteorder, signed=True)
 
 
 def _receive_nothing(data: Buffer) -> list[Event]:

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
 
 from ._direct import DirectTransport
+from ._net import Response, deflate_level, deflate_options, format_peer
 from ._sink import GuaranteeSink
 from ._wschannel import (
     DeflateOptions,
@@ -41,19 +42,16 @@ from ._wschannel import (
     reject_response,
 )
 from .channel import WebSocketChannel
-from .defaults import DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_MAX_QUEUE, DEFAULT_OPEN_TIMEOUT
-from .exceptions import WebSocketConnectionClosed
-from .io import (
+from .defaults import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PENDING_HANDSHAKES,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_OPEN_TIMEOUT,
     DEFAULT_WRITE_LIMIT,
-    IOWebSocketChannel,
-    _IOSink,
-    _WebSocketProtocol,
-    deflate_level,
-    deflate_options,
-    format_peer,
 )
+from .exceptions import WebSocketConnectionClosed
+from .io import IOWebSocketChannel, _IOSink, _WebSocketProtocol
 from .metrics import (
     OPEN_TIMEOUT,
     PROCESS_REQUEST,
@@ -87,9 +85,6 @@ _REFUSE_TIMEOUT: Final = 1.0
 
 Handler: TypeAlias = Callable[[IOWebSocketChannel], Awaitable[None] | None]
 """Called with the channel of each new connection: an async function, or a plain function."""
-
-Response: TypeAlias = tuple[int, Sequence[tuple[str, str]], bytes]
-"""An HTTP response refusing an upgrade: status, headers, body."""
 
 ProcessRequest: TypeAlias = Callable[[Request], Awaitable[Response | None] | Response | None]
 """Looks at the upgrade request first: ``None`` to go on, or a :data:`Response` to refuse it."""

@@ -11,6 +11,14 @@ import ssl as ssl_module
 import time
 from collections.abc import Iterable
 
+from .._net import (
+    USER_AGENT,
+    Headers,
+    _Target,
+    client_handshake,
+    deflate_level,
+    deflate_options,
+)
 from .._wschannel import Connection, DeflateOptions, HandshakeError
 from ..defaults import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -19,14 +27,6 @@ from ..defaults import (
     DEFAULT_MAX_QUEUE,
 )
 from ..exceptions import WebSocketChannelException
-from ..io import (
-    USER_AGENT,
-    Headers,
-    _Target,
-    client_handshake,
-    deflate_level,
-    deflate_options,
-)
 from .connection import SyncWebSocketChannel
 from .messages import check_max_queue
 

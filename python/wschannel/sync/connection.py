@@ -41,10 +41,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
 from .._message import Message, binary_view, check_close_args
+from .._net import kernel_unsent
 from .._wschannel import Close, Connection, Failure, Ping, Pong, Request
 from ..defaults import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_QUEUE
 from ..exceptions import StateError
-from ..io import kernel_unsent
 from ..status import ABNORMAL_CLOSURE, GOING_AWAY
 from .messages import SyncMessageStream
 

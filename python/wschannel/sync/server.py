@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias
 
+from .._net import Response, deflate_level, deflate_options, format_peer
 from .._wschannel import (
     Connection,
     DeflateOptions,
@@ -42,13 +43,12 @@ from .._wschannel import (
     ServerHandshake,
     reject_response,
 )
-from ..defaults import DEFAULT_MAX_QUEUE
-from ..io import (
+from ..defaults import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
-    deflate_level,
-    deflate_options,
-    format_peer,
+    DEFAULT_MAX_PENDING_HANDSHAKES,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_OPEN_TIMEOUT,
 )
 from ..metrics import (
     OPEN_TIMEOUT,
@@ -58,7 +58,6 @@ from ..metrics import (
     Tally,
     engine_reason,
 )
-from ..server import DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_OPEN_TIMEOUT, Response
 from ..status import ABNORMAL_CLOSURE, GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
 from .connection import SyncWebSocketChannel
 from .connection import shutdown as shutdown_socket

@@ -1,0 +1,210 @@
+"""What the client and server of both flavours, asyncio and blocking, share to open and run a
+connection over a socket: no event loop, no channel.
+
+The client's target from its URL (:class:`_Target`, with its TLS context), the opening
+handshake's request (:func:`client_handshake`, :data:`USER_AGENT`, :data:`Headers`), the
+permessage-deflate settings of a ``compression`` argument (:func:`deflate_options`), a
+server's refusal (:data:`Response`), a peer's address for logs (:func:`format_peer`) and
+what the kernel has not sent yet (:func:`kernel_unsent`). :mod:`wschannel.io`,
+:mod:`wschannel.server` and :mod:`wschannel.sync` import these from here, so the blocking
+flavour loads no asyncio channel; the public ones are importable from their old places too.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import ssl as ssl_module
+import sys
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, TypeAlias
+
+from ._wschannel import ClientHandshake, DeflateOptions, __version__
+
+__all__ = [
+    "SERVER_WINDOW_BITS",
+    "USER_AGENT",
+    "Headers",
+    "Response",
+    "client_handshake",
+    "deflate_level",
+    "deflate_options",
+    "format_peer",
+    "header_list",
+    "kernel_unsent",
+]
+
+USER_AGENT: Final = (
+    f"Python/{sys.version_info.major}.{sys.version_info.minor} wschannel/{__version__}"
+)
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+"""Extra HTTP headers: a mapping, or ``(name, value)`` pairs (to repeat a header)."""
+
+Response: TypeAlias = tuple[int, Sequence[tuple[str, str]], bytes]
+"""An HTTP response refusing an upgrade: status, headers, body."""
+
+# The ioctl asking how much of a socket's output the peer has not acknowledged (Linux).
+if sys.platform == "linux":
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ
+else:
+    _SIOCOUTQ = None
+
+
+SERVER_WINDOW_BITS: Final = 12
+"""A server's default compression window (``compression=True``): 4 KiB each way.
+
+Both the server's own window and, when the client allows it (``client_max_window_bits`` in its
+offer), the client's. As websockets' server does by default: on JSON-like messages of a few
+KiB this compresses within a few percent of a 32 KiB window, about 40 % faster, and the
+compressor's window and history take an eighth of the memory."""
+
+
+def deflate_options(
+    compression: bool | DeflateOptions | None, *, server: bool = False
+) -> DeflateOptions | None:
+    """The permessage-deflate settings for a ``compression`` argument (RFC 7692)."""
+    if compression is None or compression is False:
+        return None
+    if compression is True:
+        if server:
+            return DeflateOptions(
+                server_max_window_bits=SERVER_WINDOW_BITS,
+                client_max_window_bits=SERVER_WINDOW_BITS,
+            )
+        return DeflateOptions()
+    if isinstance(compression, DeflateOptions):
+        return compression
+    raise TypeError(f"compression must be a bool or DeflateOptions, not {type(compression)}.")
+
+
+def deflate_level(options: DeflateOptions | None) -> int:
+    """The compression level of ``options`` (6, zlib's default, when it does not say)."""
+    return 6 if options is None else options.level
+
+
+def format_peer(address: Any) -> str | None:
+    """A peer address for logs: ``host:port`` (``[host]:port`` for IPv6), ``unix:path``."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    if isinstance(address, str | bytes):
+        return f"unix:{os.fsdecode(address) or '?'}"
+    return None if address is None else str(address)
+
+
+def header_list(headers: Headers | None) -> list[tuple[str, str]]:
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return [(str(name), str(value)) for name, value in headers.items()]
+    return [(str(name), str(value)) for name, value in headers]
+
+
+def client_handshake(
+    target: _Target,
+    protocols: list[str],
+    headers: Headers | None,
+    user_agent: str | None,
+    deflate: DeflateOptions | None,
+    max_header_size: int,
+) -> ClientHandshake:
+    """The client's opening handshake for ``target`` (RFC 6455 §4.1): the user's headers,
+    Basic auth from the URL's user and password, and ``user_agent`` unless the headers name
+    one."""
+    request_headers = header_list(headers)
+    if target.authorization is not None:
+        request_headers.append(("Authorization", target.authorization))
+    if user_agent is not None and not any(
+        name.lower() == "user-agent" for name, _ in request_headers
+    ):
+        request_headers.append(("User-Agent", user_agent))
+    return ClientHandshake(
+        target.host_header,
+        target.resource,
+        protocols=protocols,
+        headers=request_headers,
+        deflate=deflate,
+        max_header_size=max_header_size,
+    )
+
+
+class _Target:
+    """Where a client connects, from its URL (RFC 6455 §3)."""
+
+    __slots__ = ("authorization", "host", "host_header", "port", "resource", "ssl")
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        host_header: str,
+        resource: str,
+        ssl: ssl_module.SSLContext | None,
+        authorization: str | None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.host_header = host_header
+        self.resource = resource
+        self.ssl = ssl
+        self.authorization = authorization
+
+    @classmethod
+    def parse(cls, url: str, ssl: ssl_module.SSLContext | bool | None) -> _Target:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("ws", "wss"):
+            raise ValueError(f"Unsupported URL scheme {parts.scheme!r}: use ws:// or wss://.")
+        if parts.fragment:
+            raise ValueError("A WebSocket URL cannot have a fragment (RFC 6455 §3).")
+        host = parts.hostname
+        if not host:
+            raise ValueError(f"The URL {url!r} has no host.")
+        default_port = 443 if scheme == "wss" else 80
+        port = parts.port or default_port  # raises ValueError for an invalid port
+        host_name = f"[{host}]" if ":" in host else host
+        host_header = host_name if port == default_port else f"{host_name}:{port}"
+        resource = parts.path or "/"
+        if parts.query:
+            resource = f"{resource}?{parts.query}"
+        authorization = None
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            credentials = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            authorization = f"Basic {credentials}"
+        return cls(host, port, host_header, resource, _ssl_context(scheme, ssl), authorization)
+
+
+def _ssl_context(
+    scheme: str, ssl: ssl_module.SSLContext | bool | None
+) -> ssl_module.SSLContext | None:
+    if scheme == "ws":
+        if ssl is not None and ssl is not False:
+            raise ValueError("ssl= is for wss:// URLs; this one is ws://.")
+        return None
+    if isinstance(ssl, ssl_module.SSLContext):
+        return ssl
+    context = ssl_module.create_default_context()
+    if ssl is False:
+        context.check_hostname = False
+        context.verify_mode = ssl_module.CERT_NONE
+    return context
+
+
+def kernel_unsent(sock: socket.socket | None) -> int:
+    """Bytes the kernel holds for the socket, not yet acknowledged by the peer
+    (``SIOCOUTQ``); 0 where that cannot be asked (not Linux, or no socket)."""
+    if sock is None or _SIOCOUTQ is None:
+        return 0
+    try:
+        answer = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):  # closed meanwhile
+        return 0
+    return int.from_bytes(answer, sys.byteorder, signed=True)
