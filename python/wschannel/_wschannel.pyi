@@ -16,6 +16,18 @@ OPEN: Final[int]
 CLOSING: Final[int]
 CLOSED: Final[int]
 
+# What Connection.poll_actions() returns besides bytes to write (src/session: Action).
+STOP_SENDING: Final[int]
+PAUSE_READING: Final[int]
+RESUME_READING: Final[int]
+AWAIT_CONSUMER: Final[int]
+SAMPLE_UNSENT: Final[int]
+END_STREAM: Final[int]
+HALF_CLOSE: Final[int]
+CLOSE_TRANSPORT: Final[int]
+ABORT: Final[int]
+DONE: Final[int]
+
 def sign_key(key: str) -> str:
     """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2)."""
 
@@ -116,7 +128,9 @@ class Connection:
     def close_received(self) -> bool: ...
     @property
     def close_code(self) -> int | None:
-        """The code of the peer's close frame, or of our failure; ``None`` before either."""
+        """The code of the peer's close frame, or of our failure; ``None`` before either.
+        With a session: the code to report (1001 after a keepalive timeout, 1006 once the
+        transport ended without a close frame)."""
 
     @property
     def close_reason(self) -> str | None: ...
@@ -178,6 +192,79 @@ class Connection:
     def close_expected(self) -> bool:
         """Whether this side should now close the transport: a server once the closing
         handshake is done, either side after a failure."""
+
+    # The lifecycle (the session core, src/session): a driver calls start_session() once
+    # the connection is open, then feeds it its inputs and follows poll_actions().
+
+    def start_session(
+        self,
+        *,
+        ping_interval: float | None = None,
+        pong_timeout: float | None = None,
+        close_timeout: float | None = 10.0,
+        consumer_wait: float | None = None,
+        pause_reading_while_writes_wait: bool | None = None,
+        half_close: bool = True,
+        compact_interval: float | None = None,
+    ) -> None:
+        """Start (or reconfigure) the lifecycle. From then on the replies to pings and close
+        frames are the session's: they come out of :meth:`poll_actions`, not
+        :meth:`data_to_send`. Seconds; ``None`` turns a timer off. ``pong_timeout``
+        defaults to ``ping_interval``; ``consumer_wait`` (how long a close reply waits for
+        the consumer without a close timeout) to 10 s; ``pause_reading_while_writes_wait`` to
+        True for a server."""
+
+    def poll_actions(self) -> list[bytes | int]:
+        """What the driver must do now, in order: ``bytes`` to write, or one of the action
+        constants (``STOP_SENDING``, ``PAUSE_READING``, ``RESUME_READING``,
+        ``AWAIT_CONSUMER``, ``SAMPLE_UNSENT``, ``END_STREAM``, ``HALF_CLOSE``,
+        ``CLOSE_TRANSPORT``, ``ABORT``, ``DONE``)."""
+
+    @property
+    def has_actions(self) -> bool:
+        """Whether :meth:`poll_actions` has something."""
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds until :meth:`handle_timeout` must be called (None: no deadline)."""
+
+    def handle_timeout(self, unsent: int = 0) -> None:
+        """Apply the deadlines that passed. ``unsent``: bytes written that the peer has not
+        taken yet (the driver's buffer and the kernel's), for the close deadline."""
+
+    def sample_unsent(self, unsent: int) -> None:
+        """The answer to ``SAMPLE_UNSENT``: bytes written not yet taken by the peer."""
+
+    def close(self, code: int | None = None, reason: str = "") -> None:
+        """The user closes: the close frame comes out of :meth:`poll_actions`. Raises like
+        :meth:`send_close` for a bad code or reason; closing again does nothing."""
+
+    def consumer_caught_up(self) -> None:
+        """The consumer answered the messages that came before the peer's close (the answer
+        to ``AWAIT_CONSUMER``)."""
+
+    def set_consumer_full(self, full: bool) -> None:
+        """Whether the consumer's buffer is full (reading pauses while it is)."""
+
+    def set_writes_waiting(self, waiting: bool) -> None:
+        """Whether the write buffer is over its limit."""
+
+    def connection_lost(self) -> None:
+        """The transport is gone: ``DONE`` follows; the close code is final."""
+
+    @property
+    def sending(self) -> bool:
+        """Whether messages may still be sent (this side's close frame is not out)."""
+
+    @property
+    def phase(self) -> str | None:
+        """The lifecycle's phase (``"open"``, ``"close-sent"``, ``"awaiting-consumer"``,
+        ``"awaiting-eof"``, ``"lingering"``, ``"closing-transport"``, ``"closed"``), or None
+        before :meth:`start_session`."""
+
+    @property
+    def latency(self) -> float | None:
+        """The round-trip time of the last keepalive ping answered, in seconds."""
 
 @final
 class SocketIO:

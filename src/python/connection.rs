@@ -4,16 +4,62 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
+use std::time::{Duration, Instant};
+
 use super::events::ListReceiver;
 use super::{state_number, with_bytes};
 use crate::deflate::parse_params;
-use crate::engine::{self, Config, SendError};
+use crate::engine::{self, Config, Event, SendError};
 use crate::frame::{shared_frame, OpCode, OutFrame, Role};
+use crate::session::{Action, ControlTap, Phase, Session, SessionConfig};
 
 /// One open WebSocket connection (RFC 6455 §5-7), after the opening handshake.
 #[pyclass(name = "Connection", module = "wschannel._wschannel")]
 pub struct PyConnection {
     pub(crate) inner: engine::Connection,
+    /// The lifecycle, once a driver started it (`start_session`): from then on the control
+    /// events' replies are the session's to take, and the driver follows `poll_actions`.
+    pub(crate) session: Option<Session>,
+}
+
+// The actions of `poll_actions` other than writes (which are `bytes`).
+const STOP_SENDING: u8 = 1;
+const PAUSE_READING: u8 = 2;
+const RESUME_READING: u8 = 3;
+const AWAIT_CONSUMER: u8 = 4;
+const SAMPLE_UNSENT: u8 = 5;
+const END_STREAM: u8 = 6;
+const HALF_CLOSE: u8 = 7;
+const CLOSE_TRANSPORT: u8 = 8;
+const ABORT: u8 = 9;
+const DONE: u8 = 10;
+
+fn seconds(value: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
+    value
+        .map(|v| {
+            Duration::try_from_secs_f64(v).map_err(|_| {
+                PyValueError::new_err(format!("{name} must be a number of seconds >= 0, not {v}"))
+            })
+        })
+        .transpose()
+}
+
+impl PyConnection {
+    /// Feeds the control events a read produced to the session, if there is one.
+    pub(crate) fn feed_controls(&mut self, controls: &[Event]) {
+        if controls.is_empty() {
+            return;
+        }
+        if let Some(session) = self.session.as_mut() {
+            session.handle_events(&mut self.inner, controls, Instant::now());
+        }
+    }
+
+    fn session(&mut self) -> PyResult<&mut Session> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("call start_session() first"))
+    }
 }
 
 pub(crate) fn send_error(e: SendError) -> PyErr {
@@ -62,7 +108,177 @@ impl PyConnection {
             Some(seed) => engine::Connection::with_seed(role, config, seed),
             None => engine::Connection::new(role, config),
         };
-        Ok(PyConnection { inner })
+        Ok(PyConnection {
+            inner,
+            session: None,
+        })
+    }
+
+    /// Starts the lifecycle (the session, `src/session`): keepalive, the close rules and
+    /// deadlines. Durations in seconds; `None` turns a timer off.
+    #[pyo3(signature = (*, ping_interval = None, pong_timeout = None, close_timeout = Some(10.0), consumer_wait = None, pause_reading_while_writes_wait = None, half_close = true, compact_interval = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_session(
+        &mut self,
+        ping_interval: Option<f64>,
+        pong_timeout: Option<f64>,
+        close_timeout: Option<f64>,
+        consumer_wait: Option<f64>,
+        pause_reading_while_writes_wait: Option<bool>,
+        half_close: bool,
+        compact_interval: Option<f64>,
+    ) -> PyResult<()> {
+        let role = self.inner.role();
+        let mut config = SessionConfig::new(role);
+        config.ping_interval = seconds(ping_interval, "ping_interval")?;
+        config.pong_timeout = seconds(pong_timeout, "pong_timeout")?;
+        config.close_timeout = seconds(close_timeout, "close_timeout")?;
+        if let Some(wait) = seconds(consumer_wait, "consumer_wait")? {
+            config.consumer_wait = wait;
+        }
+        if let Some(pause) = pause_reading_while_writes_wait {
+            config.pause_reading_while_writes_wait = pause;
+        }
+        config.half_close = half_close;
+        config.compact_interval = seconds(compact_interval, "compact_interval")?;
+        let now = Instant::now();
+        match self.session.as_mut() {
+            Some(session) => session.reconfigure(config, now),
+            None => self.session = Some(Session::new(role, config, now)),
+        }
+        Ok(())
+    }
+
+    /// What the driver must do, in order: `bytes` to write, or one of the action numbers.
+    fn poll_actions<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        if let Some(session) = self.session.as_mut() {
+            while let Some(action) = session.poll_action() {
+                let item = match action {
+                    Action::Write(bytes) => PyBytes::new(py, &bytes).into_any(),
+                    Action::StopSending => STOP_SENDING.into_pyobject(py)?.into_any(),
+                    Action::PauseReading => PAUSE_READING.into_pyobject(py)?.into_any(),
+                    Action::ResumeReading => RESUME_READING.into_pyobject(py)?.into_any(),
+                    Action::AwaitConsumer => AWAIT_CONSUMER.into_pyobject(py)?.into_any(),
+                    Action::SampleUnsent => SAMPLE_UNSENT.into_pyobject(py)?.into_any(),
+                    Action::EndStream => END_STREAM.into_pyobject(py)?.into_any(),
+                    Action::HalfClose => HALF_CLOSE.into_pyobject(py)?.into_any(),
+                    Action::CloseTransport => CLOSE_TRANSPORT.into_pyobject(py)?.into_any(),
+                    Action::Abort => ABORT.into_pyobject(py)?.into_any(),
+                    Action::Done => DONE.into_pyobject(py)?.into_any(),
+                };
+                list.append(item)?;
+            }
+        }
+        Ok(list)
+    }
+
+    /// Whether `poll_actions` has something.
+    #[getter]
+    fn has_actions(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::has_actions)
+    }
+
+    /// Seconds until `handle_timeout` must be called, or None.
+    #[getter]
+    fn timeout(&self) -> Option<f64> {
+        let deadline = self.session.as_ref()?.poll_timeout()?;
+        Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64(),
+        )
+    }
+
+    /// The deadlines that passed, applied; `unsent`: bytes written that the peer has not
+    /// taken yet (the close deadline's progress rule).
+    #[pyo3(signature = (unsent = 0))]
+    fn handle_timeout(&mut self, py: Python<'_>, unsent: usize) -> PyResult<()> {
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("call start_session() first"))?;
+        if session.handle_timeout(&mut self.inner, Instant::now(), || unsent) {
+            return_freed_memory(py);
+        }
+        Ok(())
+    }
+
+    /// The answer to the SAMPLE_UNSENT action.
+    fn sample_unsent(&mut self, unsent: usize) -> PyResult<()> {
+        self.session()?.sample_unsent(unsent);
+        Ok(())
+    }
+
+    /// The user's close: the close frame is queued as an action.
+    #[pyo3(signature = (code = None, reason = ""))]
+    fn close(&mut self, code: Option<u16>, reason: &str) -> PyResult<()> {
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("call start_session() first"))?;
+        session
+            .close(&mut self.inner, code, reason, Instant::now())
+            .map_err(send_error)
+    }
+
+    /// The consumer answered what came before the peer's close (AWAIT_CONSUMER).
+    fn consumer_caught_up(&mut self) -> PyResult<()> {
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("call start_session() first"))?;
+        session.consumer_caught_up(&mut self.inner, Instant::now());
+        Ok(())
+    }
+
+    /// Whether the consumer's buffer is full.
+    fn set_consumer_full(&mut self, full: bool) -> PyResult<()> {
+        self.session()?.set_consumer_full(full);
+        Ok(())
+    }
+
+    /// Whether the write buffer is over its limit.
+    fn set_writes_waiting(&mut self, waiting: bool) -> PyResult<()> {
+        self.session()?.set_writes_waiting(waiting);
+        Ok(())
+    }
+
+    /// The transport is gone.
+    fn connection_lost(&mut self) -> PyResult<()> {
+        self.session()?.connection_lost();
+        Ok(())
+    }
+
+    /// Whether messages may still be sent (this side's close frame is not out).
+    #[getter]
+    fn sending(&self) -> bool {
+        match &self.session {
+            Some(session) => session.sending(),
+            None => !self.inner.close_sent(),
+        }
+    }
+
+    /// Where the lifecycle is: "open", "close-sent", "awaiting-consumer", "awaiting-eof",
+    /// "lingering", "closing-transport", "closed" (None before `start_session`).
+    #[getter]
+    fn phase(&self) -> Option<&'static str> {
+        Some(match self.session.as_ref()?.phase() {
+            Phase::Opening => "opening",
+            Phase::Open => "open",
+            Phase::CloseSent => "close-sent",
+            Phase::AwaitingConsumer => "awaiting-consumer",
+            Phase::AwaitingEof => "awaiting-eof",
+            Phase::Lingering => "lingering",
+            Phase::ClosingTransport => "closing-transport",
+            Phase::Closed => "closed",
+        })
+    }
+
+    /// The round-trip time of the last keepalive ping answered, in seconds.
+    #[getter]
+    fn latency(&self) -> Option<f64> {
+        self.session.as_ref()?.round_trip().map(|d| d.as_secs_f64())
     }
 
     #[getter]
@@ -123,14 +339,21 @@ impl PyConnection {
         self.inner.close_received()
     }
 
+    /// With a session, the code to report (the session's rules); before, the engine's.
     #[getter]
     fn close_code(&self) -> Option<u16> {
-        self.inner.close_code()
+        match &self.session {
+            Some(session) => session.close_code(),
+            None => self.inner.close_code(),
+        }
     }
 
     #[getter]
     fn close_reason(&self) -> Option<&str> {
-        self.inner.close_reason()
+        match &self.session {
+            Some(session) => session.close_reason(),
+            None => self.inner.close_reason(),
+        }
     }
 
     /// Messages and bytes so far: `(messages_received, messages_sent, bytes_received,
@@ -158,7 +381,12 @@ impl PyConnection {
         data: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let mut rx = ListReceiver::new(py);
-        with_bytes(data, |bytes| self.inner.receive_data(bytes, &mut rx))?;
+        let controls = with_bytes(data, |bytes| {
+            let mut tap = ControlTap::new(&mut rx);
+            self.inner.receive_data(bytes, &mut tap);
+            tap.into_controls()
+        })?;
+        self.feed_controls(&controls);
         match rx.error {
             Some(e) => Err(e),
             None => Ok(rx.list),
@@ -166,7 +394,10 @@ impl PyConnection {
     }
 
     fn receive_eof(&mut self) {
-        self.inner.receive_eof();
+        match self.session.as_mut() {
+            Some(session) => session.receive_eof(&mut self.inner),
+            None => self.inner.receive_eof(),
+        }
     }
 
     fn send_text<'py>(&mut self, py: Python<'py>, data: &str) -> PyResult<Bound<'py, PyBytes>> {
@@ -296,5 +527,19 @@ fn encode_shared_frame<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyConnection>()?;
+    for (name, value) in [
+        ("STOP_SENDING", STOP_SENDING),
+        ("PAUSE_READING", PAUSE_READING),
+        ("RESUME_READING", RESUME_READING),
+        ("AWAIT_CONSUMER", AWAIT_CONSUMER),
+        ("SAMPLE_UNSENT", SAMPLE_UNSENT),
+        ("END_STREAM", END_STREAM),
+        ("HALF_CLOSE", HALF_CLOSE),
+        ("CLOSE_TRANSPORT", CLOSE_TRANSPORT),
+        ("ABORT", ABORT),
+        ("DONE", DONE),
+    ] {
+        m.add(name, value)?;
+    }
     m.add_function(wrap_pyfunction!(encode_shared_frame, m)?)
 }

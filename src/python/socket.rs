@@ -26,6 +26,7 @@ use super::connection::{send_error, PyConnection};
 use super::events::ListReceiver;
 use super::with_bytes;
 use crate::frame::{OpCode, OutFrame};
+use crate::session::ControlTap;
 
 /// Bytes asked of the kernel per `recv`.
 const READ_SIZE: usize = 256 * 1024;
@@ -495,6 +496,7 @@ impl SocketIO {
         let conn = self.conn.bind(py);
         let mut conn = conn.borrow_mut();
         let mut rx = ListReceiver::new(py);
+        let mut tap = ControlTap::new(&mut rx);
         let fd = self.fd;
         let mut later: Option<io::Error> = None;
         let mut read = |buf: &mut Vec<u8>| -> io::Result<bool> {
@@ -527,9 +529,9 @@ impl SocketIO {
                         if direct {
                             // SAFETY: recv wrote `n` bytes at the start of the room that
                             // payload_target just returned.
-                            unsafe { conn.inner.payload_read_in_place(n, &mut rx) };
+                            unsafe { conn.inner.payload_read_in_place(n, &mut tap) };
                         } else {
-                            conn.inner.receive_data(&buf[..n], &mut rx);
+                            conn.inner.receive_data(&buf[..n], &mut tap);
                         }
                         if n < asked {
                             break; // the socket had less: nothing more for now
@@ -551,6 +553,8 @@ impl SocketIO {
             Err(_) => read(&mut Vec::new()),
         })?;
         self.read_error = later;
+        let controls = tap.into_controls();
+        conn.feed_controls(&controls);
         if let Some(e) = rx.error {
             return Err(e);
         }

@@ -326,13 +326,15 @@ impl Session {
         rx: &mut impl Receiver,
         now: Instant,
     ) {
-        let mut tap = Tap {
-            inner: rx,
-            controls: Vec::new(),
-        };
+        let mut tap = ControlTap::new(rx);
         conn.receive_data(data, &mut tap);
-        for event in tap.controls {
-            self.handle_event(conn, &event, now);
+        self.handle_events(conn, &tap.into_controls(), now);
+    }
+
+    /// Acts on the control events a [`ControlTap`] kept, in order.
+    pub fn handle_events(&mut self, conn: &mut Connection, events: &[Event], now: Instant) {
+        for event in events {
+            self.handle_event(conn, event, now);
         }
     }
 
@@ -672,13 +674,30 @@ impl Session {
     }
 }
 
-/// Passes everything on to the driver's receiver, keeping a copy of the control events.
-struct Tap<'a, R: Receiver> {
+/// A [`Receiver`] that passes everything on to the driver's receiver and keeps a copy of
+/// the control events for [`Session::handle_events`]: for a driver that feeds the engine
+/// itself (several reads, reads in place) rather than through [`Session::receive_data`].
+pub struct ControlTap<'a, R: Receiver> {
     inner: &'a mut R,
     controls: Vec<Event>,
 }
 
-impl<R: Receiver> Receiver for Tap<'_, R> {
+impl<'a, R: Receiver> ControlTap<'a, R> {
+    /// Wraps the driver's receiver.
+    pub fn new(inner: &'a mut R) -> Self {
+        ControlTap {
+            inner,
+            controls: Vec::new(),
+        }
+    }
+
+    /// The control events seen, in order.
+    pub fn into_controls(self) -> Vec<Event> {
+        self.controls
+    }
+}
+
+impl<R: Receiver> Receiver for ControlTap<'_, R> {
     fn text(&mut self, text: &str) {
         self.inner.text(text);
     }
