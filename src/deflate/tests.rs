@@ -1,7 +1,9 @@
 //! Tests of permessage-deflate: the RFC 7692 vectors, round trips in both roles and every
 //! window size, size limits and corrupt input, and the negotiation on both sides.
 
+use super::negotiation::Param;
 use super::*;
+use crate::frame::Role;
 
 const HELLO: &[u8] = b"Hello";
 /// RFC 7692 §7.2.3.1.

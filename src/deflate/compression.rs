@@ -1,0 +1,405 @@
+//! Compression: one connection's compressor and decompressor (RFC 7692 §7.2).
+
+use std::fmt;
+use std::mem::MaybeUninit;
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::negotiation::clamp_bits;
+use super::{DeflateParams, MAX_LEVEL, MAX_WINDOW_BITS, MIN_INFLATE_STEP, MIN_WINDOW_BITS, TAIL};
+use crate::frame::Role;
+
+/// Why an incoming compressed message was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecompressError {
+    /// The decompressed message would exceed the size limit (close with 1009).
+    #[error("decompressed message exceeds the size limit")]
+    TooBig,
+    /// The payload is not valid DEFLATE data, or refers to history it may not use (close with
+    /// 1007).
+    #[error("invalid compressed data")]
+    Corrupt,
+}
+
+/// Per connection compression state, role-aware: as a Server, the compressor uses
+/// `server_max_window_bits` / `server_no_context_takeover` and the decompressor `client_*`; as a
+/// Client the opposite.
+///
+/// The compressor and decompressor are created on first use (a connection that only receives
+/// never pays for a compressor) and reused for every later message: no context takeover resets
+/// them in place rather than reallocating.
+pub struct PerMessageDeflate {
+    role: Role,
+    params: DeflateParams,
+    level: u32,
+    /// Window bits of our compressor (8..=15).
+    compress_bits: u8,
+    reset_compressor: bool,
+    reset_decompressor: bool,
+    compressor: Option<Compress>,
+    decompressor: Option<Inflater>,
+    /// The last bytes given to the compressor (at most its window), with context takeover:
+    /// what a compressor rebuilt after [`PerMessageDeflate::compact`] starts from.
+    pub(super) sent_history: Vec<u8>,
+    /// The last bytes the decompressor produced (at most the peer's window), likewise.
+    pub(super) received_history: Vec<u8>,
+    /// Where the message being decompressed starts in the output, once it has begun.
+    message_start: Option<usize>,
+    /// A message went either way since the last [`PerMessageDeflate::compact_if_idle`].
+    active: bool,
+}
+
+impl fmt::Debug for PerMessageDeflate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerMessageDeflate")
+            .field("role", &self.role)
+            .field("params", &self.params)
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PerMessageDeflate {
+    /// `level` is the zlib level 0..=9 (larger values are treated as 9); window bits outside
+    /// 8..=15 are clamped.
+    pub fn new(role: Role, params: DeflateParams, level: u32) -> Self {
+        let (own_bits, own_reset, peer_reset) = match role {
+            Role::Server => (
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+                params.client_no_context_takeover,
+            ),
+            Role::Client => (
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+                params.server_no_context_takeover,
+            ),
+        };
+        PerMessageDeflate {
+            role,
+            params,
+            level: level.min(MAX_LEVEL),
+            compress_bits: clamp_bits(own_bits),
+            reset_compressor: own_reset,
+            reset_decompressor: peer_reset,
+            compressor: None,
+            decompressor: None,
+            sent_history: Vec::new(),
+            received_history: Vec::new(),
+            message_start: None,
+            active: false,
+        }
+    }
+
+    /// Frees the compressor and decompressor (about 300 KiB with 32 KiB windows), keeping
+    /// only the history that context takeover needs (at most one window each way). The next
+    /// message rebuilds them from it: a preset dictionary (RFC 1951 allows back-references
+    /// into it) gives the new compressor the same history the peer's decompressor has, and
+    /// the new decompressor the history the peer's compressor may refer to.
+    /// A message whose decompression has begun keeps its decompressor.
+    pub fn compact(&mut self) {
+        self.compressor = None;
+        if self.message_start.is_none() {
+            self.decompressor = None;
+        }
+        let own_window = 1 << self.compress_bits.max(MIN_WINDOW_BITS + 1);
+        let peer_window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
+        trim_to(&mut self.sent_history, own_window, own_window);
+        trim_to(&mut self.received_history, peer_window, peer_window);
+        self.sent_history.shrink_to_fit();
+        self.received_history.shrink_to_fit();
+    }
+
+    /// [`PerMessageDeflate::compact`] if no message went either way since the last call.
+    /// True if it compacted.
+    pub fn compact_if_idle(&mut self) -> bool {
+        if std::mem::take(&mut self.active) {
+            return false;
+        }
+        let held = self.holds_state();
+        self.compact();
+        held && !self.holds_state()
+    }
+
+    /// Whether a compressor or decompressor is allocated.
+    pub fn holds_state(&self) -> bool {
+        self.compressor.is_some() || self.decompressor.is_some()
+    }
+
+    /// Window bits of the peer's compressor, which bound how far back its messages refer.
+    fn peer_bits(&self) -> u8 {
+        match self.role {
+            Role::Server => self.params.client_max_window_bits,
+            Role::Client => self.params.server_max_window_bits,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn params(&self) -> DeflateParams {
+        self.params
+    }
+
+    /// Compresses one whole message (RFC 7692 §7.2.1): raw DEFLATE, sync flush, trailing
+    /// `00 00 ff ff` stripped. Appends to `out`. The compressor is reset after the message when
+    /// this side has no context takeover. An empty message compresses to `[0x00]`.
+    pub fn compress(&mut self, message: &[u8], out: &mut Vec<u8>) {
+        if message.is_empty() {
+            // The header byte of an empty stored block: what `00 00 00 ff ff` leaves once the tail
+            // is stripped. Between messages the compressor sits on a byte boundary with nothing
+            // pending, so this is valid whatever its history, which it leaves unchanged.
+            out.push(0x00);
+            return;
+        }
+        self.active = true;
+        let (bits, level) = (self.compress_bits, self.level);
+        let history = &self.sent_history;
+        let deflater = self.compressor.get_or_insert_with(|| {
+            // zlib refuses 8 bits for raw deflate; 9 bits never reach past 250 bytes (module docs).
+            let bits = bits.max(MIN_WINDOW_BITS + 1);
+            let mut deflater = Compress::new_with_window_bits(Compression::new(level), false, bits);
+            if !history.is_empty() {
+                deflater
+                    .set_dictionary(history)
+                    .expect("a preset dictionary on a new raw deflate stream");
+            }
+            deflater
+        });
+        let start = out.len();
+        out.reserve(compress_bound(message.len(), bits));
+        let mut input = message;
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve((out.len() - start).max(64));
+            }
+            let room = out.capacity() - out.len();
+            let before = out.len();
+            let consumed_before = deflater.total_in();
+            deflater
+                .compress_vec(input, out, FlushCompress::Sync)
+                .expect("deflate of an in-memory buffer cannot fail");
+            input = &input[(deflater.total_in() - consumed_before) as usize..];
+            // zlib's rule: the flush is complete once a call returns with output space left.
+            if input.is_empty() && out.len() - before < room {
+                break;
+            }
+        }
+        debug_assert!(out[start..].ends_with(&TAIL));
+        if out[start..].ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
+        if self.reset_compressor {
+            deflater.reset();
+        } else {
+            keep_tail(
+                &mut self.sent_history,
+                message,
+                1 << bits.max(MIN_WINDOW_BITS + 1),
+            );
+        }
+    }
+
+    /// Decompresses one fragment of a compressed message as it arrives (the frames of one
+    /// message come in order). `fin` marks the last fragment: then `00 00 ff ff` is fed too
+    /// (§7.2.2) and the decompressor is reset if the peer has no context takeover.
+    ///
+    /// Appends to `out`; fails with [`DecompressError::TooBig`] as soon as `out.len()` would
+    /// exceed `max_size` (output grows in bounded steps, so a bomb is never inflated past the
+    /// limit), [`DecompressError::Corrupt`] for invalid data. After an error the decompressor is
+    /// reset; the connection is expected to fail.
+    pub fn decompress(
+        &mut self,
+        fragment: &[u8],
+        fin: bool,
+        max_size: Option<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecompressError> {
+        self.active = true;
+        let limit = max_size.unwrap_or(usize::MAX);
+        let window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
+        let history = &self.received_history;
+        let inflater = self.decompressor.get_or_insert_with(|| {
+            let mut inflater = Inflater::new();
+            if !history.is_empty() {
+                inflater
+                    .inner
+                    .set_dictionary(history)
+                    .expect("a preset dictionary on a new raw inflate stream");
+            }
+            inflater
+        });
+        let start = *self.message_start.get_or_insert(out.len());
+        let mut result = inflater.inflate(fragment, limit, out);
+        if fin && result.is_ok() {
+            result = inflater.finish_message(limit, out);
+            if self.reset_decompressor {
+                inflater.reset();
+            } else if result.is_ok() {
+                keep_tail(&mut self.received_history, &out[start..], window);
+            }
+        }
+        if fin || result.is_err() {
+            self.message_start = None;
+        }
+        if result.is_err() {
+            inflater.reset();
+        }
+        result
+    }
+}
+
+/// Appends `data` to `history`, which keeps at least its last `window` bytes and at most
+/// twice that (trimmed only when over, so small messages do not move the window each time).
+fn keep_tail(history: &mut Vec<u8>, data: &[u8], window: usize) {
+    if data.len() >= window {
+        history.clear();
+        history.extend_from_slice(&data[data.len() - window..]);
+    } else {
+        history.extend_from_slice(data);
+        trim_to(history, 2 * window, window);
+    }
+}
+
+/// Keeps only the last `keep` bytes of `history` if it holds more than `over`.
+fn trim_to(history: &mut Vec<u8>, over: usize, keep: usize) {
+    if history.len() > over {
+        history.drain(..history.len() - keep);
+    }
+}
+
+/// An upper estimate of the compressed size, so that one allocation usually suffices. With a
+/// 32 KiB window zlib falls back to stored blocks (about 5 bytes per 16 KiB); with smaller
+/// windows a block may be Huffman-coded at up to 9 bits per byte.
+fn compress_bound(len: usize, bits: u8) -> usize {
+    let overhead = if bits >= MAX_WINDOW_BITS {
+        (len >> 12) + (len >> 14)
+    } else {
+        (len >> 3) + (len >> 6)
+    };
+    len.saturating_add(overhead).saturating_add(32)
+}
+
+/// Runs a (de)compression call on at most `limit` bytes of `out`'s spare capacity and keeps the
+/// bytes it reports as written.
+fn write_spare<R>(
+    out: &mut Vec<u8>,
+    limit: usize,
+    call: impl FnOnce(&mut [MaybeUninit<u8>]) -> (usize, R),
+) -> R {
+    let spare = out.spare_capacity_mut();
+    let len = spare.len().min(limit);
+    let (written, result) = call(&mut spare[..len]);
+    assert!(
+        written <= len,
+        "the codec reported more output than it was given room for"
+    );
+    // SAFETY: the codec initialised the first `written` bytes of the spare capacity it was given.
+    unsafe { out.set_len(out.len() + written) };
+    result
+}
+
+/// The decompressor: always a 32 KiB window, which inflates any window the peer may use and
+/// resets without reallocating (flate2 rebuilds a non-default-window inflater on reset).
+struct Inflater {
+    inner: Decompress,
+    /// Data was fed since the message began or the stream last ended (BFINAL), so the tail must
+    /// complete it. Without such data the tail would be read as the start of a stored block that
+    /// never ends: an empty payload, or one that ends with a BFINAL block, needs no tail.
+    needs_tail: bool,
+}
+
+impl Inflater {
+    fn new() -> Self {
+        Inflater {
+            inner: Decompress::new(false),
+            needs_tail: false,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset(false);
+        self.needs_tail = false;
+    }
+
+    /// Feeds the tail that ends every message (§7.2.2).
+    fn finish_message(&mut self, limit: usize, out: &mut Vec<u8>) -> Result<(), DecompressError> {
+        if !self.needs_tail {
+            return Ok(());
+        }
+        self.inflate(&TAIL, limit, out)?;
+        self.needs_tail = false;
+        Ok(())
+    }
+
+    /// Inflates all of `input` into `out`, never letting `out` grow past `limit + 1` bytes.
+    fn inflate(
+        &mut self,
+        mut input: &[u8],
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecompressError> {
+        if out.len() > limit {
+            return Err(DecompressError::TooBig);
+        }
+        // Nothing is ever left pending between calls: each call below runs until the inflater
+        // stops short of filling its output.
+        if input.is_empty() {
+            return Ok(());
+        }
+        let mut want = input.len().saturating_mul(4).max(256);
+        loop {
+            // One byte past the limit tells "exactly at the limit" from "over it".
+            let room = (limit - out.len()).saturating_add(1);
+            let spare = out.capacity() - out.len();
+            if spare < want.min(room) {
+                // Grow geometrically, but never reserve past the limit.
+                let additional = want.max(out.capacity()).max(MIN_INFLATE_STEP).min(room);
+                out.reserve_exact(additional);
+            }
+            want = 1;
+            let window = (out.capacity() - out.len()).min(room);
+            let inner = &mut self.inner;
+            let consumed_before = inner.total_in();
+            let len_before = out.len();
+            let result = write_spare(out, window, |buf| {
+                let before = inner.total_out();
+                let result = inner.decompress_uninit(input, buf, FlushDecompress::None);
+                ((inner.total_out() - before) as usize, result)
+            });
+            let consumed = (inner.total_in() - consumed_before) as usize;
+            let produced = out.len() - len_before;
+            input = &input[consumed..];
+            if out.len() > limit {
+                return Err(DecompressError::TooBig);
+            }
+            if consumed > 0 {
+                self.needs_tail = true;
+            }
+            match result {
+                Err(_) => return Err(DecompressError::Corrupt),
+                Ok(Status::StreamEnd) => {
+                    // A BFINAL block (§7.2.3.4): whatever follows starts a new stream.
+                    self.inner.reset(false);
+                    self.needs_tail = false;
+                    if input.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Ok(Status::Ok | Status::BufError) => {
+                    if produced < window {
+                        // Output to spare: the inflater took all it could.
+                        if input.is_empty() {
+                            return Ok(());
+                        }
+                        if consumed == 0 && produced == 0 {
+                            // Input left, room left, no progress: never happens with valid data.
+                            return Err(DecompressError::Corrupt);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
