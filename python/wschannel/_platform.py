@@ -1,24 +1,27 @@
-"""The platform's WebSocket: which implementation :func:`wschannel.connect` and
-:meth:`WebSocketChannel.over <wschannel.WebSocketChannel.over>` use.
+"""The platform's WebSocket: which implementation :func:`wschannel.connect`,
+:meth:`WebSocketChannel.over <wschannel.WebSocketChannel.over>` and
+:meth:`AdapterWebSocketChannel.connect <wschannel.adapter.AdapterWebSocketChannel.connect>`
+use.
 
 The top of the package's layers. The abstract channel (:mod:`wschannel.channel`) knows none
 of its implementations: the package's ``__init__`` installs this module into it
 (:func:`wschannel.channel.install_platform`). This module imports the implementation it picks
 only when it is called: CPython's asyncio sockets (:mod:`wschannel.io`), the browser's
-WebSocket under Pyodide (:mod:`wschannel.html`), or a byte stream
-(:mod:`wschannel.bytestream`). So ``import wschannel`` loads none of them, and none needs the
-engine before it is used.
+WebSocket under Pyodide (:mod:`wschannel.html`), a byte stream (:mod:`wschannel.bytestream`),
+or the low-level socket of :mod:`wschannel.adapter`. So ``import wschannel`` loads none of
+them, and none needs the engine before it is used.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
+from ._websocket import WebSocket
 from .channel import WebSocketChannel
 
-__all__ = ["connect", "over"]
+__all__ = ["connect", "connect_socket", "over"]
 
 
 def connect(url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
@@ -58,3 +61,11 @@ def over(
         server_side=server_side,
         **options,
     )
+
+
+def connect_socket(url: str, *, protocols: Iterable[str] | None = None) -> Awaitable[WebSocket]:
+    """A low-level WebSocket to ``url``, to await: :meth:`wschannel.adapter.IOWebSocket.connect`
+    (Dart's ``WebSocket.connect``; the browser's is not wrapped as a low-level socket)."""
+    from .adapter import IOWebSocket
+
+    return IOWebSocket.connect(url, protocols=protocols)

@@ -22,13 +22,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeAlias
 
-from .adapter import (
-    AdapterWebSocketChannel,
-    BinaryDataReceived,
-    CloseReceived,
-    TextDataReceived,
-    WebSocketEvent,
-)
+from ._adapter import AdapterWebSocketChannel
+from ._websocket import BinaryDataReceived, CloseReceived, TextDataReceived, WebSocketEvent
 from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_QUEUE, DEFAULT_WRITE_QUEUE
 from .exceptions import WebSocketConnectionClosed
 from .status import INTERNAL_SERVER_ERROR, NORMAL_CLOSURE

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
-from collections.abc import Generator, Iterable
+from collections.abc import Awaitable, Generator, Iterable
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from ._message import Message, binary_view, check_close_args
 from ._sink import GuaranteeSink, WebSocketSink
@@ -45,6 +45,9 @@ from .stream_channel import (
     json_document,
     with_close_guarantee,
 )
+
+if TYPE_CHECKING:
+    from ._websocket import WebSocket
 
 __all__ = [
     "DEFAULT_MAX_QUEUE",
@@ -168,7 +171,7 @@ class WebSocketChannel(StreamChannel):
         §5.3). The channel is open at once. See :func:`wschannel.bytestream.over`, which
         this calls, for the other ``options``.
         """
-        return _installed().over(
+        return installed_platform().over(
             reader,
             writer,
             protocol=protocol,
@@ -232,12 +235,13 @@ class StoredWebSocketChannel(WebSocketChannel):
 def connect(url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
     """Connect to a ``ws://`` or ``wss://`` URL with the platform's implementation; returns
     the channel at once. The same as :func:`wschannel.connect` (see there)."""
-    return _installed().connect(url, protocols=protocols)
+    return installed_platform().connect(url, protocols=protocols)
 
 
 class Platform(Protocol):
-    """What :meth:`WebSocketChannel.connect` and :meth:`WebSocketChannel.over` call: the
-    platform's implementations (:mod:`wschannel._platform`).
+    """What :meth:`WebSocketChannel.connect`, :meth:`WebSocketChannel.over` and
+    ``AdapterWebSocketChannel.connect`` call: the platform's implementations
+    (:mod:`wschannel._platform`).
 
     They sit above this module, which must not import them (each imports this one): the
     package's ``__init__`` installs them with :func:`install_platform`, so they are in place
@@ -261,6 +265,12 @@ class Platform(Protocol):
         """A channel over a byte stream whose HTTP upgrade is done."""
         ...
 
+    def connect_socket(
+        self, url: str, *, protocols: Iterable[str] | None = None
+    ) -> Awaitable[WebSocket]:
+        """A low-level WebSocket to ``url``, to await (for ``AdapterWebSocketChannel.connect``)."""
+        ...
+
 
 _platform: Platform | None = None
 
@@ -272,7 +282,8 @@ def install_platform(platform: Platform) -> None:
     _platform = platform
 
 
-def _installed() -> Platform:
+def installed_platform() -> Platform:
+    """The platform the package installed (:mod:`wschannel._platform`)."""
     platform = _platform
     if platform is None:  # only if the package's __init__ failed half-way
         raise RuntimeError("wschannel's platform is not installed: import wschannel first.")

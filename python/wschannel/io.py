@@ -36,6 +36,7 @@ import ssl as ssl_module
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
+from ._adapter import AdapterWebSocketChannel
 from ._direct import DirectTransport, take_over
 from ._message import binary_view
 from ._net import (
@@ -61,7 +62,6 @@ from ._wschannel import (
     Pong,
     Request,
 )
-from .adapter import AdapterWebSocketChannel
 from .defaults import (
     COMPACT_INTERVAL,
     DEFAULT_CLOSE_TIMEOUT,
@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer
 
-    from .adapter import WebSocket
+    from ._websocket import WebSocket
 
     Event = str | bytes | Ping | Pong | Close | Failure
 

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Self
 
 from ._message import check_close_args
-from .adapter import BinaryDataReceived, CloseReceived, TextDataReceived, WebSocketEvent
+from ._websocket import BinaryDataReceived, CloseReceived, TextDataReceived, WebSocketEvent
 from .exceptions import WebSocketConnectionClosed
 from .status import NO_STATUS_RECEIVED
 
