@@ -102,9 +102,21 @@ pub enum Event {
     /// A pong (RFC 6455 §5.5.3).
     Pong(Vec<u8>),
     /// The peer's close frame (RFC 6455 §5.5.1); code 1005 when it carried none.
-    Close { code: u16, reason: String },
+    Close {
+        /// The peer's status code (RFC 6455 §7.4), already checked to be one an endpoint may
+        /// send; 1005 for an empty close frame.
+        code: u16,
+        /// The UTF-8 reason that followed the code; empty when there was none.
+        reason: String,
+    },
     /// This side failed the connection because of the peer (RFC 6455 §7.1.7).
-    Failure { code: u16, reason: String },
+    Failure {
+        /// The close code this side fails with: 1002 for a protocol error, 1007 for invalid
+        /// UTF-8 or compressed data, 1009 for a message or frame over the size limits.
+        code: u16,
+        /// What the peer did wrong; also the reason in the close frame this side sends.
+        reason: String,
+    },
 }
 
 /// Takes what [`Connection::receive_data`] finds, straight from the engine's buffers.
@@ -296,10 +308,14 @@ impl Connection {
         }
     }
 
+    /// The role this connection was created with.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// Where the connection is: [`State::Closed`] once close frames went both ways, after
+    /// a failure or after [`Connection::receive_eof`]; [`State::Closing`] once one close
+    /// frame was sent or received; else [`State::Open`].
     pub fn state(&self) -> State {
         if self.failed || self.eof || (self.close_sent && self.close_received) {
             State::Closed
@@ -310,10 +326,15 @@ impl Connection {
         }
     }
 
+    /// Whether this side's close frame has left the engine: returned by
+    /// [`Connection::send_close`], or taken from [`Connection::data_to_send`] as the echo of
+    /// the peer's close or the frame of a failure. From then on nothing else may be sent.
     pub fn close_sent(&self) -> bool {
         self.close_sent
     }
 
+    /// Whether a close frame from the peer has arrived (reported as [`Event::Close`], or as
+    /// an [`Event::Failure`] when its payload was invalid); nothing after it is read.
     pub fn close_received(&self) -> bool {
         self.close_received
     }
@@ -324,6 +345,8 @@ impl Connection {
         self.close_code
     }
 
+    /// The reason that goes with [`Connection::close_code`]: the peer's close reason, the
+    /// description of this side's failure, or empty after an EOF; `None` before any of these.
     pub fn close_reason(&self) -> Option<&str> {
         self.close_reason.as_deref()
     }
@@ -892,14 +915,19 @@ impl Connection {
         Ok(Some(frame))
     }
 
+    /// A text message as one frame (compressed if negotiated, masked by a client), in a new
+    /// vector. Fails with [`SendError::Closed`] once this side's close frame has left.
     pub fn send_text(&mut self, text: &str) -> Result<Vec<u8>, SendError> {
         Ok(self.encode_message(OpCode::Text, text.as_bytes())?.to_vec())
     }
 
+    /// A binary message as one frame, like [`Connection::send_text`].
     pub fn send_binary(&mut self, data: &[u8]) -> Result<Vec<u8>, SendError> {
         Ok(self.encode_message(OpCode::Binary, data)?.to_vec())
     }
 
+    /// A ping frame carrying `data` (at most 125 bytes, else [`SendError::ControlTooLong`]).
+    /// Fails with [`SendError::Closed`] once this side's close frame has left.
     pub fn send_ping(&mut self, data: &[u8]) -> Result<Vec<u8>, SendError> {
         Ok(self
             .encode_control(OpCode::Ping, data)?
@@ -907,6 +935,9 @@ impl Connection {
             .unwrap_or_default())
     }
 
+    /// An unsolicited pong frame carrying `data` (at most 125 bytes, else
+    /// [`SendError::ControlTooLong`]); pings are answered by the engine itself. Once this
+    /// side's close frame has left, the pong is dropped: the result is empty, not an error.
     pub fn send_pong(&mut self, data: &[u8]) -> Result<Vec<u8>, SendError> {
         Ok(self
             .encode_control(OpCode::Pong, data)?

@@ -7,18 +7,29 @@ use crate::mask::copy_masked;
 /// Which end of the connection this engine plays (RFC 6455 §5.1: clients mask, servers don't).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// The end that opened the connection: it masks every frame it sends and refuses masked
+    /// frames from the server.
     Client,
+    /// The end that accepted the connection: it sends unmasked frames and requires every
+    /// frame from the client to be masked.
     Server,
 }
 
 /// Frame opcodes (RFC 6455 §5.2, §11.8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpCode {
+    /// `0x0`: a later fragment of the message that a Text or Binary frame began.
     Continuation = 0x0,
+    /// `0x1`: the first (or only) frame of a text message, whose payload is UTF-8 once the
+    /// message is complete.
     Text = 0x1,
+    /// `0x2`: the first (or only) frame of a binary message.
     Binary = 0x2,
+    /// `0x8`: a Close frame; its payload is empty or a 2-byte status code then a UTF-8 reason.
     Close = 0x8,
+    /// `0x9`: a Ping, which the peer answers with a Pong carrying the same payload.
     Ping = 0x9,
+    /// `0xA`: a Pong, the answer to a Ping (or an unsolicited heartbeat).
     Pong = 0xA,
 }
 
@@ -45,13 +56,23 @@ impl OpCode {
 /// A parsed frame header (RFC 6455 §5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// FIN: this is the last frame of its message (always set on control frames).
     pub fin: bool,
+    /// RSV1: set on the first frame of a compressed message when permessage-deflate is in
+    /// use (RFC 7692 §6); the engine fails the connection (1002) when it appears elsewhere.
     pub rsv1: bool,
+    /// RSV2: no extension here uses it; the engine fails the connection (1002) when it is set.
     pub rsv2: bool,
+    /// RSV3: no extension here uses it; the engine fails the connection (1002) when it is set.
     pub rsv3: bool,
     /// The raw opcode bits; [`OpCode::from_bits`] tells whether they are reserved.
     pub opcode: u8,
+    /// The 4-byte masking key, present exactly when the MASK bit is set (every frame a client
+    /// sends, none that a server sends).
     pub mask: Option<[u8; 4]>,
+    /// The payload length in bytes, as the header states it. [`Header::parse`] reads any
+    /// 64-bit value; the engine refuses one above [`crate::engine::MAX_PAYLOAD_LEN`] (the most
+    /// significant bit must be 0, RFC 6455 §5.2) before its own size limits.
     pub len: u64,
 }
 

@@ -1,7 +1,14 @@
 //! `wschannel`'s WebSocket engine: sans-I/O, no sockets, clocks or threads.
 //!
-//! Bytes in, events out; commands in, bytes out. The Python binding lives in
-//! [`python`] behind the `python` feature, so `cargo test` runs without Python.
+//! Bytes in, events out; commands in, bytes out. The Python binding lives in the private
+//! `python` module behind the `python` feature, so `cargo test` runs without Python.
+//!
+//! The layers, from the wire up: [`mask`] and [`utf8`] (the byte-level checks and transforms),
+//! [`frame`] (frame headers and outgoing frames), [`deflate`] (permessage-deflate),
+//! [`handshake`] (the HTTP upgrade), [`engine`] (one connection's frames and messages) and
+//! [`session`] (its lifecycle: closing, keepalive, deadlines).
+
+#![deny(missing_docs)]
 
 pub mod deflate;
 pub mod engine;

@@ -134,10 +134,13 @@ impl PerMessageDeflate {
         }
     }
 
+    /// The role this end plays, which decides which half of the params applies to the
+    /// compressor and which to the decompressor.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// The agreed params it was created with.
     pub fn params(&self) -> DeflateParams {
         self.params
     }

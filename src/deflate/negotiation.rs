@@ -15,9 +15,22 @@ use super::{EXTENSION_NAME, MAX_LEVEL, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 /// only on clients that advertise the parameter (RFC 7692 §7.1.2.2).
 #[derive(Clone, Debug)]
 pub struct DeflateConfig {
+    /// Client: ask the server to reset its compressor after every message; an answer without
+    /// `server_no_context_takeover` then fails [`client_accept`]. Server: reset this end's
+    /// compressor after every message, and say so in the answer.
     pub server_no_context_takeover: bool,
+    /// Client: reset this end's compressor after every message, and say so in the offer.
+    /// Server: require the client to do so, in the answer.
     pub client_no_context_takeover: bool,
+    /// Window bits (a window of 2^bits bytes) for the server's compressor. Client: the most
+    /// the server may use; an answer with more, or without the parameter, fails
+    /// [`client_accept`]. Server: the most this end uses, lowered to the client's request if
+    /// that is smaller.
     pub server_max_window_bits: Option<u8>,
+    /// Window bits (a window of 2^bits bytes) for the client's compressor. Client: the most
+    /// this end uses, sent as the hint in its offer. Server: the most a client that
+    /// advertises `client_max_window_bits` may use, lowered to the client's hint if that is
+    /// smaller; clients that do not advertise it keep 15.
     pub client_max_window_bits: Option<u8>,
     /// zlib compression level, 0 (store only) to 9 (best); default 6.
     pub level: u32,
@@ -67,9 +80,16 @@ impl DeflateConfig {
 /// The agreed parameters of one connection (effective values: window bits default 15).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeflateParams {
+    /// The server resets its compressor after every message, so the client's decompressor
+    /// starts every message afresh.
     pub server_no_context_takeover: bool,
+    /// The client resets its compressor after every message, so the server's decompressor
+    /// starts every message afresh.
     pub client_no_context_takeover: bool,
+    /// Window bits of the server's compressor, 8..=15: its messages refer at most 2^bits
+    /// bytes back. 15 (32 KiB) when the answer did not limit it.
     pub server_max_window_bits: u8,
+    /// Window bits of the client's compressor, 8..=15, likewise.
     pub client_max_window_bits: u8,
 }
 
@@ -110,42 +130,88 @@ impl fmt::Display for DeflateParams {
 }
 
 /// Why an extension header or a configuration was refused.
+///
+/// [`DeflateConfig::validate`] (which [`client_accept`] runs first) gives
+/// [`NegotiationError::InvalidConfig`]; reading an answer in [`client_accept`] or
+/// [`parse_params`] gives the others. [`server_negotiate`] never fails: it skips offers it
+/// cannot accept.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NegotiationError {
+    /// A [`DeflateConfig`] field is out of range.
     #[error("invalid permessage-deflate configuration: {field} = {value} (expected {expected})")]
     InvalidConfig {
+        /// The field's name, e.g. `"server_max_window_bits"` or `"level"`.
         field: &'static str,
+        /// Its value.
         value: u32,
+        /// The allowed range, e.g. `"8 to 15"`.
         expected: &'static str,
     },
+    /// An element of the header value does not follow the extension grammar (RFC 6455 §9.1):
+    /// no name, a parameter without `;`, a bad quoted-string, a quoted value that is not a
+    /// token once unescaped.
     #[error("malformed Sec-WebSocket-Extensions element {element:?}: {reason}")]
     Malformed {
+        /// The element, as received between commas (surrounding whitespace trimmed).
         element: String,
+        /// What the parser expected or found.
         reason: &'static str,
     },
+    /// The answer names an extension other than permessage-deflate, the only one offered.
     #[error("unexpected extension {0:?}: only permessage-deflate was offered")]
     UnexpectedExtension(String),
+    /// The answer holds permessage-deflate more than once.
     #[error("permessage-deflate appears more than once in the response")]
     DuplicateExtension,
+    /// [`parse_params`] was given a value with no extension at all (the whole value).
     #[error("no permessage-deflate extension in {0:?}")]
     NotNegotiated(String),
+    /// A parameter that RFC 7692 §7.1 does not define (its name as received).
     #[error("unknown permessage-deflate parameter {0:?}")]
     UnknownParameter(String),
+    /// The same parameter twice in one element (its name).
     #[error("duplicate permessage-deflate parameter {0}")]
     DuplicateParameter(&'static str),
+    /// A value on `server_no_context_takeover` or `client_no_context_takeover`, which take
+    /// none.
     #[error("permessage-deflate parameter {param} takes no value, got {value:?}")]
-    UnexpectedValue { param: &'static str, value: String },
+    UnexpectedValue {
+        /// The parameter's name.
+        param: &'static str,
+        /// The value it was given, unquoted.
+        value: String,
+    },
+    /// A window-bits parameter without a value where one is required: `server_max_window_bits`
+    /// anywhere, `client_max_window_bits` in an answer (its name).
     #[error("permessage-deflate parameter {0} requires a value")]
     MissingValue(&'static str),
+    /// A window-bits value that is not a decimal 8..=15 without leading zeros (RFC 7692
+    /// §7.1.2).
     #[error(
         "invalid value {value:?} for permessage-deflate parameter {param} \
          (expected 8 to 15 without leading zeros)"
     )]
-    InvalidWindowBits { param: &'static str, value: String },
+    InvalidWindowBits {
+        /// The parameter's name.
+        param: &'static str,
+        /// The value it was given, unquoted.
+        value: String,
+    },
+    /// The server will compress with a larger window than the client's
+    /// [`DeflateConfig::server_max_window_bits`] allows.
     #[error("the server answered server_max_window_bits={got}, more than the {asked} asked for")]
-    ServerWindowTooLarge { asked: u8, got: u8 },
+    ServerWindowTooLarge {
+        /// The client's limit, in window bits.
+        asked: u8,
+        /// The server's answer, in window bits.
+        got: u8,
+    },
+    /// The client asked for `server_max_window_bits` (this value) and the answer does not
+    /// carry it (RFC 7692 §7.1.2.1).
     #[error("the server did not answer server_max_window_bits although {0} was asked for")]
     ServerWindowMissing(u8),
+    /// The client asked for `server_no_context_takeover` and the answer does not carry it
+    /// (RFC 7692 §7.1.1.1).
     #[error("the server did not answer server_no_context_takeover although it was asked for")]
     ServerNoContextTakeoverMissing,
 }
