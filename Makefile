@@ -28,11 +28,12 @@ test-rust:  ## Rust unit tests, fmt and clippy
 	cargo clippy --all-targets --features python -- -D warnings
 	cargo test -q --all-targets
 
-lint: dev  ## ruff, mypy --strict and the stub check
+lint: dev  ## ruff, mypy --strict, the stub check and the import layers (pyproject's importlinter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest wschannel._wschannel --allowlist stubtest-allowlist.txt
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 test-python: dev  ## pytest over loopback (installs Chromium, Node's ws and Pyodide first)
 	bash tests/interop/setup.sh
