@@ -16,7 +16,7 @@ OPEN: Final[int]
 CLOSING: Final[int]
 CLOSED: Final[int]
 
-# What Connection.poll_actions() returns besides bytes to write (src/session: Action).
+# What Connection.poll_action() returns besides bytes to write (src/session: Action).
 STOP_SENDING: Final[int]
 PAUSE_READING: Final[int]
 RESUME_READING: Final[int]
@@ -194,7 +194,7 @@ class Connection:
         handshake is done, either side after a failure."""
 
     # The lifecycle (the session core, src/session): a driver calls start_session() once
-    # the connection is open, then feeds it its inputs and follows poll_actions().
+    # the connection is open, then feeds it its inputs and follows poll_action().
 
     def start_session(
         self,
@@ -208,21 +208,22 @@ class Connection:
         compact_interval: float | None = None,
     ) -> None:
         """Start (or reconfigure) the lifecycle. From then on the replies to pings and close
-        frames are the session's: they come out of :meth:`poll_actions`, not
+        frames are the session's: they come out of :meth:`poll_action`, not
         :meth:`data_to_send`. Seconds; ``None`` turns a timer off. ``pong_timeout``
         defaults to ``ping_interval``; ``consumer_wait`` (how long a close reply waits for
         the consumer without a close timeout) to 10 s; ``pause_reading_while_writes_wait`` to
         True for a server."""
 
-    def poll_actions(self) -> list[bytes | int]:
-        """What the driver must do now, in order: ``bytes`` to write, or one of the action
-        constants (``STOP_SENDING``, ``PAUSE_READING``, ``RESUME_READING``,
+    def poll_action(self) -> bytes | int | None:
+        """The next thing the driver must do: ``bytes`` to write, one of the action
+        constants, or None. One at a time: what doing it changes (a write that fills the
+        buffer, reported with :meth:`set_writes_waiting`) counts for the next. The constants: (``STOP_SENDING``, ``PAUSE_READING``, ``RESUME_READING``,
         ``AWAIT_CONSUMER``, ``SAMPLE_UNSENT``, ``END_STREAM``, ``HALF_CLOSE``,
         ``CLOSE_TRANSPORT``, ``ABORT``, ``DONE``)."""
 
     @property
     def has_actions(self) -> bool:
-        """Whether :meth:`poll_actions` has something."""
+        """Whether :meth:`poll_action` has something."""
 
     @property
     def timeout(self) -> float | None:
@@ -236,7 +237,7 @@ class Connection:
         """The answer to ``SAMPLE_UNSENT``: bytes written not yet taken by the peer."""
 
     def close(self, code: int | None = None, reason: str = "") -> None:
-        """The user closes: the close frame comes out of :meth:`poll_actions`. Raises like
+        """The user closes: the close frame comes out of :meth:`poll_action`. Raises like
         :meth:`send_close` for a bad code or reason; closing again does nothing."""
 
     def consumer_caught_up(self) -> None:

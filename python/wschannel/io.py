@@ -52,6 +52,16 @@ from ._net import (
 from ._sink import GuaranteeSink
 from ._tasks import _retrieve_exception
 from ._wschannel import (
+    ABORT,
+    AWAIT_CONSUMER,
+    CLOSE_TRANSPORT,
+    DONE,
+    END_STREAM,
+    HALF_CLOSE,
+    PAUSE_READING,
+    RESUME_READING,
+    SAMPLE_UNSENT,
+    STOP_SENDING,
     ClientHandshake,
     Close,
     Connection,
@@ -71,7 +81,6 @@ from .defaults import (
     DEFAULT_WRITE_LIMIT,
 )
 from .exceptions import WebSocketChannelException
-from .status import ABNORMAL_CLOSURE, GOING_AWAY
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -452,19 +461,12 @@ class _WebSocketProtocol(asyncio.Protocol):
         self._write_limit = write_limit
         self._writing_paused = False
         self._write_high = 0  # the write buffer's size when writing paused or flush() waited
-        self._stream_paused = False  # the stream's buffer is full (backpressure)
-        self._owed_pong = b""  # the pong to the latest ping, while writing is paused
-        self._close_progress = 0  # bytes unsent when the close timer was last armed
-        self._lingering = False  # failed: writing shut down, reading drops until the EOF
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._close_timer: asyncio.TimerHandle | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._compact_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # at the session's next deadline
         self._closing_transport = False
-        # A peer's close (or a failure) whose reply waits for the stream's consumer to answer
-        # the messages before it, and the timer that bounds that wait.
-        self._deferred_close: Connection | None = None
-        self._deferred_timer: asyncio.TimerHandle | None = None
+        self._awaiting_consumer = False  # the session waits for consumer_caught_up()
+        self._delivering = False  # events_received is handing a read's messages over
+        self._consumer_check_due = False
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self.id = next(_connection_ids)
         self._opened_at = 0.0
@@ -538,55 +540,67 @@ class _WebSocketProtocol(asyncio.Protocol):
         self.events_received(self._receive_data(data))
 
     def events_received(self, events: list[Event]) -> None:
-        """What the engine made of the bytes read: messages for the stream, the rest here."""
+        """What the engine made of the bytes read: messages for the stream; the session has
+        already acted on the control events among them. What it decided is done where the
+        first control event is, so that a pong leaves between the answers around its ping;
+        a close reply waiting for the consumer is considered once every message is in."""
         add_message = self._add_message
+        acted = False
         for event in events:
             cls = type(event)
             if cls is str or cls is bytes:
                 add_message(event)  # type: ignore[arg-type]
-            else:
-                self._control(event)
+            elif not acted:
+                acted = True
+                self._delivering = True
+                try:
+                    self._act()
+                finally:
+                    self._delivering = False
+        if self._consumer_check_due:
+            self._consumer_check_due = False
+            conn = self.conn
+            assert conn is not None
+            self._await_consumer(conn)
+            self._act()
 
     def eof_received(self) -> bool | None:
-        if self.conn is not None:
-            self.conn.receive_eof()
+        conn = self.conn
+        if conn is not None:
+            conn.receive_eof()
+            self._act()
         return None  # let the transport close itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
+        self._cancel_timer()
         self._writing_paused = False  # flush() no longer waits: nothing more can be written
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._drain_waiters.clear()
-        if self.conn is None:
+        conn = self.conn
+        if conn is None:
             self.handshake_lost(exc)
         else:
-            channel = self.channel
-            if channel._close_code is None:
-                channel._close_code = ABNORMAL_CLOSURE
-                channel._close_reason = ""
-            self._disconnect()
-            self.sink._finish()
-            self._log_close()
-            # Free the compression state and buffers now: the protocol, channel, transport
-            # and engine refer to each other, so without this they would wait for the
-            # cyclic garbage collector (300-550 KiB per compressed connection).
-            self.conn.release()
+            conn.connection_lost()
+            self._act()
         if not self.lost.done():
             self.lost.set_result(None)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
         self._sample_write_buffer()
-        if self.pause_reading_while_writes_wait:
-            self._update_reading()
+        conn = self.conn
+        if conn is not None:
+            conn.set_writes_waiting(True)
+            self._act()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        self._send_owed_pong()
-        if self.pause_reading_while_writes_wait:
-            self._update_reading()
+        conn = self.conn
+        if conn is not None:
+            conn.set_writes_waiting(False)
+            self._act()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -612,6 +626,14 @@ class _WebSocketProtocol(asyncio.Protocol):
         )
         if direct is not None:
             self.transport = transport = cast("asyncio.Transport", direct)
+        conn.start_session(
+            ping_interval=self._ping_interval,
+            close_timeout=self._close_timeout,
+            consumer_wait=DEFAULT_CLOSE_TIMEOUT,
+            pause_reading_while_writes_wait=self.pause_reading_while_writes_wait,
+            half_close=transport.can_write_eof(),
+            compact_interval=COMPACT_INTERVAL if conn.compressed else None,
+        )
         self.conn = conn
         self._receive_data = conn.receive_data
         channel = self.channel
@@ -621,10 +643,7 @@ class _WebSocketProtocol(asyncio.Protocol):
         self.sink._open(self, conn)
         if not channel._ready.done():
             channel._ready.set_result(None)
-        if self._ping_interval is not None and self.sink._live is not None:
-            self._ping_timer = self.loop.call_later(self._ping_interval, self._send_ping)
-        if conn.compressed:
-            self._compact_timer = self.loop.call_later(COMPACT_INTERVAL, self._compact)
+        self._arm_timer()
         self._log_open(protocol)
 
     def new_connection(self, client: bool, deflate: str | None) -> Connection:
@@ -664,198 +683,105 @@ class _WebSocketProtocol(asyncio.Protocol):
             await waiter
 
     def close(self, code: int | None, reason: str | None) -> None:
-        """Send a close frame (RFC 6455 §5.5.1) and wait for the peer's, up to the timeout."""
+        """The user's close (RFC 6455 §5.5.1): the session sends the frame and times it."""
         conn = self.conn
         assert conn is not None
-        self._send_owed_pong()  # before the close frame, after which nothing may follow
-        self.write(conn.send_close(code, reason or ""))
-        self._cancel_ping()
-        self._arm_close_timer()
+        conn.close(code, reason or "")
+        self._act()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
-    def _control(self, event: object) -> None:
+    # The translator: what the session (src/session) decided, done with this transport.
+
+    def _act(self) -> None:
         conn = self.conn
         assert conn is not None
-        if isinstance(event, Ping):
-            if self._writing_paused:
-                # RFC 6455 §5.5.3: only the latest ping needs an answer. A peer that pings
-                # without reading cannot grow the write buffer by a pong per ping.
-                self._owed_pong = conn.data_to_send()
-            else:
-                self._write_replies(conn)
-        elif isinstance(event, Pong):
-            if self._ping_timer is not None and self._ping_interval is not None:
-                self._ping_timer.cancel()
-                self._ping_timer = self.loop.call_later(self._ping_interval, self._send_ping)
-        elif isinstance(event, Close | Failure):
-            channel = self.channel
-            channel._close_code = event.code
-            channel._close_reason = event.reason
-            stream = channel._stream
-            if stream._buffer and stream._subscribed and self.sink._live is not None:
-                self._defer_close(conn)
-            else:
-                self._finish_close(conn)
-
-    def _finish_close(self, conn: Connection) -> None:
-        """Send the reply to the peer's close (or the failure's close frame) and close."""
-        self._send_owed_pong()  # before the close frame, after which nothing may follow
-        self._write_replies(conn)
-        if conn.close_expected():
-            self._disconnect()
-            self._linger_or_close(conn)
-        elif self._close_timeout is None:
-            self._disconnect()  # a client that may wait forever for the server's EOF
-        else:
-            # A client waits for the server to close TCP, up to close_timeout. Its stream
-            # ends then (in connection_lost), not now: a program that leaves its event loop
-            # once the stream has ended must not leave the socket open behind it. Reading
-            # goes on even if the buffer is full (nothing follows a close frame), for the EOF.
-            self._cancel_ping()
-            self.sink._disconnect()
-            self.channel._stream._resume_reading()
-            self._arm_close_timer()
-
-    # A close that arrives behind messages the consumer has not taken yet: its reply waits
-    # until the consumer has answered them (the engine lets answers go out until the reply
-    # is taken). The consumer has answered when it asks for the next message with the buffer
-    # empty (async for), one loop turn after the last one was delivered (listen), when it
-    # stops consuming or closes the sink, or after close_timeout. Reading stops meanwhile.
-
-    def _defer_close(self, conn: Connection) -> None:
-        self._deferred_close = conn
-        self._cancel_ping()
-        self._update_reading()
-        stream = self.channel._stream
-        stream._set_flow_control(_pass, self._consumer_drained)
-        stream._low_water = 0
-        stream._reading_paused = True  # so that emptying the buffer calls _consumer_drained
-        timeout = self._close_timeout
-        self._deferred_timer = self.loop.call_later(
-            DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout, self._finish_deferred_close
-        )
-
-    def _consumer_drained(self) -> None:
-        """The stream's buffer is empty, or the stream ended (cancelled, or the sink closed)."""
-        stream = self.channel._stream
-        if stream._ended:
-            self._finish_deferred_close()
-            return
-        stream._reading_paused = True  # called again if the consumer stops or closes
-        if stream._on_data is not None:
-            self.loop.call_soon(self._finish_deferred_close)
-        else:
-            stream._on_idle = self._finish_deferred_close
-
-    def _finish_deferred_close(self) -> None:
-        conn = self._deferred_close
-        if conn is None:
-            return
-        self._deferred_close = None
-        if self._deferred_timer is not None:
-            self._deferred_timer.cancel()
-            self._deferred_timer = None
-        stream = self.channel._stream
-        stream._on_idle = None
-        stream._reading_paused = self._stream_paused = False
-        stream._set_flow_control(self._pause_for_stream, self._resume_for_stream)
-        self._update_reading()  # a client still reads the server's EOF
-        self._finish_close(conn)
-
-    def _send_owed_pong(self) -> None:
-        pong, self._owed_pong = self._owed_pong, b""
-        if pong:
-            self.write(pong)
-
-    def _write_replies(self, conn: Connection) -> None:
-        data = conn.data_to_send()
-        if data:
-            self.write(data)
-
-    def _disconnect(self) -> None:
-        """No more messages either way (RFC 6455 §7.1.4 once the close frames crossed)."""
-        self._cancel_ping()
         channel = self.channel
-        channel._stream._end()
-        self.sink._disconnect()
-
-    def _linger_or_close(self, conn: Connection) -> None:
-        """Close TCP; but after failing a peer that may still be sending, first shut writing
-        down and read (the engine drops it) until the peer's EOF, for close_timeout at most:
-        closing with unread data would reset the connection, and the reset can destroy the
-        close frame on its way (the peer would see 1006, not why it failed; RFC 6455
-        §7.1.1, as websockets does)."""
-        transport = self.transport
-        if (
-            conn.close_received
-            or transport is None
-            or transport.is_closing()
-            or not transport.can_write_eof()
-        ):
-            self._close_transport()
-            return
-        self._lingering = True
-        transport.write_eof()
-        self._update_reading()
-        self._arm_close_timer()
+        while (action := conn.poll_action()) is not None:
+            if type(action) is bytes:
+                self.write(action)
+                continue
+            code = conn.close_code
+            if code is not None:
+                channel._close_code = code
+                channel._close_reason = conn.close_reason
+            if action == STOP_SENDING:
+                self.sink._disconnect()
+            elif action in (PAUSE_READING, RESUME_READING):
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    if action == PAUSE_READING:
+                        if transport.is_reading():
+                            transport.pause_reading()
+                    elif not transport.is_reading():
+                        transport.resume_reading()
+            elif action == AWAIT_CONSUMER:
+                if self._delivering:  # once the read's messages are all in the stream
+                    self._consumer_check_due = True
+                else:
+                    self._await_consumer(conn)
+            elif action == SAMPLE_UNSENT:
+                conn.sample_unsent(self._unsent())
+            elif action == END_STREAM:
+                channel._stream._end()
+            elif action == HALF_CLOSE:
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    transport.write_eof()
+                else:
+                    self._close_transport()
+            elif action == CLOSE_TRANSPORT:
+                self._close_transport()
+            elif action == ABORT:
+                self.abort()
+            elif action == DONE:
+                self._stop_awaiting_consumer()
+                self.sink._finish()
+                self._log_close()
+                # Free the compression state and buffers now: the protocol, channel,
+                # transport and engine refer to each other, so without this they would
+                # wait for the cyclic garbage collector (300-550 KiB per compressed
+                # connection).
+                conn.release()
+        self._arm_timer()
 
     def _close_transport(self) -> None:
         transport = self.transport
         if transport is not None and not self._closing_transport:
             self._closing_transport = True
             transport.close()
-            self._arm_close_timer()
 
-    # Reading: paused while the stream's buffer is full, while a deferred close waits for the
-    # consumer, and (servers) while the write buffer is over its limit. Once the peer's
-    # close frame is in, the engine takes nothing more: reading only looks for the EOF.
-
-    def _pause_for_stream(self) -> None:
-        self._stream_paused = True
-        self._update_reading()
-
-    def _resume_for_stream(self) -> None:
-        self._stream_paused = False
-        self._update_reading()
-
-    def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
+    def _arm_timer(self) -> None:
+        """One timer, at the session's next deadline."""
         conn = self.conn
-        closing = self._lingering or (conn is not None and conn.close_received)
-        paused = self._deferred_close is not None or (
-            not closing
-            and (
-                self._stream_paused
-                or (self._writing_paused and self.pause_reading_while_writes_wait)
-            )
-        )
-        if paused:
-            if transport.is_reading():
-                transport.pause_reading()
-        elif not transport.is_reading():
-            transport.resume_reading()
+        delay = None if conn is None else conn.timeout
+        timer = self._timer
+        if delay is None:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            return
+        when = self.loop.time() + delay
+        if timer is not None:
+            if abs(timer.when() - when) < 0.001:
+                return
+            timer.cancel()
+        self._timer = self.loop.call_at(when, self._timed_out)
 
-    # The close timer. While what was written before the close frame is still leaving (the
-    # peer reads it, however slowly), close_timeout counts time without progress; once all
-    # of it has left, the peer has close_timeout to answer. Then the connection is aborted.
+    def _timed_out(self) -> None:
+        self._timer = None
+        conn = self.conn
+        if conn is None or self.is_lost:
+            return
+        conn.handle_timeout(0 if conn.phase == "open" else self._unsent())
+        self._act()
 
-    def _arm_close_timer(self) -> None:
-        if self._close_timer is None and self._close_timeout is not None:
-            self._close_progress = self._unsent()
-            self._close_timer = self.loop.call_later(self._close_timeout, self._close_timed_out)
-
-    def _close_timed_out(self) -> None:
-        self._close_timer = None
-        unsent, before = self._unsent(), self._close_progress
-        if unsent < before:  # the peer took some since the last check: give it more time
-            self._arm_close_timer()
-        else:
-            self.abort()
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _unsent(self) -> int:
         """Bytes written but not yet taken by the peer: the transport's buffer and what
@@ -866,52 +792,63 @@ class _WebSocketProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         return transport.get_write_buffer_size() + kernel_unsent(sock)
 
-    def _send_ping(self) -> None:
-        """Keepalive: ping, then wait one interval for the pong (Dart's algorithm)."""
-        self._ping_timer = None
-        conn = self.sink._live
-        if conn is None or self._ping_interval is None:
-            return
-        self.write(conn.send_ping(b""))
-        self._ping_timer = self.loop.call_later(self._ping_interval, self._ping_timed_out)
+    # Reading: the stream's backpressure goes to the session, which decides.
 
-    def _ping_timed_out(self) -> None:
-        self._ping_timer = None
-        if self.sink._live is None:
-            return
-        channel = self.channel
-        channel._close_code = GOING_AWAY
-        channel._close_reason = ""
-        self.close(GOING_AWAY, None)
-        self._disconnect()
-
-    def _compact(self) -> None:
-        """Free the compression state if the connection was idle since the last check."""
-        self._compact_timer = None
+    def _pause_for_stream(self) -> None:
         conn = self.conn
-        if conn is None or self.is_lost:
+        if conn is not None:
+            conn.set_consumer_full(True)
+            self._act()
+
+    def _resume_for_stream(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            conn.set_consumer_full(False)
+            self._act()
+
+    # The peer's close (or a failure) behind messages the consumer has not taken yet: the
+    # session holds the reply until the consumer has answered them. It has when it asks for
+    # the next message with the buffer empty (async for), one loop turn after the last one
+    # was delivered (listen), or when it stops consuming or closes the sink.
+
+    def _await_consumer(self, conn: Connection) -> None:
+        stream = self.channel._stream
+        if not (stream._buffer and stream._subscribed and self.sink._live is not None):
+            conn.consumer_caught_up()
             return
-        conn.compact_if_idle()
-        self._compact_timer = self.loop.call_later(COMPACT_INTERVAL, self._compact)
+        self._awaiting_consumer = True
+        stream._set_flow_control(_pass, self._consumer_drained)
+        stream._low_water = 0
+        stream._reading_paused = True  # so that emptying the buffer calls _consumer_drained
 
-    def _cancel_ping(self) -> None:
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-            self._ping_timer = None
+    def _consumer_drained(self) -> None:
+        """The stream's buffer is empty, or the stream ended (cancelled, or the sink closed)."""
+        stream = self.channel._stream
+        if stream._ended:
+            self._consumer_caught_up()
+            return
+        stream._reading_paused = True  # called again if the consumer stops or closes
+        if stream._on_data is not None:
+            self.loop.call_soon(self._consumer_caught_up)
+        else:
+            stream._on_idle = self._consumer_caught_up
 
-    def _cancel_timers(self) -> None:
-        self._cancel_ping()
-        if self._compact_timer is not None:
-            self._compact_timer.cancel()
-            self._compact_timer = None
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        if self._deferred_timer is not None:
-            self._deferred_timer.cancel()
-            self._deferred_timer = None
-        self._deferred_close = None
-        self.channel._stream._on_idle = None
+    def _consumer_caught_up(self) -> None:
+        if not self._awaiting_consumer or self.is_lost:
+            return
+        self._stop_awaiting_consumer()
+        conn = self.conn
+        assert conn is not None
+        conn.consumer_caught_up()
+        self._act()
+
+    def _stop_awaiting_consumer(self) -> None:
+        if self._awaiting_consumer:
+            self._awaiting_consumer = False
+            stream = self.channel._stream
+            stream._on_idle = None
+            stream._reading_paused = False
+            stream._set_flow_control(self._pause_for_stream, self._resume_for_stream)
 
 
 def _pass() -> None:

@@ -18,11 +18,11 @@ use crate::session::{Action, ControlTap, Phase, Session, SessionConfig};
 pub struct PyConnection {
     pub(crate) inner: engine::Connection,
     /// The lifecycle, once a driver started it (`start_session`): from then on the control
-    /// events' replies are the session's to take, and the driver follows `poll_actions`.
+    /// events' replies are the session's to take, and the driver follows `poll_action`.
     pub(crate) session: Option<Session>,
 }
 
-// The actions of `poll_actions` other than writes (which are `bytes`).
+// The actions of `poll_action` other than writes (which are `bytes`).
 const STOP_SENDING: u8 = 1;
 const PAUSE_READING: u8 = 2;
 const RESUME_READING: u8 = 3;
@@ -149,31 +149,30 @@ impl PyConnection {
         Ok(())
     }
 
-    /// What the driver must do, in order: `bytes` to write, or one of the action numbers.
-    fn poll_actions<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        if let Some(session) = self.session.as_mut() {
-            while let Some(action) = session.poll_action() {
-                let item = match action {
-                    Action::Write(bytes) => PyBytes::new(py, &bytes).into_any(),
-                    Action::StopSending => STOP_SENDING.into_pyobject(py)?.into_any(),
-                    Action::PauseReading => PAUSE_READING.into_pyobject(py)?.into_any(),
-                    Action::ResumeReading => RESUME_READING.into_pyobject(py)?.into_any(),
-                    Action::AwaitConsumer => AWAIT_CONSUMER.into_pyobject(py)?.into_any(),
-                    Action::SampleUnsent => SAMPLE_UNSENT.into_pyobject(py)?.into_any(),
-                    Action::EndStream => END_STREAM.into_pyobject(py)?.into_any(),
-                    Action::HalfClose => HALF_CLOSE.into_pyobject(py)?.into_any(),
-                    Action::CloseTransport => CLOSE_TRANSPORT.into_pyobject(py)?.into_any(),
-                    Action::Abort => ABORT.into_pyobject(py)?.into_any(),
-                    Action::Done => DONE.into_pyobject(py)?.into_any(),
-                };
-                list.append(item)?;
-            }
-        }
-        Ok(list)
+    /// The next thing the driver must do: `bytes` to write, one of the action numbers, or
+    /// None. One at a time, so that what doing it changes (a write that fills the buffer)
+    /// is known to the session before the next.
+    fn poll_action<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(action) = self.session.as_mut().and_then(Session::poll_action) else {
+            return Ok(None);
+        };
+        let number = match action {
+            Action::Write(bytes) => return Ok(Some(PyBytes::new(py, &bytes).into_any())),
+            Action::StopSending => STOP_SENDING,
+            Action::PauseReading => PAUSE_READING,
+            Action::ResumeReading => RESUME_READING,
+            Action::AwaitConsumer => AWAIT_CONSUMER,
+            Action::SampleUnsent => SAMPLE_UNSENT,
+            Action::EndStream => END_STREAM,
+            Action::HalfClose => HALF_CLOSE,
+            Action::CloseTransport => CLOSE_TRANSPORT,
+            Action::Abort => ABORT,
+            Action::Done => DONE,
+        };
+        Ok(Some(number.into_pyobject(py)?.into_any()))
     }
 
-    /// Whether `poll_actions` has something.
+    /// Whether `poll_action` has something.
     #[getter]
     fn has_actions(&self) -> bool {
         self.session.as_ref().is_some_and(Session::has_actions)

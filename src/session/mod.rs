@@ -161,7 +161,9 @@ pub struct Session {
     role: Role,
     config: SessionConfig,
     phase: Phase,
-    actions: VecDeque<Action>,
+    /// The actions, each with whether it is a pong (pongs still queued when writes start
+    /// to wait are coalesced into the owed pong).
+    actions: VecDeque<(Action, bool)>,
     close_code: Option<u16>,
     close_reason: Option<String>,
     /// The peer's close frame arrived (or this side failed): nothing more will be taken.
@@ -290,7 +292,7 @@ impl Session {
 
     /// The next action for the driver, oldest first.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        self.actions.pop_front().map(|(action, _)| action)
     }
 
     /// Whether actions wait in [`Session::poll_action`].
@@ -351,7 +353,7 @@ impl Session {
                 if self.writes_waiting {
                     self.owed_pong = pong; // only the latest ping needs an answer
                 } else {
-                    self.actions.push_back(Action::Write(pong));
+                    self.push_pong(pong);
                 }
             }
             Event::Pong(_) => {
@@ -373,7 +375,7 @@ impl Session {
                         self.arm_close_deadline(now, true);
                         self.phase = Phase::AwaitingConsumer;
                         self.update_reading();
-                        self.actions.push_back(Action::AwaitConsumer);
+                        self.push(Action::AwaitConsumer);
                     }
                     Phase::CloseSent => self.finish_close(conn, now),
                     _ => {
@@ -418,7 +420,7 @@ impl Session {
         }
         let frame = conn.send_close(code, reason)?;
         self.send_owed_pong();
-        self.actions.push_back(Action::Write(frame));
+        self.push(Action::Write(frame));
         self.stop_sending();
         self.stop_keepalive();
         self.phase = Phase::CloseSent;
@@ -437,7 +439,7 @@ impl Session {
         if !matches!(self.phase, Phase::ClosingTransport | Phase::Closed) {
             self.stop_keepalive();
             self.phase = Phase::ClosingTransport;
-            self.actions.push_back(Action::CloseTransport);
+            self.push(Action::CloseTransport);
         }
     }
 
@@ -459,7 +461,7 @@ impl Session {
         self.next_ping = None;
         self.pong_deadline = None;
         self.next_compaction = None;
-        self.actions.push_back(Action::Done);
+        self.push(Action::Done);
     }
 
     /// Whether the consumer's buffer is full (its backpressure): reading pauses while it is.
@@ -468,14 +470,50 @@ impl Session {
         self.update_reading();
     }
 
-    /// Whether the driver's write buffer is over its limit. When it falls below, the pong
-    /// held meanwhile goes out.
+    /// Whether the driver's write buffer is over its limit. While it is, only the latest
+    /// ping is answered, when it falls below: the pongs still queued (a driver that polls
+    /// one action at a time and writes it learns of a full buffer between two pongs) are
+    /// held as one.
     pub fn set_writes_waiting(&mut self, waiting: bool) {
         self.writes_waiting = waiting;
-        if !waiting {
+        if waiting {
+            self.coalesce_queued_pongs();
+        } else {
             self.send_owed_pong();
         }
         self.update_reading();
+    }
+
+    fn coalesce_queued_pongs(&mut self) {
+        // Only the pongs ahead of everything else: a pong may not move past a close frame.
+        let first_close = self
+            .actions
+            .iter()
+            .position(|(_, pong)| !*pong)
+            .unwrap_or(self.actions.len());
+        let mut latest = None;
+        let mut index = 0;
+        self.actions.retain(|(action, pong)| {
+            let keep = !*pong || index >= first_close;
+            if !keep {
+                if let Action::Write(bytes) = action {
+                    latest = Some(bytes.clone());
+                }
+            }
+            index += 1;
+            keep
+        });
+        if let Some(pong) = latest {
+            self.owed_pong = pong;
+        }
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back((action, false));
+    }
+
+    fn push_pong(&mut self, pong: Vec<u8>) {
+        self.actions.push_back((Action::Write(pong), true));
     }
 
     /// The answer to [`Action::SampleUnsent`]: bytes written but not yet taken by the peer.
@@ -524,7 +562,7 @@ impl Session {
         self.send_owed_pong(); // before the close frame, after which nothing may follow
         let reply = conn.data_to_send();
         if !reply.is_empty() {
-            self.actions.push_back(Action::Write(reply));
+            self.push(Action::Write(reply));
         }
         self.stop_sending();
         self.stop_keepalive();
@@ -537,10 +575,10 @@ impl Session {
             self.end_stream();
             if self.peer_closed_cleanly(conn) || !self.config.half_close {
                 self.phase = Phase::ClosingTransport;
-                self.actions.push_back(Action::CloseTransport);
+                self.push(Action::CloseTransport);
             } else {
                 self.phase = Phase::Lingering;
-                self.actions.push_back(Action::HalfClose);
+                self.push(Action::HalfClose);
             }
         } else {
             // A client waits for the server to close TCP. Its stream ends then, not now: a
@@ -583,7 +621,7 @@ impl Session {
         self.close_reason = Some(String::new());
         if let Ok(frame) = conn.send_close(Some(GOING_AWAY), "") {
             self.send_owed_pong();
-            self.actions.push_back(Action::Write(frame));
+            self.push(Action::Write(frame));
         }
         self.stop_sending();
         self.end_stream();
@@ -597,7 +635,7 @@ impl Session {
             return;
         }
         if let Ok(ping) = conn.send_ping(b"") {
-            self.actions.push_back(Action::Write(ping));
+            self.push(Action::Write(ping));
             self.ping_sent_at = Some(now);
             let timeout = self.config.pong_timeout.or(self.config.ping_interval);
             self.pong_deadline = timeout.map(|t| now + t);
@@ -615,13 +653,13 @@ impl Session {
         };
         self.close_deadline = Some(now + timeout);
         self.unsent = None;
-        self.actions.push_back(Action::SampleUnsent);
+        self.push(Action::SampleUnsent);
     }
 
     fn abort(&mut self) {
         if self.phase != Phase::Closed {
             self.phase = Phase::ClosingTransport;
-            self.actions.push_back(Action::Abort);
+            self.push(Action::Abort);
         }
     }
 
@@ -634,21 +672,21 @@ impl Session {
     fn stop_sending(&mut self) {
         if !self.sending_stopped {
             self.sending_stopped = true;
-            self.actions.push_back(Action::StopSending);
+            self.push(Action::StopSending);
         }
     }
 
     fn end_stream(&mut self) {
         if !self.stream_ended {
             self.stream_ended = true;
-            self.actions.push_back(Action::EndStream);
+            self.push(Action::EndStream);
         }
     }
 
     fn send_owed_pong(&mut self) {
         if !self.owed_pong.is_empty() {
             let pong = std::mem::take(&mut self.owed_pong);
-            self.actions.push_back(Action::Write(pong));
+            self.push_pong(pong);
         }
     }
 
@@ -665,7 +703,7 @@ impl Session {
         };
         if want != self.reading {
             self.reading = want;
-            self.actions.push_back(if want {
+            self.push(if want {
                 Action::ResumeReading
             } else {
                 Action::PauseReading

@@ -458,3 +458,23 @@ fn reading_stays_on_for_the_eof_once_the_peers_close_is_in() {
     let actions = c.receive(&close_frame(1000, "", c.role()), 0.1);
     assert_eq!(actions.last(), Some(&Action::ResumeReading));
 }
+
+#[test]
+fn pongs_still_queued_when_writes_start_to_wait_are_held_as_one() {
+    let mut c = Side::client();
+    let mut pings = Vec::new();
+    for i in 0..5u8 {
+        pings.extend(frame(0x9, &[i], Role::Client));
+    }
+    let now = c.at(0.0);
+    let mut events = Vec::new();
+    c.session
+        .receive_data(&mut c.conn, &pings, &mut events, now);
+    // The driver writes the first pong, and its buffer fills.
+    let first = c.session.poll_action();
+    assert_eq!(written(&[first.unwrap()]), [(0xA, vec![0])]);
+    c.session.set_writes_waiting(true);
+    assert!(c.actions().is_empty(), "the other four are held");
+    c.session.set_writes_waiting(false);
+    assert_eq!(written(&c.actions()), [(0xA, vec![4])]);
+}
