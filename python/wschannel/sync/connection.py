@@ -42,10 +42,20 @@ from typing import TYPE_CHECKING, Final, Self
 
 from .._message import Message, binary_view, check_close_args
 from .._net import kernel_unsent
-from .._wschannel import Close, Connection, Failure, Ping, Pong, Request
+from .._wschannel import (
+    ABORT,
+    AWAIT_CONSUMER,
+    CLOSE_TRANSPORT,
+    DONE,
+    END_STREAM,
+    HALF_CLOSE,
+    SAMPLE_UNSENT,
+    STOP_SENDING,
+    Connection,
+    Request,
+)
 from ..defaults import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_QUEUE
 from ..exceptions import StateError
-from ..status import ABNORMAL_CLOSURE, GOING_AWAY
 from .messages import SyncMessageStream
 
 if TYPE_CHECKING:
@@ -194,12 +204,8 @@ class SyncWebSocketSink:
                 return self._done
             self._user_closed = True
             if not self._disconnected:
-                self._disconnected = True
-                with contextlib.suppress(RuntimeError):  # the engine sent its close frame
-                    channel._outgoing.append(channel._conn.send_close(code, reason or ""))
-                channel._stop_keepalive()
-                channel._arm_close_timer()
-                channel._request_flush()
+                channel._conn.close(code, reason or "")
+                channel._act()
         channel._stream._discard()
         return self._done
 
@@ -263,30 +269,34 @@ class SyncWebSocketChannel:
         self._wakeup = threading.Condition(self._lock)  # wakes the writer thread
         self._write_lock = threading.Lock()  # held while writing to the socket
         self._outgoing: deque[bytes] = deque()
-        # The pong to the latest ping not yet written: RFC 6455 §5.5.3 lets a ping that
-        # another follows go unanswered, so a peer that pings without reading cannot queue
-        # a pong per ping. Written before the frames queued with it (a close among them).
-        self._pong = b""
-        self._written = 0  # bytes written so far (the close timer looks for progress)
+        self._in_flight = 0  # bytes of the frames a flush took and has not written yet
         # The most bytes seen waiting behind a write in progress (for metrics).
         self._write_high = 0
-        self._close_progress = (0, 0)
         self._flush_requested = False
+        # Told to the session: a reply came while another thread was writing, so writes
+        # wait (the session then answers only the latest ping until the queue is empty).
+        self._writes_waiting = False
+        self._consumer_check_due = False  # a close reply waits on the stream's consumer
         # Once everything is written, close TCP: SHUT_RDWR after a closing handshake,
         # SHUT_WR after a failure (the peer may still be sending: wait for its EOF).
         self._shutdown_after_flush: int | None = None
         self._shut_down = False
         self._sock_closed = False
         self._finished = False
-        self._close_timeout = close_timeout
-        self._close_timer: TimerHandle | None = None
-        self._ping_interval = ping_interval
-        self._keepalive_timer: TimerHandle | None = None  # the next ping, or its deadline
-        if ping_interval is not None:
-            self._keepalive_timer = timers.call_later(ping_interval, self._send_ping)
-        self._compact_timer: TimerHandle | None = None
-        if conn.compressed:
-            self._compact_timer = timers.call_later(COMPACT_INTERVAL, self._compact)
+        self._timer: TimerHandle | None = None  # at the session's next deadline
+        self._timer_when = 0.0
+        conn.start_session(
+            ping_interval=ping_interval,
+            close_timeout=close_timeout,
+            consumer_wait=DEFAULT_CLOSE_TIMEOUT,
+            # The reader goes on reading: each sender writes its own frames, so the peer's
+            # messages cannot pile up answers here; pongs are coalesced instead.
+            pause_reading_while_writes_wait=False,
+            half_close=True,
+            compact_interval=COMPACT_INTERVAL if conn.compressed else None,
+        )
+        with self._lock:
+            self._arm_timer()
         try:
             peer = sock.getpeername()
         except OSError:
@@ -398,28 +408,33 @@ class SyncWebSocketChannel:
                     if self._sock_closed:
                         outgoing.clear()
                         return
-                    if not outgoing and not self._pong:
-                        return
+                    if not outgoing:
+                        if not self._writes_waiting:
+                            return
+                        self._writes_waiting = False  # the pong held meanwhile, if any
+                        self._conn.set_writes_waiting(False)
+                        self._act()
+                        if not outgoing:
+                            return
                     frames = list(outgoing)
                     outgoing.clear()
-                    if self._pong:
-                        frames.insert(0, self._pong)
-                        self._pong = b""
+                    self._in_flight = sum(map(len, frames))
                 try:
                     for frame in frames:
-                        if frame:
-                            self._sock.sendall(frame)
-                            self._written += len(frame)
+                        self._sock.sendall(frame)
+                        self._in_flight -= len(frame)
                 except OSError:
                     self._abort()  # the connection is lost; the reader will finish it
                     return
+                finally:
+                    self._in_flight = 0
         finally:
             write_lock.release()
 
     def _sample_waiting(self) -> None:
         """Note the bytes waiting in the queue (the write buffer's high-water mark)."""
         with self._lock:
-            waiting = len(self._pong) + sum(map(len, self._outgoing))
+            waiting = sum(map(len, self._outgoing))
             if waiting > self._write_high:
                 self._write_high = waiting
 
@@ -453,97 +468,122 @@ class SyncWebSocketChannel:
             self._abort()
 
     def _flush_and_close(self) -> None:
-        """Flush; then, if the engine says so, close TCP."""
+        """Flush; then, if the session said so, close TCP."""
         self._flush()
         with self._lock:
             how = self._shutdown_after_flush
             if how is None or self._shut_down or self._sock_closed:
                 return
-            if self._outgoing or self._pong:  # more came meanwhile: flush again first
+            if self._outgoing:  # more came meanwhile: flush again first
                 self._request_flush()
                 return
             self._shut_down = True
-            self._arm_close_timer()
             shutdown(self._sock, how)
 
     def _abort(self) -> None:
         """Drop the connection: wakes the reader (and a blocked sender) with an EOF/error."""
         with self._lock:
-            if self._close_code is None:  # set before the stream ends (RFC 6455 §7.1.5)
-                self._close_code = ABNORMAL_CLOSURE
-                self._close_reason = ""
-            if not self._sock_closed:
-                shutdown(self._sock, socket.SHUT_RDWR)
-        self._stream._end()  # a paused reader must see it
+            self._abort_locked()
 
-    # Keepalive (Dart's algorithm): ping after an interval, close with 1001 if no pong
-    # comes within another; a pong restarts the first interval. The timers run in the
-    # shared timer thread and never block: they queue frames for the writer thread.
+    def _abort_locked(self) -> None:
+        if not self._sock_closed:
+            shutdown(self._sock, socket.SHUT_RDWR)
+        self._stream._stop_waiting_for_room()  # a paused reader must see it
 
-    def _send_ping(self) -> None:
-        with self._lock:
-            self._keepalive_timer = None
-            if self._sink._disconnected or self._ping_interval is None:
-                return
-            self._outgoing.append(self._conn.send_ping(b""))
-            self._keepalive_timer = timers.call_later(self._ping_interval, self._ping_timed_out)
+    # The translator: what the session (src/session) decided, done with threads and a
+    # blocking socket. Always with the lock held.
+
+    def _act(self) -> None:
+        conn = self._conn
+        flush = False
+        while (action := conn.poll_action()) is not None:
+            if type(action) is bytes:
+                if not self._writes_waiting and self._write_lock.locked():
+                    # A write is in progress (possibly stuck on a full socket): from now
+                    # on the session holds only the latest pong.
+                    self._writes_waiting = True
+                    conn.set_writes_waiting(True)
+                self._outgoing.append(action)
+                flush = True
+                continue
+            code = conn.close_code
+            if code is not None:
+                self._close_code = code
+                self._close_reason = conn.close_reason
+            if action == STOP_SENDING:
+                self._sink._disconnected = True
+            elif action == AWAIT_CONSUMER:
+                self._consumer_check_due = True  # once the read's messages are in the stream
+            elif action == SAMPLE_UNSENT:
+                conn.sample_unsent(self._unsent())
+            elif action == END_STREAM:
+                self._stream._end()
+            elif action == HALF_CLOSE:
+                self._shutdown_after_flush = socket.SHUT_WR
+                flush = True
+            elif action == CLOSE_TRANSPORT:
+                if self._shutdown_after_flush is None:
+                    self._shutdown_after_flush = socket.SHUT_RDWR
+                flush = True
+            elif action == ABORT:
+                self._abort_locked()
+            elif action == DONE:
+                self._finished = True
+                self._wakeup.notify()
+            # PAUSE_READING / RESUME_READING: the reader's own backpressure is the stream's
+            # bounded buffer, and what it reads after a close frame the engine drops.
+        if flush:
             self._request_flush()
+        self._arm_timer()
 
-    def _compact(self) -> None:
-        """Free the compression state if the connection was idle since the last check."""
+    def _arm_timer(self) -> None:
+        """One timer in the shared timer thread, at the session's next deadline."""
+        delay = None if self._finished else self._conn.timeout
+        timer = self._timer
+        if delay is None:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            return
+        when = time.monotonic() + delay
+        if timer is not None:
+            if abs(self._timer_when - when) < 0.001:
+                return
+            timer.cancel()
+        self._timer_when = when
+        self._timer = timers.call_later(delay, self._timed_out)
+
+    def _timed_out(self) -> None:
         with self._lock:
-            self._compact_timer = None
+            self._timer = None
             if self._finished:
                 return
-            self._conn.compact_if_idle()
-            self._compact_timer = timers.call_later(COMPACT_INTERVAL, self._compact)
+            conn = self._conn
+            conn.handle_timeout(0 if conn.phase == "open" else self._unsent())
+            self._act()
 
-    def _pong_received(self) -> None:
-        """With the lock held."""
-        if self._keepalive_timer is not None and self._ping_interval is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = timers.call_later(self._ping_interval, self._send_ping)
+    def _unsent(self) -> int:
+        """Bytes written but not yet taken by the peer: the queue, the frames a flush is
+        writing, and what the kernel holds (Linux: unsent or unacknowledged)."""
+        sock = None if self._sock_closed else self._sock
+        return sum(map(len, self._outgoing)) + self._in_flight + kernel_unsent(sock)
 
-    def _ping_timed_out(self) -> None:
+    def _check_consumer(self) -> None:
+        """The peer's close (or a failure) came: its reply waits until the application has
+        taken the messages before it (it asks for one more with the buffer empty), or
+        has stopped consuming, or the session's deadline passes."""
+        stream = self._stream
+        if stream._buffer and (stream._subscribed or stream._consumed):
+            stream._on_drained = self._consumer_caught_up
+        else:
+            self._conn.consumer_caught_up()
+            self._act()
+
+    def _consumer_caught_up(self) -> None:
         with self._lock:
-            self._keepalive_timer = None
-            sink = self._sink
-            if sink._disconnected:
-                return
-            self._close_code = GOING_AWAY
-            self._close_reason = ""
-            sink._disconnected = True
-            self._outgoing.append(self._conn.send_close(GOING_AWAY, ""))
-            self._arm_close_timer()
-            self._request_flush()
-        self._stream._end()
-
-    def _stop_keepalive(self) -> None:
-        """With the lock held."""
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = None
-
-    def _arm_close_timer(self) -> None:
-        """With the lock held: drop the connection if the close makes no progress for
-        ``close_timeout`` (nothing written is taken by the peer, or no answer comes)."""
-        if self._close_timer is None and self._close_timeout is not None:
-            self._close_progress = self._progress()
-            self._close_timer = timers.call_later(self._close_timeout, self._close_timed_out)
-
-    def _close_timed_out(self) -> None:
-        with self._lock:
-            self._close_timer = None
-            progress, before = self._progress(), self._close_progress
-            # More written, or the kernel's queue shorter: the peer takes what was queued
-            # before the close, however slowly. Give it more time.
-            if progress[0] > before[0] or progress[1] < before[1]:
-                self._arm_close_timer()
-                return
-        self._abort()
-
-    def _progress(self) -> tuple[int, int]:
-        return self._written, kernel_unsent(None if self._sock_closed else self._sock)
+            if not self._finished:
+                self._conn.consumer_caught_up()
+                self._act()
 
     # Reading (the reader thread).
 
@@ -571,73 +611,41 @@ class SyncWebSocketChannel:
             self._finish()
 
     def _receive(self, data: Buffer) -> None:
-        """Feed one read to the engine; act on its events, in order."""
+        """Feed one read to the engine; the session acts on its control events."""
         with self._lock:
             events = self._conn.receive_data(data)
             if not events:
                 return
             messages: list[Message] | None = None
-            ended = False
             for index, event in enumerate(events):
                 cls = type(event)
                 if cls is str or cls is bytes:
                     if messages is not None:
                         messages.append(event)  # type: ignore[arg-type]
-                    continue
-                if messages is None:
+                elif messages is None:
                     messages = events[:index]  # type: ignore[assignment]
-                ended = self._control(event) or ended
+            if messages is not None:
+                self._act()
         stream = self._stream
         if messages is None:
             stream._put(events)  # type: ignore[arg-type]
         elif messages:
             stream._put(messages)
-        if ended:
-            stream._end()
-
-    def _control(self, event: object) -> bool:
-        """A control event (with the lock held); whether it ends the stream."""
-        if isinstance(event, Pong):
-            self._pong_received()
-            return False
-        reply = self._conn.data_to_send()  # one per Ping, Close or Failure, in order
-        if isinstance(event, Ping):
-            if reply:
-                self._pong = reply
-                self._request_flush()
-            return False
-        if reply:
-            self._outgoing.append(reply)
-            self._request_flush()
-        assert isinstance(event, Close | Failure)
-        self._close_code = event.code
-        self._close_reason = event.reason
-        self._sink._disconnected = True
-        self._stop_keepalive()
-        if self._conn.close_expected():
-            clean = isinstance(event, Close)
-            self._shutdown_after_flush = socket.SHUT_RDWR if clean else socket.SHUT_WR
-            self._request_flush()
-        else:
-            self._arm_close_timer()  # a client waits for the server to close TCP
-        return True
+        if self._consumer_check_due:
+            with self._lock:
+                self._consumer_check_due = False
+                self._check_consumer()
 
     def _finish(self) -> None:
         """The reader saw the end: close the socket, then resolve ``done``."""
         with self._lock:
-            self._conn.receive_eof()
-            if self._close_code is None:
-                self._close_code = ABNORMAL_CLOSURE
-                self._close_reason = ""
-            self._sink._disconnected = True
+            conn = self._conn
+            conn.receive_eof()
+            conn.connection_lost()
+            self._act()
             self._finished = True
             self._wakeup.notify()
-            self._stop_keepalive()
-            if self._close_timer is not None:
-                self._close_timer.cancel()
-            if self._compact_timer is not None:
-                self._compact_timer.cancel()
-                self._compact_timer = None
+            self._stream._on_drained = None
             shutdown(self._sock, socket.SHUT_RDWR)  # unblock senders
         self._stream._end()
         with self._write_lock:  # no thread is writing any more

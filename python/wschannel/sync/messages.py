@@ -14,11 +14,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from .._message import Message
 from ..defaults import DEFAULT_MAX_QUEUE
 from ..exceptions import StateError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["SyncMessageStream", "SyncStreamSubscription", "check_max_queue"]
 
@@ -75,12 +78,14 @@ class SyncMessageStream:
     __slots__ = (
         "__weakref__",
         "_buffer",
+        "_consumed",
         "_ended",
         "_high_water",
         "_low_water",
         "_mutex",
         "_not_empty",
         "_not_full",
+        "_on_drained",
         "_reading_paused",
         "_subscribed",
         "_waiting",
@@ -98,6 +103,10 @@ class SyncMessageStream:
         self._subscribed = False
         self._waiting = False  # a thread is blocked waiting for a message
         self._reading_paused = False
+        self._consumed = False  # the application has asked for a message
+        # Called (once, then cleared) when the application asks for a message with the
+        # buffer empty, or stops consuming: it has answered what came before.
+        self._on_drained: Callable[[], None] | None = None
 
     # Consumer side.
 
@@ -114,6 +123,9 @@ class SyncMessageStream:
 
     def _get(self, timeout: float | None) -> Message:
         """The next message; ``EOFError`` once there are none left and the stream ended."""
+        self._consumed = True
+        if self._on_drained is not None and not self._buffer:
+            self._drained()
         with self._mutex:
             buffer = self._buffer
             if not buffer:
@@ -148,6 +160,13 @@ class SyncMessageStream:
                 raise TimeoutError(f"No message arrived within {timeout} seconds.")
             self._not_empty.wait(remaining)
 
+    def _drained(self) -> None:
+        """Call ``_on_drained`` once (never with the mutex held: it takes the connection's
+        lock, which is taken before the mutex elsewhere)."""
+        callback, self._on_drained = self._on_drained, None
+        if callback is not None:
+            callback()
+
     # Producer side, for the connection.
 
     def _wait_for_room(self) -> None:
@@ -163,6 +182,13 @@ class SyncMessageStream:
             while self._reading_paused and not self._ended:
                 self._not_full.wait()
             self._reading_paused = False
+
+    def _stop_waiting_for_room(self) -> None:
+        """Let a reader blocked in :meth:`_wait_for_room` go on (its socket was shut down:
+        its next read fails, and it finishes the connection)."""
+        with self._mutex:
+            self._reading_paused = False
+            self._not_full.notify_all()
 
     def _put(self, messages: list[Message]) -> None:
         """Messages arrived (the hot path: one call per network read)."""
@@ -187,3 +213,4 @@ class SyncMessageStream:
             self._buffer.clear()
             self._not_empty.notify_all()
             self._not_full.notify_all()
+        self._drained()
