@@ -38,15 +38,21 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
+import gc
+import inspect
+import json
 import os
 import queue
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from pathlib import Path
+from typing import Any, Final, Protocol, TypeVar
 
 import anyio.abc
 import trio
@@ -63,7 +69,8 @@ from wschannel.adapter import (
     TextDataReceived,
 )
 from wschannel.bytestream import over
-from wschannel.exceptions import WebSocketConnectionClosed
+from wschannel.exceptions import StateError, WebSocketConnectionClosed
+from wschannel.html import HtmlWebSocketChannel
 from wschannel.io import IOWebSocketChannel
 from wschannel.status import NO_STATUS_RECEIVED
 from wschannel.sync import SyncWebSocketChannel
@@ -82,10 +89,19 @@ FLAVOURS: Final[dict[str, tuple[str, ...]]] = {
     "sync": ("client", "server"),
     "adapter": ("client",),
     "fake_pair": ("memory",),
+    "browser": ("client",),
 }
 """Every flavour, and the roles our side takes in it."""
 
 WIRE_FLAVOURS: Final = frozenset(name for name in FLAVOURS if name != "fake_pair")
+
+
+class Outcome(Protocol):
+    """What a background operation (``pipe()``) returns: a concurrent future's two methods."""
+
+    def done(self) -> bool: ...
+
+    def result(self, timeout: float | None = None) -> None: ...
 
 
 class Timeout(AssertionError):
@@ -366,9 +382,10 @@ class Side:
         """Wait for ``sink.done``; the exception it failed with, ``None`` if it succeeded."""
         raise NotImplementedError
 
-    def consume(self, answer: Callable[[Message], Message] | None = None) -> Consumer:
+    def consume(self, answer_prefix: str | None = None) -> Consumer:
         """Subscribe to the stream now, then take every message in the background; with
-        ``answer``, the consumer sends ``answer(message)`` for each one as it takes it."""
+        ``answer_prefix``, the consumer answers each one as it takes it, with
+        ``f"{answer_prefix}{message!s}"``."""
         raise NotImplementedError
 
     @property
@@ -386,7 +403,7 @@ class Side:
         """``await sink.add_stream(source of messages)``."""
         raise NotImplementedError
 
-    def pipe(self, other: Side) -> concurrent.futures.Future[None]:
+    def pipe(self, other: Side) -> Outcome:
         """Start ``channel.pipe(other.channel)``; a future of its outcome."""
         raise NotImplementedError
 
@@ -417,7 +434,7 @@ class AsyncSide(Side):
         except Timeout:
             raise Timeout(f"sink.done did not complete within {timeout:.2f} s") from None
 
-    def consume(self, answer: Callable[[Message], Message] | None = None) -> Consumer:
+    def consume(self, answer_prefix: str | None = None) -> Consumer:
         consumer = Consumer()
         subscription = self.runner.call(lambda: aiter(self.channel.stream))
         sink = self.channel.sink
@@ -426,8 +443,8 @@ class AsyncSide(Side):
             try:
                 async for message in subscription:
                     consumer.messages.put(message)
-                    if answer is not None:
-                        sink.add(answer(message))
+                    if answer_prefix is not None:
+                        sink.add(f"{answer_prefix}{message!s}")
             except BaseException as exc:
                 consumer.error = exc
                 raise
@@ -460,7 +477,7 @@ class AsyncSide(Side):
 
         self.runner.run(forward)
 
-    def pipe(self, other: Side) -> concurrent.futures.Future[None]:
+    def pipe(self, other: Side) -> Outcome:
         assert isinstance(other, AsyncSide) and other.runner is self.runner
         return self.runner.spawn(lambda: self.channel.pipe(other.channel))
 
@@ -488,7 +505,7 @@ class SyncSide(Side):
             raise Timeout(f"sink.done did not complete within {timeout:.2f} s")
         return done.exception()
 
-    def consume(self, answer: Callable[[Message], Message] | None = None) -> Consumer:
+    def consume(self, answer_prefix: str | None = None) -> Consumer:
         consumer = Consumer()
         subscription = iter(self.channel.stream)
         sink = self.channel.sink
@@ -497,8 +514,8 @@ class SyncSide(Side):
             try:
                 for message in subscription:
                     consumer.messages.put(message)
-                    if answer is not None:
-                        sink.add(answer(message))
+                    if answer_prefix is not None:
+                        sink.add(f"{answer_prefix}{message!s}")
             except BaseException as exc:
                 consumer.error = exc
             finally:
@@ -526,7 +543,7 @@ class SyncSide(Side):
         sink: Any = self.channel.sink
         sink.add_stream(list(messages))
 
-    def pipe(self, other: Side) -> concurrent.futures.Future[None]:
+    def pipe(self, other: Side) -> Outcome:
         channel: Any = self.channel
         channel.pipe(getattr(other, "channel", None))
         raise AssertionError("unreachable: SyncWebSocketChannel has no pipe()")
@@ -865,6 +882,9 @@ class Lab:
         for cleanup in reversed(self.cleanups):
             with contextlib.suppress(Exception):
                 cleanup()
+        # Collect what the test left (a coroutine a failed pipe() never awaited) while its
+        # warning filters still apply.
+        gc.collect()
 
 
 class AsyncioLab(Lab):
@@ -1012,7 +1032,10 @@ class FakeLab(Lab):
         return AsyncSide(self.runner, channel), FakePeer(self.runner, theirs)
 
 
-def make_lab(flavour: str, role: str) -> Lab:
+def make_lab(flavour: str, role: str, agent: NodeAgent | None = None) -> Lab:
+    if flavour == "browser":
+        assert agent is not None
+        return BrowserLab(flavour, role, agent)
     if flavour in ("asyncio", "uvloop"):
         return AsyncioLab(flavour, role)
     if flavour == "adapter":
@@ -1024,3 +1047,439 @@ def make_lab(flavour: str, role: str) -> Lab:
     if flavour == "fake_pair":
         return FakeLab(flavour, role)
     raise ValueError(flavour)
+
+
+# The browser flavour: wschannel.html under Pyodide, in Node (whose --experimental-websocket
+# global WebSocket has the browser's interface). Our side lives in that Node process; the
+# test drives it through an agent, one JSON request per line, and the raw peer judges it as
+# it judges the others. The agent's source below is shipped into Pyodide as it is.
+
+PYODIDE_DIR: Final = Path(
+    os.environ.get(
+        "WSCHANNEL_PYODIDE_DIR",
+        Path(__file__).resolve().parent / "browser" / "node" / "node_modules" / "pyodide",
+    )
+)
+"""Pyodide's npm package (``tests/browser/setup.sh`` installs it there), or
+``WSCHANNEL_PYODIDE_DIR``."""
+PACKAGE: Final = Path(wschannel.__file__).resolve().parent
+NODE: Final = shutil.which("node")
+NODE_FLAG: Final = "--experimental-websocket"
+_AGENT_PREFIX: Final = "@@behaviour "
+
+
+def browser_missing() -> str | None:
+    """Why the browser flavour cannot run here, or ``None`` if it can."""
+    if not (PYODIDE_DIR / "pyodide.mjs").is_file():
+        return f"Pyodide is missing from {PYODIDE_DIR} (tests/browser/setup.sh)"
+    if NODE is None:
+        return "Node is missing"
+    try:
+        probe = subprocess.run(
+            [NODE, NODE_FLAG, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "Node does not run"
+    return None if probe.returncode == 0 else f"Node 20.10+ with {NODE_FLAG} is needed"
+
+
+class RemoteError(Exception):
+    """The error ``add_error`` gets in the browser, standing for the test's (``token``)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.token = token
+
+
+def encode_message(message: Any) -> dict[str, str]:
+    if isinstance(message, str):
+        return {"t": message}
+    return {"b": base64.b64encode(bytes(message)).decode()}
+
+
+def decode_message(value: dict[str, str]) -> Message:
+    return value["t"] if "t" in value else base64.b64decode(value["b"])
+
+
+class BrowserAgent:
+    """Runs inside Pyodide: our side of the browser flavour, for :class:`BrowserSide`.
+
+    Each request is ``{"op": name, "args": {...}}``; the answer is ``{"result": value}``, or
+    ``{"raise": exception class name, "message": str}``. Channels, consumers and pipes are
+    kept by number.
+    """
+
+    def __init__(self) -> None:
+        self.objects: dict[int, Any] = {}
+        self.count = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(self, line: str) -> str:
+        request = json.loads(line)
+        try:
+            result = await getattr(self, "op_" + request["op"])(**request["args"])
+        except Exception as exc:
+            return json.dumps({"raise": type(exc).__name__, "message": str(exc)})
+        return json.dumps({"result": result})
+
+    def keep(self, value: object) -> int:
+        self.count += 1
+        self.objects[self.count] = value
+        return self.count
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def op_open(self, url: str, options: dict[str, Any]) -> int:
+        return self.keep(HtmlWebSocketChannel.connect(url, **options))
+
+    async def op_ready(self, channel: int) -> None:
+        await self.objects[channel].ready
+
+    async def op_add(self, channel: int, message: dict[str, str]) -> None:
+        self.objects[channel].sink.add(decode_message(message))
+
+    async def op_close(self, channel: int, code: int | None, reason: str | None) -> None:
+        self.objects[channel].sink.close(code, reason)
+
+    async def op_wait_done(self, channel: int, timeout: float) -> dict[str, str] | None:
+        done = self.objects[channel].sink.done
+        await asyncio.wait([done], timeout=timeout)
+        if not done.done():
+            raise TimeoutError(f"sink.done did not complete within {timeout:.2f} s")
+        error = done.exception()
+        if error is None:
+            return None
+        if isinstance(error, RemoteError):
+            return {"token": error.token}
+        return {"repr": repr(error)}
+
+    async def op_close_state(self, channel: int) -> list[Any]:
+        channel_object = self.objects[channel]
+        return [channel_object.close_code, channel_object.close_reason]
+
+    async def op_add_error(self, channel: int, token: str) -> None:
+        self.objects[channel].sink.add_error(RemoteError(token))
+
+    async def op_add_stream(self, channel: int, messages: list[dict[str, str]]) -> None:
+        async def source() -> AsyncIterator[Message]:
+            for message in messages:
+                yield decode_message(message)
+
+        await self.objects[channel].sink.add_stream(source())
+
+    async def op_consume(self, channel: int, answer_prefix: str | None) -> int:
+        channel_object = self.objects[channel]
+        subscription = aiter(channel_object.stream)
+        record: dict[str, Any] = {"queue": asyncio.Queue(), "ended": asyncio.Event(), "error": ""}
+
+        async def take() -> None:
+            try:
+                async for message in subscription:
+                    record["queue"].put_nowait(message)
+                    if answer_prefix is not None:
+                        channel_object.sink.add(f"{answer_prefix}{message!s}")
+            except Exception as exc:
+                record["error"] = repr(exc)
+            finally:
+                record["ended"].set()
+
+        self.spawn(take())
+        return self.keep(record)
+
+    async def op_next(self, consumer: int, timeout: float) -> dict[str, str]:
+        queue = self.objects[consumer]["queue"]
+        return encode_message(await asyncio.wait_for(queue.get(), timeout))
+
+    async def op_rest(self, consumer: int, timeout: float) -> dict[str, Any]:
+        record = self.objects[consumer]
+        await asyncio.wait_for(record["ended"].wait(), timeout)
+        rest = []
+        while not record["queue"].empty():
+            rest.append(encode_message(record["queue"].get_nowait()))
+        return {"messages": rest, "error": record["error"]}
+
+    async def op_pipe(self, channel: int, other: int) -> int:
+        async def pipe() -> None:
+            await self.objects[channel].pipe(self.objects[other])
+
+        return self.keep(self.spawn(pipe()))
+
+    async def op_pipe_done(self, pipe: int) -> bool:
+        return bool(self.objects[pipe].done())
+
+    async def op_pipe_result(self, pipe: int, timeout: float) -> None:
+        task = self.objects[pipe]
+        await asyncio.wait([task], timeout=timeout)
+        if not task.done():
+            raise TimeoutError(f"pipe() did not end within {timeout:.2f} s")
+        task.result()
+
+    async def op_forget(self) -> None:
+        """Close what the last test left, and forget it."""
+        for value in self.objects.values():
+            if isinstance(value, HtmlWebSocketChannel) and not value.sink.done.done():
+                with contextlib.suppress(Exception):
+                    value.sink.close()
+        for task in list(self.tasks):
+            task.cancel()
+        self.objects.clear()
+
+
+_AGENT_HEADER: Final = """\
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from wschannel.html import HtmlWebSocketChannel
+
+Message = str | bytes
+
+"""
+
+_NODE_RUNNER: Final = """\
+// The behaviour suite's Node side: loads Pyodide, writes the files it is given into its
+// filesystem, imports the agent, then answers one JSON request per line (see flavours.py).
+import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { pathToFileURL } from "node:url";
+
+const PREFIX = "@@behaviour ";
+const ROOT = "/behaviour";
+const { loadPyodide } = await import(pathToFileURL(process.argv[2] + "/pyodide.mjs").href);
+const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+let agent = null;
+for await (const line of lines) {
+  const request = JSON.parse(line);
+  if (request.files) {
+    const pyodide = await loadPyodide();
+    for (const [target, source] of Object.entries(request.files)) {
+      const path = `${ROOT}/${target}`;
+      pyodide.FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
+      pyodide.FS.writeFile(path, readFileSync(source));
+    }
+    pyodide.runPython(`import sys; sys.path.insert(0, ${JSON.stringify(ROOT)})`);
+    agent = pyodide.pyimport("behaviour_agent").agent;
+    process.stdout.write(PREFIX + JSON.stringify({ result: pyodide.version }) + "\\n");
+  } else {
+    process.stdout.write(PREFIX + (await agent.handle(line)) + "\\n");
+  }
+}
+process.exit(0);
+"""
+
+_EXCEPTIONS: Final[dict[str, type[BaseException]]] = {
+    "StateError": StateError,
+    "ValueError": ValueError,
+    "TypeError": TypeError,
+    "NotImplementedError": NotImplementedError,
+    "AttributeError": AttributeError,
+    "RuntimeError": RuntimeError,
+    "TimeoutError": Timeout,
+}
+
+
+class NodeAgent:
+    """``node`` running Pyodide with :class:`BrowserAgent`: one request at a time."""
+
+    def __init__(self, workdir: Path) -> None:
+        assert NODE is not None
+        runner = workdir / "runner.mjs"
+        runner.write_text(_NODE_RUNNER)
+        agent = workdir / "behaviour_agent.py"
+        agent.write_text(
+            _AGENT_HEADER
+            + "\n\n".join(
+                inspect.getsource(item)
+                for item in (RemoteError, encode_message, decode_message, BrowserAgent)
+            )
+            + "\n\nagent = BrowserAgent()\n"
+        )
+        files = {
+            f"wschannel/{path.relative_to(PACKAGE).as_posix()}": str(path)
+            for path in sorted(PACKAGE.rglob("*"))
+            if path.is_file() and (path.suffix == ".py" or path.name == "py.typed")
+        }
+        files["behaviour_agent.py"] = str(agent)
+        self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.stderr = bytearray()
+        self.process = subprocess.Popen(
+            [NODE, NODE_FLAG, "--no-warnings", str(runner), str(PYODIDE_DIR)],
+            cwd=workdir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        threading.Thread(target=self._read_replies, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.version = self._send({"files": files}, 6 * TIMEOUT)
+
+    def _read_replies(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            text = line.decode(errors="replace")
+            if text.startswith(_AGENT_PREFIX):
+                self.replies.put(json.loads(text[len(_AGENT_PREFIX) :]))
+        self.replies.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr += line
+
+    def _send(self, message: dict[str, Any], timeout: float) -> Any:
+        stdin = self.process.stdin
+        assert stdin is not None
+        stdin.write(json.dumps(message).encode() + b"\n")
+        stdin.flush()
+        try:
+            reply = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            raise Timeout(f"Node did not answer {message} within {timeout:.2f} s") from None
+        if reply is None:
+            raise AssertionError(f"Node exited:\n{self.stderr.decode(errors='replace')}")
+        if "raise" in reply:
+            error = _EXCEPTIONS.get(reply["raise"], AssertionError)
+            raise error(f"{reply['raise']} in the browser: {reply['message']}")
+        return reply["result"]
+
+    def request(self, op: str, wait: float = TIMEOUT, **args: Any) -> Any:
+        """Run one operation of :class:`BrowserAgent`; the answer may take ``wait`` (plus
+        :data:`TIMEOUT`)."""
+        return self._send({"op": op, "args": args}, wait + TIMEOUT)
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class BrowserConsumer(Consumer):
+    """A consumer running in the browser."""
+
+    def __init__(self, agent: NodeAgent, number: int) -> None:
+        super().__init__()
+        self.agent = agent
+        self.number = number
+
+    def next(self, timeout: float = TIMEOUT) -> Message:
+        try:
+            reply = self.agent.request("next", timeout, consumer=self.number, timeout=timeout)
+        except Timeout:
+            raise Timeout(f"no message came within {timeout:.2f} s") from None
+        return decode_message(reply)
+
+    def rest(self, timeout: float = TIMEOUT) -> list[Message]:
+        try:
+            reply = self.agent.request("rest", timeout, consumer=self.number, timeout=timeout)
+        except Timeout:
+            raise Timeout(f"the stream did not end within {timeout:.2f} s") from None
+        if reply["error"]:
+            raise AssertionError(f"the stream failed with {reply['error']}")
+        return [decode_message(message) for message in reply["messages"]]
+
+
+class RemotePipe:
+    """``pipe()`` running in the browser: ``done()`` and ``result(timeout)``."""
+
+    def __init__(self, agent: NodeAgent, number: int) -> None:
+        self.agent = agent
+        self.number = number
+
+    def done(self) -> bool:
+        return bool(self.agent.request("pipe_done", pipe=self.number))
+
+    def result(self, timeout: float | None = None) -> None:
+        limit = TIMEOUT if timeout is None else timeout
+        self.agent.request("pipe_result", limit, pipe=self.number, timeout=limit)
+
+
+class BrowserSide(Side):
+    """An :class:`~wschannel.html.HtmlWebSocketChannel` in Pyodide, driven over Node."""
+
+    def __init__(self, agent: NodeAgent, number: int) -> None:
+        self.agent = agent
+        self.number = number
+        self.errors: dict[str, BaseException] = {}
+
+    def add(self, message: Message) -> None:
+        self.agent.request("add", channel=self.number, message=encode_message(message))
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self.agent.request("close", channel=self.number, code=code, reason=reason)
+
+    def wait_done(self, timeout: float = TIMEOUT) -> BaseException | None:
+        reply = self.agent.request("wait_done", timeout, channel=self.number, timeout=timeout)
+        if reply is None:
+            return None
+        if "token" in reply:
+            return self.errors[reply["token"]]
+        return AssertionError(f"in the browser: {reply['repr']}")
+
+    def consume(self, answer_prefix: str | None = None) -> Consumer:
+        number = self.agent.request("consume", channel=self.number, answer_prefix=answer_prefix)
+        return BrowserConsumer(self.agent, number)
+
+    def _close_state(self) -> list[Any]:
+        state: list[Any] = self.agent.request("close_state", channel=self.number)
+        return state
+
+    @property
+    def close_code(self) -> int | None:
+        code: int | None = self._close_state()[0]
+        return code
+
+    @property
+    def close_reason(self) -> str | None:
+        reason: str | None = self._close_state()[1]
+        return reason
+
+    def add_error(self, error: BaseException) -> None:
+        token = str(len(self.errors))
+        self.errors[token] = error
+        self.agent.request("add_error", channel=self.number, token=token)
+
+    def add_stream(self, messages: Iterable[Message]) -> None:
+        encoded = [encode_message(message) for message in messages]
+        self.agent.request("add_stream", channel=self.number, messages=encoded)
+
+    def pipe(self, other: Side) -> Outcome:
+        assert isinstance(other, BrowserSide) and other.agent is self.agent
+        return RemotePipe(
+            self.agent, self.agent.request("pipe", channel=self.number, other=other.number)
+        )
+
+
+class BrowserLab(Lab):
+    """Our side is the browser's WebSocket (Node's) under Pyodide, always the client."""
+
+    def __init__(self, flavour: str, role: str, agent: NodeAgent) -> None:
+        super().__init__(flavour, role)
+        self.agent = agent
+        self.cleanups.append(lambda: agent.request("forget"))
+
+    def _open(self, options: dict[str, Any]) -> tuple[Side, Peer]:
+        assert set(options) <= {"close_timeout"}, f"the browser takes no {options}"
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            url = f"ws://127.0.0.1:{listener.getsockname()[1]}/"
+            number = self.agent.request("open", url=url, options=options)
+            peer = accept_upgrade(listener)
+        self.agent.request("ready", channel=number)
+        return BrowserSide(self.agent, number), peer
