@@ -25,7 +25,10 @@ Flavours (:data:`FLAVOURS`, with the roles our side can take):
 - ``adapter``: :class:`~wschannel.adapter.AdapterWebSocketChannel` over
   :meth:`IOWebSocket.connect <wschannel.adapter.IOWebSocket.connect>` (client);
 - ``fake_pair``: :class:`~wschannel.adapter.AdapterWebSocketChannel` over one socket of
-  :func:`wschannel.testing.fake_pair`, the peer holding the other (role ``memory``).
+  :func:`wschannel.testing.fake_pair`, the peer holding the other (role ``memory``);
+- ``browser``: :class:`~wschannel.html.HtmlWebSocketChannel` under Pyodide in Node, whose
+  ``WebSocket`` has the browser's interface (client): :class:`BrowserAgent` runs there and
+  :class:`BrowserSide` drives it over the Node process's stdin and stdout.
 
 Every wait is bounded and scales with ``WSCHANNEL_TEST_TIMEOUT_SCALE`` (see ``conftest.py``);
 a wait that runs out raises :class:`Timeout`, an :class:`AssertionError`.

@@ -2,14 +2,19 @@
 and codes, whatever drives the channel.
 
 Each test takes a ``lab`` (``tests/flavours.py``): one flavour (asyncio, uvloop, byte stream on
-asyncio / anyio / trio, blocking, adapter, ``testing.fake_pair``) with our side in one role
-(client or server; ``memory`` for the fake pair), talking over a real TCP connection on
-127.0.0.1 to a raw peer scripted here. The peer is the judge: it sends hand-built frames and
+asyncio / anyio / trio, blocking, adapter, ``testing.fake_pair``, and the browser's:
+``wschannel.html`` under Pyodide in Node) with our side in one role (client or server;
+``memory`` for the fake pair), talking over a real TCP connection on 127.0.0.1 to a raw peer
+scripted here. The peer is the judge: it sends hand-built frames and
 checks the frames, masking and close codes it receives, so every flavour is held to the same
 wire behaviour. The fake pair has no wire: there the peer is the other in-memory socket, and
 the same channel-level results are checked (messages, ``close_code``/``close_reason``, the
 sink rules); wire-only checks (a close frame's echo, keepalive, protocol violations, limits,
-timeouts, a lost connection) do not apply to it and are skipped.
+timeouts, a lost connection) do not apply to it and are skipped. The browser flavour runs the
+same scenarios through an agent in Pyodide (a browser WebSocket has no keepalive or size
+limit to set: those are skipped); it needs Node 20.10+ and Pyodide in
+``tests/browser/node/node_modules`` (``tests/browser/setup.sh``) or ``WSCHANNEL_PYODIDE_DIR``,
+and is skipped without them.
 
 Where a flavour disagrees with the others today, its case is marked
 ``xfail(strict=True, reason="issue 11: ...")`` in :data:`KNOWN` with what it does instead, so it
@@ -28,6 +33,7 @@ from typing import Any, Final
 import pytest
 from conftest import SCALE, TIMEOUT
 from flavours import (
+    BINARY,
     CLOSE,
     FLAVOURS,
     PING,
@@ -57,7 +63,9 @@ pytestmark = pytest.mark.filterwarnings(
 CLOSE_TIMEOUT: Final = 0.5 * SCALE
 """``close_timeout`` where a scenario waits for it."""
 PING_INTERVAL: Final = 0.25 * SCALE
-"""``ping_interval`` for the keepalive scenarios."""
+"""``ping_interval`` when no pong comes."""
+ANSWERED_PING_INTERVAL: Final = 0.5 * SCALE
+"""``ping_interval`` when the peer answers: room for a loaded machine's round trip."""
 SLICE: Final = 0.05 * SCALE
 """How long one look lasts when waiting for either of two things."""
 GIVE_UP_BOUND: Final = 5 * CLOSE_TIMEOUT + 2 * SCALE
@@ -98,10 +106,10 @@ KNOWN: Final[dict[tuple[str, str, str | None], tuple[str, type[BaseException]]]]
     ),
     **{
         (scenario, flavour, None): (
-            f"issue 11: the byte-stream sink raises NotImplementedError for {method}()",
+            f"issue 11: the byte-stream sink raises NotImplementedError for {scenario}()",
             NotImplementedError,
         )
-        for scenario, method in (("add_error", "add_error"), ("add_stream", "add_stream"))
+        for scenario in ("add_error", "add_stream")
         for flavour in BYTE_STREAMS
     },
     **{
@@ -133,12 +141,12 @@ KNOWN: Final[dict[tuple[str, str, str | None], tuple[str, type[BaseException]]]]
     # The browser's WebSocket speaks the protocol itself (Node's here): these differences are
     # the platform's, out of wschannel's reach.
     ("deferred_replies", "browser", None): (
-        "issue 11 (platform): the browser's WebSocket echoes the peer's close itself as it "
+        "issue 11: the browser's WebSocket (platform) echoes the peer's close itself as it "
         "reads it, before Python has the messages; the consumer's answers are dropped",
         AssertionError,
     ),
     ("protocol_failure", "browser", None): (
-        "issue 11 (platform): the browser's WebSocket fails the connection by dropping TCP "
+        "issue 11: the browser's WebSocket (platform) fails the connection by dropping TCP "
         "with no close frame, and reports 1006 (WHATWG), not 1002 or 1007",
         AssertionError,
     ),
@@ -263,7 +271,7 @@ def summary(frames: list[Frame]) -> list[object]:
     for frame in frames:
         if frame.opcode == CLOSE:
             values.append(("close", frame.close[0]))
-        elif frame.opcode in (TEXT, 0x2):
+        elif frame.opcode in (TEXT, BINARY):
             values.append(frame.message)
         else:
             values.append(frame)
@@ -319,7 +327,7 @@ def test_keepalive_closes_with_1001_when_no_pong_comes(lab: Lab) -> None:
 
 @pytest.mark.parametrize("lab", cases("keepalive_answered"), indirect=True)
 def test_keepalive_keeps_a_peer_that_answers_open(lab: Lab) -> None:
-    side, peer = lab.open(ping_interval=PING_INTERVAL)
+    side, peer = lab.open(ping_interval=ANSWERED_PING_INTERVAL)
     for _ in range(3):  # three intervals: a missed pong would have closed by now
         frame = peer.read_frame()
         assert frame.opcode == PING, frame
