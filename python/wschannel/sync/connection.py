@@ -37,6 +37,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
@@ -142,12 +143,14 @@ class SyncWebSocketSink:
     :meth:`close` starts the closing handshake and returns :attr:`done`.
     """
 
-    __slots__ = ("_channel", "_disconnected", "_done", "_user_closed")
+    __slots__ = ("_adding_stream", "_channel", "_disconnected", "_done", "_error", "_user_closed")
 
     def __init__(self, channel: SyncWebSocketChannel) -> None:
         self._channel = channel
         self._user_closed = False  # close() was called
         self._disconnected = False  # no more frames may be sent (a close frame was)
+        self._adding_stream = False  # add_stream() is running
+        self._error: BaseException | None = None  # from add_error(): done fails with it
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._done.set_running_or_notify_cancel()  # it cannot be cancelled
 
@@ -157,16 +160,21 @@ class SyncWebSocketSink:
         Thread-safe. Blocks while the socket cannot take the frame (backpressure), never
         because of the reader. Raises ``TypeError`` for any other type and
         :class:`~wschannel.StateError` after :meth:`close`; after the peer closed the
-        connection, the message is silently dropped.
+        connection (or after :meth:`add_error`), the message is silently dropped.
         """
-        if self._user_closed:
+        if self._adding_stream:
+            raise StateError("Cannot add event while adding stream.")
+        self._send(data)
+
+    def _send(self, data: str | Buffer) -> None:
+        if self._user_closed and self._error is None:
             raise StateError("Cannot add event after closing.")
         channel = self._channel
         conn = channel._conn
         cls = type(data)
         with channel._lock:
             if self._disconnected:
-                if self._user_closed:
+                if self._user_closed and self._error is None:
                     raise StateError("Cannot add event after closing.")
                 _check_message_type(data)
                 return
@@ -193,8 +201,11 @@ class SyncWebSocketSink:
         stream ends at once (messages still buffered are dropped). ``code`` must be one an
         endpoint may send (1000-1003, 1007-1014, 3000-4999) and ``reason`` at most 123 UTF-8
         bytes, else ``ValueError`` is raised and the connection stays open. Closing again
-        returns :attr:`done`.
+        returns :attr:`done`; closing while :meth:`add_stream` runs raises
+        :class:`~wschannel.StateError`.
         """
+        if self._adding_stream:
+            raise StateError("Cannot close sink while adding stream.")
         if self._user_closed:
             return self._done
         check_close_args(code, reason)
@@ -209,9 +220,50 @@ class SyncWebSocketSink:
         channel._stream._discard()
         return self._done
 
+    def add_error(self, error: BaseException) -> None:
+        """Close the connection because of ``error``: without a close code (the peer sees
+        1005), ending the stream; :attr:`done` fails with ``error`` once the connection is
+        closed. Messages added afterwards are dropped (as after the peer's close);
+        :meth:`close` returns :attr:`done`. Raises :class:`~wschannel.StateError` after
+        :meth:`close` or while :meth:`add_stream` runs."""
+        if self._adding_stream:
+            raise StateError("Cannot add event while adding stream.")
+        if self._user_closed:
+            raise StateError("Cannot add event after closing.")
+        channel = self._channel
+        with channel._lock:
+            if self._user_closed:
+                raise StateError("Cannot add event after closing.")
+            self._error = error
+            self._user_closed = True
+            if not self._disconnected:
+                channel._conn.close(None, "")
+                channel._act()
+        channel._stream._discard()
+
+    def add_stream(self, messages: Iterable[str | Buffer]) -> None:
+        """Send every message of ``messages`` (any iterable), in order; returns once it is
+        exhausted, or at once when the connection closes meanwhile (what is left is not
+        taken). Meanwhile :meth:`add`, :meth:`add_error`, :meth:`close` and another
+        :meth:`add_stream` raise :class:`~wschannel.StateError`; so does calling it after
+        :meth:`close`."""
+        if self._adding_stream:
+            raise StateError("Cannot add stream while adding stream.")
+        if self._user_closed and self._error is None:
+            raise StateError("Cannot add stream after closing.")
+        self._adding_stream = True
+        try:
+            for message in messages:
+                if self._disconnected:
+                    break
+                self._send(message)
+        finally:
+            self._adding_stream = False
+
     @property
     def done(self) -> concurrent.futures.Future[None]:
-        """Resolves once the connection is closed (socket included); never fails."""
+        """Resolves once the connection is closed (socket included); fails only with the
+        error given to :meth:`add_error`."""
         return self._done
 
 
@@ -363,6 +415,42 @@ class SyncWebSocketChannel:
         time (:class:`~wschannel.StateError` otherwise).
         """
         return self._stream._get(timeout)
+
+    def pipe(self, other: SyncWebSocketChannel) -> concurrent.futures.Future[None]:
+        """Connect this channel to ``other`` until both directions have ended: this stream
+        goes into ``other.sink`` and ``other.stream`` into this sink (each with
+        :meth:`SyncWebSocketSink.add_stream`, in a thread of its own), and each sink is
+        closed when its source ends. Returns a future that resolves once both have
+        finished (with the first error a sink's :attr:`~SyncWebSocketSink.done` failed
+        with)."""
+        result: concurrent.futures.Future[None] = concurrent.futures.Future()
+        result.set_running_or_notify_cancel()
+        left = [2]
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def forward(source: SyncMessageStream, sink: SyncWebSocketSink) -> None:
+            try:
+                with contextlib.suppress(StateError):  # the sink was closed meanwhile
+                    sink.add_stream(source)
+                sink.close()
+                sink.done.result()
+            except BaseException as exc:
+                errors.append(exc)
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                if errors:
+                    result.set_exception(errors[0])
+                else:
+                    result.set_result(None)
+
+        for source, sink in ((self.stream, other.sink), (other.stream, self.sink)):
+            threading.Thread(
+                target=forward, args=(source, sink), name="wschannel-pipe", daemon=True
+            ).start()
+        return result
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close (see :meth:`SyncWebSocketSink.close`) and wait until the connection is
@@ -653,6 +741,10 @@ class SyncWebSocketChannel:
                 self._sock_closed = True
                 self._outgoing.clear()
             self._sock.close()
-        self._sink._done.set_result(None)  # its callbacks (the server's metrics) run here
+        sink = self._sink
+        if sink._error is not None:  # its callbacks (the server's metrics) run here
+            sink._done.set_exception(sink._error)
+        else:
+            sink._done.set_result(None)
         with self._lock:
             self._conn.release()  # compression state and buffers: now, not at collection

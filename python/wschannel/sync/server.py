@@ -20,6 +20,7 @@ with ``peer`` and ``connection_id`` in each record, as the asyncio server does.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -468,7 +469,10 @@ class Server:
             code = INTERNAL_SERVER_ERROR
         else:
             code = NORMAL_CLOSURE
-        channel.sink.close(code).result()
+        done = channel.sink.close(code)
+        concurrent.futures.wait([done])
+        if done.exception() is not None:  # the handler's sink.add_error(): it chose that
+            log.debug("The handler ended the connection with an error: %r", done.exception())
 
 
 def _reject(
