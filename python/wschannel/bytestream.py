@@ -14,37 +14,61 @@ The byte stream is one of:
 - a trio :class:`~trio.abc.ReceiveStream` and :class:`~trio.abc.SendStream`.
 
 How it runs. A reader task reads the stream and feeds each read to the engine with one
-``receive_data`` call; it stops reading while the message stream's buffer is full
-(backpressure). Every frame to send is written straight away (asyncio) or queued for a writer
-task (anyio and trio, whose ``send`` is a coroutine). Closing follows RFC 6455 §7.1.1: the
-server side closes the byte stream once the close frames have crossed; the client side waits
-for the server to close it, up to ``close_timeout``, then closes it itself.
+``receive_data`` call. Every frame to send is written straight away (asyncio) or queued for a
+writer task (anyio and trio, whose ``send`` is a coroutine). The connection's lifecycle is
+the engine's session (``Connection.start_session``; ``src/session``): the replies to pings and
+close frames, the consumer's answers before the close echo, keepalive, the close deadline,
+the close code, when reading pauses and when the byte stream is half-closed, closed or
+dropped. :class:`_Driver` does what the session's actions say with the byte stream, and keeps
+one timer at the session's next deadline, as :mod:`wschannel.io` does with an asyncio
+transport. Half-closing needs a stream that can send EOF alone (asyncio's ``write_eof``,
+anyio's ``send_eof``, trio's :class:`~trio.abc.HalfCloseableStream`); on others the session
+closes the stream instead.
 
 The event loop is whichever is running: asyncio's, or trio's through :class:`_TrioLoop`, a
-small facade with the part of asyncio's loop interface this module and
-:class:`~wschannel.channel.MessageStream` use (futures, tasks, ``call_soon``, ``call_later``).
-Under trio the tasks are system tasks (:func:`trio.lowlevel.spawn_system_task`): they live
-until the connection is closed or ``trio.run`` returns.
+small facade with the part of asyncio's loop interface this module,
+:class:`~wschannel.channel.MessageStream` and :class:`~wschannel._sink.GuaranteeSink` use
+(futures, tasks that are futures, ``call_soon``, ``call_later``, ``time``). Under trio the
+tasks are system tasks (:func:`trio.lowlevel.spawn_system_task`): they live until the
+connection is closed or ``trio.run`` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
-from ._message import binary_view, check_close_args
-from ._sink import WebSocketSink
+from ._message import binary_view
+from ._sink import GuaranteeSink
 from ._stream import MessageStream
-from ._wschannel import Close, Connection, Failure, Ping, Pong
+from ._tasks import _aclose
+from ._wschannel import (
+    ABORT,
+    AWAIT_CONSUMER,
+    CLOSE_TRANSPORT,
+    DONE,
+    END_STREAM,
+    HALF_CLOSE,
+    PAUSE_READING,
+    RESUME_READING,
+    SAMPLE_UNSENT,
+    STOP_SENDING,
+    Connection,
+)
 from .channel import StoredWebSocketChannel
-from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_QUEUE
-from .exceptions import StateError
-from .status import ABNORMAL_CLOSURE, GOING_AWAY
+from .defaults import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_WRITE_LIMIT,
+)
+from .exceptions import WebSocketConnectionClosed
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -101,7 +125,7 @@ def over(
     loop = _running_loop()
     streams = _byte_streams(loop, reader, writer)
     conn = Connection(not server_side, max_message_size=max_message_size)
-    channel = ByteStreamWebSocketChannel(
+    return ByteStreamWebSocketChannel(
         loop,
         streams,
         conn,
@@ -110,8 +134,6 @@ def over(
         ping_interval=ping_interval,
         close_timeout=close_timeout,
     )
-    channel._driver.start()
-    return channel
 
 
 class ByteStreamWebSocketChannel(StoredWebSocketChannel):
@@ -135,7 +157,7 @@ class ByteStreamWebSocketChannel(StoredWebSocketChannel):
         ping_interval: float | None,
         close_timeout: float | None,
     ) -> None:
-        """Internal: use :func:`over`."""
+        """Internal: use :func:`over`. The connection runs from here on."""
         self._protocol = protocol
         self._close_code: int | None = None
         self._close_reason: str | None = None
@@ -144,33 +166,35 @@ class ByteStreamWebSocketChannel(StoredWebSocketChannel):
         # MessageStream needs create_future, call_soon and call_exception_handler: asyncio's
         # loop, or the trio facade, which has them.
         self._stream = MessageStream(cast(asyncio.AbstractEventLoop, loop), max_queue=max_queue)
-        self._driver = _Driver(
+        driver = _Driver(
             self,
             loop,
             streams,
             conn,
+            self._stream,
             ping_interval=ping_interval,
             close_timeout=close_timeout,
         )
-        self._sink = _ByteStreamSink(self._driver, conn, loop.create_future())
-        self._stream._set_flow_control(self._driver.pause_reading, self._driver.resume_reading)
-
-    def __repr__(self) -> str:
-        state = f"closed {self._close_code}" if self._sink._done.done() else "open"
-        return f"<{type(self).__name__} {state}>"
-
-
-class _ByteStreamSink(WebSocketSink):
-    """The sink of a :class:`ByteStreamWebSocketChannel`."""
-
-    __slots__ = ("_conn", "_done", "_driver", "_user_closed", "_write")
-
-    def __init__(self, driver: _Driver, conn: Connection, done: asyncio.Future[None]) -> None:
         self._driver = driver
-        self._conn: Connection | None = conn  # None once no message may be sent
+        self._sink = driver.sink
+        driver.start()
+
+
+class _ByteStreamSink(GuaranteeSink):
+    """The sink of a :class:`ByteStreamWebSocketChannel`: :class:`GuaranteeSink`'s rules, each
+    message encoded by the engine and written to the byte stream."""
+
+    __slots__ = ("_conn", "_driver", "_live", "_write")
+
+    def __init__(self, loop: _Loop, messages: MessageStream, driver: _Driver) -> None:
+        # GuaranteeSink needs create_future and create_task (tasks that are futures): asyncio's
+        # loop, or the trio facade.
+        super().__init__(cast(asyncio.AbstractEventLoop, loop), messages)
+        self._driver = driver
         self._write = driver.write
-        self._user_closed = False
-        self._done = done
+        self._live: Connection | None = driver.conn  # None once no message may be sent
+        # The fast path of add(): also None while add_stream() runs.
+        self._conn: Connection | None = self._live
 
     def add(self, data: str | Buffer) -> None:
         conn = self._conn
@@ -182,39 +206,102 @@ class _ByteStreamSink(WebSocketSink):
             if cls is bytes:
                 self._write(conn.send_binary(data))  # type: ignore[arg-type]
                 return
-        self._add_slowly(data)
+        GuaranteeSink.add(self, data)
 
-    def _add_slowly(self, data: str | Buffer) -> None:
-        if self._user_closed:
-            raise StateError("Cannot add event after closing.")
-        conn = self._conn
+    def _send(self, data: str | Buffer) -> None:
         if isinstance(data, str):
-            if conn is not None:
-                self._write(conn.send_text(data))
+            if self._live is not None:
+                self._write(self._live.send_text(data))
             return
-        buffer = binary_view(data)
-        if conn is None:
-            return  # the peer closed the connection (stream channel guarantee 3)
-        self._write(conn.send_binary(buffer))
+        buffer = binary_view(data)  # TypeError for anything else, even once disconnected
+        if self._live is not None:
+            self._write(self._live.send_binary(buffer))
 
-    def close(self, code: int | None = None, reason: str | None = None) -> asyncio.Future[None]:
-        if self._user_closed:
-            return self._done
-        check_close_args(code, reason)
-        self._user_closed = True
+    def _start_close(self, code: int | None, reason: str | None) -> None:
+        self._conn = self._live = None
         self._driver.close(code, reason)
-        return self._done
 
-    @property
-    def done(self) -> asyncio.Future[None]:
-        return self._done
+    def _adding_stream_changed(self) -> None:
+        self._conn = None if self._adding_stream else self._live
+
+    def _write_buffer_full(self) -> bool:
+        return self._driver.streams.writes_waiting()
 
     async def flush(self) -> None:
+        """Wait until the byte stream has taken what was written (asyncio streams: until the
+        transport's buffer is under its limit); raise :class:`WebSocketConnectionClosed` once
+        no message can be sent any more."""
         await self._driver.streams.drain()
+        self._raise_if_disconnected()
+
+    def _disconnect(self) -> None:
+        super()._disconnect()
+        self._conn = self._live = None
+
+
+class _TrioByteStreamSink(_ByteStreamSink):
+    """The sink under trio, where :meth:`add_stream`'s forwarding task stops differently.
+
+    GuaranteeSink stops that task the asyncio way: ``Task.cancel()``, then, inside the task,
+    ``asyncio.CancelledError``, ``asyncio.current_task()`` and ``uncancel()`` so that it can
+    still close the source; none of these exist under trio, where a cancelled scope keeps
+    cancelling every later wait inside it. Here the forwarding runs in a cancel scope of its
+    own, which :meth:`_disconnect` cancels; the source is closed after the scope, outside it.
+    Everything else is GuaranteeSink's, on :class:`_TrioLoop`'s futures and tasks.
+    """
+
+    __slots__ = ("_forward_scope",)
+
+    def __init__(self, loop: _Loop, messages: MessageStream, driver: _Driver) -> None:
+        super().__init__(loop, messages, driver)
+        self._forward_scope: trio.CancelScope | None = None
+
+    def _disconnect(self) -> None:
+        scope, self._forward_scope = self._forward_scope, None
+        self._forwarding = None  # stopped here, through its scope, not the asyncio way
+        super()._disconnect()
+        if scope is not None:
+            scope.cancel()
+
+    async def _forward(self, iterator: AsyncIterator[str | Buffer]) -> None:
+        import trio
+
+        error: Exception | None = None
+        exhausted = False
+        with trio.CancelScope() as scope:
+            self._forward_scope = scope
+            try:
+                while not self._disconnected:
+                    try:
+                        message = await anext(iterator)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    if self._disconnected:
+                        break
+                    self._send(message)
+                    if self._write_buffer_full():
+                        with contextlib.suppress(WebSocketConnectionClosed):
+                            await self.flush()  # raises once disconnected: the loop ends
+            except Exception as exc:
+                error = exc
+            finally:
+                self._forward_scope = None
+                self._forwarding = None
+                self._adding_stream = False
+                self._adding_stream_changed()
+        if not exhausted:
+            await _aclose(iterator)
+        if error is not None:
+            self._fail(error)
 
 
 class _Driver:
-    """Drives one engine :class:`Connection` over a byte stream, for either side."""
+    """Runs one engine :class:`Connection` over a byte stream, for either side: it feeds the
+    engine what it reads and does what the engine's session decides (its actions), as
+    :mod:`wschannel.io`'s protocol does with an asyncio transport. It decides no close code,
+    no timeout and no close: the session does.
+    """
 
     def __init__(
         self,
@@ -222,6 +309,7 @@ class _Driver:
         loop: _Loop,
         streams: _ByteStreams,
         conn: Connection,
+        stream: MessageStream,
         *,
         ping_interval: float | None,
         close_timeout: float | None,
@@ -231,181 +319,235 @@ class _Driver:
         self.streams = streams
         self.write = streams.write
         self.conn = conn
-        self._ping_interval = ping_interval
-        self._close_timeout = close_timeout
+        self.stream = stream
+        sink_class = _TrioByteStreamSink if isinstance(loop, _TrioLoop) else _ByteStreamSink
+        self.sink = sink_class(loop, stream, self)
+        conn.start_session(
+            ping_interval=ping_interval,
+            close_timeout=close_timeout,
+            consumer_wait=DEFAULT_CLOSE_TIMEOUT,
+            half_close=streams.can_half_close,
+        )
+        self._add_message = stream._add
         self._reader: _Handle | None = None
         self._closer: _Handle | None = None  # referenced so that asyncio keeps the task
-        self._ping_timer: _Handle | None = None
-        self._close_timer: _Handle | None = None
-        self._reading_paused = False
+        self._timer: _Handle | None = None  # at the session's next deadline
+        self._timer_at = 0.0
+        self._reading = True
         self._resume_waiter: asyncio.Future[None] | None = None
-        self._closing = False  # the byte stream is being closed
+        self._closing = False  # the byte stream is being closed (or was dropped)
         self._lost = False  # the byte stream is closed: the connection is over
+        self._awaiting_consumer = False  # the session waits for consumer_caught_up()
+        self._delivering = False  # a read's messages are being handed over
+        self._consumer_check_due = False
 
     def start(self) -> None:
+        self.stream._set_flow_control(self._pause_for_stream, self._resume_for_stream)
         self._reader = self.loop.create_task(self._read())
-        if self._ping_interval is not None:
-            self._ping_timer = self.loop.call_later(self._ping_interval, self._send_ping)
+        self._arm_timer()
 
-    # Reading, with backpressure from the message stream.
+    # Reading.
 
     async def _read(self) -> None:
         """Read until EOF: one engine call per read, then its events in order."""
         read = self.streams.read
         receive_data = self.conn.receive_data
-        add_message = self.channel._stream._add
-        control = self._control
-        while True:
-            if self._reading_paused:
+        while not self._closing:
+            if not self._reading:
                 waiter = self.loop.create_future()
                 self._resume_waiter = waiter
                 await waiter
                 continue
             try:
                 data = await read()
-            except Exception as exc:  # the byte stream failed: the connection is lost
-                logger.debug("Reading the byte stream failed: %r", exc)
-                break
+            except Exception as exc:  # the byte stream broke: the connection is lost
+                if not self._closing:
+                    logger.debug("Reading the byte stream failed: %r", exc)
+                    self._abort()
+                return
+            if self._closing:
+                return  # closing: what comes now is not for the connection
             if not data:
-                break
-            for event in receive_data(data):
-                cls = type(event)
-                if cls is str or cls is bytes:
-                    add_message(event)  # type: ignore[arg-type]
+                self.conn.receive_eof()
+                self._act()
+                return
+            self._events_received(receive_data(data))
+
+    def _events_received(self, events: list[Any]) -> None:
+        """What the engine made of one read: messages for the stream; the session has already
+        acted on the control events among them. What it decided is done where the first
+        control event is, so that a pong leaves between the answers around its ping; a close
+        reply waiting for the consumer is considered once every message is in."""
+        add_message = self._add_message
+        acted = False
+        for event in events:
+            cls = type(event)
+            if cls is str or cls is bytes:
+                add_message(event)
+            elif not acted:
+                acted = True
+                self._delivering = True
+                try:
+                    self._act()
+                finally:
+                    self._delivering = False
+        if self._consumer_check_due:
+            self._consumer_check_due = False
+            self._await_consumer()
+            self._act()
+
+    # The user's close.
+
+    def close(self, code: int | None, reason: str | None) -> None:
+        """The user's close (RFC 6455 §5.5.1): the session sends the frame and times it."""
+        self.conn.close(code, reason or "")
+        self._act()
+
+    # The translator: what the session (src/session) decided, done with this byte stream.
+
+    def _act(self) -> None:
+        conn = self.conn
+        channel = self.channel
+        while (action := conn.poll_action()) is not None:
+            if type(action) is bytes:
+                self.write(action)
+                continue
+            code = conn.close_code
+            if code is not None:
+                channel._close_code = code
+                channel._close_reason = conn.close_reason
+            if action == STOP_SENDING:
+                self.sink._disconnect()
+            elif action == PAUSE_READING:
+                self._reading = False
+            elif action == RESUME_READING:
+                self._resume_reading()
+            elif action == AWAIT_CONSUMER:
+                if self._delivering:  # once the read's messages are all in the stream
+                    self._consumer_check_due = True
                 else:
-                    control(event)
-        if not self._lost:
-            self.conn.receive_eof()
-            self._close_transport()
+                    self._await_consumer()
+            elif action == SAMPLE_UNSENT:
+                conn.sample_unsent(0)  # a byte stream cannot tell what the peer has taken
+            elif action == END_STREAM:
+                self.stream._end()
+            elif action == HALF_CLOSE:
+                self.streams.half_close()
+            elif action == CLOSE_TRANSPORT:
+                self._close_transport()
+            elif action == ABORT:
+                self._abort()
+            elif action == DONE:
+                self._stop_awaiting_consumer()
+                if self._reader is not None:
+                    self._reader.cancel()
+                self.sink._finish()
+                conn.release()  # free the engine's buffers now, not at garbage collection
+        self._arm_timer()
 
-    def pause_reading(self) -> None:
-        self._reading_paused = True
-
-    def resume_reading(self) -> None:
-        self._reading_paused = False
+    def _resume_reading(self) -> None:
+        self._reading = True
         waiter, self._resume_waiter = self._resume_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _control(self, event: object) -> None:
-        conn = self.conn
-        if isinstance(event, Ping):
-            self._write_reply()
-        elif isinstance(event, Pong):
-            if self._ping_timer is not None and self._ping_interval is not None:
-                self._ping_timer.cancel()
-                self._ping_timer = self.loop.call_later(self._ping_interval, self._send_ping)
-        elif isinstance(event, Close | Failure):
-            channel = self.channel
-            channel._close_code = event.code
-            channel._close_reason = event.reason
-            self._write_reply()
-            if conn.close_expected():
-                self._disconnect()
-                self._close_transport()
-            elif self._close_timeout is None:
-                self._disconnect()  # a client that may wait forever for the server's EOF
-            else:
-                # A client waits for the server to close first, up to close_timeout; its
-                # stream ends then (in _connection_lost), with the byte stream closed.
-                # Reading goes on even if the buffer is full, for the EOF.
-                self._cancel_ping()
-                self.channel._sink._conn = None
-                self.channel._stream._resume_reading()
-                self._arm_close_timer()
-
-    def _write_reply(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            self.write(data)
-
-    # Closing (RFC 6455 §7).
-
-    def close(self, code: int | None, reason: str | None) -> None:
-        """The user closed the sink: send a close frame and wait for the peer's."""
-        channel = self.channel
-        channel._stream._discard()
-        sink = channel._sink
-        if sink._conn is None:
-            return  # the peer closed first, or the connection is gone
-        sink._conn = None
-        self.write(self.conn.send_close(code, reason or ""))
-        self._cancel_ping()
-        self._arm_close_timer()
-
-    def _disconnect(self) -> None:
-        """No more messages either way (RFC 6455 §7.1.4 once the close frames crossed)."""
-        self._cancel_ping()
-        self.channel._stream._end()
-        self.channel._sink._conn = None
-
     def _close_transport(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._arm_close_timer()
-        self._closer = self.loop.create_task(self._shut_down())
+        if not self._closing:
+            self._closing = True
+            self._closer = self.loop.create_task(self._shut_down())
 
     async def _shut_down(self) -> None:
         await self.streams.aclose()
         self._connection_lost()
 
-    def _arm_close_timer(self) -> None:
-        if self._close_timer is None and self._close_timeout is not None and not self._lost:
-            self._close_timer = self.loop.call_later(self._close_timeout, self._abort)
-
     def _abort(self) -> None:
-        """The closing handshake took too long: close the byte stream now."""
-        self._close_timer = None
-        self._closing = True
-        self.streams.abort()
-        self._connection_lost()
+        if not self._lost:
+            self._closing = True
+            self.streams.abort()
+            self._connection_lost()
 
     def _connection_lost(self) -> None:
         if self._lost:
             return
         self._lost = True
-        self._closing = True
-        self._cancel_ping()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        if self._reader is not None:
-            self._reader.cancel()
-        channel = self.channel
-        if channel._close_code is None:
-            channel._close_code = ABNORMAL_CLOSURE
-            channel._close_reason = ""
-        self._disconnect()
-        done = channel._sink._done
-        if not done.done():
-            done.set_result(None)
+        self.conn.connection_lost()
+        self._act()
 
-    # Keepalive (Dart's algorithm: ping, then wait one interval for the pong).
-
-    def _send_ping(self) -> None:
-        self._ping_timer = None
-        if self.channel._sink._conn is None or self._ping_interval is None:
+    def _arm_timer(self) -> None:
+        """One timer, at the session's next deadline."""
+        delay = self.conn.timeout
+        timer = self._timer
+        if delay is None:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
             return
-        self.write(self.conn.send_ping(b""))
-        self._ping_timer = self.loop.call_later(self._ping_interval, self._ping_timed_out)
+        when = self.loop.time() + delay
+        if timer is not None:
+            if abs(self._timer_at - when) < 0.001:
+                return
+            timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_later(delay, self._timed_out)
 
-    def _ping_timed_out(self) -> None:
-        self._ping_timer = None
-        channel = self.channel
-        if channel._sink._conn is None:
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self._lost:
+            self.conn.handle_timeout(0)  # unsent: unknown, as for SAMPLE_UNSENT
+            self._act()
+
+    # Reading: the stream's backpressure goes to the session, which decides.
+
+    def _pause_for_stream(self) -> None:
+        self.conn.set_consumer_full(True)
+        self._act()
+
+    def _resume_for_stream(self) -> None:
+        if self._awaiting_consumer:
+            self._consumer_drained()
             return
-        channel._close_code = GOING_AWAY
-        channel._close_reason = ""
-        channel._sink._conn = None
-        self.write(self.conn.send_close(GOING_AWAY, ""))
-        self._arm_close_timer()
-        self._disconnect()
+        self.conn.set_consumer_full(False)
+        self._act()
 
-    def _cancel_ping(self) -> None:
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-            self._ping_timer = None
+    # The peer's close (or a failure) behind messages the consumer has not taken yet: the
+    # session holds the reply until the consumer has answered them. It has when it asks for
+    # the next message with the buffer empty (async for), one loop turn after the last one
+    # was delivered (listen), or when it stops consuming or closes the sink. (As io.py.)
+
+    def _await_consumer(self) -> None:
+        stream = self.stream
+        if not (stream._buffer and stream.is_subscribed):
+            self.conn.consumer_caught_up()
+            return
+        self._awaiting_consumer = True
+        stream._low_water = 0
+        stream._reading_paused = True  # so that emptying the buffer calls _resume_for_stream
+
+    def _consumer_drained(self) -> None:
+        """The stream's buffer is empty, or the stream ended (cancelled, or the sink closed)."""
+        stream = self.stream
+        if stream._ended:
+            self._consumer_caught_up()
+            return
+        stream._reading_paused = True  # called again if the consumer stops or closes
+        if stream._on_data is not None:
+            self.loop.call_soon(self._consumer_caught_up)
+        else:
+            stream._on_idle = self._consumer_caught_up
+
+    def _consumer_caught_up(self) -> None:
+        if not self._awaiting_consumer or self._lost:
+            return
+        self._stop_awaiting_consumer()
+        self.conn.consumer_caught_up()
+        self._act()
+
+    def _stop_awaiting_consumer(self) -> None:
+        if self._awaiting_consumer:
+            self._awaiting_consumer = False
+            stream = self.stream
+            stream._on_idle = None
+            stream._reading_paused = False
 
 
 # The byte streams.
@@ -435,6 +577,7 @@ def _byte_streams(loop: _Loop, reader: object, writer: object) -> _ByteStreams:
                 _closers(reader, writer),
                 anyio.EndOfStream,
                 anyio.aclose_forcefully,
+                writer.send_eof if isinstance(writer, anyio.abc.ByteStream) else None,
             )
     if "trio" in sys.modules:
         import trio
@@ -449,6 +592,7 @@ def _byte_streams(loop: _Loop, reader: object, writer: object) -> _ByteStreams:
                 _closers(reader, writer),
                 None,
                 trio.aclose_forcefully,
+                writer.send_eof if isinstance(writer, trio.abc.HalfCloseableStream) else None,
             )
     raise TypeError(
         "over() takes asyncio.StreamReader and asyncio.StreamWriter, anyio byte streams or trio "
@@ -468,14 +612,25 @@ def _closers(reader: _AsyncResource, writer: _AsyncResource) -> list[_AsyncResou
 class _ByteStreams(Protocol):
     """A byte stream as the driver sees it."""
 
+    @property
+    def can_half_close(self) -> bool:
+        """Whether :meth:`half_close` can end the sending half alone."""
+
     async def read(self) -> bytes | bytearray:
         """Up to :data:`READ_SIZE` bytes; ``b''`` at EOF. Raises if the stream broke."""
 
     def write(self, data: bytes) -> None:
         """Send ``data`` after what was written before; dropped once closing."""
 
+    def writes_waiting(self) -> bool:
+        """Whether what was written and not taken yet is over the limit (``drain`` waits)."""
+
     async def drain(self) -> None:
         """Wait until the stream can take more data."""
+
+    def half_close(self) -> None:
+        """Send EOF once what was written has been sent, and keep reading; closes the stream
+        instead if it cannot."""
 
     async def aclose(self) -> None:
         """Send what was written, then close the stream. Never raises."""
@@ -487,19 +642,28 @@ class _ByteStreams(Protocol):
 class _AsyncioStreams:
     """asyncio's stream pair: ``write`` goes straight to the transport's buffer."""
 
-    __slots__ = ("_closing", "_reader", "_writer")
+    __slots__ = ("_closing", "_eof", "_reader", "_writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
         self._closing = False
+        self._eof = False  # write_eof() was called
+
+    @property
+    def can_half_close(self) -> bool:
+        return self._writer.can_write_eof()
 
     async def read(self) -> bytes:
         return await self._reader.read(READ_SIZE)
 
     def write(self, data: bytes) -> None:
-        if not self._closing:
+        if not (self._closing or self._eof):
             self._writer.write(data)
+
+    def writes_waiting(self) -> bool:
+        transport = self._writer.transport  # over its high-water mark, drain() waits
+        return transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
 
     async def drain(self) -> None:
         if self._closing:
@@ -508,6 +672,15 @@ class _AsyncioStreams:
             await self._writer.drain()
         except Exception as exc:  # the connection is lost; the driver finds out by reading
             logger.debug("Draining the byte stream failed: %r", exc)
+
+    def half_close(self) -> None:
+        if self._closing or self._eof:
+            return
+        self._eof = True
+        try:
+            self._writer.write_eof()
+        except Exception as exc:  # the connection is lost; the driver finds out by reading
+            logger.debug("Half-closing the byte stream failed: %r", exc)
 
     async def aclose(self) -> None:
         self._closing = True
@@ -531,12 +704,15 @@ class _TaskStreams:
         "_closers",
         "_closing",
         "_end_of_stream",
+        "_eof",
         "_force_close",
         "_idle_waiters",
         "_loop",
         "_queue",
+        "_queued",
         "_receive",
         "_send",
+        "_send_eof",
         "_wakeup",
         "_writer",
     )
@@ -549,6 +725,7 @@ class _TaskStreams:
         closers: list[_AsyncResource],
         end_of_stream: type[Exception] | None,
         force_close: Callable[[Any], Awaitable[None]],
+        send_eof: Callable[[], Awaitable[None]] | None,
     ) -> None:
         self._loop = loop
         self._receive = receive
@@ -556,13 +733,20 @@ class _TaskStreams:
         self._closers = closers
         self._end_of_stream = end_of_stream
         self._force_close = force_close
+        self._send_eof = send_eof
         self._queue: deque[bytes] = deque()
+        self._queued = 0  # bytes in the queue or being sent
         self._busy = False  # the writer task is sending
         self._closing = False
+        self._eof = False  # half_close() was called: EOF goes out after the queue
         self._wakeup: asyncio.Future[None] | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._closed: asyncio.Future[None] = loop.create_future()
         self._writer = loop.create_task(self._write_queue())
+
+    @property
+    def can_half_close(self) -> bool:
+        return self._send_eof is not None
 
     async def read(self) -> bytes | bytearray:
         end_of_stream = self._end_of_stream
@@ -574,16 +758,25 @@ class _TaskStreams:
             return b""
 
     def write(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._eof:
             return
         self._queue.append(data)
+        self._queued += len(data)
         self._wake_writer()
+
+    def writes_waiting(self) -> bool:
+        return self._queued > DEFAULT_WRITE_LIMIT
 
     async def drain(self) -> None:
         if self._busy or self._queue:
             waiter = self._loop.create_future()
             self._idle_waiters.append(waiter)
             await waiter
+
+    def half_close(self) -> None:
+        if not self._closing:
+            self._eof = True
+            self._wake_writer()
 
     async def aclose(self) -> None:
         self._closing = True
@@ -593,12 +786,14 @@ class _TaskStreams:
     def abort(self) -> None:
         self._closing = True
         self._queue.clear()
+        self._queued = 0
         self._writer.cancel()
         self._loop.create_task(self._close_forcefully())
 
     async def _write_queue(self) -> None:
-        """The writer task: send the queue, then, once closing, close the stream."""
+        """The writer task: send the queue; once half-closing, EOF; once closing, close."""
         queue = self._queue
+        eof_sent = False
         try:
             while True:
                 if queue:
@@ -607,10 +802,15 @@ class _TaskStreams:
                     self._busy = True
                     await self._send(data)
                     self._busy = False
+                    self._queued -= len(data)
                     continue
                 self._wake_idle()
                 if self._closing:
                     break
+                if self._eof and not eof_sent:
+                    eof_sent = True
+                    await self._half_close()
+                    continue
                 self._wakeup = self._loop.create_future()
                 await self._wakeup
             for resource in self._closers:
@@ -623,9 +823,19 @@ class _TaskStreams:
         finally:
             self._closing = True
             self._busy = False
+            self._queued = 0
             self._wake_idle()
             if not self._closed.done():
                 self._closed.set_result(None)
+
+    async def _half_close(self) -> None:
+        send_eof = self._send_eof
+        try:
+            if send_eof is None:
+                raise NotImplementedError("this stream cannot half-close")
+            await send_eof()
+        except NotImplementedError:  # anyio's TLS streams: close instead
+            self._closing = True
 
     async def _close_forcefully(self) -> None:
         for resource in self._closers:
@@ -661,6 +871,7 @@ class _Loop(Protocol):
     def call_soon(self, callback: Callable[[], object]) -> object: ...
     def call_later(self, delay: float, callback: Callable[[], object]) -> _Handle: ...
     def call_exception_handler(self, context: dict[str, Any]) -> None: ...
+    def time(self) -> float: ...
 
 
 def _running_loop() -> _Loop:
@@ -677,12 +888,14 @@ def _running_loop() -> _Loop:
 
 
 class _TrioLoop:
-    """asyncio's loop interface, as far as :class:`_Loop` goes, on the running trio loop.
+    """asyncio's loop interface, as far as :class:`_Loop` and :class:`GuaranteeSink` go, on the
+    running trio loop.
 
-    Tasks are trio system tasks, each in a cancel scope; ``call_later`` is a task that sleeps;
-    ``call_soon`` is :meth:`trio.lowlevel.TrioToken.run_sync_soon`. Exceptions from callbacks
-    and tasks are logged (``wschannel.bytestream``), where asyncio would call its exception
-    handler, instead of crashing ``trio.run``.
+    Tasks are trio system tasks, each in a cancel scope, and futures (:class:`_TrioTask`);
+    ``call_later`` is a task that sleeps; ``call_soon`` is
+    :meth:`trio.lowlevel.TrioToken.run_sync_soon`. Exceptions from callbacks and tasks are
+    logged (``wschannel.bytestream``), where asyncio would call its exception handler,
+    instead of crashing ``trio.run``.
     """
 
     __slots__ = ("_token",)
@@ -694,15 +907,15 @@ class _TrioLoop:
 
     def create_future(self) -> asyncio.Future[Any]:
         # _TrioFuture has the part of asyncio.Future's interface that is used here and that
-        # users of ready/done rely on (done, result, add_done_callback, await).
+        # users of ready/done rely on (done, result, exception, add_done_callback, await).
         return cast("asyncio.Future[Any]", _TrioFuture(self))
 
     def create_task(self, coro: Coroutine[Any, Any, None]) -> _TrioTask:
         import trio
 
-        task = _TrioTask(trio.CancelScope())
+        task = _TrioTask(self, trio.CancelScope())
         trio.lowlevel.spawn_system_task(
-            self._run, coro, task.scope, name=getattr(coro, "__qualname__", None)
+            self._run, coro, task, name=getattr(coro, "__qualname__", None)
         )
         return task
 
@@ -718,17 +931,25 @@ class _TrioLoop:
             exc_info=context.get("exception"),
         )
 
-    async def _run(self, coro: Coroutine[Any, Any, None], scope: Any) -> None:
-        if scope.cancel_called:
-            coro.close()
-            return
+    def time(self) -> float:
+        import trio
+
+        return trio.current_time()
+
+    async def _run(self, coro: Coroutine[Any, Any, None], task: _TrioTask) -> None:
         try:
-            with scope:
+            if task.scope.cancel_called:
+                coro.close()
+                return
+            with task.scope:
                 await coro
         except Exception as exc:
             self.call_exception_handler(
                 {"message": "Exception in a wschannel task", "exception": exc}
             )
+        finally:
+            if not task.done():
+                task.set_result(None)
 
     def _call(self, callback: Callable[[], object]) -> None:
         try:
@@ -746,29 +967,19 @@ async def _call_later(delay: float, callback: Callable[[], object]) -> None:
     callback()
 
 
-class _TrioTask:
-    """A task of :class:`_TrioLoop`: ``cancel()`` cancels its scope."""
-
-    __slots__ = ("scope",)
-
-    def __init__(self, scope: trio.CancelScope) -> None:
-        self.scope = scope
-
-    def cancel(self) -> None:
-        self.scope.cancel()
-
-
 class _TrioFuture:
-    """A result-only future for trio: set once with ``None``, awaited any number of times."""
+    """A future for trio: resolved once, with ``None`` or an exception (a sink's ``done``
+    after ``add_error``), awaited any number of times."""
 
-    __slots__ = ("_callbacks", "_event", "_loop")
+    __slots__ = ("_callbacks", "_event", "_exception", "_loop")
 
     def __init__(self, loop: _TrioLoop) -> None:
         import trio
 
         self._loop = loop
         self._event = trio.Event()
-        self._callbacks: list[Callable[[_TrioFuture], object]] = []
+        self._exception: BaseException | None = None
+        self._callbacks: list[Callable[[Any], object]] = []
 
     def done(self) -> bool:
         return self._event.is_set()
@@ -779,11 +990,24 @@ class _TrioFuture:
     def result(self) -> None:
         if not self._event.is_set():
             raise asyncio.InvalidStateError("Result is not set.")
+        if self._exception is not None:
+            raise self._exception
 
-    def exception(self) -> None:
-        self.result()
+    def exception(self) -> BaseException | None:
+        if not self._event.is_set():
+            raise asyncio.InvalidStateError("Exception is not set.")
+        return self._exception
 
     def set_result(self, result: None) -> None:
+        self._resolve()
+
+    def set_exception(self, exception: BaseException) -> None:
+        if self._event.is_set():
+            raise asyncio.InvalidStateError("The result is already set.")
+        self._exception = exception
+        self._resolve()
+
+    def _resolve(self) -> None:
         if self._event.is_set():
             raise asyncio.InvalidStateError("The result is already set.")
         self._event.set()
@@ -791,7 +1015,7 @@ class _TrioFuture:
         for callback in callbacks:
             self._loop.call_soon(functools.partial(callback, self))
 
-    def add_done_callback(self, callback: Callable[[_TrioFuture], object]) -> None:
+    def add_done_callback(self, callback: Callable[[Any], object]) -> None:
         if self._event.is_set():
             self._loop.call_soon(functools.partial(callback, self))
         else:
@@ -800,6 +1024,22 @@ class _TrioFuture:
     def __await__(self) -> Generator[Any, None, None]:
         if not self._event.is_set():
             yield from self._event.wait().__await__()
+        return self.result()
 
     def __repr__(self) -> str:
-        return f"<_TrioFuture {'finished' if self.done() else 'pending'}>"
+        return f"<{type(self).__name__} {'finished' if self.done() else 'pending'}>"
+
+
+class _TrioTask(_TrioFuture):
+    """A task of :class:`_TrioLoop`: a future that resolves with ``None`` when the task ends,
+    however it ends (its exception is logged); ``cancel()`` cancels its scope."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, loop: _TrioLoop, scope: trio.CancelScope) -> None:
+        super().__init__(loop)
+        self.scope = scope
+
+    def cancel(self) -> bool:
+        self.scope.cancel()
+        return True
