@@ -112,13 +112,6 @@ KNOWN: Final[dict[tuple[str, str, str | None], tuple[str, type[BaseException]]]]
         for scenario in ("add_error", "add_stream")
         for flavour in BYTE_STREAMS
     },
-    **{
-        (scenario, "sync", None): (
-            f"issue 11: the blocking sink has no {scenario}() (AttributeError)",
-            AttributeError,
-        )
-        for scenario in ("add_error", "add_stream")
-    },
     ("pipe", "bytestream-asyncio", None): (
         "issue 11: pipe() needs sink.add_stream(), which the byte-stream sink does not "
         "support (NotImplementedError)",
@@ -133,10 +126,6 @@ KNOWN: Final[dict[tuple[str, str, str | None], tuple[str, type[BaseException]]]]
         "issue 11: StreamChannel.pipe() uses asyncio.gather, which fails under trio "
         "(RuntimeError: no current event loop)",
         RuntimeError,
-    ),
-    ("pipe", "sync", None): (
-        "issue 11: SyncWebSocketChannel has no pipe() (AttributeError)",
-        AttributeError,
     ),
     # The browser's WebSocket speaks the protocol itself (Node's here): these differences are
     # the platform's, out of wschannel's reach.
