@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Self
 
-from ._message import binary_view
-from ._sink import GuaranteeSink
+from ._sink import GuaranteeSink, PendingSink
 from ._stream import MessageStream
 from ._tasks import _retrieve_exception, spawn
 from ._websocket import (
@@ -35,52 +34,35 @@ from .defaults import DEFAULT_MAX_QUEUE
 from .exceptions import WebSocketChannelException, WebSocketConnectionClosed
 from .status import ABNORMAL_CLOSURE, NO_STATUS_RECEIVED
 
-if TYPE_CHECKING:
-    from typing_extensions import Buffer
-
 __all__ = ["AdapterWebSocketChannel"]
 
 
-class _AdapterSink(GuaranteeSink):
+class _AdapterSink(PendingSink[WebSocket]):
     """The sink of an :class:`AdapterWebSocketChannel`: the guarantees, then the socket."""
 
-    __slots__ = ("_channel", "_close_args", "_pending", "_socket")
+    __slots__ = ("_closed_by_us",)
 
-    def __init__(self, channel: AdapterWebSocketChannel) -> None:
-        super().__init__(channel._loop, channel._stream)
-        self._channel = channel
-        self._socket: WebSocket | None = None  # once open
-        self._pending: list[str | bytes] = []  # added before that
-        self._close_args: tuple[int | None, str | None] | None = None
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        messages: MessageStream,
+        ready: asyncio.Future[None],
+        closed_by_us: Callable[[WebSocket], None],
+    ) -> None:
+        super().__init__(loop, messages, ready)
+        self._closed_by_us = closed_by_us  # the channel's: our close of the socket is over
 
-    def _send(self, data: str | Buffer) -> None:
-        if isinstance(data, str):
-            message: str | bytes = data
-        elif type(data) is bytes:
-            message = data
-        else:
-            message = bytes(binary_view(data))  # a copy: the caller may change it later
-        if self._disconnected:
-            return
-        socket = self._socket
-        if socket is None:
-            self._pending.append(message)
-            return
+    def _send_now(self, target: WebSocket, message: str | bytes) -> None:
         try:
-            if type(message) is str:
-                socket.send_text(message)
+            if isinstance(message, str):
+                target.send_text(message)
             else:
-                socket.send_bytes(message)  # type: ignore[arg-type]
+                target.send_bytes(message)
         except WebSocketConnectionClosed:
             pass  # the peer closed; its CloseReceived is on its way
 
-    def _start_close(self, code: int | None, reason: str | None) -> None:
-        socket = self._socket
-        if socket is None:
-            self._close_args = (code, reason)  # performed once open
-            return
-        self._socket = None
-        spawn(self._loop, self._close_socket(socket, code, reason))
+    def _close_now(self, target: WebSocket, code: int | None, reason: str | None) -> None:
+        spawn(self._loop, self._close_socket(target, code, reason))
 
     async def _close_socket(self, socket: WebSocket, code: int | None, reason: str | None) -> None:
         try:
@@ -90,39 +72,16 @@ class _AdapterSink(GuaranteeSink):
         except Exception as exc:
             if self._error is None:
                 self._error = exc
-        channel = self._channel
-        if channel._close_code is None:
-            # api.md decision 4: the peer's echo of our close, when the socket reports it.
-            channel._close_code = getattr(socket, "close_code", None)
-            channel._close_reason = getattr(socket, "close_reason", None)
+        self._closed_by_us(socket)
         self._finish()
 
-    def _write_buffer_full(self) -> bool:
-        socket = self._socket
-        if socket is None:
-            return not self._disconnected  # flush() waits for ready
-        return bool(getattr(socket, "write_buffer_full", False))
+    def _buffer_full(self, target: WebSocket) -> bool:
+        return bool(getattr(target, "write_buffer_full", False))
 
-    async def flush(self) -> None:
-        ready = self._channel._ready
-        if not ready.done():
-            await asyncio.wait([ready])
-        flush = getattr(self._socket, "flush", None)
+    async def _flush_now(self, target: WebSocket) -> None:
+        flush = getattr(target, "flush", None)
         if flush is not None:
             await flush()
-
-    def _open(self, socket: WebSocket) -> None:
-        self._socket = socket
-        pending, self._pending = self._pending, []
-        for message in pending:
-            self._send(message)
-        if self._close_args is not None:
-            self._start_close(*self._close_args)
-
-    def _disconnect(self) -> None:
-        super()._disconnect()
-        self._socket = None
-        self._pending = []
 
 
 class AdapterWebSocketChannel(StoredWebSocketChannel):
@@ -156,7 +115,7 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         max_queue: int | None = DEFAULT_MAX_QUEUE,
     ) -> None:
         self._setup(max_queue)
-        self._sink = _AdapterSink(self)
+        self._sink = _AdapterSink(self._loop, self._stream, self._ready, self._closed_by_us)
         self._adapt(socket)
 
     @classmethod
@@ -243,6 +202,13 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         stream._end()
         if closed or not sink._close_started:
             sink._finish()  # after a local close, the close task finishes the sink
+
+    def _closed_by_us(self, socket: WebSocket) -> None:
+        """Our close of ``socket`` is over: the peer's echo, when the socket reports it
+        (api.md decision 4)."""
+        if self._close_code is None:
+            self._close_code = getattr(socket, "close_code", None)
+            self._close_reason = getattr(socket, "close_reason", None)
 
     def _pause(self) -> None:
         if self._flow is None:

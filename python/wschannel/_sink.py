@@ -1,5 +1,7 @@
-"""The WebSocket sink: :class:`WebSocketSink`, and :class:`GuaranteeSink`, which keeps
-``stream_channel``'s sink rules for every channel implementation.
+"""The WebSocket sink: :class:`WebSocketSink`; :class:`GuaranteeSink`, which keeps
+``stream_channel``'s sink rules for every channel implementation; and :class:`PendingSink`,
+which keeps what is added until the platform's connection opens (the adapter's and the
+browser's sinks).
 
 Pure Python (no engine), shared by every asyncio channel, the browser's included.
 """
@@ -10,9 +12,9 @@ import asyncio
 import contextlib
 from abc import abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
-from ._message import check_close_args
+from ._message import binary_view, check_close_args
 from ._stream import MessageStream
 from ._tasks import _aclose, _close_iterator
 from .exceptions import StateError, WebSocketConnectionClosed
@@ -21,7 +23,7 @@ from .stream_channel import StreamSink
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["GuaranteeSink", "WebSocketSink"]
+__all__ = ["GuaranteeSink", "PendingSink", "WebSocketSink"]
 
 
 class WebSocketSink(StreamSink):
@@ -275,3 +277,111 @@ class GuaranteeSink(WebSocketSink):
             await _aclose(iterator)
         if error is not None:
             self._fail(error)
+
+
+Target = TypeVar("Target")
+"""The platform's connection object a :class:`PendingSink` sends on."""
+
+
+class PendingSink(GuaranteeSink, Generic[Target]):
+    """A :class:`GuaranteeSink` over a platform's connection object that may not be open yet
+    (a low-level WebSocket for the adapter and ASGI, the browser's ``WebSocket``).
+
+    Until the channel calls :meth:`_open` with that object, messages added are kept (a copy
+    of each bytes-like one) and a close is remembered; :meth:`_open` sends them in order,
+    then starts the close. If the connection never opens, the channel calls
+    :meth:`_finish` and they are dropped, :attr:`done` resolving. :meth:`flush` waits for
+    ``ready`` first.
+
+    Subclasses say how to use their object: :meth:`_send_now` (one message), :meth:`_close_now`
+    (start closing it; called once, after which the sink no longer holds it), and optionally
+    :meth:`_buffer_full` and :meth:`_flush_now` (backpressure).
+    """
+
+    __slots__ = ("_close_args", "_pending", "_ready", "_target")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        messages: MessageStream,
+        ready: asyncio.Future[None],
+    ) -> None:
+        super().__init__(loop, messages)
+        self._ready = ready  # the channel's: resolves when the connection is open
+        self._target: Target | None = None  # once open, until the close starts
+        self._pending: list[str | bytes] = []  # added before that
+        self._close_args: tuple[int | None, str | None] | None = None  # a close issued before
+
+    # Hooks.
+
+    @abstractmethod
+    def _send_now(self, target: Target, message: str | bytes) -> None:
+        """Send one message on the open ``target``."""
+
+    @abstractmethod
+    def _close_now(self, target: Target, code: int | None, reason: str | None) -> None:
+        """Start closing ``target`` (called once); the channel finishes the sink when over."""
+
+    def _buffer_full(self, target: Target) -> bool:
+        """Whether ``target``'s write buffer is over its limit (see :meth:`_flush_now`)."""
+        return False
+
+    async def _flush_now(self, target: Target) -> None:
+        """Wait until ``target``'s write buffer is below its limit."""
+
+    # GuaranteeSink's hooks.
+
+    def _send(self, data: str | Buffer) -> None:
+        if isinstance(data, str):
+            message: str | bytes = data
+        elif type(data) is bytes:
+            message = data
+        else:
+            message = bytes(binary_view(data))  # a copy: the caller may change it later
+        if self._disconnected:
+            return
+        target = self._target
+        if target is None:
+            self._pending.append(message)
+        else:
+            self._send_now(target, message)
+
+    def _start_close(self, code: int | None, reason: str | None) -> None:
+        target = self._target
+        if target is None:
+            self._close_args = (code, reason)  # started once open
+            return
+        self._target = None
+        self._close_now(target, code, reason)
+
+    def _write_buffer_full(self) -> bool:
+        target = self._target
+        if target is None:
+            return not self._disconnected  # flush() waits for ready
+        return self._buffer_full(target)
+
+    async def flush(self) -> None:
+        ready = self._ready
+        if not ready.done():
+            await asyncio.wait([ready])
+        target = self._target
+        if target is not None:
+            await self._flush_now(target)
+
+    # For the channel.
+
+    def _open(self, target: Target) -> None:
+        """The connection is open: send what was kept, in order, then start the close."""
+        self._target = target
+        pending, self._pending = self._pending, []
+        for message in pending:
+            self._send(message)
+        close_args = self._close_args
+        if close_args is not None and self._target is target:
+            self._target = None
+            self._close_now(target, *close_args)
+
+    def _disconnect(self) -> None:
+        super()._disconnect()
+        self._target = None
+        self._pending = []

@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final, Self
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Self
 
-from ._message import binary_view
-from ._sink import GuaranteeSink
+from ._sink import PendingSink
 from ._stream import MessageStream
 from ._tasks import _retrieve_exception
 from .channel import StoredWebSocketChannel
 from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_WRITE_LIMIT
 from .exceptions import WebSocketChannelException
 from .status import ABNORMAL_CLOSURE, NORMAL_CLOSURE
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -93,73 +89,47 @@ def _running_loop() -> asyncio.AbstractEventLoop:
         ) from None
 
 
-class _HtmlSink(GuaranteeSink):
+class _HtmlSink(PendingSink[Any]):
     """The sink of an :class:`HtmlWebSocketChannel`: the guarantees, then ``send``."""
 
-    __slots__ = ("_channel", "_close_args", "_pending", "_socket")
+    __slots__ = ("_closing", "_to_js", "_write_limit")
 
-    def __init__(self, channel: HtmlWebSocketChannel) -> None:
-        super().__init__(channel._loop, channel._stream)
-        self._channel = channel
-        self._socket: Any = None  # the browser WebSocket, once open
-        self._pending: list[str | bytes] = []  # added before that
-        self._close_args: tuple[int | None, str | None] | None = None  # a close to send
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        messages: MessageStream,
+        ready: asyncio.Future[None],
+        *,
+        to_js: Callable[[bytes], Any],
+        write_limit: int,
+        closing: Callable[[], None],
+    ) -> None:
+        super().__init__(loop, messages, ready)
+        self._to_js = to_js  # Pyodide's: bytes to a Uint8Array (a copy)
+        self._write_limit = write_limit
+        self._closing = closing  # the channel's: a close started (its timer starts)
 
-    def _send(self, data: str | Buffer) -> None:
-        if isinstance(data, str):
-            message: str | bytes = data
-        elif type(data) is bytes:
-            message = data
+    def _send_now(self, target: Any, message: str | bytes) -> None:
+        if isinstance(message, str):
+            target.send(message)  # a CLOSING or CLOSED socket drops it (the peer closed)
         else:
-            message = bytes(binary_view(data))  # a copy: the caller may change it later
-        if self._disconnected:
-            return
-        socket = self._socket
-        if socket is None:
-            self._pending.append(message)
-        elif type(message) is str:
-            socket.send(message)  # a CLOSING or CLOSED socket drops it (the peer closed)
-        else:
-            socket.send(self._channel._ffi.to_js(message))  # a Uint8Array (a copy)
+            target.send(self._to_js(message))
 
     def _start_close(self, code: int | None, reason: str | None) -> None:
-        channel = self._channel
-        channel._arm_close_timer()
-        socket = self._socket
-        if socket is None:
-            self._close_args = (code, reason)  # performed once open
-            return
-        self._socket = None
-        _close_socket(socket, code, reason)
+        self._closing()  # now, even while connecting: close_timeout bounds the attempt too
+        super()._start_close(code, reason)
 
-    def _write_buffer_full(self) -> bool:
-        socket = self._socket
-        if socket is None:
-            return not self._disconnected  # flush() waits for ready
-        return int(socket.bufferedAmount) > self._channel._write_limit
+    def _close_now(self, target: Any, code: int | None, reason: str | None) -> None:
+        _close_socket(target, code, reason)
 
-    async def flush(self) -> None:
+    def _buffer_full(self, target: Any) -> bool:
+        return int(target.bufferedAmount) > self._write_limit
+
+    async def _flush_now(self, target: Any) -> None:
         """Wait until the browser's ``bufferedAmount`` is at most the write limit (polled:
         the browser has no drain event)."""
-        ready = self._channel._ready
-        if not ready.done():
-            await asyncio.wait([ready])
-        while self._socket is not None and self._write_buffer_full():
+        while self._target is target and self._buffer_full(target):
             await asyncio.sleep(_FLUSH_POLL)
-
-    def _open(self, socket: Any) -> None:
-        self._socket = socket
-        pending, self._pending = self._pending, []
-        for message in pending:
-            self._send(message)
-        if self._close_args is not None:
-            self._socket = None
-            _close_socket(socket, *self._close_args)
-
-    def _disconnect(self) -> None:
-        super()._disconnect()
-        self._socket = None
-        self._pending = []
 
 
 def _close_socket(socket: Any, code: int | None, reason: str | None) -> None:
@@ -207,7 +177,6 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         "_listeners",
         "_loop",
         "_socket",
-        "_write_limit",
     )
 
     _sink: _HtmlSink
@@ -225,13 +194,19 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         self._ready: asyncio.Future[None] = loop.create_future()
         self._ready.add_done_callback(_retrieve_exception)
         self._stream = MessageStream(loop, max_queue=None)  # a browser cannot stop reading
-        self._sink = _HtmlSink(self)
         self._protocol: str | None = None
         self._close_code: int | None = None
         self._close_reason: str | None = None
         self._close_timeout = close_timeout
         self._close_timer: asyncio.TimerHandle | None = None
-        self._write_limit = (1 << 62) if write_limit is None else write_limit
+        self._sink = _HtmlSink(
+            loop,
+            self._stream,
+            self._ready,
+            to_js=self._ffi.to_js,
+            write_limit=(1 << 62) if write_limit is None else write_limit,
+            closing=self._arm_close_timer,
+        )
         self._listeners: list[tuple[str, Any]] = []
         state = int(web_socket.readyState)
         if state > _OPEN:  # CLOSING or CLOSED
