@@ -74,18 +74,7 @@ GIVE_UP_BOUND: Final = 5 * CLOSE_TIMEOUT + 2 * SCALE
 
 # The cases: every flavour and role, with what is known to differ or not to apply.
 
-BYTE_STREAMS: Final = ("bytestream-asyncio", "bytestream-anyio", "bytestream-trio")
-
 KNOWN: Final[dict[tuple[str, str, str | None], tuple[str, type[BaseException]]]] = {
-    **{
-        ("deferred_replies", flavour, None): (
-            "issue 11: the byte-stream driver writes the close echo as soon as it reads the "
-            "peer's close; the consumer's answers come after it and are dropped (the peer "
-            "gets only the echo)",
-            AssertionError,
-        )
-        for flavour in BYTE_STREAMS
-    },
     ("deferred_replies", "adapter", None): (
         "issue 11: AdapterWebSocketChannel moves the inner IOWebSocketChannel's messages into "
         "its own stream at once, so the inner channel finds its consumer idle and echoes the "
@@ -103,24 +92,6 @@ KNOWN: Final[dict[tuple[str, str, str | None], tuple[str, type[BaseException]]]]
         "close_code attribute; FakeWebSocket has none, so close_code stays None (as "
         "adapter.py documents) instead of the peer's 4000",
         AssertionError,
-    ),
-    **{
-        (scenario, flavour, None): (
-            f"issue 11: the byte-stream sink raises NotImplementedError for {scenario}()",
-            NotImplementedError,
-        )
-        for scenario in ("add_error", "add_stream")
-        for flavour in BYTE_STREAMS
-    },
-    ("pipe", "bytestream-asyncio", None): (
-        "issue 11: pipe() needs sink.add_stream(), which the byte-stream sink does not "
-        "support (NotImplementedError)",
-        NotImplementedError,
-    ),
-    ("pipe", "bytestream-anyio", None): (
-        "issue 11: pipe() needs sink.add_stream(), which the byte-stream sink does not "
-        "support (NotImplementedError)",
-        NotImplementedError,
     ),
     ("pipe", "bytestream-trio", None): (
         "issue 11: StreamChannel.pipe() uses asyncio.gather, which fails under trio "
