@@ -238,14 +238,46 @@ async def test_adapter_reports_the_peers_close(
     channel.sink.add("dropped")  # guarantee 3
 
 
-async def test_adapter_local_close_reaches_the_peer_and_leaves_close_code_none() -> None:
+async def test_adapter_local_close_reaches_the_peer_and_reports_the_sockets_close() -> None:
     mine, theirs = fake_pair()
     channel = await AdapterWebSocketChannel(mine)
     await wait(channel.sink.close(3000, "bye"))
     assert await next_event(theirs) == CloseReceived(3000, "bye")
-    assert channel.close_code is None  # a fake socket reports no echo
+    # The socket's close_code after our close (the fake pair's: ours, as a peer's echo).
+    assert (channel.close_code, channel.close_reason) == (3000, "bye")
     with pytest.raises(StateError, match=r"^Cannot add event after closing\.$"):
         channel.sink.add("late")
+
+
+async def test_adapter_local_close_leaves_close_code_none_without_the_sockets_report() -> None:
+    class Bare:
+        """Only the interface's five members: no close_code or close_reason to report."""
+
+        def __init__(self, socket: FakeWebSocket) -> None:
+            self.socket = socket
+
+        def send_text(self, text: str) -> None:
+            self.socket.send_text(text)
+
+        def send_bytes(self, data: bytes) -> None:
+            self.socket.send_bytes(data)
+
+        async def close(self, code: int | None = None, reason: str | None = None) -> None:
+            await self.socket.close(code, reason)
+
+        @property
+        def events(self) -> AsyncIterator[WebSocketEvent]:
+            return self.socket.events
+
+        @property
+        def protocol(self) -> str:
+            return self.socket.protocol
+
+    mine, theirs = fake_pair()
+    channel = await AdapterWebSocketChannel(Bare(mine))
+    await wait(channel.sink.close(3000, "bye"))
+    assert await next_event(theirs) == CloseReceived(3000, "bye")
+    assert (channel.close_code, channel.close_reason) == (None, None)
 
 
 async def test_adapter_buffers_messages_and_close_until_the_socket_arrives() -> None:

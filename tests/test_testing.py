@@ -56,6 +56,21 @@ async def test_fake_pair_close_delivers_code_and_reason_to_the_other_side() -> N
     assert await rest(second) == []
 
 
+@pytest.mark.parametrize(
+    ("code", "reason", "expected"),
+    [(4001, "bye", (4001, "bye")), (1000, None, (1000, "")), (None, None, (1005, ""))],
+    ids=["code and reason", "code", "none"],
+)
+@pytest.mark.parametrize("closer", [0, 1], ids=["closing side", "other side"])
+async def test_fake_pair_both_sides_report_the_close_that_ended_them(
+    closer: int, code: int | None, reason: str | None, expected: tuple[int, str]
+) -> None:
+    sockets = fake_pair()
+    assert [(s.close_code, s.close_reason) for s in sockets] == [(None, None)] * 2
+    await sockets[closer].close(code, reason)
+    assert [(s.close_code, s.close_reason) for s in sockets] == [expected] * 2
+
+
 async def test_fake_pair_close_with_a_code_and_no_reason_delivers_an_empty_reason() -> None:
     first, second = fake_pair()
     await first.close(1000)

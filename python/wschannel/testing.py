@@ -12,7 +12,8 @@
 Pure Python, no network: what one side sends, the other receives, in order. Closing one
 side delivers ``CloseReceived(code or 1005, reason or '')`` to the other and ends both event
 streams; sending or closing after that (on either side) raises
-:class:`~wschannel.exceptions.WebSocketConnectionClosed`.
+:class:`~wschannel.exceptions.WebSocketConnectionClosed`. Both sides then report that close
+in ``close_code`` and ``close_reason``, as :class:`~wschannel.adapter.IOWebSocket` does.
 """
 
 from __future__ import annotations
@@ -36,13 +37,25 @@ __all__ = ["FakeWebSocket", "fake_pair"]
 class FakeWebSocket:
     """One end of :func:`fake_pair`: a :class:`wschannel.adapter.WebSocket` in memory."""
 
-    __slots__ = ("__weakref__", "_closed", "_events", "_other", "_protocol", "_queue", "_waiter")
+    __slots__ = (
+        "__weakref__",
+        "_close_code",
+        "_close_reason",
+        "_closed",
+        "_events",
+        "_other",
+        "_protocol",
+        "_queue",
+        "_waiter",
+    )
 
     def __init__(self, protocol: str = "") -> None:
         self._protocol = protocol
         self._other: FakeWebSocket = self
         self._queue: deque[WebSocketEvent] = deque()
         self._closed = False  # no more events: closed by either side
+        self._close_code: int | None = None
+        self._close_reason: str | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._events = _Events(self)
 
@@ -68,10 +81,11 @@ class FakeWebSocket:
         """
         self._check_open()
         check_close_args(code, reason)
-        self._end()
+        event = CloseReceived(NO_STATUS_RECEIVED if code is None else code, reason or "")
+        self._end(event)
         other = self._other
-        other._deliver(CloseReceived(NO_STATUS_RECEIVED if code is None else code, reason or ""))
-        other._end()
+        other._deliver(event)
+        other._end(event)
 
     @property
     def events(self) -> AsyncIterator[WebSocketEvent]:
@@ -81,6 +95,24 @@ class FakeWebSocket:
     @property
     def protocol(self) -> str:
         return self._protocol
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the close that ended the pair (1005 without one), on either side;
+        ``None`` while it is open.
+
+        The pair has no closing handshake: one side's ``close()`` ends both at once, and
+        counts as the other side's answer too (the echo an RFC 6455 peer sends), so the side
+        that closed reports its own code, as :class:`~wschannel.adapter.IOWebSocket` reports
+        the peer's echo.
+        """
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason of the close that ended the pair (``''`` without one); ``None`` while
+        it is open."""
+        return self._close_reason
 
     def _check_open(self) -> None:
         if self._closed:
@@ -92,10 +124,27 @@ class FakeWebSocket:
         self._queue.append(event)
         self._wake()
 
-    def _end(self) -> None:
-        """No more events; those already queued are still delivered."""
+    def _end(self, close: CloseReceived) -> None:
+        """No more events (those already queued are still delivered); ``close`` ended it."""
         self._closed = True
+        self._close_code, self._close_reason = close.code, close.reason
         self._wake()
+
+    async def _next_event(self) -> WebSocketEvent:
+        while True:
+            if self._queue:
+                return self._queue.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            if self._waiter is not None:
+                raise RuntimeError("Another task is already waiting for the next event.")
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -118,21 +167,7 @@ class _Events:
         return self
 
     async def __anext__(self) -> WebSocketEvent:
-        socket = self._socket
-        while True:
-            if socket._queue:
-                return socket._queue.popleft()
-            if socket._closed:
-                raise StopAsyncIteration
-            if socket._waiter is not None:
-                raise RuntimeError("Another task is already waiting for the next event.")
-            waiter = asyncio.get_running_loop().create_future()
-            socket._waiter = waiter
-            try:
-                await waiter
-            finally:
-                if socket._waiter is waiter:
-                    socket._waiter = None
+        return await self._socket._next_event()
 
 
 def fake_pair(protocol: str = "") -> tuple[FakeWebSocket, FakeWebSocket]:
