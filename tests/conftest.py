@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -21,6 +22,8 @@ TIMEOUT = 5.0 * SCALE
 """How long something that should happen may take."""
 SHORT = 0.2 * SCALE
 """How long to wait for something that should not happen, or a short interval."""
+POLL = 0.005
+"""How often :func:`wait_until` and :func:`wait_until_sync` look at their condition."""
 
 T = TypeVar("T")
 
@@ -55,6 +58,30 @@ async def next_message(subscription: AsyncIterator[T]) -> T:
 async def wait(awaitable: Awaitable[object]) -> None:
     """Await within :data:`TIMEOUT`."""
     await asyncio.wait_for(awaitable, TIMEOUT)
+
+
+async def wait_until(
+    condition: Callable[[], object], timeout: float = TIMEOUT, *, what: str = "the condition held"
+) -> None:
+    """Wait (in the event loop) until ``condition()`` is true: for a state the code under
+    test reaches on its own, with nothing to await. ``AssertionError`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"waited {timeout} s, but not until {what}")
+        await asyncio.sleep(POLL)
+
+
+def wait_until_sync(
+    condition: Callable[[], object], timeout: float = TIMEOUT, *, what: str = "the condition held"
+) -> None:
+    """:func:`wait_until` for a thread that may block: polls with ``time.sleep``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s, but not until {what}")
+        time.sleep(POLL)
 
 
 async def read_request(reader: asyncio.StreamReader) -> dict[str, str]:
@@ -187,7 +214,10 @@ def close_then_hang_up(
 ) -> RawHandler:
     """A raw server's handler that answers the upgrade, sends ``messages`` (text) and a close
     frame, checks that the client's masked answer echoes it, keeps TCP open ``linger`` more
-    seconds, then sets ``hung_up`` and closes TCP."""
+    seconds, then sets ``hung_up`` and closes TCP.
+
+    ``linger`` is a slow peer on purpose (time is the point): it opens a window in which a
+    client that ended its stream at the close frame, not at the EOF, would be caught."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await accept_upgrade(reader, writer)

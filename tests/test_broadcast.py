@@ -8,7 +8,7 @@ from array import array
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import SHORT, TIMEOUT, next_message, open_raw_client, read_frame, wait
+from conftest import SHORT, TIMEOUT, next_message, open_raw_client, read_frame, wait, wait_until
 
 import wschannel
 from wschannel.adapter import AdapterWebSocketChannel
@@ -36,9 +36,7 @@ async def connect_clients(
     url = f"ws://127.0.0.1:{server.port}"
     clients = [IOWebSocketChannel.connect(url, **options) for _ in range(count)]  # type: ignore[arg-type]
     await wait(asyncio.gather(*(client.ready for client in clients)))
-    async with asyncio.timeout(TIMEOUT):
-        while len(server.connections) < len(clients):
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: len(server.connections) >= len(clients), what="the server has them")
     return clients
 
 
@@ -75,7 +73,7 @@ async def test_broadcast_sends_any_bytes_like_message(hub: Server) -> None:
 
 async def test_broadcast_writes_the_same_frame_a_server_would_send(hub: Server) -> None:
     reader, writer = await open_raw_client(hub.port)
-    await asyncio.sleep(SHORT / 4)
+    await wait_until(lambda: len(hub.connections) == 1, what="the server has the connection")
     assert broadcast(hub.connections, "raw") == 1
     assert await read_frame(reader) == (0x81, b"raw")
     writer.close()
@@ -88,10 +86,11 @@ async def test_broadcast_skips_closed_and_closing_channels(hub: Server) -> None:
     hub.connections[0].sink.close(1000)  # closing on the server's side
     assert broadcast(everyone, "left") == 1
     assert broadcast([], "nobody") == 0
+    # One of the two gets the message; the other's stream ends (the server closed it).
     messages: list[Message] = []
     for client in (clients[0], clients[2]):
-        with contextlib.suppress(TimeoutError, StopAsyncIteration):
-            messages.append(await asyncio.wait_for(anext(aiter(client.stream)), SHORT))
+        with contextlib.suppress(StopAsyncIteration):
+            messages.append(await next_message(aiter(client.stream)))
     assert messages == ["left"]
 
 
@@ -100,7 +99,7 @@ async def test_broadcast_skips_a_channel_whose_write_buffer_is_full() -> None:
         _hold, "127.0.0.1", 0, write_limit=1024, close_timeout=SHORT
     ) as server:
         _, writer = await open_raw_client(server.port)  # it never reads
-        await asyncio.sleep(SHORT / 4)
+        await wait_until(lambda: len(server.connections) == 1, what="the server has it")
         (slow,) = server.connections
         big = b"x" * 65536
         sent = [broadcast([slow], big) for _ in range(1000)]  # until the kernel buffers fill
