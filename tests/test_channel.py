@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import SHORT, TIMEOUT, next_message, wait
+from conftest import TIMEOUT, next_message, wait, wait_until
 
 from wschannel import StateError
 from wschannel.adapter import (
@@ -190,7 +190,7 @@ async def test_stream_listen_reports_the_error_then_done() -> None:
     stream.listen(events.append, on_error=events.append, on_done=lambda: events.append("done"))
     error = ConnectionError("no")
     stream._end(error)
-    await asyncio.sleep(SHORT)
+    await wait_until(lambda: "done" in events, what="on_done was called")
     assert events == [error, "done"]
 
 
@@ -326,7 +326,7 @@ async def test_sink_close_ends_the_stream_before_buffered_messages() -> None:
     assert await next_message(subscription) == "0"
     channel.sink.close()
     with pytest.raises(StopAsyncIteration):
-        await asyncio.wait_for(anext(subscription), SHORT)
+        await asyncio.wait_for(anext(subscription), TIMEOUT)
 
 
 async def test_sink_drops_everything_silently_after_the_peer_closed() -> None:
@@ -582,19 +582,21 @@ async def test_channel_change_stream_and_change_sink_get_the_originals() -> None
 
 async def test_derived_channel_ends_a_waiting_consumer_when_its_sink_closes() -> None:
     channel, _ = await open_pair()
+    started = asyncio.Event()
 
     async def slow(stream: AsyncIterable[Any]) -> AsyncIterator[Any]:
-        async for message in stream:
-            await asyncio.sleep(TIMEOUT)
+        started.set()
+        async for message in stream:  # nothing comes: the consumer waits
             yield message
 
     derived = channel.change_stream(slow)
     subscription = aiter(derived.stream)
     waiting = asyncio.ensure_future(anext(subscription))
-    await asyncio.sleep(SHORT)
+    await wait(started.wait())  # the consumer now waits inside slow()
+    assert not waiting.done()
     derived.sink.close()
     with pytest.raises(StopAsyncIteration):
-        await asyncio.wait_for(waiting, SHORT)
+        await asyncio.wait_for(waiting, TIMEOUT)
     await wait(channel.sink.done)
 
 
@@ -604,7 +606,7 @@ async def test_derived_channel_drops_a_value_that_arrives_with_the_close() -> No
     async def source() -> AsyncIterator[str]:
         yield "first"
         produced.set()
-        await asyncio.sleep(TIMEOUT)
+        await asyncio.Event().wait()  # never yields again
 
     channel, _ = await open_pair()
     derived = with_close_guarantee(source(), channel.sink)
