@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 import websockets.asyncio.client
 import websockets.asyncio.server
-from conftest import SHORT, TIMEOUT
+from conftest import SHORT, TIMEOUT, wait_until, wait_until_sync
 
 import wschannel
 import wschannel.sync
@@ -23,6 +22,7 @@ import wschannel.sync.connection
 from wschannel.io import IOWebSocketChannel
 
 INTERVAL = SHORT / 4
+"""The idle time after which a connection frees its compression state (shortened)."""
 
 DOCUMENTS = [
     json.dumps({"id": i, "kind": "update", "values": list(range(i, i + 40)), "ok": True})
@@ -37,11 +37,9 @@ def conn_of(channel: object) -> wschannel._wschannel.Connection:
 
 
 async def idle_until_compacted(conn: wschannel._wschannel.Connection) -> None:
-    for _ in range(int(TIMEOUT / INTERVAL)):
-        if not conn.holds_compression_state:
-            return
-        await asyncio.sleep(INTERVAL)
-    raise AssertionError("the compression state was not freed")
+    await wait_until(
+        lambda: not conn.holds_compression_state, what="the compression state was freed"
+    )
 
 
 async def test_an_idle_client_frees_its_compression_state_and_still_talks_to_websockets(
@@ -109,12 +107,11 @@ async def test_an_idle_blocking_client_frees_its_compression_state(
                     channel.sink.add(document)
                     assert channel.receive(timeout=TIMEOUT) == document
                 assert conn.holds_compression_state
-                for _ in range(int(TIMEOUT / INTERVAL)):
+
+                def compacted() -> bool:
                     with channel._lock:
-                        if not conn.holds_compression_state:
-                            break
-                    time.sleep(INTERVAL)
-                else:
-                    raise AssertionError("the compression state was not freed")
+                        return not conn.holds_compression_state
+
+                wait_until_sync(compacted, what="the compression state was freed")
 
     await asyncio.to_thread(talk)
