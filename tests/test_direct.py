@@ -30,6 +30,7 @@ from conftest import (
     open_raw_client,
     read_frame,
     wait,
+    wait_until,
 )
 
 import wschannel
@@ -205,15 +206,13 @@ async def test_a_backed_up_write_queue_pauses_flush_and_delivers_everything_in_o
         # 24 MiB do not fit in the kernel's buffers while nobody reads.
         assert transport.get_write_buffer_size() > 1 << 20
         flushed = asyncio.ensure_future(channel.sink.flush())
+        # Nothing happens while the server does not read: time is the point here.
         await asyncio.sleep(SHORT)
         assert not flushed.done()
         release.set()
         await wait(flushed)
         await wait(channel.sink.close())
-        for _ in range(int(TIMEOUT / SHORT)):
-            if len(received) == len(messages):
-                break
-            await asyncio.sleep(SHORT)
+        await wait_until(lambda: len(received) == len(messages), what="the server has them all")
     assert received == messages
     assert transport.get_write_buffer_size() == 0
 
@@ -248,11 +247,9 @@ async def test_a_backed_up_server_queue_keeps_bytes_by_reference_and_copies_muta
         expected.append(shared)
         assert transport.get_write_buffer_size() > 1 << 20
         start_reading.set()
-        for _ in range(int(TIMEOUT / 0.01)):  # the client reads: the queue drains
-            if transport.get_write_buffer_size() == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert transport.get_write_buffer_size() == 0
+        await wait_until(  # the client reads: the queue drains
+            lambda: transport.get_write_buffer_size() == 0, what="the write queue drained"
+        )
         await channel.sink.close()
 
     # A write limit above what is queued, so that broadcast() does not skip the connection.
@@ -286,7 +283,7 @@ async def test_a_peer_reset_while_writing_loses_the_connection(raw_server: Start
         if channel.close_code is not None:
             break
         channel.sink.add(chunk)  # never raises: a lost connection drops what is sent
-        await asyncio.sleep(SHORT / 10)
+        await asyncio.sleep(SHORT / 10)  # the pace of the writes, until the reset is seen
     await wait(channel.sink.done)
     assert channel.close_code == status.ABNORMAL_CLOSURE
     assert transport_of(channel).get_write_buffer_size() == 0  # type: ignore[attr-defined]
@@ -405,5 +402,4 @@ async def test_closed_connections_leave_no_transport_behind() -> None:
                 assert await asyncio.wait_for(anext(aiter(channel.stream)), TIMEOUT) == "ping"
             await wait(channel.sink.done)
         del channel  # the last one's channel still refers to its transport
-    await asyncio.sleep(SHORT)
-    assert direct_transports() == before
+    await wait_until(lambda: direct_transports() == before, what="every transport was freed")
