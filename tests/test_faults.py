@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import os
 import random
+import select
 import signal
 import sys
 import threading
@@ -41,7 +42,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import netns
 import pytest
-from conftest import SHORT, TIMEOUT, next_message, wait
+from conftest import SHORT, TIMEOUT, next_message, wait, wait_until, wait_until_sync
 
 import wschannel.sync
 from wschannel import StateError, status
@@ -186,6 +187,13 @@ def blocking_end_of(channel: SyncWebSocketChannel, timeout: float) -> tuple[floa
     raise AssertionError("the stream did not end")
 
 
+def sending_is_stuck(channel: SyncWebSocketChannel) -> bool:
+    """Whether a blocking channel's reading has paused (its queue is full) and a send is
+    blocked on its socket (a write in progress, no room in the socket's buffer)."""
+    _, writable, _ = select.select([], [channel._sock], [], 0)
+    return channel._stream._reading_paused and channel._in_flight > 0 and not writable
+
+
 End = tuple[float, int | None]
 """When a stream ended, and its channel's ``close_code`` then."""
 
@@ -206,7 +214,8 @@ async def test_asyncio_keepalive_detects_a_vanished_peer(net: Net, vanishing: st
     channel.sink.add("hello")
     assert await next_message(messages) == "hello"
     await asyncio.to_thread(server.expect, "open", TIMEOUT)
-    # With the link up, pings get their pongs: idle for more than two intervals is fine.
+    # With the link up, pings get their pongs: idle for more than two intervals is fine
+    # (time is the point).
     await asyncio.sleep(2 * PING_INTERVAL + SHORT)
     channel.sink.add("still there?")
     assert await next_message(messages) == "still there?"
@@ -238,6 +247,8 @@ def test_blocking_keepalive_detects_a_vanished_peer(net: Net, vanishing: str) ->
         channel.sink.add("hello")
         assert channel.receive(TIMEOUT) == "hello"
         server.expect("open", TIMEOUT)
+        # With the link up, pings get their pongs: idle for more than two intervals is fine
+        # (time is the point).
         time.sleep(2 * PING_INTERVAL + SHORT)
         channel.sink.add("still there?")
         assert channel.receive(TIMEOUT) == "still there?"
@@ -292,7 +303,8 @@ async def test_asyncio_keepalive_detects_a_vanished_server_while_sending(net: Ne
     assert await next_message(messages) == chunk
     reader = asyncio.create_task(end_of(messages))  # a stream not read holds up the pongs
     # Under load, with the link up, the pongs come back in time (the echo server flushes:
-    # its pings do not wait behind a backlog of echoes).
+    # its pings do not wait behind a backlog of echoes): more than two intervals pass (time
+    # is the point).
     await asyncio.sleep(2 * PING_INTERVAL + SHORT)
     assert channel.close_code is None
     sent_before = sent
@@ -354,7 +366,9 @@ def test_blocking_keepalive_detects_a_vanished_server_while_sending(net: Net) ->
         sender.start()
         assert channel.receive(TIMEOUT) == chunk
         reader.start()  # a stream not read holds up the pongs
-        time.sleep(2 * PING_INTERVAL + SHORT)  # under load, with the link up, pongs come back
+        # Under load, with the link up, pongs come back: more than two intervals pass (time is
+        # the point).
+        time.sleep(2 * PING_INTERVAL + SHORT)
         assert channel.close_code is None
         sent_before = sent
 
@@ -530,11 +544,13 @@ async def test_killed_server_gives_every_client_1006_promptly(net: Net) -> None:
         # has unread data (its kernel answers with a RST) and the client is mid-write.
         chunk = os.urandom(64 * 1024)
         stop = threading.Event()
+        sent = {"asyncio": 0, "blocking": 0}
 
         async def keep_sending(client: IOWebSocketChannel) -> None:
             deadline = time.monotonic() + TIMEOUT
             while client.close_code is None and time.monotonic() < deadline:
                 client.sink.add(chunk)
+                sent["asyncio"] += 1
                 try:
                     await client.sink.flush()
                 except WebSocketConnectionClosed:
@@ -548,13 +564,16 @@ async def test_killed_server_gives_every_client_1006_promptly(net: Net) -> None:
                     if time.monotonic() > deadline:
                         break
                     client.sink.add(chunk)
+                    sent["blocking"] += 1
 
         sender = asyncio.create_task(keep_sending(async_clients[-1]))
         blocking_sender = threading.Thread(
             target=keep_sending_blocking, args=(blocking_clients[-1],), daemon=True
         )
         blocking_sender.start()
-        await asyncio.sleep(SHORT)  # well under way
+        # Well under way: 256 KiB each (less than the buffers on the way hold, so no sender
+        # can be stuck before that).
+        await wait_until(lambda: min(sent.values()) >= 4, what="both senders are under way")
 
         async def asyncio_end(client: IOWebSocketChannel, stream: AsyncIterator[Message]) -> End:
             return (await end_of(stream))[0], client.close_code
@@ -619,7 +638,7 @@ def test_blocking_close_code_is_set_when_the_stream_ends_after_a_failed_send(
     finish = SyncWebSocketChannel._finish
 
     def slow_finish(channel: SyncWebSocketChannel) -> None:
-        time.sleep(SHORT)
+        time.sleep(SHORT)  # slow on purpose: the window the other thread may win in
         finish(channel)
 
     monkeypatch.setattr(SyncWebSocketChannel, "_finish", slow_finish)
@@ -639,7 +658,9 @@ def test_blocking_close_code_is_set_when_the_stream_ends_after_a_failed_send(
     try:
         sender.start()
         assert channel.receive(TIMEOUT) == chunk
-        time.sleep(SHORT)  # the buffers fill up: the server stops reading, the client too
+        # The buffers fill up: the client stops reading (its queue is full), so the server
+        # stops too, and the client's send blocks on a socket with no room.
+        wait_until_sync(lambda: sending_is_stuck(channel), what="the client's send is stuck")
         os.kill(server.pid, signal.SIGKILL)
         blocking_end_of(channel, TIMEOUT)
         code_at_the_end = channel.close_code
