@@ -27,7 +27,7 @@ closes the stream instead.
 
 The event loop is whichever is running: asyncio's, or trio's through :class:`_TrioLoop`, a
 small facade with the part of asyncio's loop interface this module,
-:class:`~wschannel.channel.MessageStream` and :class:`~wschannel._sink.GuaranteeSink` use
+:class:`~wschannel.channel.MessageStream` and :class:`GuaranteeSink` use
 (futures, tasks that are futures, ``call_soon``, ``call_later``, ``time``). Under trio the
 tasks are system tasks (:func:`trio.lowlevel.spawn_system_task`): they live until the
 connection is closed or ``trio.run`` returns.
