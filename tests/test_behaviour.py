@@ -87,12 +87,6 @@ KNOWN: Final[dict[tuple[str, str, str | None], tuple[str, type[BaseException]]]]
         "the adapter swallows) and the peer's events end without them",
         AssertionError,
     ),
-    ("echo_reported", "fake_pair", None): (
-        "issue 11: after our own close the adapter takes close_code from the socket's "
-        "close_code attribute; FakeWebSocket has none, so close_code stays None (as "
-        "adapter.py documents) instead of the peer's 4000",
-        AssertionError,
-    ),
     ("pipe", "bytestream-trio", None): (
         "issue 11: StreamChannel.pipe() uses asyncio.gather, which fails under trio "
         "(RuntimeError: no current event loop)",
