@@ -24,6 +24,7 @@ from conftest import (
     read_request,
     unmask,
     wait,
+    wait_until,
 )
 
 import wschannel
@@ -342,10 +343,14 @@ async def test_client_connect_timeout_fails_with_timeout_error_and_leaves_no_soc
 
 
 async def test_client_connect_timeout_does_not_fire_for_a_fast_server(echo_url: str) -> None:
-    async with IOWebSocketChannel.connect(echo_url, connect_timeout=TIMEOUT) as channel:
+    async with IOWebSocketChannel.connect(echo_url, connect_timeout=SHORT) as channel:
         channel.sink.add("quick")
-        assert await next_message(aiter(channel.stream)) == "quick"
-        await asyncio.sleep(SHORT)
+        subscription = aiter(channel.stream)
+        assert await next_message(subscription) == "quick"
+        await asyncio.sleep(SHORT)  # past connect_timeout (time is the point): still open
+        assert channel.close_code is None
+        channel.sink.add("still open")
+        assert await next_message(subscription) == "still open"
 
 
 async def test_client_close_while_connecting_resolves_when_connect_fails() -> None:
@@ -444,10 +449,10 @@ async def test_client_local_close_ends_the_stream_at_once(echo_url: str) -> None
     for index in range(5):
         channel.sink.add(str(index))
     assert await next_message(subscription) == "0"
-    await asyncio.sleep(SHORT)  # the other echoes are buffered by now
+    await wait_until(lambda: len(channel.stream._buffer) == 4, what="the other echoes are buffered")
     channel.sink.close(status.GOING_AWAY)
     with pytest.raises(StopAsyncIteration):
-        await asyncio.wait_for(anext(subscription), SHORT)
+        await asyncio.wait_for(anext(subscription), TIMEOUT)
     await wait(channel.sink.done)
 
 
@@ -708,10 +713,12 @@ async def test_client_receives_every_message_when_reading_pauses_for_backpressur
 
     async with wschannel.serve(handler, "127.0.0.1", 0) as server:
         channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}", max_queue=4)
-        await asyncio.sleep(SHORT)  # let the queue fill and reading pause
         protocol = channel._transport_protocol
         assert protocol is not None and protocol.transport is not None
-        assert not protocol.transport.is_reading()
+        transport = protocol.transport
+        await wait_until(
+            lambda: not transport.is_reading(), what="the queue filled, reading paused"
+        )
         received = [message async for message in channel.stream]
     assert received == [f"message {index}" for index in range(count)] + ["close"]
     assert channel.close_code == status.NORMAL_CLOSURE
@@ -791,7 +798,7 @@ async def test_client_connects_over_tls_with_a_trusted_certificate(
 async def test_client_keepalive_keeps_a_responsive_connection_open(echo_url: str) -> None:
     interval = SHORT / 4
     async with IOWebSocketChannel.connect(echo_url, ping_interval=interval) as channel:
-        await asyncio.sleep(interval * 8)
+        await asyncio.sleep(interval * 8)  # several intervals pass (time is the point)
         channel.sink.add("alive")
         assert await next_message(aiter(channel.stream)) == "alive"
         assert channel.close_code is None
@@ -882,6 +889,7 @@ async def test_client_add_stream_waits_for_the_transport_when_its_buffer_is_full
         server.url, write_limit=1 << 16, compression=False, close_timeout=SHORT
     )
     adding = channel.sink.add_stream(source())
+    # Nothing may finish while the server does not read: time is the point.
     await asyncio.sleep(SHORT)
     assert not adding.done()
     assert len(produced) < count, "add_stream did not wait for the transport"
@@ -1053,7 +1061,7 @@ async def test_client_async_for_answers_a_message_that_arrived_with_the_close(
     subscription = aiter(channel.stream)
     listening.set()
     async for message in subscription:
-        await asyncio.sleep(0.01)  # the answer takes more than one loop turn
+        await asyncio.sleep(0.01)  # slow on purpose: the answer takes more than one loop turn
         assert isinstance(message, str)
         channel.sink.add(f"re: {message}")
     assert await asyncio.wait_for(frames, TIMEOUT) == [
