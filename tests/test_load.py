@@ -6,7 +6,7 @@ import asyncio
 import resource
 
 import pytest
-from conftest import SCALE, wait
+from conftest import SCALE, wait, wait_until
 
 import wschannel
 from wschannel.io import IOWebSocketChannel
@@ -40,8 +40,9 @@ async def test_server_holds_1000_connections_and_answers_every_client() -> None:
             for index in range(CONNECTIONS)
         ]
         await asyncio.gather(*(client.ready for client in clients))
-        while len(server.connections) < CONNECTIONS:
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: len(server.connections) == CONNECTIONS, 10 * SCALE, what="all are open"
+        )
 
         async def round_trip(index: int, client: IOWebSocketChannel) -> None:
             subscription = aiter(client.stream)

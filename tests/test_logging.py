@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 import pytest
-from conftest import SHORT, wait
+from conftest import wait, wait_until
 
 import wschannel
 import wschannel.sync.server
@@ -37,7 +37,9 @@ async def test_server_logs_open_and_close_with_peer_and_connection_id(
         )
         channel.sink.add("hi")
         await wait(channel.sink.done)
-        await asyncio.sleep(SHORT / 4)
+        await wait_until(
+            lambda: len(records(caplog, "wschannel.server")) >= 2, what="the close is logged"
+        )
     opened, closed = records(caplog, "wschannel.server")[:2]
     assert opened.levelno == closed.levelno == logging.INFO
     assert opened.getMessage().startswith("Open /room (protocol chat, compressed)")
@@ -134,7 +136,10 @@ async def test_sync_server_logs_open_close_and_refusals_with_peer(
         refused = IOWebSocketChannel.connect(url, headers={"Origin": "b.example"})
         with pytest.raises(WebSocketChannelException):
             await wait(refused.ready)
-        await asyncio.sleep(SHORT / 2)
+        await wait_until(
+            lambda: len(records(caplog, "wschannel.sync.server")) >= 3,
+            what="the open, the close and the refusal are logged",
+        )
     finally:
         await asyncio.to_thread(server.shutdown)
         await wait(thread)

@@ -17,7 +17,6 @@ import re
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 import trustme
-from conftest import SCALE, TIMEOUT
+from conftest import SCALE, TIMEOUT, wait_until, wait_until_sync
 from sync_helpers import AsyncioServer, sync_server
 
 import wschannel
@@ -272,10 +271,8 @@ def sync_handler(slow: Slow) -> Callable[[SyncWebSocketChannel], None]:
         elif path == "/slow":
             blocked = threading.Thread(target=channel.sink.add, args=(BLOCKING_PAYLOAD,))
             blocked.start()
-            deadline = time.monotonic() + TIMEOUT
-            while not channel._write_lock.locked():  # the big frame is being written
-                assert time.monotonic() < deadline
-                time.sleep(0.001)
+            # The big frame is being written.
+            wait_until_sync(channel._write_lock.locked, what="the big frame is being written")
             queued = [
                 threading.Thread(target=channel.sink.add, args=(QUEUED_PAYLOAD,))
                 for _ in range(QUEUED_COUNT)
@@ -316,13 +313,6 @@ def flavour(request: pytest.FixtureRequest) -> Iterator[tuple[Flavour, Slow]]:
             yield SyncFlavour(server), slow
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.01)
-
-
 def test_counters_after_a_known_exchange(flavour: tuple[Flavour, Slow]) -> None:
     server, slow = flavour
     url = f"ws://127.0.0.1:{server.port}"
@@ -358,9 +348,9 @@ def test_counters_after_a_known_exchange(flavour: tuple[Flavour, Slow]) -> None:
     reader = RawClient(server.port, "/slow", rcvbuf=64 * 1024)
     assert slow.backlog.wait(TIMEOUT)
     assert slow.expected_high_water > 256 * 1024, "the kernel took it all: no backlog to see"
-    wait_until(
+    wait_until_sync(
         lambda: server.metrics().write_buffer_high_water == slow.expected_high_water,
-        f"the high-water mark is {slow.expected_high_water}",
+        what=f"the high-water mark is {slow.expected_high_water}",
     )
     reader.read_until(lambda events: len(events) == slow.messages)
     slow.proceed.set()
@@ -371,28 +361,28 @@ def test_counters_after_a_known_exchange(flavour: tuple[Flavour, Slow]) -> None:
         assert refused_status(server.port, request) == status
     idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
     if isinstance(server, AsyncioFlavour):  # max_pending_handshakes=2 is reached: 503
-        wait_until(lambda: server.pending_handshakes() == 2, "two handshakes are pending")
+        wait_until_sync(lambda: server.pending_handshakes() == 2, what="two handshakes are pending")
         assert refused_status(server.port, upgrade("/echo")) == 503
     else:
         idle.pop().close()  # the thread server has no 503: one idle connection is enough
     for sock in idle:
         dropped(sock)
 
-    wait_until(
+    wait_until_sync(
         lambda: (
             sum(server.metrics().close_codes.values()) == 4
             and server.metrics().connections_open == 0
         ),
-        "every connection is closed",
+        what="every connection is closed",
     )
     refusals: dict[tuple[int | None, str], int] = {}
     for _, status, reason in REFUSALS:
         refusals[status, reason] = refusals.get((status, reason), 0) + 1
     for key in server.extra_refusals:
         refusals[key] = 1
-    wait_until(
+    wait_until_sync(
         lambda: server.metrics().refusals.get((None, "open_timeout")) == server.open_timeouts,
-        "the idle connections are counted",
+        what="the idle connections are counted",
     )
     refusals[None, "open_timeout"] = server.open_timeouts
     close_1000 = close_len("", masked=False)  # the server's close frame after /quit, /slow
@@ -559,7 +549,7 @@ async def test_broadcast_frames_count_as_messages_sent(tls: bool) -> None:
         ]
         for client in clients:
             await asyncio.wait_for(client.ready, TIMEOUT)
-        await wait_for(lambda: len(server.connections) == 2)
+        await wait_until(lambda: len(server.connections) == 2)
         assert wschannel.broadcast(server.connections, "to all") == 2
         assert wschannel.broadcast(server.connections, bytes(70_000)) == 2
         for client in clients:
@@ -573,7 +563,7 @@ async def test_broadcast_frames_count_as_messages_sent(tls: bool) -> None:
         )
         for client in clients:
             await asyncio.wait_for(client.sink.close(), TIMEOUT)
-        await wait_for(lambda: server.metrics.connections_open == 0)
+        await wait_until(lambda: server.metrics.connections_open == 0)
         metrics = server.metrics
         assert metrics.messages_sent == 4
         assert metrics.bytes_sent == 2 * (
@@ -582,13 +572,6 @@ async def test_broadcast_frames_count_as_messages_sent(tls: bool) -> None:
             + frame_len(0, masked=False)
         )
         assert metrics.close_codes == {1005: 2}
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize("kind", ["asyncio", "sync"])
@@ -612,7 +595,7 @@ def test_compressed_connections_count_what_their_peer_counts(kind: str) -> None:
             client.sink.add(message)
         assert [client.receive(TIMEOUT) for _ in messages] == messages
         client.close(1000)
-        wait_until(lambda: metrics().connections_open == 0, "the connection is closed")
+        wait_until_sync(lambda: metrics().connections_open == 0, what="the connection is closed")
         received, sent, bytes_received, bytes_sent = client._conn.counters
         assert bytes_sent < sum(size_of(m) for m in messages) // 10  # it was compressed
         final = metrics()
