@@ -23,6 +23,7 @@ from conftest import (
     close_payload,
     open_raw_client,
     wait,
+    wait_until,
 )
 from sync_helpers import sync_server
 
@@ -175,7 +176,7 @@ async def test_server_flush_raises_once_a_client_that_stopped_reading_resets(whe
     the handler's flush() or while it waits: flush() raises at once, and the handler ends."""
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[BaseException | None] = loop.create_future()
-    filled, gone = asyncio.Event(), asyncio.Event()
+    filled, gone, flushing = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def handler(channel: IOWebSocketChannel) -> None:
         for _ in range(200):
@@ -183,8 +184,9 @@ async def test_server_flush_raises_once_a_client_that_stopped_reading_resets(whe
         filled.set()
         if when == "before":
             await gone.wait()
-            await asyncio.sleep(SHORT)  # the server has seen the reset
+            await wait_until(lambda: channel.close_code is not None, what="the reset is seen")
             channel.sink.add(b"after")
+        flushing.set()
         try:
             await channel.sink.flush()
         except BaseException as exc:
@@ -195,21 +197,15 @@ async def test_server_flush_raises_once_a_client_that_stopped_reading_resets(whe
     async with wschannel.serve(handler, "127.0.0.1", 0) as server:
         _, writer = await open_raw_client(server.port)
         await wait(filled.wait())
-        await asyncio.sleep(SHORT)
+        if when == "while":
+            await wait(flushing.wait())  # the handler has set it and now waits in flush()
+            assert not outcome.done()
         await reset(writer)
         gone.set()
         error = await asyncio.wait_for(outcome, TIMEOUT)
         assert isinstance(error, WebSocketConnectionClosed)
         assert "closed" in str(error)
-        assert not server._handlers or await _handlers_end(server)
-
-
-async def _handlers_end(server: Server) -> bool:
-    for _ in range(int(TIMEOUT / 0.01)):
-        if not server._handlers:
-            return True
-        await asyncio.sleep(0.01)
-    return False
+        await wait_until(lambda: not server._handlers, what="the handler ended")
 
 
 async def test_add_stream_ends_quietly_when_the_connection_is_lost_while_it_waits() -> None:
@@ -232,9 +228,21 @@ async def test_add_stream_ends_quietly_when_the_connection_is_lost_while_it_wait
 
     async with wschannel.serve(handler, "127.0.0.1", 0) as server:
         _, writer = await open_raw_client(server.port)
-        await asyncio.sleep(SHORT)
+        await wait_until(  # the kernel's buffers are full: add_stream waits in flush()
+            lambda: write_backlog(server) > 0, what="the server's writes back up"
+        )
         await reset(writer)
         assert await asyncio.wait_for(finished, TIMEOUT) is None
+
+
+def write_backlog(server: Server) -> int:
+    """The bytes waiting in the write buffer of the server's one connection (0 before it
+    is open)."""
+    if not server.connections:
+        return 0
+    protocol = server.connections[0]._transport_protocol
+    assert protocol is not None and protocol.transport is not None
+    return protocol.transport.get_write_buffer_size()
 
 
 # 3. Memory: an echo server must not hold what a client that never reads makes it send.
@@ -253,6 +261,8 @@ def push_until_stuck(sock: socket.socket, data: bytes, total: int) -> int:
         try:
             n = sock.send(view[offset:])
         except BlockingIOError:
+            # Whether the peer stopped reading can only be told by time: it took nothing
+            # for a while. Meanwhile, the pace of the polls.
             if time.monotonic() - stuck_since > 4 * SHORT:
                 break
             time.sleep(0.005)
@@ -315,8 +325,11 @@ async def test_server_stops_reading_from_a_client_that_sends_but_never_reads(wha
         sock = await raw_client_with_small_buffers(server.port)
         try:
             sent = await asyncio.to_thread(push_until_stuck, sock, unit, FLOOD)
-            await asyncio.sleep(SHORT)
             transport = channels[0]._transport_protocol.transport  # type: ignore[union-attr]
+            await wait_until(
+                lambda: not transport.is_reading(),  # type: ignore[union-attr]
+                what="the server stopped reading",
+            )
             held = transport.get_write_buffer_size()  # type: ignore[union-attr]
             reading = transport.is_reading()  # type: ignore[union-attr]
         finally:
@@ -404,7 +417,11 @@ async def test_client_answers_only_the_latest_ping_while_its_writes_wait() -> No
         sock = protocol.transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         await wait(flooded.wait())
-        await asyncio.sleep(SHORT)
+        conn = protocol.conn
+        assert conn is not None
+        await wait_until(  # every ping has been read (6 bytes each)
+            lambda: conn.counters[2] >= 6 * count, what="the client has read every ping"
+        )
         held = protocol.transport.get_write_buffer_size()
         # At most the limit and the pongs of one read (256 KiB of pings), not 2 MB.
         assert held <= 1024 + (256 << 10), held
@@ -469,7 +486,7 @@ async def test_server_close_behind_queued_echoes_reaches_a_slow_but_steady_reade
         async for message in channel.stream:
             assert isinstance(message, bytes)
             received.append(message)
-            await asyncio.sleep(1 / 40)
+            await asyncio.sleep(1 / 40)  # a slow reader on purpose: time is the point
         return channel, received, time.monotonic() - started
 
     close_timeout = 0.5
@@ -588,9 +605,15 @@ async def test_server_failing_a_client_that_is_still_sending_gets_its_close_fram
     if flavour == "transport":
         monkeypatch.setattr("wschannel._direct.ENABLED", False)
 
+    channels: list[IOWebSocketChannel] = []
+    echoed = 0
+
     async def handler(channel: IOWebSocketChannel) -> None:
+        nonlocal echoed
+        channels.append(channel)
         async for message in channel.stream:
             channel.sink.add(message)
+            echoed += 1
 
     echoes = 100
     message = bytes([0x82, 0x80 | 126]) + struct.pack("!H", 1024) + MASK + bytes(1024)
@@ -599,11 +622,14 @@ async def test_server_failing_a_client_that_is_still_sending_gets_its_close_fram
         sock = await raw_client_with_small_buffers(server.port)
         try:
             await asyncio.to_thread(sock.sendall, message * echoes)
-            await asyncio.sleep(SHORT)  # echoed, waiting for the client to read
-            sock.settimeout(SHORT)
+            # Echoed, waiting for the client to read.
+            await wait_until(lambda: echoed == echoes, what="every message is echoed")
+            sock.settimeout(SHORT)  # once the server stops reading, give up the rest after SHORT
             with contextlib.suppress(OSError):  # the server may stop reading first
                 await asyncio.to_thread(sock.sendall, big)
-            await asyncio.sleep(SHORT)
+            await wait_until(
+                lambda: channels[0].close_code is not None, what="the server failed the message"
+            )
             frames, reset = await asyncio.to_thread(read_frames_until_reset_or_eof, sock)
         finally:
             sock.close()
@@ -663,10 +689,7 @@ async def test_closed_compressed_connections_free_their_memory_without_the_colle
                 channel.sink.add(f"message {index} " * 100)
                 assert await asyncio.wait_for(anext(aiter(channel.stream)), TIMEOUT)
                 await wait(channel.sink.close(status.NORMAL_CLOSURE))
-            for _ in range(int(TIMEOUT / 0.01)):
-                if not server._connections:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: not server._connections, what="every connection is gone")
             after = heap_in_use()
     finally:
         gc.enable()
