@@ -24,6 +24,7 @@ from conftest import (
     open_raw_client,
     read_frame,
     wait,
+    wait_until,
 )
 
 import wschannel
@@ -239,16 +240,20 @@ async def test_server_closes_with_1011_when_a_handler_raises(
 
 
 async def test_server_keeps_a_plain_function_handler_open_with_listen() -> None:
+    called = asyncio.Event()
+
     def handler(channel: IOWebSocketChannel) -> None:
         def on_data(message: Message) -> None:
             channel.sink.add(message)
 
         channel.stream.listen(on_data)
+        called.set()
 
     async with wschannel.serve(handler, "127.0.0.1", 0) as server:
         channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
         subscription = aiter(channel.stream)
-        await asyncio.sleep(SHORT)
+        await wait(called.wait())
+        await wait_until(lambda: not server._handlers, what="the handler has returned")
         channel.sink.add("callback")
         assert await next_message(subscription) == "callback"
         await wait(channel.sink.close())
@@ -301,8 +306,7 @@ async def test_server_closes_open_connections_with_1001_on_shutdown() -> None:
 
     server = await wschannel.serve(handler, "127.0.0.1", 0)
     channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
-    await asyncio.sleep(SHORT)
-    assert len(server.connections) == 1
+    await wait_until(lambda: len(server.connections) == 1, what="the server has the connection")
     server.close()
     await asyncio.wait_for(server.wait_closed(), TIMEOUT)
     await wait(channel.sink.done)
@@ -314,8 +318,14 @@ async def test_server_closes_open_connections_with_1001_on_shutdown() -> None:
 async def test_server_serve_forever_closes_when_cancelled() -> None:
     server = await wschannel.serve(_echo_all, "127.0.0.1", 0)
     channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
-    serving = asyncio.ensure_future(server.serve_forever())
-    await asyncio.sleep(SHORT)
+    started = asyncio.Event()
+
+    async def serve() -> None:
+        started.set()
+        await server.serve_forever()
+
+    serving = asyncio.ensure_future(serve())
+    await wait(started.wait())  # when this resumes, serve_forever() waits to be cancelled
     serving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await serving
@@ -336,7 +346,7 @@ async def test_server_refuses_connections_after_close() -> None:
 async def test_server_close_drops_connections_still_in_their_handshake() -> None:
     server = await wschannel.serve(_echo_all, "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    await asyncio.sleep(SHORT)
+    await wait_until(lambda: server.pending_handshakes == 1, what="the server has accepted it")
     server.close()
     await wait(server.wait_closed())
     assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
@@ -364,7 +374,7 @@ async def test_server_keepalive_keeps_a_responsive_client_connected() -> None:
         wschannel.serve(_echo_all, "127.0.0.1", 0, ping_interval=interval) as server,
         IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}") as channel,
     ):
-        await asyncio.sleep(interval * 8)
+        await asyncio.sleep(interval * 8)  # several intervals pass (time is the point)
         channel.sink.add("still here")
         assert await next_message(aiter(channel.stream)) == "still here"
         assert channel.close_code is None
@@ -420,7 +430,7 @@ async def test_server_async_for_handler_answers_before_the_close_echo(
 async def test_server_handler_that_awaits_before_answering_still_answers_first() -> None:
     async def handler(channel: IOWebSocketChannel) -> None:
         async for message in channel.stream:
-            await asyncio.sleep(SHORT / 4)
+            await asyncio.sleep(0.01)  # slow on purpose: the answer takes more than one loop turn
             assert isinstance(message, str)
             channel.sink.add(f"re: {message}")
 
@@ -456,7 +466,7 @@ async def test_server_waits_for_a_stuck_consumer_only_until_close_timeout() -> N
 
     async def handler(channel: IOWebSocketChannel) -> None:
         took.append(await next_message(aiter(channel.stream)))
-        await asyncio.sleep(TIMEOUT)  # never comes back for more
+        await asyncio.Event().wait()  # never comes back for more
 
     async with wschannel.serve(handler, "127.0.0.1", 0, close_timeout=SHORT) as server:
         loop = asyncio.get_running_loop()
@@ -539,7 +549,7 @@ async def test_server_drops_a_client_that_trickles_its_request() -> None:
         with contextlib.suppress(ConnectionError):
             for index in range(len(request) - 1):  # a slowloris never finishes its head
                 writer.write(request[index : index + 1])
-                await asyncio.sleep(SHORT / 10)
+                await asyncio.sleep(SHORT / 10)  # slow on purpose: a byte at a time
                 if reader.at_eof() or loop.time() - started > TIMEOUT:
                     break
         assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
@@ -567,8 +577,7 @@ async def test_server_answers_503_over_max_pending_handshakes() -> None:
         _echo_all, "127.0.0.1", 0, max_pending_handshakes=2, open_timeout=TIMEOUT
     ) as server:
         idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
-        await asyncio.sleep(SHORT)
-        assert server.pending_handshakes == 2
+        await wait_until(lambda: server.pending_handshakes == 2, what="both are accepted")
         status_code, response = await response_to(server.port, request_bytes(UPGRADE))
         assert status_code == 503
         assert b"Retry-After: 1" in response
@@ -579,8 +588,7 @@ async def test_server_answers_503_over_max_pending_handshakes() -> None:
         assert info.value.inner.status == 503
         for _, writer in idle:  # the slots free up: connections are accepted again
             writer.close()
-        await asyncio.sleep(SHORT)
-        assert server.pending_handshakes == 0
+        await wait_until(lambda: server.pending_handshakes == 0, what="both slots are free")
         async with IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}") as channel:
             channel.sink.add("in at last")
             assert await next_message(aiter(channel.stream)) == "in at last"
@@ -591,7 +599,7 @@ async def test_server_drops_a_refused_client_that_sends_nothing() -> None:
         _echo_all, "127.0.0.1", 0, max_pending_handshakes=1, open_timeout=SHORT
     ) as server:
         _, first = await asyncio.open_connection("127.0.0.1", server.port)
-        await asyncio.sleep(SHORT / 4)
+        await wait_until(lambda: server.pending_handshakes == 1, what="the first is accepted")
         reader, second = await asyncio.open_connection("127.0.0.1", server.port)
         assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
         first.close()
@@ -709,8 +717,7 @@ async def test_server_close_returns_an_awaitable_that_waits_for_every_connection
         clients = [
             await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}") for _ in range(5)
         ]
-        await asyncio.sleep(SHORT)
-        assert len(server.connections) == 5
+        await wait_until(lambda: len(server.connections) == 5, what="the server has all five")
         await wait(server.close())
         assert server.connections == []
         for channel in clients:
@@ -720,18 +727,19 @@ async def test_server_close_returns_an_awaitable_that_waits_for_every_connection
 
 
 async def test_server_close_cancels_a_handler_that_ignores_its_closed_channel() -> None:
-    cancelled = asyncio.Event()
+    started, cancelled = asyncio.Event(), asyncio.Event()
 
     async def handler(channel: IOWebSocketChannel) -> None:
+        started.set()
         try:
-            await asyncio.sleep(10 * TIMEOUT)
+            await asyncio.Event().wait()  # ignores its channel: waits forever
         except asyncio.CancelledError:
             cancelled.set()
             raise
 
     server = await wschannel.serve(handler, "127.0.0.1", 0, close_timeout=SHORT)
     channel = await IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
-    await asyncio.sleep(SHORT / 4)
+    await wait(started.wait())
     await wait(server.close())
     assert cancelled.is_set()
     assert channel.close_code == status.GOING_AWAY
@@ -741,7 +749,7 @@ async def test_server_close_stops_an_add_stream_with_1001() -> None:
     async def forever() -> AsyncIterator[str]:
         while True:
             yield "tick"
-            await asyncio.sleep(SHORT / 10)
+            await asyncio.sleep(SHORT / 10)  # the pace of an endless source
 
     async def handler(channel: IOWebSocketChannel) -> None:
         await channel.sink.add_stream(forever())
@@ -756,7 +764,7 @@ async def test_server_close_stops_an_add_stream_with_1001() -> None:
 
 async def test_server_wait_closed_waits_for_close_to_be_called(echo_server: Server) -> None:
     waiting = asyncio.ensure_future(echo_server.wait_closed())
-    await asyncio.sleep(SHORT)
+    await asyncio.sleep(SHORT)  # nothing may happen before close(): time is the point
     assert not waiting.done()
     echo_server.close()
     await wait(waiting)
@@ -796,9 +804,9 @@ async def test_sync_server_leaves_connections_in_the_backlog_over_max_pending_ha
     thread.start()
     try:
         _, idle = await asyncio.open_connection("127.0.0.1", server.port)
-        await asyncio.sleep(SHORT)
+        await wait_until(lambda: server._accepting_paused, what="the server stops accepting")
         channel = IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}")
-        await asyncio.sleep(SHORT)
+        await asyncio.sleep(SHORT)  # nothing may happen while it waits: time is the point
         assert not channel.ready.done()  # waiting in the backlog, not refused
         idle.close()  # its slot frees: the waiting one is accepted
         await wait(channel.ready)
