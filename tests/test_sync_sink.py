@@ -103,30 +103,29 @@ def test_add_error_rules_on_a_client() -> None:
 
 
 def test_add_stream_sends_in_order_and_refuses_everything_else_meanwhile() -> None:
-    with sync_server(echo) as server:
-        with wschannel.sync.connect(url_of(server)) as channel:
-            release = threading.Event()
-            refusals: list[str] = []
+    with sync_server(echo) as server, wschannel.sync.connect(url_of(server)) as channel:
+        release = threading.Event()
+        refusals: list[str] = []
 
-            def messages() -> object:
-                yield "one"
-                yield b"two"
-                for call in (
-                    lambda: channel.sink.add("x"),
-                    lambda: channel.sink.close(),
-                    lambda: channel.sink.add_stream([]),
-                ):
-                    try:
-                        call()
-                    except StateError as exc:
-                        refusals.append(str(exc))
-                release.set()
-                yield "three"
+        def messages() -> object:
+            yield "one"
+            yield b"two"
+            for call in (
+                lambda: channel.sink.add("x"),
+                lambda: channel.sink.close(),
+                lambda: channel.sink.add_stream([]),
+            ):
+                try:
+                    call()
+                except StateError as exc:
+                    refusals.append(str(exc))
+            release.set()
+            yield "three"
 
-            channel.sink.add_stream(messages())  # type: ignore[arg-type]
-            assert release.is_set()
-            channel.sink.add("after")
-            assert [channel.receive(TIMEOUT) for _ in range(4)] == ["one", b"two", "three", "after"]
+        channel.sink.add_stream(messages())  # type: ignore[arg-type]
+        assert release.is_set()
+        channel.sink.add("after")
+        assert [channel.receive(TIMEOUT) for _ in range(4)] == ["one", b"two", "three", "after"]
     assert refusals == [
         "Cannot add event while adding stream.",
         "Cannot close sink while adding stream.",

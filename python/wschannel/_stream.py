@@ -97,6 +97,7 @@ class MessageStream:
         "_loop",
         "_low_water",
         "_notified",
+        "_on_answered",
         "_on_data",
         "_on_done",
         "_on_error",
@@ -137,6 +138,9 @@ class MessageStream:
         # Called once when an ``async for`` consumer next waits on an empty buffer (the
         # connection uses it to learn that the answers to a peer's last messages are out).
         self._on_idle: Callable[[], None] | None = None
+        # Called once the consumer has answered what was buffered when a peer's close came
+        # (see _await_answers).
+        self._on_answered: Callable[[], None] | None = None
         # Called each time an ``async for`` consumer is about to wait on an empty buffer (the
         # connection sends what the consumer's answers gathered).
         self._before_wait: Callable[[], None] | None = None
@@ -188,6 +192,9 @@ class MessageStream:
                 if self._reading_paused and len(buffer) <= self._low_water:
                     self._resume_reading()
                 return message
+            if self._on_answered is not None:
+                self._answered()
+                continue
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
@@ -222,6 +229,22 @@ class MessageStream:
         """Give the stream the connection's ``pause_reading``/``resume_reading``."""
         self._pause_reading = pause
         self._resume_reading_cb = resume
+
+    def _await_answers(self, answered: Callable[[], None]) -> bool:
+        """The peer closed behind messages still buffered: call ``answered()`` once the
+        consumer has answered them. It has when it asks for the next message with the buffer
+        empty (``async for``), one loop turn after the last one was delivered (``listen``),
+        or when it stops consuming (cancelled, or the sink closed). False, and no call, when
+        nothing is buffered or nobody consumes."""
+        if not (self._buffer and self._subscribed):
+            return False
+        self._on_answered = answered
+        return True
+
+    def _answered(self) -> None:
+        answered, self._on_answered = self._on_answered, None
+        if answered is not None:
+            answered()
 
     def _add(self, message: Message) -> None:
         """A message arrived (the hot path)."""
@@ -259,6 +282,7 @@ class MessageStream:
             self._error = error
         self._resume_reading()
         self._wake()
+        self._answered()
 
     def _discard(self) -> None:
         """End the stream at once, dropping buffered messages (the user closed the sink)."""
@@ -267,6 +291,7 @@ class MessageStream:
         self._error = None
         self._resume_reading()
         self._wake()
+        self._answered()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -304,6 +329,8 @@ class MessageStream:
                 on_data(message)
             except Exception as exc:
                 self._report(exc, "Exception in a WebSocket stream's on_data callback")
+        if not buffer and self._on_answered is not None and not self._paused:
+            self._loop.call_soon(self._answered)  # once what on_data sent has gone out
         if buffer or not self._ended or self._paused or self._notified:
             return
         self._notified = True

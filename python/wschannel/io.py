@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from ._adapter import AdapterWebSocketChannel
 from ._direct import DirectTransport, take_over
+from ._driver import SessionDriver
 from ._message import binary_view
 from ._net import (
     USER_AGENT,
@@ -52,16 +53,6 @@ from ._net import (
 from ._sink import GuaranteeSink
 from ._tasks import _retrieve_exception
 from ._wschannel import (
-    ABORT,
-    AWAIT_CONSUMER,
-    CLOSE_TRANSPORT,
-    DONE,
-    END_STREAM,
-    HALF_CLOSE,
-    PAUSE_READING,
-    RESUME_READING,
-    SAMPLE_UNSENT,
-    STOP_SENDING,
     ClientHandshake,
     Close,
     Connection,
@@ -423,7 +414,7 @@ async def _open_connection(
         channel._fail(error)
 
 
-class _WebSocketProtocol(asyncio.Protocol):
+class _WebSocketProtocol(SessionDriver, asyncio.Protocol):
     """One WebSocket connection over an asyncio transport, for either side."""
 
     logger: ClassVar[logging.Logger] = client_logger
@@ -462,7 +453,6 @@ class _WebSocketProtocol(asyncio.Protocol):
         self._writing_paused = False
         self._write_high = 0  # the write buffer's size when writing paused or flush() waited
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._timer: asyncio.TimerHandle | None = None  # at the session's next deadline
         self._closing_transport = False
         self._awaiting_consumer = False  # the session waits for consumer_caught_up()
         self._delivering = False  # events_received is handing a read's messages over
@@ -554,25 +544,23 @@ class _WebSocketProtocol(asyncio.Protocol):
                 acted = True
                 self._delivering = True
                 try:
-                    self._act()
+                    self.act()
                 finally:
                     self._delivering = False
         if self._consumer_check_due:
             self._consumer_check_due = False
-            conn = self.conn
-            assert conn is not None
-            self._await_consumer(conn)
-            self._act()
+            self.await_consumer()
+            self.act()
 
     def eof_received(self) -> bool | None:
         conn = self.conn
         if conn is not None:
             conn.receive_eof()
-            self._act()
+            self.act()
         return None  # let the transport close itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
+        self.cancel_session_timer()
         self._writing_paused = False  # flush() no longer waits: nothing more can be written
         for waiter in self._drain_waiters:
             if not waiter.done():
@@ -583,7 +571,7 @@ class _WebSocketProtocol(asyncio.Protocol):
             self.handshake_lost(exc)
         else:
             conn.connection_lost()
-            self._act()
+            self.act()
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -593,14 +581,14 @@ class _WebSocketProtocol(asyncio.Protocol):
         conn = self.conn
         if conn is not None:
             conn.set_writes_waiting(True)
-            self._act()
+            self.act()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
         conn = self.conn
         if conn is not None:
             conn.set_writes_waiting(False)
-            self._act()
+            self.act()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -643,7 +631,7 @@ class _WebSocketProtocol(asyncio.Protocol):
         self.sink._open(self, conn)
         if not channel._ready.done():
             channel._ready.set_result(None)
-        self._arm_timer()
+        self._arm_session_timer()
         self._log_open(protocol)
 
     def new_connection(self, client: bool, deflate: str | None) -> Connection:
@@ -687,103 +675,74 @@ class _WebSocketProtocol(asyncio.Protocol):
         conn = self.conn
         assert conn is not None
         conn.close(code, reason or "")
-        self._act()
+        self.act()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
-    # The translator: what the session (src/session) decided, done with this transport.
+    # The session's hooks (wschannel._driver): what it decided, done with this transport.
 
-    def _act(self) -> None:
+    def report_close(self, code: int, reason: str) -> None:
+        self.channel._close_code = code
+        self.channel._close_reason = reason
+
+    def stop_sending(self) -> None:
+        self.sink._disconnect()
+
+    def pause_reading(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.is_reading():
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()
+
+    def await_consumer(self) -> None:
+        if self._delivering:  # once the read's messages are all in the stream
+            self._consumer_check_due = True
+        elif self.sink._live is None or not self.channel._stream._await_answers(
+            self._consumer_caught_up
+        ):
+            conn = self.conn
+            assert conn is not None
+            conn.consumer_caught_up()
+
+    def _consumer_caught_up(self) -> None:
         conn = self.conn
-        assert conn is not None
-        channel = self.channel
-        while (action := conn.poll_action()) is not None:
-            if type(action) is bytes:
-                self.write(action)
-                continue
-            code = conn.close_code
-            if code is not None:
-                channel._close_code = code
-                channel._close_reason = conn.close_reason
-            if action == STOP_SENDING:
-                self.sink._disconnect()
-            elif action in (PAUSE_READING, RESUME_READING):
-                transport = self.transport
-                if transport is not None and not transport.is_closing():
-                    if action == PAUSE_READING:
-                        if transport.is_reading():
-                            transport.pause_reading()
-                    elif not transport.is_reading():
-                        transport.resume_reading()
-            elif action == AWAIT_CONSUMER:
-                if self._delivering:  # once the read's messages are all in the stream
-                    self._consumer_check_due = True
-                else:
-                    self._await_consumer(conn)
-            elif action == SAMPLE_UNSENT:
-                conn.sample_unsent(self._unsent())
-            elif action == END_STREAM:
-                channel._stream._end()
-            elif action == HALF_CLOSE:
-                transport = self.transport
-                if transport is not None and not transport.is_closing():
-                    transport.write_eof()
-                else:
-                    self._close_transport()
-            elif action == CLOSE_TRANSPORT:
-                self._close_transport()
-            elif action == ABORT:
-                self.abort()
-            elif action == DONE:
-                self._stop_awaiting_consumer()
-                self.sink._finish()
-                self._log_close()
-                # Free the compression state and buffers now: the protocol, channel,
-                # transport and engine refer to each other, so without this they would
-                # wait for the cyclic garbage collector (300-550 KiB per compressed
-                # connection).
-                conn.release()
-        self._arm_timer()
+        if conn is not None and not self.is_lost:
+            conn.consumer_caught_up()
+            self.act()
 
-    def _close_transport(self) -> None:
+    def end_stream(self) -> None:
+        self.channel._stream._end()
+
+    def half_close(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write_eof()
+        else:
+            self.close_transport()
+
+    def close_transport(self) -> None:
         transport = self.transport
         if transport is not None and not self._closing_transport:
             self._closing_transport = True
             transport.close()
 
-    def _arm_timer(self) -> None:
-        """One timer, at the session's next deadline."""
+    def finish(self) -> None:
         conn = self.conn
-        delay = None if conn is None else conn.timeout
-        timer = self._timer
-        if delay is None:
-            if timer is not None:
-                timer.cancel()
-                self._timer = None
-            return
-        when = self.loop.time() + delay
-        if timer is not None:
-            if abs(timer.when() - when) < 0.001:
-                return
-            timer.cancel()
-        self._timer = self.loop.call_at(when, self._timed_out)
+        assert conn is not None
+        self.sink._finish()
+        self._log_close()
+        # Free the compression state and buffers now: the protocol, channel, transport and
+        # engine refer to each other, so without this they would wait for the cyclic
+        # garbage collector (300-550 KiB per compressed connection).
+        conn.release()
 
-    def _timed_out(self) -> None:
-        self._timer = None
-        conn = self.conn
-        if conn is None or self.is_lost:
-            return
-        conn.handle_timeout(0 if conn.phase == "open" else self._unsent())
-        self._act()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _unsent(self) -> int:
+    def unsent(self) -> int:
         """Bytes written but not yet taken by the peer: the transport's buffer and what
         the kernel still holds (Linux: unsent or unacknowledged)."""
         transport = self.transport
@@ -792,67 +751,22 @@ class _WebSocketProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         return transport.get_write_buffer_size() + kernel_unsent(sock)
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback)
+
     # Reading: the stream's backpressure goes to the session, which decides.
 
     def _pause_for_stream(self) -> None:
         conn = self.conn
         if conn is not None:
             conn.set_consumer_full(True)
-            self._act()
+            self.act()
 
     def _resume_for_stream(self) -> None:
         conn = self.conn
         if conn is not None:
             conn.set_consumer_full(False)
-            self._act()
-
-    # The peer's close (or a failure) behind messages the consumer has not taken yet: the
-    # session holds the reply until the consumer has answered them. It has when it asks for
-    # the next message with the buffer empty (async for), one loop turn after the last one
-    # was delivered (listen), or when it stops consuming or closes the sink.
-
-    def _await_consumer(self, conn: Connection) -> None:
-        stream = self.channel._stream
-        if not (stream._buffer and stream._subscribed and self.sink._live is not None):
-            conn.consumer_caught_up()
-            return
-        self._awaiting_consumer = True
-        stream._set_flow_control(_pass, self._consumer_drained)
-        stream._low_water = 0
-        stream._reading_paused = True  # so that emptying the buffer calls _consumer_drained
-
-    def _consumer_drained(self) -> None:
-        """The stream's buffer is empty, or the stream ended (cancelled, or the sink closed)."""
-        stream = self.channel._stream
-        if stream._ended:
-            self._consumer_caught_up()
-            return
-        stream._reading_paused = True  # called again if the consumer stops or closes
-        if stream._on_data is not None:
-            self.loop.call_soon(self._consumer_caught_up)
-        else:
-            stream._on_idle = self._consumer_caught_up
-
-    def _consumer_caught_up(self) -> None:
-        if not self._awaiting_consumer or self.is_lost:
-            return
-        self._stop_awaiting_consumer()
-        conn = self.conn
-        assert conn is not None
-        conn.consumer_caught_up()
-        self._act()
-
-    def _stop_awaiting_consumer(self) -> None:
-        if self._awaiting_consumer:
-            self._awaiting_consumer = False
-            stream = self.channel._stream
-            stream._on_idle = None
-            stream._reading_paused = False
-            stream._set_flow_control(self._pause_for_stream, self._resume_for_stream)
-
-
-def _pass() -> None:
-    pass
+            self.act()
 
 
 def _receive_nothing(data: Buffer) -> list[Event]:

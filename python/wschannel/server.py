@@ -460,7 +460,7 @@ class _ServerProtocol(_WebSocketProtocol):
         )
         self._leave_handshake()
         self.write(reject_response(status, list(headers), body))
-        self._close_transport()
+        self.close_transport()
 
     def _open_timed_out(self) -> None:
         self._open_timer = None

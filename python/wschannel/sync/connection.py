@@ -41,17 +41,10 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
+from .._driver import SessionDriver
 from .._message import Message, binary_view, check_close_args
 from .._net import kernel_unsent
 from .._wschannel import (
-    ABORT,
-    AWAIT_CONSUMER,
-    CLOSE_TRANSPORT,
-    DONE,
-    END_STREAM,
-    HALF_CLOSE,
-    SAMPLE_UNSENT,
-    STOP_SENDING,
     Connection,
     Request,
 )
@@ -216,7 +209,7 @@ class SyncWebSocketSink:
             self._user_closed = True
             if not self._disconnected:
                 channel._conn.close(code, reason or "")
-                channel._act()
+                channel.act()
         channel._stream._discard()
         return self._done
 
@@ -238,7 +231,7 @@ class SyncWebSocketSink:
             self._user_closed = True
             if not self._disconnected:
                 channel._conn.close(None, "")
-                channel._act()
+                channel.act()
         channel._stream._discard()
 
     def add_stream(self, messages: Iterable[str | Buffer]) -> None:
@@ -282,7 +275,7 @@ def shutdown(sock: socket.socket, how: int) -> None:
         socket.socket.shutdown(sock, how)
 
 
-class SyncWebSocketChannel:
+class SyncWebSocketChannel(SessionDriver):
     """A two-way WebSocket connection for threads: :attr:`stream` in, :attr:`sink` out.
 
     Made open by :func:`wschannel.sync.connect` (client) or by :func:`wschannel.sync.serve`
@@ -335,8 +328,6 @@ class SyncWebSocketChannel:
         self._shut_down = False
         self._sock_closed = False
         self._finished = False
-        self._timer: TimerHandle | None = None  # at the session's next deadline
-        self._timer_when = 0.0
         conn.start_session(
             ping_interval=ping_interval,
             close_timeout=close_timeout,
@@ -347,8 +338,9 @@ class SyncWebSocketChannel:
             half_close=True,
             compact_interval=COMPACT_INTERVAL if conn.compressed else None,
         )
+        self.conn = conn
         with self._lock:
-            self._arm_timer()
+            self._arm_session_timer()
         try:
             peer = sock.getpeername()
         except OSError:
@@ -459,6 +451,7 @@ class SyncWebSocketChannel:
 
     def wait_closed(self, timeout: float | None = None) -> None:
         """Wait until the connection is closed; ``TimeoutError`` after ``timeout`` seconds."""
+        self._stream._answered()  # the application answers nothing more: the close goes on
         self._sink._done.result(timeout)
 
     def __enter__(self) -> Self:
@@ -501,7 +494,7 @@ class SyncWebSocketChannel:
                             return
                         self._writes_waiting = False  # the pong held meanwhile, if any
                         self._conn.set_writes_waiting(False)
-                        self._act()
+                        self.act()
                         if not outgoing:
                             return
                     frames = list(outgoing)
@@ -571,107 +564,73 @@ class SyncWebSocketChannel:
     def _abort(self) -> None:
         """Drop the connection: wakes the reader (and a blocked sender) with an EOF/error."""
         with self._lock:
-            self._abort_locked()
+            self.abort()
 
-    def _abort_locked(self) -> None:
+    # The session's hooks (wschannel._driver): what it decided, done with threads and a
+    # blocking socket. Always with the lock held.
+
+    def write(self, data: bytes) -> None:
+        if not self._writes_waiting and self._write_lock.locked():
+            # A write is in progress (possibly stuck on a full socket): from now on the
+            # session holds only the latest pong.
+            self._writes_waiting = True
+            self._conn.set_writes_waiting(True)
+        self._outgoing.append(data)
+        self._request_flush()
+
+    def report_close(self, code: int, reason: str) -> None:
+        self._close_code = code
+        self._close_reason = reason
+
+    def stop_sending(self) -> None:
+        self._sink._disconnected = True
+
+    # pause_reading / resume_reading: the reader's own backpressure is the stream's bounded
+    # buffer, and what it reads after a close frame the engine drops.
+
+    def await_consumer(self) -> None:
+        self._consumer_check_due = True  # once the read's messages are in the stream
+
+    def end_stream(self) -> None:
+        self._stream._end()
+
+    def half_close(self) -> None:
+        self._shutdown_after_flush = socket.SHUT_WR
+        self._request_flush()
+
+    def close_transport(self) -> None:
+        if self._shutdown_after_flush is None:
+            self._shutdown_after_flush = socket.SHUT_RDWR
+        self._request_flush()
+
+    def abort(self) -> None:
         if not self._sock_closed:
             shutdown(self._sock, socket.SHUT_RDWR)
         self._stream._stop_waiting_for_room()  # a paused reader must see it
 
-    # The translator: what the session (src/session) decided, done with threads and a
-    # blocking socket. Always with the lock held.
+    def finish(self) -> None:
+        self._finished = True
+        self._wakeup.notify()
 
-    def _act(self) -> None:
-        conn = self._conn
-        flush = False
-        while (action := conn.poll_action()) is not None:
-            if type(action) is bytes:
-                if not self._writes_waiting and self._write_lock.locked():
-                    # A write is in progress (possibly stuck on a full socket): from now
-                    # on the session holds only the latest pong.
-                    self._writes_waiting = True
-                    conn.set_writes_waiting(True)
-                self._outgoing.append(action)
-                flush = True
-                continue
-            code = conn.close_code
-            if code is not None:
-                self._close_code = code
-                self._close_reason = conn.close_reason
-            if action == STOP_SENDING:
-                self._sink._disconnected = True
-            elif action == AWAIT_CONSUMER:
-                self._consumer_check_due = True  # once the read's messages are in the stream
-            elif action == SAMPLE_UNSENT:
-                conn.sample_unsent(self._unsent())
-            elif action == END_STREAM:
-                self._stream._end()
-            elif action == HALF_CLOSE:
-                self._shutdown_after_flush = socket.SHUT_WR
-                flush = True
-            elif action == CLOSE_TRANSPORT:
-                if self._shutdown_after_flush is None:
-                    self._shutdown_after_flush = socket.SHUT_RDWR
-                flush = True
-            elif action == ABORT:
-                self._abort_locked()
-            elif action == DONE:
-                self._finished = True
-                self._wakeup.notify()
-            # PAUSE_READING / RESUME_READING: the reader's own backpressure is the stream's
-            # bounded buffer, and what it reads after a close frame the engine drops.
-        if flush:
-            self._request_flush()
-        self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        """One timer in the shared timer thread, at the session's next deadline."""
-        delay = None if self._finished else self._conn.timeout
-        timer = self._timer
-        if delay is None:
-            if timer is not None:
-                timer.cancel()
-                self._timer = None
-            return
-        when = time.monotonic() + delay
-        if timer is not None:
-            if abs(self._timer_when - when) < 0.001:
-                return
-            timer.cancel()
-        self._timer_when = when
-        self._timer = timers.call_later(delay, self._timed_out)
-
-    def _timed_out(self) -> None:
-        with self._lock:
-            self._timer = None
-            if self._finished:
-                return
-            conn = self._conn
-            conn.handle_timeout(0 if conn.phase == "open" else self._unsent())
-            self._act()
-
-    def _unsent(self) -> int:
+    def unsent(self) -> int:
         """Bytes written but not yet taken by the peer: the queue, the frames a flush is
         writing, and what the kernel holds (Linux: unsent or unacknowledged)."""
         sock = None if self._sock_closed else self._sock
         return sum(map(len, self._outgoing)) + self._in_flight + kernel_unsent(sock)
 
-    def _check_consumer(self) -> None:
-        """The peer's close (or a failure) came: its reply waits until the application has
-        taken the messages before it (it asks for one more with the buffer empty), or
-        has stopped consuming, or the session's deadline passes."""
-        stream = self._stream
-        if stream._buffer and (stream._subscribed or stream._consumed):
-            stream._on_drained = self._consumer_caught_up
-        else:
-            self._conn.consumer_caught_up()
-            self._act()
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        return timers.call_later(delay, callback)
+
+    def session_timed_out(self) -> None:
+        with self._lock:  # from the timer thread
+            if not self._finished:
+                super().session_timed_out()
 
     def _consumer_caught_up(self) -> None:
         with self._lock:
             if not self._finished:
                 self._conn.consumer_caught_up()
-                self._act()
+                self.act()
 
     # Reading (the reader thread).
 
@@ -713,16 +672,18 @@ class SyncWebSocketChannel:
                 elif messages is None:
                     messages = events[:index]  # type: ignore[assignment]
             if messages is not None:
-                self._act()
+                self.act()
         stream = self._stream
         if messages is None:
             stream._put(events)  # type: ignore[arg-type]
-        elif messages:
-            stream._put(messages)
-        if self._consumer_check_due:
+        elif self._consumer_check_due:
             with self._lock:
                 self._consumer_check_due = False
-                self._check_consumer()
+                if not stream._await_answers(self._consumer_caught_up, messages):
+                    self._conn.consumer_caught_up()
+                    self.act()
+        elif messages:
+            stream._put(messages)
 
     def _finish(self) -> None:
         """The reader saw the end: close the socket, then resolve ``done``."""
@@ -730,7 +691,7 @@ class SyncWebSocketChannel:
             conn = self._conn
             conn.receive_eof()
             conn.connection_lost()
-            self._act()
+            self.act()
             self._finished = True
             self._wakeup.notify()
             self._stream._on_drained = None

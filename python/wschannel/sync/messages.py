@@ -124,10 +124,15 @@ class SyncMessageStream:
     def _get(self, timeout: float | None) -> Message:
         """The next message; ``EOFError`` once there are none left and the stream ended."""
         self._consumed = True
-        if self._on_drained is not None and not self._buffer:
-            self._drained()
         with self._mutex:
             buffer = self._buffer
+            if not buffer and self._on_drained is not None:
+                callback, self._on_drained = self._on_drained, None
+                self._mutex.release()  # it takes the connection's lock
+                try:
+                    callback()
+                finally:
+                    self._mutex.acquire()
             if not buffer:
                 if self._ended:
                     raise EOFError("The WebSocket connection is closed.")
@@ -159,6 +164,26 @@ class SyncMessageStream:
             if remaining <= 0:
                 raise TimeoutError(f"No message arrived within {timeout} seconds.")
             self._not_empty.wait(remaining)
+
+    def _await_answers(self, answered: Callable[[], None], messages: list[Message]) -> bool:
+        """The peer closed behind ``messages`` (the same read's, added here): call
+        ``answered()`` once the application has answered what is buffered (it asks for one
+        more with the buffer empty) or stops consuming. False, and no call, when nothing is
+        buffered or it never consumed. One step under the mutex, so that an application
+        that takes the messages at once is still waited for."""
+        with self._mutex:
+            if messages and not self._ended:
+                self._buffer.extend(messages)
+                if self._waiting:
+                    self._not_empty.notify()
+            if not (self._buffer and (self._subscribed or self._consumed)):
+                return False
+            self._on_drained = answered
+            return True
+
+    def _answered(self) -> None:
+        """The application answers nothing more (it waits for the close)."""
+        self._drained()
 
     def _drained(self) -> None:
         """Call ``_on_drained`` once (never with the mutex held: it takes the connection's

@@ -1,0 +1,173 @@
+"""What every driver shares: doing, in order, what the session core decided.
+
+The connection's lifecycle (the close handshake, who closes TCP and when, keepalive, the close
+deadline, the close code, replies owed before a close echo, pausing reading) is decided in one
+place, the engine's session (``src/session``), reached through
+:class:`~wschannel._wschannel.Connection` (``start_session``, ``poll_action``, ``timeout``,
+``handle_timeout``...). A driver (asyncio, the byte stream, the blocking threads) owns the
+sockets, clocks, threads or tasks and the hot message path, and translates: it feeds the
+session its inputs, calls :meth:`SessionDriver.act` after each, and implements the hooks
+below with its own transport. It never decides a close code or a timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from ._wschannel import (
+    ABORT,
+    AWAIT_CONSUMER,
+    CLOSE_TRANSPORT,
+    DONE,
+    END_STREAM,
+    HALF_CLOSE,
+    PAUSE_READING,
+    RESUME_READING,
+    SAMPLE_UNSENT,
+    STOP_SENDING,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._wschannel import Connection
+
+__all__ = ["SessionDriver"]
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class SessionDriver:
+    """A driver's side of the session: the action loop and the one timer.
+
+    Subclasses set :attr:`conn` once the connection is open (after ``start_session``) and
+    implement the hooks. Everything here runs where the driver serialises access to the
+    connection (its event loop, or the blocking channel's lock).
+    """
+
+    conn: Connection | None
+    _session_timer: Cancellable | None = None
+    _session_deadline = 0.0
+
+    #: The hook for each action.
+    ACTIONS: ClassVar[dict[int, Callable[[SessionDriver], None]]] = {
+        STOP_SENDING: lambda d: d.stop_sending(),
+        PAUSE_READING: lambda d: d.pause_reading(),
+        RESUME_READING: lambda d: d.resume_reading(),
+        AWAIT_CONSUMER: lambda d: d.await_consumer(),
+        SAMPLE_UNSENT: lambda d: d.sample_unsent(),
+        END_STREAM: lambda d: d.end_stream(),
+        HALF_CLOSE: lambda d: d.half_close(),
+        CLOSE_TRANSPORT: lambda d: d.close_transport(),
+        ABORT: lambda d: d.abort(),
+        DONE: lambda d: d.finish(),
+    }
+
+    def act(self) -> None:
+        """Do what the session decided, in order, then set the timer at its deadline."""
+        conn = self.conn
+        assert conn is not None
+        actions = self.ACTIONS
+        while (action := conn.poll_action()) is not None:
+            if type(action) is bytes:
+                self.write(action)
+                continue
+            code = conn.close_code
+            if code is not None:  # known before the stream ends (RFC 6455 §7.1.5)
+                self.report_close(code, conn.close_reason or "")
+            actions[action](self)  # type: ignore[index]
+        self._arm_session_timer()
+
+    def sample_unsent(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.sample_unsent(self.unsent())
+
+    def _arm_session_timer(self) -> None:
+        conn = self.conn
+        delay = None if conn is None else conn.timeout
+        timer = self._session_timer
+        if delay is None:
+            if timer is not None:
+                timer.cancel()
+                self._session_timer = None
+            return
+        deadline = time.monotonic() + delay
+        if timer is not None:
+            if abs(self._session_deadline - deadline) < 0.001:
+                return
+            timer.cancel()
+        self._session_deadline = deadline
+        self._session_timer = self.call_later(delay, self.session_timed_out)
+
+    def session_timed_out(self) -> None:
+        """The timer fired: the session applies its deadlines, then the driver acts."""
+        self._session_timer = None
+        conn = self.conn
+        if conn is None or conn.phase == "closed":
+            return
+        conn.handle_timeout(0 if conn.phase == "open" else self.unsent())
+        self.act()
+
+    def cancel_session_timer(self) -> None:
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+            self._session_timer = None
+
+    # The hooks.
+
+    def write(self, data: bytes) -> None:
+        """Write bytes after everything written before."""
+        raise NotImplementedError
+
+    def report_close(self, code: int, reason: str) -> None:
+        """The close code and reason to report, as they are now."""
+        raise NotImplementedError
+
+    def stop_sending(self) -> None:
+        """The sink takes no more messages (this side's close frame is out)."""
+        raise NotImplementedError
+
+    def pause_reading(self) -> None:
+        """Stop reading from the transport (by default the driver has its own backpressure)."""
+
+    def resume_reading(self) -> None:
+        """Read from the transport again."""
+
+    def await_consumer(self) -> None:
+        """Call ``conn.consumer_caught_up()`` once the consumer has answered the messages it
+        received before the peer's close (at once if nothing is queued)."""
+        conn = self.conn
+        assert conn is not None
+        conn.consumer_caught_up()
+
+    def end_stream(self) -> None:
+        """No more messages will arrive."""
+        raise NotImplementedError
+
+    def half_close(self) -> None:
+        """Shut down writing, keep reading until the peer's EOF."""
+        raise NotImplementedError
+
+    def close_transport(self) -> None:
+        """Close the transport once what was written has left."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the transport now."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """The connection is over: resolve ``done``, free the engine's buffers."""
+        raise NotImplementedError
+
+    def unsent(self) -> int:
+        """Bytes written that the peer has not taken yet (0 if the transport cannot tell)."""
+        return 0
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        """Call ``callback()`` after ``delay`` seconds, where this driver runs."""
+        raise NotImplementedError
