@@ -217,7 +217,8 @@ class Connection:
     def poll_action(self) -> bytes | int | None:
         """The next thing the driver must do: ``bytes`` to write, one of the action
         constants, or None. One at a time: what doing it changes (a write that fills the
-        buffer, reported with :meth:`set_writes_waiting`) counts for the next. The constants: (``STOP_SENDING``, ``PAUSE_READING``, ``RESUME_READING``,
+        buffer, reported with :meth:`set_writes_waiting`) counts for the next. The
+        constants: (``STOP_SENDING``, ``PAUSE_READING``, ``RESUME_READING``,
         ``AWAIT_CONSUMER``, ``SAMPLE_UNSENT``, ``END_STREAM``, ``HALF_CLOSE``,
         ``CLOSE_TRANSPORT``, ``ABORT``, ``DONE``)."""
 
