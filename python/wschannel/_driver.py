@@ -37,7 +37,7 @@ __all__ = ["SessionDriver"]
 
 
 class Cancellable(Protocol):
-    def cancel(self) -> None: ...
+    def cancel(self) -> object: ...
 
 
 class SessionDriver:

@@ -44,21 +44,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
+from ._driver import SessionDriver
 from ._message import binary_view
 from ._sink import GuaranteeSink
 from ._stream import MessageStream
 from ._tasks import _aclose
 from ._wschannel import (
-    ABORT,
-    AWAIT_CONSUMER,
-    CLOSE_TRANSPORT,
-    DONE,
-    END_STREAM,
-    HALF_CLOSE,
-    PAUSE_READING,
-    RESUME_READING,
-    SAMPLE_UNSENT,
-    STOP_SENDING,
     Connection,
 )
 from .channel import StoredWebSocketChannel
@@ -191,7 +182,7 @@ class _ByteStreamSink(GuaranteeSink):
         # loop, or the trio facade.
         super().__init__(cast(asyncio.AbstractEventLoop, loop), messages)
         self._driver = driver
-        self._write = driver.write
+        self._write = driver.streams.write
         self._live: Connection | None = driver.conn  # None once no message may be sent
         # The fast path of add(): also None while add_stream() runs.
         self._conn: Connection | None = self._live
@@ -296,12 +287,14 @@ class _TrioByteStreamSink(_ByteStreamSink):
             self._fail(error)
 
 
-class _Driver:
+class _Driver(SessionDriver):
     """Runs one engine :class:`Connection` over a byte stream, for either side: it feeds the
     engine what it reads and does what the engine's session decides (its actions), as
     :mod:`wschannel.io`'s protocol does with an asyncio transport. It decides no close code,
     no timeout and no close: the session does.
     """
+
+    conn: Connection  # set at once: the byte stream is open when the driver starts
 
     def __init__(
         self,
@@ -317,7 +310,6 @@ class _Driver:
         self.channel = channel
         self.loop = loop
         self.streams = streams
-        self.write = streams.write
         self.conn = conn
         self.stream = stream
         sink_class = _TrioByteStreamSink if isinstance(loop, _TrioLoop) else _ByteStreamSink
@@ -331,20 +323,17 @@ class _Driver:
         self._add_message = stream._add
         self._reader: _Handle | None = None
         self._closer: _Handle | None = None  # referenced so that asyncio keeps the task
-        self._timer: _Handle | None = None  # at the session's next deadline
-        self._timer_at = 0.0
         self._reading = True
         self._resume_waiter: asyncio.Future[None] | None = None
         self._closing = False  # the byte stream is being closed (or was dropped)
         self._lost = False  # the byte stream is closed: the connection is over
-        self._awaiting_consumer = False  # the session waits for consumer_caught_up()
         self._delivering = False  # a read's messages are being handed over
         self._consumer_check_due = False
 
     def start(self) -> None:
         self.stream._set_flow_control(self._pause_for_stream, self._resume_for_stream)
         self._reader = self.loop.create_task(self._read())
-        self._arm_timer()
+        self._arm_session_timer()
 
     # Reading.
 
@@ -363,13 +352,13 @@ class _Driver:
             except Exception as exc:  # the byte stream broke: the connection is lost
                 if not self._closing:
                     logger.debug("Reading the byte stream failed: %r", exc)
-                    self._abort()
+                    self.abort()
                 return
             if self._closing:
                 return  # closing: what comes now is not for the connection
             if not data:
                 self.conn.receive_eof()
-                self._act()
+                self.act()
                 return
             self._events_received(receive_data(data))
 
@@ -388,70 +377,60 @@ class _Driver:
                 acted = True
                 self._delivering = True
                 try:
-                    self._act()
+                    self.act()
                 finally:
                     self._delivering = False
         if self._consumer_check_due:
             self._consumer_check_due = False
-            self._await_consumer()
-            self._act()
+            self.await_consumer()
+            self.act()
 
     # The user's close.
 
     def close(self, code: int | None, reason: str | None) -> None:
         """The user's close (RFC 6455 §5.5.1): the session sends the frame and times it."""
         self.conn.close(code, reason or "")
-        self._act()
+        self.act()
 
-    # The translator: what the session (src/session) decided, done with this byte stream.
+    # The session's hooks (wschannel._driver): what it decided, done with this byte stream.
 
-    def _act(self) -> None:
-        conn = self.conn
-        channel = self.channel
-        while (action := conn.poll_action()) is not None:
-            if type(action) is bytes:
-                self.write(action)
-                continue
-            code = conn.close_code
-            if code is not None:
-                channel._close_code = code
-                channel._close_reason = conn.close_reason
-            if action == STOP_SENDING:
-                self.sink._disconnect()
-            elif action == PAUSE_READING:
-                self._reading = False
-            elif action == RESUME_READING:
-                self._resume_reading()
-            elif action == AWAIT_CONSUMER:
-                if self._delivering:  # once the read's messages are all in the stream
-                    self._consumer_check_due = True
-                else:
-                    self._await_consumer()
-            elif action == SAMPLE_UNSENT:
-                conn.sample_unsent(0)  # a byte stream cannot tell what the peer has taken
-            elif action == END_STREAM:
-                self.stream._end()
-            elif action == HALF_CLOSE:
-                self.streams.half_close()
-            elif action == CLOSE_TRANSPORT:
-                self._close_transport()
-            elif action == ABORT:
-                self._abort()
-            elif action == DONE:
-                self._stop_awaiting_consumer()
-                if self._reader is not None:
-                    self._reader.cancel()
-                self.sink._finish()
-                conn.release()  # free the engine's buffers now, not at garbage collection
-        self._arm_timer()
+    def write(self, data: bytes) -> None:
+        self.streams.write(data)
 
-    def _resume_reading(self) -> None:
+    def report_close(self, code: int, reason: str) -> None:
+        self.channel._close_code = code
+        self.channel._close_reason = reason
+
+    def stop_sending(self) -> None:
+        self.sink._disconnect()
+
+    def pause_reading(self) -> None:
+        self._reading = False
+
+    def resume_reading(self) -> None:
         self._reading = True
         waiter, self._resume_waiter = self._resume_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _close_transport(self) -> None:
+    def await_consumer(self) -> None:
+        if self._delivering:  # once the read's messages are all in the stream
+            self._consumer_check_due = True
+        elif not self.stream._await_answers(self._consumer_caught_up):
+            self.conn.consumer_caught_up()
+
+    def _consumer_caught_up(self) -> None:
+        if not self._lost:
+            self.conn.consumer_caught_up()
+            self.act()
+
+    def end_stream(self) -> None:
+        self.stream._end()
+
+    def half_close(self) -> None:
+        self.streams.half_close()
+
+    def close_transport(self) -> None:
         if not self._closing:
             self._closing = True
             self._closer = self.loop.create_task(self._shut_down())
@@ -460,94 +439,39 @@ class _Driver:
         await self.streams.aclose()
         self._connection_lost()
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         if not self._lost:
             self._closing = True
             self.streams.abort()
             self._connection_lost()
+
+    def finish(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        self.sink._finish()
+        self.conn.release()  # free the engine's buffers now, not at garbage collection
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> _Handle:
+        return self.loop.call_later(delay, callback)
+
+    # unsent(): 0, the default: a byte stream cannot tell what the peer has taken.
 
     def _connection_lost(self) -> None:
         if self._lost:
             return
         self._lost = True
         self.conn.connection_lost()
-        self._act()
-
-    def _arm_timer(self) -> None:
-        """One timer, at the session's next deadline."""
-        delay = self.conn.timeout
-        timer = self._timer
-        if delay is None:
-            if timer is not None:
-                timer.cancel()
-                self._timer = None
-            return
-        when = self.loop.time() + delay
-        if timer is not None:
-            if abs(self._timer_at - when) < 0.001:
-                return
-            timer.cancel()
-        self._timer_at = when
-        self._timer = self.loop.call_later(delay, self._timed_out)
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        if not self._lost:
-            self.conn.handle_timeout(0)  # unsent: unknown, as for SAMPLE_UNSENT
-            self._act()
+        self.act()
 
     # Reading: the stream's backpressure goes to the session, which decides.
 
     def _pause_for_stream(self) -> None:
         self.conn.set_consumer_full(True)
-        self._act()
+        self.act()
 
     def _resume_for_stream(self) -> None:
-        if self._awaiting_consumer:
-            self._consumer_drained()
-            return
         self.conn.set_consumer_full(False)
-        self._act()
-
-    # The peer's close (or a failure) behind messages the consumer has not taken yet: the
-    # session holds the reply until the consumer has answered them. It has when it asks for
-    # the next message with the buffer empty (async for), one loop turn after the last one
-    # was delivered (listen), or when it stops consuming or closes the sink. (As io.py.)
-
-    def _await_consumer(self) -> None:
-        stream = self.stream
-        if not (stream._buffer and stream.is_subscribed):
-            self.conn.consumer_caught_up()
-            return
-        self._awaiting_consumer = True
-        stream._low_water = 0
-        stream._reading_paused = True  # so that emptying the buffer calls _resume_for_stream
-
-    def _consumer_drained(self) -> None:
-        """The stream's buffer is empty, or the stream ended (cancelled, or the sink closed)."""
-        stream = self.stream
-        if stream._ended:
-            self._consumer_caught_up()
-            return
-        stream._reading_paused = True  # called again if the consumer stops or closes
-        if stream._on_data is not None:
-            self.loop.call_soon(self._consumer_caught_up)
-        else:
-            stream._on_idle = self._consumer_caught_up
-
-    def _consumer_caught_up(self) -> None:
-        if not self._awaiting_consumer or self._lost:
-            return
-        self._stop_awaiting_consumer()
-        self.conn.consumer_caught_up()
-        self._act()
-
-    def _stop_awaiting_consumer(self) -> None:
-        if self._awaiting_consumer:
-            self._awaiting_consumer = False
-            stream = self.stream
-            stream._on_idle = None
-            stream._reading_paused = False
+        self.act()
 
 
 # The byte streams.
