@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import struct
 import threading
@@ -79,6 +80,13 @@ def sync_server(
     finally:
         server.shutdown(TIMEOUT)
         thread.join(TIMEOUT)
+
+
+def send_is_blocked(channel: wschannel.sync.SyncWebSocketChannel) -> bool:
+    """Whether a blocking channel's send is stuck: a write in progress, and no room in its
+    socket's buffer (the peer takes nothing)."""
+    _, writable, _ = select.select([], [channel._sock], [], 0)
+    return channel._in_flight > 0 and not writable
 
 
 def url_of(server: wschannel.sync.Server, scheme: str = "ws") -> str:

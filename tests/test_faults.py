@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import os
 import random
-import select
 import signal
 import sys
 import threading
@@ -43,6 +42,7 @@ from collections.abc import AsyncIterator, Iterator
 import netns
 import pytest
 from conftest import SHORT, TIMEOUT, next_message, wait, wait_until, wait_until_sync
+from sync_helpers import send_is_blocked
 
 import wschannel.sync
 from wschannel import StateError, status
@@ -185,13 +185,6 @@ def blocking_end_of(channel: SyncWebSocketChannel, timeout: float) -> tuple[floa
         except EOFError:
             return time.monotonic(), count
     raise AssertionError("the stream did not end")
-
-
-def sending_is_stuck(channel: SyncWebSocketChannel) -> bool:
-    """Whether a blocking channel's reading has paused (its queue is full) and a send is
-    blocked on its socket (a write in progress, no room in the socket's buffer)."""
-    _, writable, _ = select.select([], [channel._sock], [], 0)
-    return channel._stream._reading_paused and channel._in_flight > 0 and not writable
 
 
 End = tuple[float, int | None]
@@ -660,7 +653,10 @@ def test_blocking_close_code_is_set_when_the_stream_ends_after_a_failed_send(
         assert channel.receive(TIMEOUT) == chunk
         # The buffers fill up: the client stops reading (its queue is full), so the server
         # stops too, and the client's send blocks on a socket with no room.
-        wait_until_sync(lambda: sending_is_stuck(channel), what="the client's send is stuck")
+        wait_until_sync(
+            lambda: channel._stream._reading_paused and send_is_blocked(channel),
+            what="the client's reading paused and its send is stuck",
+        )
         os.kill(server.pid, signal.SIGKILL)
         blocking_end_of(channel, TIMEOUT)
         code_at_the_end = channel.close_code

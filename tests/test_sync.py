@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import trustme
-from conftest import SHORT, TIMEOUT
+from conftest import SHORT, TIMEOUT, wait_until_sync
 from conftest import echo as async_echo
 from sync_helpers import (
     accept_upgrade,
@@ -27,6 +27,7 @@ from sync_helpers import (
     open_raw_websocket,
     raw_server,
     read_request,
+    send_is_blocked,
     sync_server,
     upgrade_then_drain,
     url_of,
@@ -73,10 +74,10 @@ def no_thread_is_left_behind() -> Iterator[None]:
     """Every connection a test opens has finished, threads included, soon after it."""
     before = set(wschannel_threads())
     yield
-    deadline = time.monotonic() + TIMEOUT
-    while set(wschannel_threads()) - before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert set(wschannel_threads()) - before == set()
+    try:
+        wait_until_sync(lambda: not set(wschannel_threads()) - before)
+    except AssertionError:
+        assert set(wschannel_threads()) - before == set()
 
 
 @pytest.fixture(params=["asyncio server", "sync server"])
@@ -178,7 +179,7 @@ def test_sync_client_receive_in_a_second_thread_meanwhile_raises_state_error(
     with wschannel.sync.connect(server_url) as channel:
         waiter = threading.Thread(target=lambda: channel.receive(TIMEOUT))
         waiter.start()
-        time.sleep(SHORT)
+        wait_until_sync(lambda: channel.stream._waiting, what="the waiter waits in receive()")
         with pytest.raises(StateError):
             channel.receive(SHORT)
         channel.sink.add("for the waiter")
@@ -320,7 +321,7 @@ def test_sync_client_close_ends_the_stream_at_once_dropping_buffered_messages(
     for i in range(5):
         channel.sink.add(f"message {i}")
     assert next(subscription) == "message 0"
-    time.sleep(SHORT)  # the others are buffered
+    wait_until_sync(lambda: len(channel.stream._buffer) == 4, what="the others are buffered")
     channel.sink.close()
     assert list(subscription) == []
     channel.wait_closed(TIMEOUT)
@@ -432,11 +433,13 @@ def test_sync_client_connect_timeout_raises_timeout_error_and_leaves_no_socket()
 
 
 def test_sync_client_connect_timeout_does_not_fire_for_a_fast_server(server_url: str) -> None:
-    with wschannel.sync.connect(server_url, connect_timeout=TIMEOUT) as channel:
+    with wschannel.sync.connect(server_url, connect_timeout=SHORT) as channel:
         channel.sink.add("quick")
         assert channel.receive(TIMEOUT) == "quick"
-        time.sleep(SHORT)
+        time.sleep(SHORT)  # past connect_timeout (time is the point): still open
         assert channel.close_code is None
+        channel.sink.add("still open")
+        assert channel.receive(TIMEOUT) == "still open"
 
 
 @pytest.mark.parametrize(
@@ -540,9 +543,7 @@ def test_sync_client_answers_a_ping_with_a_pong() -> None:
         drain(sock)
 
     with raw_server(handler) as server, wschannel.sync.connect(server.url, close_timeout=SHORT):
-        deadline = time.monotonic() + TIMEOUT
-        while not pongs and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_sync(lambda: pongs, what="the pong arrived")
     head, key, masked = pongs[0][:2], pongs[0][2:6], pongs[0][6:19]
     assert head == bytes([0x8A, 0x80 | 13])
     assert bytes(b ^ key[i % 4] for i, b in enumerate(masked)) == b"are you there"
@@ -618,7 +619,7 @@ def test_sync_client_and_server_talk_whichever_side_compresses(client: bool, ser
 def test_sync_client_keepalive_keeps_a_responsive_connection_open(server_url: str) -> None:
     interval = SHORT / 4
     with wschannel.sync.connect(server_url, ping_interval=interval) as channel:
-        time.sleep(interval * 8)
+        time.sleep(interval * 8)  # several intervals pass (time is the point)
         channel.sink.add("alive")
         assert channel.receive(TIMEOUT) == "alive"
         assert channel.close_code is None
@@ -693,14 +694,14 @@ def test_sync_client_sink_is_safe_to_use_from_many_threads_at_once() -> None:
 
 async def _slow_async_echo(channel: IOWebSocketChannel) -> None:
     async for message in channel.stream:
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # slow on purpose: the server's reading falls behind
         channel.sink.add(message)
         await channel.sink.flush()
 
 
 def _slow_sync_echo(channel: SyncWebSocketChannel) -> None:
     for message in channel.stream:
-        time.sleep(0.002)
+        time.sleep(0.002)  # slow on purpose: the server's reading falls behind
         channel.sink.add(message)
 
 
@@ -754,46 +755,38 @@ def test_sync_client_pipelines_64_messages_of_1_mib_when_both_directions_are_ful
 
 def _send_until_stuck(channel: SyncWebSocketChannel) -> threading.Thread:
     """Start a thread adding 1 MiB messages until ``add`` raises; return once it is stuck."""
-    sent = [0]
 
     def send() -> None:
         chunk = b"x" * (1 << 20)
         try:
             while not channel.sink.done.done():  # adding after a peer close is a no-op
                 channel.sink.add(chunk)
-                sent[0] += 1
         except StateError:  # the test closed the channel
             pass
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
-    last = -1
-    while sent[0] != last:
-        last = sent[0]
-        time.sleep(SHORT)
+    wait_until_sync(lambda: send_is_blocked(channel), what="the sender is stuck")
     return sender
 
 
 def test_sync_client_reader_keeps_receiving_while_its_sends_are_blocked() -> None:
     """The server never reads: the client's sends block on a full socket, and the pongs its
     reader owes cannot be written. The reader must still read and deliver messages."""
-    send_now = threading.Event()
+    send_now, finished = threading.Event(), threading.Event()
 
     def handler(sock: socket.socket) -> None:
         accept_upgrade(sock)
         assert send_now.wait(TIMEOUT)
         sock.sendall(frame(0x9, b"ping") * 100 + frame(0x1, b"still reading"))
-        while True:  # never reads; wait for the client to go away
-            time.sleep(0.05)
-            if not send_now.is_set():
-                return
+        finished.wait(TIMEOUT)  # never reads; wait for the test to end
 
     with raw_server(handler) as server:
         channel = wschannel.sync.connect(server.url, close_timeout=SHORT, compression=False)
         sender = _send_until_stuck(channel)
         send_now.set()
         assert channel.receive(TIMEOUT) == "still reading"
-        send_now.clear()
+        finished.set()
         channel.close()
         sender.join(TIMEOUT)
         assert not sender.is_alive()
@@ -843,7 +836,7 @@ def test_sync_client_pauses_reading_when_its_queue_is_full_and_loses_nothing() -
         sync_server(flood) as server,
         wschannel.sync.connect(url_of(server), max_queue=2, compression=False) as channel,
     ):
-        time.sleep(SHORT)  # reading has paused by now
+        wait_until_sync(lambda: channel.stream._reading_paused, what="reading has paused")
         assert len(channel.stream._buffer) < count
         received = [message[:4] for message in channel.stream]
     assert received == [f"{i:04d}" for i in range(count)]
@@ -949,9 +942,7 @@ def test_sync_server_is_a_context_manager_and_serves_in_any_thread() -> None:
             channel.sink.add("served")
             assert channel.receive(TIMEOUT) == "served"
             assert server.connections[0].request is not None
-        deadline = time.monotonic() + TIMEOUT
-        while server.connections and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until_sync(lambda: not server.connections, what="the connection is gone")
         assert server.connections == []
     thread.join(TIMEOUT)
     assert not thread.is_alive()
@@ -1088,7 +1079,7 @@ def test_sync_server_message_over_its_max_size_closes_the_asyncio_client_with_10
 def test_sync_server_keeps_a_responsive_asyncio_client_with_keepalive_open() -> None:
     async def client(url: str) -> list[Message]:
         async with IOWebSocketChannel.connect(url, ping_interval=SHORT / 4) as channel:
-            await asyncio.sleep(SHORT * 2)
+            await asyncio.sleep(SHORT * 2)  # several intervals pass (time is the point)
             channel.sink.add("alive")
             return [await asyncio.wait_for(anext(aiter(channel.stream)), TIMEOUT)]
 
