@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Any, TypeVar
 
 import pytest
-from conftest import echo
+from conftest import echo, wait_until, wait_until_sync
 
 import wschannel
 from wschannel.channel import Message
@@ -109,11 +109,12 @@ async def drain(stream: AsyncIterable[T]) -> list[T]:
 
 async def eventually(condition: Callable[[], bool]) -> None:
     """Poll ``condition`` until it holds, failing after :data:`TIMEOUT`."""
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        await asyncio.sleep(0.01)
+    await wait_until(condition, TIMEOUT)
+
+
+def eventually_sync(condition: Callable[[], bool]) -> None:
+    """:func:`eventually` for a thread that may block."""
+    wait_until_sync(condition, TIMEOUT)
 
 
 # HTTP by hand.
@@ -344,6 +345,7 @@ __all__ = [
     "drain",
     "echo",
     "eventually",
+    "eventually_sync",
     "frame",
     "http_exchange",
     "next_message",

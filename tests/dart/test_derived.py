@@ -93,7 +93,7 @@ async def test_client_reports_no_protocol_or_close_info_before_it_opens(
     server = await raw_server(never_answers)
     channel = IOWebSocketChannel.connect(server.url, protocols=["chat"])
     await within(server.connected)
-    await asyncio.sleep(SHORT)
+    await asyncio.sleep(SHORT)  # it cannot open while the server never answers: time is the point
     assert not channel.ready.done()
     assert channel.protocol is None
     assert channel.close_code is None
@@ -192,7 +192,7 @@ async def test_client_close_ends_the_stream_before_the_server_answers(
     server = await raw_server(three_then_silent)
     channel = await within(IOWebSocketChannel.connect(server.url))
     await within(all_sent)
-    await asyncio.sleep(SHORT)  # all three are buffered by now
+    await eventually(lambda: len(channel.stream._buffer) == 3)  # all three are buffered
     received: list[Message] = []
 
     async def read_all() -> None:
@@ -394,7 +394,7 @@ async def test_client_keepalive_keeps_a_responsive_connection_open(echo_url: str
     """X11: against a peer that answers pings, the connection stays up across several
     intervals."""
     async with IOWebSocketChannel.connect(echo_url, ping_interval=SHORT / 2) as channel:
-        await asyncio.sleep(SHORT * 3)
+        await asyncio.sleep(SHORT * 3)  # several intervals pass (time is the point)
         assert channel.close_code is None
         channel.sink.add("alive")
         assert await next_message(aiter(channel.stream)) == "alive"

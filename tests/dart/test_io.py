@@ -96,7 +96,7 @@ async def check_immediate_communication(
 
     channel.stream.listen(on_data, on_done=lambda: done_calls.append(None))
     await within(pong)
-    await asyncio.sleep(SHORT)  # a second message would arrive here
+    await asyncio.sleep(SHORT)  # a second message would arrive here (time is the point)
     await within(channel.sink.close(3678, "raisin"))
     await asyncio.sleep(0)  # on_done is called soon after the stream ends
     assert received == ["pong"]
@@ -250,7 +250,7 @@ async def test_client_connect_timeout_fails_ready_and_stream_with_timeout_error(
     """
 
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(4 * SHORT)
+        await asyncio.sleep(4 * SHORT)  # slower than connect_timeout on purpose
         await accept_upgrade(reader, writer)
         await read_until_eof(reader)
 

@@ -25,7 +25,7 @@ from wschannel.adapter import (
 from wschannel.channel import Message, StreamChannelTransformer, StreamSink, json_document
 from wschannel.testing import FakeWebSocket, fake_pair
 
-from .conftest import SHORT, drain, eventually, next_message, within
+from .conftest import drain, eventually, next_message, within
 
 
 class Peer:
@@ -68,7 +68,7 @@ async def test_channel_buffers_messages_that_arrive_before_anyone_listens() -> N
     channel, peer = await open_channel()
     peer.send("a")
     peer.send("b")
-    await asyncio.sleep(SHORT)
+    await eventually(lambda: len(channel.stream._buffer) == 2)  # nobody listens yet
     subscription = aiter(channel.stream)
     assert await next_message(subscription) == "a"
     assert await next_message(subscription) == "b"
@@ -90,7 +90,7 @@ async def test_channel_close_while_handling_a_message_drops_the_rest() -> None:
     channel, peer = await open_channel()
     for text in ("1", "2", "3"):
         peer.send(text)
-    await asyncio.sleep(SHORT)
+    await eventually(lambda: len(channel.stream._buffer) == 3)  # all three are buffered
     received: list[Message] = []
 
     async def read() -> None:
@@ -267,7 +267,7 @@ async def test_channel_add_stream_stops_when_the_peer_closes_midway() -> None:
         try:
             while True:
                 yield "tick"
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # the pace of an endless source
         finally:
             finished.append("source closed")
 

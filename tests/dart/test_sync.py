@@ -32,6 +32,7 @@ from .conftest import (
     SHORT,
     TIMEOUT,
     close_payload,
+    eventually_sync,
     frame,
     parse_close,
     serve_in_thread,
@@ -63,13 +64,6 @@ def collect(iterable: Iterable[T]) -> list[T]:
     if errors:
         raise errors[0]
     return result
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        time.sleep(0.01)
 
 
 def connect(url: str, **options: Any) -> SyncWebSocketChannel:
@@ -235,7 +229,7 @@ def test_sync_client_sees_the_remote_close_without_reading(threaded_echo_url: st
     later close completes."""
     channel = connect(threaded_echo_url)
     channel.sink.add("close")
-    wait_until(lambda: channel.close_code is not None)
+    eventually_sync(lambda: channel.close_code is not None)
     assert (channel.close_code, channel.close_reason) == (3001, "you asked me to")
     assert channel.sink.close().result(TIMEOUT) is None
 
@@ -281,7 +275,7 @@ def test_sync_client_close_ends_iteration_at_once() -> None:
 
     with serve_in_thread(three) as server:
         channel = connect(f"ws://127.0.0.1:{server.port}")
-        time.sleep(SHORT)  # the three messages are buffered by now
+        eventually_sync(lambda: len(channel.stream._buffer) == 3)  # all three are buffered
         received: list[Message] = []
 
         def read() -> list[Message]:
@@ -302,7 +296,7 @@ def test_sync_client_stops_iterating_without_closing(threaded_echo_url: str) -> 
         assert message == "one"
         break
     channel.sink.add("close")
-    wait_until(lambda: channel.close_code is not None)
+    eventually_sync(lambda: channel.close_code is not None)
     assert channel.close_code == 3001
 
 
@@ -339,7 +333,7 @@ def test_sync_server_sees_going_away_from_the_readme() -> None:
     with sync_server(handler) as server:
         channel = connect(f"ws://127.0.0.1:{server.port}")
         channel.sink.close(status.GOING_AWAY, "bye").result(TIMEOUT)
-        wait_until(lambda: bool(seen))
+        eventually_sync(lambda: bool(seen))
     assert seen == [(1001, "bye")]
 
 
@@ -368,7 +362,7 @@ def test_sync_client_context_manager_closes_on_exit() -> None:
         with connect(f"ws://127.0.0.1:{server.port}") as channel:
             channel.sink.add("hi")
         assert channel.sink.done.done()
-        wait_until(lambda: bool(seen))
+        eventually_sync(lambda: bool(seen))
     assert seen == [1005]
 
 
@@ -392,14 +386,14 @@ def test_sync_client_keepalive_closes_with_1001_when_no_pong_comes() -> None:
         channel = connect(url, ping_interval=SHORT)
         assert collect(channel.stream) == []
         assert channel.close_code == 1001
-        wait_until(lambda: bool(frames) and frames[-1][0] == OP_CLOSE)
+        eventually_sync(lambda: bool(frames) and frames[-1][0] == OP_CLOSE)
     assert frames[0] == (OP_PING, b"")
 
 
 def test_sync_client_keepalive_keeps_a_responsive_connection_open(threaded_echo_url: str) -> None:
     """X11: against a peer that answers pings, the connection stays up."""
     with connect(threaded_echo_url, ping_interval=SHORT / 2) as channel:
-        time.sleep(SHORT * 3)
+        time.sleep(SHORT * 3)  # several intervals pass (time is the point)
         assert channel.close_code is None
         channel.sink.add("alive")
         assert channel.receive(TIMEOUT) == "alive"
@@ -504,7 +498,7 @@ def test_sync_client_reports_the_negotiated_protocol() -> None:
     with sync_server(handler, protocols=["three", "two", "x"]) as server:
         with connect(f"ws://127.0.0.1:{server.port}", protocols=["one", "two", "three"]) as channel:
             assert channel.protocol == "two"
-        wait_until(lambda: bool(seen))
+        eventually_sync(lambda: bool(seen))
     assert seen == ["two"]
 
 
@@ -589,7 +583,7 @@ def test_sync_server_without_protocols_accepts_a_client_offering_some() -> None:
     with sync_server(handler) as server:
         with connect(f"ws://127.0.0.1:{server.port}", protocols=["one", "two"]) as channel:
             assert channel.protocol is None
-        wait_until(lambda: bool(seen))
+        eventually_sync(lambda: bool(seen))
     assert seen == [None]
 
 
