@@ -677,7 +677,7 @@ async def connect_when_listening(port: int, path: str) -> IOWebSocketChannel:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             assert asyncio.get_running_loop().time() < deadline, "the example does not listen"
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the pace of the retries
             continue
         writer.close()
         break
