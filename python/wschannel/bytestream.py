@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
-from ._driver import SessionDriver
+from ._channel_driver import ChannelDriver
 from ._message import binary_view
 from ._sink import GuaranteeSink
 from ._stream import MessageStream
@@ -287,7 +287,7 @@ class _TrioByteStreamSink(_ByteStreamSink):
             self._fail(error)
 
 
-class _Driver(SessionDriver):
+class _Driver(ChannelDriver):
     """Runs one engine :class:`Connection` over a byte stream, for either side: it feeds the
     engine what it reads and does what the engine's session decides (its actions), as
     :mod:`wschannel.io`'s protocol does with an asyncio transport. It decides no close code,
@@ -295,6 +295,7 @@ class _Driver(SessionDriver):
     """
 
     conn: Connection  # set at once: the byte stream is open when the driver starts
+    sink: _ByteStreamSink
 
     def __init__(
         self,
@@ -320,18 +321,15 @@ class _Driver(SessionDriver):
             consumer_wait=DEFAULT_CLOSE_TIMEOUT,
             half_close=streams.can_half_close,
         )
-        self._add_message = stream._add
         self._reader: _Handle | None = None
         self._closer: _Handle | None = None  # referenced so that asyncio keeps the task
         self._reading = True
         self._resume_waiter: asyncio.Future[None] | None = None
         self._closing = False  # the byte stream is being closed (or was dropped)
         self._lost = False  # the byte stream is closed: the connection is over
-        self._delivering = False  # a read's messages are being handed over
-        self._consumer_check_due = False
 
     def start(self) -> None:
-        self.stream._set_flow_control(self._pause_for_stream, self._resume_for_stream)
+        self.stream._set_flow_control(self.consumer_full, self.consumer_has_room)
         self._reader = self.loop.create_task(self._read())
         self._arm_session_timer()
 
@@ -360,32 +358,7 @@ class _Driver(SessionDriver):
                 self.conn.receive_eof()
                 self.act()
                 return
-            self._events_received(receive_data(data))
-
-    def _events_received(self, events: list[Any]) -> None:
-        """What the engine made of one read: messages for the stream; the session has already
-        acted on the control events among them. What it decided is done where the first
-        control event is, so that a pong leaves between the answers around its ping; a close
-        reply waiting for the consumer is considered once every message is in."""
-        add_message = self._add_message
-        acted = False
-        for event in events:
-            cls = type(event)
-            if cls is str or cls is bytes:
-                add_message(event)
-            elif not acted:
-                acted = True
-                self._delivering = True
-                try:
-                    self.act()
-                finally:
-                    self._delivering = False
-        if self._consumer_check_due:
-            self._consumer_check_due = False
-            self.await_consumer()
-            self.act()
-
-    # The user's close.
+            self.deliver(receive_data(data))
 
     def close(self, code: int | None, reason: str | None) -> None:
         """The user's close (RFC 6455 §5.5.1): the session sends the frame and times it."""
@@ -397,13 +370,6 @@ class _Driver(SessionDriver):
     def write(self, data: bytes) -> None:
         self.streams.write(data)
 
-    def report_close(self, code: int, reason: str) -> None:
-        self.channel._close_code = code
-        self.channel._close_reason = reason
-
-    def stop_sending(self) -> None:
-        self.sink._disconnect()
-
     def pause_reading(self) -> None:
         self._reading = False
 
@@ -412,20 +378,6 @@ class _Driver(SessionDriver):
         waiter, self._resume_waiter = self._resume_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def await_consumer(self) -> None:
-        if self._delivering:  # once the read's messages are all in the stream
-            self._consumer_check_due = True
-        elif not self.stream._await_answers(self._consumer_caught_up):
-            self.conn.consumer_caught_up()
-
-    def _consumer_caught_up(self) -> None:
-        if not self._lost:
-            self.conn.consumer_caught_up()
-            self.act()
-
-    def end_stream(self) -> None:
-        self.stream._end()
 
     def half_close(self) -> None:
         self.streams.half_close()
@@ -461,16 +413,6 @@ class _Driver(SessionDriver):
             return
         self._lost = True
         self.conn.connection_lost()
-        self.act()
-
-    # Reading: the stream's backpressure goes to the session, which decides.
-
-    def _pause_for_stream(self) -> None:
-        self.conn.set_consumer_full(True)
-        self.act()
-
-    def _resume_for_stream(self) -> None:
-        self.conn.set_consumer_full(False)
         self.act()
 
 

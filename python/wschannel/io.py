@@ -37,8 +37,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from ._adapter import AdapterWebSocketChannel
+from ._channel_driver import ChannelDriver
 from ._direct import DirectTransport, take_over
-from ._driver import SessionDriver
 from ._message import binary_view
 from ._net import (
     USER_AGENT,
@@ -414,8 +414,10 @@ async def _open_connection(
         channel._fail(error)
 
 
-class _WebSocketProtocol(SessionDriver, asyncio.Protocol):
+class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
     """One WebSocket connection over an asyncio transport, for either side."""
+
+    sink: _IOSink
 
     logger: ClassVar[logging.Logger] = client_logger
     open_level: ClassVar[int] = logging.DEBUG  # for open and close records
@@ -444,7 +446,7 @@ class _WebSocketProtocol(SessionDriver, asyncio.Protocol):
         self.conn: Connection | None = None
         # conn.receive_data once open
         self._receive_data: Callable[[Buffer], list[Event]] = _receive_nothing
-        self._add_message = channel._stream._add
+        self.stream = channel._stream
         self._max_message_size = max_message_size
         self._deflate_level = deflate_level
         self._ping_interval = ping_interval
@@ -455,8 +457,6 @@ class _WebSocketProtocol(SessionDriver, asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closing_transport = False
         self._awaiting_consumer = False  # the session waits for consumer_caught_up()
-        self._delivering = False  # events_received is handing a read's messages over
-        self._consumer_check_due = False
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self.id = next(_connection_ids)
         self._opened_at = 0.0
@@ -530,27 +530,8 @@ class _WebSocketProtocol(SessionDriver, asyncio.Protocol):
         self.events_received(self._receive_data(data))
 
     def events_received(self, events: list[Event]) -> None:
-        """What the engine made of the bytes read: messages for the stream; the session has
-        already acted on the control events among them. What it decided is done where the
-        first control event is, so that a pong leaves between the answers around its ping;
-        a close reply waiting for the consumer is considered once every message is in."""
-        add_message = self._add_message
-        acted = False
-        for event in events:
-            cls = type(event)
-            if cls is str or cls is bytes:
-                add_message(event)  # type: ignore[arg-type]
-            elif not acted:
-                acted = True
-                self._delivering = True
-                try:
-                    self.act()
-                finally:
-                    self._delivering = False
-        if self._consumer_check_due:
-            self._consumer_check_due = False
-            self.await_consumer()
-            self.act()
+        """What the engine made of the bytes read (``DirectTransport`` reads the socket)."""
+        self.deliver(events)
 
     def eof_received(self) -> bool | None:
         conn = self.conn
@@ -627,7 +608,7 @@ class _WebSocketProtocol(SessionDriver, asyncio.Protocol):
         channel = self.channel
         channel._transport_protocol = self
         channel._protocol = protocol
-        channel._stream._set_flow_control(self._pause_for_stream, self._resume_for_stream)
+        channel._stream._set_flow_control(self.consumer_full, self.consumer_has_room)
         self.sink._open(self, conn)
         if not channel._ready.done():
             channel._ready.set_result(None)
@@ -683,13 +664,6 @@ class _WebSocketProtocol(SessionDriver, asyncio.Protocol):
 
     # The session's hooks (wschannel._driver): what it decided, done with this transport.
 
-    def report_close(self, code: int, reason: str) -> None:
-        self.channel._close_code = code
-        self.channel._close_reason = reason
-
-    def stop_sending(self) -> None:
-        self.sink._disconnect()
-
     def pause_reading(self) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing() and transport.is_reading():
@@ -699,25 +673,6 @@ class _WebSocketProtocol(SessionDriver, asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing() and not transport.is_reading():
             transport.resume_reading()
-
-    def await_consumer(self) -> None:
-        if self._delivering:  # once the read's messages are all in the stream
-            self._consumer_check_due = True
-        elif self.sink._live is None or not self.channel._stream._await_answers(
-            self._consumer_caught_up
-        ):
-            conn = self.conn
-            assert conn is not None
-            conn.consumer_caught_up()
-
-    def _consumer_caught_up(self) -> None:
-        conn = self.conn
-        if conn is not None and not self.is_lost:
-            conn.consumer_caught_up()
-            self.act()
-
-    def end_stream(self) -> None:
-        self.channel._stream._end()
 
     def half_close(self) -> None:
         transport = self.transport
@@ -753,20 +708,6 @@ class _WebSocketProtocol(SessionDriver, asyncio.Protocol):
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         return self.loop.call_later(delay, callback)
-
-    # Reading: the stream's backpressure goes to the session, which decides.
-
-    def _pause_for_stream(self) -> None:
-        conn = self.conn
-        if conn is not None:
-            conn.set_consumer_full(True)
-            self.act()
-
-    def _resume_for_stream(self) -> None:
-        conn = self.conn
-        if conn is not None:
-            conn.set_consumer_full(False)
-            self.act()
 
 
 def _receive_nothing(data: Buffer) -> list[Event]:

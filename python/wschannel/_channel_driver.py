@@ -1,0 +1,87 @@
+"""The session hooks that the two asyncio-style drivers (:mod:`wschannel.io` over an asyncio
+transport, :mod:`wschannel.bytestream` over a byte stream) do the same way: both deliver to a
+:class:`~wschannel._stream.MessageStream` and send through a
+:class:`~wschannel._sink.GuaranteeSink`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._driver import SessionDriver
+
+if TYPE_CHECKING:
+    from ._sink import GuaranteeSink
+    from ._stream import MessageStream
+
+__all__ = ["ChannelDriver"]
+
+
+class ChannelDriver(SessionDriver):
+    """:class:`SessionDriver` for a channel with a message stream and a guarantee sink."""
+
+    channel: Any  # the channel whose close_code and close_reason are reported
+    stream: MessageStream
+    sink: GuaranteeSink
+    _delivering = False  # a read's messages are being handed over
+    _consumer_check_due = False
+
+    def deliver(self, events: list[Any]) -> None:
+        """What the engine made of one read: messages for the stream; the session has
+        already acted on the control events among them. What it decided is done where the
+        first control event is, so that a pong leaves between the answers around its ping;
+        a close reply waiting for the consumer is considered once every message is in."""
+        add_message = self.stream._add
+        acted = False
+        for event in events:
+            cls = type(event)
+            if cls is str or cls is bytes:
+                add_message(event)
+            elif not acted:
+                acted = True
+                self._delivering = True
+                try:
+                    self.act()
+                finally:
+                    self._delivering = False
+        if self._consumer_check_due:
+            self._consumer_check_due = False
+            self.await_consumer()
+            self.act()
+
+    def report_close(self, code: int, reason: str) -> None:
+        self.channel._close_code = code
+        self.channel._close_reason = reason
+
+    def stop_sending(self) -> None:
+        self.sink._disconnect()
+
+    def await_consumer(self) -> None:
+        if self._delivering:  # once the read's messages are all in the stream
+            self._consumer_check_due = True
+        elif not self.stream._await_answers(self._consumer_caught_up):
+            conn = self.conn
+            assert conn is not None
+            conn.consumer_caught_up()
+
+    def _consumer_caught_up(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.phase != "closed":
+            conn.consumer_caught_up()
+            self.act()
+
+    def end_stream(self) -> None:
+        self.stream._end()
+
+    # The stream's backpressure goes to the session, which decides about reading.
+
+    def consumer_full(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.set_consumer_full(True)
+        self.act()
+
+    def consumer_has_room(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.set_consumer_full(False)
+        self.act()
