@@ -201,7 +201,7 @@ class Connection:
         *,
         ping_interval: float | None = None,
         pong_timeout: float | None = None,
-        close_timeout: float | None = 10.0,
+        close_timeout: float | None = ...,
         consumer_wait: float | None = None,
         pause_reading_while_writes_wait: bool | None = None,
         half_close: bool = True,
