@@ -9,6 +9,7 @@ import pytest
 from conftest import SHORT, TIMEOUT, RawHandler, RawServer, next_message, wait
 
 import wschannel
+import wschannel._adapter
 from wschannel import StateError, WebSocketChannelException, status
 from wschannel.adapter import (
     AdapterWebSocketChannel,
@@ -199,6 +200,45 @@ async def test_client_io_websocket_rejects_the_wrong_message_types(echo_url: str
 # Over fake_pair.
 
 
+class Bare:
+    """The interface's five members over ``socket`` (no ``close_code`` or ``close_reason``),
+    logging when the adapter asks for an event, what it gets and what it sends."""
+
+    def __init__(self, socket: FakeWebSocket) -> None:
+        self.socket = socket
+        self.log: list[str] = []
+        self._events = self._log_events()
+
+    def send_text(self, text: str) -> None:
+        self.log.append(f"send {text}")
+        self.socket.send_text(text)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.socket.send_bytes(data)
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        await self.socket.close(code, reason)
+
+    @property
+    def events(self) -> AsyncIterator[WebSocketEvent]:
+        return self._events
+
+    @property
+    def protocol(self) -> str:
+        return self.socket.protocol
+
+    async def _log_events(self) -> AsyncIterator[WebSocketEvent]:
+        events = self.socket.events
+        while True:
+            self.log.append("ask")
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                return
+            self.log.append(f"got {event.text if isinstance(event, TextDataReceived) else event}")
+            yield event
+
+
 async def test_adapter_over_fake_pair_exchanges_messages() -> None:
     mine, theirs = fake_pair()
     channel = AdapterWebSocketChannel(mine)
@@ -250,29 +290,6 @@ async def test_adapter_local_close_reaches_the_peer_and_reports_the_sockets_clos
 
 
 async def test_adapter_local_close_leaves_close_code_none_without_the_sockets_report() -> None:
-    class Bare:
-        """Only the interface's five members: no close_code or close_reason to report."""
-
-        def __init__(self, socket: FakeWebSocket) -> None:
-            self.socket = socket
-
-        def send_text(self, text: str) -> None:
-            self.socket.send_text(text)
-
-        def send_bytes(self, data: bytes) -> None:
-            self.socket.send_bytes(data)
-
-        async def close(self, code: int | None = None, reason: str | None = None) -> None:
-            await self.socket.close(code, reason)
-
-        @property
-        def events(self) -> AsyncIterator[WebSocketEvent]:
-            return self.socket.events
-
-        @property
-        def protocol(self) -> str:
-            return self.socket.protocol
-
     mine, theirs = fake_pair()
     channel = await AdapterWebSocketChannel(Bare(mine))
     await wait(channel.sink.close(3000, "bye"))
@@ -354,6 +371,46 @@ async def test_adapter_stops_taking_events_while_its_stream_is_full() -> None:
     assert len(mine._queue) == 16  # left with the socket
     received = [message async for message in _take(channel, 20)]
     assert received == [str(index) for index in range(20)]
+
+
+async def test_adapter_takes_the_next_event_once_the_consumer_has_answered() -> None:
+    # A socket that holds its answer to the peer's close until its reader has taken the
+    # messages before it (IOWebSocket) then sends the consumer's answers first.
+    mine, theirs = fake_pair()
+    socket = Bare(mine)
+    channel = await AdapterWebSocketChannel(socket)
+
+    async def answer() -> None:
+        async for message in channel.stream:
+            channel.sink.add(f"re:{message!s}")
+
+    answering = asyncio.ensure_future(answer())
+    await asyncio.sleep(0)  # it waits for a message
+    for message in ("1", "2", "3"):
+        theirs.send_text(message)
+    await theirs.close(4001)
+    await wait(answering)
+    assert socket.log == [
+        *("ask", "got 1", "send re:1"),
+        *("ask", "got 2", "send re:2"),
+        *("ask", "got 3", "send re:3"),
+        *("ask", "got CloseReceived(code=4001, reason='')"),
+    ]
+
+
+async def test_adapter_reads_ahead_when_the_consumer_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wschannel._adapter, "_CONSUMER_WAIT", SHORT)
+    mine, theirs = fake_pair()
+    channel = await AdapterWebSocketChannel(mine)
+    subscription = aiter(channel.stream)  # a consumer that does not ask (yet)
+    theirs.send_text("a")
+    theirs.send_text("b")
+    await theirs.close(4002, "gone")
+    await wait(channel.sink.done)  # the adapter read on, up to the peer's close
+    assert (channel.close_code, channel.close_reason) == (4002, "gone")
+    assert [message async for message in subscription] == ["a", "b"]
 
 
 async def _take(channel: AdapterWebSocketChannel, count: int) -> AsyncIterator[Message]:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from ._sink import GuaranteeSink, PendingSink
 from ._stream import MessageStream
@@ -30,11 +30,15 @@ from ._websocket import (
     WebSocket,
 )
 from .channel import StoredWebSocketChannel, installed_platform
-from .defaults import DEFAULT_MAX_QUEUE
+from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_QUEUE
 from .exceptions import WebSocketChannelException, WebSocketConnectionClosed
 from .status import ABNORMAL_CLOSURE, NO_STATUS_RECEIVED
 
 __all__ = ["AdapterWebSocketChannel"]
+
+_CONSUMER_WAIT: Final = DEFAULT_CLOSE_TIMEOUT
+"""Seconds the adapter waits for its stream's consumer to answer what it took before it
+reads ahead anyway (as the asyncio connection waits before it answers a peer's close)."""
 
 
 class _AdapterSink(PendingSink[WebSocket]):
@@ -99,11 +103,22 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
     this side (which gets no ``CloseReceived``), from the socket's ``close_code`` and
     ``close_reason`` attributes if it has them (:class:`IOWebSocket` reports the peer's echo),
     else they stay ``None``. They are 1006 and ``''`` when the events end without a
-    ``CloseReceived``. ``max_queue`` bounds the messages buffered for
-    the stream: when it is full, the adapter stops taking events from the socket.
+    ``CloseReceived``.
+
+    Once the stream has a consumer, the adapter takes the socket's next event only after
+    the consumer's turn: a consumer waiting for a message gets one loop turn to take it and
+    answer; one that has not taken it by then is waited for until it asks for the next
+    message with none left, at most ``DEFAULT_CLOSE_TIMEOUT`` seconds. So a socket that
+    holds its answer to the peer's close until its reader has taken what came before
+    (:class:`IOWebSocket` does) sends the consumer's answers first. Without a consumer, or
+    with one that does not answer, the adapter reads ahead: ``max_queue`` bounds the
+    messages buffered for the stream, and when it is full, the adapter stops taking events
+    from the socket.
     """
 
     __slots__ = (
+        "_answers",
+        "_consumer_late",
         "_flow",
         "_loop",
     )
@@ -144,6 +159,8 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         self._close_code: int | None = None
         self._close_reason: str | None = None
         self._flow: asyncio.Future[None] | None = None  # set while the stream is full
+        self._answers: asyncio.Future[None] | None = None  # set while the consumer answers
+        self._consumer_late = False  # it did not answer within _CONSUMER_WAIT: read ahead
 
     def _adapt(self, socket: WebSocket | Awaitable[WebSocket]) -> None:
         """Dart's adapter algorithm (§1.4): await the socket, then wire it up."""
@@ -197,11 +214,39 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
                     break
                 if self._flow is not None:
                     await self._flow
+                if stream.is_subscribed:
+                    await self._consumer_turn()
         if not closed and not sink._close_started:
             self._close_code, self._close_reason = ABNORMAL_CLOSURE, ""
         stream._end()
         if closed or not sink._close_started:
             sink._finish()  # after a local close, the close task finishes the sink
+
+    async def _consumer_turn(self) -> None:
+        """Before the socket's next event: let the consumer take what the stream holds and
+        answer it, so that a socket that holds its answer to the peer's close until its
+        reader has taken the messages before it (:class:`~wschannel.adapter.IOWebSocket`,
+        as every wschannel connection) sends the consumer's answers first.
+
+        A consumer waiting for a message takes it, and answers, in the next loop turn. One
+        that has not by then (busy, or paused) is waited for until it asks for the next
+        message with none left, at most :data:`_CONSUMER_WAIT` (then the adapter reads
+        ahead until it catches up)."""
+        await asyncio.sleep(0)
+        if self._consumer_late or not self._stream._await_answers(self._answered):
+            return
+        waiter = self._answers = self._loop.create_future()
+        await asyncio.wait([waiter], timeout=_CONSUMER_WAIT)
+        self._answers = None
+        if not waiter.done():
+            self._consumer_late = True
+
+    def _answered(self) -> None:
+        """The stream's: the consumer has answered what it held."""
+        self._consumer_late = False
+        waiter = self._answers
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _closed_by_us(self, socket: WebSocket) -> None:
         """Our close of ``socket`` is over: the peer's echo, when the socket reports it
