@@ -75,23 +75,6 @@ GIVE_UP_BOUND: Final = 5 * CLOSE_TIMEOUT + 2 * SCALE
 # The cases: every flavour and role, with what is known to differ or not to apply.
 
 KNOWN: Final[dict[tuple[str, str, str | None], tuple[str, type[BaseException]]]] = {
-    ("deferred_replies", "adapter", None): (
-        "issue 11: AdapterWebSocketChannel moves the inner IOWebSocketChannel's messages into "
-        "its own stream at once, so the inner channel finds its consumer idle and echoes the "
-        "close before the adapter's consumer answers; the answers are dropped",
-        AssertionError,
-    ),
-    ("deferred_replies", "fake_pair", None): (
-        "issue 11: fake_pair has no closing handshake: the peer's close() ends both sockets "
-        "at once, so the answers are dropped (send raises WebSocketConnectionClosed, which "
-        "the adapter swallows) and the peer's events end without them",
-        AssertionError,
-    ),
-    ("pipe", "bytestream-trio", None): (
-        "issue 11: StreamChannel.pipe() uses asyncio.gather, which fails under trio "
-        "(RuntimeError: no current event loop)",
-        RuntimeError,
-    ),
     # The browser's WebSocket speaks the protocol itself (Node's here): these differences are
     # the platform's, out of wschannel's reach.
     ("deferred_replies", "browser", None): (
@@ -128,6 +111,10 @@ for _scenario, _what in {
     "message_too_big": "max_message_size",
 }.items():
     NOT_APPLICABLE[_scenario, "fake_pair"] = NO_WIRE + _what
+NOT_APPLICABLE["deferred_replies", "fake_pair"] = (
+    "not applicable: an in-memory pair has no closing handshake (the WebSocket interface's "
+    "close() ends the closer's own events), so nothing can follow the peer's close"
+)
 
 
 for _scenario, _what in {

@@ -381,7 +381,7 @@ async def test_sink_add_error_closes_without_code_and_fails_done() -> None:
     channel.sink.add_error(ValueError("dropped"))
     assert channel.sink.close() is channel.sink.done
     assert await peer_events(peer) == [TextDataReceived("before"), CloseReceived(1005, "")]
-    assert channel.close_code is None
+    assert channel.close_code == 1005  # what a peer answers to a close without a code
 
 
 async def test_sink_add_error_takes_only_exceptions() -> None:

@@ -60,6 +60,7 @@ from .defaults import (
     DEFAULT_WRITE_LIMIT,
 )
 from .exceptions import WebSocketConnectionClosed
+from .stream_channel import StreamChannel, _pipe_into
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -169,6 +170,23 @@ class ByteStreamWebSocketChannel(StoredWebSocketChannel):
         self._driver = driver
         self._sink = driver.sink
         driver.start()
+
+    async def pipe(self, other: StreamChannel) -> None:
+        """:meth:`StreamChannel.pipe`, with the two directions run as tasks of the loop this
+        channel runs on, so that it works under trio too."""
+        loop = self._driver.loop
+        directions = [
+            loop.create_task(_pipe_into(self.stream, other.sink)),
+            loop.create_task(_pipe_into(other.stream, self.sink)),
+        ]
+        errors: list[BaseException] = []
+        for direction in directions:
+            try:
+                await cast("Awaitable[None]", direction)
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 class _ByteStreamSink(GuaranteeSink):
