@@ -1009,4 +1009,4 @@ fn inflate_error(e: DecompressError) -> Violation {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

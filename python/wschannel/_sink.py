@@ -244,22 +244,27 @@ class GuaranteeSink(WebSocketSink):
             else:
                 done.set_result(None)
 
+    async def _send_all(self, iterator: AsyncIterator[str | Buffer]) -> bool:
+        """Send what ``iterator`` gives until it is exhausted (True) or the connection
+        closes (False), waiting while the write buffer is full."""
+        while not self._disconnected:
+            try:
+                message = await anext(iterator)
+            except StopAsyncIteration:
+                return True
+            if self._disconnected:
+                break
+            self._send(message)
+            if self._write_buffer_full():
+                with contextlib.suppress(WebSocketConnectionClosed):
+                    await self.flush()  # raises once disconnected: the loop ends
+        return False
+
     async def _forward(self, iterator: AsyncIterator[str | Buffer]) -> None:
         error: BaseException | None = None
         exhausted = False
         try:
-            while not self._disconnected:
-                try:
-                    message = await anext(iterator)
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                if self._disconnected:
-                    break
-                self._send(message)
-                if self._write_buffer_full():
-                    with contextlib.suppress(WebSocketConnectionClosed):
-                        await self.flush()  # raises once disconnected: the loop ends
+            exhausted = await self._send_all(iterator)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise

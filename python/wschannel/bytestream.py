@@ -36,7 +36,6 @@ connection is closed or ``trio.run`` returns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import sys
@@ -59,7 +58,6 @@ from .defaults import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_WRITE_LIMIT,
 )
-from .exceptions import WebSocketConnectionClosed
 from .stream_channel import StreamChannel, _pipe_into
 
 if TYPE_CHECKING:
@@ -280,18 +278,7 @@ class _TrioByteStreamSink(_ByteStreamSink):
         with trio.CancelScope() as scope:
             self._forward_scope = scope
             try:
-                while not self._disconnected:
-                    try:
-                        message = await anext(iterator)
-                    except StopAsyncIteration:
-                        exhausted = True
-                        break
-                    if self._disconnected:
-                        break
-                    self._send(message)
-                    if self._write_buffer_full():
-                        with contextlib.suppress(WebSocketConnectionClosed):
-                            await self.flush()  # raises once disconnected: the loop ends
+                exhausted = await self._send_all(iterator)
             except Exception as exc:
                 error = exc
             finally:

@@ -6,7 +6,7 @@ use crate::frame::Header;
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// A frame with an explicit first byte (FIN, RSV bits, opcode), masked if `mask` is given.
-fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+pub(crate) fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let header = Header {
         fin: first & 0x80 != 0,
         rsv1: first & 0x40 != 0,

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::engine::Config;
-use crate::frame::{Header, MAX_HEADER_LEN};
+use crate::frame::Header;
 
 const KEY: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
 const SECOND: Duration = Duration::from_secs(1);
@@ -10,24 +10,7 @@ const SECOND: Duration = Duration::from_secs(1);
 /// A frame the peer sends: masked when the peer is a client (we are the server).
 fn frame(opcode: u8, payload: &[u8], to: Role) -> Vec<u8> {
     let mask = (to == Role::Server).then_some(KEY);
-    let header = Header {
-        fin: true,
-        rsv1: false,
-        rsv2: false,
-        rsv3: false,
-        opcode,
-        mask,
-        len: payload.len() as u64,
-    };
-    let mut head = [0; MAX_HEADER_LEN];
-    let n = header.encode(&mut head);
-    let mut out = head[..n].to_vec();
-    let start = out.len();
-    out.extend_from_slice(payload);
-    if let Some(key) = mask {
-        crate::mask::apply_mask(&mut out[start..], key, 0);
-    }
-    out
+    crate::engine::tests::frame(0x80 | opcode, payload, mask)
 }
 
 fn close_frame(code: u16, reason: &str, to: Role) -> Vec<u8> {
