@@ -120,7 +120,7 @@ class _IOSink(GuaranteeSink):
     )
 
     def __init__(self, channel: IOWebSocketChannel) -> None:
-        super().__init__(channel._loop, channel._stream)
+        super().__init__(channel._loop, channel.stream)
         self._channel = channel
         # The fast path of add(): set while the connection is open, neither closed by the
         # user nor by the peer, and no add_stream() runs.
@@ -182,8 +182,8 @@ class _IOSink(GuaranteeSink):
 
     async def flush(self) -> None:
         channel = self._channel
-        if not channel._ready.done():
-            await asyncio.wait([channel._ready])
+        if not channel.ready.done():
+            await asyncio.wait([channel.ready])
         protocol = channel._transport_protocol
         if protocol is not None:
             await protocol.drain()
@@ -198,7 +198,7 @@ class _IOSink(GuaranteeSink):
         send_binary: Callable[[Buffer], None]
         if isinstance(transport, DirectTransport):
             send_text, send_binary = transport.send_text, transport.send_binary
-            self._channel._stream._before_wait = transport.uncork
+            self._channel.stream._before_wait = transport.uncork
         else:
             send_text = _sender(write, conn.send_text)
             send_binary = _sender(write, conn.send_binary)
@@ -446,7 +446,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         self.conn: Connection | None = None
         # conn.receive_data once open
         self._receive_data: Callable[[Buffer], list[Event]] = _receive_nothing
-        self.stream = channel._stream
+        self.stream = channel.stream
         self._max_message_size = max_message_size
         self._deflate_level = deflate_level
         self._ping_interval = ping_interval
@@ -608,10 +608,10 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         channel = self.channel
         channel._transport_protocol = self
         channel._protocol = protocol
-        channel._stream._set_flow_control(self.consumer_full, self.consumer_has_room)
+        self.stream._set_flow_control(self.consumer_full, self.consumer_has_room)
         self.sink._open(self, conn)
-        if not channel._ready.done():
-            channel._ready.set_result(None)
+        if not channel.ready.done():
+            channel.ready.set_result(None)
         self._arm_session_timer()
         self._log_open(protocol)
 
