@@ -529,9 +529,9 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
             return
         self.events_received(self._receive_data(data))
 
-    def events_received(self, events: list[Event]) -> None:
-        """What the engine made of the bytes read (``DirectTransport`` reads the socket)."""
-        self.deliver(events)
+    # What the engine made of the bytes read (``DirectTransport`` reads the socket and calls
+    # this): without a wrapper, as this is once per read.
+    events_received = ChannelDriver.deliver
 
     def eof_received(self) -> bool | None:
         conn = self.conn
