@@ -1146,3 +1146,89 @@ def test_sync_server_drops_a_client_that_fails_the_tls_handshake(
         with pytest.raises(WebSocketChannelException):
             wschannel.sync.connect(url_of(server))  # plain HTTP to a TLS port
         assert echo_of(url_of(server, "wss"), "after", ssl=client_context) == "after"
+
+
+# Answers to the messages before a protocol failure go out before the close frame, however
+# the threads are scheduled (Autobahn 3.2-3.4, 4.1.3-4.2.5 and 5.15 in strict mode).
+
+RSV3_TEXT = bytes([0x80 | 0x30 | 0x1, 0x80 | 1]) + b"\0\0\0\0" + b"y"
+"""A masked text frame with RSV2 and RSV3 set, which fails the connection with 1002."""
+
+
+def frames_until_close(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """The (opcode, payload) of each frame up to the close frame, unmasked if masked."""
+    frames: list[tuple[int, bytes]] = []
+    data = b""
+    while not frames or frames[-1][0] != 0x8:
+        chunk = sock.recv(65536)
+        assert chunk, f"EOF before the close frame, after {frames}"
+        data += chunk
+        while len(data) >= 2:
+            masked, length = data[1] & 0x80, data[1] & 0x7F
+            start = 6 if masked else 2
+            if length > 125 or len(data) < start + length:
+                break
+            payload = data[start : start + length]
+            if masked:
+                payload = bytes(b ^ data[2 + i % 4] for i, b in enumerate(payload))
+            frames.append((data[0] & 0x0F, payload))
+            data = data[start + length :]
+    return frames
+
+
+def failure_frames(frames: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    return [(opcode, payload[:2]) for opcode, payload in frames]
+
+
+def test_sync_server_answers_the_message_it_holds_before_failing_the_connection() -> None:
+    """The handler took the message (the buffer is empty) and is still answering it when
+    the failure arrives: the close frame waits for it to ask for the next one."""
+    taken = threading.Event()
+
+    def slow_echo(channel: SyncWebSocketChannel) -> None:
+        for message in channel.stream:
+            taken.set()
+            time.sleep(SHORT)  # the failure arrives meanwhile
+            channel.sink.add(message)
+
+    with sync_server(slow_echo) as server, open_raw_websocket(server.port) as sock:
+        sock.sendall(frame(0x1, b"x", mask=True))
+        assert taken.wait(TIMEOUT)
+        sock.sendall(RSV3_TEXT)
+        frames = frames_until_close(sock)
+    assert failure_frames(frames) == [(0x1, b"x"), (0x8, b"\x03\xea")]
+
+
+def test_sync_server_answers_messages_that_came_before_its_handler_consumed() -> None:
+    """The message and the failure arrive before the handler's thread iterates the stream:
+    the close frame waits for the handler to answer the message."""
+
+    def late_echo(channel: SyncWebSocketChannel) -> None:
+        time.sleep(SHORT)  # the reader has handled both frames by now
+        for message in channel.stream:
+            channel.sink.add(message)
+
+    with sync_server(late_echo) as server, open_raw_websocket(server.port) as sock:
+        sock.sendall(frame(0x1, b"x", mask=True) + RSV3_TEXT)
+        frames = frames_until_close(sock)
+    assert failure_frames(frames) == [(0x1, b"x"), (0x8, b"\x03\xea")]
+
+
+def test_sync_client_answers_messages_that_came_with_the_101_before_failing() -> None:
+    """Frames right behind the 101 reach the reader before connect() returns: the close
+    frame waits for the application to answer them."""
+    seen: list[list[tuple[int, bytes]]] = []
+
+    def handler(sock: socket.socket) -> None:
+        accept_upgrade(sock)
+        sock.sendall(frame(0x1, b"x") + bytes([0x80 | 0x30 | 0x1, 1]) + b"y")
+        seen.append(frames_until_close(sock))
+
+    with raw_server(handler) as server:
+        channel = wschannel.sync.connect(server.url, compression=False)
+        time.sleep(SHORT)  # the reader has handled both frames by now
+        for message in channel.stream:
+            channel.sink.add(message)
+        channel.wait_closed(TIMEOUT)
+    assert channel.close_code == status.PROTOCOL_ERROR
+    assert [failure_frames(frames) for frames in seen] == [[(0x1, b"x"), (0x8, b"\x03\xea")]]

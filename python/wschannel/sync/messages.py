@@ -78,9 +78,10 @@ class SyncMessageStream:
     __slots__ = (
         "__weakref__",
         "_buffer",
-        "_consumed",
+        "_done_answering",
         "_ended",
         "_high_water",
+        "_in_hand",
         "_low_water",
         "_mutex",
         "_not_empty",
@@ -103,7 +104,8 @@ class SyncMessageStream:
         self._subscribed = False
         self._waiting = False  # a thread is blocked waiting for a message
         self._reading_paused = False
-        self._consumed = False  # the application has asked for a message
+        self._in_hand = False  # it took one and has not asked for the next since
+        self._done_answering = False  # it waits for the close (wait_closed)
         # Called (once, then cleared) when the application asks for a message with the
         # buffer empty, or stops consuming: it has answered what came before.
         self._on_drained: Callable[[], None] | None = None
@@ -123,8 +125,8 @@ class SyncMessageStream:
 
     def _get(self, timeout: float | None) -> Message:
         """The next message; ``EOFError`` once there are none left and the stream ended."""
-        self._consumed = True
         with self._mutex:
+            self._in_hand = False  # it has answered the last one, if it meant to
             buffer = self._buffer
             if not buffer and self._on_drained is not None:
                 callback, self._on_drained = self._on_drained, None
@@ -146,6 +148,7 @@ class SyncMessageStream:
                 if not buffer:
                     raise EOFError("The WebSocket connection is closed.")
             message = buffer.popleft()
+            self._in_hand = True
             if self._reading_paused and len(buffer) <= self._low_water:
                 self._reading_paused = False
                 self._not_full.notify()
@@ -167,22 +170,27 @@ class SyncMessageStream:
 
     def _await_answers(self, answered: Callable[[], None], messages: list[Message]) -> bool:
         """The peer closed behind ``messages`` (the same read's, added here): call
-        ``answered()`` once the application has answered what is buffered (it asks for one
-        more with the buffer empty) or stops consuming. False, and no call, when nothing is
-        buffered or it never consumed. One step under the mutex, so that an application
-        that takes the messages at once is still waited for."""
+        ``answered()`` once the application has answered what is buffered and the message
+        it holds (it asks for one more with the buffer empty) or stops consuming. False,
+        and no call, when nothing is buffered or held. One step under the mutex, so that an
+        application that takes the messages at once is still waited for. An application
+        that has not consumed yet is waited for too: its thread may not have started
+        (messages that came with the 101, or before a server's handler runs); one that
+        never consumes makes the reply wait until the session's deadline."""
         with self._mutex:
             if messages and not self._ended:
                 self._buffer.extend(messages)
                 if self._waiting:
                     self._not_empty.notify()
-            if not (self._buffer and (self._subscribed or self._consumed)):
+            if self._ended or self._done_answering or not (self._buffer or self._in_hand):
                 return False
             self._on_drained = answered
             return True
 
     def _answered(self) -> None:
         """The application answers nothing more (it waits for the close)."""
+        with self._mutex:
+            self._done_answering = True
         self._drained()
 
     def _drained(self) -> None:
