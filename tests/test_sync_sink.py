@@ -153,3 +153,25 @@ def test_pipe_connects_two_channels_until_both_end() -> None:
         assert (second.close_code, second.close_reason) == (4001, "end")
         assert first.sink.done.result(TIMEOUT) is None
         assert first.close_code == 1005  # first's sink closed without a code, echoed
+
+
+def test_a_loop_left_with_break_does_not_hold_the_close_reply() -> None:
+    """The close reply waits for a message the application holds, but a ``for`` loop left
+    with ``break`` holds none: the peer's close is answered at once, not at close_timeout
+    (with the wait for a held message alone, this took the whole 30 s)."""
+
+    def greet_then_close(channel: SyncWebSocketChannel) -> None:
+        channel.sink.add("one")
+        for message in channel.stream:
+            if message == "bye":
+                channel.sink.close(4000, "done")
+                return
+
+    with sync_server(greet_then_close, close_timeout=30) as server:
+        channel = wschannel.sync.connect(url_of(server), close_timeout=30)
+        for message in channel.stream:
+            assert message == "one"
+            break
+        channel.sink.add("bye")
+        assert channel.sink.done.result(TIMEOUT) is None
+        assert (channel.close_code, channel.close_reason) == (4000, "done")

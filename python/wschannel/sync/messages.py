@@ -54,6 +54,12 @@ class SyncStreamSubscription:
         except EOFError:
             raise StopIteration from None
 
+    def __del__(self) -> None:
+        # The loop that iterated this subscription is over (``break``, or its frame is
+        # gone): the application has answered the message it held; a peer's close that
+        # waits on it goes on (what is still buffered is still waited for).
+        self._stream._let_go()
+
     def cancel(self) -> None:
         """Stop receiving: messages buffered, and any that arrive later, are dropped.
 
@@ -186,6 +192,14 @@ class SyncMessageStream:
                 return False
             self._on_drained = answered
             return True
+
+    def _let_go(self) -> None:
+        """The iterating loop ended: the message it held counts as answered."""
+        with self._mutex:
+            self._in_hand = False
+            if self._buffer:
+                return
+        self._drained()
 
     def _answered(self) -> None:
         """The application answers nothing more (it waits for the close)."""
