@@ -1232,3 +1232,32 @@ def test_sync_client_answers_messages_that_came_with_the_101_before_failing() ->
         channel.wait_closed(TIMEOUT)
     assert channel.close_code == status.PROTOCOL_ERROR
     assert [failure_frames(frames) for frames in seen] == [[(0x1, b"x"), (0x8, b"\x03\xea")]]
+
+
+def test_sync_server_answers_every_ping_while_a_write_that_is_not_stuck_is_in_progress() -> None:
+    """Pongs are coalesced only while writes really wait (Autobahn 2.10 and 2.11 failed at
+    random: a ping read while the writer thread was writing the previous pong, which the
+    kernel took at once, had its pong dropped for the next one's)."""
+    channels: list[SyncWebSocketChannel] = []
+    opened = threading.Event()
+
+    def handler(channel: SyncWebSocketChannel) -> None:
+        channels.append(channel)
+        opened.set()
+        echo(channel)
+
+    with sync_server(handler) as server, open_raw_websocket(server.port) as sock:
+        assert opened.wait(TIMEOUT)
+        channel = channels[0]
+        with channel._write_lock:  # as while a thread writes a frame the kernel takes at once
+            for index in range(3):
+                sock.sendall(frame(0x9, b"%d" % index, mask=True))
+            wait_until_sync(lambda: bytes_read(channel) >= 3 * 7, what="the pings were read")
+        sock.sendall(frame(0x8, mask=True))
+        frames = frames_until_close(sock)
+    assert frames[:-1] == [(0xA, b"0"), (0xA, b"1"), (0xA, b"2")]
+
+
+def bytes_read(channel: SyncWebSocketChannel) -> int:
+    with channel._lock:
+        return channel._conn.counters[2]

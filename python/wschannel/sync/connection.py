@@ -34,6 +34,7 @@ import heapq
 import itertools
 import logging
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -60,6 +61,27 @@ if TYPE_CHECKING:
 __all__ = ["SyncWebSocketChannel", "SyncWebSocketSink"]
 
 logger = logging.getLogger("wschannel.sync")
+
+if sys.platform == "linux":
+    import fcntl
+
+    # SIOCOUTQNSD (linux/sockios.h): the bytes the kernel holds for a socket, not yet sent.
+    _SIOCOUTQNSD: int | None = 0x894B
+else:
+    _SIOCOUTQNSD = None
+
+
+def kernel_holds(sock: socket.socket) -> bool:
+    """Whether the kernel holds bytes it could not send yet (the peer's window is full);
+    True where that cannot be asked."""
+    if _SIOCOUTQNSD is None:
+        return True
+    try:
+        answer = fcntl.ioctl(sock.fileno(), _SIOCOUTQNSD, b"\0\0\0\0")
+    except (OSError, ValueError):  # closed meanwhile
+        return True
+    return int.from_bytes(answer, sys.byteorder, signed=True) > 0
+
 
 READ_SIZE: Final = 1 << 18
 """Bytes asked of each ``recv``: 256 KiB, into one reused buffer."""
@@ -570,9 +592,10 @@ class SyncWebSocketChannel(SessionDriver):
     # blocking socket. Always with the lock held.
 
     def write(self, data: bytes) -> None:
-        if not self._writes_waiting and self._write_lock.locked():
-            # A write is in progress (possibly stuck on a full socket): from now on the
-            # session holds only the latest pong.
+        if not self._writes_waiting and self._write_lock.locked() and kernel_holds(self._sock):
+            # A write is in progress and stuck on a full socket: from now on the session
+            # holds only the latest pong. (Not while the kernel takes what is written at
+            # once: a pong per ping then, as Autobahn 2.10 and 2.11 check.)
             self._writes_waiting = True
             self._conn.set_writes_waiting(True)
         self._outgoing.append(data)
