@@ -57,7 +57,7 @@ FUZZ_SECONDS ?= 15
 fuzz:  ## Every cargo-fuzz target for FUZZ_SECONDS each (installs cargo-fuzz the first time; fuzz/README.md)
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 
-conformance: dev  ## Autobahn|Testsuite, server and client, against the committed expectations
+conformance: dev  ## Autobahn|Testsuite: asyncio and blocking, server and client, against the committed expectations
 	$(PY) compliance/run.py
 
 clean:  ## Remove build products

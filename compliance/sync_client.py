@@ -1,0 +1,45 @@
+"""The Autobahn|Testsuite client, built on the blocking ``wschannel.sync.connect``.
+
+Run by ``conformance.py client``, which sets AUTOBAHN_URL and AUTOBAHN_AGENT: reads the
+case count, echoes every message of every case (``for message in channel.stream``), then
+asks for the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import wschannel.sync
+from wschannel import WebSocketChannelException
+
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+def echo_case(url: str) -> None:
+    try:
+        channel = wschannel.sync.connect(url, max_message_size=MAX_MESSAGE_SIZE)
+    except (WebSocketChannelException, TimeoutError):
+        return  # the case's report says what went wrong
+    for message in channel.stream:
+        channel.sink.add(message)
+    with contextlib.suppress(Exception):
+        channel.wait_closed()
+
+
+def main() -> None:
+    url = os.environ["AUTOBAHN_URL"]
+    agent = os.environ["AUTOBAHN_AGENT"]
+    count = 0
+    with wschannel.sync.connect(f"{url}/getCaseCount") as counter:
+        for message in counter.stream:
+            count = int(message)
+    for case in range(1, count + 1):
+        echo_case(f"{url}/runCase?case={case}&agent={agent}")
+    with wschannel.sync.connect(f"{url}/updateReports?agent={agent}") as report:
+        for _ in report.stream:
+            pass
+
+
+if __name__ == "__main__":
+    main()
