@@ -274,10 +274,20 @@ class GuaranteeSink(WebSocketSink):
         except Exception as exc:
             error = exc
         finally:
-            self._forwarding = None
             self._stopping = False
-            self._adding_stream = False
-            self._adding_stream_changed()
+            self._stop_adding()
+        await self._forward_ended(iterator, exhausted, error)
+
+    def _stop_adding(self) -> None:
+        """add_stream() is over: add, close and another add_stream work again."""
+        self._forwarding = None
+        self._adding_stream = False
+        self._adding_stream_changed()
+
+    async def _forward_ended(
+        self, iterator: AsyncIterator[str | Buffer], exhausted: bool, error: BaseException | None
+    ) -> None:
+        """Close a source that was not exhausted; fail the sink with its error, if any."""
         if not exhausted:
             await _aclose(iterator)
         if error is not None:

@@ -47,7 +47,6 @@ from ._channel_driver import ChannelDriver
 from ._message import binary_view
 from ._sink import GuaranteeSink
 from ._stream import MessageStream
-from ._tasks import _aclose
 from ._wschannel import (
     Connection,
 )
@@ -283,13 +282,8 @@ class _TrioByteStreamSink(_ByteStreamSink):
                 error = exc
             finally:
                 self._forward_scope = None
-                self._forwarding = None
-                self._adding_stream = False
-                self._adding_stream_changed()
-        if not exhausted:
-            await _aclose(iterator)
-        if error is not None:
-            self._fail(error)
+                self._stop_adding()
+        await self._forward_ended(iterator, exhausted, error)
 
 
 class _Driver(ChannelDriver):
