@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from . import _platform, channel, status
 from ._platform import connect
 from .channel import WebSocketChannel, WebSocketSink
-from .exceptions import StateError, WebSocketChannelException
+from .exceptions import InvalidStatus, StateError, WebSocketChannelException
 from .status import CloseCode
 
 # The abstract channel's connect() and over() reach the implementations through this: they
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CloseCode",
     "DeflateOptions",
+    "InvalidStatus",
     "StateError",
     "WebSocketChannel",
     "WebSocketChannelException",

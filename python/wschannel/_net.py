@@ -21,7 +21,8 @@ import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
-from ._wschannel import ClientHandshake, DeflateOptions, __version__
+from ._wschannel import ClientHandshake, DeflateOptions, HandshakeError, __version__
+from .exceptions import InvalidStatus, WebSocketChannelException
 
 __all__ = [
     "SERVER_WINDOW_BITS",
@@ -32,6 +33,7 @@ __all__ = [
     "deflate_level",
     "deflate_options",
     "format_peer",
+    "handshake_error",
     "header_list",
     "kernel_unsent",
 ]
@@ -196,6 +198,16 @@ def _ssl_context(
         context.check_hostname = False
         context.verify_mode = ssl_module.CERT_NONE
     return context
+
+
+def handshake_error(exc: HandshakeError, handshake: ClientHandshake) -> WebSocketChannelException:
+    """The client's error for a failed opening handshake: :class:`InvalidStatus` (with the
+    response's status and headers) when the server answered with another status than 101,
+    else a :class:`WebSocketChannelException` whose ``inner`` is ``exc``."""
+    status = handshake.status
+    if status >= 100 and status != 101:
+        return InvalidStatus.refused(exc, status, handshake.headers)
+    return WebSocketChannelException.from_inner(exc)
 
 
 def kernel_unsent(sock: socket.socket | None) -> int:

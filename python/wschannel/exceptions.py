@@ -4,6 +4,7 @@
 
     Exception
      ├── WebSocketChannelException    a connection could not be established
+     │    └── InvalidStatus           the server answered the upgrade with another status
      └── WebSocketException           the low-level socket layer (wschannel.adapter) failed
           └── WebSocketConnectionClosed   sending or closing after the connection closed
     RuntimeError
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Self
 
 __all__ = [
+    "InvalidStatus",
     "StateError",
     "WebSocketChannelException",
     "WebSocketConnectionClosed",
@@ -62,6 +64,41 @@ class WebSocketChannelException(Exception):
         if self.message is None:
             return f"{type(self).__name__}()"
         return f"{type(self).__name__}({self.message!r})"
+
+
+class InvalidStatus(WebSocketChannelException):
+    """The server answered the opening handshake with an HTTP status other than 101
+    (RFC 6455 §4.1: 404, 403, 429, 503...).
+
+    ``status`` is that status and ``headers`` the response's headers, in order (a
+    ``Retry-After``, a ``Location``...); ``inner`` is the handshake error that reported it.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+
+    def __init__(self, message: str, status: int, headers: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+    def header(self, name: str) -> str | None:
+        """The value of the response's first header called ``name`` (any case), or ``None``."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    @classmethod
+    def refused(
+        cls, inner: BaseException, status: int, headers: list[tuple[str, str]]
+    ) -> InvalidStatus:
+        """The error for a refusal that ``inner`` (the handshake's error) reported."""
+        error = cls(str(inner) or f"The server answered with status {status}.", status, headers)
+        error.inner = inner
+        error.__cause__ = inner
+        return error
 
 
 class StateError(RuntimeError):

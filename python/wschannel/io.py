@@ -48,6 +48,7 @@ from ._net import (
     deflate_level,
     deflate_options,
     format_peer,
+    handshake_error,
     kernel_unsent,
 )
 from ._sink import GuaranteeSink
@@ -751,7 +752,7 @@ class _ClientProtocol(_WebSocketProtocol):
         try:
             complete = handshake.receive_data(data)
         except HandshakeError as exc:
-            self._handshake_failed(WebSocketChannelException.from_inner(exc))
+            self._handshake_failed(handshake_error(exc, handshake))
             return
         if not complete:
             return

@@ -18,6 +18,7 @@ from .._net import (
     client_handshake,
     deflate_level,
     deflate_options,
+    handshake_error,
 )
 from .._wschannel import Connection, DeflateOptions, HandshakeError
 from ..defaults import (
@@ -92,8 +93,11 @@ def connect(
             data = sock.recv(_HANDSHAKE_READ_SIZE)
             if not data:
                 raise ConnectionResetError("The server closed the connection during the handshake.")
-            if handshake.receive_data(data):
-                break
+            try:
+                if handshake.receive_data(data):
+                    break
+            except HandshakeError as exc:
+                raise handshake_error(exc, handshake) from exc
         protocol = handshake.protocol
         if protocol is not None and protocol not in offered:
             raise WebSocketChannelException(
