@@ -1,6 +1,6 @@
 """The Autobahn|Testsuite client, built on ``IOWebSocketChannel.connect``.
 
-Run by ``conformance.py client``, which sets AUTOBAHN_URL and AUTOBAHN_AGENT: reads the
+Run by ``run.py`` (its client roles), which sets AUTOBAHN_URL and AUTOBAHN_AGENT: reads the
 case count, echoes every message of every case, then asks for the report.
 """
 
