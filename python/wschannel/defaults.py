@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_PENDING_HANDSHAKES",
     "DEFAULT_MAX_QUEUE",
+    "DEFAULT_MAX_REDIRECTS",
     "DEFAULT_OPEN_TIMEOUT",
     "DEFAULT_WRITE_LIMIT",
     "DEFAULT_WRITE_QUEUE",
@@ -41,6 +42,10 @@ taken by the peer; then the time the peer has to answer."""
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 """Seconds a client has for TCP, TLS and the opening handshake together (as websockets)."""
+
+DEFAULT_MAX_REDIRECTS: Final = 10
+"""Redirects (301, 302, 303, 307, 308) a client's opening handshake follows before it gives
+up: as websockets (``max_redirects``); browsers follow about 20 for a page."""
 
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 """Seconds a server gives a client for TLS and its upgrade request."""

@@ -4,7 +4,8 @@
 
     Exception
      ├── WebSocketChannelException    a connection could not be established
-     │    └── InvalidStatus           the server answered the upgrade with another status
+     │    ├── InvalidStatus           the server answered the upgrade with another status
+     │    └── ProxyError              the proxy refused the tunnel, or could not be reached
      └── WebSocketException           the low-level socket layer (wschannel.adapter) failed
           └── WebSocketConnectionClosed   sending or closing after the connection closed
     RuntimeError
@@ -26,6 +27,7 @@ from typing import Self
 
 __all__ = [
     "InvalidStatus",
+    "ProxyError",
     "StateError",
     "WebSocketChannelException",
     "WebSocketConnectionClosed",
@@ -132,3 +134,25 @@ class WebSocketConnectionClosed(WebSocketException):
 
     def __init__(self, message: str = "Connection Closed") -> None:
         super().__init__(message)
+
+
+class ProxyError(WebSocketChannelException):
+    """The proxy a client goes through refused the tunnel, answered wrongly, or could not be
+    reached (:mod:`wschannel._proxy`).
+
+    ``proxy`` is the proxy's URL without credentials; ``status`` the HTTP status of an HTTP
+    proxy's refusal (``407``, ``403``...), ``reply`` the reply code of a SOCKS5 proxy's
+    (``0x02``: not allowed by its rules...); each ``None`` when it does not apply.
+    """
+
+    proxy: str
+    status: int | None
+    reply: int | None
+
+    def __init__(
+        self, message: str, *, proxy: str, status: int | None = None, reply: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.proxy = proxy
+        self.status = status
+        self.reply = reply
