@@ -1,6 +1,6 @@
 """Turn ``results.jsonl`` into ``table.md`` (medians and ratios) and PNG plots.
 
-``python -m benchmarks.report DIR`` remakes them from ``DIR/results.jsonl``.
+``python -m wschannel.bench.report DIR`` remakes them from ``DIR/results.jsonl``.
 """
 
 from __future__ import annotations
@@ -128,6 +128,8 @@ def header_lines(results: Results) -> list[str]:
         "",
         f"Versions: {versions}.",
     ]
+    if meta.get("skipped"):
+        lines += ["", "Not run here: " + "; ".join(meta["skipped"]) + "."]
     if before and after:
         lines += [
             "",
@@ -401,7 +403,8 @@ def _panel_label(section: str, group: Any) -> str:
     return f"{group:,} connections"
 
 
-def plots(results: Results, directory: Path) -> list[Path]:
+def draw(results: Results, directory: Path) -> list[Path]:
+    """The PNG plots (matplotlib, drawn without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -437,7 +440,8 @@ def plots(results: Results, directory: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
 
-    if "plain" in results.variants():
+    plain_impls = results.impls([r for r in results.echo if r["variant"] == "plain"])
+    if "picows" in plain_impls and len(plain_impls) > 1:  # ratios to picows need it and another
         cells = results.cells("plain")
         impls = [i for i in results.impls(results.echo) if i != "picows"]
         figure, ax = plt.subplots(figsize=(11, 4.5))
@@ -508,11 +512,16 @@ def plots(results: Results, directory: Path) -> list[Path]:
     return written
 
 
-def write(directory: Path) -> None:
+def write(directory: Path, *, plots: bool = True) -> list[Path]:
+    """Write ``table.md`` and (with ``plots``, which needs matplotlib) the PNG plots from
+    ``directory/results.jsonl``; returns the files written."""
     results = Results(load(directory))
-    (directory / "table.md").write_text(markdown(results))
-    plots(results, directory)
+    table = directory / "table.md"
+    table.write_text(markdown(results))
+    return [table, *(draw(results, directory) if plots else [])]
 
 
 if __name__ == "__main__":
-    write(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m wschannel.bench.report DIR (a directory with results.jsonl)")
+    write(Path(sys.argv[1]))
