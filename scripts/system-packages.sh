@@ -4,8 +4,10 @@
 #
 #   scripts/system-packages.sh list    [STEP...]   each package, present or missing, and why
 #   scripts/system-packages.sh check   [STEP...]   the missing ones; exit status 1 if any
-#   scripts/system-packages.sh install [STEP...]   says which are missing and why, then
-#                                                  installs them with apt-get
+#   scripts/system-packages.sh install [--quiet] [STEP...]
+#                                                  says which are missing and why, then
+#                                                  installs them with apt-get (--quiet: no
+#                                                  line when none is missing)
 #
 # STEP limits it to the packages of those `make` targets (test-python, conformance...).
 # install runs apt-get as root, or through sudo; without either it stops and prints the
@@ -18,7 +20,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 list_file=$root/system-packages.txt
 
 usage() {
-    echo "usage: $0 list|check|install [STEP...]" >&2
+    echo "usage: $0 list|check|install [--quiet] [STEP...]" >&2
     exit 2
 }
 say() { echo "system packages: $*"; }
@@ -27,6 +29,11 @@ say() { echo "system packages: $*"; }
 action=$1
 shift
 case $action in list | check | install) ;; *) usage ;; esac
+quiet=false
+if [[ ${1:-} == --quiet ]]; then
+    quiet=true
+    shift
+fi
 steps=("$@")
 
 # The lines for the steps asked for: parallel arrays, one entry per package.
@@ -71,7 +78,7 @@ if [[ $action == list ]]; then
 fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-    [[ $action == check ]] || say "all ${#names[@]} present (${names[*]})"
+    [[ $action == check || $quiet == true ]] || say "all ${#names[@]} present (${names[*]})"
     exit 0
 fi
 
