@@ -29,6 +29,7 @@ side) as attributes, for a :class:`logging.Formatter` such as
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -73,9 +74,10 @@ from .defaults import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_REDIRECTS,
+    DEFAULT_PING_INTERVAL,
     DEFAULT_WRITE_LIMIT,
 )
-from .exceptions import ProxyError, WebSocketChannelException
+from .exceptions import ProxyError, StateError, WebSocketChannelException
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -106,6 +108,11 @@ _connection_ids = itertools.count(1)
 _NO_LOOP_MESSAGE: Final = (
     "IOWebSocketChannel.connect() needs a running asyncio event loop; "
     "from synchronous code, use wschannel.sync instead."
+)
+
+
+_CLOSED_PING: Final = (
+    "Cannot ping: this side's close frame has gone (the connection is closing or closed)."
 )
 
 
@@ -305,7 +312,8 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         max_queue: int | None = DEFAULT_MAX_QUEUE,
         write_limit: int | None = DEFAULT_WRITE_LIMIT,
         connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-        ping_interval: float | None = None,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        pong_timeout: float | None = None,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         user_agent: str | None = USER_AGENT,
         max_header_size: int = 16384,
@@ -332,8 +340,11 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         - ``max_message_size``: larger messages from the server fail the connection (1009).
         - ``max_queue``: received messages buffered before reading pauses (backpressure).
         - ``write_limit``: the write buffer size above which ``sink.flush()`` waits.
-        - ``ping_interval``: seconds between keepalive pings; no pong within the same time
-          closes the connection with 1001 (Dart's algorithm).
+        - ``ping_interval``: seconds between keepalive pings (a ping after each interval
+          without a pong; 20 s, :data:`~wschannel.defaults.DEFAULT_PING_INTERVAL`);
+          ``None`` sends none.
+        - ``pong_timeout``: seconds a keepalive ping waits for its pong before the
+          connection is closed with 1001; ``None`` (default): as long as ``ping_interval``.
         - ``connect_timeout``: seconds for TCP, TLS and the opening handshake together.
         - ``close_timeout``: seconds the closing handshake may go without progress (see
           :data:`DEFAULT_CLOSE_TIMEOUT`).
@@ -386,6 +397,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
                 max_message_size=max_message_size,
                 deflate_level=deflate_level(deflate),
                 ping_interval=ping_interval,
+                pong_timeout=pong_timeout,
                 close_timeout=close_timeout,
                 write_limit=write_limit,
             )
@@ -400,6 +412,42 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         """The HTTP upgrade request that opened a server-side channel (``None`` for a
         client): its ``path``, ``headers`` and ``header(name)``."""
         return self._request
+
+    async def ping(self) -> float:
+        """Send a ping (RFC 6455 §5.5.2) and wait for its pong: the round-trip time in
+        seconds (also :attr:`latency` from then on).
+
+        Waits for the connection to open first (raising its error if it could not). Raises
+        :class:`~wschannel.StateError` once this side's close frame has gone (closed by
+        either side), and if the connection ends before the pong comes. Pings sent at once
+        all get their answer; a pong answers its ping and those before it (RFC 6455 §5.5.3).
+        Bound the wait with ``asyncio.timeout`` if the peer may not answer.
+        """
+        await self.ready
+        protocol = self._transport_protocol
+        conn = None if protocol is None else protocol.conn
+        if protocol is None or conn is None or not conn.sending:
+            raise StateError(_CLOSED_PING)
+        waiter: asyncio.Future[float | None] = self._loop.create_future()
+        protocol.send_ping(functools.partial(_resolve, waiter))
+        rtt = await waiter
+        if rtt is None:
+            raise StateError(
+                f"The connection closed (code {self._close_code}) before the ping's pong came."
+            )
+        return rtt
+
+    @property
+    def latency(self) -> float | None:
+        """The round-trip time last measured, in seconds: of a keepalive ping (see
+        ``ping_interval``) or of :meth:`ping`; ``None`` before any was answered."""
+        protocol = self._transport_protocol
+        return None if protocol is None else protocol.latency
+
+
+def _resolve(waiter: asyncio.Future[float | None], rtt: float | None) -> None:
+    if not waiter.done():
+        waiter.set_result(rtt)
 
 
 async def _open_connection(
@@ -600,6 +648,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         ping_interval: float | None,
         close_timeout: float | None,
         write_limit: int | None,
+        pong_timeout: float | None = None,
     ) -> None:
         self.channel = channel
         sink = channel._sink
@@ -614,6 +663,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         self._max_message_size = max_message_size
         self._deflate_level = deflate_level
         self._ping_interval = ping_interval
+        self._pong_timeout = pong_timeout
         self._close_timeout = close_timeout
         self._write_limit = write_limit
         self._writing_paused = False
@@ -761,6 +811,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
             self.transport = transport = cast("asyncio.Transport", direct)
         conn.start_session(
             ping_interval=self._ping_interval,
+            pong_timeout=self._pong_timeout,
             close_timeout=self._close_timeout,
             consumer_wait=DEFAULT_CLOSE_TIMEOUT,
             pause_reading_while_writes_wait=self.pause_reading_while_writes_wait,
@@ -890,6 +941,7 @@ class _ClientProtocol(_WebSocketProtocol):
         max_message_size: int | None,
         deflate_level: int,
         ping_interval: float | None,
+        pong_timeout: float | None,
         close_timeout: float | None,
         write_limit: int | None,
     ) -> None:
@@ -898,6 +950,7 @@ class _ClientProtocol(_WebSocketProtocol):
             max_message_size=max_message_size,
             deflate_level=deflate_level,
             ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
             close_timeout=close_timeout,
             write_limit=write_limit,
         )

@@ -48,6 +48,7 @@ from .defaults import (
     DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_MAX_QUEUE,
     DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PING_INTERVAL,
     DEFAULT_WRITE_LIMIT,
 )
 from .exceptions import WebSocketConnectionClosed
@@ -112,6 +113,7 @@ class Server:
         process_request: ProcessRequest | None,
         max_header_size: int,
         max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+        pong_timeout: float | None = None,
     ) -> None:
         if max_pending_handshakes is not None and max_pending_handshakes < 1:
             raise ValueError("max_pending_handshakes must be at least 1, or None.")
@@ -123,6 +125,7 @@ class Server:
         self.max_queue = max_queue
         self.write_limit = write_limit
         self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
         self.close_timeout = close_timeout
         self.open_timeout = open_timeout
         self.process_request = process_request
@@ -327,6 +330,7 @@ class _ServerProtocol(_WebSocketProtocol):
             max_message_size=server.max_message_size,
             deflate_level=deflate_level(server.deflate),
             ping_interval=server.ping_interval,
+            pong_timeout=server.pong_timeout,
             close_timeout=server.close_timeout,
             write_limit=server.write_limit,
         )
@@ -604,7 +608,8 @@ def serve(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
     write_limit: int | None = DEFAULT_WRITE_LIMIT,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    pong_timeout: float | None = None,
     ssl: ssl_module.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
@@ -628,8 +633,9 @@ def serve(
       with another origin gets a 403. ``None`` accepts any; requests without ``Origin``
       are accepted.
     - ``compression``, ``max_message_size``, ``max_queue``, ``write_limit``,
-      ``ping_interval``, ``close_timeout``: as for
-      :meth:`~wschannel.io.IOWebSocketChannel.connect`.
+      ``ping_interval``, ``pong_timeout``, ``close_timeout``: as for
+      :meth:`~wschannel.io.IOWebSocketChannel.connect` (keepalive is on: a ping every
+      20 s, 20 s for its pong).
     - ``ssl``: an :class:`ssl.SSLContext` to serve ``wss://``.
     - ``process_request(request)``: sync or async; return ``None`` to go on, or
       ``(status, headers, body)`` to answer with that instead (authentication, routing,
@@ -664,7 +670,8 @@ def unix_serve(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
     write_limit: int | None = DEFAULT_WRITE_LIMIT,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    pong_timeout: float | None = None,
     ssl: ssl_module.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
@@ -702,6 +709,7 @@ def _make_server(handler: Handler, options: dict[str, Any]) -> Server:
         max_queue=options["max_queue"],
         write_limit=options["write_limit"],
         ping_interval=options["ping_interval"],
+        pong_timeout=options["pong_timeout"],
         close_timeout=options["close_timeout"],
         open_timeout=options["open_timeout"],
         process_request=options["process_request"],

@@ -26,6 +26,7 @@ from ..defaults import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUE,
+    DEFAULT_PING_INTERVAL,
 )
 from ..exceptions import WebSocketChannelException
 from .connection import SyncWebSocketChannel
@@ -46,7 +47,8 @@ def connect(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    pong_timeout: float | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     user_agent: str | None = USER_AGENT,
     max_header_size: int = 16384,
@@ -69,8 +71,10 @@ def connect(
       with given settings (a ``DeflateOptions``), or not (``False``).
     - ``max_message_size``: larger messages from the server fail the connection (1009).
     - ``max_queue``: received messages buffered before reading pauses (backpressure).
-    - ``ping_interval``: seconds between keepalive pings; no pong within the same time
-      closes the connection with 1001 (Dart's algorithm).
+    - ``ping_interval``: seconds between keepalive pings (a ping after each interval without
+      a pong; 20 s); ``None`` sends none.
+    - ``pong_timeout``: seconds a keepalive ping waits for its pong before the connection is
+      closed with 1001; ``None`` (default): as long as ``ping_interval``.
     - ``close_timeout``: seconds the closing handshake may take.
 
     ``None`` disables each limit.
@@ -126,6 +130,7 @@ def connect(
         protocol=protocol,
         max_queue=max_queue,
         ping_interval=ping_interval,
+        pong_timeout=pong_timeout,
         close_timeout=close_timeout,
         leftover=handshake.leftover(),
     )

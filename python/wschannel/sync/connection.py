@@ -45,11 +45,18 @@ from typing import TYPE_CHECKING, Final, Self
 from .._driver import SessionDriver
 from .._message import Message, binary_view, check_close_args
 from .._net import kernel_unsent
+from .._ping import Pings
 from .._wschannel import (
     Connection,
+    Pong,
     Request,
 )
-from ..defaults import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_QUEUE
+from ..defaults import (
+    COMPACT_INTERVAL,
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_PING_INTERVAL,
+)
 from ..exceptions import StateError
 from .messages import SyncMessageStream
 
@@ -149,6 +156,11 @@ TIMER_THREAD: Final = "wschannel-timers"
 
 timers = Timers()
 """The timers of every blocking connection in this process."""
+
+
+_CLOSED_PING: Final = (
+    "Cannot ping: this side's close frame has gone (the connection is closing or closed)."
+)
 
 
 class SyncWebSocketSink:
@@ -312,10 +324,11 @@ class SyncWebSocketChannel(SessionDriver):
         *,
         protocol: str | None = None,
         max_queue: int | None = DEFAULT_MAX_QUEUE,
-        ping_interval: float | None = None,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         leftover: bytes = b"",
         request: Request | None = None,
+        pong_timeout: float | None = None,
     ) -> None:
         """Internal: use :func:`~wschannel.sync.connect` or :func:`~wschannel.sync.serve`.
 
@@ -350,8 +363,11 @@ class SyncWebSocketChannel(SessionDriver):
         self._shut_down = False
         self._sock_closed = False
         self._finished = False
+        # The application's pings waiting for their pongs (ping()), and the latency.
+        self._pings: Pings[concurrent.futures.Future[float | None]] = Pings()
         conn.start_session(
             ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
             close_timeout=close_timeout,
             consumer_wait=DEFAULT_CLOSE_TIMEOUT,
             # The reader goes on reading: each sender writes its own frames, so the peer's
@@ -465,6 +481,40 @@ class SyncWebSocketChannel(SessionDriver):
                 target=forward, args=(source, sink), name="wschannel-pipe", daemon=True
             ).start()
         return result
+
+    def ping(self, timeout: float | None = None) -> float:
+        """Send a ping (RFC 6455 §5.5.2) and wait up to ``timeout`` seconds (``None``: no
+        limit) for its pong: the round-trip time in seconds (also :attr:`latency` from then
+        on).
+
+        Thread-safe; pings sent at once all get their answer (a pong answers its ping and
+        those before it, RFC 6455 §5.5.3). Raises ``TimeoutError`` when no pong came in time,
+        and :class:`~wschannel.StateError` once this side's close frame has gone (closed by
+        either side) or if the connection ends before the pong comes.
+        """
+        waiter: concurrent.futures.Future[float | None] = concurrent.futures.Future()
+        with self._lock:
+            conn = self._conn
+            if self._finished or not conn.sending:
+                raise StateError(_CLOSED_PING)
+            self._outgoing.append(conn.send_ping(self._pings.add(waiter)))
+        self._flush()
+        try:
+            rtt = waiter.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"No pong came within {timeout} seconds.") from None
+        if rtt is None:
+            raise StateError(
+                f"The connection closed (code {self._close_code}) before the ping's pong came."
+            )
+        return rtt
+
+    @property
+    def latency(self) -> float | None:
+        """The round-trip time last measured, in seconds: of a keepalive ping (see
+        ``ping_interval``) or of :meth:`ping`; ``None`` before any was answered."""
+        latency = self._pings.latency
+        return self._conn.latency if latency is None else latency
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close (see :meth:`SyncWebSocketSink.close`) and wait until the connection is
@@ -616,6 +666,8 @@ class SyncWebSocketChannel(SessionDriver):
 
     def end_stream(self) -> None:
         self._stream._end()
+        for waiter in self._pings.drop():
+            waiter.set_result(None)  # ping() raises: no pong will come
 
     def half_close(self) -> None:
         self._shutdown_after_flush = socket.SHUT_WR
@@ -692,8 +744,11 @@ class SyncWebSocketChannel(SessionDriver):
                 if cls is str or cls is bytes:
                     if messages is not None:
                         messages.append(event)  # type: ignore[arg-type]
-                elif messages is None:
+                    continue
+                if messages is None:
                     messages = events[:index]  # type: ignore[assignment]
+                if cls is Pong:
+                    self._pong_received(event.data)  # type: ignore[union-attr]
             if messages is not None:
                 self.act()
         stream = self._stream
@@ -707,6 +762,12 @@ class SyncWebSocketChannel(SessionDriver):
                     self.act()
         elif messages:
             stream._put(messages)
+
+    def _pong_received(self, data: bytes) -> None:
+        """A pong came (the session has seen it): resolve the pings it answers (with the
+        lock held; nothing but ping() waits on these futures)."""
+        for waiter, rtt in self._pings.pong(data, self._conn.latency):
+            waiter.set_result(rtt)
 
     def _finish(self) -> None:
         """The reader saw the end: close the socket, then resolve ``done``."""

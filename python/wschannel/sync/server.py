@@ -50,6 +50,7 @@ from ..defaults import (
     DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_MAX_QUEUE,
     DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PING_INTERVAL,
 )
 from ..metrics import (
     OPEN_TIMEOUT,
@@ -114,6 +115,7 @@ class Server:
         ssl: ssl_module.SSLContext | None,
         max_header_size: int,
         max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+        pong_timeout: float | None = None,
     ) -> None:
         if max_pending_handshakes is not None and max_pending_handshakes < 1:
             raise ValueError("max_pending_handshakes must be at least 1, or None.")
@@ -124,6 +126,7 @@ class Server:
         self.max_message_size = max_message_size
         self.max_queue = max_queue
         self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
         self.close_timeout = close_timeout
         self.open_timeout = open_timeout
         self.process_request = process_request
@@ -455,6 +458,7 @@ class Server:
             protocol=handshake.protocol,
             max_queue=self.max_queue,
             ping_interval=self.ping_interval,
+            pong_timeout=self.pong_timeout,
             close_timeout=self.close_timeout,
             leftover=request.leftover(),
             request=request,
@@ -494,7 +498,8 @@ def serve(
     compression: bool | DeflateOptions | None = True,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    pong_timeout: float | None = None,
     ssl: ssl_module.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
@@ -517,7 +522,8 @@ def serve(
     - ``allowed_origins``: the ``Origin`` values accepted (case-insensitively); another
       origin gets a 403. ``None`` accepts any; requests without ``Origin`` are accepted.
     - ``compression``, ``max_message_size``, ``max_queue``, ``ping_interval``,
-      ``close_timeout``: as for :func:`~wschannel.sync.connect`.
+      ``pong_timeout``, ``close_timeout``: as for :func:`~wschannel.sync.connect`
+      (keepalive is on: a ping every 20 s, 20 s for its pong).
     - ``ssl``: an :class:`ssl.SSLContext` to serve ``wss://``.
     - ``process_request(request)``: return ``None`` to go on, or ``(status, headers,
       body)`` to answer with that instead (e.g. a health check).
@@ -555,7 +561,8 @@ def unix_serve(
     compression: bool | DeflateOptions | None = True,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    pong_timeout: float | None = None,
     ssl: ssl_module.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
@@ -599,6 +606,7 @@ def _make_server(sock: socket.socket, handler: Handler, options: dict[str, Any])
         max_message_size=options["max_message_size"],
         max_queue=options["max_queue"],
         ping_interval=options["ping_interval"],
+        pong_timeout=options["pong_timeout"],
         close_timeout=options["close_timeout"],
         open_timeout=options["open_timeout"],
         process_request=options["process_request"],
