@@ -250,7 +250,7 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
 
     def _closed_by_us(self, socket: WebSocket) -> None:
         """Our close of ``socket`` is over: the peer's echo, when the socket reports it
-        (api.md decision 4)."""
+        (design.md decision 4)."""
         if self._close_code is None:
             self._close_code = getattr(socket, "close_code", None)
             self._close_reason = getattr(socket, "close_reason", None)

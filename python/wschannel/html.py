@@ -284,7 +284,7 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
             self._stream._add(data)
 
     def _on_error(self, event: Any) -> None:
-        # Open connections report their end through the close event (api.md: only a
+        # Open connections report their end through the close event (design.md decision 7: only a
         # failure to connect is an error on a channel).
         if not self._ready.done():
             self._fail(WebSocketChannelException(_CONNECTION_FAILED))

@@ -618,7 +618,7 @@ async def invalid_url_raises_value_error(config: Config) -> None:
             raise AssertionError(f"connect({url!r}) did not raise ValueError")
 
 
-# The README example of api.md §1, as written but for two lines: WebSocketChannel.connect
+# The README's example, as written but for two lines: WebSocketChannel.connect
 # (the platform's channel) instead of IOWebSocketChannel.connect (wschannel.io needs the
 # engine), and an await instead of asyncio.run (Pyodide's event loop is already running).
 # The server greets first.
