@@ -313,7 +313,7 @@ class HttpConnect(Tunnel):
             return True
         self._incoming.clear()  # a body: not for the tunnel
         hint = ""
-        if status == 407:
+        if status in (401, 407):  # tinyproxy answers wrong credentials with 401
             hint = (
                 " (check the user and password in the proxy URL)"
                 if self.proxy.username is not None
@@ -467,9 +467,21 @@ class Socks5(Tunnel):
 
     def _take_reply(self) -> bool:
         head = bytes(self._incoming[:5])
-        if len(head) < 5:
+        if len(head) < 2:
             return False
         self._check_version(head[0], 5)
+        reply = head[1]
+        if reply != 0:  # the refusal, whatever address follows
+            name = SOCKS_REPLIES.get(reply, "unknown reply")
+            self._incoming.clear()
+            raise ProxyError(
+                f"SOCKS proxy {self.proxy} refused the connection to "
+                f"{_authority(self.host, self.port)}: {name} (reply 0x{reply:02x})",
+                proxy=str(self.proxy),
+                reply=reply,
+            )
+        if len(head) < 5:
+            return False
         address_type = head[3]
         if address_type == 0x01:
             size = 4 + 4 + 2
@@ -481,16 +493,6 @@ class Socks5(Tunnel):
             raise ProxyError(
                 self._message(f"answered with an unknown address type 0x{address_type:02x}"),
                 proxy=str(self.proxy),
-            )
-        reply = head[1]
-        if reply != 0:
-            name = SOCKS_REPLIES.get(reply, "unknown reply")
-            self._incoming.clear()
-            raise ProxyError(
-                f"SOCKS proxy {self.proxy} refused the connection to "
-                f"{_authority(self.host, self.port)}: {name} (reply 0x{reply:02x})",
-                proxy=str(self.proxy),
-                reply=reply,
             )
         return self._take(size) is not None
 
