@@ -25,7 +25,14 @@ from proxy.servers import ProxyProcess, TlsTerminator
 from sync_helpers import AsyncioServer
 
 import wschannel.sync
-from wschannel._proxy import HttpConnect, Proxy, Socks5, environment_proxy, select_proxy
+from wschannel._proxy import (
+    HttpConnect,
+    Proxy,
+    Socks5,
+    environment_proxy,
+    open_tunnel,
+    select_proxy,
+)
 from wschannel.exceptions import ProxyError
 from wschannel.io import IOWebSocketChannel
 
@@ -641,3 +648,76 @@ def test_proxy_url_is_shown_without_credentials() -> None:
         Proxy.parse(f"socks5://{'u' * 256}:p@proxy.example")
     with pytest.raises(ValueError, match="has a path"):
         Proxy.parse("http://proxy.example:3128/path")
+
+
+# Any event loop: open_tunnel over trio's streams (what wschannel.trio's connect can use).
+
+
+def _upgrade_request(host: str, port: int) -> bytes:
+    return (
+        f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+async def _trio_upgrade_through(
+    proxy: Proxy, scheme: str, targets: Targets, proxy_ssl: ssl.SSLContext | None = None
+) -> bytes:
+    """Under trio: a stream to ``proxy`` (TLS for https), the tunnel to the echo server,
+    TLS inside for wss, an upgrade request; the first line of the answer."""
+    import trio
+
+    with trio.fail_after(TIMEOUT):
+        return await _trio_upgrade(proxy, scheme, targets, proxy_ssl)
+
+
+async def _trio_upgrade(
+    proxy: Proxy, scheme: str, targets: Targets, proxy_ssl: ssl.SSLContext | None
+) -> bytes:
+    import trio
+
+    stream: Any = await trio.open_tcp_stream(proxy.host, proxy.port)
+    if proxy.tls:
+        assert proxy_ssl is not None
+        stream = trio.SSLStream(stream, proxy_ssl, server_hostname=proxy.host)
+    host, port = ("localhost", targets.port(scheme))
+    tunnel = (
+        Socks5(proxy, host, port)
+        if proxy.scheme.startswith("socks")
+        else HttpConnect(proxy, host, port, user_agent=None, max_size=16384)
+    )
+    await open_tunnel(tunnel, stream.send_all, stream.receive_some)
+    if scheme == "wss":
+        stream = trio.SSLStream(stream, targets.client_ssl, server_hostname=host)
+    await stream.send_all(_upgrade_request(host, port))
+    answer = b""
+    while b"\r\n" not in answer:
+        data = await stream.receive_some(4096)
+        assert data, "the server closed the tunnel"
+        answer += data
+    await stream.aclose()
+    return answer.split(b"\r\n")[0]
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_open_tunnel_runs_under_trio_through_each_proxy(
+    scheme: str,
+    targets: Targets,
+    http_proxy: ProxyProcess,
+    https_proxy: TlsTerminator,
+    socks_proxy: ProxyProcess,
+) -> None:
+    import trio
+
+    proxies = [
+        (Proxy.parse(http_proxy.url()), None),
+        (
+            Proxy.parse(https_proxy.url(servers.HTTP_USER, servers.HTTP_PASSWORD)),
+            targets.client_ssl,
+        ),
+        (Proxy.parse(socks_proxy.url(scheme="socks5h")), None),
+    ]
+    for proxy, proxy_ssl in proxies:
+        line = trio.run(_trio_upgrade_through, proxy, scheme, targets, proxy_ssl)
+        assert line == b"HTTP/1.1 101 Switching Protocols", proxy

@@ -34,6 +34,7 @@ import ipaddress
 import re
 import urllib.parse
 import urllib.request
+from collections.abc import Awaitable, Callable
 from typing import Final, Literal, TypeAlias
 
 from .exceptions import ProxyError
@@ -46,6 +47,7 @@ __all__ = [
     "Socks5",
     "Tunnel",
     "environment_proxy",
+    "open_tunnel",
     "select_proxy",
 ]
 
@@ -268,6 +270,26 @@ class Tunnel:
 
     def _message(self, what: str) -> str:
         return f"proxy {self.proxy} {what} (tunnel to {_authority(self.host, self.port)})"
+
+
+async def open_tunnel(
+    tunnel: Tunnel,
+    send: Callable[[bytes], Awaitable[object]],
+    receive: Callable[[], Awaitable[bytes | bytearray]],
+) -> None:
+    """Open ``tunnel`` over a byte stream given by its two coroutines: ``send(data)``
+    writes, ``receive()`` reads some bytes (``b""`` at the end). For any event loop
+    (trio's ``send_all``/``receive_some``, anyio's ``send``/``receive``...); raises
+    :class:`~wschannel.exceptions.ProxyError` as :meth:`Tunnel.receive_data` does."""
+    await send(tunnel.data_to_send())
+    while not tunnel.done:
+        data = await receive()
+        if not data:
+            tunnel.receive_eof()
+        tunnel.receive_data(bytes(data))
+        outgoing = tunnel.data_to_send()
+        if outgoing:
+            await send(outgoing)
 
 
 class HttpConnect(Tunnel):
