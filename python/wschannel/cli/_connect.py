@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
+import os
 import signal
 import ssl
 import sys
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from ..defaults import DEFAULT_MAX_REDIRECTS
 from ..exceptions import StateError, WebSocketChannelException, WebSocketConnectionClosed
 from ..io import IOWebSocketChannel
 from ..status import GOING_AWAY, NORMAL_CLOSURE
@@ -40,6 +43,9 @@ HEX_SHOWN = 32
 DEFAULT_WAIT = 1.0
 #: Lines read ahead of the connection: a large piped file is sent as the server takes it.
 INPUT_AHEAD = 64
+#: The longest line of piped input (the input ends at a longer one: memory stays bounded).
+MAX_LINE = 16 << 20
+READ_SIZE = 65536
 
 #: The names of the close codes printed with them (RFC 6455 §7.4.1).
 CODE_NAMES = {
@@ -97,6 +103,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PEM",
         help="wss://: trust the CA certificates in this file instead of the system's",
+    )
+    proxy = parser.add_mutually_exclusive_group()
+    proxy.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="go through this proxy: http://, https://, socks5:// or socks5h://, with "
+        "user:password@ for its credentials (default: the environment's, e.g. https_proxy, "
+        "all_proxy, except for hosts in no_proxy)",
+    )
+    proxy.add_argument(
+        "--no-proxy",
+        action="store_true",
+        help="connect directly, whatever the environment says",
+    )
+    parser.add_argument(
+        "--max-redirects",
+        type=int,
+        default=DEFAULT_MAX_REDIRECTS,
+        metavar="N",
+        help=f"redirects to follow during the opening handshake (default: "
+        f"{DEFAULT_MAX_REDIRECTS}; 0: none)",
     )
     parser.add_argument(
         "--unix",
@@ -163,10 +190,27 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     headers = headers_from(args.header, parser)
     tls = ssl_option(args, parser)
     console = Console(sys.stdout, sys.stderr, interactive=sys.stdin.isatty())
+    with terminal_kept(console.interactive):
+        try:
+            return asyncio.run(Session(args, headers, tls, console).run())
+        except KeyboardInterrupt:  # the second ctrl-C
+            return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def terminal_kept(interactive: bool) -> Iterator[None]:
+    """Put the terminal's settings back at the end: the program may end while ``input()``
+    (readline, which changes them) still waits for a line."""
+    if not interactive:
+        yield
+        return
+    import termios
+
+    saved = termios.tcgetattr(0)
     try:
-        return asyncio.run(Session(args, headers, tls, console).run())
-    except KeyboardInterrupt:  # the second ctrl-C
-        return EXIT_INTERRUPTED
+        yield
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
 class Console:
@@ -194,6 +238,13 @@ class Console:
 
     def note(self, text: str) -> None:
         self._print(self.err, text)
+
+    def stop_prompting(self) -> None:
+        """The input is over: erase the line being typed, if any, and stop showing it."""
+        if self.prompting:
+            self.prompting = False
+            self.out.write("\r\x1b[K")
+            self.out.flush()
 
     def _print(self, stream: TextIO, text: str) -> None:
         if self.prompting:
@@ -234,8 +285,10 @@ class Session:
                 compression=args.compression,
                 connect_timeout=args.connect_timeout,
                 unix_socket=args.unix,
+                proxy=None if args.no_proxy else (args.proxy or True),
+                max_redirects=args.max_redirects,
             )
-        except ValueError as error:  # the URL or a header
+        except ValueError as error:  # the URL, the proxy's or a header
             self.console.note(f"wschannel connect: {error}")
             return EXIT_NOT_CONNECTED
         try:
@@ -244,9 +297,9 @@ class Session:
             cause = str(error) if args.url in str(error) else f"{args.url}: {error}"
             self.console.note(f"wschannel connect: could not connect: {cause}")
             return EXIT_NOT_CONNECTED
-        self.console.note(self._opened(channel))
         loop = asyncio.get_running_loop()
-        self._on_ctrl_c(loop, channel)
+        self._on_ctrl_c(loop, channel)  # before saying so: a script may signal at once
+        self.console.note(self._opened(channel))
         receiving = loop.create_task(self._receive(channel))
         sending = loop.create_task(self._send(channel))
         await asyncio.wait((receiving, sending), return_when=asyncio.FIRST_COMPLETED)
@@ -298,6 +351,7 @@ class Session:
                 return
 
     def _closed(self, channel: IOWebSocketChannel) -> int:
+        self.console.stop_prompting()
         code = channel.close_code
         name = CODE_NAMES.get(code, "") if code is not None else ""
         reason = f": {channel.close_reason}" if channel.close_reason else ""
@@ -348,11 +402,40 @@ class InputLines:
                 yield input(Console.PROMPT)
         except EOFError:
             self.console.prompting = False
-            self.console.out.write("\n")
+            self.console.out.write("\n")  # after the prompt, where ctrl-D left the cursor
 
     def _piped(self) -> Iterator[str]:
-        for number, raw in enumerate(sys.stdin.buffer, 1):
-            try:
-                yield raw.decode().removesuffix("\n").removesuffix("\r")
-            except UnicodeDecodeError:
-                self.console.note(f"wschannel connect: line {number} is not UTF-8 text: skipped")
+        """Lines from file descriptor 0, read with ``os.read``: a daemon thread blocked in
+        ``sys.stdin``'s buffered reader holds its lock, which aborts the interpreter at exit."""
+        buffer = bytearray()
+        number = 0
+        while chunk := _read(0):
+            buffer += chunk
+            start = 0
+            while (end := buffer.find(b"\n", start)) >= 0:
+                number += 1
+                yield from self._decoded(number, bytes(buffer[start:end]))
+                start = end + 1
+            del buffer[:start]
+            if len(buffer) > MAX_LINE:
+                self.console.note(
+                    f"wschannel connect: line {number + 1} is longer than {MAX_LINE >> 20} MiB: "
+                    "the input ends there"
+                )
+                return
+        if buffer:
+            yield from self._decoded(number + 1, bytes(buffer))
+
+    def _decoded(self, number: int, line: bytes) -> Iterator[str]:
+        try:
+            yield line.removesuffix(b"\r").decode()
+        except UnicodeDecodeError:
+            self.console.note(f"wschannel connect: line {number} is not UTF-8 text: skipped")
+
+
+def _read(fd: int) -> bytes:
+    """A chunk of ``fd``; ``b""`` at its end, or when there is none (closed: ``<&-``)."""
+    try:
+        return os.read(fd, READ_SIZE)
+    except OSError:
+        return b""
