@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from . import _platform, channel, status
 from ._platform import connect
 from .channel import WebSocketChannel, WebSocketSink
-from .exceptions import InvalidStatus, StateError, WebSocketChannelException
+from .exceptions import InvalidStatus, ProxyError, StateError, WebSocketChannelException
 from .status import CloseCode
 
 # The abstract channel's connect() and over() reach the implementations through this: they
@@ -37,6 +37,7 @@ __all__ = [
     "CloseCode",
     "DeflateOptions",
     "InvalidStatus",
+    "ProxyError",
     "StateError",
     "WebSocketChannel",
     "WebSocketChannelException",
