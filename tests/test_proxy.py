@@ -37,6 +37,9 @@ from wschannel.exceptions import ProxyError
 from wschannel.io import IOWebSocketChannel
 
 FLAVOURS = ["asyncio", "blocking"]
+WITH_UVLOOP = ["asyncio", "uvloop", "blocking"]
+"""For the cases that open a connection through each kind of proxy: uvloop's transports too
+(``set_protocol``, ``start_tls`` over TLS)."""
 
 PROXY_VARIABLES = [
     f"{scheme}_proxy" for scheme in ("http", "https", "ws", "wss", "all", "no", "socks")
@@ -150,7 +153,7 @@ def socks_proxy_with_credentials() -> Iterator[ProxyProcess]:
 
 def echo_through(flavour: str, url: str, message: str = "hello", **options: Any) -> object:
     """Connect to the echo server at ``url`` with ``options``, send ``message``; the echo."""
-    if flavour == "asyncio":
+    if flavour in ("asyncio", "uvloop"):
 
         async def run() -> object:
             channel = IOWebSocketChannel.connect(url, **options)
@@ -160,6 +163,9 @@ def echo_through(flavour: str, url: str, message: str = "hello", **options: Any)
             await asyncio.wait_for(channel.sink.close(), TIMEOUT)
             return reply
 
+        if flavour == "uvloop":
+            uvloop = pytest.importorskip("uvloop")
+            return uvloop.run(run())
         return asyncio.run(run())
     with wschannel.sync.connect(url, **options) as channel:
         channel.sink.add(message)
@@ -203,7 +209,7 @@ def socks_requests(proxy: ProxyProcess, address: str, port: int) -> int:
 
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
-@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("flavour", WITH_UVLOOP)
 def test_client_connects_through_an_http_proxy(
     flavour: str, scheme: str, targets: Targets, http_proxy: ProxyProcess
 ) -> None:
@@ -278,7 +284,7 @@ def test_client_reports_a_proxy_that_is_not_listening(flavour: str, targets: Tar
 
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
-@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("flavour", WITH_UVLOOP)
 def test_client_connects_through_an_https_proxy(
     flavour: str, scheme: str, targets: Targets, https_proxy: TlsTerminator
 ) -> None:
@@ -320,7 +326,7 @@ def test_client_reports_407_from_an_https_proxy(
 
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
-@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("flavour", WITH_UVLOOP)
 def test_client_connects_through_a_socks5_proxy_resolving_the_name_itself(
     flavour: str, scheme: str, targets: Targets, socks_proxy: ProxyProcess
 ) -> None:
@@ -338,7 +344,7 @@ def test_client_connects_through_a_socks5_proxy_resolving_the_name_itself(
 
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
-@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("flavour", WITH_UVLOOP)
 def test_client_connects_through_a_socks5h_proxy_sending_the_name(
     flavour: str, scheme: str, targets: Targets, socks_proxy: ProxyProcess
 ) -> None:
