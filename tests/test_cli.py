@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -151,7 +152,8 @@ async def test_connect_sends_each_piped_line_and_prints_the_echoes() -> None:
         assert f"connected to {url}" in err
         assert "closed: 1000 (normal closure)" in err
         assert status == 0
-        assert "Closed with 1000" in await server.note_containing("Closed with")
+        closed = await server.note_containing("Closed with")  # -v: each connection, named
+        assert re.search(r" wschannel\.server: #\d+ 127\.0\.0\.1:\d+: Closed with 1000 ", closed)
 
 
 async def test_serve_chat_sends_each_message_to_every_other_client() -> None:

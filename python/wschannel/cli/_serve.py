@@ -102,12 +102,27 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.unix is not None and (args.port is not None or args.host != DEFAULT_HOST):
         parser.error("--unix listens on a socket file: it takes no --host or --port")
     context = ssl_context(args, parser)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(name_connection)
+    form = "%(asctime)s %(levelname)s %(name)s: %(who)s%(message)s"
+    handler.setFormatter(logging.Formatter(form))
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
     return asyncio.run(run(args, context))
+
+
+def name_connection(record: logging.LogRecord) -> bool:
+    """A handler's filter: ``who`` is the connection a record is about, ``#3 127.0.0.1:50412: ``
+    (the library's connection records carry ``connection_id`` and ``peer``), or nothing."""
+    peer = getattr(record, "peer", None)
+    number = getattr(record, "connection_id", None)
+    if peer is None:
+        record.who = ""
+    else:
+        record.who = f"#{number} {peer}: " if number is not None else f"{peer}: "
+    return True
 
 
 async def run(args: argparse.Namespace, context: ssl.SSLContext | None) -> int:
