@@ -9,7 +9,7 @@
 # system services are not started (policy-rc.d answers "no" during the install, and the
 # script stops and disables any that a package started anyway).
 # Also creates the system user that danted's username method checks (see USER below), with
-# no login shell and no home. Runs as root, or through sudo when it is at hand.
+# no login shell, no home, and expired. Runs as root, or through sudo when it is at hand.
 set -euo pipefail
 
 as_root=()
@@ -44,11 +44,14 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
 fi
 
 # The account danted's `username` method checks (RFC 1929 against the system's passwords):
-# the same name and password as tests/proxy/servers.py's SOCKS_USER / SOCKS_PASSWORD.
+# the same name and password as tests/proxy/servers.py's SOCKS_USER / SOCKS_PASSWORD. Its
+# password is public, so the account is expired: PAM refuses it every login (ssh, su...),
+# while danted only compares the password.
 USER=wschannel-proxy-test
 PASSWORD=wschannel-proxy-test-password
 if ! id "$USER" >/dev/null 2>&1; then
-    echo "tests/proxy/setup.sh: creating the system user $USER (no shell, no home) for danted"
+    echo "tests/proxy/setup.sh: creating the system user $USER for danted (expired: no login)"
     "${as_root[@]}" useradd --system --no-create-home --shell /usr/sbin/nologin "$USER"
     echo "$USER:$PASSWORD" | "${as_root[@]}" chpasswd
+    "${as_root[@]}" usermod --expiredate 1 "$USER" # 2 January 1970
 fi
