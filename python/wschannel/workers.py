@@ -125,6 +125,7 @@ class Workers:
         self.options = serve_options
         self.processes: list[BaseProcess] = []
         self._reserved: socket.socket | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Start the workers; return once each listens. ``RuntimeError`` if one fails."""
@@ -172,6 +173,7 @@ class Workers:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every worker (each closes its connections with 1001), wait up to
         ``timeout`` seconds, then kill those left."""
+        self._stopping = True
         for process in self.processes:
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -195,7 +197,7 @@ class Workers:
             for sentinel in multiprocessing.connection.wait(list(sentinels)):
                 process = sentinels.pop(sentinel)
                 process.join()
-                if sentinels:
+                if not self._stopping:
                     logger.error(
                         "Worker %s exited with %s; %d carry on",
                         process.pid,

@@ -57,6 +57,10 @@ class BrokerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = self.directory / f"{self.name}.log"
 
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
     def command(self) -> list[str]:
         raise NotImplementedError
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -28,18 +29,30 @@ class Node:
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
 
-    async def start(self) -> Node:
+    def launch(self) -> None:
+        """Start the process (:meth:`ready` waits until it listens)."""
         env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
         self.process = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env
         )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), 4 * TIMEOUT)
+
+    def ready(self) -> Node:
+        """Wait (blocking, at most 6 times TIMEOUT: a loaded machine starts Python slowly) for
+        the node's "listening PORT" line."""
+        assert self.process is not None and self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], 6 * TIMEOUT)
+        line = self.process.stdout.readline() if ready else ""
         if not line.startswith("listening "):
             self.process.kill()
             raise RuntimeError(f"node did not start: {line!r}, exit {self.process.wait()}")
         self.port = int(line.split()[1])
         return self
+
+    @staticmethod
+    def start_all(nodes: list[Node]) -> list[Node]:
+        for node in nodes:
+            node.launch()
+        return [node.ready() for node in nodes]
 
     @property
     def url(self) -> str:
