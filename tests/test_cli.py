@@ -222,6 +222,37 @@ async def test_connect_closes_with_1001_on_ctrl_c_and_exits_130() -> None:
             client.kill()
 
 
+async def test_connect_closes_with_1000_once_nobody_reads_its_output() -> None:
+    async with cli_server() as (_, url):
+        read_end, write_end = os.pipe()
+        process = await asyncio.create_subprocess_exec(
+            *CLI,
+            "connect",
+            url,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+            env=environment(),
+        )
+        os.close(write_end)
+        client = Command(process)
+        try:
+            await client.note_containing("connected to")
+            client.send("first\n")
+            with open(read_end, "rb") as output:  # `| head -1`
+                line = await asyncio.wait_for(asyncio.to_thread(output.readline), TIMEOUT)
+            assert line == b"first\n"
+            client.send("second\n")  # its echo goes to a pipe nobody reads any more
+            await asyncio.wait_for(process.wait(), TIMEOUT)  # with its input still open
+            assert process.stderr is not None
+            err = (await process.stderr.read()).decode()
+            assert "closed: 1000 (normal closure)" in err
+            assert "Traceback" not in err
+            assert process.returncode == 0
+        finally:
+            client.kill()
+
+
 async def test_connect_prints_binary_as_length_and_hex_and_exits_3_on_another_code() -> None:
     async def handler(channel: WebSocketChannel) -> None:
         channel.sink.add(b"\x00\x01\xff")

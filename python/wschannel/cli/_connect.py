@@ -239,6 +239,13 @@ class Console:
     def note(self, text: str) -> None:
         self._print(self.err, text)
 
+    def output_closed(self) -> None:
+        """Standard output's reader went away: what is still printed goes nowhere (and the
+        interpreter does not complain at exit, flushing it)."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.out.fileno())
+        os.close(devnull)
+
     def stop_prompting(self) -> None:
         """The input is over: erase the line being typed, if any, and stop showing it."""
         if self.prompting:
@@ -326,7 +333,12 @@ class Session:
     async def _receive(self, channel: IOWebSocketChannel) -> None:
         async for message in channel.stream:
             self.received.set()
-            self.console.message(message)
+            try:
+                self.console.message(message)
+            except BrokenPipeError:  # the reader of our output is gone (`| head -1`): done
+                self.console.output_closed()
+                channel.sink.close(NORMAL_CLOSURE)
+                return
 
     async def _send(self, channel: IOWebSocketChannel) -> None:
         lines = InputLines(asyncio.get_running_loop(), self.console)
