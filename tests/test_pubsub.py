@@ -21,6 +21,7 @@ from wschannel.pubsub import (
     BrokerUnavailable,
     History,
     NatsBroker,
+    Outage,
     Position,
     RedisBroker,
     Topics,
@@ -428,3 +429,20 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_publish_after_the_node_is_back_from_a_redis_restart_goes_through() -> None:
+    # Regression: the client's pooled connections died with the old Redis process; the first
+    # publish after the node said it was back failed on one of them (BrokerUnavailable).
+    if reason := missing("redis-server"):
+        pytest.skip(reason)
+    with RedisServer() as redis:
+        outages: list[Outage] = []
+        broker = RedisBroker(redis.url, health_interval=1.0)
+        async with Topics(broker, on_outage=outages.append) as topics:
+            await asyncio.gather(*(topics.publish("a", "warm") for _ in range(4)))
+            redis.restart(kill=True)
+            await wait_until(lambda: outages, 4 * TIMEOUT, what="the node was back")
+            assert outages[0].ended is not None and outages[0].ended >= outages[0].started
+            await topics.publish("a", "right away")
+            assert topics.stats.outages == 1

@@ -208,6 +208,10 @@ class RedisBroker(Broker):
                 if conn is not None:
                     with contextlib.suppress(RedisError, OSError):
                         await conn.disconnect()
+                    # The client's pooled connections went with the broker: drop them, so
+                    # that the commands after the reconnection do not fail on a stale one.
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._client.connection_pool.disconnect()
                 conn = None
                 await asyncio.sleep(self.backoff.delay(attempt))
                 attempt += 1

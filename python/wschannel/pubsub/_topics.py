@@ -38,6 +38,7 @@ from ..channel import WebSocketChannel
 from ..defaults import DEFAULT_MAX_MESSAGE_SIZE
 from ..server import broadcast
 from ..status import CloseCode
+from ._backoff import Backoff
 from ._broker import Broker, BrokerUnavailable, History, Position, decode, encode
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ logger = logging.getLogger("wschannel.pubsub")
 
 _TOPIC: Final = re.compile(r"[A-Za-z0-9_\-:@/]+(\.[A-Za-z0-9_\-:@/]+)*")
 MAX_TOPIC_LENGTH: Final = 200
+_RECOVERY_ATTEMPTS: Final = 6
+_RECOVERY_BACKOFF: Final = Backoff(first=0.05, cap=1.0)
 SLOW_CLOSE_REASON: Final = "too slow: messages were dropped"
 RESYNCHRONISE_REASON: Final = "topic history lost: resynchronise"
 
@@ -521,14 +524,24 @@ class Topics:
         """Fill this node's gap in ``t`` from the history, then deliver what was held."""
         broker = self.broker
         assert broker is not None and t.recovering is not None
-        try:
-            recovery = await broker.recover(t.name, t.last)
-        except BrokerUnavailable:
-            held, t.recovering = t.recovering, None  # the next reconnection tries again
-            t.recovered.set()
-            for envelope in held:
-                self._deliver(t, envelope)
-            return
+        attempt = 0
+        while True:
+            try:
+                recovery = await broker.recover(t.name, t.last)
+                break
+            except BrokerUnavailable:
+                if self._outage is None and attempt < _RECOVERY_ATTEMPTS:
+                    await asyncio.sleep(_RECOVERY_BACKOFF.delay(attempt))
+                    attempt += 1
+                    continue
+                # Down again (the reconnection recovers), or still failing: deliver what was
+                # held, and say so.
+                logger.warning("Could not recover %r from the history after an outage", t.name)
+                held, t.recovering = t.recovering, None
+                t.recovered.set()
+                for envelope in held:
+                    self._deliver(t, envelope)
+                return
         if t.last is not None and recovery.complete:
             for envelope in recovery.envelopes:
                 self._deliver(t, envelope)
