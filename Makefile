@@ -40,7 +40,14 @@ STALE_ENGINE := python/wschannel/_wschannel.cpython-*.so
 dev: setup  ## Build the Rust engine into .venv (release mode) with the dev tools
 	@rm -f $(STALE_ENGINE)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -E dev
-	@touch $(ENGINE_STAMP)
+	@touch $(ENGINE_STAMP) $(DEV_STAMP)
+
+# The engine with the dev tools (pyproject's dev extras), for the targets that need them:
+# `make dev` rebuilds whenever asked; these only when the Rust sources or pyproject changed
+# since (so make test builds it once, not once per step).
+DEV_STAMP := $(VENV)/.dev-built
+$(DEV_STAMP): $(SETUP_STAMP) $(ENGINE_SOURCES)
+	@$(MAKE) --no-print-directory dev
 
 # Only the package and its engine (no dev tools), and quiet: one line when it sets up or
 # rebuilds, else only the demo's own output.
@@ -62,14 +69,14 @@ test-rust:  ## Rust unit tests, fmt and clippy
 	cargo clippy --all-targets --features python -- -D warnings
 	cargo test -q --all-targets
 
-lint: dev  ## ruff, mypy --strict, the stub check and the import layers (pyproject's importlinter)
+lint: $(DEV_STAMP)  ## ruff, mypy --strict, the stub check and the import layers (pyproject's importlinter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest wschannel._wschannel --allowlist stubtest-allowlist.txt
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
-test-python: dev  ## pytest over loopback (installs Chromium, Node's ws, Pyodide and wstest first)
+test-python: $(DEV_STAMP)  ## pytest over loopback (installs Chromium, Node's ws, Pyodide and wstest first)
 	bash tests/interop/setup.sh
 	bash tests/browser/setup.sh
 	bash compliance/install.sh >/dev/null
@@ -114,7 +121,7 @@ python-ft:  ## Build free-threaded CPython 3.13 once into ~/.cache/wschannel/pyt
 test-wheels:  ## make dist, then the test suite against the installed wheels on CPython 3.11, 3.12, 3.13 and 3.13t
 	bash .ci/wheels.sh
 
-conformance: dev  ## Autobahn|Testsuite: asyncio and blocking, server and client, against the committed expectations
+conformance: $(DEV_STAMP)  ## Autobahn|Testsuite: asyncio and blocking, server and client, against the committed expectations
 	$(PY) compliance/run.py
 
 clean:  ## Remove build products
