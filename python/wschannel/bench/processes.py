@@ -94,7 +94,10 @@ class Worker:
 
     @property
     def name(self) -> str:
-        return " ".join(self.argv[self.argv.index("-m") + 1 :])
+        argv = self.argv
+        if "-m" in argv:  # python -m MODULE ARGS
+            return " ".join(argv[argv.index("-m") + 1 :])
+        return " ".join([Path(argv[0]).name, *argv[1:]])  # a native program
 
     def close(self, timeout: float = 10.0) -> None:
         """Close its stdin (the signal to finish) and wait; kill it if it does not."""

@@ -80,6 +80,7 @@ class Results:
         self.load = [r for r in records if r.get("section") == "load"]
         self.broadcast = [r for r in records if r.get("section") == "broadcast"]
         self.memory = [r for r in records if r.get("section") == "memory"]
+        self.native = [r for r in records if r.get("section") == "native"]
         self.errors = [r for r in records if "error" in r]
         self.echo_median = medians(self.echo, lambda r: (*_cell(r), r["impl"]), "msgs_per_s")
 
@@ -368,12 +369,48 @@ def many_lines(results: Results) -> list[str]:
     return lines
 
 
+NATIVE_ORDER = ("wschannel", "picows", "tokio-tungstenite", "fastwebsockets")
+NATIVE_SERVERS = ("tokio-tungstenite", "fastwebsockets")
+
+
+def native_lines(results: Results) -> list[str]:
+    """Each server's rate per cell under the native load generator, and ``wschannel``'s
+    ratio to the fastest native server and to picows."""
+    if not results.native:
+        return []
+    values = medians(
+        results.native,
+        lambda r: (r["impl"], r["cell"]),
+        "rate",
+    )
+    cell_names = list(dict.fromkeys(r["cell"] for r in results.native))
+    servers = [s for s in NATIVE_ORDER if any(r["impl"] == s for r in results.native)]
+    rows = []
+    for cell in cell_names:
+        mine = values.get(("wschannel", cell))
+        natives = [v for s in NATIVE_SERVERS if (v := values.get((s, cell))) is not None]
+        best = max(natives) if natives else None
+        rates = [_rate(values.get((s, cell))) for s in servers]
+        rows.append([cell, *rates, _ratio(mine, best), _ratio(mine, values.get(("picows", cell)))])
+    header = ["cell", *servers, f"wschannel {X} fastest native", f"wschannel {X} picows"]
+    return [
+        "## Servers under a native load generator (messages/s; broadcast: deliveries/s)",
+        "",
+        "Every server on one thread; the load generator (`benchmarks/native`, Rust,",
+        "tokio-tungstenite's client) on the other core.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
 def markdown(results: Results) -> str:
     lines = ["# Benchmark results", "", *header_lines(results), ""]
     lines += targets_lines(results)
     lines += echo_lines(results)
     lines += compression_lines(results)
     lines += many_lines(results)
+    lines += native_lines(results)
     if results.errors:
         lines += ["## Errors", ""]
         for record in results.errors:

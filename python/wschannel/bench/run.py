@@ -12,6 +12,9 @@ Sections (``--sections``, all by default):
 - ``memory``: resident memory per idle connection at 1,000 and 10,000 connections, plain and
   with permessage-deflate.
 - ``compression``: echo of a JSON corpus with permessage-deflate on for everyone.
+- ``native`` (not in ``--quick``): ``wschannel``'s and picows's servers beside native ones
+  (tokio-tungstenite, fastwebsockets) under a native load generator, so that a Python client
+  does not cap the figures (:mod:`wschannel.bench.native`; needs the repository and cargo).
 
 Measurements are interleaved: each repetition runs every cell once, with the
 implementations in a new order, so a slow moment of a shared machine lands on all of
@@ -40,7 +43,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import clients, machine, report, servers
+from . import clients, machine, native, report, servers
+from .native import run_native
 from .payloads import SIZES, TEXT_SIZE, size_label
 from .processes import Worker, WorkerError, command, rss_bytes
 
@@ -540,6 +544,8 @@ def count_measurements(settings: Settings) -> int:
     if "broadcast" in settings.sections:
         total += len(load_servers(settings, True))
     total *= settings.reps
+    if "native" in settings.sections:
+        total += native.count(settings)
     if "memory" in settings.sections:
         names = memory_servers(settings)
         compressing = [n for n in names if n not in ("picows", "raw-tcp")]
@@ -560,7 +566,9 @@ def make_certificates(directory: Path) -> None:
     )
 
 
-SECTIONS = ("echo", "load", "broadcast", "memory", "compression")
+SECTIONS = ("echo", "load", "broadcast", "memory", "compression", "native")
+#: A quick run leaves out the native section (its first run builds Rust programs).
+QUICK_SECTIONS = ("echo", "load", "broadcast", "memory", "compression")
 
 #: What each implementation's client and server import, when it is not wschannel's own.
 PACKAGES = {
@@ -681,7 +689,8 @@ def settings_from(
                 parser.error(f"{impl} needs {missing}: pip install {install_hint(missing)}")
     else:
         impls = tuple(clients.CLIENTS)  # those not installed are skipped, with a line each
-    sections = tuple(args.sections.split(",")) if args.sections else SECTIONS
+    default_sections = QUICK_SECTIONS if quick else SECTIONS
+    sections = tuple(args.sections.split(",")) if args.sections else default_sections
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -794,7 +803,8 @@ def run(settings: Settings, argv: Iterable[str] = ()) -> int:
     recorder.write(meta)
     with tempfile.TemporaryDirectory(prefix="wschannel-bench-") as tls_dir:
         settings.tls_dir = tls_dir
-        if any(variant.tls for variant in settings.variants) and "echo" in settings.sections:
+        tls_echo = any(v.tls for v in settings.variants) and "echo" in settings.sections
+        if (tls_echo or "native" in settings.sections) and module_found("trustme"):
             make_certificates(Path(tls_dir))
         started = time.monotonic()
         try:
@@ -808,6 +818,12 @@ def run(settings: Settings, argv: Iterable[str] = ()) -> int:
                 run_many(settings, progress, recorder, broadcast=True)
             if "memory" in settings.sections:
                 run_memory(settings, progress, recorder)
+            if "native" in settings.sections:
+                folder, why = native.binaries()
+                if folder is None:
+                    progress.note(f"skipping the native section: {why}")
+                else:
+                    run_native(settings, progress, recorder, folder)
         finally:
             progress.finish()
             recorder.write(

@@ -9,7 +9,9 @@
 //! sends every message it receives to every open connection, itself included — the same two
 //! jobs the Python servers of `wschannel.bench` do. One thread by default (a current-thread
 //! tokio runtime), like the Python servers, so that the load generator keeps the other core.
-//! Prints `listening on HOST:PORT` once it accepts connections. Compression off.
+//! Once it accepts connections it prints `{"port": P, "pid": PID}` (the line the benchmark's
+//! workers answer with), and it exits when its standard input closes (the runner's signal to
+//! finish). Compression off.
 
 use std::net::SocketAddr;
 
@@ -117,7 +119,16 @@ async fn serve(options: Options) -> Result<(), Error> {
         None => None,
     };
     let listener = TcpListener::bind(options.address).await?;
-    println!("listening on {}", listener.local_addr()?);
+    println!(
+        "{{\"port\": {}, \"pid\": {}}}",
+        listener.local_addr()?.port(),
+        std::process::id()
+    );
+    std::thread::spawn(|| {
+        // Standard input closed (or unreadable): the runner is done with this server.
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
     // Only the latest messages matter to a subscriber that fell behind: the load generator
     // keeps one broadcast in flight, so this never fills.
     let (hub, _) = broadcast::channel::<Bytes>(1024);
