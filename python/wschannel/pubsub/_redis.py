@@ -136,6 +136,8 @@ class RedisBroker(Broker):
         self._state_changed: StateChanged | None = None
         self._task: asyncio.Task[None] | None = None
         self._announcing: asyncio.Task[None] | None = None
+        self._outbox: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
+        self._sending: asyncio.Task[None] | None = None
         self._closed = False
         self._answered = 0.0  # the loop time of the subscriber connection's last answer
 
@@ -292,10 +294,35 @@ class RedisBroker(Broker):
                 await conn.send_command("UNSUBSCRIBE", self._channel(topic))
 
     async def publish(self, topic: str, envelope: bytes) -> None:
-        try:
-            await self._client.publish(self._channel(topic), envelope)
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"Cannot publish to Redis at {self.url}: {exc}") from exc
+        """Publishes made while others are on their way go together, in order, in one
+        pipeline on one connection (so one node's publishes keep their order)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._outbox.append((self._channel(topic), envelope, waiter))
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send_outbox())
+        await waiter
+
+    async def _send_outbox(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                if len(batch) == 1:
+                    await self._client.publish(batch[0][0], batch[0][1])
+                else:
+                    pipeline = self._client.pipeline(transaction=False)
+                    for channel, envelope, _ in batch:
+                        pipeline.publish(channel, envelope)
+                    await pipeline.execute()
+            except (RedisError, OSError) as exc:
+                error = BrokerUnavailable(f"Cannot publish to Redis at {self.url}: {exc}")
+                error.__cause__ = exc
+                for _, _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+                continue
+            for _, _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def publish_recoverable(self, topic: str, envelope: bytes, history: History) -> Position:
         ttl = 0 if history.ttl is None else math.ceil(history.ttl * 1000)
