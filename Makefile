@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup dev demo test system-packages test-rust test-python lint fmt conformance fuzz bench bench-quick dist python-ft test-wheels clean
+.PHONY: help setup dev demo test system-packages test-rust test-python lint fmt conformance fuzz bench bench-quick bench-pubsub dist python-ft test-wheels clean
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -96,6 +96,9 @@ bench: dev  ## Benchmarks against picows, websockets, aiohttp, websocket-client 
 
 bench-quick: dev  ## A short benchmark run (under 2 min): benchmarks/results-quick/
 	$(PY) -m benchmarks --quick
+
+bench-pubsub: dev  ## Fan-out through Redis and NATS vs one process, 1,000 subscribers (~2 min; tests/pubsub/setup.sh)
+	$(PY) -m benchmarks.pubsub
 
 fmt:  ## Format Rust and Python
 	cargo fmt
