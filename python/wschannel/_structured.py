@@ -59,6 +59,7 @@ from ._wschannel import (
     reject_response,
 )
 from .bytestream import ByteStreamWebSocketChannel, start_channel
+from .channel import WebSocketChannel
 from .defaults import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
@@ -374,13 +375,17 @@ class Server:
         )
 
     def broadcast(
-        self, message: str | Buffer, *, exclude: ServerChannel | Iterable[ServerChannel] = ()
+        self,
+        message: str | Buffer,
+        *,
+        exclude: WebSocketChannel | Iterable[WebSocketChannel] = (),
     ) -> int:
         """Send ``message`` to every open connection except ``exclude`` (a channel, or
-        several); returns how many got it. The rules of :func:`wschannel.broadcast`:
-        closing, slow (write buffer over ``write_limit``) and ``add_stream``-ing channels
-        are skipped, and uncompressed connections share one encoded frame."""
-        excluded = {exclude} if isinstance(exclude, ServerChannel) else set(exclude)
+        several: ``exclude=channel`` in a handler sends to the others); returns how many got
+        it. The rules of :func:`wschannel.broadcast`: closing, slow (write buffer over
+        ``write_limit``) and ``add_stream``-ing channels are skipped, and uncompressed
+        connections share one encoded frame."""
+        excluded = {exclude} if isinstance(exclude, WebSocketChannel) else set(exclude)
         return broadcast(
             (channel for channel in self._channels if channel not in excluded), message
         )

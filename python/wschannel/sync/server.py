@@ -33,8 +33,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
 
+from .._message import binary_view
 from .._net import Response, deflate_level, deflate_options, format_peer
 from .._wschannel import (
     Connection,
@@ -42,6 +43,7 @@ from .._wschannel import (
     HandshakeError,
     Request,
     ServerHandshake,
+    encode_shared_frame,
     reject_response,
 )
 from ..defaults import (
@@ -51,6 +53,7 @@ from ..defaults import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_PING_INTERVAL,
+    DEFAULT_WRITE_LIMIT,
 )
 from ..metrics import (
     OPEN_TIMEOUT,
@@ -65,12 +68,16 @@ from .connection import SyncWebSocketChannel
 from .connection import shutdown as shutdown_socket
 from .messages import check_max_queue
 
-__all__ = ["Handler", "ProcessRequest", "Server", "serve", "unix_serve"]
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["Handler", "ProcessRequest", "Server", "ServerChannel", "serve", "unix_serve"]
 
 logger = logging.getLogger("wschannel.sync.server")
 
-Handler: TypeAlias = Callable[[SyncWebSocketChannel], object]
-"""Called in its own thread with the channel of each new connection."""
+Handler: TypeAlias = Callable[["ServerChannel"], object]
+"""Called in its own thread with the channel of each new connection; the channel's
+:attr:`~ServerChannel.server` is the server (its connections, ``broadcast``)."""
 
 ProcessRequest: TypeAlias = Callable[[Request], Response | None]
 """Looks at the upgrade request first: ``None`` to go on, or a
@@ -89,6 +96,33 @@ class _Log(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: object, kwargs: Any) -> tuple[object, Any]:
         kwargs["extra"] = self.extra
         return msg, kwargs
+
+
+class ServerChannel(SyncWebSocketChannel):
+    """The channel a handler of :func:`serve` gets: a
+    :class:`~wschannel.sync.SyncWebSocketChannel` that knows the :attr:`server` it came in
+    through, so that a handler reaches the other connections without a global."""
+
+    def __init__(
+        self, sock: socket.socket, conn: Connection, *, server: Server, **options: Any
+    ) -> None:
+        """Internal: made by the server for each connection."""
+        self._server = server
+        super().__init__(sock, conn, **options)
+
+    @property
+    def server(self) -> Server:
+        """The server that accepted this connection: its :attr:`~Server.connections`,
+        :meth:`~Server.broadcast`, :meth:`~Server.shutdown`."""
+        return self._server
+
+    @property
+    def request(self) -> Request:
+        """The HTTP upgrade request that opened the connection: its ``path``, ``headers``
+        and ``header(name)``."""
+        request = self._request
+        assert request is not None  # given by the server
+        return request
 
 
 class Server:
@@ -146,7 +180,7 @@ class Server:
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._threads: set[threading.Thread] = set()
         self._opening: set[socket.socket] = set()  # in their opening handshake
-        self._channels: set[SyncWebSocketChannel] = set()
+        self._channels: set[ServerChannel] = set()
         # Metrics (with the lock): the totals, and the open channels not yet added to them.
         self._tally = Tally()
         self._metered: set[SyncWebSocketChannel] = set()
@@ -164,10 +198,33 @@ class Server:
         return self._port
 
     @property
-    def connections(self) -> list[SyncWebSocketChannel]:
+    def connections(self) -> list[ServerChannel]:
         """The channels of the open connections."""
         with self._lock:
             return [channel for channel in self._channels if not channel.sink.done.done()]
+
+    def broadcast(
+        self,
+        message: str | Buffer,
+        *,
+        exclude: SyncWebSocketChannel | Iterable[SyncWebSocketChannel] = (),
+    ) -> int:
+        """Send ``message`` (``str``: text, bytes-like: binary) to every open connection
+        except ``exclude`` (a channel, or several: ``exclude=channel`` in a handler sends to
+        the others); returns how many got it. From any thread.
+
+        It never blocks: each message is queued for the connection's writer thread.
+        Skipped, and not counted, as :func:`wschannel.broadcast` skips them: connections
+        closing (either side), running ``add_stream``, and **slow** ones, whose unsent bytes
+        (queued, and held by the kernel because the client is not reading) are over
+        :data:`~wschannel.defaults.DEFAULT_WRITE_LIMIT`: a slow client costs at most that
+        plus one message. Connections without compression share one encoded frame. Raises
+        ``TypeError`` for another message type.
+        """
+        excluded = {exclude} if isinstance(exclude, SyncWebSocketChannel) else set(exclude)
+        return _broadcast(
+            [channel for channel in self.connections if channel not in excluded], message
+        )
 
     @property
     def metrics(self) -> ServerMetrics:
@@ -354,7 +411,7 @@ class Server:
                 if channel is not None:
                     self._channels.discard(channel)
 
-    def _open(self, sock: _Socket, log: _Log) -> SyncWebSocketChannel | None:
+    def _open(self, sock: _Socket, log: _Log) -> ServerChannel | None:
         """TLS and the opening handshake (RFC 6455 §4.2), within ``open_timeout``; the
         channel, or ``None`` when the request was refused or the client left (the socket is
         then closed)."""
@@ -386,9 +443,7 @@ class Server:
                 sock.close()
         return channel
 
-    def _handshake(
-        self, sock: _Socket, deadline: float | None, log: _Log
-    ) -> SyncWebSocketChannel | None:
+    def _handshake(self, sock: _Socket, deadline: float | None, log: _Log) -> ServerChannel | None:
         """Read the upgrade request and answer it; the channel, or ``None`` if refused."""
         handshake = ServerHandshake(max_header_size=self.max_header_size)
         request = None
@@ -452,9 +507,10 @@ class Server:
             deflate=handshake.extensions,
             deflate_level=deflate_level(self.deflate),
         )
-        return SyncWebSocketChannel(
+        return ServerChannel(
             sock,
             conn,
+            server=self,
             protocol=handshake.protocol,
             max_queue=self.max_queue,
             ping_interval=self.ping_interval,
@@ -464,7 +520,7 @@ class Server:
             request=request,
         )
 
-    def _run_handler(self, channel: SyncWebSocketChannel, log: _Log) -> None:
+    def _run_handler(self, channel: ServerChannel, log: _Log) -> None:
         """Run the handler, then close with 1000 (1011 if it raised) and wait until closed."""
         try:
             self.handler(channel)
@@ -486,6 +542,43 @@ def _reject(
     body = message.encode() if isinstance(message, str) else message
     sock.sendall(reject_response(status, list(headers), body))
     shutdown_socket(sock, socket.SHUT_WR)
+
+
+def _broadcast(channels: Iterable[SyncWebSocketChannel], message: str | Buffer) -> int:
+    """:meth:`Server.broadcast` to ``channels``: each message queued for the writer thread."""
+    if not isinstance(message, str):
+        try:
+            memoryview(message)
+        except TypeError:
+            raise TypeError(
+                f"Cannot broadcast {type(message).__name__}: send str (text) or a bytes-like "
+                "object (binary)."
+            ) from None
+    frame: bytes | None = None
+    sent = 0
+    for channel in channels:
+        sink = channel.sink
+        if sink._user_closed or sink._disconnected or sink._adding_stream:
+            continue
+        with channel._lock:  # encoded and queued in the order of the connection's frames
+            if sink._disconnected or channel.unsent() > DEFAULT_WRITE_LIMIT:
+                continue
+            conn = channel._conn
+            try:
+                if conn.accepts_shared_frames:
+                    if frame is None:
+                        frame = encode_shared_frame(message)
+                    data = frame
+                    conn.count_shared_frame(len(frame))
+                elif isinstance(message, str):
+                    data = conn.send_text(message)
+                else:
+                    data = conn.send_binary(binary_view(message))
+            except RuntimeError:  # its close frame is out
+                continue
+            channel.write(data)  # the writer thread sends it
+        sent += 1
+    return sent
 
 
 def serve(
