@@ -370,6 +370,21 @@ def test_trio_invalid_url_and_options_raise_at_the_call() -> None:
         wschannel.trio.serve(echo, "127.0.0.1", 0, max_pending_handshakes=0)
 
 
+async def test_trio_functions_under_asyncio_say_what_to_use() -> None:
+    with pytest.raises(RuntimeError, match=r"wschannel.trio.connect\(\) needs trio"):
+        await wschannel.trio.connect("ws://127.0.0.1:1/")
+    with pytest.raises(RuntimeError, match=r"wschannel.trio.serve\(\) needs trio"):
+        async with wschannel.trio.serve(echo, "127.0.0.1", 0):
+            pass
+
+
+def test_anyio_functions_without_a_loop_say_what_to_use() -> None:
+    connecting = wschannel.anyio.connect("ws://127.0.0.1:1/")
+    with pytest.raises(RuntimeError, match="needs a running event loop"):
+        # Driven by hand, outside any event loop: the check is its first step.
+        connecting.__await__().send(None)
+
+
 def test_trio_refused_upgrade_is_invalid_status() -> None:
     async def body() -> None:
         def refuse(request: Request) -> Response | None:

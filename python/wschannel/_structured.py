@@ -147,6 +147,10 @@ class Backend(Protocol):
 
     name: str
 
+    def check_running(self, what: str) -> None:
+        """Raise ``RuntimeError`` saying what to use instead unless the library runs in
+        this thread (``what`` names the call)."""
+
     def cancelled(self) -> type[BaseException]:
         """The exception a cancelled wait raises (``trio.Cancelled``; under anyio the
         backend's)."""
@@ -750,6 +754,7 @@ class Serve:
             raise RuntimeError("This serve() is already running: call serve() again.")
         server = self._server
         backend = server._backend
+        backend.check_running("serve()")
         listeners = await backend.listen_tcp(self._host, self._port, server._options["backlog"])
         stack = contextlib.AsyncExitStack()
         try:
@@ -938,6 +943,7 @@ class Api:
         ``connect_timeout``; the open channel."""
         plan: ClientPlan = options["plan"]
         backend = self.backend
+        backend.check_running("connect()")
         timeout = options["connect_timeout"]
         with backend.move_on_after(timeout):
             hop = plan.first

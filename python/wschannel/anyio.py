@@ -26,6 +26,15 @@ class _Anyio:
 
     name = "anyio"
 
+    def check_running(self, what: str) -> None:
+        try:
+            anyio.get_current_task()
+        except RuntimeError:  # anyio's NoEventLoopError
+            raise RuntimeError(
+                f"wschannel.anyio.{what} needs a running event loop (anyio.run, asyncio.run "
+                "or trio.run); from synchronous code, use wschannel.sync."
+            ) from None
+
     def cancelled(self) -> type[BaseException]:
         return anyio.get_cancelled_exc_class()
 

@@ -48,6 +48,15 @@ class _Trio:
 
     name = "trio"
 
+    def check_running(self, what: str) -> None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            raise RuntimeError(
+                f"wschannel.trio.{what} needs trio (trio.run): under asyncio use "
+                "wschannel.serve / IOWebSocketChannel.connect, or wschannel.anyio."
+            ) from None
+
     def cancelled(self) -> type[BaseException]:
         return trio.Cancelled
 
