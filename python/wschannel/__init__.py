@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import _platform, channel, status
 from ._platform import connect
+from ._reconnect import backoff
 from .channel import WebSocketChannel, WebSocketSink
 from .exceptions import InvalidStatus, ProxyError, StateError, WebSocketChannelException
 from .status import CloseCode
@@ -43,6 +44,7 @@ __all__ = [
     "WebSocketChannelException",
     "WebSocketSink",
     "__version__",
+    "backoff",
     "broadcast",
     "connect",
     "serve",

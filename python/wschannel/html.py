@@ -27,6 +27,7 @@ import enum
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Self
 
+from ._reconnect import Delays, backoff, redialable
 from ._sink import PendingSink
 from ._stream import MessageStream
 from ._tasks import _retrieve_exception
@@ -216,8 +217,12 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         if state == _OPEN:
             self._on_open()
 
+    # Like Dart's factories, each class's connect takes its own options: this one does not
+    # stand in for WebSocketChannel.connect (the platform's, whose other options the browser
+    # cannot honour: wschannel._platform.connect rejects them by name).
     @classmethod
-    def connect(
+    @redialable
+    def connect(  # type: ignore[override]
         cls,
         url: str,
         *,
@@ -225,6 +230,7 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         binary_type: BinaryType = BinaryType.LIST,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         write_limit: int | None = DEFAULT_WRITE_LIMIT,
+        reconnect_delays: Delays = backoff,
     ) -> Self:
         """Open a browser ``WebSocket`` to ``url`` and wrap it; returns the channel at once.
 
@@ -234,7 +240,9 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         ``WebSocketChannelException('WebSocket connection failed.')``. Raises
         ``ValueError`` at once when the browser refuses the URL or the protocols (its
         ``SyntaxError``/``SecurityError``), ``RuntimeError`` outside Pyodide or without a
-        running event loop.
+        running event loop. ``reconnect_delays``: the delays between attempts when the
+        channel is iterated (``async for channel in HtmlWebSocketChannel.connect(url)``
+        reconnects; see :meth:`WebSocketChannel.__aiter__`).
         """
         ffi = _pyodide()
         _running_loop()

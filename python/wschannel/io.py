@@ -54,7 +54,8 @@ from ._net import (
     kernel_unsent,
 )
 from ._proxy import ProxySetting, Tunnel
-from ._sink import GuaranteeSink
+from ._reconnect import Delays, backoff, redialable
+from ._sink import GuaranteeSink, report_unsent
 from ._tasks import _retrieve_exception
 from ._wschannel import (
     ClientHandshake,
@@ -233,6 +234,7 @@ class _IOSink(GuaranteeSink):
         super()._disconnect()
         self._conn = self._live = None
         self._write = self._send_text = self._send_binary = _write_nowhere
+        report_unsent(len(self._pending), self._channel.ready)
         self._pending = []
 
 
@@ -300,6 +302,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
             task.cancel()
 
     @classmethod
+    @redialable
     def connect(
         cls,
         url: str,
@@ -321,6 +324,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         proxy: ProxySetting = True,
         proxy_ssl: ssl_module.SSLContext | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        reconnect_delays: Delays = backoff,
     ) -> Self:
         """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
 
@@ -360,6 +364,9 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
           the default CA store).
         - ``max_redirects``: how many redirects (301, 302, 303, 307, 308) the opening
           handshake follows; ``0`` follows none.
+        - ``reconnect_delays``: when the channel is iterated (``async for channel in
+          IOWebSocketChannel.connect(url)``, which reconnects), a function returning the
+          delays in seconds before each new attempt; :func:`wschannel.backoff` by default.
 
         ``None`` disables each limit. Raises ``ValueError`` for an invalid URL or proxy, and
         ``RuntimeError`` without a running event loop (use ``wschannel.sync`` there). A

@@ -651,7 +651,8 @@ def test_client_connect_without_a_running_loop_raises_runtime_error_naming_sync(
 
 async def test_client_async_with_waits_for_ready_and_closes_on_exit() -> None:
     """design.md decision 13: ``async with connect(url)`` waits for ``ready`` and closes the
-    sink on exit; the server sees a close without a code."""
+    sink on exit; the server sees 1000 (issue 13: as websockets; it was a close without a
+    code, 1005)."""
     server_saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
 
     async def handler(channel: IOWebSocketChannel) -> None:
@@ -664,7 +665,7 @@ async def test_client_async_with_waits_for_ready_and_closes_on_exit() -> None:
             assert channel.ready.done()
             assert channel.ready.exception() is None
         assert channel.sink.done.done()
-        assert await within(server_saw) == 1005
+        assert await within(server_saw) == 1000
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1", "ftp://x", "ws://"])

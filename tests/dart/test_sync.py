@@ -351,7 +351,7 @@ def test_sync_client_add_of_an_unsupported_type_raises_type_error(
 
 def test_sync_client_context_manager_closes_on_exit() -> None:
     """design.md decision 1 (``wschannel.sync``: same channel/sink shape): ``with`` closes on
-    exit and the server sees a close without a code."""
+    exit and the server sees 1000 (issue 13: as websockets; it was a close without a code)."""
     seen: list[int | None] = []
 
     def handler(channel: SyncWebSocketChannel) -> None:
@@ -363,7 +363,7 @@ def test_sync_client_context_manager_closes_on_exit() -> None:
             channel.sink.add("hi")
         assert channel.sink.done.done()
         eventually_sync(lambda: bool(seen))
-    assert seen == [1005]
+    assert seen == [1000]
 
 
 # Keepalive and misbehaving peers (X11-X13).

@@ -25,6 +25,7 @@ from .._net import (
     handshake_error,
 )
 from .._proxy import Proxy, ProxySetting
+from .._reconnect import Delays, backoff, redialable
 from .._wschannel import Connection, DeflateOptions, HandshakeError
 from ..defaults import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -45,6 +46,7 @@ _TUNNEL_READ_SIZE = 1 << 12  # a proxy's answer: at most max_header_size, read i
 _RELAY_READ_SIZE = 1 << 16
 
 
+@redialable
 def connect(
     url: str,
     *,
@@ -63,6 +65,7 @@ def connect(
     proxy: ProxySetting = True,
     proxy_ssl: ssl_module.SSLContext | None = None,
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    reconnect_delays: Delays = backoff,
 ) -> SyncWebSocketChannel:
     """Connect to a ``ws://`` or ``wss://`` URL; returns the channel once it is open.
 
@@ -87,6 +90,9 @@ def connect(
     - ``pong_timeout``: seconds a keepalive ping waits for its pong before the connection is
       closed with 1001; ``None`` (default): as long as ``ping_interval``.
     - ``close_timeout``: seconds the closing handshake may take.
+    - ``reconnect_delays``: when the channel is iterated (``for channel in
+      wschannel.sync.connect(url)``, which reconnects), a function returning the delays in
+      seconds before each new attempt; :func:`wschannel.backoff` by default.
     - ``proxy``: the proxy to go through, as a URL (``http://``, ``https://``,
       ``socks5://``, ``socks5h://``, with ``user:password@`` for its credentials); ``True``
       (default) takes the environment's (``https_proxy``, ``all_proxy``..., not for hosts in

@@ -38,14 +38,15 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from .._driver import SessionDriver
 from .._message import Message, binary_view, check_close_args
 from .._net import kernel_unsent
 from .._ping import Pings
+from .._reconnect import Redial, SyncReconnecting, close_code_for
 from .._wschannel import (
     Connection,
     Pong,
@@ -313,9 +314,12 @@ class SyncWebSocketChannel(SessionDriver):
     """A two-way WebSocket connection for threads: :attr:`stream` in, :attr:`sink` out.
 
     Made open by :func:`wschannel.sync.connect` (client) or by :func:`wschannel.sync.serve`
-    (server side). A context manager: ``with`` closes it on exit and waits until it is
-    closed.
+    (server side). A context manager: ``with`` closes it on exit (1000, or 1011 when the
+    block raised) and waits until it is closed. One made by ``connect`` reconnects when
+    iterated (``for channel in wschannel.sync.connect(url)``, see :meth:`__iter__`).
     """
+
+    _redial: Redial[Any] | None = None  # set by connect (wschannel._reconnect.redialable)
 
     def __init__(
         self,
@@ -535,7 +539,27 @@ class SyncWebSocketChannel(SessionDriver):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        """Close with 1000 (normal closure), or 1011 (internal error) when the block raised,
+        and wait until closed."""
+        self.close(close_code_for(exc))
+
+    def __iter__(self) -> Iterator[Self]:
+        """``for channel in wschannel.sync.connect(url):`` this channel, then, each time the
+        loop comes back, a new connection made the same way (the previous one closed with
+        1000 if still open, and waited for), reconnecting when the connection is lost or an
+        attempt fails, with backoff (``reconnect_delays``), as the asyncio client does. The
+        first attempt is ``connect``'s own, which raises if it fails; to retry that one too,
+        use :func:`wschannel.sync.reconnect`.
+
+        Only a channel made by ``connect`` can be iterated: ``TypeError`` otherwise.
+        """
+        redial = self._redial
+        if redial is None:
+            raise TypeError(
+                "This SyncWebSocketChannel was not made by wschannel.sync.connect(), so it "
+                "cannot reconnect."
+            )
+        return SyncReconnecting(self, cast("Redial[Self]", redial))
 
     def __repr__(self) -> str:
         if self._sink._done.done():
