@@ -26,6 +26,7 @@ import wschannel
 import wschannel.sync
 from wschannel import WebSocketChannel, WebSocketChannelException
 from wschannel._platform import BROWSER_OPTIONS, check_browser_options
+from wschannel._reconnect import close_code_for
 from wschannel.channel import ConnectOptions
 from wschannel.io import IOWebSocketChannel
 
@@ -233,3 +234,33 @@ def test_messages_dropped_when_the_program_ends_before_open_are_reported(
     )
     assert result.returncode == 0, result.stderr
     assert "1 message added before the connection opened was dropped unsent" in result.stderr
+
+
+async def test_async_with_closes_with_1001_when_the_task_is_cancelled() -> None:
+    seen: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    inside = asyncio.Event()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        async for _ in channel.stream:
+            pass
+        seen.set_result(channel.close_code)
+
+    async def client(url: str) -> None:
+        async with wschannel.connect(url):
+            inside.set()
+            await asyncio.Event().wait()  # until cancelled
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+        task = asyncio.ensure_future(client(f"ws://127.0.0.1:{server.port}"))
+        await wait(inside.wait())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await wait(task)
+        assert await asyncio.wait_for(seen, TIMEOUT) == 1001
+
+
+def test_the_close_code_of_a_block_says_how_it_ended() -> None:
+    assert close_code_for(None) == 1000
+    assert close_code_for(ValueError()) == 1011
+    assert close_code_for(asyncio.CancelledError()) == 1001
+    assert close_code_for(KeyboardInterrupt()) == 1001

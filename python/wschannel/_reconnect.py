@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Generic, ParamSpec, Protocol, Self, TypeVar
 
 from .exceptions import InvalidStatus, ProxyError, WebSocketChannelException
-from .status import INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
+from .status import GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -433,6 +433,10 @@ def reconnecting(connect: Callable[P, S]) -> Callable[P, Iterator[S]]:
 
 
 def close_code_for(error: BaseException | None) -> int:
-    """The close code of a ``with``/``async with`` block that ends: 1000, or 1011 (internal
-    error) when it raised."""
-    return NORMAL_CLOSURE if error is None else INTERNAL_SERVER_ERROR
+    """The close code of a ``with``/``async with`` block that ends: 1000 (normal closure);
+    1011 (internal error) when it raised an exception; 1001 (going away) when the program or
+    task is being stopped (a ``BaseException`` that is not an ``Exception``: a cancelled
+    task, ``KeyboardInterrupt``, ``SystemExit``), as ``wschannel.trio`` closes."""
+    if error is None:
+        return NORMAL_CLOSURE
+    return INTERNAL_SERVER_ERROR if isinstance(error, Exception) else GOING_AWAY

@@ -144,8 +144,9 @@ class WebSocketChannel(StreamChannel):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Close with 1000 (normal closure), or 1011 (internal error) when the block raised,
-        and wait until the connection is closed (as websockets does). A sink already closed
+        """Close with 1000 (normal closure), 1011 (internal error) when the block raised, or
+        1001 (going away) when the task was cancelled, and wait until the connection is
+        closed (as websockets does; bounded by ``close_timeout``). A sink already closed
         keeps its code."""
         await self.sink.close(close_code_for(exc))
 

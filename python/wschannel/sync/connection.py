@@ -315,7 +315,7 @@ class SyncWebSocketChannel(SessionDriver):
 
     Made open by :func:`wschannel.sync.connect` (client) or by :func:`wschannel.sync.serve`
     (server side). A context manager: ``with`` closes it on exit (1000, or 1011 when the
-    block raised) and waits until it is closed. One made by ``connect`` reconnects when
+    block raised; see :meth:`__exit__`) and waits until it is closed. One made by ``connect`` reconnects when
     iterated (``for channel in wschannel.sync.connect(url)``, see :meth:`__iter__`).
     """
 
@@ -539,8 +539,9 @@ class SyncWebSocketChannel(SessionDriver):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Close with 1000 (normal closure), or 1011 (internal error) when the block raised,
-        and wait until closed."""
+        """Close with 1000 (normal closure), 1011 (internal error) when the block raised an
+        exception, or 1001 (going away) for ``KeyboardInterrupt`` or ``SystemExit``, and wait
+        until closed."""
         self.close(close_code_for(exc))
 
     def __iter__(self) -> Iterator[Self]:
