@@ -49,6 +49,7 @@ from ._net import (
     format_peer,
     handshake_error,
 )
+from ._reconnect import close_code_for
 from ._sink import GuaranteeSink
 from ._wschannel import (
     Connection,
@@ -209,9 +210,9 @@ class Connect:
     close the channel on exit.
 
     Leaving the ``async with`` block closes with 1000 (normal closure), 1011 (internal
-    error) if the block raised, or 1001 (going away) if it was cancelled, then waits for
-    the closing handshake, shielded from cancellation; the session bounds that wait with
-    ``close_timeout``.
+    error) if the block raised, or 1001 (going away) if it was cancelled (or interrupted),
+    then waits for the closing handshake, shielded from cancellation; the session bounds
+    that wait with ``close_timeout``.
     """
 
     __slots__ = ("_api", "_channel", "_options", "_url")
@@ -241,20 +242,9 @@ class Connect:
     ) -> None:
         channel = self._channel
         assert channel is not None
-        if exc is None:
-            code = NORMAL_CLOSURE
-        elif _is_cancellation(exc, self._api.backend.cancelled()):
-            code = GOING_AWAY
-        else:
-            code = INTERNAL_SERVER_ERROR
+        # 1001 for a cancellation (or KeyboardInterrupt...), as every ``async with`` closes.
+        code = close_code_for(exc)
         await _close_and_wait(self._api.backend, channel, code, self._options["close_timeout"])
-
-
-def _is_cancellation(exc: BaseException, cancelled: type[BaseException]) -> bool:
-    """Whether ``exc`` is a cancellation, or a group of nothing else."""
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.split(cancelled)[1] is None
-    return isinstance(exc, cancelled)
 
 
 def _going_away(sink: GuaranteeSink, code: int) -> None:
