@@ -23,14 +23,20 @@ import os
 import random
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .processes import Worker, WorkerError
 
-if TYPE_CHECKING:
-    from .run import Progress, Recorder, Settings
+# The runner's settings, progress line and recorder (wschannel.bench.run, which imports this
+# module: typed loosely here so that the import goes one way).
+Settings = Any
+Progress = Any
+Recorder = Any
+#: ``run.start_server(impl, settings, tls=..., broadcast=...)``: a Python server worker.
+StartPython = Callable[..., tuple[Worker, str, int]]
 
 __all__ = ["NATIVE_SERVERS", "binaries", "count", "run_native"]
 
@@ -104,16 +110,21 @@ def binaries() -> tuple[Path | None, str | None]:
 def count(settings: Settings) -> int:
     """Measurements the section makes (for the progress bar)."""
     servers = len(NATIVE_SERVERS) + len(PYTHON_SERVERS)
-    return len(cells(settings)) * servers * settings.reps
+    reps: int = settings.reps
+    return len(cells(settings)) * servers * reps
 
 
 def start_server(
-    name: str, folder: Path, settings: Settings, *, tls: bool, broadcast: bool
+    name: str,
+    folder: Path,
+    settings: Settings,
+    start_python: StartPython,
+    *,
+    tls: bool,
+    broadcast: bool,
 ) -> tuple[Worker, str]:
-    """A server worker and its URL; the Python ones through ``run.start_server``."""
+    """A server worker and its URL; the Python ones through ``start_python``."""
     if name in PYTHON_SERVERS:
-        from .run import start_server as start_python
-
         worker, url, _ = start_python(name, settings, tls=tls, broadcast=broadcast)
         return worker, url
     argv = [str(folder / "anchor-server"), "--impl", name, "--port", "0"]
@@ -141,7 +152,13 @@ def measure(folder: Path, url: str, cell: Cell, settings: Settings) -> dict[str,
         worker.close()
 
 
-def run_native(settings: Settings, progress: Progress, recorder: Recorder, folder: Path) -> None:
+def run_native(
+    settings: Settings,
+    progress: Progress,
+    recorder: Recorder,
+    folder: Path,
+    start_python: StartPython,
+) -> None:
     """Every cell against every server, servers started once per kind of cell."""
     servers = [*PYTHON_SERVERS, *NATIVE_SERVERS]
     kinds = {(cell.tls, cell.mode == "broadcast") for cell in cells(settings)}
@@ -151,7 +168,7 @@ def run_native(settings: Settings, progress: Progress, recorder: Recorder, folde
             for tls, broadcast in sorted(kinds):
                 try:
                     started[name, tls, broadcast] = start_server(
-                        name, folder, settings, tls=tls, broadcast=broadcast
+                        name, folder, settings, start_python, tls=tls, broadcast=broadcast
                     )
                 except WorkerError as error:
                     progress.note(f"error: native: {name} server did not start: {error}"[:400])

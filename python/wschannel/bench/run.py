@@ -823,7 +823,7 @@ def run(settings: Settings, argv: Iterable[str] = ()) -> int:
                 if folder is None:
                     progress.note(f"skipping the native section: {why}")
                 else:
-                    run_native(settings, progress, recorder, folder)
+                    run_native(settings, progress, recorder, folder, start_server)
         finally:
             progress.finish()
             recorder.write(
