@@ -17,7 +17,8 @@ What the browser decides (WHATWG WebSockets Standard):
   1000 with the same reason;
 - it cannot stop reading: received messages are buffered without bound (no backpressure);
 - it tells nothing about a failure but "error": a connection that cannot be opened fails
-  ``ready`` with ``WebSocketChannelException('WebSocket connection failed.')``.
+  ``ready`` with ``WebSocketChannelException('WebSocket connection failed.')`` (its
+  ``inner`` a ``ConnectionError`` saying the same).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ _OPEN: Final = 1
 _CONNECTION_FAILED: Final = "WebSocket connection failed."
 
 _EVENTS: Final = ("open", "message", "error", "close")
+
+
+def _connection_failed() -> WebSocketChannelException:
+    """The error of a connection the browser could not open: all it says is that it failed
+    (a refused port, a 403 and a TLS failure look alike to a page), so ``inner`` is a
+    ``ConnectionError`` saying the same; a reconnecting loop retries it."""
+    return WebSocketChannelException.from_inner(ConnectionError(_CONNECTION_FAILED))
 
 
 class BinaryType(enum.Enum):
@@ -295,11 +303,11 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         # Open connections report their end through the close event (design.md decision 7: only a
         # failure to connect is an error on a channel).
         if not self._ready.done():
-            self._fail(WebSocketChannelException(_CONNECTION_FAILED))
+            self._fail(_connection_failed())
 
     def _on_close(self, event: Any) -> None:
         if not self._ready.done():
-            self._fail(WebSocketChannelException(_CONNECTION_FAILED))
+            self._fail(_connection_failed())
             return
         self._close_code = int(event.code)
         self._close_reason = str(event.reason)
