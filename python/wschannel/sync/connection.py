@@ -315,8 +315,9 @@ class SyncWebSocketChannel(SessionDriver):
 
     Made open by :func:`wschannel.sync.connect` (client) or by :func:`wschannel.sync.serve`
     (server side). A context manager: ``with`` closes it on exit (1000, or 1011 when the
-    block raised; see :meth:`__exit__`) and waits until it is closed. One made by ``connect`` reconnects when
-    iterated (``for channel in wschannel.sync.connect(url)``, see :meth:`__iter__`).
+    block raised; see :meth:`__exit__`) and waits until it is closed. One made by
+    ``connect`` reconnects when iterated (``for channel in wschannel.sync.connect(url)``,
+    see :meth:`__iter__`).
     """
 
     _redial: Redial[Any] | None = None  # set by connect (wschannel._reconnect.redialable)
