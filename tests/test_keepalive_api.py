@@ -301,3 +301,27 @@ def test_blocking_ping_waiting_when_the_connection_ends_raises() -> None:
         with pytest.raises(StateError, match="before the ping's pong came"):
             channel.ping(TIMEOUT)
         assert channel.close_code == 1006
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ping_interval": -1.0}, "ping_interval must be a positive number"),
+        ({"ping_interval": 0}, "ping_interval must be a positive number"),
+        ({"pong_timeout": 0.0}, "pong_timeout must be a positive number"),
+        ({"pong_timeout": float("nan")}, "pong_timeout must be a positive number"),
+    ],
+)
+async def test_keepalive_settings_that_cannot_work_raise_at_the_call(
+    options: dict[str, float], message: str
+) -> None:
+    # They used to fail inside the event loop once the connection opened: ready then hung.
+    url = "ws://127.0.0.1:9"
+    with pytest.raises(ValueError, match=message):
+        IOWebSocketChannel.connect(url, **options)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        wschannel.sync.connect(url, **options)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        await wschannel.serve(lambda channel: None, "127.0.0.1", 0, **options)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        wschannel.sync.serve(lambda channel: None, "127.0.0.1", 0, **options)  # type: ignore[arg-type]

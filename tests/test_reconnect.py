@@ -455,3 +455,18 @@ def test_retry_after_in_seconds_or_as_a_date_and_bounded() -> None:
     assert retry_after(status_error(503, ("Retry-After", "soon"))) is None
     assert retry_after(status_error(503)) is None
     assert retry_after(TimeoutError()) is None
+
+
+async def test_reconnect_delays_that_are_not_a_function_raise_at_the_call(echo_url: str) -> None:
+    with pytest.raises(TypeError, match=r"reconnect_delays must be a function .* got \[1, 2\]"):
+        wschannel.connect(echo_url, reconnect_delays=[1, 2])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="reconnect_delays must be a function"):
+        wschannel.sync.connect(echo_url, reconnect_delays=[1, 2])  # type: ignore[arg-type]
+
+
+async def test_a_negative_delay_raises_when_it_comes(raw_server: StartRaw) -> None:
+    handle, _ = answering(refusal(503, "Service Unavailable"))
+    server = await raw_server(handle)
+    with pytest.raises(ValueError, match="delays are seconds"):
+        async for _ in wschannel.connect(server.url, reconnect_delays=lambda: [-1.0]):
+            raise AssertionError("no channel should open")

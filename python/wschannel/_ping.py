@@ -15,12 +15,27 @@ import os
 import time
 from typing import Generic, TypeVar
 
-__all__ = ["Pings"]
+__all__ = ["Pings", "check_keepalive"]
 
 W = TypeVar("W")
 
 PAYLOAD_SIZE = 4
 """Bytes of random payload in each application ping."""
+
+
+def check_keepalive(ping_interval: float | None, pong_timeout: float | None) -> None:
+    """``ValueError`` at the call for a keepalive setting the session cannot use: each must
+    be a positive number of seconds, or ``None``."""
+    for name, value in (("ping_interval", ping_interval), ("pong_timeout", pong_timeout)):
+        if value is not None and not value > 0:  # also NaN
+            meaning = (
+                "None to send no keepalive pings"
+                if name == "ping_interval"
+                else "None to wait as long as ping_interval"
+            )
+            raise ValueError(
+                f"{name} must be a positive number of seconds, or {meaning}; got {value!r}."
+            )
 
 
 class Pings(Generic[W]):

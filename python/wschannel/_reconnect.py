@@ -188,8 +188,9 @@ def redialable(connect: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(connect)
     def redialing_connect(*args: P.args, **kwargs: P.kwargs) -> R:
+        redial = _redial_of(redialing_connect, signature, args, kwargs)  # checks first
         channel = connect(*args, **kwargs)
-        channel._redial = _redial_of(redialing_connect, signature, args, kwargs)
+        channel._redial = redial
         return channel
 
     return redialing_connect
@@ -200,11 +201,14 @@ def _redial_of(
 ) -> Redial[C]:
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
-    return Redial(
-        str(bound.arguments["url"]),
-        functools.partial(connect, *args, **kwargs),
-        bound.arguments["reconnect_delays"],
-    )
+    delays = bound.arguments["reconnect_delays"]
+    if not callable(delays):
+        raise TypeError(
+            "reconnect_delays must be a function returning the delays in seconds (called "
+            "again after each connection that opened), such as wschannel.backoff or "
+            f"lambda: [1, 2, 5]; got {delays!r}."
+        )
+    return Redial(str(bound.arguments["url"]), functools.partial(connect, *args, **kwargs), delays)
 
 
 class _Attempts:

@@ -53,6 +53,7 @@ from ._net import (
     handshake_error,
     kernel_unsent,
 )
+from ._ping import check_keepalive
 from ._proxy import ProxySetting, Tunnel
 from ._reconnect import Delays, backoff, redialable
 from ._sink import GuaranteeSink, report_unsent
@@ -377,6 +378,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise RuntimeError(_NO_LOOP_MESSAGE) from None
+        check_keepalive(ping_interval, pong_timeout)
         offered = list(protocols or ())
         deflate = deflate_options(compression)
         path = None if unix_socket is None else os.fspath(unix_socket)

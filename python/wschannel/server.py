@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
 
 from ._direct import DirectTransport
 from ._net import Response, deflate_level, deflate_options, format_peer
+from ._ping import check_keepalive
 from ._sink import GuaranteeSink
 from ._wschannel import (
     DeflateOptions,
@@ -744,6 +745,7 @@ def unix_serve(
 
 
 def _make_server(handler: Handler, options: dict[str, Any]) -> Server:
+    check_keepalive(options["ping_interval"], options["pong_timeout"])
     allowed_origins = options["allowed_origins"]
     return Server(
         handler,

@@ -24,6 +24,7 @@ from .._net import (
     deflate_options,
     handshake_error,
 )
+from .._ping import check_keepalive
 from .._proxy import Proxy, ProxySetting
 from .._reconnect import Delays, backoff, redialable
 from .._wschannel import Connection, DeflateOptions, HandshakeError
@@ -106,6 +107,7 @@ def connect(
     :class:`~wschannel.exceptions.ProxyError` when the proxy refused or could not be reached.
     """
     check_max_queue(max_queue)
+    check_keepalive(ping_interval, pong_timeout)
     offered = list(protocols or ())
     deflate = deflate_options(compression)
     plan = ClientPlan(

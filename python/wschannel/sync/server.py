@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
 
 from .._message import binary_view
 from .._net import Response, deflate_level, deflate_options, format_peer
+from .._ping import check_keepalive
 from .._wschannel import (
     Connection,
     DeflateOptions,
@@ -625,6 +626,7 @@ def serve(
       that many are, new connections wait in the listen backlog (``backlog`` long).
     """
     check_max_queue(max_queue)
+    check_keepalive(ping_interval, pong_timeout)
     if sock is None:
         address = ("" if host is None else host, port or 0)
         if host is None and socket.has_dualstack_ipv6():
@@ -668,6 +670,7 @@ def unix_serve(
     """:func:`serve` on a Unix-domain socket at ``path`` (or an already bound ``sock``). A
     stale socket file at ``path`` is replaced; the file is removed at shutdown."""
     check_max_queue(max_queue)
+    check_keepalive(ping_interval, pong_timeout)
     unix_path = None
     if sock is None:
         if path is None:
