@@ -5,6 +5,7 @@ killed node, and worker processes sharing one port."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 from conftest import TIMEOUT, wait_until
 from pubsub.brokers import BrokerProcess, NatsServer, RedisServer, missing
-from pubsub.clients import Client, Node
+from pubsub.clients import ROOT, Client, Node
+
+EXAMPLE = ROOT / "examples" / "pubsub_chat.py"
 
 
 def start_broker(kind: str) -> BrokerProcess:
@@ -177,6 +180,29 @@ async def test_the_other_nodes_carry_on_when_one_is_killed(
     await alive[0].publish("room", "late")
     for client in [*alive, newcomer]:
         await wait_until(partial(reached_all, "late", [client]), what="late arrived")
+
+
+async def test_the_chat_example_runs_on_two_workers_through_redis(clients: list[Client]) -> None:
+    with start_broker("redis") as redis:
+        chat = Node("--port", "0", "--workers", "2", "--redis", redis.url, script=EXAMPLE)
+        Node.start_all([chat])
+        try:
+            alice, bob = Client(chat.url), Client(chat.url)
+            clients += [alice, bob]
+            for client in (alice, bob):
+                client.channel.sink.add(json.dumps({"join": "lobby"}))
+                client.channel.sink.add(json.dumps({"join": "history"}))
+            alice.channel.sink.add(json.dumps({"say": "hi", "to": "lobby"}))
+            bob.channel.sink.add(json.dumps({"say": "hello", "to": "history"}))
+            for client in (alice, bob):
+                await client.wait_for(4)  # two answers, then the two messages
+                objects = [json.loads(m) for m in client.messages if m.startswith("{")]
+                assert [o["joined"] for o in objects if "joined" in o] == ["lobby", "history"]
+                history = [o for o in objects if "offset" in o]
+                assert [(o["offset"], o["data"][-7:]) for o in history] == [(1, ": hello")]
+                assert any(m.endswith(": hi") for m in client.messages if not m.startswith("{"))
+        finally:
+            chat.stop()
 
 
 @pytest.fixture

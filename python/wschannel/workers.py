@@ -224,12 +224,16 @@ def serve_workers(
     port: int = 0,
     *,
     workers: int | None = None,
+    ready: Callable[[int], object] | None = None,
     **serve_options: Any,
 ) -> None:
     """Serve ``app`` on ``host``:``port`` from ``workers`` processes (default: one per CPU),
-    until SIGINT or SIGTERM; then stop them all. See :class:`Workers`."""
+    until SIGINT or SIGTERM; then stop them all. ``ready(port)`` is called once every worker
+    listens (with port 0: the one chosen). See :class:`Workers`."""
     with Workers(app, host, port, workers=workers, **serve_options) as running:
         logger.info("Serving on %s:%d with %d workers", running.host, running.port, running.workers)
+        if ready is not None:
+            ready(running.port)
         stopping = False
 
         def stop(signum: int, frame: object) -> None:

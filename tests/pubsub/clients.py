@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -22,10 +23,11 @@ ROOT = Path(__file__).parents[2]
 
 
 class Node:
-    """A node process: ``node.py`` with its arguments, started by :meth:`start`."""
+    """A node process: ``node.py`` (or ``script``) with its arguments; it prints "listening
+    PORT" (or a ws://127.0.0.1:PORT URL) once it serves."""
 
-    def __init__(self, broker_url: str, *args: str) -> None:
-        self.args = [sys.executable, str(NODE), broker_url, *args]
+    def __init__(self, *args: str, script: Path = NODE) -> None:
+        self.args = [sys.executable, str(script), *args]
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
 
@@ -42,10 +44,11 @@ class Node:
         assert self.process is not None and self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], 6 * TIMEOUT)
         line = self.process.stdout.readline() if ready else ""
-        if not line.startswith("listening "):
+        found = re.search(r"(?:^listening |ws://127\.0\.0\.1:)(\d+)", line)
+        if found is None:
             self.process.kill()
             raise RuntimeError(f"node did not start: {line!r}, exit {self.process.wait()}")
-        self.port = int(line.split()[1])
+        self.port = int(found.group(1))
         return self
 
     @staticmethod
