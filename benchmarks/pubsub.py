@@ -17,6 +17,10 @@ the topic. Two measurements per setup:
   p50 and p99 of publish-to-delivery time (the publisher's send to a subscriber's receipt,
   one clock), and deliveries per second.
 
+With each, the CPU time the server processes and the broker used per 1,000 deliveries (at
+saturation, from /proc): the cost of the work itself, which a busy machine does not change
+much, where the rates and latencies above depend on what else runs.
+
     python -m benchmarks.pubsub                        # about 2 minutes
     python -m benchmarks.pubsub --subscribers 200 --duration 3 --setups local,redis
     make bench-pubsub
@@ -124,10 +128,40 @@ def load(binary: Path, port: int, args: argparse.Namespace, mode: str, value: fl
 
 
 @contextlib.contextmanager
-def servers(broker_url: str | None, workers: int) -> Iterator[int]:
+def servers(broker_url: str | None, workers: int) -> Iterator[Workers]:
     os.environ[_SETUP] = json.dumps({"broker": broker_url})
     with Workers(app, "127.0.0.1", 0, workers=workers, max_queue=None) as running:
-        yield running.port
+        yield running
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used (from /proc): what the work cost,
+    whatever else the machine ran meanwhile."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def measured(
+    binary: Path,
+    running: Workers,
+    broker_pid: int | None,
+    args: argparse.Namespace,
+    mode: str,
+    value: float,
+) -> Any:
+    """A load run, with the CPU the servers (and the broker) used per 1,000 deliveries."""
+    pids = [p.pid for p in running.processes if p.pid is not None]
+    before = cpu_seconds(pids), cpu_seconds([broker_pid] if broker_pid else [])
+    result = load(binary, running.port, args, mode, value)
+    after = cpu_seconds(pids), cpu_seconds([broker_pid] if broker_pid else [])
+    thousands = max(result["deliveries"], 1) / 1000  # warm-up included in the CPU: an upper bound
+    result["server_cpu_ms_per_1000"] = round((after[0] - before[0]) * 1000 / thousands, 2)
+    result["broker_cpu_ms_per_1000"] = round((after[1] - before[1]) * 1000 / thousands, 2)
+    return result
 
 
 def loadavg() -> list[float]:
@@ -150,9 +184,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             url = None if name == "local" else brokers[name].url
             workers = 1 if name == "local" else args.workers
             print(f"{name}: {workers} process(es), {args.subscribers} subscribers", flush=True)
-            with servers(url, workers) as port:
-                saturation = load(binary, port, args, "window", args.window)
-                paced = load(binary, port, args, "rate", args.rate)
+            broker = brokers.get(name)
+            broker_pid = broker.process.pid if broker and broker.process else None
+            with servers(url, workers) as running:
+                saturation = measured(binary, running, broker_pid, args, "window", args.window)
+                paced = measured(binary, running, broker_pid, args, "rate", args.rate)
             results.append(
                 {
                     "setup": name,
@@ -172,7 +208,9 @@ def row(result: dict[str, Any]) -> str:
         f"| {result['setup']} | {result['processes']} "
         f"| {saturation['deliveries_per_s']:,.0f} "
         f"| {paced['deliveries_per_s']:,.0f} | {paced['p50_us'] / 1000:.2f} "
-        f"| {paced['p99_us'] / 1000:.2f} | {paced['deliveries']:,} / {paced['expected']:,} |"
+        f"| {paced['p99_us'] / 1000:.2f} | {paced['deliveries']:,} / {paced['expected']:,} "
+        f"| {saturation['server_cpu_ms_per_1000']:.1f} "
+        f"| {saturation['broker_cpu_ms_per_1000']:.1f} |"
     )
 
 
@@ -183,8 +221,9 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"({args.rate * args.subscribers:,.0f} deliveries/s asked)",
         "",
         "| setup | processes | deliveries/s at saturation | deliveries/s paced | p50 ms | "
-        "p99 ms | paced deliveries / expected |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "p99 ms | paced deliveries / expected | server CPU ms / 1,000 deliveries | broker CPU "
+        "ms / 1,000 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [row(result) for result in results]
     base = next((r for r in results if r["setup"] == "local"), None)
