@@ -93,7 +93,14 @@ async def app() -> AsyncIterator[Handler]:
                 else:  # not awaited here: the next message is read meanwhile
                     task = asyncio.ensure_future(topics.publish(TOPIC, message))
                     publishing.add(task)
-                    task.add_done_callback(publishing.discard)
+                    task.add_done_callback(published)
+
+        def published(task: asyncio.Task[Any]) -> None:
+            publishing.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failures[0] += 1  # the broker was unreachable: the load generator counts it
+
+        failures = [0]
 
         yield handler
 
