@@ -115,7 +115,7 @@ dist: setup  ## Wheels and sdist into dist/: abi3 (CPython 3.11+), free-threaded
 	rm -rf $(DIST)
 	$(VENV)/bin/maturin build --release -q --out $(DIST) --interpreter $(PY)
 	$(VENV)/bin/maturin build --release -q --out $(DIST) --interpreter "$$(bash .ci/build-python-ft.sh)"
-	$(VENV)/bin/maturin sdist -q --out $(DIST)
+	$(VENV)/bin/maturin sdist --out $(DIST)
 	@ls -l $(DIST)
 
 python-ft:  ## Build free-threaded CPython 3.13 once into ~/.cache/wschannel/python3.13t (apt-get source; says what it installs)

@@ -18,7 +18,8 @@
 #    the thread tests run again there with PYTHON_GIL=1.
 #    Two interpreters run at a time (the suite mostly waits on sockets and timers).
 #
-# pip's downloads are cached in ~/.cache/pip. Each interpreter's log is in $LOGS; a failing
+# pip's downloads are cached in ~/.cache/pip. WHEELS_REUSE_DIST=1 skips make dist when dist/
+# exists (to run the suites again on the same files). Each interpreter's log is in $LOGS; a failing
 # one's last lines are printed. Exit status: 0 when every run passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,9 +81,13 @@ EOF
 }
 
 start=$SECONDS
-say "make dist (abi3 wheel, free-threaded 3.13 wheel, sdist)"
-make -s --no-print-directory dist DIST="$DIST" >"$LOGS/dist.log" 2>&1 \
-    || { tail -n 40 "$LOGS/dist.log"; say "make dist failed (log: $LOGS/dist.log)"; exit 1; }
+if [ "${WHEELS_REUSE_DIST:-0}" = 1 ] && [ -d "$DIST" ]; then
+    say "reusing $DIST (WHEELS_REUSE_DIST=1)"
+else
+    say "make dist (abi3 wheel, free-threaded 3.13 wheel, sdist)"
+    make -s --no-print-directory dist DIST="$DIST" >"$LOGS/dist.log" 2>&1 \
+        || { tail -n 40 "$LOGS/dist.log"; say "make dist failed (log: $LOGS/dist.log)"; exit 1; }
+fi
 say "$(cd "$DIST" && ls | tr '\n' ' ')($((SECONDS - start)) s)"
 ABI3=$(ls "$DIST"/wschannel-*-abi3-*.whl)
 FT=$(ls "$DIST"/wschannel-*-cp313t-*.whl)
