@@ -40,6 +40,7 @@ __all__ = [
     "Redial",
     "SyncReconnecting",
     "backoff",
+    "check_delays",
     "reconnecting",
     "redialable",
     "retry_after",
@@ -164,14 +165,46 @@ P = ParamSpec("P")
 
 
 class Redial(Generic[C]):
-    """How to make another channel like one made by ``connect``: the same call again."""
+    """How to make another channel like one made by ``connect``: the same call again.
 
-    __slots__ = ("call", "delays", "url")
+    Kept with every channel ``connect`` makes, so it costs little there: the call's
+    arguments are read (its URL, its ``reconnect_delays``) only when the channel is iterated.
+    """
 
-    def __init__(self, url: str, call: Callable[[], C], delays: Delays) -> None:
-        self.url = url
-        self.call = call
-        self.delays = delays
+    __slots__ = ("_args", "_connect", "_kwargs", "_signature")
+
+    def __init__(
+        self,
+        connect: Callable[..., C],
+        signature: inspect.Signature,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._connect = connect
+        self._signature = signature
+        self._args = args
+        self._kwargs = kwargs
+
+    def call(self) -> C:
+        """Connect again, the same way."""
+        return self._connect(*self._args, **self._kwargs)
+
+    def arguments(self) -> tuple[str, Delays]:
+        """The URL and the ``reconnect_delays`` of the call."""
+        bound = self._signature.bind(*self._args, **self._kwargs)
+        bound.apply_defaults()
+        delays: Delays = bound.arguments["reconnect_delays"]
+        return str(bound.arguments["url"]), delays
+
+
+def check_delays(delays: object) -> None:
+    """``TypeError`` at the call for a ``reconnect_delays`` that is not a function."""
+    if not callable(delays):
+        raise TypeError(
+            "reconnect_delays must be a function returning the delays in seconds (called "
+            "again after each connection that opened), such as wschannel.backoff or "
+            f"lambda: [1, 2, 5]; got {delays!r}."
+        )
 
 
 class _Redialable(Protocol):
@@ -188,27 +221,13 @@ def redialable(connect: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(connect)
     def redialing_connect(*args: P.args, **kwargs: P.kwargs) -> R:
-        redial = _redial_of(redialing_connect, signature, args, kwargs)  # checks first
+        if "reconnect_delays" in kwargs:
+            check_delays(kwargs["reconnect_delays"])
         channel = connect(*args, **kwargs)
-        channel._redial = redial
+        channel._redial = Redial(redialing_connect, signature, args, kwargs)
         return channel
 
     return redialing_connect
-
-
-def _redial_of(
-    connect: Callable[..., C], signature: inspect.Signature, args: Any, kwargs: Any
-) -> Redial[C]:
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    delays = bound.arguments["reconnect_delays"]
-    if not callable(delays):
-        raise TypeError(
-            "reconnect_delays must be a function returning the delays in seconds (called "
-            "again after each connection that opened), such as wschannel.backoff or "
-            f"lambda: [1, 2, 5]; got {delays!r}."
-        )
-    return Redial(str(bound.arguments["url"]), functools.partial(connect, *args, **kwargs), delays)
 
 
 class _Attempts:
@@ -217,8 +236,8 @@ class _Attempts:
     __slots__ = ("_delays", "_series", "count", "url")
 
     def __init__(self, redial: Redial[Any]) -> None:
-        self.url = describe(redial.url)
-        self._series = redial.delays
+        url, self._series = redial.arguments()
+        self.url = describe(url)
         self._delays: Iterator[float] | None = None
         self.count = 0  # attempts since the last connection that opened
 
@@ -431,7 +450,9 @@ def reconnecting(connect: Callable[P, S]) -> Callable[P, Iterator[S]]:
     signature = inspect.signature(connect)
 
     def reconnect(*args: P.args, **kwargs: P.kwargs) -> Iterator[S]:
-        return SyncReconnecting(None, _redial_of(connect, signature, args, kwargs))
+        if "reconnect_delays" in kwargs:
+            check_delays(kwargs["reconnect_delays"])
+        return SyncReconnecting(None, Redial(connect, signature, args, kwargs))
 
     return reconnect
 
