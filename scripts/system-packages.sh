@@ -103,14 +103,20 @@ fi
 say "installing ${#missing[@]} with apt-get${as_root:+ through sudo} (and what they depend on):"
 for i in "${missing[@]}"; do describe "$i"; done
 
-# This system's codename, and its Debian archive (the first one apt's sources name).
+# This system's codename, and the Debian archive its own release comes from: the URI of the
+# apt source for that codename (deb822 or one-line format), else Debian's main mirror.
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 archive() {
     local uri
-    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-    [[ -n $uri ]] || uri=$(awk '$1 == "deb" && $3 !~ /-security/ {print $2; exit}' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
-    echo "$uri"
+    uri=$(awk -v release="$codename" '
+        FNR == 1 || /^[[:space:]]*$/ { uris = ""; suites = "" }
+        /^URIs:/ { uris = $2 }
+        /^Suites:/ { suites = " " substr($0, 8) " " }
+        uris != "" && index(suites, " " release " ") { print uris; exit }
+        $1 == "deb" && $3 == release { print $2; exit }
+    ' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list \
+        2>/dev/null || true)
+    echo "${uri:-http://deb.debian.org/debian}"
 }
 # Whether some apt source already offers `suite`.
 has_suite() {
@@ -119,10 +125,6 @@ has_suite() {
 add_suite() {
     local suite=$1 uri
     uri=$(archive)
-    if [[ -z $uri ]]; then
-        echo "system packages: no Debian archive in apt's sources to take $suite from" >&2
-        exit 1
-    fi
     say "adding Debian $suite ($uri) as an apt source, pinned to 100:" \
         "/etc/apt/sources.list.d/wschannel-$suite.sources, /etc/apt/preferences.d/wschannel-$suite"
     printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
