@@ -23,6 +23,7 @@ from wschannel.pubsub import (
     NatsBroker,
     Outage,
     Position,
+    Publication,
     RedisBroker,
     Topics,
 )
@@ -447,3 +448,27 @@ async def test_a_publish_after_the_node_is_back_from_a_redis_restart_goes_throug
             assert outages[0].ended is not None and outages[0].ended >= outages[0].started
             await topics.publish("a", "right away")
             assert topics.stats.outages == 1
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_a_frame_function_that_raises_does_not_stop_the_node(
+    kind: str, request: pytest.FixtureRequest, local_channels: Any
+) -> None:
+    # Regression: an exception from frame() ended the broker's reader task: the node got
+    # nothing more from the broker, silently.
+    server = request.getfixturevalue(f"{kind}_server")
+
+    def frame(publication: Publication) -> str | bytes:
+        if publication.data == "boom":
+            raise RuntimeError("the application's bug")
+        if publication.data == "not bytes":
+            return 12  # type: ignore[return-value]
+        return publication.data
+
+    async with Topics(make_broker(server.url, "framing"), frame=frame) as topics:
+        (channel,) = await local_channels(1)
+        await topics.join(channel, "t")
+        for message in ("boom", "not bytes", "fine"):
+            await topics.publish("t", message)
+        await wait_until(lambda: topics.stats.delivered == 1, what="the good message went out")
+        assert topics.stats.frame_errors == 2

@@ -135,6 +135,8 @@ class TopicsStats:
     """Messages sent from the history (joins with a position, and the node's own gaps)."""
     resynchronised: int = 0
     """Subscribers told to resynchronise after the node lost the history of their topic."""
+    frame_errors: int = 0
+    """Messages not sent because ``frame`` raised or returned neither text nor bytes."""
 
 
 @dataclass(eq=False, slots=True)
@@ -422,7 +424,22 @@ class Topics:
         publication = Publication(t.name, data, position)
         for waiting in t.catching_up.values():
             waiting.append(publication)
-        self._fan_out(t, self._frame(publication))
+        frame = self._framed(publication)
+        if frame is not None:
+            self._fan_out(t, frame)
+
+    def _framed(self, publication: Publication) -> str | Buffer | None:
+        """``frame(publication)``; ``None`` (logged, counted) if it raised or gave neither
+        text nor bytes: one application bug must not stop the node's deliveries."""
+        try:
+            frame = self._frame(publication)
+            if not isinstance(frame, str):
+                memoryview(frame)
+        except Exception:
+            self.stats.frame_errors += 1
+            logger.exception("frame() failed for a message of %r: not sent", publication.topic)
+            return None
+        return frame
 
     def _fan_out(self, t: _Topic, message: str | Buffer) -> None:
         ready = t.ready
@@ -478,7 +495,10 @@ class Topics:
                 t.recovering = []
                 self._spawn(self._recover_topic(t))
         if self._on_outage is not None:
-            self._on_outage(outage)
+            try:
+                self._on_outage(outage)
+            except Exception:
+                logger.exception("on_outage() raised")
 
     # -- history -----------------------------------------------------------------------------
 
@@ -505,16 +525,20 @@ class Topics:
                     continue
                 data, stored = decoded
                 assert stored is not None
-                channel.sink.add(self._frame(Publication(t.name, data, stored)))
                 position = stored
-                sent += 1
+                frame = self._framed(Publication(t.name, data, stored))
+                if frame is not None:
+                    channel.sink.add(frame)
+                    sent += 1
         for publication in t.catching_up.pop(channel, ()):
             at = publication.position
             assert at is not None
             if at.epoch == position.epoch and at.offset <= position.offset:
                 continue
-            channel.sink.add(self._frame(publication))
             position = at
+            frame = self._framed(publication)
+            if frame is not None:
+                channel.sink.add(frame)
         t.refresh()
         self.stats.recovered += sent
         must = since is not None and not recovery.complete
@@ -569,7 +593,10 @@ class Topics:
         )
         for channel in channels:
             self.stats.resynchronised += 1
-            self._on_resynchronise(channel, t.name, position)
+            try:
+                self._on_resynchronise(channel, t.name, position)
+            except Exception:
+                logger.exception("on_resynchronise() raised for a subscriber of %r", t.name)
 
     # -- subscriptions -----------------------------------------------------------------------
 
