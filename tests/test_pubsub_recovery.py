@@ -12,14 +12,15 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT
+from conftest import TIMEOUT, wait_until
 from pubsub.brokers import RedisServer, missing
 from pubsub.clients import Client
 from pubsub.node import make_handler
 from redis.asyncio import Redis
 
 import wschannel
-from wschannel.pubsub import History, RedisBroker, Topics
+from wschannel.io import IOWebSocketChannel
+from wschannel.pubsub import History, Position, Recovery, RedisBroker, Topics
 
 HISTORY = 5
 _prefixes = itertools.count()
@@ -58,6 +59,28 @@ async def make_node() -> AsyncIterator[MakeNode]:
             return f"ws://127.0.0.1:{server.port}"
 
         yield make
+
+
+@pytest.fixture
+async def local_channels() -> AsyncIterator[Callable[[int], Awaitable[list[Any]]]]:
+    """Server-side channels of real connections, made on demand."""
+    accepted: asyncio.Queue[Any] = asyncio.Queue()
+    made: list[IOWebSocketChannel] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        accepted.put_nowait(channel)
+        await channel.sink.done
+
+    async with wschannel.serve(handler, "127.0.0.1", 0) as server:
+
+        async def make(count: int) -> list[Any]:
+            for _ in range(count):
+                made.append(IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}"))
+            return [await asyncio.wait_for(accepted.get(), TIMEOUT) for _ in range(count)]
+
+        yield make
+        for client in made:
+            await client.sink.close()
 
 
 @pytest.fixture
@@ -234,3 +257,43 @@ async def test_a_persistent_redis_restart_loses_nothing_of_a_recoverable_topic(
         await watcher.wait_for(2)
         assert watcher.frames()[1] == {"topic": "h.g", "offset": 2, "epoch": epoch, "data": "m2"}
         assert not watcher.closed.done()  # same epoch: nobody had to resynchronise
+
+
+class GatedRedisBroker(RedisBroker):
+    """A real RedisBroker whose history reads wait for ``gate``: time for live messages to
+    pile up while a subscriber catches up."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(url, prefix=prefix)
+        self.gate = asyncio.Event()
+        self.reading = asyncio.Event()
+
+    async def recover(self, topic: str, since: Position | None) -> Recovery:
+        self.reading.set()
+        await self.gate.wait()
+        return await super().recover(topic, since)
+
+
+async def test_a_subscriber_that_falls_behind_while_it_recovers_must_resynchronise(
+    shared_redis: RedisServer, local_channels: Any
+) -> None:
+    broker = GatedRedisBroker(shared_redis.url, prefix=f"held{next(_prefixes)}")
+    async with Topics(broker, recoverable=recoverable) as topics:
+        first = await topics.publish("h.i", "m1")
+        assert first is not None
+        (channel,) = await local_channels(1)
+        joining = asyncio.create_task(topics.join(channel, "h.i", since=first))
+        await asyncio.wait_for(broker.reading.wait(), TIMEOUT)
+        for index in range(HISTORY + 2):  # more than the history holds, held meanwhile
+            await topics.publish("h.i", f"live {index}")
+        await wait_until(lambda: topics.stats.received == HISTORY + 2, what="all arrived")
+        # What was held for it is bounded by the history's size: past it, dropped (the
+        # history cannot fill such a gap anyway).
+        assert topics._topics["h.i"].catching_up[channel] is None
+        broker.gate.set()
+        joined = await asyncio.wait_for(joining, TIMEOUT)
+        assert joined.must_resynchronise and joined.recovered == 0
+        assert joined.position == Position(HISTORY + 3, first.epoch)  # go on from the last
+        assert topics.stats.delivered == 0  # nothing of the gap was sent
+        await topics.publish("h.i", "after")
+        await wait_until(lambda: topics.stats.delivered == 1, what="live again")

@@ -145,9 +145,11 @@ class _Topic:
     history: History | None
     channels: dict[WebSocketChannel, None] = field(default_factory=dict)  # joined, in order
     ready: list[WebSocketChannel] = field(default_factory=list)  # joined and caught up
-    catching_up: dict[WebSocketChannel, list[Publication]] = field(default_factory=dict)
+    # Joined, reading the history: the live messages held for each (None: too many held).
+    catching_up: dict[WebSocketChannel, list[Publication] | None] = field(default_factory=dict)
     last: Position | None = None  # the last message this node delivered (recoverable)
     recovering: list[bytes] | None = None  # live envelopes held while the node recovers
+    overflowed: bool = False  # more came while it recovered than the history holds: dropped
     recovered: asyncio.Event = field(default_factory=asyncio.Event)
     subscribed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -398,7 +400,11 @@ class Topics:
         if t is None or not t.channels:
             return  # left meanwhile: the unsubscription is on its way
         if t.recovering is not None:
-            t.recovering.append(envelope)
+            assert t.history is not None
+            if len(t.recovering) < t.history.size:
+                t.recovering.append(envelope)
+            else:
+                t.overflowed = True
             return
         self._deliver(t, envelope)
 
@@ -422,8 +428,12 @@ class Topics:
                 self._resynchronise(t, list(t.ready), position)
             t.last = position
         publication = Publication(t.name, data, position)
-        for waiting in t.catching_up.values():
-            waiting.append(publication)
+        for channel, waiting in t.catching_up.items():
+            if waiting is not None:  # held: at most the history's size, then it resynchronises
+                if len(waiting) < (t.history.size if t.history else 0):
+                    waiting.append(publication)
+                else:
+                    t.catching_up[channel] = None
         frame = self._framed(publication)
         if frame is not None:
             self._fan_out(t, frame)
@@ -514,6 +524,13 @@ class Topics:
         recovery = await broker.recover(t.name, since)
         if t.last is None or t.last.epoch != recovery.position.epoch:
             t.last = recovery.position
+        if channel not in t.channels:
+            return Joined()  # it left (or closed) meanwhile
+        held = t.catching_up.pop(channel, [])
+        if held is None:  # more came live meanwhile than the history holds
+            t.refresh()
+            logger.info("A subscriber of %r fell behind while it recovered", t.name)
+            return Joined(t.last, 0, True)
         sent = 0
         position = recovery.position
         if since is not None and recovery.complete:
@@ -530,7 +547,7 @@ class Topics:
                 if frame is not None:
                     channel.sink.add(frame)
                     sent += 1
-        for publication in t.catching_up.pop(channel, ()):
+        for publication in held:
             at = publication.position
             assert at is not None
             if at.epoch == position.epoch and at.offset <= position.offset:
@@ -563,9 +580,19 @@ class Topics:
                 logger.warning("Could not recover %r from the history after an outage", t.name)
                 held, t.recovering = t.recovering, None
                 t.recovered.set()
+                if t.overflowed and t.last is not None:
+                    self._resynchronise(t, list(t.ready), t.last)
+                t.overflowed = False
                 for envelope in held:
                     self._deliver(t, envelope)
                 return
+        if t.overflowed:  # more came meanwhile than the history holds: start afresh
+            t.overflowed = False
+            t.recovering = None
+            t.recovered.set()
+            self._resynchronise(t, list(t.ready), recovery.position)
+            t.last = None  # the next live message sets it
+            return
         if t.last is not None and recovery.complete:
             for envelope in recovery.envelopes:
                 self._deliver(t, envelope)
