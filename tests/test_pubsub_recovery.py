@@ -297,3 +297,59 @@ async def test_a_subscriber_that_falls_behind_while_it_recovers_must_resynchroni
         assert topics.stats.delivered == 0  # nothing of the gap was sent
         await topics.publish("h.i", "after")
         await wait_until(lambda: topics.stats.delivered == 1, what="live again")
+
+
+class HeldRedisBroker(RedisBroker):
+    """A real RedisBroker whose live messages wait in ``held`` while ``holding``: as when the
+    history read comes back before the pub/sub message of the same publish."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(url, prefix=prefix)
+        self.holding = False
+        self.held: list[tuple[str, bytes]] = []
+
+    async def start(self, receive: Callable[[str, bytes], None], state_changed: Any) -> None:
+        def hold(topic: str, envelope: bytes) -> None:
+            if self.holding:
+                self.held.append((topic, envelope))
+            else:
+                receive(topic, envelope)
+
+        self._deliver_held = receive
+        await super().start(hold, state_changed)
+
+    def release(self) -> None:
+        self.holding = False
+        for topic, envelope in self.held:
+            self._deliver_held(topic, envelope)
+        self.held.clear()
+
+
+async def test_a_live_message_that_comes_after_the_history_had_it_is_not_sent_twice(
+    shared_redis: RedisServer, clients: list[Client]
+) -> None:
+    # Regression: the history read answered before the node read the pub/sub message of the
+    # same publish; the late live message went to the subscriber that had it already.
+    broker = HeldRedisBroker(shared_redis.url, prefix=f"late{next(_prefixes)}")
+    async with (
+        Topics(broker, recoverable=recoverable) as topics,
+        wschannel.serve(make_handler(topics), "127.0.0.1", 0) as server,
+    ):
+        url = f"ws://127.0.0.1:{server.port}"
+        watcher, back = Client(url), Client(url)
+        clients += [watcher, back]
+        await watcher.join("h.j")
+        first = await topics.publish("h.j", "m1")
+        assert first is not None
+        await watcher.wait_for(1)
+        broker.holding = True
+        await topics.publish("h.j", "m2")
+        await wait_until(lambda: broker.held, what="the live m2 was held")
+        reply = await back.join("h.j", since=[first.offset, first.epoch])
+        assert reply["recovered"] == 1  # m2, from the history
+        broker.release()  # now the live m2 reaches the node
+        await topics.publish("h.j", "m3")
+        await watcher.wait_for(3)
+        await back.wait_for(2)
+        assert offsets(watcher) == [1, 2, 3]
+        assert offsets(back) == [2, 3]

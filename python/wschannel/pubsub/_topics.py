@@ -150,12 +150,15 @@ class _Topic:
     last: Position | None = None  # the last message this node delivered (recoverable)
     recovering: list[bytes] | None = None  # live envelopes held while the node recovers
     overflowed: bool = False  # more came while it recovered than the history holds: dropped
+    # Caught up from the history further than the node's live messages have come: each
+    # gets the live ones after its offset only, then joins the ready ones.
+    ahead: dict[WebSocketChannel, Position] = field(default_factory=dict)
     recovered: asyncio.Event = field(default_factory=asyncio.Event)
     subscribed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def refresh(self) -> None:
-        self.ready = [c for c in self.channels if c not in self.catching_up]
+        self.ready = [c for c in self.channels if c not in self.catching_up and c not in self.ahead]
 
 
 Frame = Callable[[Publication], "str | Buffer"]
@@ -335,6 +338,7 @@ class Topics:
             return
         t.channels.pop(channel, None)
         t.catching_up.pop(channel, None)
+        t.ahead.pop(channel, None)
         t.refresh()
         if not t.channels:
             self._spawn(self._unsubscribe(t))
@@ -437,6 +441,19 @@ class Topics:
         frame = self._framed(publication)
         if frame is not None:
             self._fan_out(t, frame)
+        if t.ahead and position is not None:
+            self._reach(t, position, frame)
+
+    def _reach(self, t: _Topic, position: Position, frame: str | Buffer | None) -> None:
+        """A live message at ``position``: the channels that the history took further than
+        the node's live messages get it if it is past their position, and are ready then."""
+        for channel, at in list(t.ahead.items()):
+            if at.epoch == position.epoch and position.offset <= at.offset:
+                continue  # sent to it from the history already
+            del t.ahead[channel]
+            if frame is not None:
+                channel.sink.add(frame)
+        t.refresh()
 
     def _framed(self, publication: Publication) -> str | Buffer | None:
         """``frame(publication)``; ``None`` (logged, counted) if it raised or gave neither
@@ -556,6 +573,11 @@ class Topics:
             frame = self._framed(publication)
             if frame is not None:
                 channel.sink.add(frame)
+        last = t.last
+        if last is not None and last.epoch == position.epoch and last.offset < position.offset:
+            # The history went further than the live messages this node has had: those up
+            # to ``position`` are still on their way here, and this channel has them.
+            t.ahead[channel] = position
         t.refresh()
         self.stats.recovered += sent
         must = since is not None and not recovery.complete
