@@ -27,6 +27,7 @@ import wschannel.sync
 from wschannel import WebSocketChannel, WebSocketChannelException
 from wschannel._platform import BROWSER_OPTIONS, check_browser_options
 from wschannel._reconnect import close_code_for
+from wschannel.adapter import AdapterWebSocketChannel, WebSocket
 from wschannel.channel import ConnectOptions
 from wschannel.io import IOWebSocketChannel
 
@@ -264,3 +265,23 @@ def test_the_close_code_of_a_block_says_how_it_ended() -> None:
     assert close_code_for(ValueError()) == 1011
     assert close_code_for(asyncio.CancelledError()) == 1001
     assert close_code_for(KeyboardInterrupt()) == 1001
+
+
+async def test_messages_added_to_an_adapter_that_never_opens_are_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def refused() -> WebSocket:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    channel = AdapterWebSocketChannel(refused())
+    channel.sink.add("one")
+    channel.sink.add(b"two")
+    with caplog.at_level(logging.WARNING, "wschannel.client"):
+        with pytest.raises(WebSocketChannelException):
+            await asyncio.wait_for(channel.ready, TIMEOUT)
+        await wait(channel.sink.done)
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "2 messages added before the connection opened were dropped unsent: "
+        "[Errno 111] Connection refused"
+    ]
