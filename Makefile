@@ -23,10 +23,9 @@ demo: dev  ## Run the demo: an echo server and a client talking through wschanne
 	$(PY) examples/demo.py
 
 test-rust:  ## Rust unit tests, fmt and clippy
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
-	cargo clippy --all-targets --features python -- -D warnings
-	cargo test -q --all-targets
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test -q --workspace --all-targets
 
 lint: dev  ## ruff, mypy --strict, the stub check and the import layers (pyproject's importlinter)
 	$(VENV)/bin/ruff check .
@@ -49,7 +48,7 @@ bench-quick: dev  ## A short benchmark run (under 2 min): benchmarks/results-qui
 	$(PY) -m benchmarks --quick
 
 fmt:  ## Format Rust and Python
-	cargo fmt
+	cargo fmt --all
 	$(VENV)/bin/ruff format .
 
 FUZZ_SECONDS ?= 15
