@@ -12,9 +12,9 @@
 //!   3-4: message limit value; 5: frame limit value; 6: masking-key seed, deflate level
 #![no_main]
 
-use _wschannel::deflate::DeflateParams;
-use _wschannel::engine::{Config, Connection, Event};
-use _wschannel::Role;
+use wschannel::deflate::DeflateParams;
+use wschannel::engine::{Config, Connection, Event};
+use wschannel::Role;
 use libfuzzer_sys::fuzz_target;
 use wschannel_fuzz::model::{parse_frame, Expected, Model, Setup};
 use wschannel_fuzz::{Chunks, Input};
@@ -91,7 +91,7 @@ impl Harness<'_> {
                     self.fed, self.model.violation
                 );
                 assert_eq!(self.conn.close_code(), Some(code));
-                assert_eq!(self.conn.state(), _wschannel::engine::State::Closed);
+                assert_eq!(self.conn.state(), wschannel::engine::State::Closed);
             }
             None => {
                 if let Some(v) = &self.model.violation {
@@ -302,6 +302,6 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(h.fed, stream.len());
     let code = h.conn.close_code();
     h.conn.receive_eof();
-    assert_eq!(h.conn.state(), _wschannel::engine::State::Closed);
+    assert_eq!(h.conn.state(), wschannel::engine::State::Closed);
     assert_eq!(h.conn.close_code(), code.or(Some(1006)));
 });

@@ -11,9 +11,9 @@
 //!      the subprotocols chat and superchat; 3: deflate window bits
 #![no_main]
 
-use _wschannel::deflate::{client_accept, client_offer, parse_params};
-use _wschannel::handshake::{ClientHandshake, HandshakeError, Limits};
-use _wschannel::Role;
+use wschannel::deflate::{client_accept, client_offer, parse_params};
+use wschannel::handshake::{ClientHandshake, HandshakeError, Limits};
+use wschannel::Role;
 use libfuzzer_sys::fuzz_target;
 use wschannel_fuzz::{
     check_params, deflate_config, header_has_token, header_values, Chunks, FixedRng, Input,

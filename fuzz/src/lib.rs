@@ -4,9 +4,9 @@
 
 pub mod model;
 
-use _wschannel::deflate::{parse_params, DeflateConfig, DeflateParams};
-use _wschannel::handshake::Limits;
-use _wschannel::Role;
+use wschannel::deflate::{parse_params, DeflateConfig, DeflateParams};
+use wschannel::handshake::Limits;
+use wschannel::Role;
 
 /// Reads configuration bytes from the front of a fuzz input; past its end every read is 0,
 /// so any input, even an empty one, decodes to some configuration.

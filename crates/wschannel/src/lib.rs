@@ -1,7 +1,6 @@
 //! `wschannel`'s WebSocket engine: sans-I/O, no sockets, clocks or threads.
 //!
-//! Bytes in, events out; commands in, bytes out. The Python binding lives in the private
-//! `python` module behind the `python` feature, so `cargo test` runs without Python.
+//! Bytes in, events out; commands in, bytes out.
 //!
 //! The layers, from the wire up: [`mask`] and [`utf8`] (the byte-level checks and transforms),
 //! [`frame`] (frame headers and outgoing frames), [`deflate`] (permessage-deflate),
@@ -17,9 +16,6 @@ pub mod handshake;
 pub mod mask;
 pub mod session;
 pub mod utf8;
-
-#[cfg(feature = "python")]
-mod python;
 
 pub use engine::{Connection, Event, Role};
 pub use handshake::sign_key;

@@ -8,8 +8,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::with_bytes;
-use crate::deflate::{self, DeflateConfig};
-use crate::handshake::{self, HandshakeError as Error, Limits};
+use wschannel::deflate::{self, DeflateConfig};
+use wschannel::handshake::{self, HandshakeError as Error, Limits};
 
 create_exception!(
     _wschannel,
