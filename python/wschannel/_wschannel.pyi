@@ -184,6 +184,11 @@ class Connection:
         not send or a reason over 123 UTF-8 bytes, ``RuntimeError`` if a close was sent."""
 
     def data_to_send(self) -> bytes:
+        """Every reply owed to the peer, in order (pongs, the close echo, the failure close),
+        or ``b''``: write it after each ``receive_data``. Taking the close echo ends
+        sending; to answer earlier messages before it, use :meth:`next_reply`."""
+
+    def next_reply(self) -> bytes:
         """The reply to the oldest Ping, Close or Failure event not yet answered (a pong, the
         close echo, the failure close, or ``b''``). Call it once per such event, in order: a
         close frame counts as sent only once it has left, so answers to earlier messages

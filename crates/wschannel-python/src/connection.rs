@@ -454,6 +454,10 @@ impl PyConnection {
         PyBytes::new(py, &self.inner.data_to_send())
     }
 
+    fn next_reply<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.next_reply().unwrap_or_default())
+    }
+
     fn close_expected(&self) -> bool {
         self.inner.close_expected()
     }

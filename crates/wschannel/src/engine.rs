@@ -6,10 +6,11 @@
 //! never returns an error: it fails the connection (RFC 6455 §7.1.7) with the right close
 //! code and a [`Event::Failure`].
 //!
-//! Replies wait in [`Connection::data_to_send`], one per [`Event::Ping`], [`Event::Close`]
-//! and [`Event::Failure`], in order. A close frame counts as sent only once it has left the
-//! engine, so a message that the application sends in answer to a message that came before
-//! the peer's close still goes out, before the close frame.
+//! Replies (pongs, the close echo, a failure's close frame) wait in
+//! [`Connection::data_to_send`], which hands out all of them, in order. A close frame counts
+//! as sent only once it has left the engine, so a message that the application sends in
+//! answer to a message that came before the peer's close still goes out, before the close
+//! frame.
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
@@ -374,22 +375,40 @@ impl Connection {
             || (self.role == Role::Server && self.close_sent && self.close_received)
     }
 
-    /// Takes the reply to the oldest [`Event::Ping`], [`Event::Close`] or [`Event::Failure`]
-    /// not yet answered: a pong, the close echo, the failure's close frame, or nothing
-    /// (a ping after the close frame, the echo of our own close). Call it once for each of
-    /// these events, in order; with none waiting it returns nothing.
+    /// Takes every reply the engine owes the peer, in order, as one run of bytes to write:
+    /// the pongs, the close echo or the failure's close frame (nothing for a ping after
+    /// this side's close frame, nor for the echo of our own close). Call it after each
+    /// [`Connection::receive_data`] and write what it returns; empty when nothing waits.
+    ///
+    /// Taking the close echo ends sending. A driver that lets the application answer the
+    /// messages that came before the peer's close (RFC 6455 §5.5.1 allows it; Autobahn's
+    /// strict mode checks it) takes the replies one at a time with
+    /// [`Connection::next_reply`] instead, as it hands out each control event; a
+    /// [`Session`](crate::session::Session) does that itself.
     pub fn data_to_send(&mut self) -> Vec<u8> {
-        match self.replies.pop_front() {
-            Some(reply) => {
-                self.close_sent |= reply.closes;
-                self.counters.bytes_sent += reply.bytes.len() as u64;
-                reply.bytes
+        let mut out = Vec::new();
+        while let Some(reply) = self.next_reply() {
+            if out.is_empty() {
+                out = reply;
+            } else {
+                out.extend_from_slice(&reply);
             }
-            None => Vec::new(),
         }
+        out
     }
 
-    /// How many replies wait in [`Connection::data_to_send`].
+    /// Takes the reply to the oldest [`Event::Ping`], [`Event::Close`] or [`Event::Failure`]
+    /// not yet answered: a pong, the close echo, the failure's close frame, or nothing (a
+    /// ping after this side's close frame, the echo of our own close). `None` when no reply
+    /// waits. Call it once for each of these events, in order.
+    pub fn next_reply(&mut self) -> Option<Vec<u8>> {
+        let reply = self.replies.pop_front()?;
+        self.close_sent |= reply.closes;
+        self.counters.bytes_sent += reply.bytes.len() as u64;
+        Some(reply.bytes)
+    }
+
+    /// How many replies wait in [`Connection::data_to_send`] (one per control event).
     pub fn replies_waiting(&self) -> usize {
         self.replies.len()
     }

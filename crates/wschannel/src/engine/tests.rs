@@ -533,15 +533,48 @@ fn failure_stops_parsing_the_rest_of_the_input() {
 }
 
 #[test]
-fn replies_come_out_one_per_event_in_order() {
+fn server_draining_once_after_a_read_answers_both_pings_of_that_read() {
+    // Regression: data_to_send() gave one reply per call, so a driver that drains once
+    // after each receive_data (the usual loop) lost the second pong.
     let mut wire = from_client(0x89, b"a");
     wire.extend(from_client(0x89, b"b"));
     let mut conn = server();
     assert_eq!(feed(&mut conn, &wire).len(), 2);
     assert_eq!(conn.replies_waiting(), 2);
-    assert_eq!(conn.data_to_send(), frame(0x8a, b"a", None));
-    assert_eq!(conn.data_to_send(), frame(0x8a, b"b", None));
+    let mut expected = frame(0x8a, b"a", None);
+    expected.extend(frame(0x8a, b"b", None));
+    assert_eq!(conn.data_to_send(), expected);
+    assert_eq!(conn.replies_waiting(), 0);
     assert!(conn.data_to_send().is_empty());
+}
+
+#[test]
+fn server_next_reply_answers_one_event_at_a_time() {
+    let mut wire = from_client(0x81, b"Hello");
+    wire.extend(from_client(0x89, b"a"));
+    wire.extend(from_client(0x88, b""));
+    let mut conn = server();
+    assert_eq!(feed(&mut conn, &wire).len(), 3);
+    assert_eq!(conn.next_reply(), Some(frame(0x8a, b"a", None)));
+    // The answer to "Hello" may still go out before the close echo.
+    assert!(conn.send_text("Hello").is_ok());
+    assert_eq!(conn.next_reply(), Some(frame(0x88, b"", None)));
+    assert_eq!(conn.next_reply(), None);
+    assert_eq!(conn.send_text("late"), Err(SendError::Closed));
+}
+
+#[test]
+fn server_replies_come_out_in_order_pongs_before_the_close_echo() {
+    let mut wire = from_client(0x89, b"a");
+    wire.extend(from_client(0x88, &1000u16.to_be_bytes()));
+    wire.extend(from_client(0x89, b"after the close"));
+    let mut conn = server();
+    feed(&mut conn, &wire);
+    let mut expected = frame(0x8a, b"a", None);
+    expected.extend(frame(0x88, &1000u16.to_be_bytes(), None));
+    assert_eq!(conn.data_to_send(), expected);
+    assert!(conn.close_sent());
+    assert!(conn.close_expected());
 }
 
 #[test]

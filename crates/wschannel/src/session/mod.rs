@@ -346,7 +346,7 @@ impl Session {
     pub fn handle_event(&mut self, conn: &mut Connection, event: &Event, now: Instant) {
         match event {
             Event::Ping(_) => {
-                let pong = conn.data_to_send();
+                let pong = conn.next_reply().unwrap_or_default();
                 if pong.is_empty() {
                     return;
                 }
@@ -380,7 +380,7 @@ impl Session {
                     Phase::CloseSent => self.finish_close(conn, now),
                     _ => {
                         // A reply owed for a close that raced ours: take it in order.
-                        let _ = conn.data_to_send();
+                        let _ = conn.next_reply();
                         self.update_reading();
                     }
                 }
@@ -560,7 +560,7 @@ impl Session {
 
     fn finish_close(&mut self, conn: &mut Connection, now: Instant) {
         self.send_owed_pong(); // before the close frame, after which nothing may follow
-        let reply = conn.data_to_send();
+        let reply = conn.next_reply().unwrap_or_default();
         if !reply.is_empty() {
             self.push(Action::Write(reply));
         }
