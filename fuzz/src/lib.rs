@@ -109,24 +109,6 @@ impl<'a> Iterator for Chunks<'a> {
     }
 }
 
-/// A random number generator that repeats one byte: masking keys and handshake nonces
-/// with known values, so seeds can carry a matching `Sec-WebSocket-Accept`.
-pub struct FixedRng(pub u8);
-
-impl rand::RngCore for FixedRng {
-    fn next_u32(&mut self) -> u32 {
-        u32::from_ne_bytes([self.0; 4])
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        u64::from_ne_bytes([self.0; 8])
-    }
-
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        dst.fill(self.0);
-    }
-}
-
 /// Whether an HTTP header list (name, value) has, across all lines of `name`, a
 /// comma-separated item equal to `token` (ASCII case-insensitive). Written here, apart from
 /// the handshake module, to check what it accepted.

@@ -10,7 +10,7 @@ use super::events::ListReceiver;
 use super::{state_number, with_bytes};
 use crate::deflate::parse_params;
 use crate::engine::{self, Config, Event, SendError};
-use crate::frame::{shared_frame, OpCode, OutFrame, Role};
+use crate::frame::{shared_binary, shared_text, OpCode, OutFrame, Role};
 use crate::session::{Action, ControlTap, Phase, Session, SessionConfig};
 
 /// One open WebSocket connection (RFC 6455 §5-7), after the opening handshake.
@@ -400,10 +400,7 @@ impl PyConnection {
     }
 
     fn send_text<'py>(&mut self, py: Python<'py>, data: &str) -> PyResult<Bound<'py, PyBytes>> {
-        let frame = self
-            .inner
-            .encode_message(OpCode::Text, data.as_bytes())
-            .map_err(send_error)?;
+        let frame = self.inner.encode_text(data).map_err(send_error)?;
         frame_bytes(py, &frame)
     }
 
@@ -413,10 +410,7 @@ impl PyConnection {
         data: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         with_bytes(data, |bytes| {
-            let frame = self
-                .inner
-                .encode_message(OpCode::Binary, bytes)
-                .map_err(send_error)?;
+            let frame = self.inner.encode_binary(bytes).map_err(send_error)?;
             frame_bytes(py, &frame)
         })?
     }
@@ -464,13 +458,24 @@ impl PyConnection {
 }
 
 impl PyConnection {
+    fn encode_control<'a>(
+        &mut self,
+        opcode: OpCode,
+        bytes: &'a [u8],
+    ) -> Result<Option<OutFrame<'a>>, SendError> {
+        match opcode {
+            OpCode::Ping => self.inner.encode_ping(bytes).map(Some),
+            _ => self.inner.encode_pong(bytes),
+        }
+    }
+
     fn control<'py>(
         &mut self,
         py: Python<'py>,
         opcode: OpCode,
         data: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut encode = |bytes: &[u8]| match self.inner.encode_control(opcode, bytes) {
+        let mut encode = |bytes: &[u8]| match self.encode_control(opcode, bytes) {
             Ok(Some(frame)) => frame_bytes(py, &frame),
             Ok(None) => Ok(PyBytes::new(py, b"")),
             Err(e) => Err(send_error(e)),
@@ -521,11 +526,9 @@ fn encode_shared_frame<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     if let Ok(text) = data.cast::<pyo3::types::PyString>() {
         let text = text.to_str()?;
-        return frame_bytes(py, &shared_frame(OpCode::Text, text.as_bytes()));
+        return frame_bytes(py, &shared_text(text));
     }
-    with_bytes(data, |bytes| {
-        frame_bytes(py, &shared_frame(OpCode::Binary, bytes))
-    })?
+    with_bytes(data, |bytes| frame_bytes(py, &shared_binary(bytes)))?
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -625,7 +625,7 @@ fn user_close_cannot_follow_a_queued_close_echo() {
 fn only_uncompressed_open_servers_accept_shared_frames() {
     let mut conn = server();
     assert!(conn.accepts_shared_frames());
-    let shared = crate::frame::shared_frame(OpCode::Text, b"all").to_vec();
+    let shared = crate::frame::shared_text("all").to_vec();
     assert_eq!(
         shared,
         conn.send_text("all").unwrap(),
@@ -651,14 +651,12 @@ fn feed_in_place(conn: &mut Connection, wire: &[u8], step: usize) -> Vec<Event> 
     let mut at = 0;
     while at < wire.len() {
         let rest = &wire[at..];
-        if let Some(room) = conn.payload_target(step) {
-            let n = room.len().min(rest.len());
-            for (slot, byte) in room.iter_mut().zip(&rest[..n]) {
-                slot.write(*byte);
-            }
-            // SAFETY: the first `n` bytes of the room were just written.
-            unsafe { conn.payload_read_in_place(n, &mut events) };
-            at += n;
+        let mut source = rest;
+        if conn
+            .read_payload_in_place(step, &mut source, &mut events)
+            .is_some()
+        {
+            at += rest.len() - source.len();
         } else {
             let n = rest.len().min(step);
             conn.receive_data(&rest[..n], &mut events);
@@ -705,10 +703,11 @@ fn payload_read_in_place_fails_on_invalid_utf8_as_receive_data_does() {
     payload[150_000] = 0xff;
     let wire = from_client(0x81, &payload);
     let mut conn = Connection::new(Role::Server, large_config());
-    let events = feed_in_place(&mut conn, &wire, 65_536);
+    let mut events = feed_in_place(&mut conn, &wire, 65_536);
     assert!(failure(1007)(&events), "{events:?}");
     assert!(
-        conn.payload_target(65_536).is_none(),
+        conn.read_payload_in_place(65_536, &mut &[0u8; 70_000][..], &mut events)
+            .is_none(),
         "no more reads once failed"
     );
 }
@@ -716,11 +715,20 @@ fn payload_read_in_place_fails_on_invalid_utf8_as_receive_data_does() {
 #[test]
 fn small_frames_and_compressed_ones_get_no_direct_room() {
     let mut conn = Connection::new(Role::Server, large_config());
-    feed(&mut conn, &from_client(0x82, &[0; 100_000])[..20]);
-    assert!(conn.payload_target(1 << 20).is_some());
+    let wire = from_client(0x82, &[0; 100_000]);
+    feed(&mut conn, &wire[..20]);
+    let mut rest = &wire[20..];
+    let asked = conn.read_payload_in_place(1 << 20, &mut rest, &mut Vec::new());
+    assert_eq!(
+        asked,
+        Some(100_000 - (20 - 14)),
+        "up to the end of the frame"
+    );
     let mut small = Connection::new(Role::Server, large_config());
     feed(&mut small, &from_client(0x82, &[0; 1000])[..20]);
-    assert!(small.payload_target(1 << 20).is_none());
+    let mut untouched = &[0u8; 1000][..];
+    let none = small.read_payload_in_place(1 << 20, &mut untouched, &mut Vec::new());
+    assert_eq!((none, untouched.len()), (None, 1000));
 }
 
 /// A frame header announcing `len` payload bytes, with first byte `first`, masked.
@@ -958,7 +966,7 @@ fn compressed_messages_count_their_compressed_size() {
 #[test]
 fn a_shared_frame_counts_as_one_message_sent() {
     let mut conn = server();
-    let frame = crate::frame::shared_frame(OpCode::Text, b"to all").to_vec();
+    let frame = crate::frame::shared_text("to all").to_vec();
     conn.count_shared_frame(frame.len());
     assert_eq!(conn.counters(), counters(0, 1, 0, 8));
 }

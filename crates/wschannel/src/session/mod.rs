@@ -45,6 +45,31 @@
 //! - **The final close code**: the peer's close code (1005 if it had none), or the code this
 //!   side failed with, or 1001 after a keepalive timeout, or 1006 if the transport ended
 //!   without a close frame.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use wschannel::{Action, Config, Connection, Role, Session, SessionConfig};
+//!
+//! let start = Instant::now();
+//! let mut conn = Connection::new(Role::Server, Config::default());
+//! let mut config = SessionConfig::new(Role::Server);
+//! config.ping_interval = Some(Duration::from_secs(20));
+//! let mut session = Session::new(Role::Server, config, start);
+//!
+//! // Nothing to do until the first keepalive ping is due.
+//! assert_eq!(session.poll_action(), None);
+//! let due = session.poll_timeout().expect("a ping is scheduled");
+//! assert_eq!(due, start + Duration::from_secs(20));
+//!
+//! // The driver's timer fires: the session asks for a ping to be written.
+//! session.handle_timeout(&mut conn, due, || 0);
+//! assert_eq!(session.poll_action(), Some(Action::Write(b"\x89\x00".to_vec())));
+//!
+//! // The user closes: the close frame goes out and sending stops.
+//! session.close(&mut conn, Some(1000), "", due).unwrap();
+//! assert!(matches!(session.poll_action(), Some(Action::Write(_))));
+//! assert_eq!(session.poll_action(), Some(Action::StopSending));
+//! ```
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
