@@ -65,15 +65,20 @@
 #![deny(missing_docs)]
 
 pub mod deflate;
+mod driver;
 pub mod engine;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
 mod random;
 pub mod session;
+pub mod sync;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod utf8;
 
 pub use deflate::{DeflateConfig, DeflateParams};
+pub use driver::{Error, Message};
 pub use engine::{Config, Connection, Counters, Event, ReadInto, Receiver, Role, SendError, State};
 pub use handshake::{
     sign_key, ClientHandshake, ClientOptions, HandshakeError, Limits, ServerHandshake,
