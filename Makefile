@@ -22,10 +22,13 @@ dev: setup  ## Build the Rust engine into .venv (release mode) with the dev tool
 demo: dev  ## Run the demo: an echo server and a client talking through wschannel
 	$(PY) examples/demo.py
 
-test-rust:  ## Rust unit tests, fmt and clippy
+test-rust:  ## Rust: fmt, clippy (with and without features), unit, integration and doc tests, the examples against each other
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test -q --workspace --all-targets
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	cargo test -q --workspace --all-targets --all-features
+	cargo test -q --workspace --doc --all-features
+	bash scripts/rust-examples.sh
 
 lint: dev  ## ruff, mypy --strict, the stub check and the import layers (pyproject's importlinter)
 	$(VENV)/bin/ruff check .
