@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup dev demo test test-rust test-python lint fmt conformance fuzz bench bench-quick clean
+.PHONY: help setup dev demo test test-rust test-python lint fmt conformance fuzz bench bench-quick bench-rust clean
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,12 @@ bench: dev  ## Benchmarks against picows, websockets, aiohttp, websocket-client 
 
 bench-quick: dev  ## A short benchmark run (under 2 min): benchmarks/results-quick/
 	$(PY) -m benchmarks --quick
+
+BENCH_RUST_ARGS ?= --seconds 0.5 --reps 5
+
+bench-rust:  ## The Rust crate beside tungstenite and tokio-tungstenite (~2 min): benchmarks/results/rust.md
+	mkdir -p benchmarks/results
+	cargo run --release -q -p wschannel-bench -- $(BENCH_RUST_ARGS) --out benchmarks/results/rust.md
 
 fmt:  ## Format Rust and Python
 	cargo fmt --all
