@@ -1,12 +1,4 @@
-//! A sans-I/O WebSocket engine: RFC 6455 framing and the opening handshake, RFC 7692
-//! permessage-deflate, and the connection's lifecycle, with no sockets, clocks or threads of
-//! its own. Bytes in, events out; commands in, bytes out.
-//!
-//! Limits are on by default (1 MiB messages after decompression, 16 KiB and 128 headers for
-//! a handshake head), and peer misbehaviour never panics or returns an error: it fails the
-//! connection with the close code RFC 6455 §7.4.1 gives for it, reported as an
-//! [`Event::Failure`]. Only misuse of the API returns errors ([`SendError`],
-//! [`HandshakeError`]).
+#![doc = include_str!("../README.md")]
 //!
 //! # The layers
 //!
