@@ -1,7 +1,7 @@
 //! Echo throughput of the `wschannel` crate beside `tungstenite` (blocking) and
 //! `tokio-tungstenite` (tokio), each library talking to itself over 127.0.0.1.
 //!
-//!     cargo run --release -p wschannel-bench -- [--seconds S] [--reps N] [--out FILE]
+//!     cargo run --release -p wschannel-bench -- [--seconds S] [--reps N] [--sizes A,B] [--out FILE]
 //!
 //! (`make bench-rust`). For every case (flavour × message size × mode) and every
 //! repetition, each library in turn runs an echo server on a thread (blocking) or a task
@@ -62,6 +62,7 @@ fn main() {
     let mut seconds = 0.5;
     let mut reps = 5;
     let mut out = None;
+    let mut sizes = SIZES.to_vec();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().expect("a value after the option");
@@ -69,7 +70,15 @@ fn main() {
             "--seconds" => seconds = value().parse().expect("seconds"),
             "--reps" => reps = value().parse().expect("a count"),
             "--out" => out = Some(value()),
-            _ => panic!("usage: wschannel-bench [--seconds S] [--reps N] [--out FILE]"),
+            "--sizes" => {
+                sizes = value()
+                    .split(',')
+                    .map(|s| s.parse().expect("sizes in bytes, comma-separated"))
+                    .collect()
+            }
+            _ => panic!(
+                "usage: wschannel-bench [--seconds S] [--reps N] [--sizes A,B,..] [--out FILE]"
+            ),
         }
     }
     let duration = Duration::from_secs_f64(seconds);
@@ -82,7 +91,7 @@ fn main() {
     let mut cases = Vec::new();
     for flavour in [Flavour::Blocking, Flavour::Tokio] {
         for mode in [Mode::RequestResponse, Mode::Pipelined] {
-            for size in SIZES {
+            for &size in &sizes {
                 cases.push(Case {
                     flavour,
                     mode,

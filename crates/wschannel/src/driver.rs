@@ -11,8 +11,11 @@ use crate::handshake::{
     Request,
 };
 
-/// Bytes asked of the stream per read.
-pub(crate) const READ_SIZE: usize = 64 * 1024;
+/// Bytes asked of the stream per read: room for a whole 64 KiB message and its header, which
+/// the engine then delivers from this buffer without copying it into a message buffer first
+/// (measured on a 64 KiB echo: 64 KiB reads made the crate 0.8x tungstenite's rate, which
+/// reads 128 KiB at a time).
+pub(crate) const READ_SIZE: usize = 128 * 1024;
 
 /// A complete message from the peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
