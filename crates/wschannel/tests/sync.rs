@@ -270,7 +270,7 @@ fn client_reports_a_stream_ended_without_a_close_frame() {
 }
 
 #[test]
-fn sending_after_close_is_refused_at_the_call() {
+fn client_sending_after_close_is_refused_at_the_call() {
     let (address, server) = echo_server(AcceptOptions::default());
     let mut ws = WebSocket::connect(dial(&address), &address, "/").unwrap();
     ws.close(Some(1000), "").unwrap();
