@@ -16,7 +16,7 @@ OPEN: Final[int]
 CLOSING: Final[int]
 CLOSED: Final[int]
 
-# What Connection.poll_action() returns besides bytes to write (crates/wschannel/src/session: Action).
+# What Connection.poll_action() returns besides bytes to write (the engine crate's session: Action).
 STOP_SENDING: Final[int]
 PAUSE_READING: Final[int]
 RESUME_READING: Final[int]
@@ -198,7 +198,7 @@ class Connection:
         """Whether this side should now close the transport: a server once the closing
         handshake is done, either side after a failure."""
 
-    # The lifecycle (the session core, crates/wschannel/src/session): a driver calls start_session() once
+    # The lifecycle (the engine crate's session): a driver calls start_session() once
     # the connection is open, then feeds it its inputs and follows poll_action().
 
     def start_session(
