@@ -4,23 +4,64 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup dev demo test test-rust test-python lint fmt conformance fuzz bench bench-quick bench-rust clean
+.PHONY: help setup dev demo test system-packages test-rust test-python lint fmt conformance fuzz bench bench-quick bench-pubsub bench-rust dist python-ft test-wheels clean
 
 help:  ## List the tasks
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+SETUP_LOG := $(VENV)/setup.log
+# The package with its engine, built in release mode (make demo, make dev).
+ENGINE_STAMP := $(VENV)/.engine-built
+ENGINE_SOURCES := $(shell find . \( -name target -o -name .venv -o -name .git -o -name fuzz \
+	-o -name node_modules \) -prune -o \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock \) -print)
+# maturin, in .venv: the package's build backend (keep in step with pyproject's dev extras).
+MATURIN := maturin==1.16.0
+# $(call logged,COMMAND): COMMAND's output goes to $(SETUP_LOG); shown when it fails.
+logged = { $(1); } >>$(SETUP_LOG) 2>&1 || { tail -n 40 $(SETUP_LOG); \
+	echo "make: failed: $(1) (all its output: $(SETUP_LOG))"; exit 1; }
 
 $(SETUP_STAMP): pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 'maturin==1.16.0'
-	touch $@
+	@mkdir -p $(VENV) && touch $(SETUP_LOG)
+	@$(call logged,test -x $(PY) || python3 -m venv $(VENV))
+	@$(call logged,$(PY) -m pip install --upgrade pip '$(MATURIN)')
+	@touch $@
 
-setup: $(SETUP_STAMP)  ## Create .venv with the dev tools
+setup: $(SETUP_STAMP)  ## Create .venv with pip and maturin (quiet; output in .venv/setup.log)
+
+$(ENGINE_STAMP): $(SETUP_STAMP) $(ENGINE_SOURCES)
+	@rm -f $(STALE_ENGINE)
+	@$(call logged,VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release)
+	@touch $@
+
+# An engine built before the module became abi3 (_wschannel.abi3.so) would be imported
+# instead of the new one.
+STALE_ENGINE := python/wschannel/_wschannel.cpython-*.so
 
 dev: setup  ## Build the Rust engine into .venv (release mode) with the dev tools
-	$(VENV)/bin/maturin develop --release -q -E dev
+	@rm -f $(STALE_ENGINE)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -E dev
+	@touch $(ENGINE_STAMP) $(DEV_STAMP)
 
-demo: dev  ## Run the demo: an echo server and a client talking through wschannel
-	$(PY) examples/demo.py
+# The engine with the dev tools (pyproject's dev extras), for the targets that need them:
+# `make dev` rebuilds whenever asked; these only when the Rust sources or pyproject changed
+# since (so make test builds it once, not once per step).
+DEV_STAMP := $(VENV)/.dev-built
+$(DEV_STAMP): $(SETUP_STAMP) $(ENGINE_SOURCES)
+	@$(MAKE) --no-print-directory dev
+
+# Only the package and its engine (no dev tools), and quiet: one line when it sets up or
+# rebuilds, else only the demo's own output.
+demo:  ## Run the demo: an echo server and a client talking through wschannel
+	@if ! $(MAKE) -q --no-print-directory $(ENGINE_STAMP) 2>/dev/null; then \
+		if [ -f $(ENGINE_STAMP) ]; then \
+			echo "demo: rebuilding the engine, its sources changed (output in $(SETUP_LOG))"; \
+		else \
+			echo "demo: setting up $(VENV): maturin, then the package and its engine in release mode" \
+				"(a few minutes the first time; output in $(SETUP_LOG))"; \
+		fi; \
+		$(MAKE) -s --no-print-directory $(ENGINE_STAMP); \
+	fi
+	@$(PY) examples/demo.py
 
 test-rust:  ## Rust: fmt, clippy (with and without features), unit, integration and doc tests, the examples against each other
 	cargo fmt --all --check
@@ -30,19 +71,27 @@ test-rust:  ## Rust: fmt, clippy (with and without features), unit, integration 
 	cargo test -q --workspace --doc --all-features
 	bash scripts/rust-examples.sh
 
-lint: dev  ## ruff, mypy --strict, the stub check and the import layers (pyproject's importlinter)
+lint: $(DEV_STAMP)  ## ruff, mypy --strict, the stub check and the import layers (pyproject's importlinter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest wschannel._wschannel --allowlist stubtest-allowlist.txt
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
-test-python: dev  ## pytest over loopback (installs Chromium, Node's ws and Pyodide first)
+test-python: $(DEV_STAMP)  ## pytest over loopback (installs Chromium, Node's ws, Pyodide and wstest first)
 	bash tests/interop/setup.sh
 	bash tests/browser/setup.sh
+	bash compliance/install.sh >/dev/null
 	$(PY) -m pytest -q
 
-test: test-rust lint test-python conformance fuzz  ## Everything CI runs
+# make test's steps, in order; scripts/steps.sh times each and goes on past a failing one.
+TEST_STEPS := system-packages test-rust lint test-python conformance fuzz
+
+test:  ## Everything CI runs, step by step, each timed: the steps of TEST_STEPS
+	@MAKE="$(MAKE)" bash scripts/steps.sh $(TEST_STEPS)
+
+system-packages:  ## Install the Debian packages the tests need (system-packages.txt), saying which and why first
+	@bash scripts/system-packages.sh install
 
 bench: dev  ## Benchmarks against picows, websockets, aiohttp, websocket-client (~15 min): benchmarks/results/
 	$(PY) -m benchmarks
@@ -50,9 +99,12 @@ bench: dev  ## Benchmarks against picows, websockets, aiohttp, websocket-client 
 bench-quick: dev  ## A short benchmark run (under 2 min): benchmarks/results-quick/
 	$(PY) -m benchmarks --quick
 
+bench-pubsub: dev  ## Fan-out through Redis and NATS vs one process, 1,000 subscribers (~2 min; tests/pubsub/setup.sh)
+	$(PY) -m benchmarks.pubsub
+
 BENCH_RUST_ARGS ?= --seconds 0.5 --reps 5
 
-bench-rust:  ## The Rust crate beside tungstenite and tokio-tungstenite (~2 min): benchmarks/results/rust.md
+bench-rust:  ## The Rust crate beside tungstenite and tokio-tungstenite (~4 min): benchmarks/results/rust.md
 	mkdir -p benchmarks/results
 	cargo run --release -q -p wschannel-bench -- $(BENCH_RUST_ARGS) --out benchmarks/results/rust.md
 
@@ -65,7 +117,22 @@ FUZZ_SECONDS ?= 15
 fuzz:  ## Every cargo-fuzz target for FUZZ_SECONDS each (installs cargo-fuzz the first time; fuzz/README.md)
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 
-conformance: dev  ## Autobahn|Testsuite: asyncio and blocking, server and client, against the committed expectations
+DIST ?= dist
+
+dist: setup  ## Wheels and sdist into dist/: abi3 (CPython 3.11+), free-threaded 3.13 (builds that Python once), sdist
+	rm -rf $(DIST)
+	$(VENV)/bin/maturin build --release -q --out $(DIST) --interpreter $(PY)
+	$(VENV)/bin/maturin build --release -q --out $(DIST) --interpreter "$$(bash .ci/build-python-ft.sh)"
+	$(VENV)/bin/maturin sdist -q --out $(DIST)
+	@ls -l $(DIST)
+
+python-ft:  ## Build free-threaded CPython 3.13 once into ~/.cache/wschannel/python3.13t (apt-get source; says what it installs)
+	bash .ci/build-python-ft.sh
+
+test-wheels:  ## make dist, then the test suite against the installed wheels on CPython 3.11, 3.12, 3.13 and 3.13t
+	bash .ci/wheels.sh
+
+conformance: $(DEV_STAMP)  ## Autobahn|Testsuite: asyncio and blocking, server and client, against the committed expectations
 	$(PY) compliance/run.py
 
 clean:  ## Remove build products

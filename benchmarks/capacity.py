@@ -42,13 +42,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .machine import describe
-from .processes import ROOT, Worker, WorkerError, command, rss_bytes
-from .worker import raise_fd_limit
+from wschannel.bench.machine import describe
+from wschannel.bench.processes import Worker, WorkerError, command, rss_bytes
+from wschannel.bench.worker import raise_fd_limit
 
 if TYPE_CHECKING:
     from wschannel import WebSocketChannel
     from wschannel.io import IOWebSocketChannel
+
+#: The repository: where ``benchmarks`` is imported from, and its results go.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def own_worker(*args: str) -> Worker:
+    """This module in a child process, as a worker (``python -m benchmarks.capacity ARGS``)."""
+    return Worker(command("benchmarks.capacity", *args), ROOT)
+
 
 HOST = "127.0.0.1"
 WARM_CONNECTIONS = 20  # per load process, before the first reading
@@ -255,7 +264,7 @@ def merge_counts(answers: list[dict[str, Any]], key: str) -> dict[str, int]:
 
 def measure(connections: int, loaders: int, compression: bool, idle_wait: float) -> dict[str, Any]:
     """One run against a fresh server; the record written to the results."""
-    server = Worker(command("capacity", "--role", "server", *compression_flag(compression)))
+    server = own_worker("--role", "server", *compression_flag(compression))
     workers: list[Worker] = []
     try:
         hello = server.receive(30)
@@ -264,7 +273,7 @@ def measure(connections: int, loaders: int, compression: bool, idle_wait: float)
         shares = [connections // loaders + (i < connections % loaders) for i in range(loaders)]
         for share in shares:
             arguments = ["--role", "load", "--url", url, "--connections", str(share)]
-            workers.append(Worker(command("capacity", *arguments, *compression_flag(compression))))
+            workers.append(own_worker(*arguments, *compression_flag(compression)))
         ask_all(workers, "warm", 60)
         time.sleep(SETTLE)
         if ask(server, "count", 10)["connections"]:

@@ -77,13 +77,22 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .machine import describe
-from .processes import ROOT, Worker, command, rss_bytes
-from .worker import raise_fd_limit
+from wschannel.bench.machine import describe
+from wschannel.bench.processes import Worker, command, rss_bytes
+from wschannel.bench.worker import raise_fd_limit
 
 if TYPE_CHECKING:
     from wschannel import WebSocketChannel
     from wschannel.io import IOWebSocketChannel
+
+#: The repository: where ``benchmarks`` is imported from, and its results go.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def own_worker(*args: str) -> Worker:
+    """This module in a child process, as a worker (``python -m benchmarks.soak ARGS``)."""
+    return Worker(command("benchmarks.soak", *args), ROOT)
+
 
 HOST = "127.0.0.1"
 BACKLOG = 4096
@@ -919,7 +928,7 @@ def run(args: argparse.Namespace) -> int:
     machine = describe()  # now: the commit that runs, not the one checked out at the end
     raise_fd_limit()
     gc_flag = [] if args.server_gc is None else ["--server-gc", str(args.server_gc)]
-    server = Worker(command("soak", "--role", "server", *gc_flag))
+    server = own_worker("--role", "server", *gc_flag)
     loader: Worker | None = None
     samples: list[dict[str, Any]] = []
     try:
@@ -928,7 +937,7 @@ def run(args: argparse.Namespace) -> int:
         ramp = min(10.0, duration / 6)
         arguments = ["--role", "load", "--port", str(hello["port"]), "--ramp", str(ramp)]
         arguments += ["--connections", str(args.connections), "--seed", str(args.seed)]
-        loader = Worker(command("soak", *arguments))
+        loader = own_worker(*arguments)
         slots = loader.receive(30)["slots"]
         print(f"soak: {args.connections} connections for {args.minutes:g} min; slots {slots}")
         print(

@@ -4,11 +4,13 @@ The roles: ``server`` (compliance/server.py, on the asyncio ``wschannel.serve``)
 ``sync-server`` (compliance/sync_server.py, on the blocking ``wschannel.sync.serve``) under
 wstest's fuzzing client; ``client`` (compliance/client.py, asyncio) and ``sync-client``
 (compliance/sync_client.py, blocking) against wstest's fuzzing server. Each role is one
-wstest process and our program; ``--jobs`` roles run at a time (all four by default: see
+wstest process and our program (compliance/wstest.py drives wstest; compliance/install.sh
+installs it the first time); ``--jobs`` roles run at a time (all four by default: see
 compliance/README.md for why). Every ``--progress`` seconds a line says how many cases each
 role has done. Each case's result is compared with compliance/expected/<role>.json: a case
-that does worse than expected, or a case that is missing, fails the run. NON-STRICT counts
-as a failure (``--strict``).
+that does worse than expected, or is missing, fails the run; NON-STRICT counts as a failure.
+A failing role shows why: what went wrong with wstest or our program, each case worse than
+expected (expected vs got, and the case's own report), and the end of both logs.
 
     python compliance/run.py                 # all cases, all four roles
     python compliance/run.py --cases '1.*,2.*' --role server,sync-server
@@ -29,15 +31,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+import wstest
+from wstest import Case
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-CONFORMANCE = ROOT.parent / "shared" / "autobahn" / "conformance.py"
-INSTALL = CONFORMANCE.with_name("install.sh")
-REPORTS = HERE / "reports"
-EXPECTED = HERE / "expected"
 #: The compression cases the blocking roles skip unless ``--all-cases``: in each of the 12
 #: groups (5 data sets, 7 permessage-deflate settings) the 128 KiB messages and the ones
 #: wstest fragments into 256 B-32 KiB frames (x.y.10 and x.y.12-18). They cost wstest's
@@ -45,16 +46,45 @@ EXPECTED = HERE / "expected"
 #: of every group and the fragmented 8 KiB ones (x.y.11), and the asyncio roles run them all
 #: (the engine that inflates and reassembles is the same). See compliance/README.md.
 SYNC_SKIPPED = ",".join(f"{major}.*.{size}" for major in (12, 13) for size in (10, *range(12, 19)))
-#: Each role: whether wstest tests a server or a client, our echo program, the cases skipped.
+
+
+@dataclass(frozen=True)
+class Role:
+    """What wstest tests (``server``: our program listens; ``client``: our program connects
+    to wstest), our echo program, and the case patterns the role skips by default."""
+
+    tests: str
+    program: str
+    skipped: str = ""
+
+
 ROLES = {
-    "server": ("server", "server.py", ""),
-    "client": ("client", "client.py", ""),
-    "sync-server": ("server", "sync_server.py", SYNC_SKIPPED),
-    "sync-client": ("client", "sync_client.py", SYNC_SKIPPED),
+    "server": Role("server", "server.py"),
+    "client": Role("client", "client.py"),
+    "sync-server": Role("server", "sync_server.py", SYNC_SKIPPED),
+    "sync-client": Role("client", "sync_client.py", SYNC_SKIPPED),
 }
 #: How good a result is: lower is better. OK and INFORMATIONAL both pass.
 RANK = {"OK": 0, "INFORMATIONAL": 0, "NON-STRICT": 1}
 WORST = 2
+#: How many failing cases a verdict explains one by one, and how many log lines it shows.
+EXPLAINED = 10
+LOG_TAIL = 15
+
+
+class Paths:
+    """Where a role's files go, under the ``--reports`` folder."""
+
+    def __init__(self, reports: Path, role: str) -> None:
+        self.folder = reports / role
+        #: Our program's output (and the runner's notes on it).
+        self.program_log = reports / f"{role}.log"
+        self.wstest_log = self.folder / "wstest.log"
+        self.spec = self.folder / "spec.json"
+        #: wstest's report: index.json and a JSON and an HTML file per case.
+        self.report = self.folder / "reports"
+        #: What went wrong with the run itself (a program that exited, a timeout), as JSON.
+        self.problems = self.folder / "problems.json"
 
 
 def free_port() -> int:
@@ -64,76 +94,145 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], who: str, seconds: float) -> str:
+    """Waits until `proc` listens on `port`; what went wrong if it does not, else ''."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"compliance: the echo server exited with {proc.returncode}")
+            return f"{who} exited with status {proc.returncode} before listening on {port}"
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+                return ""
         except OSError:
             time.sleep(0.1)
-    raise SystemExit(f"compliance: the echo server did not listen on {port}")
+    return f"{who} did not listen on {port} within {seconds:.0f} s"
 
 
-def wstest_log(role: str) -> Path:
-    """Where conformance.py puts wstest's output for `role` (one line per case started)."""
-    mode = "fuzzingclient" if ROLES[role][0] == "server" else "fuzzingserver"
-    return REPORTS / role / f"{mode}.log"
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
-def conformance(role: str, args: argparse.Namespace, target: list[str], log: IO[str]) -> int:
-    """Runs conformance.py for one role; `target` is the URL or `-- COMMAND`."""
-    mode = ROLES[role][0]
-    command = [sys.executable, str(CONFORMANCE), mode, *target[:1], "--out", str(REPORTS / role)]
-    command += ["--strict", "--timeout", str(args.timeout)]
-    if args.cases:
-        command += ["--cases", args.cases]
-    if excluded(role, args):
-        command += ["--exclude", ",".join(excluded(role, args))]
-    command += target[1:]
-    # Unbuffered: wstest (Python 2) prints a line as each case starts, for the progress.
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+def patterns(text: str | None) -> list[str]:
+    return [pattern.strip() for pattern in (text or "").split(",") if pattern.strip()]
 
 
-def install_wstest() -> None:
-    """Installs wstest once, before the roles start: each role's conformance.py would
-    otherwise install it at the same time, and the apt-get runs fight for apt's lock."""
-    print("compliance: installing Autobahn|Testsuite if needed (about 30 s the first time)")
-    done = subprocess.run(["bash", str(INSTALL)], stdout=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"compliance: installing wstest failed ({INSTALL})")
-    print(f"compliance: wstest is {done.stdout.strip()}")
+def excluded(role: str, args: argparse.Namespace) -> list[str]:
+    """The case patterns `role` skips: ``--exclude``'s, and its own unless ``--all-cases``."""
+    own = [] if args.all_cases else patterns(ROLES[role].skipped)
+    return own + patterns(args.exclude)
 
 
-def run_role(role: str, args: argparse.Namespace) -> None:
-    """Runs one role; its output (wstest's verdict, our program's) goes to reports/<role>.log."""
-    # wstest writes the report only at the end (none if it is stopped at the timeout): an
-    # earlier run's must not be judged instead.
-    shutil.rmtree(REPORTS / role, ignore_errors=True)
-    mode, script, _ = ROLES[role]
-    program = [sys.executable, str(HERE / script)]
-    with open(REPORTS / f"{role}.log", "w") as log:
-        if mode == "client":
-            conformance(role, args, ["", "--port", str(free_port()), "--", *program], log)
-            return
-        port = free_port()
-        server = subprocess.Popen([*program, "--port", str(port)], stdout=log, stderr=log)
+def program(role: str, args: argparse.Namespace) -> list[str]:
+    """The command of the role's echo program (``--program`` replaces it)."""
+    path = args.program or str(HERE / ROLES[role].program)
+    return [sys.executable, path]
+
+
+def run_role(role: str, args: argparse.Namespace) -> list[str]:
+    """Runs one role: our program and wstest, with wstest's output in the role's folder and
+    our program's in reports/<role>.log. Returns what went wrong with the run, and keeps it
+    in problems.json for ``--no-run``."""
+    paths = Paths(args.reports, role)
+    # wstest writes its report only at the end (none if it is stopped): an earlier run's
+    # must not be judged instead.
+    shutil.rmtree(paths.folder, ignore_errors=True)
+    paths.folder.mkdir(parents=True)
+    run = serve_role if ROLES[role].tests == "server" else connect_role
+    with open(paths.program_log, "w") as program_log, open(paths.wstest_log, "w") as wstest_log:
+        problems = run(role, args, paths, program_log, wstest_log)
+    paths.problems.write_text(json.dumps(problems, indent=1) + "\n")
+    return problems
+
+
+def serve_role(
+    role: str, args: argparse.Namespace, paths: Paths, log: IO[str], wlog: IO[str]
+) -> list[str]:
+    """Our program listens; wstest's fuzzing client connects to it once per case."""
+    port = free_port()
+    command = [*program(role, args), "--port", str(port)]
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        problem = wait_for_port(port, server, f"the echo server ({' '.join(command)})", 30)
+        if problem:
+            return [problem]
+        url = f"ws://127.0.0.1:{port}"
+        spec = wstest.spec(
+            "fuzzingclient", url, paths.report, patterns(args.cases), excluded(role, args)
+        )
+        paths.spec.write_text(json.dumps(spec, indent=1))
+        problems = run_wstest(args, paths, "fuzzingclient", wlog)
+        if server.poll() is not None:
+            problems.append(
+                f"the echo server exited with status {server.returncode} during the run"
+            )
+        return problems
+    finally:
+        stop(server)
+
+
+def run_wstest(args: argparse.Namespace, paths: Paths, mode: str, wlog: IO[str]) -> list[str]:
+    """Runs wstest to the end (``--timeout``); what went wrong, if anything."""
+    try:
+        proc = wstest.start(args.wstest, mode, paths.spec, wlog)
+    except OSError as error:
+        return [f"wstest could not start: {error}"]
+    try:
+        status = proc.wait(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        return [f"wstest ran past --timeout {args.timeout:.0f} s and was stopped"]
+    return [f"wstest exited with status {status}"] if status else []
+
+
+def connect_role(
+    role: str, args: argparse.Namespace, paths: Paths, log: IO[str], wlog: IO[str]
+) -> list[str]:
+    """wstest's fuzzing server listens; our program connects once per case, then asks it to
+    write the report."""
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}"
+    spec = wstest.spec(
+        "fuzzingserver", url, paths.report, patterns(args.cases), excluded(role, args)
+    )
+    paths.spec.write_text(json.dumps(spec, indent=1))
+    try:
+        server = wstest.start(args.wstest, "fuzzingserver", paths.spec, wlog)
+    except OSError as error:
+        return [f"wstest could not start: {error}"]
+    try:
+        problem = wait_for_port(port, server, "wstest's fuzzing server", 60)
+        if problem:
+            return [problem]
+        command = program(role, args)
+        env = dict(os.environ, AUTOBAHN_URL=url, AUTOBAHN_AGENT=wstest.AGENT)
         try:
-            wait_for_port(port, server)
-            conformance(role, args, [f"ws://127.0.0.1:{port}"], log)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+            done = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=args.timeout
+            )
+        except subprocess.TimeoutExpired:
+            return [f"the client ran past --timeout {args.timeout:.0f} s and was stopped"]
+        if done.returncode != 0:
+            return [f"the client ({' '.join(command)}) exited with status {done.returncode}"]
+        if server.poll() is not None:
+            return [
+                f"wstest's fuzzing server exited with status {server.returncode} during the run"
+            ]
+        return []
+    finally:
+        stop(server)
 
 
 class Progress:
     """Which roles wait, run or are done, and how many cases each has started."""
 
-    def __init__(self, roles: list[str]) -> None:
+    def __init__(self, roles: list[str], reports: Path) -> None:
         self.roles = roles
+        self.reports = reports
         self.started: dict[str, float] = {}
         self.took: dict[str, float] = {}
         self.lock = threading.Lock()
@@ -142,11 +241,14 @@ class Progress:
         with self.lock:
             self.started[role] = time.monotonic()
         try:
-            run_role(role, args)
+            problems = run_role(role, args)
+        except Exception as error:  # shown now, and judged as a role without results
+            problems = [f"the runner failed: {error!r}"]
         finally:
             with self.lock:
                 self.took[role] = time.monotonic() - self.started[role]
-            print(f"compliance: {role} done in {self.took[role]:.0f} s", flush=True)
+        trouble = f" ({'; '.join(problems)})" if problems else ""
+        print(f"compliance: {role} done in {self.took[role]:.0f} s{trouble}", flush=True)
 
     def line(self) -> str:
         parts = []
@@ -155,16 +257,16 @@ class Progress:
                 if role in self.took:
                     parts.append(f"{role} done")
                 elif role in self.started:
-                    parts.append(f"{role} {cases_started(role)}")
+                    parts.append(f"{role} {cases_started(Paths(self.reports, role).wstest_log)}")
                 else:
                     parts.append(f"{role} waiting")
         return ", ".join(parts)
 
 
-def cases_started(role: str) -> str:
+def cases_started(log: Path) -> str:
     """'done/total' from wstest's log: it prints the total, then a line per case started."""
     try:
-        text = wstest_log(role).read_text(errors="replace")
+        text = log.read_text(errors="replace")
     except OSError:
         return "starting"
     total = re.search(r"will run (\d+) test cases", text)
@@ -175,87 +277,153 @@ def cases_started(role: str) -> str:
     return f"{done}/{total.group(1)}"
 
 
-def excluded(role: str, args: argparse.Namespace) -> list[str]:
-    """The case patterns `role` skips: ``--exclude``'s, and its own unless ``--all-cases``."""
-    patterns = [] if args.all_cases else ROLES[role][2].split(",")
-    patterns += (args.exclude or "").split(",")
-    return [pattern.strip() for pattern in patterns if pattern.strip()]
-
-
-def matches(case: str, patterns: list[str]) -> bool:
-    """Whether `case` matches one of `patterns` as wstest matches them: a pattern with '*'
+def matches(case: str, wanted: list[str]) -> bool:
+    """Whether `case` matches one of `wanted` as wstest matches them: a pattern with '*'
     (any text) as a regular expression from the start of the id, another one exactly."""
     return any(
         re.match(re.escape(pattern).replace(r"\*", ".*"), case)
         if "*" in pattern
         else case == pattern
-        for pattern in patterns
+        for pattern in wanted
     )
 
 
 def selected(case: str, role: str, args: argparse.Namespace) -> bool:
     """Whether this run asked wstest for `case` in `role`."""
-    wanted = [pattern.strip() for pattern in (args.cases or "*").split(",") if pattern.strip()]
-    return matches(case, wanted) and not matches(case, excluded(role, args))
+    return matches(case, patterns(args.cases) or ["*"]) and not matches(case, excluded(role, args))
 
 
-def results(role: str) -> dict[str, dict[str, Any]]:
-    index = next((REPORTS / role / "reports").glob("*/index.json"), None)
-    if index is None:
-        index = REPORTS / role / "reports" / "index.json"
-    if not index.is_file():
-        return {}
-    by_agent: dict[str, dict[str, dict[str, Any]]] = json.loads(index.read_text())
-    return by_agent.get("wschannel", {})
-
-
-def rank(case: dict[str, Any]) -> int:
-    return max(
-        RANK.get(case.get("behavior", ""), WORST), RANK.get(case.get("behaviorClose", ""), WORST)
-    )
+def rank(behavior: str, behavior_close: str) -> int:
+    return max(RANK.get(behavior, WORST), RANK.get(behavior_close, WORST))
 
 
 def case_key(case_id: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in case_id.split("."))
+    return tuple(int(part) if part.isdigit() else -1 for part in case_id.split("."))
+
+
+def load_expected(role: str, args: argparse.Namespace, got: dict[str, Case]) -> dict[str, str]:
+    """The role's expectations ("OK/OK" per case id); with ``--update``, first rewritten
+    from this run's results (the cases not run keep theirs)."""
+    path = args.expected / f"{role}.json"
+    expected: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    if args.update:
+        expected.update({case_id: case.result for case_id, case in got.items()})
+        expected = dict(sorted(expected.items(), key=lambda item: case_key(item[0])))
+        path.write_text(json.dumps(expected, indent=1) + "\n")
+    return {case: want for case, want in expected.items() if selected(case, role, args)}
 
 
 def judge(role: str, args: argparse.Namespace) -> tuple[int, int]:
-    """Compares one role's results with its expectations; returns (passed, failed)."""
-    got = results(role)
-    expected_file = EXPECTED / f"{role}.json"
-    expected: dict[str, str] = {}
-    if expected_file.is_file():
-        expected = json.loads(expected_file.read_text())
-    if args.update:  # the cases run replace theirs; the others stay
-        for case, result in got.items():
-            expected[case] = f"{result['behavior']}/{result['behaviorClose']}"
-        expected = dict(sorted(expected.items(), key=lambda item: case_key(item[0])))
-        expected_file.write_text(json.dumps(expected, indent=1) + "\n")
-    expected = {case: value for case, value in expected.items() if selected(case, role, args)}
-    counts = collections.Counter(result["behavior"] for result in got.values())
-    shown = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
-    print(f"compliance: {role}: {len(got)} cases: {shown}")
+    """Compares one role's results with its expectations and prints the verdict, with the
+    causes when it fails; returns (passed, failed)."""
+    paths = Paths(args.reports, role)
+    problems = read_problems(paths)
+    try:
+        got = wstest.read_report(paths.report)
+    except ValueError as error:
+        problems.append(str(error))
+        got = {}
+    expected = load_expected(role, args, got)
+    counts = collections.Counter(case.behavior for case in got.values())
+    shown = ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "none"
     if not expected:
-        print(f"compliance: {role}: no expectations in {expected_file}")
+        print(f"compliance: {role}: FAILED: no expectations in {args.expected / f'{role}.json'}")
         return 0, 1
-    failed = 0
-    for case, want in sorted(expected.items(), key=lambda item: case_key(item[0])):
-        behavior, _, closing = want.partition("/")
-        if case not in got:
-            print(f"  case {case}: missing (expected {want})")
-            failed += 1
-        elif rank(got[case]) > rank({"behavior": behavior, "behaviorClose": closing}):
-            print(
-                f"  case {case}: {got[case]['behavior']}/{got[case]['behaviorClose']}"
-                f", expected {want}"
-            )
-            failed += 1
-    print(f"compliance: {role}: {len(expected) - failed} cases as expected, {failed} worse")
-    return len(expected) - failed, failed
+    worse = [
+        (got[case], want)
+        for case, want in sorted(expected.items(), key=lambda item: case_key(item[0]))
+        if case in got and rank(got[case].behavior, got[case].behavior_close) > rank(*split(want))
+    ]
+    missing = sorted((case for case in expected if case not in got), key=case_key)
+    failed = len(worse) + len(missing)
+    passed = len(expected) - failed
+    if failed == 0 and not problems:
+        print(f"compliance: {role}: {len(got)} cases ({shown}), all {passed} as expected")
+        return passed, 0
+    print(
+        f"compliance: {role}: FAILED: {failed} of {len(expected)} cases not as expected"
+        f" ({len(got)} results: {shown})"
+    )
+    for problem in problems:
+        print(f"  {problem}")
+    show_worse(worse)
+    show_missing(missing, got, paths)
+    show_tail(paths.program_log, "our program's output")
+    show_tail(paths.wstest_log, "wstest's output")
+    return passed, max(failed, 1)
+
+
+def split(want: str) -> tuple[str, str]:
+    behavior, _, closing = want.partition("/")
+    return behavior, closing
+
+
+def read_problems(paths: Paths) -> list[str]:
+    try:
+        problems = json.loads(paths.problems.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [str(problem) for problem in problems] if isinstance(problems, list) else []
+
+
+def show_worse(worse: list[tuple[Case, str]]) -> None:
+    """Each case worse than expected: the first ones with what their report says."""
+    for case, want in worse[:EXPLAINED]:
+        print(f"  case {case.id}: {case.result}, expected {want}")
+        for key, text in wstest.explain(case).items():
+            print(f"      {key}: {clip(text, 300)}")
+    rest = [case.id for case, _ in worse[EXPLAINED:]]
+    if rest:
+        print(f"  {cases(len(rest))} more worse than expected: {', '.join(rest)}")
+
+
+def show_missing(missing: list[str], got: dict[str, Case], paths: Paths) -> None:
+    if not missing:
+        return
+    if not got:
+        index = paths.report / "index.json"
+        print(
+            f"  no results at all: wstest wrote no report ({relative(index)});"
+            f" all {len(missing)} cases expected are missing"
+        )
+        return
+    ids = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+    print(f"  {cases(len(missing))} missing from wstest's report: {ids}")
+
+
+def show_tail(log: Path, what: str) -> None:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        print(f"  {what}: no log ({relative(log)})")
+        return
+    if not lines:
+        print(f"  {what}: nothing ({relative(log)} is empty)")
+        return
+    print(
+        f"  {what}, the last {min(len(lines), LOG_TAIL)} of {len(lines)} lines of {relative(log)}:"
+    )
+    for line in lines[-LOG_TAIL:]:
+        print(f"    | {clip(line, 200)}")
+
+
+def cases(n: int) -> str:
+    return f"{n} case" if n == 1 else f"{n} cases"
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def parse_roles(value: str) -> list[str]:
-    roles = list(ROLES) if value == "all" else [role.strip() for role in value.split(",")]
+    roles = list(ROLES) if value == "all" else patterns(value)
     unknown = [role for role in roles if role not in ROLES]
     if unknown or not roles:
         raise argparse.ArgumentTypeError(f"roles are {', '.join(ROLES)} or all, not {value!r}")
@@ -264,7 +432,7 @@ def parse_roles(value: str) -> list[str]:
 
 def run_roles(roles: list[str], args: argparse.Namespace) -> None:
     """Runs the roles, `args.jobs` at a time, printing the progress as they go."""
-    progress = Progress(roles)
+    progress = Progress(roles, args.reports)
     pending = list(roles)
     running: list[threading.Thread] = []
     last_report = started = time.monotonic()
@@ -281,11 +449,11 @@ def run_roles(roles: list[str], args: argparse.Namespace) -> None:
         if running:
             running[0].join(0.5)
     took = ", ".join(f"{role} {progress.took[role]:.0f} s" for role in roles)
-    print(f"compliance: ran in {time.monotonic() - started:.0f} s ({took})")
+    print(f"compliance: ran in {time.monotonic() - started:.0f} s ({took})", flush=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--role",
         type=parse_roles,
@@ -304,11 +472,35 @@ def main() -> int:
     parser.add_argument("--update", action="store_true", help="write the expectations")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds, for each role")
     parser.add_argument("--no-run", action="store_true", help="judge the reports of the last run")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--wstest",
+        default=os.environ.get("WSTEST"),
+        help="the wstest to run ($WSTEST; by default compliance/install.sh installs one)",
+    )
+    parser.add_argument(
+        "--program", help="run this script instead of the roles' echo programs (tests the runner)"
+    )
+    parser.add_argument(
+        "--reports", type=Path, default=HERE / "reports", help="where the reports go"
+    )
+    parser.add_argument(
+        "--expected", type=Path, default=HERE / "expected", help="the expectations' folder"
+    )
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     roles: list[str] = args.role
-    os.makedirs(REPORTS, exist_ok=True)
+    args.reports.mkdir(parents=True, exist_ok=True)
     if not args.no_run:
-        install_wstest()
+        if args.wstest is None:
+            print("compliance: installing wstest if needed (about a minute the first time)")
+            args.wstest = wstest.install()
+        print(f"compliance: wstest is {args.wstest}", flush=True)
         run_roles(roles, args)
     verdicts = [judge(role, args) for role in roles]
     passed, failed = (sum(column) for column in zip(*verdicts, strict=True))

@@ -1,6 +1,6 @@
 """The Autobahn|Testsuite client, built on the blocking ``wschannel.sync.connect``.
 
-Run by ``conformance.py client``, which sets AUTOBAHN_URL and AUTOBAHN_AGENT: reads the
+Run by ``run.py`` (its client roles), which sets AUTOBAHN_URL and AUTOBAHN_AGENT: reads the
 case count, echoes every message of every case (``for message in channel.stream``), then
 asks for the report.
 """
@@ -18,7 +18,9 @@ MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 def echo_case(url: str) -> None:
     try:
-        channel = wschannel.sync.connect(url, max_message_size=MAX_MESSAGE_SIZE)
+        # No keepalive: Autobahn judges each case by the frames it receives, and a ping
+        # during one of its longest cases (over 20 s) would be an unexpected frame.
+        channel = wschannel.sync.connect(url, max_message_size=MAX_MESSAGE_SIZE, ping_interval=None)
     except (WebSocketChannelException, TimeoutError):
         return  # the case's report says what went wrong
     for message in channel.stream:

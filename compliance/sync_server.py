@@ -23,8 +23,15 @@ def echo(channel: wschannel.sync.SyncWebSocketChannel) -> None:
 
 
 def main(port: int) -> None:
+    # No keepalive: Autobahn judges each case by the frames it receives, and a ping
+    # during one of its longest cases (over 20 s) would be an unexpected frame.
     with wschannel.sync.serve(
-        echo, "127.0.0.1", port, max_message_size=MAX_MESSAGE_SIZE, compression=True
+        echo,
+        "127.0.0.1",
+        port,
+        max_message_size=MAX_MESSAGE_SIZE,
+        compression=True,
+        ping_interval=None,
     ) as server:
         print(f"listening on ws://127.0.0.1:{port}", flush=True)
         server.serve_forever()

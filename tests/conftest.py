@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import sysconfig
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import pytest
 
 import wschannel
+import wschannel._wschannel
 from wschannel.io import IOWebSocketChannel
 from wschannel.server import Server
 
@@ -26,6 +30,55 @@ POLL = 0.005
 """How often :func:`wait_until` and :func:`wait_until_sync` look at their condition."""
 
 T = TypeVar("T")
+
+
+class _SkipOnUse(types.ModuleType):
+    """Stands for a test dependency that cannot be installed here: the test or fixture that
+    uses it skips, saying why."""
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        pytest.skip(f"{self.__name__} cannot be installed on this Python (WSCHANNEL_TEST_WITHOUT)")
+
+
+# The wheel job (.ci/wheels.sh) names the test dependencies an interpreter cannot install
+# (free-threaded CPython 3.13: trustme needs cryptography, whose cffi does not support that
+# build; hypothesis's engine needs a PyO3 that supports it from 3.14 only). The TLS tests
+# skip; the property tests are left out. Anywhere else a missing dependency fails as usual.
+WITHOUT = set(os.environ.get("WSCHANNEL_TEST_WITHOUT", "").split())
+if "trustme" in WITHOUT:
+    sys.modules["trustme"] = _SkipOnUse("trustme")
+collect_ignore = ["test_properties.py"] if "hypothesis" in WITHOUT else []
+
+
+def installed_from() -> str:
+    """Where ``wschannel`` and its engine were imported from."""
+    return f"{os.path.dirname(wschannel.__file__)} (engine {wschannel._wschannel.__file__})"
+
+
+def pytest_report_header() -> list[str]:
+    lines = [f"wschannel: {installed_from()}"]
+    if WITHOUT:
+        lines.append(f"without (cannot be installed here): {', '.join(sorted(WITHOUT))}")
+    return lines
+
+
+def pytest_configure() -> None:
+    """``WSCHANNEL_TEST_INSTALLED=1`` (the wheel job, .ci/wheels.sh): the suite must run
+    against the installed package, so ``wschannel`` must come from site-packages, not from
+    the source tree's ``python/``."""
+    if os.environ.get("WSCHANNEL_TEST_INSTALLED") != "1":
+        return
+    site = {os.path.realpath(sysconfig.get_paths()[key]) for key in ("purelib", "platlib")}
+    for module in (wschannel.__file__, wschannel._wschannel.__file__):
+        where = os.path.realpath(module or "")
+        if not any(os.path.commonpath([where, root]) == root for root in site):
+            raise pytest.UsageError(
+                f"WSCHANNEL_TEST_INSTALLED=1 but {where} is not in site-packages "
+                f"({', '.join(sorted(site))}): run pytest from outside the source tree"
+            )
+
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -21,6 +21,8 @@ Flavours (:data:`FLAVOURS`, with the roles our side can take):
   :func:`wschannel.bytestream.over` on a TCP connection made by hand (no HTTP upgrade), over
   asyncio streams, an anyio socket stream (asyncio backend) and a trio socket stream, both
   roles (``server_side``);
+- ``trio``: :func:`wschannel.trio.connect` (client) and :func:`wschannel.trio.serve`
+  (server), the opening handshakes included;
 - ``sync``: :func:`wschannel.sync.connect` and :func:`wschannel.sync.serve`;
 - ``adapter``: :class:`~wschannel.adapter.AdapterWebSocketChannel` over
   :meth:`IOWebSocket.connect <wschannel.adapter.IOWebSocket.connect>` (client);
@@ -63,6 +65,7 @@ from conftest import TIMEOUT
 
 import wschannel
 import wschannel.sync
+import wschannel.trio
 from wschannel import WebSocketChannel
 from wschannel.adapter import (
     AdapterWebSocketChannel,
@@ -89,6 +92,7 @@ FLAVOURS: Final[dict[str, tuple[str, ...]]] = {
     "bytestream-asyncio": ("client", "server"),
     "bytestream-anyio": ("client", "server"),
     "bytestream-trio": ("client", "server"),
+    "trio": ("client", "server"),
     "sync": ("client", "server"),
     "adapter": ("client",),
     "fake_pair": ("memory",),
@@ -967,6 +971,57 @@ class ByteStreamLab(Lab):
         return AsyncSide(self.runner, channel), RawPeer(theirs, client=server_side)
 
 
+class TrioLab(Lab):
+    """``wschannel.trio.connect`` and ``wschannel.trio.serve``, in a trio thread."""
+
+    def __init__(self, flavour: str, role: str) -> None:
+        super().__init__(flavour, role)
+        self.runner = TrioRunner()
+        self.cleanups.append(self.runner.stop)
+
+    def _open(self, options: dict[str, Any]) -> tuple[Side, Peer]:
+        if self.role == "client":
+            with socket.create_server(("127.0.0.1", 0)) as listener:
+                url = f"ws://127.0.0.1:{listener.getsockname()[1]}/"
+                # The handshake runs in the awaiting task: the peer answers it meanwhile.
+                connecting = self.runner.spawn(lambda: wschannel.trio.connect(url, **options))
+                peer = accept_upgrade(listener)
+                return AsyncSide(self.runner, connecting.result(TIMEOUT)), peer
+        channels: queue.Queue[WebSocketChannel] = queue.Queue()
+        servers: queue.Queue[wschannel.trio.Server] = queue.Queue()
+        # As for the asyncio server: the handler holds its channel until the test is over.
+        release = self.runner.call(trio.Event)
+        stop = self.runner.call(trio.Event)
+
+        async def handler(channel: wschannel.trio.ServerChannel) -> None:
+            channels.put(channel)
+            await release.wait()
+
+        async def serve() -> None:
+            async with wschannel.trio.serve(handler, "127.0.0.1", 0, **options) as server:
+                servers.put(server)
+                await stop.wait()
+
+        serving = self.runner.spawn(serve)
+
+        def close() -> None:
+            self.runner.call(release.set)
+            self.runner.call(stop.set)
+            serving.result(3 * TIMEOUT)
+
+        self.cleanups.append(close)
+        try:
+            server = servers.get(timeout=TIMEOUT)
+        except queue.Empty:
+            raise Timeout("the trio server did not start") from None
+        peer = connect_upgrade(server.port)
+        try:
+            channel = channels.get(timeout=TIMEOUT)
+        except queue.Empty:
+            raise Timeout("the server's handler did not start") from None
+        return AsyncSide(self.runner, channel), peer
+
+
 class SyncLab(Lab):
     """``wschannel.sync.connect`` and ``wschannel.sync.serve``."""
 
@@ -1039,6 +1094,8 @@ def make_lab(flavour: str, role: str, agent: NodeAgent | None = None) -> Lab:
         return AdapterLab(flavour, role)
     if flavour.startswith("bytestream-"):
         return ByteStreamLab(flavour, role)
+    if flavour == "trio":
+        return TrioLab(flavour, role)
     if flavour == "sync":
         return SyncLab(flavour, role)
     if flavour == "fake_pair":

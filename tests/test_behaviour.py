@@ -2,7 +2,8 @@
 and codes, whatever drives the channel.
 
 Each test takes a ``lab`` (``tests/flavours.py``): one flavour (asyncio, uvloop, byte stream on
-asyncio / anyio / trio, blocking, adapter, ``testing.fake_pair``, and the browser's:
+asyncio / anyio / trio, ``wschannel.trio``, blocking, adapter, ``testing.fake_pair``, and the
+browser's:
 ``wschannel.html`` under Pyodide in Node) with our side in one role (client or server;
 ``memory`` for the fake pair), talking over a real TCP connection on 127.0.0.1 to a raw peer
 scripted here. The peer is the judge: it sends hand-built frames and

@@ -552,7 +552,13 @@ async def test_server_drops_a_client_that_trickles_its_request() -> None:
                 await asyncio.sleep(SHORT / 10)  # slow on purpose: a byte at a time
                 if reader.at_eof() or loop.time() - started > TIMEOUT:
                     break
-        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        try:
+            rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+        except ConnectionResetError:
+            # A byte written after the server closed (between two of the checks above)
+            # draws a reset from its kernel instead of the EOF: dropped all the same.
+            rest = b""
+        assert rest == b""
         assert SHORT * 0.9 <= loop.time() - started < TIMEOUT
         assert server.pending_handshakes == 0
         writer.close()

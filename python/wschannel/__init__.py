@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 from . import _platform, channel, status
 from ._platform import connect
+from ._reconnect import backoff
 from .channel import WebSocketChannel, WebSocketSink
-from .exceptions import StateError, WebSocketChannelException
+from .exceptions import InvalidStatus, ProxyError, StateError, WebSocketChannelException
 from .status import CloseCode
 
 # The abstract channel's connect() and over() reach the implementations through this: they
@@ -36,11 +37,14 @@ if TYPE_CHECKING:
 __all__ = [
     "CloseCode",
     "DeflateOptions",
+    "InvalidStatus",
+    "ProxyError",
     "StateError",
     "WebSocketChannel",
     "WebSocketChannelException",
     "WebSocketSink",
     "__version__",
+    "backoff",
     "broadcast",
     "connect",
     "serve",

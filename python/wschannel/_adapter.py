@@ -133,8 +133,12 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         self._sink = _AdapterSink(self._loop, self._stream, self._ready, self._closed_by_us)
         self._adapt(socket)
 
+    # Like Dart's factories, each class's connect takes its own options: this one does not
+    # stand in for WebSocketChannel.connect (the platform's, with all of its options).
     @classmethod
-    def connect(cls, url: str, *, protocols: Iterable[str] | None = None) -> Self:
+    def connect(  # type: ignore[override]
+        cls, url: str, *, protocols: Iterable[str] | None = None
+    ) -> Self:
         """Connect to a ``ws://`` or ``wss://`` URL with the platform's low-level WebSocket
         (:class:`~wschannel.adapter.IOWebSocket`); returns at once.
 
@@ -250,7 +254,7 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
 
     def _closed_by_us(self, socket: WebSocket) -> None:
         """Our close of ``socket`` is over: the peer's echo, when the socket reports it
-        (api.md decision 4)."""
+        (design.md decision 4)."""
         if self._close_code is None:
             self._close_code = getattr(socket, "close_code", None)
             self._close_reason = getattr(socket, "close_reason", None)

@@ -5,15 +5,22 @@ transport, :mod:`wschannel.bytestream` over a byte stream) do the same way: both
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._driver import SessionDriver
+from ._ping import Pings
+from ._wschannel import Pong
 
 if TYPE_CHECKING:
     from ._sink import GuaranteeSink
     from ._stream import MessageStream
 
-__all__ = ["ChannelDriver"]
+__all__ = ["ChannelDriver", "PingAnswered"]
+
+PingAnswered: TypeAlias = Callable[[float | None], None]
+"""Called with an application ping's round-trip time in seconds when its pong comes, or with
+``None`` when the connection ends first."""
 
 
 class ChannelDriver(SessionDriver):
@@ -24,6 +31,7 @@ class ChannelDriver(SessionDriver):
     sink: GuaranteeSink
     _delivering = False  # a read's messages are being handed over
     _consumer_check_due = False
+    _pings: Pings[PingAnswered] | None = None  # made at the first ping or pong
 
     def deliver(self, events: list[Any]) -> None:
         """What the engine made of one read: messages for the stream; the session has
@@ -36,7 +44,10 @@ class ChannelDriver(SessionDriver):
             cls = type(event)
             if cls is str or cls is bytes:
                 add_message(event)
-            elif not acted:
+                continue
+            if cls is Pong:
+                self.pong_received(event.data)
+            if not acted:
                 acted = True
                 self._delivering = True
                 try:
@@ -71,6 +82,40 @@ class ChannelDriver(SessionDriver):
 
     def end_stream(self) -> None:
         self.stream._end()
+        pings = self._pings
+        if pings:
+            for answered in pings.drop():
+                answered(None)
+
+    # The application's pings (wschannel._ping).
+
+    @property
+    def latency(self) -> float | None:
+        """The round-trip time last measured, by a keepalive ping or :meth:`send_ping`."""
+        pings = self._pings
+        if pings is not None and pings.latency is not None:
+            return pings.latency
+        conn = self.conn
+        return None if conn is None else conn.latency
+
+    def send_ping(self, answered: PingAnswered) -> None:
+        """Send a ping now; ``answered`` is called when its pong comes (see
+        :data:`PingAnswered`). Only while the connection is open and sending."""
+        conn = self.conn
+        assert conn is not None
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = Pings()
+        self.write(conn.send_ping(pings.add(answered)))
+
+    def pong_received(self, data: bytes) -> None:
+        """A pong came (the session has seen it): the application pings it answers."""
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = Pings()
+        conn = self.conn
+        for answered, rtt in pings.pong(data, None if conn is None else conn.latency):
+            answered(rtt)
 
     # The stream's backpressure goes to the session, which decides about reading.
 

@@ -21,7 +21,7 @@ _MAX_REASON_BYTES: Final = 123
 
 def binary_view(data: object) -> Buffer:
     """A binary message as one flat buffer of its raw bytes, without a copy where it is
-    contiguous; ``TypeError`` for an object that is not bytes-like (api.md decision 6)."""
+    contiguous; ``TypeError`` for an object that is not bytes-like (design.md decision 6)."""
     try:
         view = memoryview(data)  # type: ignore[arg-type]
     except TypeError:

@@ -21,17 +21,23 @@ import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
-from ._wschannel import ClientHandshake, DeflateOptions, __version__
+from ._proxy import HttpConnect, Proxy, ProxySetting, Socks5, Tunnel, select_proxy
+from ._redirect import Redirects, redact
+from ._wschannel import ClientHandshake, DeflateOptions, HandshakeError, __version__
+from .exceptions import InvalidStatus, WebSocketChannelException
 
 __all__ = [
     "SERVER_WINDOW_BITS",
     "USER_AGENT",
+    "ClientHop",
+    "ClientPlan",
     "Headers",
     "Response",
     "client_handshake",
     "deflate_level",
     "deflate_options",
     "format_peer",
+    "handshake_error",
     "header_list",
     "kernel_unsent",
 ]
@@ -198,6 +204,16 @@ def _ssl_context(
     return context
 
 
+def handshake_error(exc: HandshakeError, handshake: ClientHandshake) -> WebSocketChannelException:
+    """The client's error for a failed opening handshake: :class:`InvalidStatus` (with the
+    response's status and headers) when the server answered with another status than 101,
+    else a :class:`WebSocketChannelException` whose ``inner`` is ``exc``."""
+    status = handshake.status
+    if status >= 100 and status != 101:
+        return InvalidStatus.refused(exc, status, handshake.headers)
+    return WebSocketChannelException.from_inner(exc)
+
+
 def kernel_unsent(sock: socket.socket | None) -> int:
     """Bytes the kernel holds for the socket, not yet acknowledged by the peer
     (``SIOCOUTQ``); 0 where that cannot be asked (not Linux, or no socket)."""
@@ -208,3 +224,149 @@ def kernel_unsent(sock: socket.socket | None) -> int:
     except (OSError, ValueError):  # closed meanwhile
         return 0
     return int.from_bytes(answer, sys.byteorder, signed=True)
+
+
+class ClientHop:
+    """One connection of a client's attempt to open: the URL, where it connects
+    (:class:`_Target`), the proxy it goes through (or ``None``) and its opening handshake."""
+
+    __slots__ = ("handshake", "proxy", "target", "url")
+
+    def __init__(
+        self, url: str, target: _Target, proxy: Proxy | None, handshake: ClientHandshake
+    ) -> None:
+        self.url = url
+        self.target = target
+        self.proxy = proxy
+        self.handshake = handshake
+
+    def tunnel(self, address: str | None, user_agent: str | None, max_size: int) -> Tunnel:
+        """The tunnel's opening through :attr:`proxy` to the target: ``address`` is the
+        target's IP address for a ``socks5://`` proxy (which is not given names; see
+        :attr:`Proxy.resolves_names`), else ``None``."""
+        proxy = self.proxy
+        assert proxy is not None
+        target = self.target
+        if proxy.scheme.startswith("socks"):
+            return Socks5(proxy, address or target.host, target.port)
+        return HttpConnect(
+            proxy, target.host, target.port, user_agent=user_agent, max_size=max_size
+        )
+
+
+class ClientPlan:
+    """What a client connects to, hop after hop: the URL's, then each redirect's
+    (:class:`~wschannel._redirect.Redirects`), each through its proxy
+    (:func:`~wschannel._proxy.select_proxy`).
+
+    Made at the call, so an invalid URL, proxy or option raises there.
+    """
+
+    __slots__ = (
+        "_deflate",
+        "_headers",
+        "_max_header_size",
+        "_protocols",
+        "_proxy",
+        "_ssl",
+        "_unix_socket",
+        "first",
+        "proxy_ssl",
+        "redirects",
+        "user_agent",
+    )
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ssl: ssl_module.SSLContext | bool | None,
+        protocols: list[str],
+        headers: Headers | None,
+        user_agent: str | None,
+        deflate: DeflateOptions | None,
+        max_header_size: int,
+        proxy: ProxySetting,
+        proxy_ssl: ssl_module.SSLContext | None,
+        max_redirects: int,
+        unix_socket: bool,
+    ) -> None:
+        if proxy_ssl is not None and not isinstance(proxy_ssl, ssl_module.SSLContext):
+            raise TypeError(
+                "proxy_ssl must be an ssl.SSLContext (for an https:// proxy), not "
+                f"{type(proxy_ssl).__name__}."
+            )
+        self._ssl = ssl
+        self._protocols = protocols
+        self._headers = header_list(headers)
+        self.user_agent = user_agent
+        self._deflate = deflate
+        self._max_header_size = max_header_size
+        self._proxy = proxy
+        self.proxy_ssl = proxy_ssl
+        self._unix_socket = unix_socket
+        self.redirects = Redirects(url, max_redirects)
+        first = self._hop(url, _Target.parse(url, ssl))
+        if first.proxy is not None and first.proxy.tls and proxy_ssl is None:
+            self.proxy_ssl = ssl_module.create_default_context()
+        self.first = first
+
+    def _hop(self, url: str, target: _Target) -> ClientHop:
+        proxy = select_proxy(
+            self._proxy,
+            target.host,
+            target.port,
+            target.ssl is not None,
+            unix_socket=self._unix_socket,
+        )
+        headers = self.redirects.headers_for(url, self._headers)
+        handshake = client_handshake(
+            target, self._protocols, headers, self.user_agent, self._deflate, self._max_header_size
+        )
+        return ClientHop(url, target, proxy, handshake)
+
+    def after(self, hop: ClientHop) -> ClientHop | None:
+        """The next hop after ``hop``'s handshake failed, if its answer is a redirect to
+        follow; ``None`` if it is not (the handshake's error stands). Raises
+        :class:`~wschannel.exceptions.WebSocketChannelException` for a redirect that cannot
+        be followed, ``ValueError`` for a redirect to an unusable URL."""
+        handshake = hop.handshake
+        location = next(
+            (value for name, value in handshake.headers if name.lower() == "location"), None
+        )
+        url = self.redirects.follow(handshake.status, location)
+        if url is None:
+            return None
+        same_origin = self.redirects.same_origin(url)
+        if self._unix_socket and not same_origin:
+            raise WebSocketChannelException(
+                f"Cannot follow the redirect to {redact(url)} over unix_socket: it is another "
+                "origin than the URL's."
+            )
+        target = _Target.parse(url, self._ssl)
+        if target.authorization is None and same_origin:
+            target.authorization = self.first.target.authorization
+        next_hop = self._hop(url, target)
+        if next_hop.proxy is not None and next_hop.proxy.tls and self.proxy_ssl is None:
+            self.proxy_ssl = ssl_module.create_default_context()
+        return next_hop
+
+    def tunnel_limit(self) -> int:
+        """The most bytes an HTTP proxy's answer to ``CONNECT`` may have before its body."""
+        return self._max_header_size
+
+    def name_url(self, error: WebSocketChannelException) -> WebSocketChannelException:
+        """``error`` with the URL (and where it redirected to) in front of its message."""
+        where = self.redirects.describe()
+        prefix = f"Could not connect to {where}: "
+        message = error.message or type(error).__name__
+        if not message.startswith("Could not connect to "):
+            error.message = prefix + message
+            error.args = (error.message,)
+        return error
+
+    def timeout_error(self, connect_timeout: float | None) -> TimeoutError:
+        """The error after ``connect_timeout`` seconds without the connection open."""
+        return TimeoutError(
+            f"Connecting to {self.redirects.describe()} timed out after {connect_timeout} seconds."
+        )

@@ -16,28 +16,61 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ._websocket import WebSocket
-from .channel import WebSocketChannel
+from .channel import ConnectOptions, WebSocketChannel
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["connect", "connect_socket", "over"]
 
+BROWSER_OPTIONS: Final = ("protocols", "close_timeout", "write_limit", "reconnect_delays")
+"""The options of :func:`connect` the browser's WebSocket honours (under Pyodide)."""
 
-def connect(url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
+
+def connect(url: str, **options: Unpack[ConnectOptions]) -> WebSocketChannel:
     """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
 
     The connection opens in the background and :attr:`WebSocketChannel.ready` reports how
-    that went. Picks :class:`~wschannel.io.IOWebSocketChannel` on CPython and the browser's
-    WebSocket under Pyodide. Needs a running event loop (``wschannel.sync`` blocks instead).
+    that went; ``async for channel in connect(url)`` reconnects (see
+    :meth:`WebSocketChannel.__aiter__`). Picks :class:`~wschannel.io.IOWebSocketChannel` on
+    CPython, which takes every option (:class:`~wschannel.channel.ConnectOptions`: those of
+    :meth:`IOWebSocketChannel.connect <wschannel.io.IOWebSocketChannel.connect>`), and the
+    browser's WebSocket under Pyodide, which honours only ``protocols``, ``close_timeout``,
+    ``write_limit`` and ``reconnect_delays``: another option raises ``TypeError`` naming it
+    (a program meant for both leaves the others out). Needs a running event loop
+    (``wschannel.sync`` blocks instead).
     """
-    if sys.platform == "emscripten" or "pyodide" in sys.modules:
+    if in_browser():
         from .html import HtmlWebSocketChannel
 
-        return HtmlWebSocketChannel.connect(url, protocols=protocols)
+        check_browser_options(options)
+        return HtmlWebSocketChannel.connect(url, **options)  # type: ignore[misc]
     from .io import IOWebSocketChannel
 
-    return IOWebSocketChannel.connect(url, protocols=protocols)
+    return IOWebSocketChannel.connect(url, **options)
+
+
+def in_browser() -> bool:
+    """Whether this is Pyodide, where the browser (or Node) speaks WebSocket."""
+    return sys.platform == "emscripten" or "pyodide" in sys.modules
+
+
+def check_browser_options(options: ConnectOptions) -> None:
+    """``TypeError`` naming the options of ``options`` the browser's WebSocket cannot
+    honour."""
+    unsupported = sorted(set(options) - set(BROWSER_OPTIONS))
+    if unsupported:
+        names = ", ".join(f"{name}={options[name]!r}" for name in unsupported)  # type: ignore[literal-required]
+        raise TypeError(
+            f"connect(): the browser's WebSocket cannot honour {names} (under Pyodide, "
+            f"wschannel.connect takes only {', '.join(BROWSER_OPTIONS)}). Leave "
+            f"{'it' if len(unsupported) == 1 else 'them'} out, or pass "
+            f"{'it' if len(unsupported) == 1 else 'them'} only where "
+            "wschannel.io is used (sys.platform != 'emscripten')."
+        )
 
 
 def over(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from abc import abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
@@ -23,7 +24,26 @@ from .stream_channel import StreamSink
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["GuaranteeSink", "PendingSink", "WebSocketSink"]
+__all__ = ["GuaranteeSink", "PendingSink", "WebSocketSink", "report_unsent"]
+
+client_logger = logging.getLogger("wschannel.client")
+
+
+def report_unsent(count: int, ready: asyncio.Future[None]) -> None:
+    """Warn (``wschannel.client``, WARNING) that ``count`` messages added before the
+    connection opened are dropped unsent: it failed to open (``ready``'s error says why), or
+    it was given up first (the program ended, the attempt was cancelled)."""
+    if not count:
+        return
+    error = ready.exception() if ready.done() and not ready.cancelled() else None
+    why = "the connection was given up before it opened" if error is None else str(error)
+    client_logger.warning(
+        "%d message%s added before the connection opened %s dropped unsent: %s",
+        count,
+        "" if count == 1 else "s",
+        "was" if count == 1 else "were",
+        why,
+    )
 
 
 class WebSocketSink(StreamSink):
@@ -399,4 +419,5 @@ class PendingSink(GuaranteeSink, Generic[Target]):
     def _disconnect(self) -> None:
         super()._disconnect()
         self._target = None
+        report_unsent(len(self._pending), self._ready)
         self._pending = []

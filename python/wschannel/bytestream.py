@@ -41,7 +41,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from ._channel_driver import ChannelDriver
 from ._message import binary_view
@@ -52,6 +52,7 @@ from ._wschannel import (
 )
 from .channel import StoredWebSocketChannel
 from .defaults import (
+    COMPACT_INTERVAL,
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUE,
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
     ByteReader = asyncio.StreamReader | anyio.abc.ByteReceiveStream | trio.abc.ReceiveStream
     ByteWriter = asyncio.StreamWriter | anyio.abc.ByteSendStream | trio.abc.SendStream
 
-__all__ = ["ByteStreamWebSocketChannel", "over"]
+__all__ = ["ByteStreamWebSocketChannel", "over", "start_channel"]
 
 logger = logging.getLogger("wschannel.bytestream")
 
@@ -111,18 +112,65 @@ def over(
         raise ValueError("ping_interval must be positive, or None.")
     if close_timeout is not None and close_timeout < 0:
         raise ValueError("close_timeout must not be negative, or None.")
-    loop = _running_loop()
-    streams = _byte_streams(loop, reader, writer)
     conn = Connection(not server_side, max_message_size=max_message_size)
-    return ByteStreamWebSocketChannel(
-        loop,
-        streams,
+    return start_channel(
+        ByteStreamWebSocketChannel,
+        reader,
+        writer,
         conn,
         protocol=protocol,
         max_queue=max_queue,
         ping_interval=ping_interval,
         close_timeout=close_timeout,
     )
+
+
+_Channel = TypeVar("_Channel", bound="ByteStreamWebSocketChannel")
+
+
+def start_channel(
+    cls: type[_Channel],
+    reader: ByteReader,
+    writer: ByteWriter,
+    conn: Connection,
+    *,
+    protocol: str | None,
+    max_queue: int | None,
+    ping_interval: float | None,
+    close_timeout: float | None,
+    pong_timeout: float | None = None,
+    write_limit: int | None = DEFAULT_WRITE_LIMIT,
+    leftover: bytes = b"",
+    preface: bytes = b"",
+) -> _Channel:
+    """Run ``conn`` (a :class:`Connection` made from an opening handshake's outcome) over
+    ``reader`` and ``writer``; the open channel, of class ``cls``.
+
+    For :func:`over` and for the clients and servers that did the handshake on the byte
+    stream themselves (:mod:`wschannel._structured`): ``leftover`` is what was read after
+    the handshake (the first frames), ``preface`` what to send before any frame (a server's
+    101 response: the channel exists, for the server's bookkeeping, before the client can
+    see it is open), ``write_limit`` the bytes queued for the writer task above which the
+    session hears that writes wait (a server then stops reading) and ``sink.flush()``
+    waits. Needs the running loop the streams belong to.
+    """
+    loop = _running_loop()
+    streams = _byte_streams(loop, reader, writer, write_limit)
+    if preface:
+        streams.write(preface)
+    channel = cls.__new__(cls)
+    channel._start(
+        loop,
+        streams,
+        conn,
+        protocol=protocol,
+        max_queue=max_queue,
+        ping_interval=ping_interval,
+        pong_timeout=pong_timeout,
+        close_timeout=close_timeout,
+        leftover=leftover,
+    )
+    return channel
 
 
 class ByteStreamWebSocketChannel(StoredWebSocketChannel):
@@ -147,6 +195,31 @@ class ByteStreamWebSocketChannel(StoredWebSocketChannel):
         close_timeout: float | None,
     ) -> None:
         """Internal: use :func:`over`. The connection runs from here on."""
+        self._start(
+            loop,
+            streams,
+            conn,
+            protocol=protocol,
+            max_queue=max_queue,
+            ping_interval=ping_interval,
+            pong_timeout=None,
+            close_timeout=close_timeout,
+            leftover=b"",
+        )
+
+    def _start(
+        self,
+        loop: _Loop,
+        streams: _ByteStreams,
+        conn: Connection,
+        *,
+        protocol: str | None,
+        max_queue: int | None,
+        ping_interval: float | None,
+        pong_timeout: float | None,
+        close_timeout: float | None,
+        leftover: bytes,
+    ) -> None:
         self._protocol = protocol
         self._close_code: int | None = None
         self._close_reason: str | None = None
@@ -162,11 +235,12 @@ class ByteStreamWebSocketChannel(StoredWebSocketChannel):
             conn,
             self._stream,
             ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
             close_timeout=close_timeout,
         )
         self._driver = driver
         self._sink = driver.sink
-        driver.start()
+        driver.start(leftover)
 
     async def pipe(self, other: StreamChannel) -> None:
         """:meth:`StreamChannel.pipe`, with the two directions run as tasks of the loop this
@@ -305,6 +379,7 @@ class _Driver(ChannelDriver):
         stream: MessageStream,
         *,
         ping_interval: float | None,
+        pong_timeout: float | None,
         close_timeout: float | None,
     ) -> None:
         self.channel = channel
@@ -316,9 +391,11 @@ class _Driver(ChannelDriver):
         self.sink = sink_class(loop, stream, self)
         conn.start_session(
             ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
             close_timeout=close_timeout,
             consumer_wait=DEFAULT_CLOSE_TIMEOUT,
             half_close=streams.can_half_close,
+            compact_interval=COMPACT_INTERVAL if conn.compressed else None,
         )
         self._reader: _Handle | None = None
         self._closer: _Handle | None = None  # referenced so that asyncio keeps the task
@@ -327,10 +404,28 @@ class _Driver(ChannelDriver):
         self._closing = False  # the byte stream is being closed (or was dropped)
         self._lost = False  # the byte stream is closed: the connection is over
 
-    def start(self) -> None:
+    def start(self, leftover: bytes = b"") -> None:
+        """Start reading: first ``leftover`` (bytes read with the opening handshake), then
+        the byte stream."""
         self.stream._set_flow_control(self.consumer_full, self.consumer_has_room)
+        self.streams.watch_writes(self._writes_waiting, self._write_failed)
+        if leftover:
+            self.deliver(self.conn.receive_data(leftover))
         self._reader = self.loop.create_task(self._read())
         self._arm_session_timer()
+
+    def _writes_waiting(self, waiting: bool) -> None:
+        """The writer task's queue went over its limit, or back under it."""
+        if not self._lost:
+            self.conn.set_writes_waiting(waiting)
+            self.act()
+
+    def _write_failed(self) -> None:
+        """Sending failed: the connection is lost (the reader may be paused, and would not
+        find out)."""
+        if not self._closing:
+            logger.debug("The byte stream broke while writing")
+            self.abort()
 
     # Reading.
 
@@ -418,8 +513,11 @@ class _Driver(ChannelDriver):
 # The byte streams.
 
 
-def _byte_streams(loop: _Loop, reader: object, writer: object) -> _ByteStreams:
-    """The adapter for ``reader`` and ``writer``, checked against the running loop."""
+def _byte_streams(
+    loop: _Loop, reader: object, writer: object, write_limit: int | None = DEFAULT_WRITE_LIMIT
+) -> _ByteStreams:
+    """The adapter for ``reader`` and ``writer``, checked against the running loop;
+    ``write_limit``: see :func:`start_channel` (asyncio streams have their transport's)."""
     if isinstance(reader, asyncio.StreamReader) or isinstance(writer, asyncio.StreamWriter):
         if not (
             isinstance(reader, asyncio.StreamReader) and isinstance(writer, asyncio.StreamWriter)
@@ -443,6 +541,7 @@ def _byte_streams(loop: _Loop, reader: object, writer: object) -> _ByteStreams:
                 anyio.EndOfStream,
                 anyio.aclose_forcefully,
                 writer.send_eof if isinstance(writer, anyio.abc.ByteStream) else None,
+                write_limit,
             )
     if "trio" in sys.modules:
         import trio
@@ -458,6 +557,7 @@ def _byte_streams(loop: _Loop, reader: object, writer: object) -> _ByteStreams:
                 None,
                 trio.aclose_forcefully,
                 writer.send_eof if isinstance(writer, trio.abc.HalfCloseableStream) else None,
+                write_limit,
             )
     raise TypeError(
         "over() takes asyncio.StreamReader and asyncio.StreamWriter, anyio byte streams or trio "
@@ -489,6 +589,15 @@ class _ByteStreams(Protocol):
 
     def writes_waiting(self) -> bool:
         """Whether what was written and not taken yet is over the limit (``drain`` waits)."""
+
+    def watch_writes(self, listener: Callable[[bool], None], broken: Callable[[], None]) -> None:
+        """Call ``listener(True)`` when what waits to be sent goes over the limit and
+        ``listener(False)`` when it is back under it (where the stream can tell), and
+        ``broken()`` when sending failed: the peer is gone, even while reading is paused."""
+
+    @property
+    def high_water(self) -> int:
+        """The most bytes that have waited to be sent (0 where the stream cannot tell)."""
 
     async def drain(self) -> None:
         """Wait until the stream can take more data."""
@@ -530,6 +639,13 @@ class _AsyncioStreams:
         transport = self._writer.transport  # over its high-water mark, drain() waits
         return transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
 
+    def watch_writes(self, listener: Callable[[bool], None], broken: Callable[[], None]) -> None:
+        pass  # the transport tells its own protocol (StreamWriter's drain), not us
+
+    @property
+    def high_water(self) -> int:
+        return 0  # the transport does not keep one
+
     async def drain(self) -> None:
         if self._closing:
             return
@@ -564,6 +680,7 @@ class _TaskStreams:
     """A stream whose ``send`` is a coroutine (anyio, trio): a writer task sends the queue."""
 
     __slots__ = (
+        "_broken",
         "_busy",
         "_closed",
         "_closers",
@@ -571,8 +688,12 @@ class _TaskStreams:
         "_end_of_stream",
         "_eof",
         "_force_close",
+        "_high_water",
         "_idle_waiters",
+        "_limit",
+        "_listener",
         "_loop",
+        "_over_limit",
         "_queue",
         "_queued",
         "_receive",
@@ -591,8 +712,14 @@ class _TaskStreams:
         end_of_stream: type[Exception] | None,
         force_close: Callable[[Any], Awaitable[None]],
         send_eof: Callable[[], Awaitable[None]] | None,
+        write_limit: int | None = DEFAULT_WRITE_LIMIT,
     ) -> None:
         self._loop = loop
+        self._limit = write_limit
+        self._listener: Callable[[bool], None] | None = None
+        self._broken: Callable[[], None] | None = None
+        self._over_limit = False  # the queue is over write_limit (the listener was told)
+        self._high_water = 0  # the most bytes the queue has held
         self._receive = receive
         self._send = send
         self._closers = closers
@@ -627,10 +754,31 @@ class _TaskStreams:
             return
         self._queue.append(data)
         self._queued += len(data)
+        self._high_water = max(self._high_water, self._queued)
         self._wake_writer()
+        if not self._over_limit and self.writes_waiting():
+            self._over_limit = True
+            if self._listener is not None:
+                self._listener(True)
 
     def writes_waiting(self) -> bool:
-        return self._queued > DEFAULT_WRITE_LIMIT
+        limit = self._limit
+        return limit is not None and self._queued > limit
+
+    def watch_writes(self, listener: Callable[[bool], None], broken: Callable[[], None]) -> None:
+        self._listener = listener
+        self._broken = broken
+
+    @property
+    def high_water(self) -> int:
+        return self._high_water
+
+    def _sent(self, size: int) -> None:
+        self._queued -= size
+        if self._over_limit and not self.writes_waiting():
+            self._over_limit = False
+            if self._listener is not None:
+                self._listener(False)
 
     async def drain(self) -> None:
         if self._busy or self._queue:
@@ -667,7 +815,7 @@ class _TaskStreams:
                     self._busy = True
                     await self._send(data)
                     self._busy = False
-                    self._queued -= len(data)
+                    self._sent(len(data))
                     continue
                 self._wake_idle()
                 if self._closing:
@@ -684,6 +832,8 @@ class _TaskStreams:
             logger.debug("Writing to the byte stream failed: %r", exc)
             self._closing = True
             queue.clear()
+            if self._broken is not None:
+                self._broken()
             await self._close_forcefully()
         finally:
             self._closing = True

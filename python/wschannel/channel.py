@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
-from collections.abc import Awaitable, Generator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict, cast
 
 from ._message import Message, binary_view, check_close_args
+from ._reconnect import Delays, Reconnecting, Redial, close_code_for
 from ._sink import GuaranteeSink, WebSocketSink
 from ._stream import MessageStream, StreamSubscription
 from .defaults import DEFAULT_MAX_QUEUE
@@ -47,10 +48,17 @@ from .stream_channel import (
 )
 
 if TYPE_CHECKING:
+    import os
+    import ssl
+
+    from typing_extensions import Unpack
+
     from ._websocket import WebSocket
+    from ._wschannel import DeflateOptions
 
 __all__ = [
     "DEFAULT_MAX_QUEUE",
+    "ConnectOptions",
     "GuaranteeSink",
     "MappedSink",
     "MappedStream",
@@ -136,7 +144,28 @@ class WebSocketChannel(StreamChannel):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.sink.close()
+        """Close with 1000 (normal closure), 1011 (internal error) when the block raised, or
+        1001 (going away) when the task was cancelled, and wait until the connection is
+        closed (as websockets does; bounded by ``close_timeout``). A sink already closed
+        keeps its code."""
+        await self.sink.close(close_code_for(exc))
+
+    def __aiter__(self) -> AsyncIterator[Self]:
+        """``async for channel in wschannel.connect(url):`` this channel once open, then,
+        each time the loop comes back, a new connection made the same way (the previous one
+        closed with 1000 if it is still open), reconnecting when the connection is lost or
+        an attempt fails, with backoff (``reconnect_delays``). See
+        :class:`wschannel._reconnect.Reconnecting` for when it stops and what is retried.
+
+        Only a channel made by ``connect`` can be iterated: ``TypeError`` otherwise.
+        """
+        redial: Redial[Any] | None = getattr(self, "_redial", None)
+        if redial is None:
+            raise TypeError(
+                f"This {type(self).__name__} was not made by connect(), so it cannot "
+                "reconnect: iterate over wschannel.connect(url, ...) instead."
+            )
+        return Reconnecting(self, cast("Redial[Self]", redial))
 
     @staticmethod
     def sign_key(key: str) -> str:
@@ -146,9 +175,10 @@ class WebSocketChannel(StreamChannel):
         return sign_key(key)
 
     @classmethod
-    def connect(cls, url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
-        """Connect to ``url`` with the platform's implementation; see :func:`connect`."""
-        return connect(url, protocols=protocols)
+    def connect(cls, url: str, **options: Unpack[ConnectOptions]) -> WebSocketChannel:
+        """Connect to ``url`` with the platform's implementation and any of its options;
+        see :func:`connect`."""
+        return connect(url, **options)
 
     @classmethod
     def over(
@@ -189,7 +219,15 @@ class StoredWebSocketChannel(WebSocketChannel):
     answers for them.
     """
 
-    __slots__ = ("_close_code", "_close_reason", "_protocol", "_ready", "_sink", "_stream")
+    __slots__ = (
+        "_close_code",
+        "_close_reason",
+        "_protocol",
+        "_ready",
+        "_redial",
+        "_sink",
+        "_stream",
+    )
 
     _protocol: str | None
     _close_code: int | None
@@ -197,6 +235,7 @@ class StoredWebSocketChannel(WebSocketChannel):
     _ready: asyncio.Future[None]
     _stream: MessageStream
     _sink: WebSocketSink
+    _redial: Redial[Any] | None  # set by connect (wschannel._reconnect.redialable)
 
     @property
     def protocol(self) -> str | None:
@@ -232,10 +271,37 @@ class StoredWebSocketChannel(WebSocketChannel):
         return f"<{type(self).__name__} {state}>"
 
 
-def connect(url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
+class ConnectOptions(TypedDict, total=False):
+    """The options of :func:`wschannel.connect`: those of the platform's ``connect``,
+    :meth:`IOWebSocketChannel.connect <wschannel.io.IOWebSocketChannel.connect>` on CPython
+    (see there for each). Under Pyodide the browser's WebSocket honours only ``protocols``,
+    ``close_timeout``, ``write_limit`` and ``reconnect_delays``; any other raises
+    ``TypeError`` naming it."""
+
+    protocols: Iterable[str] | None
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None
+    ssl: ssl.SSLContext | bool | None
+    compression: bool | DeflateOptions | None
+    max_message_size: int | None
+    max_queue: int | None
+    write_limit: int | None
+    connect_timeout: float | None
+    ping_interval: float | None
+    pong_timeout: float | None
+    close_timeout: float | None
+    user_agent: str | None
+    max_header_size: int
+    unix_socket: str | os.PathLike[str] | None
+    proxy: str | Literal[True] | None
+    proxy_ssl: ssl.SSLContext | None
+    max_redirects: int
+    reconnect_delays: Delays
+
+
+def connect(url: str, **options: Unpack[ConnectOptions]) -> WebSocketChannel:
     """Connect to a ``ws://`` or ``wss://`` URL with the platform's implementation; returns
     the channel at once. The same as :func:`wschannel.connect` (see there)."""
-    return installed_platform().connect(url, protocols=protocols)
+    return installed_platform().connect(url, **options)
 
 
 class Platform(Protocol):
@@ -248,7 +314,7 @@ class Platform(Protocol):
     before any code can reach this module.
     """
 
-    def connect(self, url: str, *, protocols: Iterable[str] | None = None) -> WebSocketChannel:
+    def connect(self, url: str, **options: Unpack[ConnectOptions]) -> WebSocketChannel:
         """A channel to ``url`` (CPython's asyncio sockets, or the browser's WebSocket)."""
         ...
 

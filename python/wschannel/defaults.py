@@ -16,7 +16,9 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_PENDING_HANDSHAKES",
     "DEFAULT_MAX_QUEUE",
+    "DEFAULT_MAX_REDIRECTS",
     "DEFAULT_OPEN_TIMEOUT",
+    "DEFAULT_PING_INTERVAL",
     "DEFAULT_WRITE_LIMIT",
     "DEFAULT_WRITE_QUEUE",
 ]
@@ -41,6 +43,25 @@ taken by the peer; then the time the peer has to answer."""
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 """Seconds a client has for TCP, TLS and the opening handshake together (as websockets)."""
+
+DEFAULT_MAX_REDIRECTS: Final = 10
+"""Redirects (301, 302, 303, 307, 308) a client's opening handshake follows before it gives
+up: as websockets (``max_redirects``); browsers follow about 20 for a page."""
+
+DEFAULT_PING_INTERVAL: Final = 20.0
+"""Seconds between keepalive pings (a ping after each interval without a pong), clients and
+servers, both flavours; a ping that gets no pong within ``pong_timeout`` (by default as long
+again: 20 s) closes the connection with 1001.
+
+On by default, as in websockets (Dart's default is off): without it, a peer that vanished
+without closing (its machine gone, a NAT or proxy that dropped the mapping) leaves the
+connection open forever, and a stream waiting for its next message never ends; and many
+proxies and NATs drop a connection idle for 60 s or more, which a ping every 20 s keeps
+alive. It costs a 6-byte ping and its pong per interval. 20 s for the pong is generous: a
+pong queued behind large messages on a slow link still makes it. The price: a consumer that
+stops reading for longer than ``ping_interval + pong_timeout`` while its queue is full
+(``max_queue``) leaves the pong unread, and is closed too. ``ping_interval=None`` turns
+keepalive off."""
 
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 """Seconds a server gives a client for TLS and its upgrade request."""

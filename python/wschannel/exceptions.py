@@ -4,6 +4,8 @@
 
     Exception
      ├── WebSocketChannelException    a connection could not be established
+     │    ├── InvalidStatus           the server answered the upgrade with another status
+     │    └── ProxyError              the proxy refused the tunnel, or could not be reached
      └── WebSocketException           the low-level socket layer (wschannel.adapter) failed
           └── WebSocketConnectionClosed   sending or closing after the connection closed
     RuntimeError
@@ -24,6 +26,8 @@ from __future__ import annotations
 from typing import Self
 
 __all__ = [
+    "InvalidStatus",
+    "ProxyError",
     "StateError",
     "WebSocketChannelException",
     "WebSocketConnectionClosed",
@@ -64,6 +68,41 @@ class WebSocketChannelException(Exception):
         return f"{type(self).__name__}({self.message!r})"
 
 
+class InvalidStatus(WebSocketChannelException):
+    """The server answered the opening handshake with an HTTP status other than 101
+    (RFC 6455 §4.1: 404, 403, 429, 503...).
+
+    ``status`` is that status and ``headers`` the response's headers, in order (a
+    ``Retry-After``, a ``Location``...); ``inner`` is the handshake error that reported it.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+
+    def __init__(self, message: str, status: int, headers: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+    def header(self, name: str) -> str | None:
+        """The value of the response's first header called ``name`` (any case), or ``None``."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    @classmethod
+    def refused(
+        cls, inner: BaseException, status: int, headers: list[tuple[str, str]]
+    ) -> InvalidStatus:
+        """The error for a refusal that ``inner`` (the handshake's error) reported."""
+        error = cls(str(inner) or f"The server answered with status {status}.", status, headers)
+        error.inner = inner
+        error.__cause__ = inner
+        return error
+
+
 class StateError(RuntimeError):
     """An operation that the channel's state forbids, such as adding to a closed sink.
 
@@ -95,3 +134,25 @@ class WebSocketConnectionClosed(WebSocketException):
 
     def __init__(self, message: str = "Connection Closed") -> None:
         super().__init__(message)
+
+
+class ProxyError(WebSocketChannelException):
+    """The proxy a client goes through refused the tunnel, answered wrongly, or could not be
+    reached (:mod:`wschannel._proxy`).
+
+    ``proxy`` is the proxy's URL without credentials; ``status`` the HTTP status of an HTTP
+    proxy's refusal (``407``, ``403``...), ``reply`` the reply code of a SOCKS5 proxy's
+    (``0x02``: not allowed by its rules...); each ``None`` when it does not apply.
+    """
+
+    proxy: str
+    status: int | None
+    reply: int | None
+
+    def __init__(
+        self, message: str, *, proxy: str, status: int | None = None, reply: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.proxy = proxy
+        self.status = status
+        self.reply = reply

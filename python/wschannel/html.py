@@ -17,7 +17,8 @@ What the browser decides (WHATWG WebSockets Standard):
   1000 with the same reason;
 - it cannot stop reading: received messages are buffered without bound (no backpressure);
 - it tells nothing about a failure but "error": a connection that cannot be opened fails
-  ``ready`` with ``WebSocketChannelException('WebSocket connection failed.')``.
+  ``ready`` with ``WebSocketChannelException('WebSocket connection failed.')`` (its
+  ``inner`` a ``ConnectionError`` saying the same).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import enum
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Self
 
+from ._reconnect import Delays, backoff, redialable
 from ._sink import PendingSink
 from ._stream import MessageStream
 from ._tasks import _retrieve_exception
@@ -52,6 +54,13 @@ _OPEN: Final = 1
 _CONNECTION_FAILED: Final = "WebSocket connection failed."
 
 _EVENTS: Final = ("open", "message", "error", "close")
+
+
+def _connection_failed() -> WebSocketChannelException:
+    """The error of a connection the browser could not open: all it says is that it failed
+    (a refused port, a 403 and a TLS failure look alike to a page), so ``inner`` is a
+    ``ConnectionError`` saying the same; a reconnecting loop retries it."""
+    return WebSocketChannelException.from_inner(ConnectionError(_CONNECTION_FAILED))
 
 
 class BinaryType(enum.Enum):
@@ -216,8 +225,12 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         if state == _OPEN:
             self._on_open()
 
+    # Like Dart's factories, each class's connect takes its own options: this one does not
+    # stand in for WebSocketChannel.connect (the platform's, whose other options the browser
+    # cannot honour: wschannel._platform.connect rejects them by name).
     @classmethod
-    def connect(
+    @redialable
+    def connect(  # type: ignore[override]
         cls,
         url: str,
         *,
@@ -225,6 +238,7 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         binary_type: BinaryType = BinaryType.LIST,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         write_limit: int | None = DEFAULT_WRITE_LIMIT,
+        reconnect_delays: Delays = backoff,
     ) -> Self:
         """Open a browser ``WebSocket`` to ``url`` and wrap it; returns the channel at once.
 
@@ -234,7 +248,9 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         ``WebSocketChannelException('WebSocket connection failed.')``. Raises
         ``ValueError`` at once when the browser refuses the URL or the protocols (its
         ``SyntaxError``/``SecurityError``), ``RuntimeError`` outside Pyodide or without a
-        running event loop.
+        running event loop. ``reconnect_delays``: the delays between attempts when the
+        channel is iterated (``async for channel in HtmlWebSocketChannel.connect(url)``
+        reconnects; see :meth:`WebSocketChannel.__aiter__`).
         """
         ffi = _pyodide()
         _running_loop()
@@ -284,14 +300,14 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
             self._stream._add(data)
 
     def _on_error(self, event: Any) -> None:
-        # Open connections report their end through the close event (api.md: only a
+        # Open connections report their end through the close event (design.md decision 7: only a
         # failure to connect is an error on a channel).
         if not self._ready.done():
-            self._fail(WebSocketChannelException(_CONNECTION_FAILED))
+            self._fail(_connection_failed())
 
     def _on_close(self, event: Any) -> None:
         if not self._ready.done():
-            self._fail(WebSocketChannelException(_CONNECTION_FAILED))
+            self._fail(_connection_failed())
             return
         self._close_code = int(event.code)
         self._close_reason = str(event.reason)

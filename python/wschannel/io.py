@@ -29,9 +29,11 @@ side) as attributes, for a :class:`logging.Formatter` such as
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
+import socket
 import ssl as ssl_module
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
@@ -42,15 +44,19 @@ from ._direct import DirectTransport, take_over
 from ._message import binary_view
 from ._net import (
     USER_AGENT,
+    ClientHop,
+    ClientPlan,
     Headers,
-    _Target,
-    client_handshake,
     deflate_level,
     deflate_options,
     format_peer,
+    handshake_error,
     kernel_unsent,
 )
-from ._sink import GuaranteeSink
+from ._ping import check_keepalive
+from ._proxy import ProxySetting, Tunnel
+from ._reconnect import Delays, backoff, redialable
+from ._sink import GuaranteeSink, report_unsent
 from ._tasks import _retrieve_exception
 from ._wschannel import (
     ClientHandshake,
@@ -69,9 +75,11 @@ from .defaults import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_REDIRECTS,
+    DEFAULT_PING_INTERVAL,
     DEFAULT_WRITE_LIMIT,
 )
-from .exceptions import WebSocketChannelException
+from .exceptions import ProxyError, StateError, WebSocketChannelException
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -102,6 +110,11 @@ _connection_ids = itertools.count(1)
 _NO_LOOP_MESSAGE: Final = (
     "IOWebSocketChannel.connect() needs a running asyncio event loop; "
     "from synchronous code, use wschannel.sync instead."
+)
+
+
+_CLOSED_PING: Final = (
+    "Cannot ping: this side's close frame has gone (the connection is closing or closed)."
 )
 
 
@@ -222,6 +235,7 @@ class _IOSink(GuaranteeSink):
         super()._disconnect()
         self._conn = self._live = None
         self._write = self._send_text = self._send_binary = _write_nowhere
+        report_unsent(len(self._pending), self._channel.ready)
         self._pending = []
 
 
@@ -289,6 +303,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
             task.cancel()
 
     @classmethod
+    @redialable
     def connect(
         cls,
         url: str,
@@ -301,11 +316,16 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         max_queue: int | None = DEFAULT_MAX_QUEUE,
         write_limit: int | None = DEFAULT_WRITE_LIMIT,
         connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-        ping_interval: float | None = None,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        pong_timeout: float | None = None,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         user_agent: str | None = USER_AGENT,
         max_header_size: int = 16384,
         unix_socket: str | os.PathLike[str] | None = None,
+        proxy: ProxySetting = True,
+        proxy_ssl: ssl_module.SSLContext | None = None,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        reconnect_delays: Delays = backoff,
     ) -> Self:
         """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
 
@@ -325,41 +345,74 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         - ``max_message_size``: larger messages from the server fail the connection (1009).
         - ``max_queue``: received messages buffered before reading pauses (backpressure).
         - ``write_limit``: the write buffer size above which ``sink.flush()`` waits.
-        - ``ping_interval``: seconds between keepalive pings; no pong within the same time
-          closes the connection with 1001 (Dart's algorithm).
+        - ``ping_interval``: seconds between keepalive pings (a ping after each interval
+          without a pong; 20 s, :data:`~wschannel.defaults.DEFAULT_PING_INTERVAL`);
+          ``None`` sends none.
+        - ``pong_timeout``: seconds a keepalive ping waits for its pong before the
+          connection is closed with 1001; ``None`` (default): as long as ``ping_interval``.
         - ``connect_timeout``: seconds for TCP, TLS and the opening handshake together.
         - ``close_timeout``: seconds the closing handshake may go without progress (see
           :data:`DEFAULT_CLOSE_TIMEOUT`).
         - ``unix_socket``: connect to the Unix-domain socket at this path instead of the
           URL's host and port (which still give the ``Host`` header, the path and TLS's
           server name).
+        - ``proxy``: the proxy to go through, as a URL: ``http://``, ``https://`` (TLS to
+          the proxy), ``socks5://`` or ``socks5h://``, with ``user:password@`` for its
+          credentials; ``True`` (default) takes the environment's (``wss_proxy``,
+          ``https_proxy``, ``all_proxy``..., not for hosts in ``no_proxy``; see
+          :mod:`wschannel._proxy` and docs/client.md), ``None`` connects directly.
+        - ``proxy_ssl``: the TLS context for an ``https://`` proxy (default: verify it with
+          the default CA store).
+        - ``max_redirects``: how many redirects (301, 302, 303, 307, 308) the opening
+          handshake follows; ``0`` follows none.
+        - ``reconnect_delays``: when the channel is iterated (``async for channel in
+          IOWebSocketChannel.connect(url)``, which reconnects), a function returning the
+          delays in seconds before each new attempt; :func:`wschannel.backoff` by default.
 
-        ``None`` disables each limit. Raises ``ValueError`` for an invalid URL, and
-        ``RuntimeError`` without a running event loop (use ``wschannel.sync`` there).
+        ``None`` disables each limit. Raises ``ValueError`` for an invalid URL or proxy, and
+        ``RuntimeError`` without a running event loop (use ``wschannel.sync`` there). A
+        connection that fails names the URL: :class:`~wschannel.exceptions.ProxyError` when
+        the proxy refused or could not be reached.
         """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise RuntimeError(_NO_LOOP_MESSAGE) from None
-        target = _Target.parse(str(url), ssl)
+        check_keepalive(ping_interval, pong_timeout)
         offered = list(protocols or ())
         deflate = deflate_options(compression)
-        handshake = client_handshake(target, offered, headers, user_agent, deflate, max_header_size)
+        path = None if unix_socket is None else os.fspath(unix_socket)
+        plan = ClientPlan(
+            str(url),
+            ssl=ssl,
+            protocols=offered,
+            headers=headers,
+            user_agent=user_agent,
+            deflate=deflate,
+            max_header_size=max_header_size,
+            proxy=proxy,
+            proxy_ssl=proxy_ssl,
+            max_redirects=max_redirects,
+            unix_socket=path is not None,
+        )
         channel = cls._unopened(max_queue=max_queue)
         channel._close_timeout = close_timeout
-        protocol = _ClientProtocol(
-            channel,
-            handshake,
-            offered=offered,
-            max_message_size=max_message_size,
-            deflate_level=deflate_level(deflate),
-            ping_interval=ping_interval,
-            close_timeout=close_timeout,
-            write_limit=write_limit,
-        )
-        path = None if unix_socket is None else os.fspath(unix_socket)
+
+        def new_protocol(handshake: ClientHandshake) -> _ClientProtocol:
+            return _ClientProtocol(
+                channel,
+                handshake,
+                offered=offered,
+                max_message_size=max_message_size,
+                deflate_level=deflate_level(deflate),
+                ping_interval=ping_interval,
+                pong_timeout=pong_timeout,
+                close_timeout=close_timeout,
+                write_limit=write_limit,
+            )
+
         channel._connect_task = loop.create_task(
-            _open_connection(channel, protocol, target, connect_timeout, path)
+            _open_connection(channel, plan, new_protocol, connect_timeout, path)
         )
         return channel
 
@@ -369,33 +422,70 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         client): its ``path``, ``headers`` and ``header(name)``."""
         return self._request
 
+    async def ping(self) -> float:
+        """Send a ping (RFC 6455 §5.5.2) and wait for its pong: the round-trip time in
+        seconds (also :attr:`latency` from then on).
+
+        Waits for the connection to open first (raising its error if it could not). Raises
+        :class:`~wschannel.StateError` once this side's close frame has gone (closed by
+        either side), and if the connection ends before the pong comes. Pings sent at once
+        all get their answer; a pong answers its ping and those before it (RFC 6455 §5.5.3).
+        Bound the wait with ``asyncio.timeout`` if the peer may not answer.
+        """
+        await self.ready
+        protocol = self._transport_protocol
+        conn = None if protocol is None else protocol.conn
+        if protocol is None or conn is None or not conn.sending:
+            raise StateError(_CLOSED_PING)
+        waiter: asyncio.Future[float | None] = self._loop.create_future()
+        protocol.send_ping(functools.partial(_resolve, waiter))
+        rtt = await waiter
+        if rtt is None:
+            raise StateError(
+                f"The connection closed (code {self._close_code}) before the ping's pong came."
+            )
+        return rtt
+
+    @property
+    def latency(self) -> float | None:
+        """The round-trip time last measured, in seconds: of a keepalive ping (see
+        ``ping_interval``) or of :meth:`ping`; ``None`` before any was answered."""
+        protocol = self._transport_protocol
+        return None if protocol is None else protocol.latency
+
+
+def _resolve(waiter: asyncio.Future[float | None], rtt: float | None) -> None:
+    if not waiter.done():
+        waiter.set_result(rtt)
+
 
 async def _open_connection(
     channel: IOWebSocketChannel,
-    protocol: _ClientProtocol,
-    target: _Target,
+    plan: ClientPlan,
+    new_protocol: Callable[[ClientHandshake], _ClientProtocol],
     connect_timeout: float | None,
     unix_socket: str | None = None,
 ) -> None:
-    """TCP (or a Unix socket), TLS and the opening handshake, within ``connect_timeout``."""
+    """TCP (or a Unix socket), through the proxy if any, TLS and the opening handshake,
+    again for each redirect, all within ``connect_timeout``."""
     loop = channel._loop
     timeout = asyncio.timeout(connect_timeout)
-    server_hostname = target.host if target.ssl is not None else None
+    hop = plan.first
+    protocol = new_protocol(hop.handshake)
     try:
         async with timeout:
-            if unix_socket is None:
-                await loop.create_connection(
-                    lambda: protocol,
-                    target.host,
-                    target.port,
-                    ssl=target.ssl,
-                    server_hostname=server_hostname,
-                )
-            else:
-                await loop.create_unix_connection(
-                    lambda: protocol, unix_socket, ssl=target.ssl, server_hostname=server_hostname
-                )
-            await protocol.opening
+            while True:
+                await _open_transport(loop, protocol, hop, plan, unix_socket)
+                try:
+                    await protocol.opening
+                    return
+                except WebSocketChannelException:
+                    next_hop = plan.after(hop)
+                    if next_hop is None:
+                        raise
+                protocol.abort()
+                hop = next_hop
+                protocol = new_protocol(hop.handshake)
     except asyncio.CancelledError:
         protocol.abort()
         channel._fail(WebSocketChannelException("The connection attempt was cancelled."))
@@ -406,12 +496,143 @@ async def _open_connection(
         protocol.abort()
         error: Exception
         if timeout.expired():
-            error = TimeoutError(f"Connecting timed out after {connect_timeout} seconds.")
+            error = plan.timeout_error(connect_timeout)
         elif isinstance(exc, WebSocketChannelException):
-            error = exc
+            error = plan.name_url(exc)
         else:
-            error = WebSocketChannelException.from_inner(exc)
+            error = plan.name_url(WebSocketChannelException.from_inner(exc))
         channel._fail(error)
+
+
+async def _open_transport(
+    loop: asyncio.AbstractEventLoop,
+    protocol: _ClientProtocol,
+    hop: ClientHop,
+    plan: ClientPlan,
+    unix_socket: str | None,
+) -> None:
+    """Connect ``protocol`` to ``hop``'s target: directly, or through its proxy."""
+    target = hop.target
+    server_hostname = target.host if target.ssl is not None else None
+    if hop.proxy is None:
+        if unix_socket is None:
+            await loop.create_connection(
+                lambda: protocol,
+                target.host,
+                target.port,
+                ssl=target.ssl,
+                server_hostname=server_hostname,
+            )
+        else:
+            await loop.create_unix_connection(
+                lambda: protocol, unix_socket, ssl=target.ssl, server_hostname=server_hostname
+            )
+        return
+    transport = await _open_tunnel(loop, hop, plan)
+    try:
+        transport.set_protocol(protocol)
+        if target.ssl is not None:
+            # TLS inside the tunnel, which may itself be TLS to an https:// proxy.
+            tls = await loop.start_tls(
+                transport, protocol, target.ssl, server_hostname=server_hostname
+            )
+            assert tls is not None
+            transport = tls
+        protocol.connection_made(transport)
+        transport.resume_reading()
+    except BaseException:
+        transport.abort()
+        raise
+
+
+async def _open_tunnel(
+    loop: asyncio.AbstractEventLoop, hop: ClientHop, plan: ClientPlan
+) -> asyncio.Transport:
+    """A transport to ``hop``'s proxy whose tunnel to the target is open, reading paused;
+    :class:`~wschannel.exceptions.ProxyError` if the proxy cannot be reached or refuses."""
+    proxy = hop.proxy
+    assert proxy is not None
+    target = hop.target
+    address = None
+    if not proxy.resolves_names:
+        try:
+            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise WebSocketChannelException.from_inner(
+                OSError(f"could not resolve {target.host!r} for the socks5:// proxy: {exc}")
+            ) from exc
+        address = str(infos[0][4][0])
+    tunnel = _TunnelProtocol(loop, hop.tunnel(address, plan.user_agent, plan.tunnel_limit()))
+    ssl = plan.proxy_ssl if proxy.tls else None
+    try:
+        transport, _ = await loop.create_connection(
+            lambda: tunnel,
+            proxy.host,
+            proxy.port,
+            ssl=ssl,
+            server_hostname=proxy.host if ssl is not None else None,
+        )
+    except OSError as exc:
+        raise ProxyError(f"could not reach proxy {proxy}: {exc}", proxy=str(proxy)) from exc
+    try:
+        await tunnel.opened
+    except BaseException:
+        transport.abort()
+        raise
+    return transport
+
+
+class _TunnelProtocol(asyncio.Protocol):
+    """Opens a tunnel through a proxy (:class:`~wschannel._proxy.Tunnel`); reading pauses
+    once it is open, until the WebSocket's protocol takes the transport over."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tunnel: Tunnel) -> None:
+        self._tunnel = tunnel
+        self._transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.opened.add_done_callback(_retrieve_exception)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport = cast("asyncio.Transport", transport)
+        transport.write(self._tunnel.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        try:
+            done = self._tunnel.receive_data(data)
+        except ProxyError as exc:
+            self._fail(exc)
+            return
+        outgoing = self._tunnel.data_to_send()
+        if outgoing:
+            transport.write(outgoing)
+        if done:
+            transport.pause_reading()
+            if not self.opened.done():
+                self.opened.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        try:
+            self._tunnel.receive_eof()
+        except ProxyError as exc:
+            self._fail(exc)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            try:
+                self._tunnel.receive_eof()
+            except ProxyError as error:
+                if exc is not None:
+                    error.inner = error.__cause__ = exc
+                self._fail(error)
+
+    def _fail(self, error: ProxyError) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(error)
+        if self._transport is not None:
+            self._transport.abort()
 
 
 class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
@@ -436,6 +657,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         ping_interval: float | None,
         close_timeout: float | None,
         write_limit: int | None,
+        pong_timeout: float | None = None,
     ) -> None:
         self.channel = channel
         sink = channel._sink
@@ -450,6 +672,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         self._max_message_size = max_message_size
         self._deflate_level = deflate_level
         self._ping_interval = ping_interval
+        self._pong_timeout = pong_timeout
         self._close_timeout = close_timeout
         self._write_limit = write_limit
         self._writing_paused = False
@@ -597,6 +820,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
             self.transport = transport = cast("asyncio.Transport", direct)
         conn.start_session(
             ping_interval=self._ping_interval,
+            pong_timeout=self._pong_timeout,
             close_timeout=self._close_timeout,
             consumer_wait=DEFAULT_CLOSE_TIMEOUT,
             pause_reading_while_writes_wait=self.pause_reading_while_writes_wait,
@@ -726,6 +950,7 @@ class _ClientProtocol(_WebSocketProtocol):
         max_message_size: int | None,
         deflate_level: int,
         ping_interval: float | None,
+        pong_timeout: float | None,
         close_timeout: float | None,
         write_limit: int | None,
     ) -> None:
@@ -734,6 +959,7 @@ class _ClientProtocol(_WebSocketProtocol):
             max_message_size=max_message_size,
             deflate_level=deflate_level,
             ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
             close_timeout=close_timeout,
             write_limit=write_limit,
         )
@@ -751,7 +977,7 @@ class _ClientProtocol(_WebSocketProtocol):
         try:
             complete = handshake.receive_data(data)
         except HandshakeError as exc:
-            self._handshake_failed(WebSocketChannelException.from_inner(exc))
+            self._handshake_failed(handshake_error(exc, handshake))
             return
         if not complete:
             return

@@ -5,7 +5,8 @@ Each connection answers one HTTP upgrade request (RFC 6455 §4.2). The engine's
 its order: not a WebSocket upgrade → 404, no version or no key → 400, a version other than 13
 → 426 (RFC 6455 §4.4), an origin not allowed → 403. An accepted request gets a 101 with the first
 subprotocol, in the client's order, that the server supports, and permessage-deflate if both
-sides want it. Then ``handler(channel)`` runs for the connection.
+sides want it. Then ``handler(channel)`` runs for the connection; ``channel.server`` is the
+:class:`Server` (its ``connections`` and ``broadcast``), so a handler needs no global.
 
 Limits keep slow or hostile clients from exhausting the server: ``open_timeout`` bounds the
 TLS and opening handshakes, and at most ``max_pending_handshakes`` connections may be in their
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
 
 from ._direct import DirectTransport
 from ._net import Response, deflate_level, deflate_options, format_peer
+from ._ping import check_keepalive
 from ._sink import GuaranteeSink
 from ._wschannel import (
     DeflateOptions,
@@ -41,6 +43,7 @@ from ._wschannel import (
     encode_shared_frame,
     reject_response,
 )
+from .bytestream import _ByteStreamSink
 from .channel import WebSocketChannel
 from .defaults import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -48,6 +51,7 @@ from .defaults import (
     DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_MAX_QUEUE,
     DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PING_INTERVAL,
     DEFAULT_WRITE_LIMIT,
 )
 from .exceptions import WebSocketConnectionClosed
@@ -73,6 +77,7 @@ __all__ = [
     "ProcessRequest",
     "Response",
     "Server",
+    "ServerChannel",
     "broadcast",
     "serve",
     "unix_serve",
@@ -83,17 +88,43 @@ logger = logging.getLogger("wschannel.server")
 _REFUSE_TIMEOUT: Final = 1.0
 """Seconds a refused client (503) has to finish sending its request before it is dropped."""
 
-Handler: TypeAlias = Callable[[IOWebSocketChannel], Awaitable[None] | None]
-"""Called with the channel of each new connection: an async function, or a plain function."""
+Handler: TypeAlias = Callable[["ServerChannel"], Awaitable[None] | None]
+"""Called with the channel of each new connection: an async function, or a plain function.
+The channel's :attr:`~ServerChannel.server` is the server (its connections, ``broadcast``)."""
 
 ProcessRequest: TypeAlias = Callable[[Request], Awaitable[Response | None] | Response | None]
 """Looks at the upgrade request first: ``None`` to go on, or a :data:`Response` to refuse it."""
+
+
+class ServerChannel(IOWebSocketChannel):
+    """The channel a handler of :func:`serve` gets: an
+    :class:`~wschannel.io.IOWebSocketChannel` that knows the :attr:`server` it came in
+    through, so that a handler reaches the other connections without a global."""
+
+    __slots__ = ("_server",)
+
+    _server: Server
+
+    @property
+    def server(self) -> Server:
+        """The server that accepted this connection: its :attr:`~Server.connections`,
+        :meth:`~Server.broadcast`, :meth:`~Server.close`."""
+        return self._server
+
+    @property
+    def request(self) -> Request:
+        """The HTTP upgrade request that opened the connection: its ``path``, ``headers``
+        and ``header(name)``."""
+        request = self._request
+        assert request is not None  # set before the handler runs
+        return request
 
 
 class Server:
     """A running WebSocket server, made by :func:`serve` or :func:`unix_serve`.
 
     An async context manager: on exit it closes (see :meth:`close`) and waits until closed.
+    Each handler reaches it as ``channel.server``.
     """
 
     def __init__(
@@ -112,6 +143,7 @@ class Server:
         process_request: ProcessRequest | None,
         max_header_size: int,
         max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+        pong_timeout: float | None = None,
     ) -> None:
         if max_pending_handshakes is not None and max_pending_handshakes < 1:
             raise ValueError("max_pending_handshakes must be at least 1, or None.")
@@ -123,6 +155,7 @@ class Server:
         self.max_queue = max_queue
         self.write_limit = write_limit
         self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
         self.close_timeout = close_timeout
         self.open_timeout = open_timeout
         self.process_request = process_request
@@ -155,9 +188,22 @@ class Server:
         return port
 
     @property
-    def connections(self) -> list[IOWebSocketChannel]:
+    def connections(self) -> list[ServerChannel]:
         """The channels of the open connections (opening handshake done, not closed yet)."""
         return [conn.channel for conn in self._connections if conn.is_open and not conn.is_lost]
+
+    def broadcast(
+        self, message: str | Buffer, *, exclude: WebSocketChannel | Iterable[WebSocketChannel] = ()
+    ) -> int:
+        """Send ``message`` to every open connection except ``exclude`` (a channel, or
+        several: ``exclude=channel`` in a handler sends to the others); returns how many got
+        it. :func:`broadcast`'s rules: channels closing, slow (write buffer over
+        ``write_limit``) or running ``add_stream`` are skipped, and connections without
+        compression share one encoded frame."""
+        excluded = {exclude} if isinstance(exclude, WebSocketChannel) else set(exclude)
+        return broadcast(
+            [channel for channel in self.connections if channel not in excluded], message
+        )
 
     @property
     def pending_handshakes(self) -> int:
@@ -271,12 +317,12 @@ class Server:
             return _RefusingProtocol(self)
         return _ServerProtocol(self)
 
-    def _start_handler(self, channel: IOWebSocketChannel, protocol: _ServerProtocol) -> None:
+    def _start_handler(self, channel: ServerChannel, protocol: _ServerProtocol) -> None:
         task = asyncio.get_running_loop().create_task(self._run_handler(channel, protocol))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    async def _run_handler(self, channel: IOWebSocketChannel, protocol: _ServerProtocol) -> None:
+    async def _run_handler(self, channel: ServerChannel, protocol: _ServerProtocol) -> None:
         """Run the handler; when an async handler returns, close with 1000 if still open.
 
         A plain function's channel stays open after it returns (Dart's callback style: it
@@ -320,13 +366,17 @@ class _ServerProtocol(_WebSocketProtocol):
     logger = logger
     open_level = logging.INFO
     pause_reading_while_writes_wait = True
+    channel: ServerChannel
 
     def __init__(self, server: Server) -> None:
+        channel = ServerChannel._unopened(max_queue=server.max_queue)
+        channel._server = server
         super().__init__(
-            IOWebSocketChannel._unopened(max_queue=server.max_queue),
+            channel,
             max_message_size=server.max_message_size,
             deflate_level=deflate_level(server.deflate),
             ping_interval=server.ping_interval,
+            pong_timeout=server.pong_timeout,
             close_timeout=server.close_timeout,
             write_limit=server.write_limit,
         )
@@ -604,7 +654,8 @@ def serve(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
     write_limit: int | None = DEFAULT_WRITE_LIMIT,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    pong_timeout: float | None = None,
     ssl: ssl_module.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
@@ -628,8 +679,9 @@ def serve(
       with another origin gets a 403. ``None`` accepts any; requests without ``Origin``
       are accepted.
     - ``compression``, ``max_message_size``, ``max_queue``, ``write_limit``,
-      ``ping_interval``, ``close_timeout``: as for
-      :meth:`~wschannel.io.IOWebSocketChannel.connect`.
+      ``ping_interval``, ``pong_timeout``, ``close_timeout``: as for
+      :meth:`~wschannel.io.IOWebSocketChannel.connect` (keepalive is on: a ping every
+      20 s, 20 s for its pong).
     - ``ssl``: an :class:`ssl.SSLContext` to serve ``wss://``.
     - ``process_request(request)``: sync or async; return ``None`` to go on, or
       ``(status, headers, body)`` to answer with that instead (authentication, routing,
@@ -664,7 +716,8 @@ def unix_serve(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
     write_limit: int | None = DEFAULT_WRITE_LIMIT,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    pong_timeout: float | None = None,
     ssl: ssl_module.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
@@ -692,6 +745,7 @@ def unix_serve(
 
 
 def _make_server(handler: Handler, options: dict[str, Any]) -> Server:
+    check_keepalive(options["ping_interval"], options["pong_timeout"])
     allowed_origins = options["allowed_origins"]
     return Server(
         handler,
@@ -702,6 +756,7 @@ def _make_server(handler: Handler, options: dict[str, Any]) -> Server:
         max_queue=options["max_queue"],
         write_limit=options["write_limit"],
         ping_interval=options["ping_interval"],
+        pong_timeout=options["pong_timeout"],
         close_timeout=options["close_timeout"],
         open_timeout=options["open_timeout"],
         process_request=options["process_request"],
@@ -724,8 +779,10 @@ def broadcast(channels: Iterable[WebSocketChannel], message: str | Buffer) -> in
     already full, so a slow client costs at most ``write_limit`` plus one message. Compare
     the count with the number of channels to notice, or close the slow ones.
 
-    Server connections without compression share one frame, written straight to their
-    transport; the others (compressed, client side, other channel kinds) get ``sink.add``.
+    Server connections without compression (of :func:`serve`, and of
+    :mod:`wschannel.trio` and :mod:`wschannel.anyio`'s servers) share one frame, written
+    straight to their transport; the others (compressed, client side, other channel kinds)
+    get ``sink.add``.
     Call it from the event loop's thread. Raises ``TypeError`` for another message type.
     """
     if not isinstance(message, str):
@@ -757,6 +814,18 @@ def broadcast(channels: Iterable[WebSocketChannel], message: str | Buffer) -> in
                 else:
                     sink._write(frame)
                     conn.count_shared_frame(len(frame))
+            else:
+                sink.add(message)
+            sent += 1
+        elif isinstance(sink, _ByteStreamSink):  # wschannel.trio and wschannel.anyio
+            conn = sink._conn  # set only while open and not closing, without add_stream
+            if conn is None or sink._write_buffer_full():
+                continue
+            if conn.accepts_shared_frames:
+                if frame is None:
+                    frame = encode_shared_frame(message)
+                sink._write(frame)
+                conn.count_shared_frame(len(frame))
             else:
                 sink.add(message)
             sent += 1

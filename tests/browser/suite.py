@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import io
 import json
+import logging
 import sys
 import traceback
 import uuid
@@ -604,7 +605,7 @@ async def channel_is_awaitable_and_an_async_context_manager(config: Config) -> N
         context.sink.add("inside")
         equal(await next_message(aiter(context.stream)), "inside")
     await within(context.sink.done)
-    equal(context.close_code, 1005)
+    equal(context.close_code, 1000)  # leaving the block closes with 1000 (issue 13)
 
 
 @check
@@ -618,7 +619,59 @@ async def invalid_url_raises_value_error(config: Config) -> None:
             raise AssertionError(f"connect({url!r}) did not raise ValueError")
 
 
-# The README example of api.md §1, as written but for two lines: WebSocketChannel.connect
+@check
+async def connect_names_the_options_the_browser_cannot_honour(config: Config) -> None:
+    try:
+        wschannel.connect(f"{config.echo}/echo", protocols=["chat"], connect_timeout=1.0)
+    except TypeError as exc:
+        message = str(exc)
+        assert "cannot honour connect_timeout=1.0 (" in message, message
+        assert "protocols=" not in message, message
+    else:
+        raise AssertionError("connect() took an option the browser cannot honour")
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@check
+async def async_for_reconnects_and_retries_what_the_browser_could_not_open(
+    config: Config,
+) -> None:
+    channels = []
+    async for channel in wschannel.connect(f"{config.echo}/echo", reconnect_delays=lambda: [0]):
+        channels.append(channel)  # and come back at once: the loop closes it, reconnects
+        if len(channels) == 2:
+            break
+    equal(channels[0].close_code, 1000)
+    channels[1].sink.add("the second")
+    equal(await next_message(aiter(channels[1].stream)), "the second")
+    await within(channels[1].sink.close())
+    # The browser says only that an attempt failed: retried, until the delays run out.
+    records = Records()
+    logger = logging.getLogger("wschannel.client")
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
+    try:
+        async for _ in wschannel.connect(config.closer, reconnect_delays=lambda: [0, 0]):
+            raise AssertionError("a connection to the closer opened")
+    except WebSocketChannelException as exc:
+        equal(exc.message, "WebSocket connection failed.")
+    else:
+        raise AssertionError("the loop ended without the last attempt's error")
+    finally:
+        logger.removeHandler(records)
+    failed = [message for message in records.messages if "failed (attempt" in message]
+    equal(len(failed), 3)
+
+
+# The README's example, as written but for two lines: WebSocketChannel.connect
 # (the platform's channel) instead of IOWebSocketChannel.connect (wschannel.io needs the
 # engine), and an await instead of asyncio.run (Pyodide's event loop is already running).
 # The server greets first.

@@ -73,7 +73,7 @@ async def test_client_adapter_connect_to_an_unknown_host_fails_with_channel_exce
 async def test_client_adapter_connects_and_closes(echo_url: str) -> None:
     """A2: good connect: ``ready`` completes; ``sink.close()`` completes.
 
-    api.md decision 4: the echo of a close without a code reports 1005 and ``''``.
+    design.md decision 4: the echo of a close without a code reports 1005 and ``''``.
     """
     channel = AdapterWebSocketChannel.connect(echo_url)
     await within(channel.ready)
@@ -90,7 +90,7 @@ async def test_client_adapter_receives_the_echo_of_one_message(
     echo_url: str, dart_id: str, message: str | bytes | bytearray
 ) -> None:
     """A3-A6: echo empty text, empty binary, ``hello``, bytes 1,2,3: the first message back
-    equals the one sent, text as ``str`` and binary as ``bytes`` (api.md decision 8)."""
+    equals the one sent, text as ``str`` and binary as ``bytes`` (design.md decision 8)."""
     received = await first_echo(echo_url, message)
     expected: Message = message if isinstance(message, str) else bytes(message)
     assert type(received) is type(expected), dart_id
@@ -100,7 +100,7 @@ async def test_client_adapter_receives_the_echo_of_one_message(
 async def test_client_adapter_refuses_a_list_of_ints(echo_url: str) -> None:
     """A6: echo [1,2,3] as a plain int list.
 
-    api.md decision 8: ``add`` takes ``str`` or a buffer; a ``list[int]`` is not one, so it
+    design.md decision 8: ``add`` takes ``str`` or a buffer; a ``list[int]`` is not one, so it
     raises TypeError at the call (decision 6) instead of Dart's silent conversion.
     """
     channel = AdapterWebSocketChannel.connect(echo_url)
@@ -135,7 +135,7 @@ async def test_client_adapter_sees_the_remote_close_without_listening(echo_url: 
 async def test_client_adapter_local_close_reports_the_server_echo(echo_url: str) -> None:
     """A9: local close: ``await sink.close(3005, 'please close')``.
 
-    api.md decision 4: ``close_code``/``close_reason`` report the peer's echo of our close
+    design.md decision 4: ``close_code``/``close_reason`` report the peer's echo of our close
     (3005, ``please close``), where Dart 3.x leaves them null.
     """
     channel = AdapterWebSocketChannel.connect(echo_url)
@@ -195,7 +195,7 @@ async def test_low_level_fake_pair_delivers_text_and_binary_events() -> None:
 
 
 async def test_client_adapter_over_a_fake_pair_reports_no_protocol_as_none() -> None:
-    """api.md decision 3: the channel's ``protocol`` is ``None`` when none was negotiated,
+    """design.md decision 3: the channel's ``protocol`` is ``None`` when none was negotiated,
     even though the low-level socket says ``''`` (package:web_socket's convention)."""
     local, _ = fake_pair()
     channel = AdapterWebSocketChannel(local)

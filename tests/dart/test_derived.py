@@ -102,13 +102,13 @@ async def test_client_reports_no_protocol_or_close_info_before_it_opens(
     with pytest.raises(WebSocketChannelException):
         await within(channel.ready)
     assert channel.protocol is None
-    assert channel.close_code is None  # api.md decision 4: no close frame was ever received
+    assert channel.close_code is None  # design.md decision 4: no close frame was ever received
 
 
 async def test_client_reports_no_protocol_or_close_info_while_open(echo_url: str) -> None:
     """X2: open without a subprotocol: all three are ``None``.
 
-    api.md decision 3: ``protocol`` is ``None``, not Dart 3.x's ``''``, when none was chosen.
+    design.md decision 3: ``protocol`` is ``None``, not Dart 3.x's ``''``, when none was chosen.
     """
     async with IOWebSocketChannel.connect(echo_url) as channel:
         channel.sink.add("hi")
@@ -245,7 +245,7 @@ async def test_client_aclose_of_its_subscription_does_not_close_the_connection(
 
 async def test_client_stream_cannot_be_iterated_twice(echo_url: str) -> None:
     """X7: a second subscription raises StateError, concurrently or after the first one
-    (api.md decision 6)."""
+    (design.md decision 6)."""
     async with IOWebSocketChannel.connect(echo_url) as channel:
         first = aiter(channel.stream)
         with pytest.raises(StateError, match="already been listened to"):
@@ -294,7 +294,7 @@ async def test_client_close_with_an_invalid_code_raises_value_error_and_stays_op
 ) -> None:
     """X9: a code no endpoint may send raises ValueError at the call, connection still open.
 
-    api.md decision 2: the allowed codes are 1000-1003, 1007-1014, 3000-4999.
+    design.md decision 2: the allowed codes are 1000-1003, 1007-1014, 3000-4999.
     """
     async with IOWebSocketChannel.connect(echo_url) as channel:
         with pytest.raises(ValueError):
@@ -328,7 +328,7 @@ async def test_client_close_with_a_reason_over_123_bytes_raises_value_error_and_
     ],
 )
 async def test_server_sees_every_close_code_an_endpoint_may_send(code: int, reason: str) -> None:
-    """X9: the codes api.md decision 2 allows reach the server with their reason
+    """X9: the codes design.md decision 2 allows reach the server with their reason
     (including the README's ``status.GOING_AWAY``, which Dart 3.x rejects)."""
     server_saw: asyncio.Future[tuple[int | None, str | None]] = (
         asyncio.get_running_loop().create_future()
@@ -343,7 +343,7 @@ async def test_server_sees_every_close_code_an_endpoint_may_send(code: int, reas
         channel = await within(IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}"))
         await within(channel.sink.close(code, reason))
         assert await within(server_saw) == (code, reason)
-        # api.md decision 4: the client reports the server's echo of its close.
+        # design.md decision 4: the client reports the server's echo of its close.
         assert (channel.close_code, channel.close_reason) == (code, reason)
 
 
@@ -355,7 +355,7 @@ async def test_client_add_of_an_unsupported_type_raises_type_error(
     echo_url: str, value: object
 ) -> None:
     """X10: ``add`` of anything but ``str`` or a bytes-like object raises TypeError at the
-    call (api.md decisions 6 and 8: a ``list[int]`` is not a buffer), and the connection
+    call (design.md decisions 6 and 8: a ``list[int]`` is not a buffer), and the connection
     stays usable."""
     async with IOWebSocketChannel.connect(echo_url) as channel:
         with pytest.raises(TypeError):
@@ -369,7 +369,7 @@ async def test_client_add_of_an_unsupported_type_raises_type_error(
 
 async def test_client_keepalive_closes_with_1001_when_no_pong_comes(raw_server: StartRaw) -> None:
     """X11: ``ping_interval`` against a peer that never answers pings: the stream ends and
-    ``close_code`` is 1001 (api.md decision 11); the peer received an empty ping first."""
+    ``close_code`` is 1001 (design.md decision 11); the peer received an empty ping first."""
     frames: list[tuple[int, bytes]] = []
 
     async def no_pongs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -405,7 +405,7 @@ async def test_client_keepalive_keeps_a_responsive_connection_open(echo_url: str
 
 async def test_client_reports_1005_for_a_close_frame_without_a_code(raw_server: StartRaw) -> None:
     """X12: a close frame with no payload gives ``close_code`` 1005 and ``close_reason``
-    ``''``; the echo also has no code (api.md decision 4)."""
+    ``''``; the echo also has no code (design.md decision 4)."""
     echo: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     async def empty_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -425,7 +425,7 @@ async def test_client_reports_1005_for_a_close_frame_without_a_code(raw_server: 
 
 
 async def test_client_reports_1006_for_eof_without_a_close_frame(raw_server: StartRaw) -> None:
-    """X12: TCP EOF without a close frame: api.md decision 4 reports 1006 (RFC 6455
+    """X12: TCP EOF without a close frame: design.md decision 4 reports 1006 (RFC 6455
     §7.1.5), not Dart's 1005, with reason ``''``."""
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -511,7 +511,7 @@ async def test_server_fails_the_connection_with_1002_for_an_unmasked_client_fram
 async def test_client_connect_timeout_raises_timeout_error_and_cancels_the_attempt(
     raw_server: StartRaw,
 ) -> None:
-    """X14: ``connect_timeout`` elapsed: ``ready`` raises the built-in TimeoutError (api.md
+    """X14: ``connect_timeout`` elapsed: ``ready`` raises the built-in TimeoutError (design.md
     decision 7) and the socket is closed: the server sees EOF (no late socket)."""
     eof_seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -534,7 +534,7 @@ async def test_client_connect_timeout_raises_timeout_error_and_cancels_the_attem
 
 async def test_client_close_while_connecting_resolves_when_the_connection_is_refused() -> None:
     """X15: ``close()`` issued while connecting still resolves when the connect fails
-    (api.md decision 5: ``done`` never hangs)."""
+    (design.md decision 5: ``done`` never hangs)."""
     channel = IOWebSocketChannel.connect(f"ws://127.0.0.1:{free_port()}")
     closing = channel.sink.close(3000, "never mind")
     await within(closing)
@@ -563,7 +563,7 @@ async def test_client_close_while_connecting_to_a_silent_server_resolves_after_c
     raw_server: StartRaw,
 ) -> None:
     """X15: a close issued while connecting to a server that never answers still resolves,
-    once ``close_timeout`` has passed (api.md decision 5: ``done`` never hangs), and the
+    once ``close_timeout`` has passed (design.md decision 5: ``done`` never hangs), and the
     attempt is dropped: the server sees EOF."""
     eof_seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -588,7 +588,7 @@ async def test_client_fails_when_the_server_chooses_an_unoffered_protocol(
     raw_server: StartRaw, offered: list[str] | None, chosen: str
 ) -> None:
     """X16: a 101 that picks a subprotocol the client did not offer fails ``ready`` with
-    WebSocketChannelException (api.md decision 3), and the stream with the same error."""
+    WebSocketChannelException (design.md decision 3), and the stream with the same error."""
 
     async def pick(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await accept_upgrade(reader, writer, protocol=chosen)
@@ -637,11 +637,11 @@ async def test_client_receives_interleaved_large_messages_in_order(echo_url: str
     assert [type(message) for message in received] == [type(message) for message in sent]
 
 
-# api.md decisions with no Dart test.
+# design.md decisions with no Dart test.
 
 
 def test_client_connect_without_a_running_loop_raises_runtime_error_naming_sync() -> None:
-    """api.md decision 13: ``connect()`` outside an event loop raises RuntimeError that
+    """design.md decision 13: ``connect()`` outside an event loop raises RuntimeError that
     names ``wschannel.sync``."""
     with pytest.raises(RuntimeError, match=r"wschannel\.sync"):
         wschannel.connect("ws://127.0.0.1:1")
@@ -650,8 +650,9 @@ def test_client_connect_without_a_running_loop_raises_runtime_error_naming_sync(
 
 
 async def test_client_async_with_waits_for_ready_and_closes_on_exit() -> None:
-    """api.md decision 13: ``async with connect(url)`` waits for ``ready`` and closes the
-    sink on exit; the server sees a close without a code."""
+    """design.md decision 13: ``async with connect(url)`` waits for ``ready`` and closes the
+    sink on exit; the server sees 1000 (issue 13: as websockets; it was a close without a
+    code, 1005)."""
     server_saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
 
     async def handler(channel: IOWebSocketChannel) -> None:
@@ -664,13 +665,13 @@ async def test_client_async_with_waits_for_ready_and_closes_on_exit() -> None:
             assert channel.ready.done()
             assert channel.ready.exception() is None
         assert channel.sink.done.done()
-        assert await within(server_saw) == 1005
+        assert await within(server_saw) == 1000
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1", "ftp://x", "ws://"])
 async def test_client_connect_raises_value_error_for_a_url_it_cannot_use(url: str) -> None:
-    """§5.6 #10 (api.md table: ``ValueError`` for an invalid URL): a scheme other than ws/wss
-    or a URL without a host raises ValueError synchronously."""
+    """§5.6 #10 (``ValueError`` at the call for an invalid URL: design.md decision 6): a
+    scheme other than ws/wss or a URL without a host raises ValueError synchronously."""
     with pytest.raises(ValueError):
         IOWebSocketChannel.connect(url)
 
@@ -679,7 +680,7 @@ async def test_client_reports_the_code_and_reason_of_the_server_close_frame(
     raw_server: StartRaw,
 ) -> None:
     """X12 (the other half of §2.5): a close frame with a code and a reason gives both;
-    the echo repeats them (api.md decision 4)."""
+    the echo repeats them (design.md decision 4)."""
     echo: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     async def close_with_reason(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -1,6 +1,6 @@
 """IO1-IO10: Dart's ``test/io_test.dart`` (dart-web-socket-channel.md §3.2), for ``wschannel.io``.
 
-Dart's 2.x tests closed with 5678; 3.x and ``wschannel`` (api.md decision 2) use 3678.
+Dart's 2.x tests closed with 5678; 3.x and ``wschannel`` (design.md decision 2) use 3678.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ async def test_client_connect_timeout_fails_ready_and_stream_with_timeout_error(
 ) -> None:
     """IO9: .respects timeout parameter when trying to connect.
 
-    The server waits 4 intervals before upgrading; the client gives up after 2. api.md
+    The server waits 4 intervals before upgrading; the client gives up after 2. design.md
     decision 7: ``ready`` fails with the built-in ``TimeoutError``, not wrapped.
     """
 

@@ -1,6 +1,6 @@
 """L1-L2: Dart 2.x ``test/web_socket_test.dart`` (dart-web-socket-channel.md §3.4).
 
-api.md decision 1 keeps 2.x's byte-stream constructor as ``WebSocketChannel.over(reader,
+design.md decision 1 keeps 2.x's byte-stream constructor as ``WebSocketChannel.over(reader,
 writer, *, protocol, ping_interval, server_side=True)``: WebSocket framing over a byte stream
 whose HTTP upgrade is already done. Here the upgrade is done by hand over asyncio streams.
 """
@@ -232,7 +232,7 @@ async def test_client_over_a_byte_stream_keepalive_closes_with_1001_without_pong
         asyncio.StreamReader, asyncio.StreamWriter, asyncio.StreamReader, asyncio.StreamWriter
     ],
 ) -> None:
-    """L1 (2.x ``pingInterval``, api.md decision 11): no pong within the interval closes
+    """L1 (2.x ``pingInterval``, design.md decision 11): no pong within the interval closes
     with 1001 after an empty ping."""
     client_reader, client_writer, peer_reader, _ = raw_pair
     channel = over(client_reader, client_writer, server_side=False, ping_interval=SHORT)

@@ -1,8 +1,9 @@
 """S1-S17: ``shelf_web_socket``'s ``web_socket_test.dart`` (dart-web-socket-channel.md §4.7),
 for ``wschannel.serve``.
 
-api.md §2: ``wschannel.server`` holds the ``shelf_web_socket`` handler rules (status codes,
-origin checks, protocol choice). The raw requests carry the shelf tests' headers.
+design.md decision 1: ``wschannel.server`` holds the ``shelf_web_socket`` handler rules
+(status codes, origin checks, protocol choice). The raw requests carry the shelf tests'
+headers.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ async def test_client_talks_to_a_handler_that_greets_answers_and_closes() -> Non
         await within(converse())
     assert received == ["hello!", "pong"]
     assert server_received == ["ping"]
-    assert channel.close_code == 1005  # api.md decision 4: the handler closed without a code
+    assert channel.close_code == 1005  # design.md decision 4: the handler closed without a code
 
 
 async def test_server_picks_the_first_protocol_in_the_client_order() -> None:
@@ -80,7 +81,7 @@ async def test_server_picks_the_first_protocol_in_the_client_order() -> None:
 
 async def test_server_without_protocols_accepts_a_client_offering_some() -> None:
     """S3: handles a protocol header without allowed protocols: the connection opens and
-    the client's protocol is ``None`` (api.md decision 3; Dart says null too)."""
+    the client's protocol is ``None`` (design.md decision 3; Dart says null too)."""
     opened: list[str | None] = []
 
     async def handler(channel: IOWebSocketChannel) -> None:

@@ -1,4 +1,4 @@
-"""The Dart behaviours that apply to the blocking API, ``wschannel.sync`` (api.md §2).
+"""The Dart behaviours that apply to the blocking API, ``wschannel.sync`` (design.md decision 1).
 
 Clients run against the §3.0 echo server on its own thread's event loop, against
 ``wschannel.sync.serve`` servers, or against raw peers on blocking sockets. Every wait is
@@ -214,10 +214,10 @@ def test_sync_client_receives_alternating_text_and_binary_in_order(threaded_echo
 
 
 def test_sync_client_connects_and_closes(threaded_echo_url: str) -> None:
-    """A2: good connect; ``sink.close()`` returns ``done``, which resolves (api.md decision
+    """A2: good connect; ``sink.close()`` returns ``done``, which resolves (design.md decision
     4: the echo of a close without a code is 1005)."""
     channel = connect(threaded_echo_url)
-    assert channel.protocol is None  # X2, api.md decision 3
+    assert channel.protocol is None  # X2, design.md decision 3
     before_close = channel.close_code
     assert before_close is None
     channel.sink.close().result(TIMEOUT)
@@ -235,7 +235,7 @@ def test_sync_client_sees_the_remote_close_without_reading(threaded_echo_url: st
 
 
 def test_sync_client_local_close_reports_the_server_echo(threaded_echo_url: str) -> None:
-    """A9: local close with 3005 / ``please close``; api.md decision 4: the echo is
+    """A9: local close with 3005 / ``please close``; design.md decision 4: the echo is
     reported (Dart 3.x leaves null)."""
     channel = connect(threaded_echo_url)
     channel.sink.close(3005, "please close").result(TIMEOUT)
@@ -312,7 +312,7 @@ def test_sync_client_stream_cannot_be_iterated_twice(threaded_echo_url: str) -> 
 def test_sync_client_close_with_an_invalid_code_raises_value_error(
     threaded_echo_url: str, code: int
 ) -> None:
-    """X9 (api.md decision 2): ValueError at the call, and the connection stays open."""
+    """X9 (design.md decision 2): ValueError at the call, and the connection stays open."""
     with connect(threaded_echo_url) as channel:
         with pytest.raises(ValueError):
             channel.sink.close(code)
@@ -341,7 +341,7 @@ def test_sync_server_sees_going_away_from_the_readme() -> None:
 def test_sync_client_add_of_an_unsupported_type_raises_type_error(
     threaded_echo_url: str, value: object
 ) -> None:
-    """X10 (api.md decisions 6 and 8)."""
+    """X10 (design.md decisions 6 and 8)."""
     with connect(threaded_echo_url) as channel:
         with pytest.raises(TypeError):
             channel.sink.add(value)  # type: ignore[arg-type]
@@ -350,8 +350,8 @@ def test_sync_client_add_of_an_unsupported_type_raises_type_error(
 
 
 def test_sync_client_context_manager_closes_on_exit() -> None:
-    """api.md §2 (``wschannel.sync``: same channel/sink shape): ``with`` closes on exit and
-    the server sees a close without a code."""
+    """design.md decision 1 (``wschannel.sync``: same channel/sink shape): ``with`` closes on
+    exit and the server sees 1000 (issue 13: as websockets; it was a close without a code)."""
     seen: list[int | None] = []
 
     def handler(channel: SyncWebSocketChannel) -> None:
@@ -363,7 +363,7 @@ def test_sync_client_context_manager_closes_on_exit() -> None:
             channel.sink.add("hi")
         assert channel.sink.done.done()
         eventually_sync(lambda: bool(seen))
-    assert seen == [1005]
+    assert seen == [1000]
 
 
 # Keepalive and misbehaving peers (X11-X13).
@@ -406,7 +406,7 @@ def test_sync_client_keepalive_keeps_a_responsive_connection_open(threaded_echo_
 )
 def test_sync_client_reports_the_server_close_frame(payload: bytes, code: int, reason: str) -> None:
     """X12: a close frame without a code gives 1005 and ``''``; one with a code and reason
-    gives both; the echo repeats it (api.md decision 4)."""
+    gives both; the echo repeats it (design.md decision 4)."""
     echoes: list[bytes] = []
 
     def close_first(conn: socket.socket) -> None:
@@ -424,7 +424,7 @@ def test_sync_client_reports_the_server_close_frame(payload: bytes, code: int, r
 
 
 def test_sync_client_reports_1006_for_eof_without_a_close_frame() -> None:
-    """X12: EOF without a close frame: 1006 (api.md decision 4), not Dart's 1005."""
+    """X12: EOF without a close frame: 1006 (design.md decision 4), not Dart's 1005."""
 
     def hang_up(conn: socket.socket) -> None:
         accept(conn)
@@ -503,7 +503,7 @@ def test_sync_client_reports_the_negotiated_protocol() -> None:
 
 
 def test_sync_client_connect_timeout_raises_timeout_error_and_closes_the_socket() -> None:
-    """IO9 / X14: ``connect_timeout`` elapsed ⇒ the built-in TimeoutError (api.md decision 7)
+    """IO9 / X14: ``connect_timeout`` elapsed ⇒ the built-in TimeoutError (design.md decision 7)
     and the socket is closed (the server sees EOF)."""
     eof = threading.Event()
 
@@ -534,7 +534,7 @@ def test_sync_client_settings_reach_the_upgrade_request() -> None:
 
 
 def test_sync_client_fails_when_the_server_chooses_an_unoffered_protocol() -> None:
-    """X16 (api.md decision 3): a 101 with a protocol not offered ⇒ WebSocketChannelException."""
+    """X16 (design.md decision 3): a 101 with a protocol not offered ⇒ WebSocketChannelException."""
 
     def pick(conn: socket.socket) -> None:
         accept(conn, protocol="superchat")

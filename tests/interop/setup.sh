@@ -1,26 +1,16 @@
 #!/usr/bin/env bash
 # Installs what tests/interop needs beyond pip's dev extras, and does nothing when it is there:
-#   - Debian's `chromium` (the browser peer; test_browser.py),
-#   - Node.js and npm if missing (Debian's packages), then Node's `ws` at the version pinned in
-#     node/package-lock.json, with `npm ci` (test_node_ws.py).
-# Runs as root, or through sudo when it is at hand.
+#   - Debian's `chromium` (the browser peer; test_browser.py), `nodejs` and `npm`, through
+#     scripts/system-packages.sh (listed, with why, in system-packages.txt; apt-get as root,
+#     or through sudo),
+#   - then Node's `ws` at the version pinned in node/package-lock.json, with `npm ci`
+#     (test_node_ws.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-as_root=()
-if [ "$(id -u)" -ne 0 ]; then
-    as_root=(sudo)
-fi
-
-apt_packages=()
-command -v chromium >/dev/null || apt_packages+=(chromium)
-command -v node >/dev/null || apt_packages+=(nodejs)
-command -v npm >/dev/null || apt_packages+=(npm)
-if [ "${#apt_packages[@]}" -gt 0 ]; then
-    echo "setup.sh: installing ${apt_packages[*]} from Debian"
-    "${as_root[@]}" apt-get update -q
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q "${apt_packages[@]}"
-fi
+# Chromium, Node.js and npm: the Debian packages system-packages.txt lists for test-python
+# (said before they are installed; nothing when they are there).
+bash ../../scripts/system-packages.sh install --quiet test-python
 
 # `npm ci` again only when the lock file changed since the last install.
 stamp=node/node_modules/.wschannel-lock.sha256

@@ -152,5 +152,5 @@ async def test_wschannel_client_receives_close_from_node_ws_server(
     opening, messages, close = await node_server.connection()
     assert has_deflate(opening["extensions"]) is compression
     assert messages == summary(CLOSED_BY_SERVER)
-    # wschannel echoes the code and reason of the close it received (api.md §3.4).
+    # wschannel echoes the code and reason of the close it received (design.md decision 4).
     assert (close["code"], close["reason"]) == (SERVER_CLOSE_CODE, SERVER_CLOSE_REASON)

@@ -246,7 +246,7 @@ async def test_wschannel_client_receives_close_from_websockets_server(
     assert (code, reason) == (SERVER_CLOSE_CODE, SERVER_CLOSE_REASON)
     record = await within(websockets_server.records.get())
     check_messages(record.messages, CLOSED_BY_SERVER)
-    # wschannel echoes the code and reason of the close it received (api.md §3.4).
+    # wschannel echoes the code and reason of the close it received (design.md decision 4).
     assert (record.close_code, record.close_reason) == (SERVER_CLOSE_CODE, SERVER_CLOSE_REASON)
     assert has_deflate(record.extensions) is compression
 

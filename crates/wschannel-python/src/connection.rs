@@ -7,6 +7,7 @@ use pyo3::types::{PyBytes, PyList};
 use std::time::{Duration, Instant};
 
 use super::events::ListReceiver;
+use super::lock::{EngineGuard, EngineLock};
 use super::{state_number, with_bytes};
 use crate::deflate::parse_params;
 use crate::engine::{self, Config, Event, SendError};
@@ -14,8 +15,17 @@ use crate::frame::{shared_binary, shared_text, OpCode, OutFrame, Role};
 use crate::session::{Action, ControlTap, Phase, Session, SessionConfig};
 
 /// One open WebSocket connection (RFC 6455 §5-7), after the opening handshake.
-#[pyclass(name = "Connection", module = "wschannel._wschannel")]
+///
+/// Safe to call from several threads: each call is atomic (its state is locked, see
+/// `lock.rs`). The order of the frames on the wire is the caller's: a driver that writes
+/// from several threads holds its own lock across encoding a frame and writing it.
+#[pyclass(name = "Connection", module = "wschannel._wschannel", frozen)]
 pub struct PyConnection {
+    state: EngineLock<ConnectionState>,
+}
+
+/// What a `Connection` locks: the engine and its lifecycle.
+pub(crate) struct ConnectionState {
     pub(crate) inner: engine::Connection,
     /// The lifecycle, once a driver started it (`start_session`): from then on the control
     /// events' replies are the session's to take, and the driver follows `poll_action`.
@@ -45,6 +55,13 @@ fn seconds(value: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
 }
 
 impl PyConnection {
+    /// The state, locked for one call (waiting while another thread is in a call).
+    pub(crate) fn lock(&self, py: Python<'_>) -> PyResult<EngineGuard<'_, ConnectionState>> {
+        self.state.lock(py, "Connection")
+    }
+}
+
+impl ConnectionState {
     /// Feeds the control events a read produced to the session, if there is one.
     pub(crate) fn feed_controls(&mut self, controls: &[Event]) {
         if controls.is_empty() {
@@ -109,8 +126,10 @@ impl PyConnection {
             None => engine::Connection::new(role, config),
         };
         Ok(PyConnection {
-            inner,
-            session: None,
+            state: EngineLock::new(ConnectionState {
+                inner,
+                session: None,
+            }),
         })
     }
 
@@ -119,7 +138,8 @@ impl PyConnection {
     #[pyo3(signature = (*, ping_interval = None, pong_timeout = None, close_timeout = Some(10.0), consumer_wait = None, pause_reading_while_writes_wait = None, half_close = true, compact_interval = None))]
     #[allow(clippy::too_many_arguments)]
     fn start_session(
-        &mut self,
+        &self,
+        py: Python<'_>,
         ping_interval: Option<f64>,
         pong_timeout: Option<f64>,
         close_timeout: Option<f64>,
@@ -128,7 +148,8 @@ impl PyConnection {
         half_close: bool,
         compact_interval: Option<f64>,
     ) -> PyResult<()> {
-        let role = self.inner.role();
+        let mut c = self.lock(py)?;
+        let role = c.inner.role();
         let mut config = SessionConfig::new(role);
         config.ping_interval = seconds(ping_interval, "ping_interval")?;
         config.pong_timeout = seconds(pong_timeout, "pong_timeout")?;
@@ -142,9 +163,9 @@ impl PyConnection {
         config.half_close = half_close;
         config.compact_interval = seconds(compact_interval, "compact_interval")?;
         let now = Instant::now();
-        match self.session.as_mut() {
+        match c.session.as_mut() {
             Some(session) => session.reconfigure(config, now),
-            None => self.session = Some(Session::new(role, config, now)),
+            None => c.session = Some(Session::new(role, config, now)),
         }
         Ok(())
     }
@@ -152,8 +173,13 @@ impl PyConnection {
     /// The next thing the driver must do: `bytes` to write, one of the action numbers, or
     /// None. One at a time, so that what doing it changes (a write that fills the buffer)
     /// is known to the session before the next.
-    fn poll_action<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let Some(action) = self.session.as_mut().and_then(Session::poll_action) else {
+    fn poll_action<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(action) = self
+            .lock(py)?
+            .session
+            .as_mut()
+            .and_then(Session::poll_action)
+        else {
             return Ok(None);
         };
         let number = match action {
@@ -174,95 +200,117 @@ impl PyConnection {
 
     /// Whether `poll_action` has something.
     #[getter]
-    fn has_actions(&self) -> bool {
-        self.session.as_ref().is_some_and(Session::has_actions)
+    fn has_actions(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self
+            .lock(py)?
+            .session
+            .as_ref()
+            .is_some_and(Session::has_actions))
     }
 
     /// Seconds until `handle_timeout` must be called, or None.
     #[getter]
-    fn timeout(&self) -> Option<f64> {
-        let deadline = self.session.as_ref()?.poll_timeout()?;
-        Some(
+    fn timeout(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        let Some(deadline) = self
+            .lock(py)?
+            .session
+            .as_ref()
+            .and_then(Session::poll_timeout)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
             deadline
                 .saturating_duration_since(Instant::now())
                 .as_secs_f64(),
-        )
+        ))
     }
 
     /// The deadlines that passed, applied; `unsent`: bytes written that the peer has not
     /// taken yet (the close deadline's progress rule).
     #[pyo3(signature = (unsent = 0))]
-    fn handle_timeout(&mut self, py: Python<'_>, unsent: usize) -> PyResult<()> {
-        let session = self
-            .session
-            .as_mut()
-            .ok_or_else(|| PyRuntimeError::new_err("call start_session() first"))?;
-        if session.handle_timeout(&mut self.inner, Instant::now(), || unsent) {
+    fn handle_timeout(&self, py: Python<'_>, unsent: usize) -> PyResult<()> {
+        let freed = {
+            let mut c = self.lock(py)?;
+            let ConnectionState { inner, session } = &mut *c;
+            let session = session
+                .as_mut()
+                .ok_or_else(|| PyRuntimeError::new_err("call start_session() first"))?;
+            session.handle_timeout(inner, Instant::now(), || unsent)
+        };
+        if freed {
             return_freed_memory(py);
         }
         Ok(())
     }
 
     /// The answer to the SAMPLE_UNSENT action.
-    fn sample_unsent(&mut self, unsent: usize) -> PyResult<()> {
-        self.session()?.sample_unsent(unsent);
+    fn sample_unsent(&self, py: Python<'_>, unsent: usize) -> PyResult<()> {
+        self.lock(py)?.session()?.sample_unsent(unsent);
         Ok(())
     }
 
     /// The user's close: the close frame is queued as an action.
     #[pyo3(signature = (code = None, reason = ""))]
-    fn close(&mut self, code: Option<u16>, reason: &str) -> PyResult<()> {
-        let session = self
-            .session
+    fn close(&self, py: Python<'_>, code: Option<u16>, reason: &str) -> PyResult<()> {
+        let mut c = self.lock(py)?;
+        let ConnectionState { inner, session } = &mut *c;
+        let session = session
             .as_mut()
             .ok_or_else(|| PyRuntimeError::new_err("call start_session() first"))?;
         session
-            .close(&mut self.inner, code, reason, Instant::now())
+            .close(inner, code, reason, Instant::now())
             .map_err(send_error)
     }
 
     /// The consumer answered what came before the peer's close (AWAIT_CONSUMER).
-    fn consumer_caught_up(&mut self) -> PyResult<()> {
-        let session = self
-            .session
+    fn consumer_caught_up(&self, py: Python<'_>) -> PyResult<()> {
+        let mut c = self.lock(py)?;
+        let ConnectionState { inner, session } = &mut *c;
+        let session = session
             .as_mut()
             .ok_or_else(|| PyRuntimeError::new_err("call start_session() first"))?;
-        session.consumer_caught_up(&mut self.inner, Instant::now());
+        session.consumer_caught_up(inner, Instant::now());
         Ok(())
     }
 
     /// Whether the consumer's buffer is full.
-    fn set_consumer_full(&mut self, full: bool) -> PyResult<()> {
-        self.session()?.set_consumer_full(full);
+    fn set_consumer_full(&self, py: Python<'_>, full: bool) -> PyResult<()> {
+        self.lock(py)?.session()?.set_consumer_full(full);
         Ok(())
     }
 
     /// Whether the write buffer is over its limit.
-    fn set_writes_waiting(&mut self, waiting: bool) -> PyResult<()> {
-        self.session()?.set_writes_waiting(waiting);
+    fn set_writes_waiting(&self, py: Python<'_>, waiting: bool) -> PyResult<()> {
+        self.lock(py)?.session()?.set_writes_waiting(waiting);
         Ok(())
     }
 
     /// The transport is gone.
-    fn connection_lost(&mut self) -> PyResult<()> {
-        self.session()?.connection_lost();
+    fn connection_lost(&self, py: Python<'_>) -> PyResult<()> {
+        self.lock(py)?.session()?.connection_lost();
         Ok(())
     }
 
     /// Whether messages may still be sent (this side's close frame is not out).
     #[getter]
-    fn sending(&self) -> bool {
-        match &self.session {
+    fn sending(&self, py: Python<'_>) -> PyResult<bool> {
+        let c = self.lock(py)?;
+        Ok(match &c.session {
             Some(session) => session.sending(),
-            None => !self.inner.close_sent(),
-        }
+            None => !c.inner.close_sent(),
+        })
     }
 
     /// Where the lifecycle is: "open", "close-sent", "awaiting-consumer", "awaiting-eof",
     /// "lingering", "closing-transport", "closed" (None before `start_session`).
     #[getter]
-    fn phase(&self) -> Option<&'static str> {
-        Some(match self.session.as_ref()?.phase() {
+    fn phase(&self, py: Python<'_>) -> PyResult<Option<&'static str>> {
+        let c = self.lock(py)?;
+        let Some(session) = c.session.as_ref() else {
+            return Ok(None);
+        };
+        Ok(Some(match session.phase() {
             Phase::Opening => "opening",
             Phase::Open => "open",
             Phase::CloseSent => "close-sent",
@@ -271,219 +319,243 @@ impl PyConnection {
             Phase::Lingering => "lingering",
             Phase::ClosingTransport => "closing-transport",
             Phase::Closed => "closed",
-        })
+        }))
     }
 
     /// The round-trip time of the last keepalive ping answered, in seconds.
     #[getter]
-    fn latency(&self) -> Option<f64> {
-        self.session.as_ref()?.round_trip().map(|d| d.as_secs_f64())
+    fn latency(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        let c = self.lock(py)?;
+        Ok(c.session
+            .as_ref()
+            .and_then(Session::round_trip)
+            .map(|d| d.as_secs_f64()))
     }
 
     #[getter]
-    fn state(&self) -> u8 {
-        state_number(self.inner.state())
+    fn state(&self, py: Python<'_>) -> PyResult<u8> {
+        Ok(state_number(self.lock(py)?.inner.state()))
     }
 
     #[getter]
-    fn client(&self) -> bool {
-        self.inner.role() == Role::Client
+    fn client(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.inner.role() == Role::Client)
     }
 
     #[getter]
-    fn close_sent(&self) -> bool {
-        self.inner.close_sent()
+    fn close_sent(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.inner.close_sent())
     }
 
     /// Whether a frame from `encode_shared_frame` may be written to this connection as is.
     #[getter]
-    fn accepts_shared_frames(&self) -> bool {
-        self.inner.accepts_shared_frames()
+    fn accepts_shared_frames(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.inner.accepts_shared_frames())
     }
 
     /// Whether permessage-deflate was negotiated.
     #[getter]
-    fn compressed(&self) -> bool {
-        self.inner.compressed()
+    fn compressed(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.inner.compressed())
     }
 
     /// Whether a compressor or decompressor is allocated now.
     #[getter]
-    fn holds_compression_state(&self) -> bool {
-        self.inner.holds_compression_state()
+    fn holds_compression_state(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.inner.holds_compression_state())
     }
 
     /// Frees the compression state of a connection idle since the last call (see the engine's
     /// `compact_if_idle`); True if it did.
-    fn compact_if_idle(&mut self, py: Python<'_>) -> bool {
-        let freed = self.inner.compact_if_idle();
+    fn compact_if_idle(&self, py: Python<'_>) -> PyResult<bool> {
+        let freed = self.lock(py)?.inner.compact_if_idle();
         if freed {
             return_freed_memory(py);
         }
-        freed
+        Ok(freed)
     }
 
     /// Frees the compression state and buffers of a connection that is over (the engine's
     /// `release`).
-    fn release(&mut self, py: Python<'_>) {
-        let held = self.inner.compressed();
-        self.inner.release();
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        let held = {
+            let mut c = self.lock(py)?;
+            let held = c.inner.compressed();
+            c.inner.release();
+            held
+        };
         if held {
             return_freed_memory(py);
         }
+        Ok(())
     }
 
     #[getter]
-    fn close_received(&self) -> bool {
-        self.inner.close_received()
+    fn close_received(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.inner.close_received())
     }
 
     /// With a session, the code to report (the session's rules); before, the engine's.
     #[getter]
-    fn close_code(&self) -> Option<u16> {
-        match &self.session {
+    fn close_code(&self, py: Python<'_>) -> PyResult<Option<u16>> {
+        let c = self.lock(py)?;
+        Ok(match &c.session {
             Some(session) => session.close_code(),
-            None => self.inner.close_code(),
-        }
+            None => c.inner.close_code(),
+        })
     }
 
     #[getter]
-    fn close_reason(&self) -> Option<&str> {
-        match &self.session {
+    fn close_reason(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let c = self.lock(py)?;
+        Ok(match &c.session {
             Some(session) => session.close_reason(),
-            None => self.inner.close_reason(),
+            None => c.inner.close_reason(),
         }
+        .map(str::to_owned))
     }
 
     /// Messages and bytes so far: `(messages_received, messages_sent, bytes_received,
     /// bytes_sent)`; bytes of frames as on the wire, after the opening handshake.
     #[getter]
-    fn counters(&self) -> (u64, u64, u64, u64) {
-        let c = self.inner.counters();
-        (
+    fn counters(&self, py: Python<'_>) -> PyResult<(u64, u64, u64, u64)> {
+        let c = self.lock(py)?.inner.counters();
+        Ok((
             c.messages_received,
             c.messages_sent,
             c.bytes_received,
             c.bytes_sent,
-        )
+        ))
     }
 
     /// Counts a frame from `encode_shared_frame`, written to this connection by the caller,
     /// as one message of `size` bytes sent.
-    fn count_shared_frame(&mut self, size: usize) {
-        self.inner.count_shared_frame(size);
+    fn count_shared_frame(&self, py: Python<'_>, size: usize) -> PyResult<()> {
+        self.lock(py)?.inner.count_shared_frame(size);
+        Ok(())
     }
 
     fn receive_data<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         data: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let mut c = self.lock(py)?;
         let mut rx = ListReceiver::new(py);
         let controls = with_bytes(data, |bytes| {
             let mut tap = ControlTap::new(&mut rx);
-            self.inner.receive_data(bytes, &mut tap);
+            c.inner.receive_data(bytes, &mut tap);
             tap.into_controls()
         })?;
-        self.feed_controls(&controls);
+        c.feed_controls(&controls);
         match rx.error {
             Some(e) => Err(e),
             None => Ok(rx.list),
         }
     }
 
-    fn receive_eof(&mut self) {
-        match self.session.as_mut() {
-            Some(session) => session.receive_eof(&mut self.inner),
-            None => self.inner.receive_eof(),
+    fn receive_eof(&self, py: Python<'_>) -> PyResult<()> {
+        let mut c = self.lock(py)?;
+        let ConnectionState { inner, session } = &mut *c;
+        match session.as_mut() {
+            Some(session) => session.receive_eof(inner),
+            None => inner.receive_eof(),
         }
+        Ok(())
     }
 
-    fn send_text<'py>(&mut self, py: Python<'py>, data: &str) -> PyResult<Bound<'py, PyBytes>> {
-        let frame = self.inner.encode_text(data).map_err(send_error)?;
+    fn send_text<'py>(&self, py: Python<'py>, data: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let mut c = self.lock(py)?;
+        let frame = c.inner.encode_text(data).map_err(send_error)?;
         frame_bytes(py, &frame)
     }
 
     fn send_binary<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         data: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut c = self.lock(py)?;
         with_bytes(data, |bytes| {
-            let frame = self.inner.encode_binary(bytes).map_err(send_error)?;
+            let frame = c.inner.encode_binary(bytes).map_err(send_error)?;
             frame_bytes(py, &frame)
         })?
     }
 
     #[pyo3(signature = (data = None))]
     fn send_ping<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         data: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        self.control(py, OpCode::Ping, data)
+        control(&mut *self.lock(py)?, py, OpCode::Ping, data)
     }
 
     #[pyo3(signature = (data = None))]
     fn send_pong<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         data: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        self.control(py, OpCode::Pong, data)
+        control(&mut *self.lock(py)?, py, OpCode::Pong, data)
     }
 
     #[pyo3(signature = (code = None, reason = ""))]
     fn send_close<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         code: Option<u16>,
         reason: &str,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let frame = self.inner.send_close(code, reason).map_err(send_error)?;
+        let frame = self
+            .lock(py)?
+            .inner
+            .send_close(code, reason)
+            .map_err(send_error)?;
         Ok(PyBytes::new(py, &frame))
     }
 
-    fn data_to_send<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.inner.data_to_send())
+    fn data_to_send<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.lock(py)?.inner.data_to_send();
+        Ok(PyBytes::new(py, &data))
     }
 
-    fn next_reply<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.inner.next_reply().unwrap_or_default())
+    fn next_reply<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let reply = self.lock(py)?.inner.next_reply().unwrap_or_default();
+        Ok(PyBytes::new(py, &reply))
     }
 
-    fn close_expected(&self) -> bool {
-        self.inner.close_expected()
+    fn close_expected(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.inner.close_expected())
     }
 }
 
-impl PyConnection {
-    fn encode_control<'a>(
-        &mut self,
-        opcode: OpCode,
-        bytes: &'a [u8],
-    ) -> Result<Option<OutFrame<'a>>, SendError> {
-        match opcode {
-            OpCode::Ping => self.inner.encode_ping(bytes).map(Some),
-            _ => self.inner.encode_pong(bytes),
-        }
+/// A ping or a pong through the engine's checked calls.
+fn encode_control<'a>(
+    conn: &mut engine::Connection,
+    opcode: OpCode,
+    bytes: &'a [u8],
+) -> Result<Option<OutFrame<'a>>, SendError> {
+    match opcode {
+        OpCode::Ping => conn.encode_ping(bytes).map(Some),
+        _ => conn.encode_pong(bytes),
     }
+}
 
-    fn control<'py>(
-        &mut self,
-        py: Python<'py>,
-        opcode: OpCode,
-        data: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut encode = |bytes: &[u8]| match self.encode_control(opcode, bytes) {
-            Ok(Some(frame)) => frame_bytes(py, &frame),
-            Ok(None) => Ok(PyBytes::new(py, b"")),
-            Err(e) => Err(send_error(e)),
-        };
-        match data {
-            Some(data) => with_bytes(data, encode)?,
-            None => encode(b""),
-        }
+fn control<'py>(
+    c: &mut ConnectionState,
+    py: Python<'py>,
+    opcode: OpCode,
+    data: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut encode = |bytes: &[u8]| match encode_control(&mut c.inner, opcode, bytes) {
+        Ok(Some(frame)) => frame_bytes(py, &frame),
+        Ok(None) => Ok(PyBytes::new(py, b"")),
+        Err(e) => Err(send_error(e)),
+    };
+    match data {
+        Some(data) => with_bytes(data, encode)?,
+        None => encode(b""),
     }
 }
 

@@ -4,12 +4,14 @@
 //! Every engine error maps to one Python exception here; peer misbehaviour is never an
 //! exception (it arrives as a `Failure` event).
 
-// The engine's modules, named as in the engine crate (`crate::engine`, `crate::session`…; `handshake` is the binding's own).
+// The engine's modules, named as in the engine crate (`crate::engine`, `crate::session`...;
+// `handshake` is the binding's own).
 use wschannel::{deflate, engine, frame, session};
 
 mod connection;
 mod events;
 mod handshake;
+mod lock;
 #[cfg(unix)]
 mod socket;
 
@@ -19,7 +21,10 @@ use pyo3::types::PyBytes;
 
 use crate::engine::State;
 
-/// Runs `f` on the bytes of any object with the buffer protocol, without copying them.
+/// Runs `f` on the bytes of any object with the buffer protocol, without copying them while
+/// the GIL keeps other threads' Python code out. `bytes` is immutable and never copied; any
+/// other buffer (a `bytearray`, a `memoryview`) could be written by another thread while `f`
+/// reads it when the GIL is off (free-threaded CPython), so it is copied first then.
 pub(crate) fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
     if let Ok(bytes) = data.cast::<PyBytes>() {
         return Ok(f(bytes.as_bytes()));
@@ -30,8 +35,13 @@ pub(crate) fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R)
             "the buffer must be contiguous: pass bytes(data)",
         ));
     }
+    if lock::gil_disabled() {
+        return Ok(f(&buffer.to_vec(data.py())?));
+    }
     // SAFETY: the buffer is contiguous, holds `len_bytes()` bytes, and stays alive and
-    // pinned while `buffer` does; `f` cannot release the GIL (it gets no `Python` token).
+    // pinned while `buffer` does; with the GIL on, no other thread runs Python code (which
+    // could write to it) while `f` runs, as `f` cannot release the GIL (it gets no `Python`
+    // token).
     let slice =
         unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
     Ok(f(slice))
@@ -72,9 +82,12 @@ fn settle_allocator() {
     }
 }
 
-#[pymodule]
+/// Declared safe without the GIL (free-threaded CPython): the state the GIL protected is
+/// locked or copied (`lock.rs`, `with_bytes`).
+#[pymodule(gil_used = false)]
 fn _wschannel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     settle_allocator();
+    lock::read_gil_state(m.py())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("OPEN", state_number(State::Open))?;
     m.add("CLOSING", state_number(State::Closing))?;

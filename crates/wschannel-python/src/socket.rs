@@ -22,8 +22,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::connection::{send_error, PyConnection};
+use super::connection::{send_error, ConnectionState, PyConnection};
 use super::events::ListReceiver;
+use super::lock::ThreadOwner;
 use super::with_bytes;
 use crate::frame::OutFrame;
 use crate::session::ControlTap;
@@ -159,9 +160,22 @@ fn send_pieces(fd: RawFd, pieces: &[&[u8]]) -> io::Result<usize> {
     }
 }
 
+/// The error of a call that finds the SocketIO in another call.
+fn busy() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err(
+        "SocketIO was called while a call on it was still running (from another thread, or \
+         from a callback): it belongs to its event loop's thread; hand the call to that \
+         thread with loop.call_soon_threadsafe(...)",
+    )
+}
+
 /// Reads and writes one connection's socket; the socket itself stays owned by Python.
+///
+/// Not thread-safe: it belongs to the thread that made it (its event loop's), and a call from
+/// another thread raises `RuntimeError` (`ThreadOwner`).
 #[pyclass(name = "SocketIO", module = "wschannel._wschannel")]
 pub struct SocketIO {
+    owner: ThreadOwner,
     fd: RawFd,
     conn: Py<PyConnection>,
     /// Called with no arguments when the queue stops being empty, when it grows past
@@ -392,17 +406,24 @@ impl SocketIO {
         true
     }
 
+    /// The SocketIO for one call, from its own thread, or the error that says why not.
+    fn borrow<'py>(slf: &Bound<'py, Self>) -> PyResult<PyRefMut<'py, Self>> {
+        let this = slf.try_borrow_mut().map_err(|_| busy())?;
+        this.owner.check("SocketIO")?;
+        Ok(this)
+    }
+
     /// Runs `f` on the SocketIO and the connection, then calls `wake` if `f` says so, with
     /// neither borrowed any more.
     fn with_conn(
         slf: &Bound<'_, Self>,
-        f: impl FnOnce(&mut Self, &mut PyConnection) -> PyResult<bool>,
+        f: impl FnOnce(&mut Self, &mut ConnectionState) -> PyResult<bool>,
     ) -> PyResult<()> {
         let py = slf.py();
         let wake = {
-            let mut this = slf.borrow_mut();
+            let mut this = Self::borrow(slf)?;
             let conn = this.conn.clone_ref(py);
-            let mut conn = conn.bind(py).borrow_mut();
+            let mut conn = conn.get().lock(py)?;
             f(&mut this, &mut conn)?
         };
         Self::notify(slf, wake)
@@ -413,7 +434,7 @@ impl SocketIO {
     fn notify(slf: &Bound<'_, Self>, wake: bool) -> PyResult<()> {
         let py = slf.py();
         let (wake, defer) = {
-            let mut this = slf.borrow_mut();
+            let mut this = Self::borrow(slf)?;
             let defer = if std::mem::take(&mut this.defer_due) {
                 this.defer.as_ref().map(|d| d.clone_ref(py))
             } else {
@@ -445,6 +466,7 @@ impl SocketIO {
     #[pyo3(signature = (fd, conn, wake, *, high = 65536))]
     fn new(fd: RawFd, conn: Py<PyConnection>, wake: Py<PyAny>, high: usize) -> Self {
         SocketIO {
+            owner: ThreadOwner::current(),
             fd,
             conn,
             wake: Some(wake),
@@ -502,18 +524,20 @@ impl SocketIO {
     }
 
     /// The error of the first write that failed, taken (None if there was none).
-    fn take_error(&mut self) -> Option<PyErr> {
-        self.error.take()
+    fn take_error(&mut self) -> PyResult<Option<PyErr>> {
+        self.owner.check("SocketIO")?;
+        Ok(self.error.take())
     }
 
     /// Reads what the socket has (up to 1 MiB) into the connection: its events, or None
     /// when the peer has closed its side (EOF). Raises OSError if the read fails.
     fn receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        self.owner.check("SocketIO")?;
         if let Some(err) = self.read_error.take() {
             return Err(err.into());
         }
-        let conn = self.conn.bind(py);
-        let mut conn = conn.borrow_mut();
+        let conn = self.conn.clone_ref(py);
+        let mut conn = conn.get().lock(py)?;
         let mut rx = ListReceiver::new(py);
         let mut tap = ControlTap::new(&mut rx);
         let fd = self.fd;
@@ -587,7 +611,7 @@ impl SocketIO {
     /// their handling sent, in one `sendmsg`. Call it once they are handled, even if that
     /// failed.
     fn uncork(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let wake = slf.borrow_mut().flush_cork();
+        let wake = Self::borrow(slf)?.flush_cork();
         Self::notify(slf, wake)
     }
 
@@ -616,7 +640,7 @@ impl SocketIO {
     #[pyo3(signature = (data, *, gather = true))]
     fn send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>, gather: bool) -> PyResult<()> {
         let wake = {
-            let mut this = slf.borrow_mut();
+            let mut this = Self::borrow(slf)?;
             let owner = data.cast_exact::<PyBytes>().ok();
             with_bytes(data, |bytes| this.write_bytes(bytes, gather, owner))?
         };
@@ -627,11 +651,11 @@ impl SocketIO {
     /// `send(frame, gather=False)` does, and counts it in the connection as one message sent.
     fn send_shared(slf: &Bound<'_, Self>, frame: &Bound<'_, PyBytes>) -> PyResult<()> {
         let wake = {
-            let mut this = slf.borrow_mut();
+            let mut this = Self::borrow(slf)?;
             let py = slf.py();
             this.conn
-                .bind(py)
-                .borrow_mut()
+                .get()
+                .lock(py)?
                 .inner
                 .count_shared_frame(frame.as_bytes().len());
             let owner = frame.cast_exact::<PyBytes>().ok();
@@ -643,6 +667,7 @@ impl SocketIO {
     /// Sends as much of the queue as the kernel takes: the bytes still waiting. Raises
     /// OSError if the write fails (the queue is then dropped).
     fn flush(&mut self, py: Python<'_>) -> PyResult<usize> {
+        self.owner.check("SocketIO")?;
         while self.pending > 0 {
             let mut pieces: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
             let mut count = 0;
@@ -701,7 +726,8 @@ impl SocketIO {
 
     /// Drops whatever is queued, and whatever is sent from now on (the connection is being
     /// torn down).
-    fn discard(&mut self) {
+    fn discard(&mut self) -> PyResult<()> {
+        self.owner.check("SocketIO")?;
         self.closed = true;
         // The callbacks refer back to the transport that holds this object: drop them so
         // that no cycle outlives the connection.
@@ -710,6 +736,7 @@ impl SocketIO {
         self.corked = false;
         self.cork = Vec::new();
         self.clear();
+        Ok(())
     }
 }
 

@@ -18,10 +18,22 @@ one timer thread per process runs keepalive and close timeouts. See
 
 from __future__ import annotations
 
+from .._reconnect import reconnecting
 from .client import connect
 from .connection import SyncWebSocketChannel, SyncWebSocketSink
 from .messages import SyncMessageStream, SyncStreamSubscription
 from .server import Server, serve, unix_serve
+
+reconnect = reconnecting(connect)
+reconnect.__name__ = reconnect.__qualname__ = "reconnect"
+reconnect.__doc__ = """``for channel in wschannel.sync.reconnect(url, **options):`` as
+``for channel in wschannel.sync.connect(url, **options)`` (the same options, see
+:func:`connect`), but the first attempt is made when the iteration starts and retried as the
+later ones: for a program that may start before its server. Each channel is open; each time
+the loop comes back, the previous one is closed (1000 if still open) and a new connection
+made, after a delay (``reconnect_delays``, :func:`wschannel.backoff`) when one is lost or an
+attempt fails with what may pass (the network, a timeout, 5xx, 429 with its Retry-After).
+Another error is raised, as is the last one when the delays run out."""
 
 __all__ = [
     "Server",
@@ -30,6 +42,7 @@ __all__ = [
     "SyncWebSocketChannel",
     "SyncWebSocketSink",
     "connect",
+    "reconnect",
     "serve",
     "unix_serve",
 ]

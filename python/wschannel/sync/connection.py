@@ -38,18 +38,26 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from .._driver import SessionDriver
 from .._message import Message, binary_view, check_close_args
 from .._net import kernel_unsent
+from .._ping import Pings
+from .._reconnect import Redial, SyncReconnecting, close_code_for
 from .._wschannel import (
     Connection,
+    Pong,
     Request,
 )
-from ..defaults import COMPACT_INTERVAL, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_QUEUE
+from ..defaults import (
+    COMPACT_INTERVAL,
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_PING_INTERVAL,
+)
 from ..exceptions import StateError
 from .messages import SyncMessageStream
 
@@ -149,6 +157,11 @@ TIMER_THREAD: Final = "wschannel-timers"
 
 timers = Timers()
 """The timers of every blocking connection in this process."""
+
+
+_CLOSED_PING: Final = (
+    "Cannot ping: this side's close frame has gone (the connection is closing or closed)."
+)
 
 
 class SyncWebSocketSink:
@@ -301,9 +314,13 @@ class SyncWebSocketChannel(SessionDriver):
     """A two-way WebSocket connection for threads: :attr:`stream` in, :attr:`sink` out.
 
     Made open by :func:`wschannel.sync.connect` (client) or by :func:`wschannel.sync.serve`
-    (server side). A context manager: ``with`` closes it on exit and waits until it is
-    closed.
+    (server side). A context manager: ``with`` closes it on exit (1000, or 1011 when the
+    block raised; see :meth:`__exit__`) and waits until it is closed. One made by
+    ``connect`` reconnects when iterated (``for channel in wschannel.sync.connect(url)``,
+    see :meth:`__iter__`).
     """
+
+    _redial: Redial[Any] | None = None  # set by connect (wschannel._reconnect.redialable)
 
     def __init__(
         self,
@@ -312,10 +329,11 @@ class SyncWebSocketChannel(SessionDriver):
         *,
         protocol: str | None = None,
         max_queue: int | None = DEFAULT_MAX_QUEUE,
-        ping_interval: float | None = None,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         leftover: bytes = b"",
         request: Request | None = None,
+        pong_timeout: float | None = None,
     ) -> None:
         """Internal: use :func:`~wschannel.sync.connect` or :func:`~wschannel.sync.serve`.
 
@@ -350,8 +368,11 @@ class SyncWebSocketChannel(SessionDriver):
         self._shut_down = False
         self._sock_closed = False
         self._finished = False
+        # The application's pings waiting for their pongs (ping()), and the latency.
+        self._pings: Pings[concurrent.futures.Future[float | None]] = Pings()
         conn.start_session(
             ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
             close_timeout=close_timeout,
             consumer_wait=DEFAULT_CLOSE_TIMEOUT,
             # The reader goes on reading: each sender writes its own frames, so the peer's
@@ -466,6 +487,40 @@ class SyncWebSocketChannel(SessionDriver):
             ).start()
         return result
 
+    def ping(self, timeout: float | None = None) -> float:
+        """Send a ping (RFC 6455 §5.5.2) and wait up to ``timeout`` seconds (``None``: no
+        limit) for its pong: the round-trip time in seconds (also :attr:`latency` from then
+        on).
+
+        Thread-safe; pings sent at once all get their answer (a pong answers its ping and
+        those before it, RFC 6455 §5.5.3). Raises ``TimeoutError`` when no pong came in time,
+        and :class:`~wschannel.StateError` once this side's close frame has gone (closed by
+        either side) or if the connection ends before the pong comes.
+        """
+        waiter: concurrent.futures.Future[float | None] = concurrent.futures.Future()
+        with self._lock:
+            conn = self._conn
+            if self._finished or not conn.sending:
+                raise StateError(_CLOSED_PING)
+            self._outgoing.append(conn.send_ping(self._pings.add(waiter)))
+        self._flush()
+        try:
+            rtt = waiter.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"No pong came within {timeout} seconds.") from None
+        if rtt is None:
+            raise StateError(
+                f"The connection closed (code {self._close_code}) before the ping's pong came."
+            )
+        return rtt
+
+    @property
+    def latency(self) -> float | None:
+        """The round-trip time last measured, in seconds: of a keepalive ping (see
+        ``ping_interval``) or of :meth:`ping`; ``None`` before any was answered."""
+        latency = self._pings.latency
+        return self._conn.latency if latency is None else latency
+
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close (see :meth:`SyncWebSocketSink.close`) and wait until the connection is
         closed, which takes at most ``close_timeout`` seconds."""
@@ -485,7 +540,28 @@ class SyncWebSocketChannel(SessionDriver):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        """Close with 1000 (normal closure), 1011 (internal error) when the block raised an
+        exception, or 1001 (going away) for ``KeyboardInterrupt`` or ``SystemExit``, and wait
+        until closed."""
+        self.close(close_code_for(exc))
+
+    def __iter__(self) -> Iterator[Self]:
+        """``for channel in wschannel.sync.connect(url):`` this channel, then, each time the
+        loop comes back, a new connection made the same way (the previous one closed with
+        1000 if still open, and waited for), reconnecting when the connection is lost or an
+        attempt fails, with backoff (``reconnect_delays``), as the asyncio client does. The
+        first attempt is ``connect``'s own, which raises if it fails; to retry that one too,
+        use :func:`wschannel.sync.reconnect`.
+
+        Only a channel made by ``connect`` can be iterated: ``TypeError`` otherwise.
+        """
+        redial = self._redial
+        if redial is None:
+            raise TypeError(
+                "This SyncWebSocketChannel was not made by wschannel.sync.connect(), so it "
+                "cannot reconnect."
+            )
+        return SyncReconnecting(self, cast("Redial[Self]", redial))
 
     def __repr__(self) -> str:
         if self._sink._done.done():
@@ -616,6 +692,8 @@ class SyncWebSocketChannel(SessionDriver):
 
     def end_stream(self) -> None:
         self._stream._end()
+        for waiter in self._pings.drop():
+            waiter.set_result(None)  # ping() raises: no pong will come
 
     def half_close(self) -> None:
         self._shutdown_after_flush = socket.SHUT_WR
@@ -692,8 +770,11 @@ class SyncWebSocketChannel(SessionDriver):
                 if cls is str or cls is bytes:
                     if messages is not None:
                         messages.append(event)  # type: ignore[arg-type]
-                elif messages is None:
+                    continue
+                if messages is None:
                     messages = events[:index]  # type: ignore[assignment]
+                if cls is Pong:
+                    self._pong_received(event.data)  # type: ignore[union-attr]
             if messages is not None:
                 self.act()
         stream = self._stream
@@ -707,6 +788,12 @@ class SyncWebSocketChannel(SessionDriver):
                     self.act()
         elif messages:
             stream._put(messages)
+
+    def _pong_received(self, data: bytes) -> None:
+        """A pong came (the session has seen it): resolve the pings it answers (with the
+        lock held; nothing but ping() waits on these futures)."""
+        for waiter, rtt in self._pings.pong(data, self._conn.latency):
+            waiter.set_result(rtt)
 
     def _finish(self) -> None:
         """The reader saw the end: close the socket, then resolve ``done``."""

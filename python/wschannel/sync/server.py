@@ -33,15 +33,18 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
 
+from .._message import binary_view
 from .._net import Response, deflate_level, deflate_options, format_peer
+from .._ping import check_keepalive
 from .._wschannel import (
     Connection,
     DeflateOptions,
     HandshakeError,
     Request,
     ServerHandshake,
+    encode_shared_frame,
     reject_response,
 )
 from ..defaults import (
@@ -50,6 +53,8 @@ from ..defaults import (
     DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_MAX_QUEUE,
     DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_WRITE_LIMIT,
 )
 from ..metrics import (
     OPEN_TIMEOUT,
@@ -64,12 +69,16 @@ from .connection import SyncWebSocketChannel
 from .connection import shutdown as shutdown_socket
 from .messages import check_max_queue
 
-__all__ = ["Handler", "ProcessRequest", "Server", "serve", "unix_serve"]
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["Handler", "ProcessRequest", "Server", "ServerChannel", "serve", "unix_serve"]
 
 logger = logging.getLogger("wschannel.sync.server")
 
-Handler: TypeAlias = Callable[[SyncWebSocketChannel], object]
-"""Called in its own thread with the channel of each new connection."""
+Handler: TypeAlias = Callable[["ServerChannel"], object]
+"""Called in its own thread with the channel of each new connection; the channel's
+:attr:`~ServerChannel.server` is the server (its connections, ``broadcast``)."""
 
 ProcessRequest: TypeAlias = Callable[[Request], Response | None]
 """Looks at the upgrade request first: ``None`` to go on, or a
@@ -88,6 +97,33 @@ class _Log(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: object, kwargs: Any) -> tuple[object, Any]:
         kwargs["extra"] = self.extra
         return msg, kwargs
+
+
+class ServerChannel(SyncWebSocketChannel):
+    """The channel a handler of :func:`serve` gets: a
+    :class:`~wschannel.sync.SyncWebSocketChannel` that knows the :attr:`server` it came in
+    through, so that a handler reaches the other connections without a global."""
+
+    def __init__(
+        self, sock: socket.socket, conn: Connection, *, server: Server, **options: Any
+    ) -> None:
+        """Internal: made by the server for each connection."""
+        self._server = server
+        super().__init__(sock, conn, **options)
+
+    @property
+    def server(self) -> Server:
+        """The server that accepted this connection: its :attr:`~Server.connections`,
+        :meth:`~Server.broadcast`, :meth:`~Server.shutdown`."""
+        return self._server
+
+    @property
+    def request(self) -> Request:
+        """The HTTP upgrade request that opened the connection: its ``path``, ``headers``
+        and ``header(name)``."""
+        request = self._request
+        assert request is not None  # given by the server
+        return request
 
 
 class Server:
@@ -114,6 +150,7 @@ class Server:
         ssl: ssl_module.SSLContext | None,
         max_header_size: int,
         max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+        pong_timeout: float | None = None,
     ) -> None:
         if max_pending_handshakes is not None and max_pending_handshakes < 1:
             raise ValueError("max_pending_handshakes must be at least 1, or None.")
@@ -124,6 +161,7 @@ class Server:
         self.max_message_size = max_message_size
         self.max_queue = max_queue
         self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
         self.close_timeout = close_timeout
         self.open_timeout = open_timeout
         self.process_request = process_request
@@ -143,7 +181,7 @@ class Server:
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._threads: set[threading.Thread] = set()
         self._opening: set[socket.socket] = set()  # in their opening handshake
-        self._channels: set[SyncWebSocketChannel] = set()
+        self._channels: set[ServerChannel] = set()
         # Metrics (with the lock): the totals, and the open channels not yet added to them.
         self._tally = Tally()
         self._metered: set[SyncWebSocketChannel] = set()
@@ -161,10 +199,33 @@ class Server:
         return self._port
 
     @property
-    def connections(self) -> list[SyncWebSocketChannel]:
+    def connections(self) -> list[ServerChannel]:
         """The channels of the open connections."""
         with self._lock:
             return [channel for channel in self._channels if not channel.sink.done.done()]
+
+    def broadcast(
+        self,
+        message: str | Buffer,
+        *,
+        exclude: SyncWebSocketChannel | Iterable[SyncWebSocketChannel] = (),
+    ) -> int:
+        """Send ``message`` (``str``: text, bytes-like: binary) to every open connection
+        except ``exclude`` (a channel, or several: ``exclude=channel`` in a handler sends to
+        the others); returns how many got it. From any thread.
+
+        It never blocks: each message is queued for the connection's writer thread.
+        Skipped, and not counted, as :func:`wschannel.broadcast` skips them: connections
+        closing (either side), running ``add_stream``, and **slow** ones, whose unsent bytes
+        (queued, and held by the kernel because the client is not reading) are over
+        :data:`~wschannel.defaults.DEFAULT_WRITE_LIMIT`: a slow client costs at most that
+        plus one message. Connections without compression share one encoded frame. Raises
+        ``TypeError`` for another message type.
+        """
+        excluded = {exclude} if isinstance(exclude, SyncWebSocketChannel) else set(exclude)
+        return _broadcast(
+            [channel for channel in self.connections if channel not in excluded], message
+        )
 
     @property
     def metrics(self) -> ServerMetrics:
@@ -351,7 +412,7 @@ class Server:
                 if channel is not None:
                     self._channels.discard(channel)
 
-    def _open(self, sock: _Socket, log: _Log) -> SyncWebSocketChannel | None:
+    def _open(self, sock: _Socket, log: _Log) -> ServerChannel | None:
         """TLS and the opening handshake (RFC 6455 §4.2), within ``open_timeout``; the
         channel, or ``None`` when the request was refused or the client left (the socket is
         then closed)."""
@@ -383,9 +444,7 @@ class Server:
                 sock.close()
         return channel
 
-    def _handshake(
-        self, sock: _Socket, deadline: float | None, log: _Log
-    ) -> SyncWebSocketChannel | None:
+    def _handshake(self, sock: _Socket, deadline: float | None, log: _Log) -> ServerChannel | None:
         """Read the upgrade request and answer it; the channel, or ``None`` if refused."""
         handshake = ServerHandshake(max_header_size=self.max_header_size)
         request = None
@@ -449,18 +508,20 @@ class Server:
             deflate=handshake.extensions,
             deflate_level=deflate_level(self.deflate),
         )
-        return SyncWebSocketChannel(
+        return ServerChannel(
             sock,
             conn,
+            server=self,
             protocol=handshake.protocol,
             max_queue=self.max_queue,
             ping_interval=self.ping_interval,
+            pong_timeout=self.pong_timeout,
             close_timeout=self.close_timeout,
             leftover=request.leftover(),
             request=request,
         )
 
-    def _run_handler(self, channel: SyncWebSocketChannel, log: _Log) -> None:
+    def _run_handler(self, channel: ServerChannel, log: _Log) -> None:
         """Run the handler, then close with 1000 (1011 if it raised) and wait until closed."""
         try:
             self.handler(channel)
@@ -484,6 +545,43 @@ def _reject(
     shutdown_socket(sock, socket.SHUT_WR)
 
 
+def _broadcast(channels: Iterable[SyncWebSocketChannel], message: str | Buffer) -> int:
+    """:meth:`Server.broadcast` to ``channels``: each message queued for the writer thread."""
+    if not isinstance(message, str):
+        try:
+            memoryview(message)
+        except TypeError:
+            raise TypeError(
+                f"Cannot broadcast {type(message).__name__}: send str (text) or a bytes-like "
+                "object (binary)."
+            ) from None
+    frame: bytes | None = None
+    sent = 0
+    for channel in channels:
+        sink = channel.sink
+        if sink._user_closed or sink._disconnected or sink._adding_stream:
+            continue
+        with channel._lock:  # encoded and queued in the order of the connection's frames
+            if sink._disconnected or channel.unsent() > DEFAULT_WRITE_LIMIT:
+                continue
+            conn = channel._conn
+            try:
+                if conn.accepts_shared_frames:
+                    if frame is None:
+                        frame = encode_shared_frame(message)
+                    data = frame
+                    conn.count_shared_frame(len(frame))
+                elif isinstance(message, str):
+                    data = conn.send_text(message)
+                else:
+                    data = conn.send_binary(binary_view(message))
+            except RuntimeError:  # its close frame is out
+                continue
+            channel.write(data)  # the writer thread sends it
+        sent += 1
+    return sent
+
+
 def serve(
     handler: Handler,
     host: str | None = None,
@@ -494,7 +592,8 @@ def serve(
     compression: bool | DeflateOptions | None = True,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    pong_timeout: float | None = None,
     ssl: ssl_module.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
@@ -517,7 +616,8 @@ def serve(
     - ``allowed_origins``: the ``Origin`` values accepted (case-insensitively); another
       origin gets a 403. ``None`` accepts any; requests without ``Origin`` are accepted.
     - ``compression``, ``max_message_size``, ``max_queue``, ``ping_interval``,
-      ``close_timeout``: as for :func:`~wschannel.sync.connect`.
+      ``pong_timeout``, ``close_timeout``: as for :func:`~wschannel.sync.connect`
+      (keepalive is on: a ping every 20 s, 20 s for its pong).
     - ``ssl``: an :class:`ssl.SSLContext` to serve ``wss://``.
     - ``process_request(request)``: return ``None`` to go on, or ``(status, headers,
       body)`` to answer with that instead (e.g. a health check).
@@ -526,6 +626,7 @@ def serve(
       that many are, new connections wait in the listen backlog (``backlog`` long).
     """
     check_max_queue(max_queue)
+    check_keepalive(ping_interval, pong_timeout)
     if sock is None:
         address = ("" if host is None else host, port or 0)
         if host is None and socket.has_dualstack_ipv6():
@@ -555,7 +656,8 @@ def unix_serve(
     compression: bool | DeflateOptions | None = True,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
+    pong_timeout: float | None = None,
     ssl: ssl_module.SSLContext | None = None,
     process_request: ProcessRequest | None = None,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
@@ -568,6 +670,7 @@ def unix_serve(
     """:func:`serve` on a Unix-domain socket at ``path`` (or an already bound ``sock``). A
     stale socket file at ``path`` is replaced; the file is removed at shutdown."""
     check_max_queue(max_queue)
+    check_keepalive(ping_interval, pong_timeout)
     unix_path = None
     if sock is None:
         if path is None:
@@ -599,6 +702,7 @@ def _make_server(sock: socket.socket, handler: Handler, options: dict[str, Any])
         max_message_size=options["max_message_size"],
         max_queue=options["max_queue"],
         ping_interval=options["ping_interval"],
+        pong_timeout=options["pong_timeout"],
         close_timeout=options["close_timeout"],
         open_timeout=options["open_timeout"],
         process_request=options["process_request"],

@@ -12,21 +12,26 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parent.parent
 #: Environment variables that would route a client through a proxy.
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
-def child_environment() -> dict[str, str]:
+def child_environment(path: Path | None = None) -> dict[str, str]:
+    """This environment without proxy variables, with ``path`` first on ``PYTHONPATH``."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARIABLES}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(path), env.get("PYTHONPATH"))))
     return env
 
 
 def command(module: str, *args: str, pinned: bool = False) -> list[str]:
-    """``python -m benchmarks.MODULE ARGS``, pinned to CPU 0 with ``taskset`` if asked."""
+    """``python -m MODULE ARGS`` with this interpreter; a bare name is a module of this
+    package (``worker`` is ``wschannel.bench.worker``). Pinned to CPU 0 with ``taskset`` if
+    asked."""
     prefix = ["taskset", "-c", "0"] if pinned else []
-    return [*prefix, sys.executable, "-m", f"benchmarks.{module}", *args]
+    if "." not in module:
+        module = f"{__package__}.{module}"
+    return [*prefix, sys.executable, "-m", module, *args]
 
 
 class WorkerError(RuntimeError):
@@ -36,16 +41,19 @@ class WorkerError(RuntimeError):
 class Worker:
     """A child process that answers JSON lines; its stderr is kept for error messages."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], path: Path | None = None) -> None:
+        """Start ``argv``; ``path``: a directory its modules are imported from (the
+        repository's root for ``benchmarks.capacity``), run from there."""
         self.argv = argv
+        self.path = path
         self.process = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            cwd=ROOT,
-            env=child_environment(),
+            cwd=path,
+            env=child_environment(path),
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.errors: list[str] = []
@@ -86,7 +94,10 @@ class Worker:
 
     @property
     def name(self) -> str:
-        return " ".join(self.argv[self.argv.index("-m") + 1 :])
+        argv = self.argv
+        if "-m" in argv:  # python -m MODULE ARGS
+            return " ".join(argv[argv.index("-m") + 1 :])
+        return " ".join([Path(argv[0]).name, *argv[1:]])  # a native program
 
     def close(self, timeout: float = 10.0) -> None:
         """Close its stdin (the signal to finish) and wait; kill it if it does not."""

@@ -1,4 +1,5 @@
-"""Run the benchmark suite: ``python -m benchmarks [--quick] [--out DIR] ...``.
+"""Run the benchmark suite: ``wschannel bench [--quick] [--out DIR] ...`` (``python -m
+benchmarks`` in a checkout: the same, writing into ``benchmarks/results``).
 
 Sections (``--sections``, all by default):
 
@@ -11,36 +12,51 @@ Sections (``--sections``, all by default):
 - ``memory``: resident memory per idle connection at 1,000 and 10,000 connections, plain and
   with permessage-deflate.
 - ``compression``: echo of a JSON corpus with permessage-deflate on for everyone.
+- ``native`` (not in ``--quick``): ``wschannel``'s and picows's servers beside native ones
+  (tokio-tungstenite, fastwebsockets) under a native load generator, so that a Python client
+  does not cap the figures (:mod:`wschannel.bench.native`; needs the repository and cargo).
 
 Measurements are interleaved: each repetition runs every cell once, with the
 implementations in a new order, so a slow moment of a shared machine lands on all of
 them. Results go to ``DIR/results.jsonl`` (one JSON object a line), then ``DIR/table.md``
-and ``DIR/*.png`` are made from it (``python -m benchmarks.report DIR`` remakes them).
+and ``DIR/*.png`` are made from it (``python -m wschannel.bench.report DIR`` remakes them).
+
+Every peer library that is installed takes part; one that is not is skipped with a line
+saying so, and so are what needs a missing tool: the TLS variant needs ``trustme``, the
+uvloop variant ``uvloop``, the pinned one ``taskset``, the plots ``matplotlib``, and the
+load and broadcast sections picows (their load generator is picows's client).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import clients, machine, report, servers
+from . import clients, machine, native, report, servers
+from .native import run_native
 from .payloads import SIZES, TEXT_SIZE, size_label
 from .processes import Worker, WorkerError, command, rss_bytes
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-QUICK_OUT = Path(__file__).resolve().parent / "results-quick"
+#: Where results go unless ``--out`` says otherwise (the current directory's).
+DEFAULT_OUT = Path("wschannel-bench")
+QUICK_OUT = Path("wschannel-bench-quick")
 PIPELINE = 64
 LOAD_CONNECTIONS = (100, 1000)
+QUICK_LOAD_CONNECTIONS = (100,)
 BROADCAST_CONNECTIONS = 1000
+#: Fewer in a quick run: opening 1,000 connections takes each server seconds.
+QUICK_BROADCAST_CONNECTIONS = 250
 MEMORY_CONNECTIONS = (1000, 10_000)
 #: The first window on 1,000 fresh connections runs slow (allocations, the cyclic GC):
 #: the load cells warm up for this long at least.
@@ -72,10 +88,11 @@ FULL_VARIANTS = (
     Variant("uvloop", (256, 64 << 10), (1, PIPELINE), loop="uvloop"),
     Variant("pinned", (16, 256, 8 << 10), (1,), pinned=True),
 )
+#: A quick run leaves out the pinned variant: each variant starts a server and a client
+#: process per implementation, and a quick run has no time for a third set.
 QUICK_VARIANTS = (
     Variant("plain", (256, 64 << 10), (1, PIPELINE)),
     Variant("tls", (256,), (1, PIPELINE), tls=True),
-    Variant("pinned", (256,), (1,), pinned=True),
 )
 
 
@@ -89,7 +106,9 @@ class Settings:
     impls: tuple[str, ...]
     sections: tuple[str, ...]
     load_connections: tuple[int, ...]
+    broadcast_connections: int
     memory_connections: tuple[int, ...]
+    memory_compression: tuple[bool, ...]  # quick: plain only (no 11 s wait for compaction)
     memory_reps: int
     quick: bool
     tls_dir: str = ""
@@ -98,7 +117,12 @@ class Settings:
 
 
 class Progress:
-    """One status line on stderr: where the run is, the last result, the time left."""
+    """One status line on stderr: a bar, where the run is, the last result, the time left.
+
+    On a terminal the line is redrawn in place; otherwise (a log file, a pipe) each step is
+    a line of its own."""
+
+    BAR_WIDTH = 20
 
     def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
         self.total = max(total, 1)
@@ -106,14 +130,20 @@ class Progress:
         self.stream = stream
         self.started = time.monotonic()
         self.tty = stream.isatty()
+        unicode = (getattr(stream, "encoding", None) or "").lower().replace("-", "") == "utf8"
+        self.marks = "\N{FULL BLOCK}\N{LIGHT SHADE}" if unicode else "#."
+
+    def bar(self) -> str:
+        filled = self.BAR_WIDTH * self.done // self.total
+        return self.marks[0] * filled + self.marks[1] * (self.BAR_WIDTH - filled)
 
     def step(self, what: str, result: str) -> None:
         self.done += 1
         elapsed = time.monotonic() - self.started
         left = elapsed / self.done * max(self.total - self.done, 0)
         line = (
-            f"[{self.done:4}/{self.total} {100 * self.done // self.total:3}%] {what:<52} "
-            f"{result:>16}  elapsed {_clock(elapsed)}  left ~{_clock(left)}"
+            f"{self.bar()} {self.done:4}/{self.total} {100 * self.done // self.total:3}% "
+            f"{what:<52} {result:>16}  elapsed {_clock(elapsed)}  left ~{_clock(left)}"
         )
         if self.tty:
             self.stream.write("\r\x1b[K" + line)
@@ -136,12 +166,15 @@ def _clock(seconds: float) -> str:
 
 
 class Recorder:
-    """Appends result lines to ``results.jsonl``."""
+    """Appends result lines to ``results.jsonl``, each with ``at``: seconds since the start
+    (where a run's time goes)."""
 
     def __init__(self, path: Path) -> None:
         self.file = path.open("w")
+        self.started = time.monotonic()
 
     def write(self, record: dict[str, Any]) -> None:
+        record = {**record, "at": round(time.monotonic() - self.started, 2)}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 
@@ -346,7 +379,10 @@ def run_compression(settings: Settings, progress: Progress, recorder: Recorder) 
 def load_servers(settings: Settings, broadcast: bool) -> list[str]:
     # raw TCP is the ceiling of the echo cells only: it has no broadcast, and its load
     # generator could not be picows's client.
-    return [s for s in servers.SERVERS if s in set(settings.impls) | {"picows"} and s != "raw-tcp"]
+    if not installed("picows"):
+        return []
+    wanted = {*settings.impls, "picows"}
+    return [s for s in servers.SERVERS if s in wanted and s != "raw-tcp" and installed(s)]
 
 
 def run_many(
@@ -355,7 +391,7 @@ def run_many(
     """The ``load`` section (echo on 100 and 1,000 connections) or ``broadcast``."""
     names = load_servers(settings, broadcast)
     section = "broadcast" if broadcast else "load"
-    counts = (BROADCAST_CONNECTIONS,) if broadcast else settings.load_connections
+    counts = (settings.broadcast_connections,) if broadcast else settings.load_connections
     started = {}
     for name in list(names):
         try:
@@ -411,10 +447,16 @@ def run_many(
             worker.close()
 
 
+def memory_servers(settings: Settings) -> list[str]:
+    """The servers of the memory cells: those asked for, and picows if it is installed."""
+    wanted = {*settings.impls, "picows"}
+    return [s for s in MEMORY_SERVERS if s in wanted and installed(s)]
+
+
 def run_memory(settings: Settings, progress: Progress, recorder: Recorder) -> None:
-    names = [s for s in MEMORY_SERVERS if s in set(settings.impls) | {"picows"}]
+    names = memory_servers(settings)
     for rep in range(settings.memory_reps):
-        for compression in (False, True):
+        for compression in settings.memory_compression:
             for connections in settings.memory_connections:
                 for name in names:
                     if compression and name in ("picows", "raw-tcp"):
@@ -502,9 +544,13 @@ def count_measurements(settings: Settings) -> int:
     if "broadcast" in settings.sections:
         total += len(load_servers(settings, True))
     total *= settings.reps
+    if "native" in settings.sections:
+        total += native.count(settings)
     if "memory" in settings.sections:
-        names = [s for s in MEMORY_SERVERS if s in set(settings.impls) | {"picows"}]
-        per = len(names) + len([n for n in names if n not in ("picows", "raw-tcp")])
+        names = memory_servers(settings)
+        compressing = [n for n in names if n not in ("picows", "raw-tcp")]
+        per = len(names) * (False in settings.memory_compression)
+        per += len(compressing) * (True in settings.memory_compression)
         total += per * len(settings.memory_connections) * settings.memory_reps
     return total
 
@@ -520,41 +566,106 @@ def make_certificates(directory: Path) -> None:
     )
 
 
-SECTIONS = ("echo", "load", "broadcast", "memory", "compression")
+SECTIONS = ("echo", "load", "broadcast", "memory", "compression", "native")
+#: A quick run leaves out the native section (its first run builds Rust programs).
+QUICK_SECTIONS = ("echo", "load", "broadcast", "memory", "compression")
+
+#: What each implementation's client and server import, when it is not wschannel's own.
+PACKAGES = {
+    "wschannel-sync": "wschannel.sync",
+    "picows": "picows",
+    "picows-websockets": "picows.websockets",
+    "websockets": "websockets",
+    "websockets-sync": "websockets.sync.client",
+    "aiohttp": "aiohttp",
+    "websocket-client": "websocket",
+}
+#: What to install for each package the suite can use.
+INSTALL = {
+    "picows": "picows",
+    "websockets": "websockets",
+    "aiohttp": "aiohttp",
+    "websocket": "websocket-client",
+    "uvloop": "uvloop",
+    "trustme": "trustme",
+    "matplotlib": "matplotlib",
+}
 
 
-def parse_args(argv: list[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.split("\n")[0]
-    )
+def module_found(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def installed(impl: str) -> bool:
+    """Whether an implementation's package imports (a server's name is its own impl's)."""
+    module = PACKAGES.get(impl)
+    return module is None or module_found(module)
+
+
+def missing_for(impl: str) -> str | None:
+    """What an implementation lacks: its own package, or that of the server it talks to."""
+    for name in (impl, clients.CLIENTS[impl]):
+        if not installed(name):
+            return PACKAGES[name]
+    return None
+
+
+def install_hint(module: str) -> str:
+    return INSTALL.get(module.split(".")[0], module.split(".")[0])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a run (``wschannel bench`` and ``python -m benchmarks`` share them)."""
     parser.add_argument("--quick", action="store_true", help="a short run (under two minutes)")
     parser.add_argument(
         "--out",
         type=Path,
-        help="output directory (default: benchmarks/results, or results-quick with --quick)",
+        help="output directory (default: ./wschannel-bench, or ./wschannel-bench-quick)",
     )
     parser.add_argument("--reps", type=int, help="repetitions (full: 5, quick: 1)")
     parser.add_argument("--duration", type=float, help="seconds measured per cell")
     parser.add_argument("--warmup", type=float, help="seconds before the window opens")
     parser.add_argument("--sections", help=f"comma-separated, of: {','.join(SECTIONS)}")
-    parser.add_argument("--variants", help="echo variants: plain,tls,uvloop,pinned")
+    parser.add_argument(
+        "--variants", help=f"echo variants: {','.join(v.name for v in FULL_VARIANTS)}"
+    )
     parser.add_argument("--sizes", help="echo payload sizes in bytes, e.g. 256,65536")
     parser.add_argument("--modes", help="messages in flight, e.g. 1,64")
     parser.add_argument(
-        "--impls", help=f"comma-separated, of: {','.join(clients.CLIENTS)} (default: all)"
+        "--impls",
+        help=f"comma-separated, of: {','.join(clients.CLIENTS)} (default: every one installed)",
     )
     parser.add_argument("--memory-connections", help="e.g. 1000,10000")
     parser.add_argument("--load-connections", help="e.g. 100,1000")
-    args = parser.parse_args(argv)
 
+
+def parse_args(
+    argv: list[str] | None, *, prog: str = "wschannel bench", out: Path | None = None
+) -> Settings:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return settings_from(parser.parse_args(argv), parser, out=out)
+
+
+def settings_from(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, *, out: Path | None = None
+) -> Settings:
+    """The run's settings from the parsed options; ``out``: the default output directory
+    (its name gets ``-quick`` with ``--quick``)."""
     quick = args.quick
     variants: tuple[Variant, ...] = QUICK_VARIANTS if quick else FULL_VARIANTS
     if args.variants:
         chosen = args.variants.split(",")
+        unknown = set(chosen) - {v.name for v in FULL_VARIANTS}
+        if unknown:
+            parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
         variants = tuple(v for v in FULL_VARIANTS if v.name in chosen)
     if args.sizes or args.modes:
-        sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
-        modes = tuple(int(m) for m in args.modes.split(",")) if args.modes else None
+        sizes = _ints(args.sizes, parser, "--sizes") or None
+        modes = _ints(args.modes, parser, "--modes") or None
         variants = tuple(
             Variant(
                 v.name,
@@ -567,56 +678,112 @@ def parse_args(argv: list[str] | None) -> Settings:
             )
             for v in variants
         )
-    impls = tuple(args.impls.split(",")) if args.impls else tuple(available_impls())
-    unknown = set(impls) - set(clients.CLIENTS)
+    if args.impls:
+        impls = tuple(args.impls.split(","))
+        unknown = set(impls) - set(clients.CLIENTS)
+        if unknown:
+            parser.error(f"unknown implementations: {', '.join(sorted(unknown))}")
+        for impl in impls:
+            missing = missing_for(impl)
+            if missing:
+                parser.error(f"{impl} needs {missing}: pip install {install_hint(missing)}")
+    else:
+        impls = tuple(clients.CLIENTS)  # those not installed are skipped, with a line each
+    default_sections = QUICK_SECTIONS if quick else SECTIONS
+    sections = tuple(args.sections.split(",")) if args.sections else default_sections
+    unknown = set(sections) - set(SECTIONS)
     if unknown:
-        parser.error(f"unknown implementations: {', '.join(sorted(unknown))}")
-    settings = Settings(
-        out=args.out or (QUICK_OUT if quick else DEFAULT_OUT),
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    if out is None:
+        out = QUICK_OUT if quick else DEFAULT_OUT
+    elif quick:
+        out = out.with_name(out.name + "-quick")
+    return Settings(
+        out=args.out or out,
         reps=args.reps or (1 if quick else 5),
         warmup=args.warmup if args.warmup is not None else 0.1,
         duration=args.duration or (0.25 if quick else 0.4),
         variants=variants,
         impls=impls,
-        sections=tuple(args.sections.split(",")) if args.sections else SECTIONS,
-        load_connections=_ints(args.load_connections) or LOAD_CONNECTIONS,
-        memory_connections=_ints(args.memory_connections)
+        sections=sections,
+        load_connections=_ints(args.load_connections, parser, "--load-connections")
+        or (QUICK_LOAD_CONNECTIONS if quick else LOAD_CONNECTIONS),
+        broadcast_connections=QUICK_BROADCAST_CONNECTIONS if quick else BROADCAST_CONNECTIONS,
+        memory_connections=_ints(args.memory_connections, parser, "--memory-connections")
         or ((1000,) if quick else MEMORY_CONNECTIONS),
+        memory_compression=(False,) if quick else (False, True),
         memory_reps=1,
         quick=quick,
     )
-    return settings
 
 
-def _ints(text: str | None) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(",")) if text else ()
+def _ints(text: str | None, parser: argparse.ArgumentParser, option: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        parser.error(f"{option} takes whole numbers separated by commas, not {text!r}")
+    if any(value <= 0 for value in values):
+        parser.error(f"{option} takes numbers above 0, not {text!r}")
+    return values
 
 
-def available_impls() -> Iterator[str]:
-    """Every implementation whose package imports (``wschannel.sync`` may not exist yet)."""
-    import importlib.util
+def without_missing(settings: Settings) -> tuple[Settings, list[str]]:
+    """The settings less what cannot run here, and a line for each thing left out."""
+    notes = []
+    impls = []
+    for impl in settings.impls:
+        missing = missing_for(impl)
+        if missing is None:
+            impls.append(impl)
+        else:
+            hint = install_hint(missing)
+            notes.append(f"skipping {impl}: {missing} is not installed (pip install {hint})")
+    variants = []
+    for variant in settings.variants:
+        lacks = _variant_lacks(variant)
+        if lacks is None:
+            variants.append(variant)
+        else:
+            notes.append(f"skipping the {variant.name} variant: {lacks}")
+    sections = list(settings.sections)
+    many = [s for s in ("load", "broadcast") if s in sections]
+    if many and not installed("picows"):
+        notes.append(
+            f"skipping {' and '.join(many)}: the load generator is picows's client "
+            "(pip install picows)"
+        )
+        sections = [s for s in sections if s not in many]
+    if not module_found("matplotlib"):
+        notes.append("no plots: matplotlib is not installed (pip install 'wschannel[bench]')")
+    kept = replace(settings, impls=tuple(impls), variants=tuple(variants), sections=tuple(sections))
+    return kept, notes
 
-    needs = {
-        "wschannel-sync": "wschannel.sync",
-        "picows": "picows",
-        "picows-websockets": "picows.websockets",
-        "websockets": "websockets",
-        "websockets-sync": "websockets.sync.client",
-        "aiohttp": "aiohttp",
-        "websocket-client": "websocket",
-    }
-    for impl in clients.CLIENTS:
-        module = needs.get(impl)
-        try:
-            found = module is None or importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            yield impl
+
+def _variant_lacks(variant: Variant) -> str | None:
+    if variant.tls and not module_found("trustme"):
+        return "trustme is not installed, for its certificates (pip install 'wschannel[bench]')"
+    if variant.loop == "uvloop" and not module_found("uvloop"):
+        return "uvloop is not installed (pip install uvloop)"
+    if variant.pinned and shutil.which("taskset") is None:
+        return "taskset (util-linux) is not on PATH"
+    return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    settings = parse_args(argv)
+def main(
+    argv: list[str] | None = None, *, prog: str = "wschannel bench", out: Path | None = None
+) -> int:
+    """Run the suite with the options in ``argv`` (``sys.argv[1:]`` if ``None``)."""
+    return run(parse_args(argv, prog=prog, out=out), sys.argv[1:] if argv is None else argv)
+
+
+def run(settings: Settings, argv: Iterable[str] = ()) -> int:
+    """Run the suite as ``settings`` say, less what cannot run here (each said on stderr);
+    returns the exit status."""
+    settings, notes = without_missing(settings)
+    for note in notes:
+        print(note, file=sys.stderr)
     settings.out.mkdir(parents=True, exist_ok=True)
     recorder = Recorder(settings.out / "results.jsonl")
     progress = Progress(count_measurements(settings))
@@ -624,18 +791,21 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(
         section="meta",
         mode="quick" if settings.quick else "full",
-        argv=sys.argv[1:] if argv is None else argv,
+        argv=list(argv),
         reps=settings.reps,
         warmup=settings.warmup,
         duration=settings.duration,
         impls=list(settings.impls),
         variants=[v.__dict__ for v in settings.variants],
+        skipped=notes,
         load_before=os.getloadavg(),
     )
     recorder.write(meta)
     with tempfile.TemporaryDirectory(prefix="wschannel-bench-") as tls_dir:
         settings.tls_dir = tls_dir
-        make_certificates(Path(tls_dir))
+        tls_echo = any(v.tls for v in settings.variants) and "echo" in settings.sections
+        if (tls_echo or "native" in settings.sections) and module_found("trustme"):
+            make_certificates(Path(tls_dir))
         started = time.monotonic()
         try:
             if "echo" in settings.sections:
@@ -648,6 +818,12 @@ def main(argv: list[str] | None = None) -> int:
                 run_many(settings, progress, recorder, broadcast=True)
             if "memory" in settings.sections:
                 run_memory(settings, progress, recorder)
+            if "native" in settings.sections:
+                folder, why = native.binaries()
+                if folder is None:
+                    progress.note(f"skipping the native section: {why}")
+                else:
+                    run_native(settings, progress, recorder, folder, start_server)
         finally:
             progress.finish()
             recorder.write(
@@ -658,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
             recorder.close()
-    report.write(settings.out)
-    print(f"results in {settings.out}/ (table.md, results.jsonl, *.png)", file=sys.stderr)
+    written = report.write(settings.out, plots=module_found("matplotlib"))
+    names = ", ".join(path.name for path in written)
+    print(f"results in {settings.out}/: {names}", file=sys.stderr)
     return 0

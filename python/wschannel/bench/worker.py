@@ -1,10 +1,10 @@
 """The processes the runner starts: a server, or a client that takes commands.
 
-``python -m benchmarks.worker server IMPL [--loop uvloop] [--tls DIR] [--compression]
+``python -m wschannel.bench.worker server IMPL [--loop uvloop] [--tls DIR] [--compression]
 [--broadcast]`` prints ``{"port": N}`` once it listens, and serves until its standard input
 closes.
 
-``python -m benchmarks.worker client IMPL [--loop uvloop]`` reads one JSON command a line
+``python -m wschannel.bench.worker client IMPL [--loop uvloop]`` reads one JSON command a line
 (see :func:`measure`) and answers each with one JSON line: ``{"count": N, "seconds": S}`` or
 ``{"error": "..."}``. Keeping the client process across measurements keeps interpreter
 start-up and imports out of the numbers and makes a measurement cost little more than its
@@ -139,7 +139,7 @@ def client_sync(impl: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.worker")
+    parser = argparse.ArgumentParser(prog="python -m wschannel.bench.worker")
     parser.add_argument("role", choices=("server", "client"))
     parser.add_argument("impl")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")

@@ -5,7 +5,7 @@ Every server echoes each message back as it came (text as text, binary as binary
 unless asked for, and so are the message size and queue limits, as the peers' own
 benchmarks do.
 
-``start(impl, ...)`` runs inside a worker process (see :mod:`benchmarks.worker`) and returns
+``start(impl, ...)`` runs inside a worker process (see :mod:`wschannel.bench.worker`) and returns
 once the server listens.
 """
 

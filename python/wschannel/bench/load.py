@@ -1,13 +1,13 @@
 """Many connections against one server: echo load, broadcast fan-out, idle memory.
 
-``python -m benchmarks.load echo URL --connections N`` opens N connections, each keeping one
+``python -m wschannel.bench.load echo URL --connections N`` opens N connections, each keeping one
 small message in flight, and prints ``{"count": echoes, "seconds": window}``.
 
-``python -m benchmarks.load broadcast URL --connections N`` opens N connections to a
+``python -m wschannel.bench.load broadcast URL --connections N`` opens N connections to a
 broadcasting server; the first sends a message, which the server sends to all N; once all
 N have it, the next goes. It prints ``{"count": broadcasts, "seconds": window}``.
 
-``python -m benchmarks.load idle URL --connections N [--compression]`` opens N connections
+``python -m wschannel.bench.load idle URL --connections N [--compression]`` opens N connections
 with a minimal hand-written client (a fixed upgrade request, one masked message, its echo),
 prints ``{"ready": N}`` and keeps them open until its standard input closes, so that the
 runner can read the server's resident memory. The hand-written client costs the server
@@ -285,7 +285,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.load")
+    parser = argparse.ArgumentParser(prog="python -m wschannel.bench.load")
     parser.add_argument("mode", choices=("echo", "broadcast", "idle"))
     parser.add_argument("url")
     parser.add_argument("--connections", type=int, default=100)

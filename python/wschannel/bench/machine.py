@@ -49,16 +49,22 @@ def _version(name: str) -> str | None:
 
 
 def _git_commit() -> str | None:
+    """The commit of the wschannel checkout this runs from (None if installed from a wheel:
+    a repository around site-packages is someone else's)."""
+    here = Path(__file__).resolve().parent
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+        top, commit = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel", "--short", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+            cwd=here,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError, ValueError):
         return None
+    if Path(top).resolve() / "python" / "wschannel" / "bench" != here:
+        return None
+    return commit
 
 
 def describe() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Turn ``results.jsonl`` into ``table.md`` (medians and ratios) and PNG plots.
 
-``python -m benchmarks.report DIR`` remakes them from ``DIR/results.jsonl``.
+``python -m wschannel.bench.report DIR`` remakes them from ``DIR/results.jsonl``.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class Results:
         self.load = [r for r in records if r.get("section") == "load"]
         self.broadcast = [r for r in records if r.get("section") == "broadcast"]
         self.memory = [r for r in records if r.get("section") == "memory"]
+        self.native = [r for r in records if r.get("section") == "native"]
         self.errors = [r for r in records if "error" in r]
         self.echo_median = medians(self.echo, lambda r: (*_cell(r), r["impl"]), "msgs_per_s")
 
@@ -128,6 +129,8 @@ def header_lines(results: Results) -> list[str]:
         "",
         f"Versions: {versions}.",
     ]
+    if meta.get("skipped"):
+        lines += ["", "Not run here: " + "; ".join(meta["skipped"]) + "."]
     if before and after:
         lines += [
             "",
@@ -366,12 +369,48 @@ def many_lines(results: Results) -> list[str]:
     return lines
 
 
+NATIVE_ORDER = ("wschannel", "picows", "tokio-tungstenite", "fastwebsockets")
+NATIVE_SERVERS = ("tokio-tungstenite", "fastwebsockets")
+
+
+def native_lines(results: Results) -> list[str]:
+    """Each server's rate per cell under the native load generator, and ``wschannel``'s
+    ratio to the fastest native server and to picows."""
+    if not results.native:
+        return []
+    values = medians(
+        results.native,
+        lambda r: (r["impl"], r["cell"]),
+        "rate",
+    )
+    cell_names = list(dict.fromkeys(r["cell"] for r in results.native))
+    servers = [s for s in NATIVE_ORDER if any(r["impl"] == s for r in results.native)]
+    rows = []
+    for cell in cell_names:
+        mine = values.get(("wschannel", cell))
+        natives = [v for s in NATIVE_SERVERS if (v := values.get((s, cell))) is not None]
+        best = max(natives) if natives else None
+        rates = [_rate(values.get((s, cell))) for s in servers]
+        rows.append([cell, *rates, _ratio(mine, best), _ratio(mine, values.get(("picows", cell)))])
+    header = ["cell", *servers, f"wschannel {X} fastest native", f"wschannel {X} picows"]
+    return [
+        "## Servers under a native load generator (messages/s; broadcast: deliveries/s)",
+        "",
+        "Every server on one thread; the load generator (`benchmarks/native`, Rust,",
+        "tokio-tungstenite's client) on the other core.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
 def markdown(results: Results) -> str:
     lines = ["# Benchmark results", "", *header_lines(results), ""]
     lines += targets_lines(results)
     lines += echo_lines(results)
     lines += compression_lines(results)
     lines += many_lines(results)
+    lines += native_lines(results)
     if results.errors:
         lines += ["## Errors", ""]
         for record in results.errors:
@@ -401,7 +440,8 @@ def _panel_label(section: str, group: Any) -> str:
     return f"{group:,} connections"
 
 
-def plots(results: Results, directory: Path) -> list[Path]:
+def draw(results: Results, directory: Path) -> list[Path]:
+    """The PNG plots (matplotlib, drawn without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -437,7 +477,8 @@ def plots(results: Results, directory: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
 
-    if "plain" in results.variants():
+    plain_impls = results.impls([r for r in results.echo if r["variant"] == "plain"])
+    if "picows" in plain_impls and len(plain_impls) > 1:  # ratios to picows need it and another
         cells = results.cells("plain")
         impls = [i for i in results.impls(results.echo) if i != "picows"]
         figure, ax = plt.subplots(figsize=(11, 4.5))
@@ -508,11 +549,16 @@ def plots(results: Results, directory: Path) -> list[Path]:
     return written
 
 
-def write(directory: Path) -> None:
+def write(directory: Path, *, plots: bool = True) -> list[Path]:
+    """Write ``table.md`` and (with ``plots``, which needs matplotlib) the PNG plots from
+    ``directory/results.jsonl``; returns the files written."""
     results = Results(load(directory))
-    (directory / "table.md").write_text(markdown(results))
-    plots(results, directory)
+    table = directory / "table.md"
+    table.write_text(markdown(results))
+    return [table, *(draw(results, directory) if plots else [])]
 
 
 if __name__ == "__main__":
-    write(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m wschannel.bench.report DIR (a directory with results.jsonl)")
+    write(Path(sys.argv[1]))

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# The wheel job (make test-wheels; a step of make test): the package as a user gets it.
+#
+# 1. make dist: the abi3 wheel (CPython 3.11+), the free-threaded CPython 3.13 wheel and the
+#    sdist, into dist/ (the free-threaded interpreter is built once: .ci/build-python-ft.sh).
+# 2. The sdist, built and installed on its own in a fresh virtualenv (CPython 3.11), runs an
+#    echo over loopback (.ci/smoke.py).
+# 3. For each interpreter of WHEEL_PYTHONS: a fresh virtualenv gets the wheel and the test
+#    suite's own dependencies (the dev extra's, less the lint tools, the benchmark plots and
+#    the interoperability peers), then pytest runs the repository's tests against the
+#    INSTALLED package: from a scratch directory, so that python/ is not importable, with
+#    WSCHANNEL_TEST_INSTALLED=1 (tests/conftest.py refuses to run unless wschannel comes from
+#    site-packages). Left to the main pytest run: tests/interop, tests/browser and the
+#    behaviour suite's browser flavour (Chromium, Node, the peers), and the tests of the
+#    repository's own tools (compliance/, benchmarks/). Free-threaded 3.13 cannot install
+#    trustme (cryptography's cffi) nor hypothesis (its PyO3 needs 3.14 there): the TLS tests
+#    skip and the property tests are left out (tests/conftest.py, WSCHANNEL_TEST_WITHOUT);
+#    the thread tests run again there with PYTHON_GIL=1.
+#    Two interpreters run at a time (the suite mostly waits on sockets and timers).
+#
+# pip's downloads are cached in ~/.cache/pip. Each interpreter's log is in $LOGS; a failing
+# one's last lines are printed. Exit status: 0 when every run passed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+CACHE="${WSCHANNEL_CACHE:-$HOME/.cache/wschannel}"
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+DIST="$REPO/${DIST:-dist}"
+PYTHONS="${WHEEL_PYTHONS:-3.11 3.12 3.13 3.13t}"
+JOBS="${WHEEL_JOBS:-2}"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wschannel-wheels.XXXXXX")
+LOGS="$WORK/logs"
+mkdir -p "$LOGS"
+trap 'rm -rf "$WORK/venvs" "$WORK/run"' EXIT
+
+say() { printf 'wheels: %s\n' "$*"; }
+
+# The interpreter for a version: pyenv's, else one on PATH; 3.13t is built once.
+interpreter() {
+    local version=$1
+    if [ "$version" = 3.13t ]; then
+        bash .ci/build-python-ft.sh 2>"$LOGS/build-python-ft.log" | tail -n 1
+        return
+    fi
+    local root found=""
+    root=$(pyenv root 2>/dev/null || true)
+    if [ -n "$root" ]; then
+        found=$(ls -d "$root"/versions/"$version".*/bin/python"$version" 2>/dev/null | sort -V | tail -n 1)
+    fi
+    if [ -z "$found" ]; then
+        found=$(command -v "python$version" || true)
+    fi
+    [ -n "$found" ] || { echo "wheels: no python$version (pyenv install $version)" >&2; return 1; }
+    echo "$found"
+}
+
+# The test dependencies an interpreter cannot install (see the top).
+without() {
+    if [ "$1" = 3.13t ]; then echo "trustme hypothesis"; fi
+}
+
+# The suite's requirements: the dev extra's pins, less what it does not need here and what
+# the interpreter cannot install (the names after the interpreter).
+requirements() {
+    "$1" - "$REPO/pyproject.toml" "${@:2}" <<'EOF'
+import re, sys, tomllib
+dev = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["dev"]
+left_out = {
+    # lint and build tools
+    "maturin", "ruff", "mypy", "import-linter",
+    # the benchmark plots; the interoperability peers of tests/interop
+    "matplotlib", "aiohttp", "websocket-client", "picows",
+    *sys.argv[2:],
+}
+for requirement in dev:
+    if re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0] not in left_out:
+        print(requirement)
+EOF
+}
+
+start=$SECONDS
+say "make dist (abi3 wheel, free-threaded 3.13 wheel, sdist)"
+make -s --no-print-directory dist DIST="$DIST" >"$LOGS/dist.log" 2>&1 \
+    || { tail -n 40 "$LOGS/dist.log"; say "make dist failed (log: $LOGS/dist.log)"; exit 1; }
+say "$(cd "$DIST" && ls | tr '\n' ' ')($((SECONDS - start)) s)"
+ABI3=$(ls "$DIST"/wschannel-*-abi3-*.whl)
+FT=$(ls "$DIST"/wschannel-*-cp313t-*.whl)
+SDIST=$(ls "$DIST"/wschannel-*.tar.gz)
+
+# One interpreter: a fresh virtualenv, the wheel, the suite. Writes its log; returns pytest's.
+run_suite() {
+    local version=$1 python venv wheel run began
+    began=$SECONDS
+    python=$(interpreter "$version")
+    venv="$WORK/venvs/$version"
+    run="$WORK/run/$version"
+    mkdir -p "$run"
+    wheel=$ABI3
+    [ "$version" = 3.13t ] && wheel=$FT
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    # shellcheck disable=SC2046 # the names, one argument each
+    requirements "$venv/bin/python" $(without "$version") >"$run/requirements.txt"
+    "$venv/bin/python" -m pip install -q "$wheel" -r "$run/requirements.txt"
+    echo "installed in $((SECONDS - began)) s: $(basename "$wheel")"
+    local status=0
+    (
+        cd "$run"
+        WSCHANNEL_TEST_INSTALLED=1 WSCHANNEL_TEST_WITHOUT="$(without "$version")" \
+            "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+            -c "$REPO/pyproject.toml" --rootdir "$REPO" \
+            --ignore="$REPO/tests/interop" --ignore="$REPO/tests/browser" \
+            --ignore="$REPO/tests/test_compliance_runner.py" \
+            --ignore="$REPO/tests/test_benchmarks_smoke.py" \
+            -k "not browser" --durations=5 "$REPO/tests"
+    ) || status=$?
+    if [ "$version" = 3.13t ] && [ "$status" = 0 ]; then
+        echo "the thread tests again with the GIL on (PYTHON_GIL=1)"
+        (
+            cd "$run"
+            PYTHON_GIL=1 WSCHANNEL_TEST_INSTALLED=1 WSCHANNEL_TEST_WITHOUT="$(without "$version")" \
+                "$venv/bin/python" -m pytest -q \
+                -p no:cacheprovider -c "$REPO/pyproject.toml" --rootdir "$REPO" \
+                "$REPO/tests/test_threads.py"
+        ) || status=$?
+    fi
+    echo "took $((SECONDS - began)) s"
+    return "$status"
+}
+
+# The sdist on its own: built by pip (maturin, cargo) in a fresh virtualenv, then used.
+check_sdist() {
+    local began=$SECONDS python venv="$WORK/venvs/sdist"
+    python=$(interpreter 3.11)
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    # A plain optimised build: the release profile's whole-program LTO costs minutes and
+    # changes nothing this checks.
+    CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        "$venv/bin/python" -m pip install -q --no-binary wschannel "$SDIST"
+    echo "built and installed in $((SECONDS - began)) s"
+    (cd "$WORK" && "$venv/bin/python" "$REPO/.ci/smoke.py")
+}
+
+say "running: sdist ${PYTHONS} (${JOBS} at a time; logs in $LOGS)"
+failed=()
+pids=()
+names=()
+# Waits for the oldest job; records a failure.
+reap() {
+    local pid=${pids[0]} name=${names[0]}
+    pids=("${pids[@]:1}")
+    names=("${names[@]:1}")
+    if wait "$pid"; then
+        say "$name: passed ($(tail -n 1 "$LOGS/$name.log"))"
+    else
+        failed+=("$name")
+        say "$name: FAILED; its last lines:"
+        tail -n 30 "$LOGS/$name.log" | sed 's/^/    /'
+    fi
+}
+for job in sdist $PYTHONS; do
+    while [ "${#pids[@]}" -ge "$JOBS" ]; do reap; done
+    if [ "$job" = sdist ]; then
+        check_sdist >"$LOGS/$job.log" 2>&1 &
+    else
+        run_suite "$job" >"$LOGS/$job.log" 2>&1 &
+    fi
+    pids+=("$!")
+    names+=("$job")
+done
+while [ "${#pids[@]}" -gt 0 ]; do reap; done
+
+for job in $PYTHONS; do
+    say "$job: $(grep -E '^[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' "$LOGS/$job.log" | head -n 1)"
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+    say "failed: ${failed[*]} (logs: $LOGS); $((SECONDS - start)) s"
+    exit 1
+fi
+say "all passed: sdist ${PYTHONS}; $((SECONDS - start)) s"

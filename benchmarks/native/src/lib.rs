@@ -1,0 +1,3 @@
+//! Shared by the anchor servers and the load generator.
+
+pub mod tls;

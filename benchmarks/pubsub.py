@@ -1,0 +1,288 @@
+"""Fan-out across processes: one topic, 1,000 subscribers, side by side in one run —
+
+- ``local``: one server process, the message sent with ``wschannel.broadcast`` to its
+  subscribers (no broker: the ceiling of one process);
+- ``redis``: two worker processes on one port (``wschannel.workers``, ``SO_REUSEPORT``), the
+  message through Redis pub/sub (``wschannel.pubsub.Topics`` + ``RedisBroker``) to both;
+- ``nats``: the same through NATS (``NatsBroker``).
+
+The load is native (``pubsub_load.c``, built here with ``cc``), so that the clients are not
+what caps the figure: it opens the subscribers (spread by the kernel over the workers) and
+one publisher connection, which sends timestamped messages; the server publishes each to
+the topic. Two measurements per setup:
+
+- **saturation**: ``--window`` messages in flight (the next is sent when one has reached all
+  subscribers): deliveries per second;
+- **latency**: ``--rate`` messages per second on schedule (the same load for every setup):
+  p50 and p99 of publish-to-delivery time (the publisher's send to a subscriber's receipt,
+  one clock), and deliveries per second.
+
+With each, the CPU time the server processes and the broker used per 1,000 deliveries (at
+saturation, from /proc): the cost of the work itself, which a busy machine does not change
+much, where the rates and latencies above depend on what else runs.
+
+    python -m benchmarks.pubsub                        # about 2 minutes
+    python -m benchmarks.pubsub --subscribers 200 --duration 3 --setups local,redis
+    make bench-pubsub
+
+Needs redis-server and nats-server (tests/pubsub/setup.sh) and a C compiler. Prints a table
+and writes ``--out`` (default ``benchmarks/results/pubsub.json``) with the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))  # tests/pubsub/brokers.py starts the brokers
+
+from pubsub.brokers import BrokerProcess, NatsServer, RedisServer, missing  # noqa: E402
+
+import wschannel  # noqa: E402
+from wschannel.channel import WebSocketChannel  # noqa: E402
+from wschannel.io import IOWebSocketChannel  # noqa: E402
+from wschannel.pubsub import NatsBroker, RedisBroker, Topics  # noqa: E402
+from wschannel.server import Handler  # noqa: E402
+from wschannel.workers import Workers  # noqa: E402
+
+_SETUP = "WSCHANNEL_BENCH_PUBSUB"
+TOPIC = "bench"
+
+
+@contextlib.asynccontextmanager
+async def app() -> AsyncIterator[Handler]:
+    """A worker: "join" joins the topic (answered "joined"); any other message is published
+    to it (``local``: broadcast to this process's subscribers)."""
+    setup = json.loads(os.environ[_SETUP])
+    if setup["broker"] is None:
+        members: list[WebSocketChannel] = []
+
+        async def local(channel: IOWebSocketChannel) -> None:
+            async for message in channel.stream:
+                if message == "join":
+                    members.append(channel)
+                    channel.sink.add("joined")
+                else:
+                    wschannel.broadcast(members, message)
+
+        yield local
+        return
+    url = setup["broker"]
+    broker = NatsBroker(url) if url.startswith("nats") else RedisBroker(url)
+    async with Topics(broker, slow="drop") as topics:
+        publishing: set[asyncio.Task[Any]] = set()
+
+        async def handler(channel: IOWebSocketChannel) -> None:
+            async for message in channel.stream:
+                if message == "join":
+                    await topics.join(channel, TOPIC)
+                    channel.sink.add("joined")
+                else:  # not awaited here: the next message is read meanwhile
+                    task = asyncio.ensure_future(topics.publish(TOPIC, message))
+                    publishing.add(task)
+                    task.add_done_callback(published)
+
+        def published(task: asyncio.Task[Any]) -> None:
+            publishing.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failures[0] += 1  # the broker was unreachable: the load generator counts it
+
+        failures = [0]
+
+        yield handler
+
+
+def build_load() -> Path:
+    """Compile pubsub_load.c (into a temporary directory)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("benchmarks/pubsub.py needs a C compiler (cc) for its load generator")
+    out = Path(tempfile.mkdtemp(prefix="wschannel-pubsub-load-")) / "pubsub_load"
+    subprocess.run(
+        [compiler, "-O2", "-Wall", "-o", str(out), str(HERE / "pubsub_load.c")], check=True
+    )
+    return out
+
+
+def load(binary: Path, port: int, args: argparse.Namespace, mode: str, value: float) -> Any:
+    command = [
+        str(binary),
+        str(port),
+        str(args.subscribers),
+        mode,
+        str(value),
+        str(args.warmup),
+        str(args.duration),
+        str(args.size),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the load generator failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+@contextlib.contextmanager
+def servers(broker_url: str | None, workers: int) -> Iterator[Workers]:
+    os.environ[_SETUP] = json.dumps({"broker": broker_url})
+    with Workers(app, "127.0.0.1", 0, workers=workers, max_queue=None) as running:
+        yield running
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used (from /proc): what the work cost,
+    whatever else the machine ran meanwhile."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def measured(
+    binary: Path,
+    running: Workers,
+    broker_pid: int | None,
+    args: argparse.Namespace,
+    mode: str,
+    value: float,
+) -> Any:
+    """A load run, with the CPU the servers (and the broker) used per 1,000 deliveries."""
+    pids = [p.pid for p in running.processes if p.pid is not None]
+    before = cpu_seconds(pids), cpu_seconds([broker_pid] if broker_pid else [])
+    result = load(binary, running.port, args, mode, value)
+    after = cpu_seconds(pids), cpu_seconds([broker_pid] if broker_pid else [])
+    thousands = max(result["deliveries"], 1) / 1000  # warm-up included in the CPU: an upper bound
+    result["server_cpu_ms_per_1000"] = round((after[0] - before[0]) * 1000 / thousands, 2)
+    result["broker_cpu_ms_per_1000"] = round((after[1] - before[1]) * 1000 / thousands, 2)
+    return result
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    binary = build_load()
+    results = []
+    with contextlib.ExitStack() as stack:
+        brokers: dict[str, BrokerProcess] = {}
+        for name in args.setups:
+            if name == "local":
+                continue
+            if reason := missing(f"{name}-server"):
+                raise SystemExit(reason)
+            server: BrokerProcess = RedisServer() if name == "redis" else NatsServer()
+            brokers[name] = stack.enter_context(server)
+        for name in args.setups:
+            url = None if name == "local" else brokers[name].url
+            workers = 1 if name == "local" else args.workers
+            print(f"{name}: {workers} process(es), {args.subscribers} subscribers", flush=True)
+            broker = brokers.get(name)
+            broker_pid = broker.process.pid if broker and broker.process else None
+            with servers(url, workers) as running:
+                saturation = measured(binary, running, broker_pid, args, "window", args.window)
+                paced = measured(binary, running, broker_pid, args, "rate", args.rate)
+            results.append(
+                {
+                    "setup": name,
+                    "processes": workers,
+                    "saturation": saturation,
+                    "paced": paced,
+                    "loadavg_after": loadavg(),
+                }
+            )
+            print(f"  {row(results[-1])}", flush=True)
+    return results
+
+
+def row(result: dict[str, Any]) -> str:
+    saturation, paced = result["saturation"], result["paced"]
+    return (
+        f"| {result['setup']} | {result['processes']} "
+        f"| {saturation['deliveries_per_s']:,.0f} "
+        f"| {paced['deliveries_per_s']:,.0f} | {paced['p50_us'] / 1000:.2f} "
+        f"| {paced['p99_us'] / 1000:.2f} | {paced['deliveries']:,} / {paced['expected']:,} "
+        f"| {saturation['server_cpu_ms_per_1000']:.1f} "
+        f"| {saturation['broker_cpu_ms_per_1000']:.1f} |"
+    )
+
+
+def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        f"{args.subscribers} subscribers, {args.size}-byte messages; saturation: "
+        f"{args.window} in flight; paced: {args.rate:g} messages/s "
+        f"({args.rate * args.subscribers:,.0f} deliveries/s asked)",
+        "",
+        "| setup | processes | deliveries/s at saturation | deliveries/s paced | p50 ms | "
+        "p99 ms | paced deliveries / expected | server CPU ms / 1,000 deliveries | broker CPU "
+        "ms / 1,000 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [row(result) for result in results]
+    base = next((r for r in results if r["setup"] == "local"), None)
+    if base is not None:
+        lines.append("")
+        for result in results:
+            if result is base:
+                continue
+            ratio = (
+                result["saturation"]["deliveries_per_s"] / base["saturation"]["deliveries_per_s"]
+            )
+            added = (result["paced"]["p99_us"] - base["paced"]["p99_us"]) / 1000
+            lines.append(
+                f"{result['setup']}: {ratio:.2f}x the deliveries of one process; "
+                f"p99 {added:+.2f} ms against local"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--setups", default="local,redis,nats")
+    parser.add_argument("--window", type=int, default=8, help="messages in flight at saturation")
+    parser.add_argument("--rate", type=float, default=50.0, help="messages/s for the latency")
+    parser.add_argument("--size", type=int, default=64, help="message size in bytes")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "pubsub.json")
+    args = parser.parse_args()
+    args.setups = [name.strip() for name in args.setups.split(",") if name.strip()]
+    for name in args.setups:
+        if name not in ("local", "redis", "nats"):
+            parser.error(f"unknown setup {name!r}: local, redis, nats")
+    started = time.time()
+    before = loadavg()
+    results = run(args)
+    text = table(results, args)
+    print()
+    print(text)
+    print(f"\nload average before: {before}, after: {loadavg()} ({os.cpu_count()} CPUs)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "loadavg_before": before,
+        "results": results,
+        "table": text,
+    }
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

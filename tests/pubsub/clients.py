@@ -1,0 +1,127 @@
+"""Node processes (tests/pubsub/node.py) and the clients that talk to them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from conftest import TIMEOUT, wait_until
+
+from wschannel.io import IOWebSocketChannel
+
+NODE = Path(__file__).with_name("node.py")
+ROOT = Path(__file__).parents[2]
+
+
+class Node:
+    """A node process: ``node.py`` (or ``script``) with its arguments; it prints "listening
+    PORT" (or a ws://127.0.0.1:PORT URL) once it serves."""
+
+    def __init__(self, *args: str, script: Path = NODE) -> None:
+        self.args = [sys.executable, str(script), *args]
+        self.process: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def launch(self) -> None:
+        """Start the process (:meth:`ready` waits until it listens)."""
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+        self.process = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env
+        )
+
+    def ready(self) -> Node:
+        """Wait (blocking, at most 6 times TIMEOUT: a loaded machine starts Python slowly) for
+        the node's "listening PORT" line."""
+        assert self.process is not None and self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], 6 * TIMEOUT)
+        line = self.process.stdout.readline() if ready else ""
+        found = re.search(r"(?:^listening |ws://127\.0\.0\.1:)(\d+)", line)
+        if found is None:
+            self.process.kill()
+            raise RuntimeError(f"node did not start: {line!r}, exit {self.process.wait()}")
+        self.port = int(found.group(1))
+        return self
+
+    @staticmethod
+    def start_all(nodes: list[Node]) -> list[Node]:
+        for node in nodes:
+            node.launch()
+        return [node.ready() for node in nodes]
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: the node dies without closing anything."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(2 * TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Client:
+    """A WebSocket client of a node: its replies apart from the topics' messages."""
+
+    def __init__(self, url: str) -> None:
+        self.channel = IOWebSocketChannel.connect(url)
+        self.replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.messages: list[str] = []
+        self.closed = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for message in self.channel.stream:
+            assert isinstance(message, str)
+            if message.startswith("{") and '"reply"' in message:
+                self.replies.put_nowait(json.loads(message))
+            else:
+                self.messages.append(message)
+        self.closed.set_result(self.channel.close_code)
+
+    async def ask(self, **command: Any) -> dict[str, Any]:
+        self.channel.sink.add(json.dumps(command))
+        return await asyncio.wait_for(self.replies.get(), TIMEOUT)
+
+    async def join(self, topic: str, since: list[Any] | None = None) -> dict[str, Any]:
+        reply = await self.ask(join=topic, since=since)
+        assert reply["reply"] == "joined", reply
+        return reply
+
+    async def publish(self, topic: str, data: str) -> dict[str, Any]:
+        return await self.ask(publish=topic, data=data)
+
+    def frames(self) -> list[dict[str, Any]]:
+        """The recoverable topics' messages, decoded."""
+        return [json.loads(message) for message in self.messages if message.startswith("{")]
+
+    async def wait_for(self, count: int, *, what: str = "") -> None:
+        await wait_until(
+            lambda: len(self.messages) >= count,
+            what=f"{count} messages arrived {what} (have {len(self.messages)})",
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.channel.sink.close(), TIMEOUT)
+        self._reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader

@@ -1,0 +1,486 @@
+"""The command line (``python -m wschannel``), driven as a subprocess over loopback.
+
+``serve`` and ``connect`` run as real processes: lines go in through a pipe, messages come out
+on standard output, notes on standard error, and the exit status says how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from conftest import TIMEOUT
+
+import wschannel
+from wschannel.bench import run as bench
+from wschannel.channel import WebSocketChannel
+from wschannel.cli import main
+
+CLI = (sys.executable, "-m", "wschannel")
+#: The connect command's quiet time after its input ends: a loaded machine's echo may take
+#: long, so as long as any timeout here.
+WAIT = ("--wait", str(TIMEOUT / 5))
+#: Environment variables that would send the clients through a proxy.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy", "wss_proxy")
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    env.update(extra)
+    return env
+
+
+class Command:
+    """A running ``python -m wschannel ...``."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(
+        cls,
+        *args: str,
+        stdin: int | None = asyncio.subprocess.PIPE,
+        env: dict[str, str] | None = None,
+    ) -> Command:
+        process = await asyncio.create_subprocess_exec(
+            *CLI,
+            *args,
+            stdin=stdin,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env or environment(),
+        )
+        return cls(process)
+
+    async def line(self, stream: str = "stdout") -> str:
+        """The next line it writes on ``stream``, without its line break."""
+        reader = self.process.stdout if stream == "stdout" else self.process.stderr
+        assert reader is not None
+        raw = await asyncio.wait_for(reader.readline(), TIMEOUT)
+        assert raw, f"{stream} ended"
+        return raw.decode().rstrip("\n")
+
+    async def note_containing(self, text: str) -> str:
+        """Read standard error until a line contains ``text`` (at most 20 lines)."""
+        for _ in range(20):
+            line = await self.line("stderr")
+            if text in line:
+                return line
+        raise AssertionError(f"no line with {text!r} on stderr")
+
+    def send(self, data: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(data.encode())
+
+    async def finish(self, data: str | None = None) -> tuple[int, str, str]:
+        """Write ``data`` (if any), close its input, wait: the status, stdout and stderr."""
+        if self.process.stdin is not None:
+            if data:
+                self.send(data)
+            self.process.stdin.close()
+        out, err = await asyncio.wait_for(self.process.communicate(), 4 * TIMEOUT)
+        assert self.process.returncode is not None
+        return self.process.returncode, out.decode(), err.decode()
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+async def run(
+    *args: str, data: str = "", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run a command to its end with ``data`` as its input."""
+    command = await Command.start(*args, env=env)
+    try:
+        return await command.finish(data)
+    finally:
+        command.kill()
+
+
+@asynccontextmanager
+async def cli_server(*args: str) -> AsyncIterator[tuple[Command, str]]:
+    """``wschannel serve ARGS`` on a free port: the command and the URL it printed. Stopped
+    with SIGINT afterwards, which must end it with status 0."""
+    server = await Command.start("serve", "--port", "0", "-v", *args, stdin=None)
+    try:
+        line = await server.line()
+        assert line.startswith("listening on "), line
+        yield server, line.removeprefix("listening on ")
+        server.signal(signal.SIGINT)
+        status, _, _ = await server.finish()
+        assert status == 0
+    finally:
+        server.kill()
+
+
+@asynccontextmanager
+async def library_server(handler: object, **options: object) -> AsyncIterator[str]:
+    """A server of the library's own in this process, for what the CLI's server does not do."""
+    async with wschannel.serve(handler, "127.0.0.1", 0, **options) as server:  # type: ignore[arg-type]
+        yield f"ws://127.0.0.1:{server.port}/"
+
+
+def free_port() -> int:
+    """A port where nothing listens (bound, then let go)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- connect and serve ---------------------------------------------------------------------
+
+
+async def test_connect_sends_each_piped_line_and_prints_the_echoes() -> None:
+    async with cli_server() as (server, url):
+        status, out, err = await run("connect", url, *WAIT, data="hello\n\nünï ✓\r\nlast")
+        assert out.splitlines() == ["hello", "", "ünï ✓", "last"]
+        assert f"connected to {url}" in err
+        assert "closed: 1000 (normal closure)" in err
+        assert status == 0
+        closed = await server.note_containing("Closed with")  # -v: each connection, named
+        assert re.search(r" wschannel\.server: #\d+ 127\.0\.0\.1:\d+: Closed with 1000 ", closed)
+
+
+async def test_serve_chat_sends_each_message_to_every_other_client() -> None:
+    async with cli_server("--mode", "chat") as (_, url):
+        listener = await Command.start("connect", url, "--wait", "0.1")
+        try:
+            await listener.note_containing("connected to")
+            status, out, _ = await run("connect", url, *WAIT, data="hi all\nsecond\n")
+            assert (status, out) == (0, "")  # nothing comes back to the sender
+            assert [await listener.line(), await listener.line()] == ["hi all", "second"]
+            status, _, err = await listener.finish()
+            assert status == 0, err
+        finally:
+            listener.kill()
+
+
+async def test_serve_and_connect_over_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "ws.sock"
+    server = await Command.start("serve", "--unix", str(path), stdin=None)
+    try:
+        line = await server.line()
+        assert line.startswith(f"listening on {path} ")
+        args = ("connect", "--unix", str(path), "ws://localhost/chat", *WAIT)
+        assert await run(*args, data="over a file\n") == (
+            0,
+            "over a file\n",
+            "connected to ws://localhost/chat\nclosed: 1000 (normal closure)\n",
+        )
+        server.signal(signal.SIGTERM)
+        assert (await server.finish())[0] == 0
+        assert not path.exists()  # the server removed its socket file
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_serve_stops_on_a_signal_closing_each_connection_with_1001(signum: int) -> None:
+    server = await Command.start("serve", "--port", "0", stdin=None)
+    client = None
+    try:
+        url = (await server.line()).removeprefix("listening on ")
+        client = await Command.start("connect", url, "--keep-open")
+        await client.note_containing("connected to")
+        server.signal(signum)
+        assert (await server.finish())[0] == 0
+        status, _, err = await client.finish()
+        assert "closed: 1001 (going away)" in err
+        assert status == 3
+    finally:
+        server.kill()
+        if client is not None:
+            client.kill()
+
+
+async def test_connect_closes_with_1001_on_ctrl_c_and_exits_130() -> None:
+    async with cli_server() as (server, url):
+        client = await Command.start("connect", url)
+        try:
+            await client.note_containing("connected to")
+            client.signal(signal.SIGINT)
+            status, _, err = await client.finish()
+            assert "closed: 1001 (going away)" in err
+            assert status == 130
+            assert "Closed with 1001" in await server.note_containing("Closed with")
+        finally:
+            client.kill()
+
+
+async def test_connect_closes_with_1000_once_nobody_reads_its_output() -> None:
+    async with cli_server() as (_, url):
+        read_end, write_end = os.pipe()
+        process = await asyncio.create_subprocess_exec(
+            *CLI,
+            "connect",
+            url,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+            env=environment(),
+        )
+        os.close(write_end)
+        client = Command(process)
+        try:
+            await client.note_containing("connected to")
+            client.send("first\n")
+            with open(read_end, "rb") as output:  # `| head -1`
+                line = await asyncio.wait_for(asyncio.to_thread(output.readline), TIMEOUT)
+            assert line == b"first\n"
+            client.send("second\n")  # its echo goes to a pipe nobody reads any more
+            await asyncio.wait_for(process.wait(), TIMEOUT)  # with its input still open
+            assert process.stderr is not None
+            err = (await process.stderr.read()).decode()
+            assert "closed: 1000 (normal closure)" in err
+            assert "Traceback" not in err
+            assert process.returncode == 0
+        finally:
+            client.kill()
+
+
+async def test_connect_prints_binary_as_length_and_hex_and_exits_3_on_another_code() -> None:
+    async def handler(channel: WebSocketChannel) -> None:
+        channel.sink.add(b"\x00\x01\xff")
+        channel.sink.add(bytes(range(100)))
+        await channel.sink.close(4001, "that is all")
+
+    async with library_server(handler) as url:
+        status, out, err = await run("connect", url, "--keep-open")
+    assert out.splitlines() == [
+        "[binary, 3 bytes] 0001ff",
+        f"[binary, 100 bytes] {bytes(range(32)).hex()}\N{HORIZONTAL ELLIPSIS}",
+    ]
+    assert "closed: 4001: that is all" in err
+    assert status == 3
+
+
+async def test_connect_sends_headers_and_offers_subprotocols() -> None:
+    seen = []
+
+    def remember(request: wschannel._wschannel.Request) -> None:
+        seen.append((request.header("x-token"), request.header("sec-websocket-protocol")))
+
+    async def handler(channel: WebSocketChannel) -> None:
+        await channel.sink.close(1000)
+
+    async with library_server(handler, protocols=["b"], process_request=remember) as url:
+        args = ("connect", url, "-H", "X-Token: a:b c", "-s", "a", "-s", "b", "--keep-open")
+        status, _, err = await run(*args)
+    assert seen == [("a:b c", "a, b")]
+    assert f"connected to {url} (subprotocol b)" in err
+    assert status == 0
+
+
+async def test_connect_without_compression_offers_none() -> None:
+    offers = []
+
+    def remember(request: wschannel._wschannel.Request) -> None:
+        offers.append(request.header("sec-websocket-extensions"))
+
+    async def handler(channel: WebSocketChannel) -> None:
+        await channel.sink.close(1000)
+
+    async with library_server(handler, process_request=remember) as url:
+        await run("connect", url, "--keep-open")
+        await run("connect", url, "--keep-open", "--no-compression")
+    assert offers[0] is not None and "permessage-deflate" in offers[0]
+    assert offers[1] is None
+
+
+async def test_connect_over_tls_verifies_with_the_cafile_or_not_with_insecure(
+    tmp_path: Path,
+) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    chain = ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem
+    chain.write_to_path(str(tmp_path / "server.pem"))
+    async with cli_server("--certfile", str(tmp_path / "server.pem")) as (_, url):
+        assert url.startswith("wss://127.0.0.1:")
+        trusted = await run("connect", url, "--cafile", str(tmp_path / "ca.pem"), *WAIT, data="a\n")
+        assert trusted[:2] == (0, "a\n")
+        insecure = await run("connect", url, "--insecure", *WAIT, data="b\n")
+        assert insecure[:2] == (0, "b\n")
+        status, out, err = await run("connect", url, *WAIT, data="c\n")
+        assert (status, out) == (1, "")
+        assert "CERTIFICATE_VERIFY_FAILED" in err
+
+
+async def test_connect_through_an_http_proxy_given_or_from_the_environment() -> None:
+    tunnels = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A CONNECT proxy (RFC 9110 §9.3.6): the request line, then bytes both ways."""
+        request = await reader.readuntil(b"\r\n\r\n")
+        target = request.split(b" ")[1].decode()
+        tunnels.append(target)
+        host, port = target.rsplit(":", 1)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    proxy_server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxy_url = f"http://127.0.0.1:{proxy_server.sockets[0].getsockname()[1]}"
+    try:
+        async with cli_server() as (_, url):
+            target = url.removeprefix("ws://").rstrip("/")
+            given = await run("connect", url, "--proxy", proxy_url, *WAIT, data="via\n")
+            assert given[:2] == (0, "via\n")
+            assert tunnels == [target]
+            env = environment(all_proxy=proxy_url)
+            from_env = await run("connect", url, *WAIT, data="env\n", env=env)
+            assert from_env[:2] == (0, "env\n")
+            assert tunnels == [target, target]
+            direct = await run("connect", url, "--no-proxy", *WAIT, data="direct\n", env=env)
+            assert direct[:2] == (0, "direct\n")
+            assert len(tunnels) == 2
+    finally:
+        proxy_server.close()
+        await proxy_server.wait_closed()
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+async def test_connect_rejects_a_url_that_is_not_websocket() -> None:
+    status, out, err = await run("connect", "http://127.0.0.1/")
+    assert (status, out) == (1, "")
+    assert err == "wschannel connect: Unsupported URL scheme 'http': use ws:// or wss://.\n"
+
+
+async def test_connect_says_which_url_it_could_not_reach() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/"
+    status, out, err = await run("connect", url)
+    assert (status, out) == (1, "")
+    assert err.startswith("wschannel connect: could not connect")
+    assert url.rstrip("/") in err
+    assert "Traceback" not in err
+
+
+def test_connect_tells_a_malformed_header_as_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["connect", "ws://127.0.0.1/", "-H", "no colon"])
+    assert exit.value.code == 2
+    assert "--header takes 'NAME: VALUE', not 'no colon'" in capsys.readouterr().err
+
+
+async def test_serve_says_when_it_cannot_listen() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, out, err = await run("serve", "--port", str(port))
+    assert (status, out) == (1, "")
+    assert f"wschannel serve: cannot listen on 127.0.0.1 port {port}" in err
+
+
+def test_serve_tells_unix_with_a_port_as_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["serve", "--unix", str(tmp_path / "s"), "--port", "1"])
+    assert exit.value.code == 2
+    error = capsys.readouterr().err
+    assert "--unix listens on a socket file: it takes no --host or --port" in error
+
+
+# -- bench ---------------------------------------------------------------------------------
+
+
+async def test_bench_runs_a_short_comparison_with_a_progress_bar_and_plots(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("matplotlib")
+    args = ["--sections", "echo", "--variants", "plain", "--sizes", "256", "--modes", "1"]
+    args += ["--impls", "wschannel,raw-tcp", "--reps", "1", "--warmup", "0.05", "--duration", "0.1"]
+    status, _, err = await run("bench", "--quick", *args, "--out", str(tmp_path))
+    assert status == 0, err
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["impl"] for r in records if r["section"] == "echo"] != []
+    assert {r["impl"] for r in records if r["section"] == "echo"} == {"wschannel", "raw-tcp"}
+    assert all(r["msgs_per_s"] > 0 for r in records if r["section"] == "echo")
+    steps = [line for line in err.splitlines() if "echo plain" in line]
+    assert len(steps) == 2
+    assert steps[-1].startswith("\N{FULL BLOCK}" * bench.Progress.BAR_WIDTH + "    2/2 100%")
+    assert (tmp_path / "echo_plain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| cell | wschannel | raw-tcp |" in (tmp_path / "table.md").read_text()
+
+
+def test_bench_skips_what_is_not_installed_with_a_line_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    absent = {"picows", "uvloop", "matplotlib"}
+    monkeypatch.setattr(bench, "module_found", lambda module: module.split(".")[0] not in absent)
+    settings = bench.parse_args([])
+    kept, notes = bench.without_missing(settings)
+    assert "picows" not in kept.impls
+    assert "websocket-client" not in kept.impls  # its server is picows's
+    assert {"wschannel", "websockets", "aiohttp", "raw-tcp"} <= set(kept.impls)
+    assert "uvloop" not in [v.name for v in kept.variants]
+    assert "load" not in kept.sections and "broadcast" not in kept.sections
+    assert "skipping picows: picows is not installed (pip install picows)" in notes
+    assert "skipping websocket-client: picows is not installed (pip install picows)" in notes
+    assert "skipping the uvloop variant: uvloop is not installed (pip install uvloop)" in notes
+    assert any(n.startswith("skipping load and broadcast: the load generator") for n in notes)
+    assert any(n.startswith("no plots: matplotlib is not installed") for n in notes)
+
+
+def test_bench_tells_an_implementation_asked_for_but_not_installed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench, "module_found", lambda module: module != "aiohttp")
+    with pytest.raises(SystemExit) as exit:
+        bench.parse_args(["--impls", "wschannel,aiohttp"])
+    assert exit.value.code == 2
+    assert "aiohttp needs aiohttp: pip install aiohttp" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    os.environ.get("WSCHANNEL_BENCH_QUICK") != "1",
+    reason="the whole of bench --quick takes two minutes: set WSCHANNEL_BENCH_QUICK=1",
+)
+@pytest.mark.timeout(300)
+async def test_bench_quick_runs_every_section_in_about_two_minutes(tmp_path: Path) -> None:
+    started = time.monotonic()
+    status, _, err = await asyncio.wait_for(run("bench", "--quick", "--out", str(tmp_path)), 290)
+    seconds = time.monotonic() - started
+    assert status == 0, err
+    sections = {json.loads(line)["section"] for line in (tmp_path / "results.jsonl").open()}
+    assert {"echo", "compression", "load", "broadcast", "memory"} <= sections
+    assert (tmp_path / "servers.png").exists()
+    assert seconds < 150, f"bench --quick took {seconds:.0f} s"
+
+
+def test_the_console_script_runs_the_command_line() -> None:
+    script = Path(sys.executable).with_name("wschannel")
+    if not script.exists():
+        pytest.skip("the console script is installed by `make dev` (pip install)")
+    import subprocess
+
+    done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0
+    assert done.stdout.startswith("wschannel ")
