@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup dev demo test system-packages test-rust test-python lint fmt conformance fuzz bench bench-quick bench-pubsub dist python-ft test-wheels clean
+.PHONY: help setup dev demo test system-packages test-rust test-python lint fmt conformance fuzz bench bench-quick bench-pubsub bench-rust dist python-ft test-wheels clean
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -63,11 +63,13 @@ demo:  ## Run the demo: an echo server and a client talking through wschannel
 	fi
 	@$(PY) examples/demo.py
 
-test-rust:  ## Rust unit tests, fmt and clippy
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
-	cargo clippy --all-targets --features python -- -D warnings
-	cargo test -q --all-targets
+test-rust:  ## Rust: fmt, clippy (with and without features), unit, integration and doc tests, the examples against each other
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	cargo test -q --workspace --all-targets --all-features
+	cargo test -q --workspace --doc --all-features
+	bash scripts/rust-examples.sh
 
 lint: $(DEV_STAMP)  ## ruff, mypy --strict, the stub check and the import layers (pyproject's importlinter)
 	$(VENV)/bin/ruff check .
@@ -100,8 +102,14 @@ bench-quick: dev  ## A short benchmark run (under 2 min): benchmarks/results-qui
 bench-pubsub: dev  ## Fan-out through Redis and NATS vs one process, 1,000 subscribers (~2 min; tests/pubsub/setup.sh)
 	$(PY) -m benchmarks.pubsub
 
+BENCH_RUST_ARGS ?= --seconds 0.5 --reps 5
+
+bench-rust:  ## The Rust crate beside tungstenite and tokio-tungstenite (~4 min): benchmarks/results/rust.md
+	mkdir -p benchmarks/results
+	cargo run --release -q -p wschannel-bench -- $(BENCH_RUST_ARGS) --out benchmarks/results/rust.md
+
 fmt:  ## Format Rust and Python
-	cargo fmt
+	cargo fmt --all
 	$(VENV)/bin/ruff format .
 
 FUZZ_SECONDS ?= 15

@@ -115,7 +115,7 @@ def engine_seeds():
         "continuation-over-limit",
         engine_config(limits=2, message=100 << 8) + plan() + stream,
     )
-    # Client, no message limit, reading a large frame's payload in place (payload_target).
+    # Client, no message limit, reading a large frame's payload in place (read_payload_in_place).
     stream = frame(2, bytes(range(256)) * 2, length=70000)
     write(
         "engine",

@@ -297,7 +297,7 @@ def feed(
     echo: bool = False,
 ) -> Received:
     """Feed ``wire`` to ``receiver`` in chunks; its events and its replies (one
-    ``data_to_send`` per Ping, Close and Failure, in order, as the I/O layers do; with
+    ``next_reply`` per Ping, Close and Failure, in order, as the session does; with
     ``echo``, each message is sent back as it comes out, before the replies that follow it)."""
     events: list[Seen] = []
     replies = bytearray()
@@ -319,7 +319,7 @@ def feed(
         for item in got:
             events.append(seen(item))
             if isinstance(item, engine.Ping | engine.Close | engine.Failure):
-                replies += receiver.data_to_send()
+                replies += receiver.next_reply()
             elif echo and isinstance(item, str):
                 replies += receiver.send_text(item)
             elif echo and isinstance(item, bytes):

@@ -1,4 +1,4 @@
-//! `Connection::receive_data` (and `payload_target` / `payload_read_in_place`) on hostile
+//! `Connection::receive_data` (and `read_payload_in_place`) on hostile
 //! bytes, checked against the reference reading of `wschannel_fuzz::model`.
 //!
 //! Input: 7 configuration bytes, a chunk plan (see `Input::plan`), then the byte stream.
@@ -12,9 +12,9 @@
 //!   3-4: message limit value; 5: frame limit value; 6: masking-key seed, deflate level
 #![no_main]
 
-use _wschannel::deflate::DeflateParams;
-use _wschannel::engine::{Config, Connection, Event};
-use _wschannel::Role;
+use wschannel::deflate::DeflateParams;
+use wschannel::engine::{Config, Connection, Event};
+use wschannel::Role;
 use libfuzzer_sys::fuzz_target;
 use wschannel_fuzz::model::{parse_frame, Expected, Model, Setup};
 use wschannel_fuzz::{Chunks, Input};
@@ -91,7 +91,7 @@ impl Harness<'_> {
                     self.fed, self.model.violation
                 );
                 assert_eq!(self.conn.close_code(), Some(code));
-                assert_eq!(self.conn.state(), _wschannel::engine::State::Closed);
+                assert_eq!(self.conn.state(), wschannel::engine::State::Closed);
             }
             None => {
                 if let Some(v) = &self.model.violation {
@@ -128,7 +128,7 @@ impl Harness<'_> {
             }
             _ => return,
         };
-        let reply = self.conn.data_to_send();
+        let reply = self.conn.next_reply().expect("a reply for each control event");
         if self.close_queued {
             assert!(reply.is_empty(), "reply after our close frame: {reply:?}");
             return;
@@ -153,24 +153,25 @@ impl Harness<'_> {
 
     /// Reads what it can of `chunk` into the engine's own buffer; returns the rest.
     fn in_place<'c>(&mut self, chunk: &'c [u8]) -> &'c [u8] {
-        let Some(room) = self.conn.payload_target(chunk.len()) else {
-            return chunk;
-        };
-        let (remaining, plain) = self.model.frame_remaining().expect("a frame in progress");
-        assert!(plain, "payload_target for a control or compressed frame");
-        assert!(room.len() <= chunk.len() && room.len() as u64 <= remaining);
-        let n = room.len();
-        for (slot, &byte) in room.iter_mut().zip(chunk) {
-            slot.write(byte);
-        }
+        let frame = self.model.frame_remaining();
         let before = self.fed;
         let mut got = Vec::new();
-        // SAFETY: the first n bytes of the room were written just above, and nothing else
-        // touched the connection since payload_target.
-        unsafe { self.conn.payload_read_in_place(n, &mut got) };
+        let mut source = chunk;
+        let Some(asked) = self
+            .conn
+            .read_payload_in_place(chunk.len(), &mut source, &mut got)
+        else {
+            assert_eq!(source.len(), chunk.len(), "the source was not read");
+            return chunk;
+        };
+        let (remaining, plain) = frame.expect("a frame in progress");
+        assert!(plain, "room for a control or compressed frame");
+        assert!(asked <= chunk.len() && asked as u64 <= remaining);
+        let n = chunk.len() - source.len();
+        assert_eq!(n, asked, "a slice fills the room it is given");
         self.fed += n;
         self.after(before, got);
-        &chunk[n..]
+        source
     }
 
     fn send(&mut self, chunk: &[u8]) {
@@ -302,6 +303,6 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(h.fed, stream.len());
     let code = h.conn.close_code();
     h.conn.receive_eof();
-    assert_eq!(h.conn.state(), _wschannel::engine::State::Closed);
+    assert_eq!(h.conn.state(), wschannel::engine::State::Closed);
     assert_eq!(h.conn.close_code(), code.or(Some(1006)));
 });

@@ -4,7 +4,7 @@
 //! payload, whichever of its writers is used.
 #![no_main]
 
-use _wschannel::frame::{header_len, Header, OpCode, OutFrame, MAX_HEADER_LEN};
+use wschannel::frame::{header_len, Header, OpCode, OutFrame, MAX_HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 use wschannel_fuzz::model::{parse_frame, parse_header};
 

@@ -8,11 +8,11 @@
 //!   3: deflate window bits
 #![no_main]
 
-use _wschannel::deflate::{parse_params, server_negotiate};
-use _wschannel::handshake::{
+use wschannel::deflate::{parse_params, server_negotiate};
+use wschannel::handshake::{
     accept_response, reject_response, sign_key, HandshakeError, Limits, Request, ServerHandshake,
 };
-use _wschannel::Role;
+use wschannel::Role;
 use libfuzzer_sys::fuzz_target;
 use wschannel_fuzz::{
     base64_decode, check_params, deflate_config, header_has_token, header_values, Chunks, Input,

@@ -17,8 +17,8 @@
 //!   5: round trip: fragment size of the compressed message (low 4 bits squared; 0: whole)
 #![no_main]
 
-use _wschannel::deflate::{DecompressError, DeflateParams, PerMessageDeflate};
-use _wschannel::Role;
+use wschannel::deflate::{DecompressError, DeflateParams, PerMessageDeflate};
+use wschannel::Role;
 use libfuzzer_sys::fuzz_target;
 use wschannel_fuzz::{Chunks, Input};
 

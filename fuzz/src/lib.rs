@@ -4,9 +4,9 @@
 
 pub mod model;
 
-use _wschannel::deflate::{parse_params, DeflateConfig, DeflateParams};
-use _wschannel::handshake::Limits;
-use _wschannel::Role;
+use wschannel::deflate::{parse_params, DeflateConfig, DeflateParams};
+use wschannel::handshake::Limits;
+use wschannel::Role;
 
 /// Reads configuration bytes from the front of a fuzz input; past its end every read is 0,
 /// so any input, even an empty one, decodes to some configuration.
@@ -106,24 +106,6 @@ impl<'a> Iterator for Chunks<'a> {
             self.idle = self.idle.max(1);
         }
         Some(piece)
-    }
-}
-
-/// A random number generator that repeats one byte: masking keys and handshake nonces
-/// with known values, so seeds can carry a matching `Sec-WebSocket-Accept`.
-pub struct FixedRng(pub u8);
-
-impl rand::RngCore for FixedRng {
-    fn next_u32(&mut self) -> u32 {
-        u32::from_ne_bytes([self.0; 4])
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        u64::from_ne_bytes([self.0; 8])
-    }
-
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        dst.fill(self.0);
     }
 }
 

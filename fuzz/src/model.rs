@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use _wschannel::Role;
+use wschannel::Role;
 
 /// A frame header, parsed here without the engine's code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

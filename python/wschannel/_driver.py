@@ -2,7 +2,7 @@
 
 The connection's lifecycle (the close handshake, who closes TCP and when, keepalive, the close
 deadline, the close code, replies owed before a close echo, pausing reading) is decided in one
-place, the engine's session (``src/session``), reached through
+place, the engine's session (the engine crate's ``session``), reached through
 :class:`~wschannel._wschannel.Connection` (``start_session``, ``poll_action``, ``timeout``,
 ``handle_timeout``...). A driver (asyncio, the byte stream, the blocking threads) owns the
 sockets, clocks, threads or tasks and the hot message path, and translates: it feeds the

@@ -4,7 +4,7 @@ once; the drivers resolve their own kind of waiter (an asyncio future, a thread'
 
 A ping carries 4 random bytes that the peer echoes in its pong (RFC 6455 §5.5.2-3). A peer
 may answer only the latest of several pings (§5.5.3), so a pong answers the ping it echoes
-and every ping sent before it. The keepalive pings are the session's (``src/session``), with
+and every ping sent before it. The keepalive pings are the session's (the engine's), with
 an empty payload; it measures their round-trip time itself (``Connection.latency``). The
 latency reported is the last one measured, by either.
 """

@@ -16,7 +16,7 @@ OPEN: Final[int]
 CLOSING: Final[int]
 CLOSED: Final[int]
 
-# What Connection.poll_action() returns besides bytes to write (src/session: Action).
+# What Connection.poll_action() returns besides bytes to write (the engine crate's session: Action).
 STOP_SENDING: Final[int]
 PAUSE_READING: Final[int]
 RESUME_READING: Final[int]
@@ -184,6 +184,11 @@ class Connection:
         not send or a reason over 123 UTF-8 bytes, ``RuntimeError`` if a close was sent."""
 
     def data_to_send(self) -> bytes:
+        """Every reply owed to the peer, in order (pongs, the close echo, the failure close),
+        or ``b''``: write it after each ``receive_data``. Taking the close echo ends
+        sending; to answer earlier messages before it, use :meth:`next_reply`."""
+
+    def next_reply(self) -> bytes:
         """The reply to the oldest Ping, Close or Failure event not yet answered (a pong, the
         close echo, the failure close, or ``b''``). Call it once per such event, in order: a
         close frame counts as sent only once it has left, so answers to earlier messages
@@ -193,7 +198,7 @@ class Connection:
         """Whether this side should now close the transport: a server once the closing
         handshake is done, either side after a failure."""
 
-    # The lifecycle (the session core, src/session): a driver calls start_session() once
+    # The lifecycle (the engine crate's session): a driver calls start_session() once
     # the connection is open, then feeds it its inputs and follows poll_action().
 
     def start_session(

@@ -16,7 +16,7 @@ The byte stream is one of:
 How it runs. A reader task reads the stream and feeds each read to the engine with one
 ``receive_data`` call. Every frame to send is written straight away (asyncio) or queued for a
 writer task (anyio and trio, whose ``send`` is a coroutine). The connection's lifecycle is
-the engine's session (``Connection.start_session``; ``src/session``): the replies to pings and
+the engine's session (``Connection.start_session``; ``session/``): the replies to pings and
 close frames, the consumer's answers before the close echo, keepalive, the close deadline,
 the close code, when reading pauses and when the byte stream is half-closed, closed or
 dropped. :class:`_Driver` does what the session's actions say with the byte stream, and keeps

@@ -2,8 +2,7 @@
 //! of the response, the server's parsing and checks of the request, and the responses.
 
 use super::*;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use crate::deflate::{server_negotiate, DeflateConfig};
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -16,18 +15,25 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+fn options(
+    protocols: &[&str],
+    deflate: Option<DeflateConfig>,
+    headers: &[(&str, &str)],
+) -> ClientOptions {
+    ClientOptions {
+        protocols: strings(protocols),
+        headers: pairs(headers),
+        deflate,
+        limits: Limits::default(),
+    }
+}
+
 fn client_with(protocols: &[&str], limits: Limits) -> ClientHandshake {
-    let mut rng = StdRng::seed_from_u64(1);
-    ClientHandshake::new(
-        "example.com",
-        "/",
-        &strings(protocols),
-        None,
-        &[],
+    let options = ClientOptions {
         limits,
-        &mut rng,
-    )
-    .unwrap()
+        ..options(protocols, None, &[])
+    };
+    ClientHandshake::with_seed("example.com", "/", &options, 1).unwrap()
 }
 
 fn client(protocols: &[&str]) -> ClientHandshake {
@@ -89,17 +95,12 @@ fn limits_default_to_16384_bytes_and_128_headers() {
 
 #[test]
 fn client_request_matches_expected_bytes() {
-    let mut rng = StdRng::seed_from_u64(42);
-    let hs = ClientHandshake::new(
-        "example.com:8080",
-        "/chat?x=1",
-        &strings(&["chat", "superchat"]),
-        Some("permessage-deflate; client_max_window_bits"),
-        &pairs(&[("User-Agent", "wschannel/0.1"), ("Cookie", "a=b")]),
-        Limits::default(),
-        &mut rng,
-    )
-    .unwrap();
+    let options = options(
+        &["chat", "superchat"],
+        Some(DeflateConfig::default()),
+        &[("User-Agent", "wschannel/0.1"), ("Cookie", "a=b")],
+    );
+    let hs = ClientHandshake::with_seed("example.com:8080", "/chat?x=1", &options, 42).unwrap();
     let expected: &[u8] = b"GET /chat?x=1 HTTP/1.1\r\n\
         Host: example.com:8080\r\n\
         Upgrade: websocket\r\n\
@@ -119,15 +120,16 @@ fn client_request_matches_expected_bytes() {
 }
 
 #[test]
-fn client_key_is_base64_of_16_bytes_from_the_rng() {
-    let mut rng = StdRng::seed_from_u64(42);
-    let mut nonce = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rng, &mut nonce);
+fn client_key_is_base64_of_16_random_bytes_new_for_each_handshake() {
     let hs = client(&[]);
     assert_eq!(BASE64.decode(hs.key()).unwrap().len(), 16);
-    let mut rng = StdRng::seed_from_u64(42);
-    let hs = ClientHandshake::new("h", "/", &[], None, &[], Limits::default(), &mut rng).unwrap();
-    assert_eq!(hs.key(), BASE64.encode(nonce));
+    let a = ClientHandshake::new("h", "/", &ClientOptions::default()).unwrap();
+    let b = ClientHandshake::new("h", "/", &ClientOptions::default()).unwrap();
+    assert_eq!(BASE64.decode(a.key()).unwrap().len(), 16);
+    assert_ne!(a.key(), b.key());
+    let seeded = |seed| ClientHandshake::with_seed("h", "/", &ClientOptions::default(), seed);
+    assert_eq!(seeded(42).unwrap().key(), seeded(42).unwrap().key());
+    assert_ne!(seeded(42).unwrap().key(), seeded(43).unwrap().key());
 }
 
 #[test]
@@ -136,8 +138,7 @@ fn client_request_defaults_an_empty_resource_to_slash() {
     assert!(hs
         .request()
         .starts_with(b"GET / HTTP/1.1\r\nHost: example.com\r\n"));
-    let mut rng = StdRng::seed_from_u64(1);
-    let hs = ClientHandshake::new("h", "", &[], None, &[], Limits::default(), &mut rng).unwrap();
+    let hs = ClientHandshake::with_seed("h", "", &ClientOptions::default(), 1).unwrap();
     assert!(hs.request().starts_with(b"GET / HTTP/1.1\r\n"));
 }
 
@@ -152,17 +153,8 @@ fn client_request_without_protocols_or_extensions_has_neither_header() {
 
 #[test]
 fn client_request_writes_a_user_host_once_in_place_of_the_default() {
-    let mut rng = StdRng::seed_from_u64(1);
-    let hs = ClientHandshake::new(
-        "example.com",
-        "/",
-        &[],
-        None,
-        &pairs(&[("X-A", "1"), ("host", "proxy.example:81")]),
-        Limits::default(),
-        &mut rng,
-    )
-    .unwrap();
+    let options = options(&[], None, &[("X-A", "1"), ("host", "proxy.example:81")]);
+    let hs = ClientHandshake::with_seed("example.com", "/", &options, 1).unwrap();
     let expected = format!(
         "GET / HTTP/1.1\r\nHost: proxy.example:81\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: {CLIENT_KEY}\r\n\
@@ -173,20 +165,10 @@ fn client_request_writes_a_user_host_once_in_place_of_the_default() {
 
 fn new_client_error(
     protocols: &[&str],
-    extensions: Option<&str>,
+    deflate: Option<DeflateConfig>,
     headers: &[(&str, &str)],
 ) -> HandshakeError {
-    let mut rng = StdRng::seed_from_u64(1);
-    ClientHandshake::new(
-        "example.com",
-        "/",
-        &strings(protocols),
-        extensions,
-        &pairs(headers),
-        Limits::default(),
-        &mut rng,
-    )
-    .unwrap_err()
+    ClientHandshake::new("example.com", "/", &options(protocols, deflate, headers)).unwrap_err()
 }
 
 #[test]
@@ -240,19 +222,22 @@ fn client_refuses_header_values_with_cr_lf_or_nul() {
 }
 
 #[test]
-fn client_refuses_extensions_with_a_line_break() {
-    let err = new_client_error(&[], Some("permessage-deflate\r\nX: 1"), &[]);
-    assert_eq!(
-        err,
-        HandshakeError::InvalidHeaderValue("Sec-WebSocket-Extensions".into())
+fn client_refuses_an_invalid_deflate_configuration() {
+    let config = DeflateConfig {
+        client_max_window_bits: Some(16),
+        ..DeflateConfig::default()
+    };
+    let err = new_client_error(&[], Some(config), &[]);
+    assert!(
+        matches!(err, HandshakeError::InvalidExtensionConfig(_)),
+        "{err:?}"
     );
+    assert_eq!(err.status(), 0);
 }
 
 #[test]
 fn client_refuses_a_host_with_a_line_break() {
-    let mut rng = StdRng::seed_from_u64(1);
-    let err = ClientHandshake::new("a\r\nb", "/", &[], None, &[], Limits::default(), &mut rng)
-        .unwrap_err();
+    let err = ClientHandshake::new("a\r\nb", "/", &ClientOptions::default()).unwrap_err();
     assert_eq!(err, HandshakeError::InvalidHeaderValue("Host".into()));
 }
 
@@ -267,9 +252,7 @@ fn client_refuses_invalid_protocols() {
 #[test]
 fn client_refuses_a_resource_with_spaces_or_control_characters() {
     for resource in ["/a b", "/a\r\nX: 1", "/\t", "/\x7f"] {
-        let mut rng = StdRng::seed_from_u64(1);
-        let err = ClientHandshake::new("h", resource, &[], None, &[], Limits::default(), &mut rng)
-            .unwrap_err();
+        let err = ClientHandshake::new("h", resource, &ClientOptions::default()).unwrap_err();
         assert_eq!(err, HandshakeError::InvalidResource(resource.into()));
     }
 }
@@ -618,18 +601,67 @@ fn client_rejects_two_protocols_on_two_lines() {
     assert_eq!(err, HandshakeError::MultipleProtocols("a, a".into()));
 }
 
+fn deflate_client() -> ClientHandshake {
+    let options = options(&[], Some(DeflateConfig::default()), &[]);
+    ClientHandshake::with_seed("example.com", "/", &options, 1).unwrap()
+}
+
 #[test]
-fn client_collects_extensions_raw_and_joined() {
-    let mut hs = client(&[]);
+fn client_agrees_on_the_deflate_parameters_of_the_answer() {
+    let mut hs = deflate_client();
     let response = switching(
-        "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\
-         X-Other: 1\r\nsec-websocket-extensions:  x-foo \r\n",
+        "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+         client_max_window_bits=12\r\nX-Other: 1\r\n",
     );
     assert_eq!(hs.receive_data(&response), Ok(true));
     assert_eq!(
         hs.extensions(),
-        Some("permessage-deflate; server_no_context_takeover, x-foo")
+        Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=12")
     );
+    let params = hs.deflate().expect("compression agreed");
+    assert!(params.server_no_context_takeover);
+    assert_eq!(params.client_max_window_bits, 12);
+}
+
+#[test]
+fn client_without_compression_when_the_server_declines_the_offer() {
+    let mut hs = deflate_client();
+    assert_eq!(hs.receive_data(&switching("")), Ok(true));
+    assert_eq!((hs.extensions(), hs.deflate()), (None, None));
+}
+
+#[test]
+fn client_rejects_extensions_it_did_not_offer() {
+    // This check lived only in the Python binding: a Rust client accepted any extension.
+    let mut hs = client(&[]);
+    let response = switching("Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    let err = hs.receive_data(&response).unwrap_err();
+    assert_eq!(
+        err,
+        HandshakeError::UnofferedExtension("permessage-deflate".into())
+    );
+    assert_eq!(err.status(), 101);
+}
+
+#[test]
+fn client_rejects_an_answer_that_does_not_fit_its_deflate_offer() {
+    for answer in [
+        "x-foo",
+        "permessage-deflate, x-foo",
+        "permessage-deflate; server_max_window_bits=7",
+        "permessage-deflate; bogus",
+        "permessage-deflate, permessage-deflate",
+    ] {
+        let mut hs = deflate_client();
+        let response = switching(&format!("Sec-WebSocket-Extensions: {answer}\r\n"));
+        let err = hs.receive_data(&response).unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::InvalidExtension(_)),
+            "{answer}: {err:?}"
+        );
+        assert_eq!(err.status(), 101);
+        assert_eq!(hs.deflate(), None);
+    }
 }
 
 #[test]
@@ -1385,20 +1417,25 @@ fn server_accept_response_with_protocol_extensions_and_headers_matches_expected_
 
 #[test]
 fn server_accept_response_is_accepted_by_the_client() {
-    let mut hs = client(&["two", "one"]);
+    let options = options(&["two", "one"], Some(DeflateConfig::default()), &[]);
+    let mut hs = ClientHandshake::with_seed("example.com", "/", &options, 1).unwrap();
     let request = parse(std::str::from_utf8(hs.request()).unwrap());
     assert_eq!(request.check(None), Ok(()));
     let protocol = request.choose_protocol(&strings(&["one", "two"]));
+    let offered = request.offered_extensions();
+    let (params, answer) =
+        server_negotiate(&DeflateConfig::default(), offered.as_deref()).expect("agreed");
     let response = accept_response(
         request.key().unwrap(),
         protocol.as_deref(),
-        Some("x-ext"),
+        Some(&answer),
         &[],
     )
     .unwrap();
     assert_eq!(hs.receive_data(&response), Ok(true));
     assert_eq!(hs.protocol(), Some("two"));
-    assert_eq!(hs.extensions(), Some("x-ext"));
+    assert_eq!(hs.extensions(), Some(answer.as_str()));
+    assert_eq!(hs.deflate(), Some(params));
 }
 
 #[test]

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use _wschannel::engine::{Config, Connection, Receiver, Role};
-use _wschannel::Event;
+use wschannel::engine::{Config, Connection, Receiver, Role};
+use wschannel::Event;
 
 /// Counts what arrives without keeping it.
 #[derive(Default)]

@@ -9,6 +9,7 @@ use super::http::{
     owned_headers, raw_values, write_header, BodyProblem, HeadBuffer,
 };
 use super::{sign_key, HandshakeError, Limits};
+use crate::deflate::{server_negotiate, DeflateConfig, DeflateParams};
 
 /// A parsed HTTP request head, as received by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +187,73 @@ impl Request {
     }
 }
 
+/// What a server agrees to, for [`Request::accept`].
+#[derive(Clone, Debug, Default)]
+pub struct AcceptOptions {
+    /// The subprotocols this server speaks: the first of the client's offers (in the
+    /// client's order) that is among them is selected.
+    pub protocols: Vec<String>,
+    /// permessage-deflate, if this server accepts it (RFC 7692): the client's first
+    /// acceptable offer is taken. `None`: offers are declined.
+    pub deflate: Option<DeflateConfig>,
+    /// Extra response headers (not the ones the 101 writes itself).
+    pub headers: Vec<(String, String)>,
+}
+
+/// A request accepted by [`Request::accept`]: the 101 response to send, and what it agreed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// The complete `101 Switching Protocols` response.
+    pub response: Vec<u8>,
+    /// The subprotocol selected, if any.
+    pub protocol: Option<String>,
+    /// The permessage-deflate parameters agreed on, for the connection's
+    /// [`Config::deflate`](crate::engine::Config::deflate); `None` without compression.
+    pub deflate: Option<DeflateParams>,
+}
+
+impl Request {
+    /// Accepts the request: selects a subprotocol, negotiates permessage-deflate and writes
+    /// the 101 response (RFC 6455 §4.2.2). Run [`Request::check`] first: this only fails
+    /// for a request without a `Sec-WebSocket-Key` (status 400) and for invalid `options`.
+    pub fn accept(&self, options: &AcceptOptions) -> Result<Accepted, HandshakeError> {
+        let key = self.key().ok_or(HandshakeError::InvalidRequest(
+            "missing Sec-WebSocket-Key header",
+        ))?;
+        let protocol = self.choose_protocol(&options.protocols);
+        let offered = self.offered_extensions();
+        let negotiated = options
+            .deflate
+            .as_ref()
+            .and_then(|config| server_negotiate(config, offered.as_deref()));
+        let answer = negotiated.as_ref().map(|(_, value)| value.as_str());
+        let response = accept_response(key, protocol.as_deref(), answer, &options.headers)?;
+        Ok(Accepted {
+            response,
+            protocol,
+            deflate: negotiated.map(|(params, _)| params),
+        })
+    }
+}
+
 /// The server half of the opening handshake: parses the client's request head.
+///
+/// ```
+/// use wschannel::handshake::{reject_response, AcceptOptions, Limits, ServerHandshake};
+///
+/// let mut handshake = ServerHandshake::new(Limits::default());
+/// let request = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+///     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+///     Sec-WebSocket-Version: 13\r\n\r\n";
+/// let request = handshake.receive_data(request).unwrap().expect("a whole head");
+/// let response = match request.check(None) {
+///     Ok(()) => request.accept(&AcceptOptions::default()).unwrap().response,
+///     Err(no) => reject_response(no.status, &no.headers, no.message.as_bytes()).unwrap(),
+/// };
+/// assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+/// // RFC 6455 §1.3's example key and its accept value:
+/// assert!(response.windows(28).any(|w| w == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServerHandshake {
     limits: Limits,

@@ -45,6 +45,31 @@
 //! - **The final close code**: the peer's close code (1005 if it had none), or the code this
 //!   side failed with, or 1001 after a keepalive timeout, or 1006 if the transport ended
 //!   without a close frame.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use wschannel::{Action, Config, Connection, Role, Session, SessionConfig};
+//!
+//! let start = Instant::now();
+//! let mut conn = Connection::new(Role::Server, Config::default());
+//! let mut config = SessionConfig::new(Role::Server);
+//! config.ping_interval = Some(Duration::from_secs(20));
+//! let mut session = Session::new(Role::Server, config, start);
+//!
+//! // Nothing to do until the first keepalive ping is due.
+//! assert_eq!(session.poll_action(), None);
+//! let due = session.poll_timeout().expect("a ping is scheduled");
+//! assert_eq!(due, start + Duration::from_secs(20));
+//!
+//! // The driver's timer fires: the session asks for a ping to be written.
+//! session.handle_timeout(&mut conn, due, || 0);
+//! assert_eq!(session.poll_action(), Some(Action::Write(b"\x89\x00".to_vec())));
+//!
+//! // The user closes: the close frame goes out and sending stops.
+//! session.close(&mut conn, Some(1000), "", due).unwrap();
+//! assert!(matches!(session.poll_action(), Some(Action::Write(_))));
+//! assert_eq!(session.poll_action(), Some(Action::StopSending));
+//! ```
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -346,7 +371,7 @@ impl Session {
     pub fn handle_event(&mut self, conn: &mut Connection, event: &Event, now: Instant) {
         match event {
             Event::Ping(_) => {
-                let pong = conn.data_to_send();
+                let pong = conn.next_reply().unwrap_or_default();
                 if pong.is_empty() {
                     return;
                 }
@@ -380,7 +405,7 @@ impl Session {
                     Phase::CloseSent => self.finish_close(conn, now),
                     _ => {
                         // A reply owed for a close that raced ours: take it in order.
-                        let _ = conn.data_to_send();
+                        let _ = conn.next_reply();
                         self.update_reading();
                     }
                 }
@@ -560,7 +585,7 @@ impl Session {
 
     fn finish_close(&mut self, conn: &mut Connection, now: Instant) {
         self.send_owed_pong(); // before the close frame, after which nothing may follow
-        let reply = conn.data_to_send();
+        let reply = conn.next_reply().unwrap_or_default();
         if !reply.is_empty() {
             self.push(Action::Write(reply));
         }

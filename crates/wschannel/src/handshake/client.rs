@@ -8,6 +8,7 @@ use super::http::{
     values, write_header, BodyProblem, HeadBuffer,
 };
 use super::{sign_key, HandshakeError, Limits};
+use crate::deflate::{client_accept, client_offer, DeflateConfig, DeflateParams};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientState {
@@ -16,13 +17,61 @@ enum ClientState {
     Failed,
 }
 
+/// What a client asks for in its opening handshake, beyond the host and the resource.
+///
+/// ```
+/// use wschannel::deflate::DeflateConfig;
+/// use wschannel::handshake::ClientOptions;
+///
+/// let options = ClientOptions {
+///     protocols: vec!["chat".into()],
+///     deflate: Some(DeflateConfig::default()),
+///     ..ClientOptions::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// The subprotocols to offer (`Sec-WebSocket-Protocol`), each a non-empty HTTP token,
+    /// in order of preference; the server may select one of them.
+    pub protocols: Vec<String>,
+    /// Extra request headers. A `Host` among them replaces the host argument (only one
+    /// `Host` line is written); the headers the handshake writes itself (`Upgrade`,
+    /// `Connection`, `Sec-WebSocket-Key`/`-Version`/`-Protocol`/`-Extensions`) are refused.
+    pub headers: Vec<(String, String)>,
+    /// permessage-deflate to offer (RFC 7692); `None`: no extension is offered, and a
+    /// server that answers with one fails the handshake.
+    pub deflate: Option<DeflateConfig>,
+    /// Bounds on the response head.
+    pub limits: Limits,
+}
+
 /// The client half of the opening handshake: the request to send and the validation of the
-/// server's answer.
+/// server's answer (RFC 6455 §4.1), extensions included.
+///
+/// ```
+/// use wschannel::handshake::{accept_response, ClientHandshake, ClientOptions};
+///
+/// let mut handshake =
+///     ClientHandshake::new("example.com", "/chat", &ClientOptions::default()).unwrap();
+/// let request = handshake.request().to_vec(); // write this to the server
+/// assert!(request.starts_with(b"GET /chat HTTP/1.1\r\n"));
+///
+/// // The server's answer, in any chunking:
+/// let response = accept_response(handshake.key(), None, None, &[]).unwrap();
+/// let (head, rest) = response.split_at(10);
+/// assert!(!handshake.receive_data(head).unwrap()); // more bytes needed
+/// assert!(handshake.receive_data(rest).unwrap()); // upgraded
+/// assert_eq!(handshake.protocol(), None);
+/// assert!(handshake.take_leftover().is_empty()); // the first frames, if any came along
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientHandshake {
     request: Vec<u8>,
     key: String,
     offered: Vec<String>,
+    deflate_offer: Option<DeflateConfig>,
+    deflate: Option<DeflateParams>,
     limits: Limits,
     buf: HeadBuffer,
     state: ClientState,
@@ -44,25 +93,51 @@ const CLIENT_RESERVED: [&str; 6] = [
 ];
 
 impl ClientHandshake {
-    /// Builds the upgrade request.
+    /// Builds the upgrade request, with a `Sec-WebSocket-Key` from the operating system's
+    /// random source.
     ///
-    /// `host` is the Host header value (the caller adds a non-default port); `resource` is
-    /// path and query ("/" if empty). `protocols` are the offered subprotocols, each a
-    /// non-empty HTTP token. `extensions` is a ready-made `Sec-WebSocket-Extensions` offer.
-    /// `headers` are extra headers: a `Host` among them replaces `host` (only one Host line
-    /// is written); the other handshake headers (`Upgrade`, `Connection`,
-    /// `Sec-WebSocket-Key`/`-Version`/`-Protocol`/`-Extensions`) are refused, as they must
-    /// come from the handshake or the arguments above. The key is 16 bytes from `rng`, in
-    /// base64.
+    /// `host` is the `Host` header value (the caller adds a non-default port); `resource` is
+    /// path and query ("/" if empty). Errors: a resource with spaces or control
+    /// characters, a subprotocol that is not a token, an invalid or reserved extra header,
+    /// an invalid [`DeflateConfig`].
     pub fn new(
         host: &str,
         resource: &str,
-        protocols: &[String],
-        extensions: Option<&str>,
-        headers: &[(String, String)],
-        limits: Limits,
-        rng: &mut dyn rand::RngCore,
+        options: &ClientOptions,
     ) -> Result<ClientHandshake, HandshakeError> {
+        Self::with_nonce(host, resource, options, crate::random::os_nonce())
+    }
+
+    /// Like [`ClientHandshake::new`], with a key drawn from a generator seeded with `seed`:
+    /// the same request every time, for tests.
+    pub fn with_seed(
+        host: &str,
+        resource: &str,
+        options: &ClientOptions,
+        seed: u64,
+    ) -> Result<ClientHandshake, HandshakeError> {
+        Self::with_nonce(host, resource, options, crate::random::seeded_nonce(seed))
+    }
+
+    fn with_nonce(
+        host: &str,
+        resource: &str,
+        options: &ClientOptions,
+        nonce: [u8; 16],
+    ) -> Result<ClientHandshake, HandshakeError> {
+        let ClientOptions {
+            protocols,
+            headers,
+            deflate,
+            limits,
+        } = options;
+        if let Some(config) = deflate {
+            config
+                .validate()
+                .map_err(|e| HandshakeError::InvalidExtensionConfig(e.to_string()))?;
+        }
+        let offer = deflate.as_ref().map(client_offer);
+        let extensions = offer.as_deref();
         let resource = if resource.is_empty() { "/" } else { resource };
         if resource.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(HandshakeError::InvalidResource(resource.to_owned()));
@@ -93,8 +168,6 @@ impl ClientHandshake {
         }
         check_header_value("Host", host)?;
 
-        let mut nonce = [0u8; 16];
-        rng.fill_bytes(&mut nonce);
         let key = BASE64.encode(nonce);
 
         let mut request = Vec::with_capacity(256);
@@ -127,7 +200,9 @@ impl ClientHandshake {
             request,
             key,
             offered: protocols.to_vec(),
-            limits,
+            deflate_offer: deflate.clone(),
+            deflate: None,
+            limits: *limits,
             buf: HeadBuffer::default(),
             state: ClientState::Waiting,
             status: 0,
@@ -276,7 +351,16 @@ impl ClientHandshake {
             many => return Err(HandshakeError::MultipleProtocols(many.join(", "))),
         };
 
-        self.extensions = joined(headers, "Sec-WebSocket-Extensions");
+        let answer = joined(headers, "Sec-WebSocket-Extensions");
+        self.deflate = match (&self.deflate_offer, &answer) {
+            (Some(config), answer) => client_accept(config, answer.as_deref())
+                .map_err(|e| HandshakeError::InvalidExtension(e.to_string()))?,
+            (None, Some(answer)) => {
+                return Err(HandshakeError::UnofferedExtension(answer.clone()));
+            }
+            (None, None) => None,
+        };
+        self.extensions = answer;
         Ok(())
     }
 
@@ -295,10 +379,18 @@ impl ClientHandshake {
         self.protocol.as_deref()
     }
 
-    /// Every `Sec-WebSocket-Extensions` value of the response joined with ", ", unvalidated;
-    /// None if there was none (set once the handshake succeeded).
+    /// Every `Sec-WebSocket-Extensions` value of the response joined with ", ", as the
+    /// server wrote it; None if there was none (set once the handshake succeeded, which
+    /// means the answer agreed with the offer).
     pub fn extensions(&self) -> Option<&str> {
         self.extensions.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed on, for the connection's
+    /// [`Config::deflate`](crate::engine::Config::deflate); None without compression (set
+    /// once the handshake succeeded).
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.deflate
     }
 
     /// Takes the bytes received after the response head (the first WebSocket frames, or a

@@ -220,7 +220,7 @@ impl<'a> OutFrame<'a> {
 
     /// Writes the frame into `out` (exactly [`OutFrame::len`] bytes), initialising all of it;
     /// a masked payload is copied and masked in one pass.
-    pub fn write_uninit(&self, out: &mut [MaybeUninit<u8>]) {
+    fn write_uninit(&self, out: &mut [MaybeUninit<u8>]) {
         let (head, body) = out.split_at_mut(self.header_len);
         for (slot, byte) in head.iter_mut().zip(&self.header[..self.header_len]) {
             slot.write(*byte);
@@ -255,10 +255,17 @@ impl<'a> OutFrame<'a> {
     }
 }
 
-/// A server's uncompressed, unmasked frame: the same bytes suit every connection that
-/// accepts shared frames, so a broadcast encodes its message once.
-pub fn shared_frame(opcode: OpCode, payload: &[u8]) -> OutFrame<'_> {
-    OutFrame::new(opcode, false, payload, None)
+/// A text message as a server's uncompressed, unmasked frame: the same bytes suit every
+/// connection whose [`Connection::accepts_shared_frames`](crate::Connection::accepts_shared_frames)
+/// is true, so a broadcast encodes its message once. Count it on each connection it is
+/// written to with [`Connection::count_shared_frame`](crate::Connection::count_shared_frame).
+pub fn shared_text(text: &str) -> OutFrame<'_> {
+    OutFrame::new(OpCode::Text, false, text.as_bytes(), None)
+}
+
+/// A binary message as a server's shared frame, like [`shared_text`].
+pub fn shared_binary(data: &[u8]) -> OutFrame<'_> {
+    OutFrame::new(OpCode::Binary, false, data, None)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use super::connection::{send_error, ConnectionState, PyConnection};
 use super::events::ListReceiver;
 use super::lock::ThreadOwner;
 use super::with_bytes;
-use crate::frame::{OpCode, OutFrame};
+use crate::frame::OutFrame;
 use crate::session::ControlTap;
 
 /// Bytes asked of the kernel per `recv`.
@@ -106,6 +106,25 @@ fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
             io::ErrorKind::Interrupted => continue,
             io::ErrorKind::WouldBlock => return Ok(None),
             _ => return Err(err),
+        }
+    }
+}
+
+/// `recv` into the engine's message buffer (`Connection::read_payload_in_place`), keeping
+/// what it returned.
+struct Recv {
+    fd: RawFd,
+    result: io::Result<Option<usize>>,
+}
+
+// SAFETY: `recv` writes at most `room.len()` bytes at the start of `room` and returns their
+// count; nothing is reported written when it fails.
+unsafe impl wschannel::ReadInto for Recv {
+    fn read_into(&mut self, room: &mut [MaybeUninit<u8>]) -> usize {
+        self.result = recv(self.fd, room);
+        match self.result {
+            Ok(Some(n)) => n,
+            _ => 0,
         }
     }
 }
@@ -530,11 +549,15 @@ impl SocketIO {
             for i in 0..MAX_READS {
                 // The payload of a large frame goes straight into its message (one copy
                 // less); everything else through the shared buffer.
-                let (result, asked, direct) = match conn.inner.payload_target(READ_SIZE) {
-                    Some(room) => {
-                        let asked = room.len();
-                        (recv(fd, room), asked, true)
-                    }
+                let mut source = Recv {
+                    fd,
+                    result: Ok(None),
+                };
+                let direct = conn
+                    .inner
+                    .read_payload_in_place(READ_SIZE, &mut source, &mut tap);
+                let (result, asked, direct) = match direct {
+                    Some(asked) => (source.result, asked, true),
                     None => {
                         // SAFETY: u8 and MaybeUninit<u8> have the same layout; recv only
                         // writes, and the buffer is initialised anyway.
@@ -550,11 +573,7 @@ impl SocketIO {
                 match result {
                     Ok(Some(0)) => return Ok(i > 0), // EOF; seen again on the next call
                     Ok(Some(n)) => {
-                        if direct {
-                            // SAFETY: recv wrote `n` bytes at the start of the room that
-                            // payload_target just returned.
-                            unsafe { conn.inner.payload_read_in_place(n, &mut tap) };
-                        } else {
+                        if !direct {
                             conn.inner.receive_data(&buf[..n], &mut tap);
                         }
                         if n < asked {
@@ -599,10 +618,7 @@ impl SocketIO {
     /// Encodes and sends a text message.
     fn send_text(slf: &Bound<'_, Self>, data: &str) -> PyResult<()> {
         Self::with_conn(slf, |this, conn| {
-            let frame = conn
-                .inner
-                .encode_message(OpCode::Text, data.as_bytes())
-                .map_err(send_error)?;
+            let frame = conn.inner.encode_text(data).map_err(send_error)?;
             Ok(this.write_frame(&frame, None))
         })
     }
@@ -612,10 +628,7 @@ impl SocketIO {
         let owner = data.cast_exact::<PyBytes>().ok();
         Self::with_conn(slf, |this, conn| {
             with_bytes(data, |bytes| {
-                let frame = conn
-                    .inner
-                    .encode_message(OpCode::Binary, bytes)
-                    .map_err(send_error)?;
+                let frame = conn.inner.encode_binary(bytes).map_err(send_error)?;
                 Ok(this.write_frame(&frame, owner))
             })?
         })

@@ -1,7 +1,12 @@
-//! The Python binding: the only place that imports pyo3.
+//! The Python binding of the `wschannel` engine (the `wschannel._wschannel` module): the
+//! only crate that imports pyo3.
 //!
 //! Every engine error maps to one Python exception here; peer misbehaviour is never an
 //! exception (it arrives as a `Failure` event).
+
+// The engine's modules, named as in the engine crate (`crate::engine`, `crate::session`...;
+// `handshake` is the binding's own).
+use wschannel::{deflate, engine, frame, session};
 
 mod connection;
 mod events;
@@ -45,7 +50,7 @@ pub(crate) fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R)
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
 #[pyfunction]
 fn sign_key(key: &str) -> String {
-    crate::handshake::sign_key(key.as_bytes())
+    wschannel::handshake::sign_key(key.as_bytes())
 }
 
 pub(crate) fn state_number(state: State) -> u8 {

@@ -533,15 +533,48 @@ fn failure_stops_parsing_the_rest_of_the_input() {
 }
 
 #[test]
-fn replies_come_out_one_per_event_in_order() {
+fn server_draining_once_after_a_read_answers_both_pings_of_that_read() {
+    // Regression: data_to_send() gave one reply per call, so a driver that drains once
+    // after each receive_data (the usual loop) lost the second pong.
     let mut wire = from_client(0x89, b"a");
     wire.extend(from_client(0x89, b"b"));
     let mut conn = server();
     assert_eq!(feed(&mut conn, &wire).len(), 2);
     assert_eq!(conn.replies_waiting(), 2);
-    assert_eq!(conn.data_to_send(), frame(0x8a, b"a", None));
-    assert_eq!(conn.data_to_send(), frame(0x8a, b"b", None));
+    let mut expected = frame(0x8a, b"a", None);
+    expected.extend(frame(0x8a, b"b", None));
+    assert_eq!(conn.data_to_send(), expected);
+    assert_eq!(conn.replies_waiting(), 0);
     assert!(conn.data_to_send().is_empty());
+}
+
+#[test]
+fn server_next_reply_answers_one_event_at_a_time() {
+    let mut wire = from_client(0x81, b"Hello");
+    wire.extend(from_client(0x89, b"a"));
+    wire.extend(from_client(0x88, b""));
+    let mut conn = server();
+    assert_eq!(feed(&mut conn, &wire).len(), 3);
+    assert_eq!(conn.next_reply(), Some(frame(0x8a, b"a", None)));
+    // The answer to "Hello" may still go out before the close echo.
+    assert!(conn.send_text("Hello").is_ok());
+    assert_eq!(conn.next_reply(), Some(frame(0x88, b"", None)));
+    assert_eq!(conn.next_reply(), None);
+    assert_eq!(conn.send_text("late"), Err(SendError::Closed));
+}
+
+#[test]
+fn server_replies_come_out_in_order_pongs_before_the_close_echo() {
+    let mut wire = from_client(0x89, b"a");
+    wire.extend(from_client(0x88, &1000u16.to_be_bytes()));
+    wire.extend(from_client(0x89, b"after the close"));
+    let mut conn = server();
+    feed(&mut conn, &wire);
+    let mut expected = frame(0x8a, b"a", None);
+    expected.extend(frame(0x88, &1000u16.to_be_bytes(), None));
+    assert_eq!(conn.data_to_send(), expected);
+    assert!(conn.close_sent());
+    assert!(conn.close_expected());
 }
 
 #[test]
@@ -592,7 +625,7 @@ fn user_close_cannot_follow_a_queued_close_echo() {
 fn only_uncompressed_open_servers_accept_shared_frames() {
     let mut conn = server();
     assert!(conn.accepts_shared_frames());
-    let shared = crate::frame::shared_frame(OpCode::Text, b"all").to_vec();
+    let shared = crate::frame::shared_text("all").to_vec();
     assert_eq!(
         shared,
         conn.send_text("all").unwrap(),
@@ -618,14 +651,12 @@ fn feed_in_place(conn: &mut Connection, wire: &[u8], step: usize) -> Vec<Event> 
     let mut at = 0;
     while at < wire.len() {
         let rest = &wire[at..];
-        if let Some(room) = conn.payload_target(step) {
-            let n = room.len().min(rest.len());
-            for (slot, byte) in room.iter_mut().zip(&rest[..n]) {
-                slot.write(*byte);
-            }
-            // SAFETY: the first `n` bytes of the room were just written.
-            unsafe { conn.payload_read_in_place(n, &mut events) };
-            at += n;
+        let mut source = rest;
+        if conn
+            .read_payload_in_place(step, &mut source, &mut events)
+            .is_some()
+        {
+            at += rest.len() - source.len();
         } else {
             let n = rest.len().min(step);
             conn.receive_data(&rest[..n], &mut events);
@@ -672,10 +703,11 @@ fn payload_read_in_place_fails_on_invalid_utf8_as_receive_data_does() {
     payload[150_000] = 0xff;
     let wire = from_client(0x81, &payload);
     let mut conn = Connection::new(Role::Server, large_config());
-    let events = feed_in_place(&mut conn, &wire, 65_536);
+    let mut events = feed_in_place(&mut conn, &wire, 65_536);
     assert!(failure(1007)(&events), "{events:?}");
     assert!(
-        conn.payload_target(65_536).is_none(),
+        conn.read_payload_in_place(65_536, &mut &[0u8; 70_000][..], &mut events)
+            .is_none(),
         "no more reads once failed"
     );
 }
@@ -683,11 +715,20 @@ fn payload_read_in_place_fails_on_invalid_utf8_as_receive_data_does() {
 #[test]
 fn small_frames_and_compressed_ones_get_no_direct_room() {
     let mut conn = Connection::new(Role::Server, large_config());
-    feed(&mut conn, &from_client(0x82, &[0; 100_000])[..20]);
-    assert!(conn.payload_target(1 << 20).is_some());
+    let wire = from_client(0x82, &[0; 100_000]);
+    feed(&mut conn, &wire[..20]);
+    let mut rest = &wire[20..];
+    let asked = conn.read_payload_in_place(1 << 20, &mut rest, &mut Vec::new());
+    assert_eq!(
+        asked,
+        Some(100_000 - (20 - 14)),
+        "up to the end of the frame"
+    );
     let mut small = Connection::new(Role::Server, large_config());
     feed(&mut small, &from_client(0x82, &[0; 1000])[..20]);
-    assert!(small.payload_target(1 << 20).is_none());
+    let mut untouched = &[0u8; 1000][..];
+    let none = small.read_payload_in_place(1 << 20, &mut untouched, &mut Vec::new());
+    assert_eq!((none, untouched.len()), (None, 1000));
 }
 
 /// A frame header announcing `len` payload bytes, with first byte `first`, masked.
@@ -925,7 +966,7 @@ fn compressed_messages_count_their_compressed_size() {
 #[test]
 fn a_shared_frame_counts_as_one_message_sent() {
     let mut conn = server();
-    let frame = crate::frame::shared_frame(OpCode::Text, b"to all").to_vec();
+    let frame = crate::frame::shared_text("to all").to_vec();
     conn.count_shared_frame(frame.len());
     assert_eq!(conn.counters(), counters(0, 1, 0, 8));
 }

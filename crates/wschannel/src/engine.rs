@@ -6,21 +6,20 @@
 //! never returns an error: it fails the connection (RFC 6455 §7.1.7) with the right close
 //! code and a [`Event::Failure`].
 //!
-//! Replies wait in [`Connection::data_to_send`], one per [`Event::Ping`], [`Event::Close`]
-//! and [`Event::Failure`], in order. A close frame counts as sent only once it has left the
-//! engine, so a message that the application sends in answer to a message that came before
-//! the peer's close still goes out, before the close frame.
+//! Replies (pongs, the close echo, a failure's close frame) wait in
+//! [`Connection::data_to_send`], which hands out all of them, in order. A close frame counts
+//! as sent only once it has left the engine, so a message that the application sends in
+//! answer to a message that came before the peer's close still goes out, before the close
+//! frame.
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
-
-use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
 
 use crate::deflate::{DecompressError, DeflateParams, PerMessageDeflate};
 pub use crate::frame::Role;
 use crate::frame::{header_len, Header, OpCode, OutFrame, MAX_HEADER_LEN};
 use crate::mask::{apply_mask, extend_masked};
+use crate::random::Random;
 use crate::utf8::{self, Utf8Validator};
 
 /// The default limit on a message's size, after decompression: 1 MiB.
@@ -34,7 +33,7 @@ pub const MAX_PAYLOAD_LEN: u64 = i64::MAX as u64;
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Frames with at least this much payload still to come may be read straight into the
-/// message buffer ([`Connection::payload_target`]).
+/// message buffer ([`Connection::read_payload_in_place`]).
 pub const DIRECT_READ_MIN: usize = 64 * 1024;
 
 /// The largest message buffer a thread keeps for its next large message (see [`SPARE`]).
@@ -117,6 +116,37 @@ pub enum Event {
         /// What the peer did wrong; also the reason in the close frame this side sends.
         reason: String,
     },
+}
+
+/// A source that writes bytes straight into memory the engine lends it, such as a socket's
+/// `recv`: [`Connection::read_payload_in_place`] reads the payload of a large frame this way,
+/// into the message being assembled, saving the copy out of a read buffer.
+///
+/// `&[u8]` is one (it copies its first bytes and moves past them, as [`std::io::Read`]
+/// does).
+///
+/// # Safety
+///
+/// [`ReadInto::read_into`] must return a count no larger than `room.len()`, and only after
+/// writing that many bytes at the start of `room`: the engine then treats them as
+/// initialised.
+pub unsafe trait ReadInto {
+    /// Writes bytes at the start of `room` and returns how many (0 when there are none:
+    /// nothing now, the end of the stream, an error the source keeps for its caller).
+    fn read_into(&mut self, room: &mut [MaybeUninit<u8>]) -> usize;
+}
+
+// SAFETY: writes `n = min(room, self)` bytes to the start of `room` and returns `n`.
+unsafe impl ReadInto for &[u8] {
+    fn read_into(&mut self, room: &mut [MaybeUninit<u8>]) -> usize {
+        let n = room.len().min(self.len());
+        let (head, rest) = self.split_at(n);
+        for (slot, byte) in room.iter_mut().zip(head) {
+            slot.write(*byte);
+        }
+        *self = rest;
+        n
+    }
 }
 
 /// Takes what [`Connection::receive_data`] finds, straight from the engine's buffers.
@@ -217,7 +247,7 @@ struct Reply {
 pub struct Counters {
     /// Complete messages (text or binary) handed to the [`Receiver`].
     pub messages_received: u64,
-    /// Messages encoded for the peer ([`Connection::encode_message`], shared frames).
+    /// Messages encoded for the peer (text and binary, and shared frames counted).
     pub messages_sent: u64,
     /// Every byte given to the connection: frames of any kind, as on the wire.
     pub bytes_received: u64,
@@ -261,22 +291,23 @@ pub struct Connection {
     close_code: Option<u16>,
     close_reason: Option<String>,
     counters: Counters,
-    rng: Box<dyn RngCore + Send + Sync>,
+    rng: Random,
 }
 
 impl Connection {
     /// A connection whose masking keys come from a generator seeded by the OS.
     pub fn new(role: Role, config: Config) -> Self {
-        Self::with_rng(role, config, Box::new(StdRng::from_os_rng()))
+        Self::with_random(role, config, Random::from_os())
     }
 
-    /// A connection with deterministic masking keys, for tests.
+    /// A connection whose masking keys come from a generator seeded with `seed`: the same
+    /// bytes every time, for tests (a client's masks must be unpredictable to the network,
+    /// RFC 6455 §10.3, so not for real connections).
     pub fn with_seed(role: Role, config: Config, seed: u64) -> Self {
-        Self::with_rng(role, config, Box::new(StdRng::seed_from_u64(seed)))
+        Self::with_random(role, config, Random::seeded(seed))
     }
 
-    /// A connection drawing its masking keys from `rng`.
-    pub fn with_rng(role: Role, config: Config, rng: Box<dyn RngCore + Send + Sync>) -> Self {
+    fn with_random(role: Role, config: Config, rng: Random) -> Self {
         let deflate = config
             .deflate
             .map(|p| PerMessageDeflate::new(role, p, config.deflate_level));
@@ -358,7 +389,7 @@ impl Connection {
         self.counters
     }
 
-    /// A frame encoded elsewhere for many connections ([`crate::frame::shared_frame`]) was
+    /// A frame encoded elsewhere for many connections ([`crate::frame::shared_text`]) was
     /// written to this one: count it as one message of `len` bytes sent.
     pub fn count_shared_frame(&mut self, len: usize) {
         self.counters.messages_sent += 1;
@@ -374,22 +405,40 @@ impl Connection {
             || (self.role == Role::Server && self.close_sent && self.close_received)
     }
 
-    /// Takes the reply to the oldest [`Event::Ping`], [`Event::Close`] or [`Event::Failure`]
-    /// not yet answered: a pong, the close echo, the failure's close frame, or nothing
-    /// (a ping after the close frame, the echo of our own close). Call it once for each of
-    /// these events, in order; with none waiting it returns nothing.
+    /// Takes every reply the engine owes the peer, in order, as one run of bytes to write:
+    /// the pongs, the close echo or the failure's close frame (nothing for a ping after
+    /// this side's close frame, nor for the echo of our own close). Call it after each
+    /// [`Connection::receive_data`] and write what it returns; empty when nothing waits.
+    ///
+    /// Taking the close echo ends sending. A driver that lets the application answer the
+    /// messages that came before the peer's close (RFC 6455 §5.5.1 allows it; Autobahn's
+    /// strict mode checks it) takes the replies one at a time with
+    /// [`Connection::next_reply`] instead, as it hands out each control event; a
+    /// [`Session`](crate::session::Session) does that itself.
     pub fn data_to_send(&mut self) -> Vec<u8> {
-        match self.replies.pop_front() {
-            Some(reply) => {
-                self.close_sent |= reply.closes;
-                self.counters.bytes_sent += reply.bytes.len() as u64;
-                reply.bytes
+        let mut out = Vec::new();
+        while let Some(reply) = self.next_reply() {
+            if out.is_empty() {
+                out = reply;
+            } else {
+                out.extend_from_slice(&reply);
             }
-            None => Vec::new(),
         }
+        out
     }
 
-    /// How many replies wait in [`Connection::data_to_send`].
+    /// Takes the reply to the oldest [`Event::Ping`], [`Event::Close`] or [`Event::Failure`]
+    /// not yet answered: a pong, the close echo, the failure's close frame, or nothing (a
+    /// ping after this side's close frame, the echo of our own close). `None` when no reply
+    /// waits. Call it once for each of these events, in order.
+    pub fn next_reply(&mut self) -> Option<Vec<u8>> {
+        let reply = self.replies.pop_front()?;
+        self.close_sent |= reply.closes;
+        self.counters.bytes_sent += reply.bytes.len() as u64;
+        Some(reply.bytes)
+    }
+
+    /// How many replies wait in [`Connection::data_to_send`] (one per control event).
     pub fn replies_waiting(&self) -> usize {
         self.replies.len()
     }
@@ -424,12 +473,51 @@ impl Connection {
         }
     }
 
-    /// Room to read the next bytes of a large data frame's payload into directly, skipping
-    /// a copy: the message buffer's spare capacity, up to `max` bytes and never past the
-    /// frame. None unless an uncompressed data frame is in progress with at least
-    /// [`DIRECT_READ_MIN`] bytes to come. Write bytes to its start, then call
-    /// [`Connection::payload_read_in_place`] with their count.
-    pub fn payload_target(&mut self, max: usize) -> Option<&mut [MaybeUninit<u8>]> {
+    /// Reads the next bytes of a large data frame's payload from `source` straight into the
+    /// message being assembled (at most `max`, never past the frame), then takes them as
+    /// [`Connection::receive_data`] would (unmask, validate, deliver): one copy less for
+    /// large messages. Returns how many bytes `source` was asked for, or `None` without
+    /// calling it unless an uncompressed data frame is in progress with at least
+    /// [`DIRECT_READ_MIN`] bytes to come; read into a buffer and use `receive_data` then.
+    ///
+    /// ```
+    /// use wschannel::{Config, Connection, Event, Role};
+    ///
+    /// let config = Config { max_message_size: None, ..Config::default() };
+    /// let mut client = Connection::new(Role::Client, config);
+    /// let big = vec![7u8; 100_000];
+    /// let mut wire = vec![0x82, 127];
+    /// wire.extend((big.len() as u64).to_be_bytes());
+    /// wire.extend(&big);
+    /// let mut events = Vec::new();
+    /// client.receive_data(&wire[..10], &mut events); // the header
+    /// let mut rest = &wire[10..]; // a socket, say
+    /// while client.read_payload_in_place(65_536, &mut rest, &mut events).is_some() {}
+    /// client.receive_data(rest, &mut events); // what was left for the usual path
+    /// assert_eq!(events, [Event::Binary(big)]);
+    /// ```
+    pub fn read_payload_in_place(
+        &mut self,
+        max: usize,
+        source: &mut impl ReadInto,
+        rx: &mut impl Receiver,
+    ) -> Option<usize> {
+        let room = self.payload_target(max)?;
+        let asked = room.len();
+        let n = source.read_into(room);
+        assert!(
+            n <= asked,
+            "ReadInto::read_into reported more bytes than it was given room for"
+        );
+        // SAFETY: ReadInto's contract: the first `n` bytes of the room were written, and
+        // nothing has touched the connection since payload_target gave it.
+        unsafe { self.payload_read_in_place(n, rx) };
+        Some(asked)
+    }
+
+    /// Room to read the next bytes of a large data frame's payload into directly: the
+    /// message buffer's spare capacity, up to `max` bytes and never past the frame.
+    fn payload_target(&mut self, max: usize) -> Option<&mut [MaybeUninit<u8>]> {
         if self.stopped() || self.compressed {
             return None;
         }
@@ -448,13 +536,13 @@ impl Connection {
         Some(&mut self.message.spare_capacity_mut()[..want])
     }
 
-    /// `n` bytes of payload were written to the start of [`Connection::payload_target`]'s
-    /// room: take them (unmask, validate, finish the frame), as `receive_data` would.
+    /// `n` bytes of payload were written to the start of `payload_target`'s room: take them
+    /// (unmask, validate, finish the frame), as `receive_data` would.
     ///
     /// # Safety
     /// The first `n` bytes of the room that the last `payload_target` call returned must
     /// have been written since, and nothing else may have touched the connection.
-    pub unsafe fn payload_read_in_place(&mut self, n: usize, rx: &mut impl Receiver) {
+    unsafe fn payload_read_in_place(&mut self, n: usize, rx: &mut impl Receiver) {
         self.counters.bytes_received += n as u64;
         if let Err(v) = self.take_in_place(n, rx) {
             self.fail(v, rx);
@@ -805,16 +893,12 @@ impl Connection {
 
     fn mask_key(&mut self) -> Option<[u8; 4]> {
         match self.role {
-            Role::Client => {
-                let mut key = [0; 4];
-                self.rng.fill_bytes(&mut key);
-                Some(key)
-            }
+            Role::Client => Some(self.rng.mask_key()),
             Role::Server => None,
         }
     }
 
-    /// Whether a frame from [`crate::frame::shared_frame`], encoded once for many
+    /// Whether a frame from [`crate::frame::shared_text`] or [`crate::frame::shared_binary`], encoded once for many
     /// connections, may be written to this one as it is: a server (clients mask each frame
     /// with a key of their own) without compression, whose close frame has not left.
     pub fn accepts_shared_frames(&self) -> bool {
@@ -870,8 +954,21 @@ impl Connection {
         self.replies = VecDeque::new();
     }
 
-    /// Encodes one message (text or binary) as one frame, compressed if negotiated.
-    pub fn encode_message<'a>(
+    /// Encodes a text message as one frame (compressed if negotiated, masked by a client),
+    /// borrowing `text` or the engine's compression buffer: write it out with
+    /// [`OutFrame::write_to`], [`OutFrame::append_to`] or [`OutFrame::unmasked_parts`]
+    /// before the next call. Fails with [`SendError::Closed`] once this side's close frame
+    /// has left.
+    pub fn encode_text<'a>(&'a mut self, text: &'a str) -> Result<OutFrame<'a>, SendError> {
+        self.encode_data(OpCode::Text, text.as_bytes())
+    }
+
+    /// Encodes a binary message as one frame, like [`Connection::encode_text`].
+    pub fn encode_binary<'a>(&'a mut self, data: &'a [u8]) -> Result<OutFrame<'a>, SendError> {
+        self.encode_data(OpCode::Binary, data)
+    }
+
+    fn encode_data<'a>(
         &'a mut self,
         opcode: OpCode,
         payload: &'a [u8],
@@ -893,8 +990,22 @@ impl Connection {
         Ok(frame)
     }
 
-    /// Encodes a ping or pong; a pong after the close frame is dropped (empty result).
-    pub fn encode_control<'a>(
+    /// Encodes a ping carrying `data` (at most 125 bytes, else
+    /// [`SendError::ControlTooLong`]). Fails with [`SendError::Closed`] once this side's
+    /// close frame has left.
+    pub fn encode_ping<'a>(&mut self, data: &'a [u8]) -> Result<OutFrame<'a>, SendError> {
+        self.encode_control(OpCode::Ping, data)?
+            .ok_or(SendError::Closed)
+    }
+
+    /// Encodes an unsolicited pong carrying `data` (at most 125 bytes, else
+    /// [`SendError::ControlTooLong`]); pings are answered by the engine itself. `None` once
+    /// this side's close frame has left: the pong is dropped, which is not an error.
+    pub fn encode_pong<'a>(&mut self, data: &'a [u8]) -> Result<Option<OutFrame<'a>>, SendError> {
+        self.encode_control(OpCode::Pong, data)
+    }
+
+    fn encode_control<'a>(
         &mut self,
         opcode: OpCode,
         payload: &'a [u8],
@@ -917,22 +1028,26 @@ impl Connection {
 
     /// A text message as one frame (compressed if negotiated, masked by a client), in a new
     /// vector. Fails with [`SendError::Closed`] once this side's close frame has left.
+    ///
+    /// ```
+    /// use wschannel::{Config, Connection, Role};
+    ///
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// assert_eq!(server.send_text("hi").unwrap(), b"\x81\x02hi");
+    /// ```
     pub fn send_text(&mut self, text: &str) -> Result<Vec<u8>, SendError> {
-        Ok(self.encode_message(OpCode::Text, text.as_bytes())?.to_vec())
+        Ok(self.encode_text(text)?.to_vec())
     }
 
     /// A binary message as one frame, like [`Connection::send_text`].
     pub fn send_binary(&mut self, data: &[u8]) -> Result<Vec<u8>, SendError> {
-        Ok(self.encode_message(OpCode::Binary, data)?.to_vec())
+        Ok(self.encode_binary(data)?.to_vec())
     }
 
     /// A ping frame carrying `data` (at most 125 bytes, else [`SendError::ControlTooLong`]).
     /// Fails with [`SendError::Closed`] once this side's close frame has left.
     pub fn send_ping(&mut self, data: &[u8]) -> Result<Vec<u8>, SendError> {
-        Ok(self
-            .encode_control(OpCode::Ping, data)?
-            .map(|f| f.to_vec())
-            .unwrap_or_default())
+        Ok(self.encode_ping(data)?.to_vec())
     }
 
     /// An unsolicited pong frame carrying `data` (at most 125 bytes, else
@@ -940,7 +1055,7 @@ impl Connection {
     /// side's close frame has left, the pong is dropped: the result is empty, not an error.
     pub fn send_pong(&mut self, data: &[u8]) -> Result<Vec<u8>, SendError> {
         Ok(self
-            .encode_control(OpCode::Pong, data)?
+            .encode_pong(data)?
             .map(|f| f.to_vec())
             .unwrap_or_default())
     }

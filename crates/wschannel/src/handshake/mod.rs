@@ -1,14 +1,14 @@
 //! The opening handshake of RFC 6455 (§1.3, §4), sans I/O.
 //!
 //! Both sides are driven by feeding bytes in and taking bytes out; nothing here touches a
-//! socket, a clock or a thread. Randomness (the client's nonce) is injected so tests are
-//! deterministic.
+//! socket, a clock or a thread. The client's nonce comes from the operating system, or from
+//! a seed for tests that need the same bytes every time.
 //!
 //! * Client: [`ClientHandshake::new`] builds the upgrade request ([`ClientHandshake::request`]),
 //!   then [`ClientHandshake::receive_data`] parses and validates the server's answer.
 //! * Server: [`ServerHandshake::receive_data`] parses the request into a [`Request`],
-//!   [`Request::check`] decides whether to accept it, and [`accept_response`] or
-//!   [`reject_response`] produce the answer.
+//!   [`Request::check`] decides whether to accept it, and [`Request::accept`] (or
+//!   [`accept_response`]) or [`reject_response`] produce the answer.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -18,10 +18,11 @@ mod client;
 mod http;
 mod server;
 
-pub use client::ClientHandshake;
+pub use client::{ClientHandshake, ClientOptions};
 pub(crate) use http::is_tchar;
 pub use server::{
-    accept_response, reason_phrase, reject_response, Rejection, Request, ServerHandshake,
+    accept_response, reason_phrase, reject_response, AcceptOptions, Accepted, Rejection, Request,
+    ServerHandshake,
 };
 
 /// The magic GUID appended to the client's key before hashing (RFC 6455 §1.3).
@@ -137,6 +138,18 @@ pub enum HandshakeError {
     /// The server selected a subprotocol that was not offered.
     #[error("server selected subprotocol '{0}', which the client did not offer")]
     UnofferedProtocol(String),
+    /// The server answered with extensions although the client offered none.
+    #[error("server answered extensions '{0}', which the client did not offer")]
+    UnofferedExtension(String),
+    /// The server's `Sec-WebSocket-Extensions` answer does not agree with the
+    /// permessage-deflate offer (RFC 7692 §7.1): malformed, another extension, a parameter
+    /// the offer did not allow.
+    #[error("{0}")]
+    InvalidExtension(String),
+    /// The [`DeflateConfig`](crate::deflate::DeflateConfig) given to the client is out of
+    /// range.
+    #[error("{0}")]
+    InvalidExtensionConfig(String),
     /// The 101 response repeats a header that must appear once (`Upgrade`,
     /// `Sec-WebSocket-Accept`), or announces a body (`Transfer-Encoding`, a `Content-Length`
     /// other than a single 0) although the bytes after its head are WebSocket frames.
@@ -189,6 +202,8 @@ impl HandshakeError {
             | HandshakeError::InvalidAccept { .. }
             | HandshakeError::MultipleProtocols(_)
             | HandshakeError::UnofferedProtocol(_)
+            | HandshakeError::UnofferedExtension(_)
+            | HandshakeError::InvalidExtension(_)
             | HandshakeError::InvalidResponse(_) => 101,
             HandshakeError::MalformedRequest(_) | HandshakeError::InvalidRequest(_) => 400,
             HandshakeError::RequestTooLarge { .. }

@@ -11,7 +11,7 @@ use super::lock::{EngineGuard, EngineLock};
 use super::{state_number, with_bytes};
 use crate::deflate::parse_params;
 use crate::engine::{self, Config, Event, SendError};
-use crate::frame::{shared_frame, OpCode, OutFrame, Role};
+use crate::frame::{shared_binary, shared_text, OpCode, OutFrame, Role};
 use crate::session::{Action, ControlTap, Phase, Session, SessionConfig};
 
 /// One open WebSocket connection (RFC 6455 §5-7), after the opening handshake.
@@ -466,10 +466,7 @@ impl PyConnection {
 
     fn send_text<'py>(&self, py: Python<'py>, data: &str) -> PyResult<Bound<'py, PyBytes>> {
         let mut c = self.lock(py)?;
-        let frame = c
-            .inner
-            .encode_message(OpCode::Text, data.as_bytes())
-            .map_err(send_error)?;
+        let frame = c.inner.encode_text(data).map_err(send_error)?;
         frame_bytes(py, &frame)
     }
 
@@ -480,10 +477,7 @@ impl PyConnection {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let mut c = self.lock(py)?;
         with_bytes(data, |bytes| {
-            let frame = c
-                .inner
-                .encode_message(OpCode::Binary, bytes)
-                .map_err(send_error)?;
+            let frame = c.inner.encode_binary(bytes).map_err(send_error)?;
             frame_bytes(py, &frame)
         })?
     }
@@ -526,8 +520,25 @@ impl PyConnection {
         Ok(PyBytes::new(py, &data))
     }
 
+    fn next_reply<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let reply = self.lock(py)?.inner.next_reply().unwrap_or_default();
+        Ok(PyBytes::new(py, &reply))
+    }
+
     fn close_expected(&self, py: Python<'_>) -> PyResult<bool> {
         Ok(self.lock(py)?.inner.close_expected())
+    }
+}
+
+/// A ping or a pong through the engine's checked calls.
+fn encode_control<'a>(
+    conn: &mut engine::Connection,
+    opcode: OpCode,
+    bytes: &'a [u8],
+) -> Result<Option<OutFrame<'a>>, SendError> {
+    match opcode {
+        OpCode::Ping => conn.encode_ping(bytes).map(Some),
+        _ => conn.encode_pong(bytes),
     }
 }
 
@@ -537,7 +548,7 @@ fn control<'py>(
     opcode: OpCode,
     data: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let mut encode = |bytes: &[u8]| match c.inner.encode_control(opcode, bytes) {
+    let mut encode = |bytes: &[u8]| match encode_control(&mut c.inner, opcode, bytes) {
         Ok(Some(frame)) => frame_bytes(py, &frame),
         Ok(None) => Ok(PyBytes::new(py, b"")),
         Err(e) => Err(send_error(e)),
@@ -587,11 +598,9 @@ fn encode_shared_frame<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     if let Ok(text) = data.cast::<pyo3::types::PyString>() {
         let text = text.to_str()?;
-        return frame_bytes(py, &shared_frame(OpCode::Text, text.as_bytes()));
+        return frame_bytes(py, &shared_text(text));
     }
-    with_bytes(data, |bytes| {
-        frame_bytes(py, &shared_frame(OpCode::Binary, bytes))
-    })?
+    with_bytes(data, |bytes| frame_bytes(py, &shared_binary(bytes)))?
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -24,7 +24,7 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
 
 /// Writes `src` XORed with `mask` (from `offset` into the key's cycle) to `dst`, which must
 /// be as long: one pass over the bytes, where a copy and then [`apply_mask`] take two.
-pub fn copy_masked(dst: &mut [MaybeUninit<u8>], src: &[u8], mask: [u8; 4], offset: usize) {
+pub(crate) fn copy_masked(dst: &mut [MaybeUninit<u8>], src: &[u8], mask: [u8; 4], offset: usize) {
     assert_eq!(dst.len(), src.len(), "copy_masked needs equal lengths");
     let key = rotate(mask, offset);
     let wide = u64::from_ne_bytes([
@@ -59,7 +59,8 @@ pub fn extend_masked(dst: &mut Vec<u8>, src: &[u8], mask: [u8; 4], offset: usize
 }
 
 /// The reference implementation: one byte at a time.
-pub fn apply_mask_bytewise(data: &mut [u8], mask: [u8; 4], offset: usize) {
+#[cfg(test)]
+fn apply_mask_bytewise(data: &mut [u8], mask: [u8; 4], offset: usize) {
     for (i, byte) in data.iter_mut().enumerate() {
         *byte ^= mask[(offset + i) & 3];
     }

@@ -4,12 +4,10 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
 use super::with_bytes;
-use crate::deflate::{self, DeflateConfig};
-use crate::handshake::{self, HandshakeError as Error, Limits};
+use wschannel::deflate::{self, DeflateConfig};
+use wschannel::handshake::{self, HandshakeError as Error, Limits};
 
 create_exception!(
     _wschannel,
@@ -28,13 +26,6 @@ fn handshake_error(py: Python<'_>, status: u16, message: String) -> PyErr {
 
 fn from_engine(py: Python<'_>, e: Error) -> PyErr {
     handshake_error(py, e.status(), e.to_string())
-}
-
-fn rng(seed: Option<u64>) -> StdRng {
-    match seed {
-        Some(seed) => StdRng::seed_from_u64(seed),
-        None => StdRng::from_os_rng(),
-    }
 }
 
 /// permessage-deflate settings (RFC 7692 §7.1).
@@ -110,7 +101,6 @@ fn limits(max_header_size: usize, max_headers: usize) -> Limits {
 #[pyclass(module = "wschannel._wschannel")]
 pub struct ClientHandshake {
     inner: handshake::ClientHandshake,
-    deflate: Option<DeflateConfig>,
     extensions: Option<String>,
     done: bool,
 }
@@ -131,22 +121,20 @@ impl ClientHandshake {
         max_headers: usize,
         seed: Option<u64>,
     ) -> PyResult<Self> {
-        let deflate = deflate.map(|d| d.config);
-        let offer = deflate.as_ref().map(deflate::client_offer);
-        let inner = handshake::ClientHandshake::new(
-            host,
-            resource,
-            &protocols,
-            offer.as_deref(),
-            &headers,
-            limits(max_header_size, max_headers),
-            &mut rng(seed),
-        )
+        let options = handshake::ClientOptions {
+            protocols,
+            headers,
+            deflate: deflate.map(|d| d.config),
+            limits: limits(max_header_size, max_headers),
+        };
+        let inner = match seed {
+            Some(seed) => handshake::ClientHandshake::with_seed(host, resource, &options, seed),
+            None => handshake::ClientHandshake::new(host, resource, &options),
+        }
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let _ = py;
         Ok(ClientHandshake {
             inner,
-            deflate,
             extensions: None,
             done: false,
         })
@@ -165,18 +153,8 @@ impl ClientHandshake {
         if !complete {
             return Ok(false);
         }
-        let answer = self.inner.extensions();
-        self.extensions = match &self.deflate {
-            Some(config) => deflate::client_accept(config, answer)
-                .map_err(|e| handshake_error(py, 101, e.to_string()))?
-                .map(|params| params.to_string()),
-            None if answer.is_some() => {
-                let message =
-                    format!("server answered extensions {answer:?} that were not offered");
-                return Err(handshake_error(py, 101, message));
-            }
-            None => None,
-        };
+        // The engine checked the answer against the offer; what was agreed, normalised.
+        self.extensions = self.inner.deflate().map(|params| params.to_string());
         self.done = true;
         Ok(true)
     }

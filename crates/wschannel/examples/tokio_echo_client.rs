@@ -1,0 +1,43 @@
+//! A tokio client for an echo server: sends each argument as a text message and a 64 KiB
+//! binary one, checks that each comes back unchanged, and closes.
+//!
+//!     cargo run --features tokio --example tokio_echo_client -- ADDRESS [TEXT...]
+//!
+//! Prints `echoed: TEXT` per text and `echoed: N bytes` for the binary message; exits with
+//! an error if an echo differs.
+
+use tokio::net::TcpStream;
+
+use wschannel::tokio::WebSocket;
+use wschannel::Message;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let address = args
+        .next()
+        .ok_or("usage: tokio_echo_client ADDRESS [TEXT...]")?;
+    let texts: Vec<String> = args.collect();
+    let binary: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+
+    let stream = TcpStream::connect(&address).await?;
+    let mut ws = WebSocket::connect(stream, &address, "/").await?;
+    for text in &texts {
+        ws.send_text(text).await?;
+        match ws.read().await? {
+            Some(Message::Text(echo)) if echo == *text => println!("echoed: {echo}"),
+            other => return Err(format!("sent {text:?}, got back {other:?}").into()),
+        }
+    }
+    ws.send_binary(&binary).await?;
+    match ws.read().await? {
+        Some(Message::Binary(echo)) if echo == binary => println!("echoed: {} bytes", echo.len()),
+        other => return Err(format!("binary echo differs: {other:?}").into()),
+    }
+    ws.close(Some(1000), "done").await?;
+    if let Some(message) = ws.read().await? {
+        return Err(format!("unexpected message after close: {message:?}").into());
+    }
+    println!("closed: {:?}", ws.close_code());
+    Ok(())
+}
