@@ -79,9 +79,9 @@ def drain(sockets: list[socket.socket], stop: threading.Event) -> None:
     poller.close()
 
 
-async def broker_cost(kind: str, url: str, messages: int) -> float:
-    """Microseconds of loop-thread CPU per message a node receives from the broker, with one
-    local subscriber (so that the fan-out is one write)."""
+async def broker_cost(kind: str, url: str, messages: int, subscribers: int = 1) -> float:
+    """Microseconds of loop-thread CPU per message a node receives from the broker and writes
+    to its ``subscribers`` (1: the broker's side alone, the fan-out being one write)."""
     broker = RedisBroker(url, prefix="cost") if kind == "redis" else NatsBroker(url, prefix="cost")
     async with Topics(broker, slow="drop") as topics:
 
@@ -90,11 +90,11 @@ async def broker_cost(kind: str, url: str, messages: int) -> float:
             await channel.sink.done
 
         async with wschannel.serve(handler, "127.0.0.1", 0) as server:
-            sock = await asyncio.to_thread(dial, server.port)
-            while topics.subscribers("cost") < 1:
+            sockets = [await asyncio.to_thread(dial, server.port) for _ in range(subscribers)]
+            while topics.subscribers("cost") < subscribers:
                 await asyncio.sleep(0.01)
             stop = threading.Event()
-            reader = threading.Thread(target=drain, args=([sock], stop))
+            reader = threading.Thread(target=drain, args=(sockets, stop))
             reader.start()
             publisher = subprocess.Popen(
                 [sys.executable, "-c", _PUBLISHERS[kind], url, str(messages)]
@@ -108,7 +108,8 @@ async def broker_cost(kind: str, url: str, messages: int) -> float:
             publisher.wait()
             stop.set()
             reader.join()
-            sock.close()
+            for sock in sockets:
+                sock.close()
     return spent / max(count, 1) * 1e6
 
 
@@ -146,12 +147,19 @@ async def measure(args: argparse.Namespace) -> None:
     with RedisServer() as redis, NatsServer() as nats:
         redis_us = await broker_cost("redis", redis.url, args.messages)
         nats_us = await broker_cost("nats", nats.url, args.messages)
+        through = {
+            n: await broker_cost("redis", redis.url, args.messages // 10, n) for n in args.fan_out
+        }
     print("| step | per message |\n|---|---:|")
     print(f"| Redis: read (hiredis), decode, frame | {redis_us:,.1f} µs |")
     print(f"| NATS: nats-py read and callback, decode, frame | {nats_us:,.1f} µs |")
     for connections in args.fan_out:
         spent = await fan_out_cost(connections)
-        print(f"| the shared frame written to {connections:,} connections | {spent:,.0f} µs |")
+        print(f"| `broadcast` to {connections:,} connections | {spent:,.0f} µs |")
+        print(
+            f"| the same through Redis and `Topics` (all of the node's work) "
+            f"| {through[connections]:,.0f} µs |"
+        )
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"\nload average {' '.join(load)} on this machine during the run")
 
