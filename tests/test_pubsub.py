@@ -472,3 +472,15 @@ async def test_a_frame_function_that_raises_does_not_stop_the_node(
             await topics.publish("t", message)
         await wait_until(lambda: topics.stats.delivered == 1, what="the good message went out")
         assert topics.stats.frame_errors == 2
+
+
+async def test_a_publish_the_broker_could_not_take_raises_and_is_not_counted() -> None:
+    if reason := missing("redis-server"):
+        pytest.skip(reason)
+    with RedisServer() as redis:
+        async with Topics(RedisBroker(redis.url, connect_timeout=1)) as topics:
+            await topics.publish("a", "taken")
+            redis.stop(kill=True)
+            with pytest.raises(BrokerUnavailable, match="Cannot publish to Redis"):
+                await topics.publish("a", "lost")
+            assert topics.stats.published == 1

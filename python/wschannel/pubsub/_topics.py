@@ -384,16 +384,16 @@ class Topics:
                 f"The message is {len(envelope) - 1} bytes, over max_message_size "
                 f"({self.max_message_size}): send less, or raise max_message_size on every node."
             )
-        self.stats.published += 1
         broker = self.broker
+        position = None
         if broker is None:
             self._receive(topic, envelope)
-            return None
-        history = self.history(topic)
-        if history is None:
+        elif (history := self.history(topic)) is None:
             await broker.publish(topic, envelope)
-            return None
-        return await broker.publish_recoverable(topic, envelope, history)
+        else:
+            position = await broker.publish_recoverable(topic, envelope, history)
+        self.stats.published += 1  # not counted if the broker could not take it
+        return position
 
     # -- the broker's side -------------------------------------------------------------------
 
