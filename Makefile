@@ -81,6 +81,8 @@ lint: $(DEV_STAMP)  ## ruff, mypy --strict, the stub check and the import layers
 test-python: $(DEV_STAMP)  ## pytest over loopback (installs Chromium, Node's ws, Pyodide and wstest first)
 	bash tests/interop/setup.sh
 	bash tests/browser/setup.sh
+	bash tests/proxy/setup.sh
+	bash tests/pubsub/setup.sh
 	bash compliance/install.sh >/dev/null
 	$(PY) -m pytest -q
 

@@ -155,5 +155,14 @@ run() {
 started=$(date +%s)
 # Another apt-get (another project's set-up) may hold dpkg's lock: wait for it, up to 10 min.
 run apt-get -o DPkg::Lock::Timeout=600 update -qq
+# The tests start their own servers (proxies, brokers) on free ports: a package's system
+# service is not started while it installs (a policy-rc.d that says no, ours only if none is
+# there); tests/proxy/setup.sh and tests/pubsub/setup.sh stop one that systemd started anyway.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+    "${as_root[@]}" chmod +x "$policy"
+    trap 'rm -f "$log"; "${as_root[@]}" rm -f "$policy"' EXIT
+fi
 run apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${packages[@]}"
 say "installed ${packages[*]} in $(($(date +%s) - started)) s"
