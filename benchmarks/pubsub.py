@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--setups", default="local,redis,nats")
     parser.add_argument("--window", type=int, default=8, help="messages in flight at saturation")
-    parser.add_argument("--rate", type=float, default=50.0, help="messages/s for the latency")
+    parser.add_argument("--rate", type=float, default=20.0, help="messages/s for the latency")
     parser.add_argument("--size", type=int, default=64, help="message size in bytes")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=8.0)
