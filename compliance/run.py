@@ -186,7 +186,31 @@ def run_wstest(args: argparse.Namespace, paths: Paths, mode: str, wlog: IO[str])
     except subprocess.TimeoutExpired:
         stop(proc)
         return [f"wstest ran past --timeout {args.timeout:.0f} s and was stopped"]
-    return [f"wstest exited with status {status}"] if status else []
+    if status or wstest.index_file(paths.report) is None:
+        return [f"wstest {ended(status)} {last_case(paths.wstest_log)} without writing its report"]
+    return []
+
+
+def ended(status: int | None) -> str:
+    """How a process ended, from its return code."""
+    if status is None:
+        return "is still running"
+    if status < 0:
+        return f"was killed by signal {-status}"
+    if status == 0:
+        # Twisted's reactor stops cleanly on SIGTERM and SIGINT: wstest stopped from outside
+        # exits with 0, without its report.
+        return "exited with status 0 (as when stopped by SIGTERM or SIGINT)"
+    return f"exited with status {status}"
+
+
+def last_case(log: Path) -> str:
+    """'after case 12.5.16 began', from the last case wstest's log says it started."""
+    try:
+        started = re.findall(r"Running test case ID (\S+)", log.read_text(errors="replace"))
+    except OSError:
+        started = []
+    return f"after case {started[-1]} began" if started else "before its first case"
 
 
 def connect_role(
@@ -216,13 +240,15 @@ def connect_role(
             )
         except subprocess.TimeoutExpired:
             return [f"the client ran past --timeout {args.timeout:.0f} s and was stopped"]
-        if done.returncode != 0:
-            return [f"the client ({' '.join(command)}) exited with status {done.returncode}"]
+        problems = []
         if server.poll() is not None:
-            return [
-                f"wstest's fuzzing server exited with status {server.returncode} during the run"
-            ]
-        return []
+            problems.append(
+                f"wstest's fuzzing server {ended(server.returncode)} during the run,"
+                f" {last_case(paths.wstest_log)}"
+            )
+        if done.returncode != 0:
+            problems.append(f"the client ({' '.join(command)}) {ended(done.returncode)}")
+        return problems
     finally:
         stop(server)
 

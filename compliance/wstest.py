@@ -75,7 +75,11 @@ def start(wstest: str, mode: str, spec_file: Path, log: IO[str]) -> subprocess.P
     command = [wstest, "--mode", mode, "--spec", str(spec_file)]
     if mode == "fuzzingserver":
         command += ["--webport", "0"]  # no web page beside the fuzzing server
-    return subprocess.Popen(command, cwd=spec_file.parent, stdout=log, stderr=subprocess.STDOUT)
+    # Unbuffered (Python 2 reads it too): a line per case as it starts, for the progress.
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        command, cwd=spec_file.parent, stdout=log, stderr=subprocess.STDOUT, env=env
+    )
 
 
 @dataclass

@@ -152,6 +152,44 @@ def test_runner_shows_that_wstest_could_not_start(tmp_path: Path) -> None:
     assert f"wstest could not start: [Errno 2] No such file or directory: '{absent}'" in done.stdout
 
 
+LISTENING_SERVER = """
+import argparse, socket
+parser = argparse.ArgumentParser()
+parser.add_argument("--port", type=int)
+with socket.create_server(("127.0.0.1", parser.parse_args().port)) as server:
+    while True:  # until the runner stops it
+        server.accept()[0].close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("ending", "said"),
+    [
+        ("exit 0", "wstest exited with status 0 (as when stopped by SIGTERM or SIGINT)"),
+        ("kill -KILL $$", "wstest was killed by signal 9"),
+    ],
+)
+def test_runner_says_how_wstest_ended_without_its_report(
+    tmp_path: Path, ending: str, said: str
+) -> None:
+    server = tmp_path / "listening_server.py"
+    server.write_text(LISTENING_SERVER)
+    stand_in = tmp_path / "wstest"  # ends as wstest does when something stops it
+    stand_in.write_text(
+        f"#!/bin/sh\necho 'Running test case ID 1.1.1 for agent wschannel'\n{ending}\n"
+    )
+    stand_in.chmod(0o755)
+
+    done = runner(
+        *("--role", "server", "--cases", "1.1.1", "--reports", tmp_path / "reports"),
+        *("--program", server, "--wstest", stand_in),
+    )
+
+    assert done.returncode == 1
+    assert f"  {said} after case 1.1.1 began without writing its report" in done.stdout
+    assert "no results at all: wstest wrote no report" in done.stdout
+
+
 CRASHING_SERVER = """
 import argparse, socket, sys
 parser = argparse.ArgumentParser()
