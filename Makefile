@@ -87,7 +87,7 @@ test-python: $(DEV_STAMP)  ## pytest over loopback (installs Chromium, Node's ws
 	$(PY) -m pytest -q
 
 # make test's steps, in order; scripts/steps.sh times each and goes on past a failing one.
-TEST_STEPS := system-packages test-rust lint test-python conformance fuzz
+TEST_STEPS := system-packages test-rust lint test-python conformance+test-wheels fuzz
 
 test:  ## Everything CI runs, step by step, each timed: the steps of TEST_STEPS
 	@MAKE="$(MAKE)" bash scripts/steps.sh $(TEST_STEPS)

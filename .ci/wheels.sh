@@ -27,6 +27,8 @@ REPO=$PWD
 CACHE="${WSCHANNEL_CACHE:-$HOME/.cache/wschannel}"
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# make test runs this beside Autobahn: the suite's timeouts stretched (tests/conftest.py).
+export WSCHANNEL_TEST_TIMEOUT_SCALE="${WSCHANNEL_TEST_TIMEOUT_SCALE:-2}"
 DIST="$REPO/${DIST:-dist}"
 PYTHONS="${WHEEL_PYTHONS:-3.11 3.12 3.13 3.13t}"
 JOBS="${WHEEL_JOBS:-2}"

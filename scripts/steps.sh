@@ -9,18 +9,39 @@
 # result is worth having from one run), except the first: when the system packages cannot be
 # installed, nothing after it can run as it should. The exit status is 1 if any step failed.
 #
+# A step written A+B runs make A and make B at once (each line of theirs prefixed with its
+# name), for steps that mostly wait: Autobahn beside the wheel job.
+#
 #   scripts/steps.sh STEP...      (make test runs it with its steps)
 set -uo pipefail
 
 [[ $# -ge 1 ]] || { echo "usage: $0 STEP..." >&2; exit 2; }
 make=${MAKE:-make}
+
+# Runs one step; A+B: its parts at once, failing if any part fails.
+run_step() {
+    if [[ $1 != *+* ]]; then
+        "$make" --no-print-directory "$1"
+        return
+    fi
+    local parts part pids=() status=0
+    IFS=+ read -ra parts <<<"$1"
+    for part in "${parts[@]}"; do
+        (set -o pipefail; "$make" --no-print-directory "$part" 2>&1 | sed -u "s/^/[$part] /") &
+        pids+=("$!")
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || status=1
+    done
+    return "$status"
+}
 started=$(date +%s)
 results=()
 failed=()
 for step in "$@"; do
     echo "== $step"
     step_started=$(date +%s)
-    "$make" --no-print-directory "$step"
+    run_step "$step"
     status=$?
     now=$(date +%s)
     took=$((now - step_started))

@@ -16,10 +16,14 @@ from typing import Any
 
 from conftest import TIMEOUT, wait_until
 
+import wschannel
 from wschannel.io import IOWebSocketChannel
 
 NODE = Path(__file__).with_name("node.py")
 ROOT = Path(__file__).parents[2]
+# Where this process imported wschannel from: the source tree's python/, or site-packages
+# when the suite runs against an installed wheel (.ci/wheels.sh), where python/ has no engine.
+PACKAGE_ROOT = Path(wschannel.__file__).resolve().parents[1]
 
 
 class Node:
@@ -33,7 +37,7 @@ class Node:
 
     def launch(self) -> None:
         """Start the process (:meth:`ready` waits until it listens)."""
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+        env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
         self.process = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env
         )
