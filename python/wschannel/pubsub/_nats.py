@@ -141,7 +141,19 @@ class NatsBroker(Broker):
         self._subscriptions[topic] = await self._nc.subscribe(self._subject(topic), cb=deliver)
         if self._nc.is_connected:
             with contextlib.suppress(*_ERRORS):
-                await self._nc.flush(timeout=max(1, round(self.connect_timeout)))
+                await self._confirm()
+
+    async def _confirm(self) -> None:
+        """Return once the server has every command sent so far (the SUB just made).
+
+        nats-py's ``flush()`` writes its PING straight to the socket, ahead of the commands
+        still in its buffer, so one PONG does not mean the server has the SUB (a publish from
+        another node right after could miss this one). The first flush wakes the buffer's
+        writer, which runs before that PONG can come back; the second PING follows the SUB.
+        """
+        timeout = max(1, round(self.connect_timeout))
+        await self._nc.flush(timeout=timeout)
+        await self._nc.flush(timeout=timeout)
 
     async def unsubscribe(self, topic: str) -> None:
         subscription = self._subscriptions.pop(topic, None)
