@@ -95,6 +95,18 @@ ABI3=$(ls "$DIST"/wschannel-*-abi3-*.whl)
 FT=$(ls "$DIST"/wschannel-*-cp313t-*.whl)
 SDIST=$(ls "$DIST"/wschannel-*.tar.gz)
 
+# Runs Python ($1) with SIGINT as it should be: a job started in the background by a shell
+# without job control (as the jobs here, or this script itself) inherits SIGINT ignored, and
+# so would pytest and the programs the tests stop with SIGINT (the CLI, examples/chat.py),
+# which then never stop.
+python_with_sigint() {
+    local python=$1
+    shift
+    "$python" -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])' "$@"
+}
+
 # One interpreter: a fresh virtualenv, the wheel, the suite. Writes its log; returns pytest's.
 run_suite() {
     local version=$1 python venv wheel run began
@@ -115,7 +127,7 @@ run_suite() {
     (
         cd "$run"
         WSCHANNEL_TEST_INSTALLED=1 WSCHANNEL_TEST_WITHOUT="$(without "$version")" \
-            "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+            python_with_sigint "$venv/bin/python" -m pytest -q -p no:cacheprovider \
             -c "$REPO/pyproject.toml" --rootdir "$REPO" \
             --ignore="$REPO/tests/interop" --ignore="$REPO/tests/browser" \
             --ignore="$REPO/tests/test_compliance_runner.py" \
@@ -127,7 +139,7 @@ run_suite() {
         (
             cd "$run"
             PYTHON_GIL=1 WSCHANNEL_TEST_INSTALLED=1 WSCHANNEL_TEST_WITHOUT="$(without "$version")" \
-                "$venv/bin/python" -m pytest -q \
+                python_with_sigint "$venv/bin/python" -m pytest -q \
                 -p no:cacheprovider -c "$REPO/pyproject.toml" --rootdir "$REPO" \
                 "$REPO/tests/test_threads.py"
         ) || status=$?
