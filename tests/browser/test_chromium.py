@@ -22,7 +22,7 @@ from interop.browser.devtools import Chromium, DevTools, find_chromium
 import wschannel
 from wschannel import WebSocketChannel
 
-from .harness import CHECK_NAMES, TIMEOUT, Peers, outcome, pyodide_installed
+from .harness import BOOT_TIMEOUT, CHECK_NAMES, TIMEOUT, Peers, outcome, pyodide_installed
 
 CHROMIUM = find_chromium()
 
@@ -65,7 +65,7 @@ async def page(chromium: Chromium, peers: Peers) -> AsyncIterator[Page]:
         DevTools.open(chromium.endpoint, TIMEOUT) as devtools,
         devtools.page(f"{peers.http_url}/") as session,
     ):
-        version = await devtools.evaluate(session, "window.booted", 3 * TIMEOUT)
+        version = await devtools.evaluate(session, "window.booted", BOOT_TIMEOUT)
         assert isinstance(version, str) and version
         yield devtools, session
 

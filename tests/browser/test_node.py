@@ -22,7 +22,16 @@ from typing import Any, Final
 import pytest
 import pytest_asyncio
 
-from .harness import CHECK_NAMES, HERE, TIMEOUT, Peers, pyodide_installed, python_files, within
+from .harness import (
+    BOOT_TIMEOUT,
+    CHECK_NAMES,
+    HERE,
+    TIMEOUT,
+    Peers,
+    pyodide_installed,
+    python_files,
+    within,
+)
 
 NODE = shutil.which("node")
 FLAG: Final = "--experimental-websocket"
@@ -132,7 +141,7 @@ async def node() -> AsyncIterator[NodeRunner]:
     runner = await NodeRunner.start()
     try:
         files = {target: str(source) for target, source in python_files().items()}
-        ready = await runner.request({"files": files}, 3 * TIMEOUT)
+        ready = await runner.request({"files": files}, BOOT_TIMEOUT)
         assert "ready" in ready, ready
         yield runner
     finally:
