@@ -15,7 +15,8 @@
 #    repository's own tools (compliance/, benchmarks/). Free-threaded 3.13 cannot install
 #    trustme (cryptography's cffi) nor hypothesis (its PyO3 needs 3.14 there): the TLS tests
 #    skip and the property tests are left out (tests/conftest.py, WSCHANNEL_TEST_WITHOUT);
-#    the thread tests run again there with PYTHON_GIL=1.
+#    the suite runs there with the GIL forced off (PYTHON_GIL=0), then the thread tests again
+#    with it on (PYTHON_GIL=1).
 #    Two interpreters run at a time (the suite mostly waits on sockets and timers).
 #
 # pip's downloads are cached in ~/.cache/pip. WHEELS_REUSE_DIST=1 skips make dist when dist/
@@ -123,9 +124,15 @@ run_suite() {
     requirements "$venv/bin/python" $(without "$version") >"$run/requirements.txt"
     "$venv/bin/python" -m pip install -q "$wheel" -r "$run/requirements.txt"
     echo "installed in $((SECONDS - began)) s: $(basename "$wheel")"
+    # Free-threaded: the GIL kept off for the whole run (PYTHON_GIL=0), or a test dependency
+    # without the declaration (hiredis) would turn it on for every test after its import;
+    # test_threads.py checks in a subprocess that importing wschannel keeps it off.
+    local gil=""
+    [ "$version" = 3.13t ] && gil=0
     local status=0
     (
         cd "$run"
+        if [ -n "$gil" ]; then export PYTHON_GIL=$gil; fi
         WSCHANNEL_TEST_INSTALLED=1 WSCHANNEL_TEST_WITHOUT="$(without "$version")" \
             python_with_sigint "$venv/bin/python" -m pytest -q -p no:cacheprovider \
             -c "$REPO/pyproject.toml" --rootdir "$REPO" \
