@@ -1,10 +1,10 @@
 """Clients through real proxies started by the tests on loopback (tests/proxy/servers.py):
 Debian's tinyproxy (HTTP CONNECT, Basic credentials, CONNECT ports), dante-server's danted
 (SOCKS5 and SOCKS5h, with and without RFC 1929 credentials, its rules), and tinyproxy
-behind a TLS terminator (an https:// proxy). Each case runs with the asyncio client and the
-blocking one, to ws:// and wss:// echo servers; a proxy's own log shows the tunnel went
-through it. The tunnels' parsers alone (wschannel._proxy, no I/O) are tested at the end
-against answers no real proxy sends.
+behind a TLS terminator (an https:// proxy). Each case runs with the asyncio client, the
+blocking one, and the trio and anyio ones (tests/structured_clients.py), to ws:// and wss://
+echo servers; a proxy's own log shows the tunnel went through it. The tunnels' parsers alone
+(wschannel._proxy, no I/O) are tested at the end against answers no real proxy sends.
 
 tests/proxy/setup.sh installs the proxies; without them the cases skip, saying so.
 """
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structured_clients
 import trustme
 from conftest import TIMEOUT
 from proxy import servers
@@ -36,8 +37,8 @@ from wschannel._proxy import (
 from wschannel.exceptions import ProxyError
 from wschannel.io import IOWebSocketChannel
 
-FLAVOURS = ["asyncio", "blocking"]
-WITH_UVLOOP = ["asyncio", "uvloop", "blocking"]
+FLAVOURS = ["asyncio", "blocking", "trio", "anyio"]
+WITH_UVLOOP = ["asyncio", "uvloop", "blocking", "trio", "anyio"]
 """For the cases that open a connection through each kind of proxy: uvloop's transports too
 (``set_protocol``, ``start_tls`` over TLS)."""
 
@@ -153,6 +154,8 @@ def socks_proxy_with_credentials() -> Iterator[ProxyProcess]:
 
 def echo_through(flavour: str, url: str, message: str = "hello", **options: Any) -> object:
     """Connect to the echo server at ``url`` with ``options``, send ``message``; the echo."""
+    if flavour in structured_clients.STRUCTURED:
+        return structured_clients.echo_through(flavour, url, message, **options)
     if flavour in ("asyncio", "uvloop"):
 
         async def run() -> object:
@@ -175,6 +178,8 @@ def echo_through(flavour: str, url: str, message: str = "hello", **options: Any)
 def connect_error(flavour: str, url: str, **options: Any) -> BaseException:
     """The error connecting to ``url`` with ``options`` raised (or failed ``ready`` with)."""
     options.setdefault("connect_timeout", TIMEOUT)
+    if flavour in structured_clients.STRUCTURED:
+        return structured_clients.connect_error(flavour, url, **options)
     if flavour == "asyncio":
 
         async def run() -> BaseException:
@@ -545,6 +550,8 @@ def test_client_rejects_an_unusable_proxy_from_the_environment(
 def _connect_call(flavour: str) -> Any:
     if flavour == "blocking":
         return wschannel.sync.connect
+    if flavour in structured_clients.STRUCTURED:
+        return structured_clients.connect_call(flavour)
 
     def connect(url: str, **options: Any) -> None:
         async def run() -> None:

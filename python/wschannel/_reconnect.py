@@ -35,12 +35,16 @@ from .status import GOING_AWAY, INTERNAL_SERVER_ERROR, NORMAL_CLOSURE
 
 __all__ = [
     "MAX_RETRY_AFTER",
+    "Attempts",
     "Delays",
     "Reconnecting",
     "Redial",
+    "RetryRule",
     "SyncReconnecting",
     "backoff",
     "check_delays",
+    "check_reconnect_options",
+    "check_rule",
     "reconnecting",
     "redialable",
     "retry_after",
@@ -51,6 +55,10 @@ logger = logging.getLogger("wschannel.client")
 
 Delays = Callable[[], Iterable[float]]
 """``reconnect_delays``: called for a new series of delays (seconds) between attempts."""
+
+RetryRule = Callable[[Exception], bool]
+"""``should_retry``: called with the exception of an attempt that failed; ``True`` to try
+again (after the next delay), ``False`` to raise it. :func:`retryable` by default."""
 
 MAX_RETRY_AFTER: Final = 3600.0
 """The longest ``Retry-After`` honoured, in seconds: a server cannot park a client for
@@ -189,12 +197,13 @@ class Redial(Generic[C]):
         """Connect again, the same way."""
         return self._connect(*self._args, **self._kwargs)
 
-    def arguments(self) -> tuple[str, Delays]:
-        """The URL and the ``reconnect_delays`` of the call."""
+    def arguments(self) -> tuple[str, Delays, RetryRule]:
+        """The URL, the ``reconnect_delays`` and the ``should_retry`` of the call."""
         bound = self._signature.bind(*self._args, **self._kwargs)
         bound.apply_defaults()
         delays: Delays = bound.arguments["reconnect_delays"]
-        return str(bound.arguments["url"]), delays
+        rule: RetryRule = bound.arguments.get("should_retry", retryable)
+        return str(bound.arguments["url"]), delays, rule
 
 
 def check_delays(delays: object) -> None:
@@ -205,6 +214,25 @@ def check_delays(delays: object) -> None:
             "again after each connection that opened), such as wschannel.backoff or "
             f"lambda: [1, 2, 5]; got {delays!r}."
         )
+
+
+def check_rule(rule: object) -> None:
+    """``TypeError`` at the call for a ``should_retry`` that is not a function."""
+    if not callable(rule):
+        raise TypeError(
+            "should_retry must be a function taking the exception of a failed attempt and "
+            "returning whether to try again, such as wschannel.retryable (the default) or "
+            "lambda error: isinstance(error, InvalidStatus) and error.status == 404 or "
+            f"wschannel.retryable(error); got {rule!r}."
+        )
+
+
+def check_reconnect_options(options: dict[str, Any]) -> None:
+    """:func:`check_delays` and :func:`check_rule` for the options of a call that has them."""
+    if "reconnect_delays" in options:
+        check_delays(options["reconnect_delays"])
+    if "should_retry" in options:
+        check_rule(options["should_retry"])
 
 
 class _Redialable(Protocol):
@@ -221,8 +249,7 @@ def redialable(connect: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(connect)
     def redialing_connect(*args: P.args, **kwargs: P.kwargs) -> R:
-        if "reconnect_delays" in kwargs:
-            check_delays(kwargs["reconnect_delays"])
+        check_reconnect_options(kwargs)
         channel = connect(*args, **kwargs)
         channel._redial = Redial(redialing_connect, signature, args, kwargs)
         return channel
@@ -230,13 +257,15 @@ def redialable(connect: Callable[P, R]) -> Callable[P, R]:
     return redialing_connect
 
 
-class _Attempts:
-    """The attempts of one iteration: the delays between them, and the log."""
+class Attempts:
+    """The attempts of one iteration: the delays between them, which errors are retried
+    (``rule``: ``should_retry``), and the log."""
 
-    __slots__ = ("_delays", "_series", "count", "url")
+    __slots__ = ("_delays", "_rule", "_series", "count", "url")
 
-    def __init__(self, redial: Redial[Any]) -> None:
-        url, self._series = redial.arguments()
+    def __init__(self, url: str, delays: Delays, rule: RetryRule = retryable) -> None:
+        self._series = delays
+        self._rule = rule
         self.url = describe(url)
         self._delays: Iterator[float] | None = None
         self.count = 0  # attempts since the last connection that opened
@@ -261,7 +290,7 @@ class _Attempts:
     def after_failure(self, error: Exception) -> float:
         """The delay before the next attempt after ``error``; raises it if it is not worth
         another, or when the delays ran out."""
-        if not retryable(error):
+        if not self._rule(error):
             logger.info("Connecting to %s failed for good: %s", self.url, _one_line(error))
             raise error
         delay = self._next()
@@ -342,7 +371,7 @@ class Reconnecting(AsyncIterator[A]):
         self._first: A | None = first
         self._redial = redial
         self._current: A | None = None
-        self._attempts = _Attempts(redial)
+        self._attempts = Attempts(*redial.arguments())
 
     def __aiter__(self) -> Self:
         return self
@@ -407,7 +436,7 @@ class SyncReconnecting(Iterator[S]):
         self._redial = redial
         self._current: S | None = None
         self._started = False
-        self._attempts = _Attempts(redial)
+        self._attempts = Attempts(*redial.arguments())
 
     def __iter__(self) -> Self:
         return self
@@ -450,8 +479,7 @@ def reconnecting(connect: Callable[P, S]) -> Callable[P, Iterator[S]]:
     signature = inspect.signature(connect)
 
     def reconnect(*args: P.args, **kwargs: P.kwargs) -> Iterator[S]:
-        if "reconnect_delays" in kwargs:
-            check_delays(kwargs["reconnect_delays"])
+        check_reconnect_options(kwargs)
         return SyncReconnecting(None, Redial(connect, signature, args, kwargs))
 
     return reconnect

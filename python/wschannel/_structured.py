@@ -29,9 +29,11 @@ with ``close_timeout``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
+import os
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable
@@ -48,8 +50,18 @@ from ._net import (
     deflate_options,
     format_peer,
     handshake_error,
+    header_list,
 )
-from ._reconnect import close_code_for
+from ._proxy import Proxy, ProxySetting, open_tunnel
+from ._reconnect import (
+    Attempts,
+    Delays,
+    RetryRule,
+    backoff,
+    check_reconnect_options,
+    close_code_for,
+    retryable,
+)
 from ._sink import GuaranteeSink
 from ._wschannel import (
     Connection,
@@ -72,7 +84,7 @@ from .defaults import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_WRITE_LIMIT,
 )
-from .exceptions import WebSocketChannelException, WebSocketConnectionClosed
+from .exceptions import ProxyError, WebSocketChannelException, WebSocketConnectionClosed
 from .metrics import (
     OPEN_TIMEOUT,
     PROCESS_REQUEST,
@@ -160,6 +172,10 @@ class Backend(Protocol):
 
     async def connect_unix(self, path: str) -> Any: ...
 
+    async def resolve(self, host: str, port: int) -> str:
+        """The first address of ``host`` for TCP (for a ``socks5://`` proxy, which is given
+        addresses); ``OSError`` if it does not resolve."""
+
     async def tls_client(self, stream: Any, context: ssl_module.SSLContext, hostname: str) -> Any:
         """``stream`` wrapped in TLS, the handshake done."""
 
@@ -206,32 +222,67 @@ class Backend(Protocol):
 
 
 class Connect:
-    """What ``connect`` returns: ``await`` it for the open channel, or ``async with`` it to
-    close the channel on exit.
+    """What ``connect`` returns: ``await`` it for the open channel, ``async with`` it to
+    close the channel on exit, or ``async for`` over it to reconnect.
 
     Leaving the ``async with`` block closes with 1000 (normal closure), 1011 (internal
     error) if the block raised, or 1001 (going away) if it was cancelled (or interrupted),
     then waits for the closing handshake, shielded from cancellation; the session bounds
     that wait with ``close_timeout``.
+
+    ``async for channel in connect(url):`` gives a channel once open, then, each time the
+    loop comes back, the previous one closed (1000 if still open) and a new one, as the
+    asyncio client does (:class:`~wschannel._reconnect.Reconnecting`): attempts that fail
+    are retried after ``reconnect_delays`` (a ``Retry-After`` of a 429 or 5xx is honoured)
+    while ``should_retry`` says so, the first one too. The iteration stops when the loop
+    does (``break`` leaves the channel open: ``async with channel:`` closes it), when the
+    delays run out after a connection, or by raising an attempt's error. The waits are
+    sleeps in the iterating task, so a cancel scope around the loop cancels them.
     """
 
-    __slots__ = ("_api", "_channel", "_options", "_url")
+    __slots__ = (
+        "_api",
+        "_channel",
+        "_close_timeout",
+        "_delays",
+        "_make",
+        "_options",
+        "_rule",
+        "_url",
+    )
 
-    def __init__(self, api: Api, url: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        api: Api,
+        url: str,
+        options: dict[str, Any],
+        make: Callable[[], dict[str, Any]],
+        delays: Delays,
+        rule: RetryRule,
+    ) -> None:
         self._api = api
         self._url = url
-        self._options = options
+        self._options: dict[str, Any] | None = options
+        self._close_timeout: float | None = options["close_timeout"]
+        self._make = make
+        self._delays = delays
+        self._rule = rule
         self._channel: ByteStreamWebSocketChannel | None = None
 
+    def _take_options(self) -> dict[str, Any]:
+        """The options made at the call for the first opening, new ones after."""
+        options, self._options = self._options, None
+        return self._make() if options is None else options
+
     def __await__(self) -> Generator[Any, None, ByteStreamWebSocketChannel]:
-        return self._api._open(self._url, self._options).__await__()
+        return self._api._open(self._url, self._take_options()).__await__()
 
     async def __aenter__(self) -> ByteStreamWebSocketChannel:
         if self._channel is not None:
             raise RuntimeError(
                 "This connect() is already in use: call connect() again for another connection."
             )
-        self._channel = await self._api._open(self._url, self._options)
+        self._channel = await self._api._open(self._url, self._take_options())
         return self._channel
 
     async def __aexit__(
@@ -244,7 +295,65 @@ class Connect:
         assert channel is not None
         # 1001 for a cancellation (or KeyboardInterrupt...), as every ``async with`` closes.
         code = close_code_for(exc)
-        await _close_and_wait(self._api.backend, channel, code, self._options["close_timeout"])
+        await _close_and_wait(self._api.backend, channel, code, self._close_timeout)
+
+    def __aiter__(self) -> Reconnecting:
+        return Reconnecting(self._api, self._url, self._take_options, self._delays, self._rule)
+
+
+class Reconnecting:
+    """``async for channel in connect(url)`` on trio or anyio: see :class:`Connect`."""
+
+    __slots__ = ("_api", "_attempts", "_current", "_ended", "_options", "_url")
+
+    def __init__(
+        self,
+        api: Api,
+        url: str,
+        options: Callable[[], dict[str, Any]],
+        delays: Delays,
+        rule: RetryRule,
+    ) -> None:
+        self._api = api
+        self._url = url
+        self._options = options
+        self._attempts = Attempts(url, delays, rule)
+        self._current: tuple[ByteStreamWebSocketChannel, float | None] | None = None
+        self._ended = False
+
+    def __aiter__(self) -> Reconnecting:
+        return self
+
+    async def __anext__(self) -> ByteStreamWebSocketChannel:
+        if self._ended:
+            raise StopAsyncIteration
+        backend = self._api.backend
+        attempts = self._attempts
+        current, self._current = self._current, None
+        if current is not None:
+            channel, close_timeout = current
+            await _close_and_wait(backend, channel, NORMAL_CLOSURE, close_timeout)
+            delay = attempts.after_loss(channel.close_code)
+            if delay is None:
+                self._ended = True
+                raise StopAsyncIteration
+            await backend.sleep(delay)
+        while True:
+            attempts.attempt()
+            options = self._options()
+            try:
+                channel = await self._api._open(self._url, options)
+            except Exception as error:
+                try:
+                    delay = attempts.after_failure(error)
+                except BaseException:
+                    self._ended = True
+                    raise
+                await backend.sleep(delay)
+            else:
+                attempts.opened()
+                self._current = (channel, options["close_timeout"])
+                return channel
 
 
 def _going_away(sink: GuaranteeSink, code: int) -> None:
@@ -800,63 +909,74 @@ class Api:
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         user_agent: str | None = USER_AGENT,
         max_header_size: int = 16384,
-        unix_socket: str | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
+        proxy: ProxySetting = True,
+        proxy_ssl: ssl_module.SSLContext | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        reconnect_delays: Delays = backoff,
+        should_retry: RetryRule = retryable,
     ) -> Connect:
         """Connect to a ``ws://`` or ``wss://`` URL: ``channel = await connect(url)``, or
         ``async with connect(url) as channel:``, which closes it on exit (1000; 1011 if the
-        block raised, 1001 if it was cancelled) and waits for the closing handshake.
+        block raised, 1001 if it was cancelled) and waits for the closing handshake, or
+        ``async for channel in connect(url):``, which reconnects (:class:`Connect`).
 
-        TCP (or a Unix socket), TLS and the opening handshake (RFC 6455 §4.1) run in the
-        calling task, so a cancel scope around them cancels them. The channel is a
-        :class:`~wschannel.bytestream.ByteStreamWebSocketChannel`: open, its ``protocol``
-        the subprotocol the server chose, compressed if permessage-deflate was negotiated.
+        TCP (or a Unix socket), the proxy's tunnel, TLS and the opening handshake (RFC 6455
+        §4.1) run in the calling task, so a cancel scope around them cancels them. The
+        channel is a :class:`~wschannel.bytestream.ByteStreamWebSocketChannel`: open, its
+        ``protocol`` the subprotocol the server chose, compressed if permessage-deflate was
+        negotiated.
 
         The options and their defaults are :meth:`wschannel.io.IOWebSocketChannel.connect`'s:
         ``protocols``, ``headers``, ``ssl``, ``compression``, ``max_message_size``,
         ``max_queue``, ``write_limit`` (bytes waiting to be written above which
-        ``sink.flush()`` waits), ``connect_timeout`` (TCP, TLS and the handshake, redirects
-        included), ``ping_interval``, ``pong_timeout``, ``close_timeout``, ``user_agent``,
-        ``max_header_size``, ``unix_socket`` (the path of a Unix-domain socket to connect
-        to; the URL still gives the ``Host`` header, the path and TLS's server name) and
-        ``max_redirects``. No proxy is used (not even the environment's).
+        ``sink.flush()`` waits), ``connect_timeout`` (TCP, the proxy, TLS and the handshake,
+        redirects included), ``ping_interval``, ``pong_timeout``, ``close_timeout``,
+        ``user_agent``, ``max_header_size``, ``unix_socket`` (the path of a Unix-domain
+        socket to connect to; the URL still gives the ``Host`` header, the path and TLS's
+        server name), ``proxy`` (a proxy URL: ``http://``, ``https://``, ``socks5://`` or
+        ``socks5h://``, with ``user:password@``; ``True``, the default: the environment's,
+        not for hosts in ``no_proxy``; ``None``: direct), ``proxy_ssl`` (the TLS context
+        for an ``https://`` proxy), ``max_redirects``, ``reconnect_delays`` and
+        ``should_retry`` (when iterated: the delays between attempts, and which errors are
+        tried again; :func:`wschannel.retryable` by default).
 
-        Raises at the call ``ValueError`` for an invalid URL; when awaited,
+        Raises at the call ``ValueError`` for an invalid URL or proxy; when awaited,
         :class:`~wschannel.WebSocketChannelException` naming the URL when the connection
         could not be opened (:class:`~wschannel.exceptions.InvalidStatus` if the server
-        answered with another status than 101; ``inner`` holds the cause otherwise), and
-        ``TimeoutError`` after ``connect_timeout``.
+        answered with another status than 101, :class:`~wschannel.exceptions.ProxyError`
+        if the proxy could not be reached or refused; ``inner`` holds the cause otherwise),
+        and ``TimeoutError`` after ``connect_timeout``.
         """
-        deflate = deflate_options(compression)
-        offered = list(protocols or ())
-        plan = ClientPlan(
-            str(url),
-            ssl=ssl,
-            protocols=offered,
-            headers=headers,
-            user_agent=user_agent,
-            deflate=deflate,
-            max_header_size=max_header_size,
-            proxy=None,
-            proxy_ssl=None,
-            max_redirects=max_redirects,
-            unix_socket=unix_socket is not None,
+        check_reconnect_options(
+            {"reconnect_delays": reconnect_delays, "should_retry": should_retry}
         )
         _check_timeouts(ping_interval, close_timeout)
-        options = {
-            "plan": plan,
-            "offered": offered,
-            "deflate_level": deflate_level(deflate),
-            "max_message_size": max_message_size,
-            "max_queue": max_queue,
-            "write_limit": write_limit,
-            "connect_timeout": connect_timeout,
-            "ping_interval": ping_interval,
-            "pong_timeout": pong_timeout,
-            "close_timeout": close_timeout,
-            "unix_socket": unix_socket,
-        }
-        return Connect(self, str(url), options)
+        make = functools.partial(
+            _client_options,
+            str(url),
+            protocols=list(protocols or ()),
+            headers=header_list(headers),
+            ssl=ssl,
+            compression=compression,
+            max_message_size=max_message_size,
+            max_queue=max_queue,
+            write_limit=write_limit,
+            connect_timeout=connect_timeout,
+            ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
+            close_timeout=close_timeout,
+            user_agent=user_agent,
+            max_header_size=max_header_size,
+            unix_socket=None if unix_socket is None else os.fspath(unix_socket),
+            proxy=proxy,
+            proxy_ssl=proxy_ssl,
+            max_redirects=max_redirects,
+        )
+        # Made now, so that an invalid URL, proxy or option raises at the call; each
+        # reconnection makes its own (a redirect chain is one attempt's).
+        options = make()
+        return Connect(self, str(url), options, make, reconnect_delays, should_retry)
 
     def serve(
         self,
@@ -952,16 +1072,20 @@ class Api:
         raise plan.timeout_error(timeout)
 
     async def _connect(self, plan: ClientPlan, hop: ClientHop, unix_socket: str | None) -> Any:
-        """A stream to ``hop``'s target, TLS done if its URL is ``wss://``."""
+        """A stream to ``hop``'s target, directly or through its proxy, TLS done if its URL
+        is ``wss://``."""
         backend = self.backend
         target = hop.target
-        try:
-            if unix_socket is None:
-                stream = await backend.connect_tcp(target.host, target.port)
-            else:
-                stream = await backend.connect_unix(unix_socket)
-        except Exception as exc:
-            raise plan.name_url(WebSocketChannelException.from_inner(exc)) from exc
+        if hop.proxy is not None:
+            stream = await self._tunnel(plan, hop)
+        else:
+            try:
+                if unix_socket is None:
+                    stream = await backend.connect_tcp(target.host, target.port)
+                else:
+                    stream = await backend.connect_unix(unix_socket)
+            except Exception as exc:
+                raise plan.name_url(WebSocketChannelException.from_inner(exc)) from exc
         if target.ssl is None:
             return stream
         try:
@@ -972,6 +1096,64 @@ class Api:
             if isinstance(exc, Exception):
                 raise plan.name_url(WebSocketChannelException.from_inner(exc)) from exc
             raise
+
+    async def _tunnel(self, plan: ClientPlan, hop: ClientHop) -> Any:
+        """A stream to ``hop``'s proxy (TLS to an ``https://`` one) whose tunnel to the
+        target is open: :class:`~wschannel.exceptions.ProxyError` naming the URL if the proxy
+        cannot be reached or refuses (the tunnels are :mod:`wschannel._proxy`'s, as the
+        asyncio and blocking clients use them)."""
+        backend = self.backend
+        proxy = hop.proxy
+        assert proxy is not None
+        target = hop.target
+        address = None
+        if not proxy.resolves_names:  # socks5://: the client resolves the target's name
+            try:
+                address = await backend.resolve(target.host, target.port)
+            except OSError as exc:
+                raise plan.name_url(
+                    WebSocketChannelException.from_inner(
+                        OSError(f"could not resolve {target.host!r} for the socks5:// proxy: {exc}")
+                    )
+                ) from exc
+        tunnel = hop.tunnel(address, plan.user_agent, plan.tunnel_limit())
+        try:
+            stream = await backend.connect_tcp(proxy.host, proxy.port)
+        except OSError as exc:
+            unreachable = _unreachable(plan, proxy, exc)
+            raise unreachable from unreachable.inner
+        try:
+            if proxy.tls:
+                assert plan.proxy_ssl is not None
+                try:
+                    stream = await backend.tls_client(stream, plan.proxy_ssl, proxy.host)
+                except Exception as exc:
+                    unreachable = _unreachable(plan, proxy, exc)
+                    raise unreachable from unreachable.inner
+
+            async def receive() -> bytes | bytearray:
+                return await backend.receive(stream, READ_SIZE)
+
+            async def send(data: bytes) -> None:
+                await backend.send(stream, data)
+
+            try:
+                await open_tunnel(tunnel, send, receive)
+            except ProxyError as exc:
+                raise plan.name_url(exc) from exc.__cause__
+            except Exception as exc:  # the proxy's connection broke
+                error = ProxyError(
+                    f"proxy {proxy} broke the connection before the tunnel was open: "
+                    f"{_root_cause(exc)}",
+                    proxy=str(proxy),
+                )
+                error.inner = _root_cause(exc)
+                raise plan.name_url(error) from error.inner
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await backend.aclose_forcefully(stream)
+            raise
+        return stream
 
     async def _handshake(
         self, plan: ClientPlan, hop: ClientHop, stream: Any, options: dict[str, Any]
@@ -1042,8 +1224,88 @@ class Api:
         return channel
 
 
+def _client_options(
+    url: str,
+    *,
+    protocols: list[str],
+    headers: list[tuple[str, str]],
+    ssl: ssl_module.SSLContext | bool | None,
+    compression: bool | DeflateOptions | None,
+    max_message_size: int | None,
+    max_queue: int | None,
+    write_limit: int | None,
+    connect_timeout: float | None,
+    ping_interval: float | None,
+    pong_timeout: float | None,
+    close_timeout: float | None,
+    user_agent: str | None,
+    max_header_size: int,
+    unix_socket: str | None,
+    proxy: ProxySetting,
+    proxy_ssl: ssl_module.SSLContext | None,
+    max_redirects: int,
+) -> dict[str, Any]:
+    """The options of one attempt to open a client connection, its :class:`ClientPlan`
+    (hops, proxies, redirects) new."""
+    deflate = deflate_options(compression)
+    plan = ClientPlan(
+        url,
+        ssl=ssl,
+        protocols=protocols,
+        headers=headers,
+        user_agent=user_agent,
+        deflate=deflate,
+        max_header_size=max_header_size,
+        proxy=proxy,
+        proxy_ssl=proxy_ssl,
+        max_redirects=max_redirects,
+        unix_socket=unix_socket is not None,
+    )
+    return {
+        "plan": plan,
+        "offered": protocols,
+        "deflate_level": deflate_level(deflate),
+        "max_message_size": max_message_size,
+        "max_queue": max_queue,
+        "write_limit": write_limit,
+        "connect_timeout": connect_timeout,
+        "ping_interval": ping_interval,
+        "pong_timeout": pong_timeout,
+        "close_timeout": close_timeout,
+        "unix_socket": unix_socket,
+    }
+
+
 def _check_timeouts(ping_interval: float | None, close_timeout: float | None) -> None:
     if ping_interval is not None and ping_interval <= 0:
         raise ValueError("ping_interval must be positive, or None.")
     if close_timeout is not None and close_timeout < 0:
         raise ValueError("close_timeout must not be negative, or None.")
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The error under a library's wrappers, for messages and ``__cause__``: trio's and
+    anyio's ``OSError("all attempts to connect ... failed")`` over a group of one error, a
+    ``BrokenResourceError`` raised from the ``SSLError`` of a TLS handshake."""
+    for _ in range(8):  # bounded: a cause chain is short
+        cause = error.__cause__
+        if isinstance(cause, BaseExceptionGroup):
+            if len(cause.exceptions) != 1:
+                break
+            cause = cause.exceptions[0]
+        if not isinstance(cause, OSError):
+            break
+        if isinstance(error, OSError) and type(error) is not OSError:
+            break  # a specific error (ConnectionRefusedError, SSLError...) says it best
+        error = cause
+    return error
+
+
+def _unreachable(plan: ClientPlan, proxy: Proxy, error: BaseException) -> ProxyError:
+    """The error of a proxy that could not be reached (TCP, or TLS to an https:// one)."""
+    cause = _root_cause(error)
+    failure = ProxyError(f"could not reach proxy {proxy}: {cause}", proxy=str(proxy))
+    failure.inner = cause
+    failure.__cause__ = cause
+    plan.name_url(failure)
+    return failure

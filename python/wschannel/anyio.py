@@ -9,6 +9,7 @@ backend's (``trio.Cancelled``, or ``asyncio.CancelledError``).
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl as ssl_module
 from typing import Any, cast
 
@@ -43,6 +44,10 @@ class _Anyio:
 
     async def connect_unix(self, path: str) -> anyio.abc.UNIXSocketStream:
         return await anyio.connect_unix(path)
+
+    async def resolve(self, host: str, port: int) -> str:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return str(infos[0][4][0])
 
     async def tls_client(
         self, stream: Any, context: ssl_module.SSLContext, hostname: str

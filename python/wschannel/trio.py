@@ -66,6 +66,10 @@ class _Trio:
     async def connect_unix(self, path: str) -> trio.SocketStream:
         return await trio.open_unix_socket(path)
 
+    async def resolve(self, host: str, port: int) -> str:
+        infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+        return str(infos[0][4][0])
+
     async def tls_client(
         self, stream: Any, context: ssl_module.SSLContext, hostname: str
     ) -> trio.SSLStream[Any]:
