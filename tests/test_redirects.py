@@ -1,13 +1,15 @@
 """Redirects of the opening handshake, against real servers on 127.0.0.1: small HTTP servers
 written here that answer the upgrade with 3xx and a Location, chained to a real wschannel
-echo server that records each request it accepted (path and headers). Both clients, asyncio
-and blocking. The rules themselves are in wschannel/_redirect.py.
+echo server that records each request it accepted (path and headers). Every client: asyncio,
+blocking, trio and anyio (tests/structured_clients.py). The rules themselves are in
+wschannel/_redirect.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import threading
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import structured_clients
 import trustme
 from conftest import TIMEOUT
 from sync_helpers import AsyncioServer
@@ -22,10 +25,11 @@ from sync_helpers import AsyncioServer
 import wschannel.sync
 from wschannel import WebSocketChannelException
 from wschannel._redirect import Redirects
+from wschannel.defaults import DEFAULT_MAX_REDIRECTS
 from wschannel.exceptions import InvalidStatus
 from wschannel.io import IOWebSocketChannel
 
-FLAVOURS = ["asyncio", "blocking"]
+FLAVOURS = ["asyncio", "blocking", "trio", "anyio"]
 
 
 # The peers.
@@ -163,6 +167,8 @@ def tls(authority: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 def echo_through(flavour: str, url: str, message: str = "hello", **options: Any) -> object:
     """Connect to ``url`` with ``options`` (redirects and all), send ``message``; the echo."""
     options.setdefault("proxy", None)
+    if flavour in structured_clients.STRUCTURED:
+        return structured_clients.echo_through(flavour, url, message, **options)
     if flavour == "asyncio":
 
         async def run() -> object:
@@ -182,6 +188,8 @@ def echo_through(flavour: str, url: str, message: str = "hello", **options: Any)
 def connect_error(flavour: str, url: str, **options: Any) -> BaseException:
     options.setdefault("proxy", None)
     options.setdefault("connect_timeout", TIMEOUT)
+    if flavour in structured_clients.STRUCTURED:
+        return structured_clients.connect_error(flavour, url, **options)
     if flavour == "asyncio":
 
         async def run() -> BaseException:
@@ -375,6 +383,32 @@ def test_client_keeps_credentials_from_another_origin(
     assert "authorization" not in headers
     assert "cookie" not in headers
     assert headers["x-kept"] == "1"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_client_logs_each_redirect_hop(
+    flavour: str,
+    echo: EchoServer,
+    redirector: Callable[..., Redirector],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # /1 -> /2 (307) -> the echo server (308), credentials in the URL left out of the log.
+    server = redirector(lambda path: (307, "/2") if path == "/1" else (308, echo.url("/end")))
+    with caplog.at_level(logging.INFO, logger="wschannel.client"):
+        assert echo_through(flavour, server.url("/1", userinfo="me:secret@")) == "hello"
+    hops = [
+        record
+        for record in caplog.records
+        if record.name == "wschannel.client" and record.getMessage().startswith("Redirected")
+    ]
+    assert [record.getMessage() for record in hops] == [
+        f"Redirected from {server.url('/1')} to {server.url('/2')} (307, redirect 1 of at most "
+        f"{DEFAULT_MAX_REDIRECTS})",
+        f"Redirected from {server.url('/2')} to {echo.url('/end')} (308, redirect 2 of at most "
+        f"{DEFAULT_MAX_REDIRECTS})",
+    ]
+    assert {record.levelno for record in hops} == {logging.INFO}
+    assert "secret" not in caplog.text
 
 
 def test_redirects_reject_a_bad_max_redirects() -> None:

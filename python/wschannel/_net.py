@@ -13,6 +13,7 @@ flavour loads no asyncio channel; the public ones are importable from their old 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 import ssl as ssl_module
@@ -41,6 +42,8 @@ __all__ = [
     "header_list",
     "kernel_unsent",
 ]
+
+client_logger = logging.getLogger("wschannel.client")
 
 USER_AGENT: Final = (
     f"Python/{sys.version_info.major}.{sys.version_info.minor} wschannel/{__version__}"
@@ -337,6 +340,15 @@ class ClientPlan:
         url = self.redirects.follow(handshake.status, location)
         if url is None:
             return None
+        if client_logger.isEnabledFor(logging.INFO):
+            client_logger.info(
+                "Redirected from %s to %s (%d, redirect %d of at most %d)",
+                redact(hop.url),
+                redact(url),
+                handshake.status,
+                len(self.redirects.chain) - 1,
+                self.redirects.max_redirects,
+            )
         same_origin = self.redirects.same_origin(url)
         if self._unix_socket and not same_origin:
             raise WebSocketChannelException(

@@ -1085,7 +1085,8 @@ class Api:
                 else:
                     stream = await backend.connect_unix(unix_socket)
             except Exception as exc:
-                raise plan.name_url(WebSocketChannelException.from_inner(exc)) from exc
+                cause = _root_cause(exc)
+                raise plan.name_url(WebSocketChannelException.from_inner(cause)) from cause
         if target.ssl is None:
             return stream
         try:
@@ -1094,7 +1095,10 @@ class Api:
             with contextlib.suppress(Exception):
                 await backend.aclose_forcefully(stream)
             if isinstance(exc, Exception):
-                raise plan.name_url(WebSocketChannelException.from_inner(exc)) from exc
+                # trio's BrokenResourceError says nothing: the SSLError under it does (a
+                # certificate that does not verify is then not retried when reconnecting).
+                cause = _root_cause(exc)
+                raise plan.name_url(WebSocketChannelException.from_inner(cause)) from cause
             raise
 
     async def _tunnel(self, plan: ClientPlan, hop: ClientHop) -> Any:
