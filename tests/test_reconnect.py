@@ -470,3 +470,78 @@ async def test_a_negative_delay_raises_when_it_comes(raw_server: StartRaw) -> No
     with pytest.raises(ValueError, match="delays are seconds"):
         async for _ in wschannel.connect(server.url, reconnect_delays=lambda: [-1.0]):
             raise AssertionError("no channel should open")
+
+
+# should_retry: the rule deciding which failed attempts are tried again.
+
+
+async def test_should_retry_decides_which_errors_are_retried(raw_server: StartRaw) -> None:
+    # A 404, which retryable() would raise, is tried again because the rule says so...
+    handle, requests = answering(refusal(404, "Not Found"), None)
+    server = await raw_server(handle)
+    seen: list[Exception] = []
+
+    def rule(error: Exception) -> bool:
+        seen.append(error)
+        return isinstance(error, InvalidStatus) and error.status == 404
+
+    reconnecting = IOWebSocketChannel.connect(
+        server.url, reconnect_delays=quick(), should_retry=rule
+    )
+    channel = await anext(aiter(reconnecting))
+    assert len(requests) == 2
+    assert [getattr(error, "status", None) for error in seen] == [404]
+    await wait(channel.sink.close(1000))
+    # ... and a 503, which it would retry, raised at once when the rule says no.
+    handle, requests = answering(refusal(503, "Service Unavailable"), None)
+    server = await raw_server(handle)
+    with pytest.raises(InvalidStatus) as caught:
+        async for _ in wschannel.connect(
+            server.url, reconnect_delays=quick(), should_retry=lambda error: False
+        ):
+            raise AssertionError("no channel should open")
+    assert caught.value.status == 503
+    assert len(requests) == 1
+
+
+def test_blocking_should_retry_decides_which_errors_are_retried() -> None:
+    requests: list[int] = []
+
+    def handle(sock: socket.socket) -> None:
+        requests.append(1)
+        if len(requests) == 1:
+            sync_read_request(sock)
+            sock.sendall(refusal(404, "Not Found"))
+            return
+        sync_accept_upgrade(sock)
+        sock.recv(1024)  # the client's close frame
+
+    def rule(error: Exception) -> bool:
+        return isinstance(error, InvalidStatus) and error.status == 404
+
+    with sync_raw_server(handle) as server:
+        reconnecting = wschannel.sync.reconnect(
+            server.url, reconnect_delays=quick(), should_retry=rule
+        )
+        channel = next(reconnecting)
+        assert len(requests) == 2
+        channel.sink.close(1000)
+        requests.clear()
+        with pytest.raises(InvalidStatus):
+            for _ in wschannel.sync.reconnect(
+                server.url, reconnect_delays=quick(), should_retry=lambda error: False
+            ):
+                raise AssertionError("no channel should open")
+        assert len(requests) == 1
+
+
+async def test_should_retry_that_is_not_a_function_raises_at_the_call(echo_url: str) -> None:
+    with pytest.raises(TypeError, match=r"should_retry must be a function .* got 5"):
+        wschannel.connect(echo_url, should_retry=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="should_retry must be a function"):
+        wschannel.sync.connect(echo_url, should_retry=True)  # type: ignore[arg-type]
+
+
+def test_retryable_is_the_default_rule_and_public() -> None:
+    assert wschannel.retryable is retryable
+    assert "retryable" in wschannel.__all__

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import _platform, channel, status
 from ._platform import connect
-from ._reconnect import backoff
+from ._reconnect import backoff, retryable
 from .channel import WebSocketChannel, WebSocketSink
 from .exceptions import InvalidStatus, ProxyError, StateError, WebSocketChannelException
 from .status import CloseCode
@@ -47,6 +47,7 @@ __all__ = [
     "backoff",
     "broadcast",
     "connect",
+    "retryable",
     "serve",
     "sign_key",
     "status",

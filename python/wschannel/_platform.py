@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 
 __all__ = ["connect", "connect_socket", "over"]
 
-BROWSER_OPTIONS: Final = ("protocols", "close_timeout", "write_limit", "reconnect_delays")
+BROWSER_OPTIONS: Final = (
+    "protocols",
+    "close_timeout",
+    "write_limit",
+    "reconnect_delays",
+    "should_retry",
+)
 """The options of :func:`connect` the browser's WebSocket honours (under Pyodide)."""
 
 

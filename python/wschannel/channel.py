@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict, cast
 
 from ._message import Message, binary_view, check_close_args
-from ._reconnect import Delays, Reconnecting, Redial, close_code_for
+from ._reconnect import Delays, Reconnecting, Redial, RetryRule, close_code_for
 from ._sink import GuaranteeSink, WebSocketSink
 from ._stream import MessageStream, StreamSubscription
 from .defaults import DEFAULT_MAX_QUEUE
@@ -296,6 +296,7 @@ class ConnectOptions(TypedDict, total=False):
     proxy_ssl: ssl.SSLContext | None
     max_redirects: int
     reconnect_delays: Delays
+    should_retry: RetryRule
 
 
 def connect(url: str, **options: Unpack[ConnectOptions]) -> WebSocketChannel:

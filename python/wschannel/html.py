@@ -28,7 +28,7 @@ import enum
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Self
 
-from ._reconnect import Delays, backoff, redialable
+from ._reconnect import Delays, RetryRule, backoff, redialable, retryable
 from ._sink import PendingSink
 from ._stream import MessageStream
 from ._tasks import _retrieve_exception
@@ -239,6 +239,7 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         write_limit: int | None = DEFAULT_WRITE_LIMIT,
         reconnect_delays: Delays = backoff,
+        should_retry: RetryRule = retryable,
     ) -> Self:
         """Open a browser ``WebSocket`` to ``url`` and wrap it; returns the channel at once.
 
@@ -250,7 +251,8 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         ``SyntaxError``/``SecurityError``), ``RuntimeError`` outside Pyodide or without a
         running event loop. ``reconnect_delays``: the delays between attempts when the
         channel is iterated (``async for channel in HtmlWebSocketChannel.connect(url)``
-        reconnects; see :meth:`WebSocketChannel.__aiter__`).
+        reconnects; see :meth:`WebSocketChannel.__aiter__`), and ``should_retry`` which
+        failed attempts are tried again (:func:`wschannel.retryable` by default).
         """
         ffi = _pyodide()
         _running_loop()

@@ -55,7 +55,7 @@ from ._net import (
 )
 from ._ping import check_keepalive
 from ._proxy import ProxySetting, Tunnel
-from ._reconnect import Delays, backoff, redialable
+from ._reconnect import Delays, RetryRule, backoff, redialable, retryable
 from ._sink import GuaranteeSink, report_unsent
 from ._tasks import _retrieve_exception
 from ._wschannel import (
@@ -326,6 +326,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         proxy_ssl: ssl_module.SSLContext | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         reconnect_delays: Delays = backoff,
+        should_retry: RetryRule = retryable,
     ) -> Self:
         """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
 
@@ -368,6 +369,9 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         - ``reconnect_delays``: when the channel is iterated (``async for channel in
           IOWebSocketChannel.connect(url)``, which reconnects), a function returning the
           delays in seconds before each new attempt; :func:`wschannel.backoff` by default.
+        - ``should_retry``: when iterating, called with the exception of an attempt that
+          failed: ``True`` to try again after the next delay, ``False`` to raise it;
+          :func:`wschannel.retryable` by default (network errors, timeouts, 5xx and 429).
 
         ``None`` disables each limit. Raises ``ValueError`` for an invalid URL or proxy, and
         ``RuntimeError`` without a running event loop (use ``wschannel.sync`` there). A

@@ -26,7 +26,7 @@ from .._net import (
 )
 from .._ping import check_keepalive
 from .._proxy import Proxy, ProxySetting
-from .._reconnect import Delays, backoff, redialable
+from .._reconnect import Delays, RetryRule, backoff, redialable, retryable
 from .._wschannel import Connection, DeflateOptions, HandshakeError
 from ..defaults import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -67,6 +67,7 @@ def connect(
     proxy_ssl: ssl_module.SSLContext | None = None,
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
     reconnect_delays: Delays = backoff,
+    should_retry: RetryRule = retryable,
 ) -> SyncWebSocketChannel:
     """Connect to a ``ws://`` or ``wss://`` URL; returns the channel once it is open.
 
@@ -94,6 +95,9 @@ def connect(
     - ``reconnect_delays``: when the channel is iterated (``for channel in
       wschannel.sync.connect(url)``, which reconnects), a function returning the delays in
       seconds before each new attempt; :func:`wschannel.backoff` by default.
+    - ``should_retry``: when iterating, called with the exception of an attempt that failed:
+      ``True`` to try again after the next delay, ``False`` to raise it;
+      :func:`wschannel.retryable` by default (network errors, timeouts, 5xx and 429).
     - ``proxy``: the proxy to go through, as a URL (``http://``, ``https://``,
       ``socks5://``, ``socks5h://``, with ``user:password@`` for its credentials); ``True``
       (default) takes the environment's (``https_proxy``, ``all_proxy``..., not for hosts in
