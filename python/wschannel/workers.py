@@ -5,9 +5,10 @@ one call.
 Each worker is a fresh Python process (``multiprocessing``'s *spawn*), so ``app`` must be
 importable by name: a function at the top level of a module, not a lambda or a closure (and
 the program that calls ``serve_workers`` keeps its work under ``if __name__ ==
-"__main__":``). ``app`` is called once in each worker and returns an async context manager
-that gives the worker's handler: that is where a worker connects to its broker
-(:class:`wschannel.pubsub.Topics`), as processes share nothing else::
+"__main__":``); ``functools.partial(app, settings)`` sends it settings that pickle. ``app``
+is called once in each worker and returns an async context manager that gives the worker's
+handler: that is where a worker connects to its broker (:class:`wschannel.pubsub.Topics`),
+as processes share nothing else::
 
     @contextlib.asynccontextmanager
     async def app():
@@ -27,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import socket
 import time
@@ -105,13 +108,24 @@ class Workers:
     ) -> None:
         if not callable(app):
             raise TypeError("app must be a function returning an async context manager.")
-        if getattr(app, "__name__", "<lambda>") in ("<lambda>",) or "<locals>" in getattr(
-            app, "__qualname__", ""
+        target: Any = app
+        while isinstance(target, functools.partial):  # partial(app, settings): settings sent
+            target = target.func
+        if getattr(target, "__name__", "<lambda>") in ("<lambda>",) or "<locals>" in getattr(
+            target, "__qualname__", ""
         ):
             raise ValueError(
                 "app must be a function at the top level of a module (each worker process "
-                "imports it by name), not a lambda or a nested function."
+                "imports it by name), or a functools.partial of one; not a lambda or a nested "
+                "function."
             )
+        try:
+            pickle.dumps(app)
+        except Exception as exc:
+            raise ValueError(
+                f"app cannot be sent to the worker processes ({exc}): give functools.partial "
+                "only arguments that pickle (str, numbers, dataclasses of them)."
+            ) from None
         count = workers if workers is not None else (os.cpu_count() or 1)
         if type(count) is not int or count < 1:
             raise ValueError(f"workers must be a positive int, not {workers!r}.")

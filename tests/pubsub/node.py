@@ -3,6 +3,7 @@ topics through a broker, as a process of its own.
 
     python tests/pubsub/node.py BROKER_URL [--workers N] [--port P] [--recoverable PREFIX]
                                            [--history N] [--slow close|drop]
+                                           [--presence-ttl SECONDS]
 
 ``BROKER_URL``: ``redis://…`` or ``nats://…``. ``--workers 0`` (default) serves in this
 process; ``N`` starts N worker processes on one port (:class:`wschannel.workers.Workers`).
@@ -10,8 +11,9 @@ Prints ``listening PORT`` once it accepts connections; stops on SIGTERM.
 
 Each client message is a JSON command, answered with a JSON object that has ``"reply"``:
 
-- ``{"join": topic, "since": [offset, epoch] or null}`` → ``joined`` with ``position``,
-  ``recovered``, ``must_resynchronise``;
+- ``{"join": topic, "since": [offset, epoch] or null, "presence": name or null}`` →
+  ``joined`` with ``position``, ``recovered``, ``must_resynchronise``;
+- ``{"presence": topic}`` → ``presence`` with ``members`` (every node's);
 - ``{"leave": topic}`` → ``left``;
 - ``{"publish": topic, "data": text}`` → ``published`` (with ``position``) or ``error``;
 - ``{"stats": true}`` → ``stats``: the node's counters, ``pid``.
@@ -53,11 +55,11 @@ def _position(position: Position | None) -> list[Any] | None:
     return None if position is None else [position.offset, position.epoch]
 
 
-def make_broker(url: str) -> Broker:
+def make_broker(url: str, presence_ttl: float = 30.0) -> Broker:
     # Reconnect quickly: the tests restart brokers and wait for the nodes to come back.
     if url.startswith("nats://"):
         return NatsBroker(url, health_interval=1.0)
-    return RedisBroker(url, health_interval=1.0)
+    return RedisBroker(url, health_interval=1.0, presence_ttl=presence_ttl)
 
 
 def make_handler(topics: Topics) -> Handler:
@@ -68,7 +70,10 @@ def make_handler(topics: Topics) -> Handler:
             if "join" in command:
                 since = command.get("since")
                 joined = await topics.join(
-                    channel, command["join"], since=since and Position(since[0], since[1])
+                    channel,
+                    command["join"],
+                    since=since and Position(since[0], since[1]),
+                    presence=command.get("presence"),
                 )
                 reply = {
                     "reply": "joined",
@@ -77,6 +82,9 @@ def make_handler(topics: Topics) -> Handler:
                     "recovered": joined.recovered,
                     "must_resynchronise": joined.must_resynchronise,
                 }
+            elif "presence" in command:
+                members = await topics.presence(command["presence"])
+                reply = {"reply": "presence", "members": members}
             elif "leave" in command:
                 topics.leave(channel, command["leave"])
                 reply = {"reply": "left", "topic": command["leave"]}
@@ -103,7 +111,7 @@ async def app() -> AsyncIterator[Handler]:
         return History(size) if prefix and topic.startswith(prefix) else None
 
     topics = Topics(
-        make_broker(options["broker"]),
+        make_broker(options["broker"], options["presence_ttl"]),
         recoverable=recoverable if prefix else None,
         slow=options["slow"],
     )
@@ -129,6 +137,7 @@ def main() -> None:
     parser.add_argument("--recoverable", default="")
     parser.add_argument("--history", type=int, default=100)
     parser.add_argument("--slow", default="close")
+    parser.add_argument("--presence-ttl", type=float, default=30.0)
     args = parser.parse_args()
     os.environ[_OPTIONS] = json.dumps(
         {
@@ -136,6 +145,7 @@ def main() -> None:
             "recoverable": args.recoverable,
             "history": args.history,
             "slow": args.slow,
+            "presence_ttl": args.presence_ttl,
         }
     )
     if args.workers == 0:

@@ -140,6 +140,23 @@ class Broker(ABC):
         """The topic's history after ``since`` (``None``: only the position now)."""
         raise NotImplementedError(f"{self.name} keeps no history: use RedisBroker.")
 
+    has_presence: bool = False
+    """Whether it tells who is in a topic across nodes (:meth:`add_member`, :meth:`members`)."""
+
+    async def add_member(self, topic: str, member: str, info: str) -> None:
+        """List ``member`` (this node's) in ``topic`` with ``info``. Never raises for an
+        unreachable broker: the member is listed once the broker is back."""
+        raise NotImplementedError(f"{self.name} keeps no presence: use RedisBroker or NatsBroker.")
+
+    async def remove_member(self, topic: str, member: str) -> None:
+        """No longer list ``member`` (this node's) in ``topic``; never raises."""
+        raise NotImplementedError(f"{self.name} keeps no presence: use RedisBroker or NatsBroker.")
+
+    async def members(self, topic: str, limit: int) -> dict[str, str]:
+        """The members of ``topic`` on every node (at most ``limit``), with their info;
+        :class:`BrokerUnavailable` if the broker cannot be reached."""
+        raise NotImplementedError(f"{self.name} keeps no presence: use RedisBroker or NatsBroker.")
+
     @abstractmethod
     async def close(self) -> None:
         """Disconnect (idempotent)."""

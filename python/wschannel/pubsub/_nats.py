@@ -5,12 +5,19 @@ NATS subscription per topic it has local subscribers for. nats-py reconnects by 
 lost connection and replays the subscriptions; this broker gives it the backoff (exponential,
 with jitter, as :class:`~wschannel.pubsub.Backoff` says) and, once it is back, flushes (a
 ``PING``/``PONG`` round trip, so the server has every subscription) before saying so.
+
+Presence: NATS keeps no state, so a node asks instead. Every node subscribes to
+``{prefix}.#presence`` (``#`` is in no topic name); :meth:`NatsBroker.members` publishes the
+topic's name there with a reply inbox, and each node that has members in the topic answers
+with them (JSON, in pieces under NATS's largest payload). The answers that come within
+``presence_timeout`` are the presence: a node that died does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -38,9 +45,12 @@ class NatsBroker(Broker):
     - ``backoff``: the delays between reconnection attempts.
     - ``health_interval``: seconds between NATS pings; three unanswered count as the server
       being gone.
+    - ``presence_timeout``: seconds :meth:`Topics.presence` waits for the nodes' answers (it
+      always waits that long: NATS does not say how many nodes there are).
     """
 
     name = "nats"
+    has_presence = True
 
     def __init__(
         self,
@@ -50,6 +60,7 @@ class NatsBroker(Broker):
         connect_timeout: float = 2.0,
         backoff: Backoff | None = None,
         health_interval: float = 5.0,
+        presence_timeout: float = 0.25,
     ) -> None:
         if not prefix or any(char in prefix for char in " \t\r\n.*>"):
             raise ValueError(
@@ -57,6 +68,10 @@ class NatsBroker(Broker):
             )
         if not health_interval > 0:
             raise ValueError("health_interval must be a positive number of seconds.")
+        if not 0 < presence_timeout <= 60:
+            raise ValueError("presence_timeout must be a number of seconds from 0 to 60.")
+        self.presence_timeout = presence_timeout
+        self._members: dict[str, dict[str, str]] = {}  # topic → this node's members → info
         self.url = url
         self.prefix = prefix
         self.connect_timeout = connect_timeout
@@ -99,6 +114,7 @@ class NatsBroker(Broker):
             with contextlib.suppress(*_ERRORS):
                 await self._nc.close()
             raise BrokerUnavailable(f"Cannot reach NATS at {self.url}: {exc!r}") from exc
+        await self._nc.subscribe(self._presence_subject, cb=self._answer_presence)
 
     def _next_server(self, servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
         """nats-py asks before each reconnection attempt: any server, after the backoff."""
@@ -125,6 +141,72 @@ class NatsBroker(Broker):
             return  # lost again: the next reconnection announces
         if not self._closed and self._state_changed is not None:
             self._state_changed(True, None)
+
+    @property
+    def _presence_subject(self) -> str:
+        return f"{self.prefix}.#presence"
+
+    async def add_member(self, topic: str, member: str, info: str) -> None:
+        self._members.setdefault(topic, {})[member] = info
+
+    async def remove_member(self, topic: str, member: str) -> None:
+        members = self._members.get(topic)
+        if members is not None:
+            members.pop(member, None)
+            if not members:
+                del self._members[topic]
+
+    async def _answer_presence(self, msg: Msg) -> None:
+        """Another node (or this one) asks who is in a topic: answer if some are here."""
+        members = self._members.get(msg.data.decode("utf-8", "replace"))
+        if not members or not msg.reply:
+            return
+        room = max(1024, self._nc.max_payload // 2)
+        piece: dict[str, str] = {}
+        size = 2
+        for member, info in list(members.items()):
+            entry = len(json.dumps({member: info})) + 1
+            if piece and size + entry > room:
+                await self._send_presence(msg.reply, piece)
+                piece, size = {}, 2
+            piece[member] = info
+            size += entry
+        await self._send_presence(msg.reply, piece)
+
+    async def _send_presence(self, reply: str, piece: dict[str, str]) -> None:
+        with contextlib.suppress(*_ERRORS):
+            await self._nc.publish(reply, json.dumps(piece).encode())
+
+    async def members(self, topic: str, limit: int) -> dict[str, str]:
+        if not self._nc.is_connected:
+            raise BrokerUnavailable(
+                f"Cannot ask for presence: not connected to NATS at {self.url}."
+            )
+        found: dict[str, str] = {}
+
+        async def gather(msg: Msg) -> None:
+            try:
+                piece = json.loads(msg.data)
+            except ValueError:
+                return
+            if not isinstance(piece, dict):
+                return
+            for member, info in piece.items():
+                if len(found) >= limit:
+                    return
+                if isinstance(member, str) and isinstance(info, str):
+                    found[member] = info
+
+        inbox = self._nc.new_inbox()
+        try:
+            answers = await self._nc.subscribe(inbox, cb=gather)
+            await self._nc.publish(self._presence_subject, topic.encode(), reply=inbox)
+            await self._nc.flush(timeout=max(1, round(self.connect_timeout)))
+            await asyncio.sleep(self.presence_timeout)
+            await answers.unsubscribe()
+        except _ERRORS as exc:
+            raise BrokerUnavailable(f"Cannot ask NATS at {self.url} for presence: {exc!r}") from exc
+        return dict(sorted(found.items()))
 
     def _subject(self, topic: str) -> str:
         return f"{self.prefix}.{topic}"

@@ -13,6 +13,14 @@ and the hash ``{prefix}:m:{topic}`` (``e``: the epoch, ``o``: the last offset). 
 appends to the stream, counts the offset and publishes, atomically, so a live message and the
 history never disagree on a position; the epoch is made when the hash is (a Redis that lost
 its data, or a history that expired, starts a new epoch at offset 1).
+
+Presence: for each topic, the sorted set ``{prefix}:p:{topic}`` holds the nodes that have
+members there, each scored with the time (Redis's clock, in ms) its entry expires, and the
+hash ``{prefix}:p:{topic}|{node}`` holds that node's members and their info (``|`` is in no
+topic name, so the two never meet). A node writes its members as they join and leave, and
+every ``presence_ttl / 3`` seconds a heartbeat pushes its expiry on (and writes the whole hash
+again if Redis lost it, or a write failed meanwhile). A reader drops the nodes whose time is
+past: a node that died is gone within ``presence_ttl``, its hash expires by itself.
 """
 
 from __future__ import annotations
@@ -81,6 +89,74 @@ return {epoch, top, entries}
 """
 
 
+# KEYS: the topic's set, this node's hash. ARGV: node, ttl in ms, "replace", "add" or "remove",
+# then members and their info (add, replace) or members (remove). Returns 1.
+_PRESENCE_WRITE: Final = """
+local now = redis.call('TIME')
+local expires = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[2])
+if ARGV[3] == 'replace' then
+  redis.call('DEL', KEYS[2])
+end
+if ARGV[3] == 'remove' then
+  for i = 4, #ARGV do
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+else
+  for i = 4, #ARGV - 1, 2 do
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[1], expires, ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  end
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: the topic's set, this node's hash. ARGV: node, ttl in ms. Returns 0 if the hash is
+# gone (expired, or Redis lost it: the node writes it again), 1 once its expiry is pushed on.
+_PRESENCE_REFRESH: Final = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+local now = redis.call('TIME')
+local expires = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[1], expires, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+# KEYS: the topic's set. ARGV: the most members to return. Drops the nodes whose time is past,
+# then returns the members of the others and their info, flat.
+_PRESENCE_READ: Final = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+local limit = 2 * tonumber(ARGV[1])
+local found = {}
+for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local fields = redis.call('HGETALL', KEYS[1] .. '|' .. node)
+  for i = 1, #fields do
+    if #found >= limit then
+      return found
+    end
+    found[#found + 1] = fields[i]
+  end
+end
+return found
+"""
+
+_PRESENCE_CHUNK: Final = 500  # members per script call when a node writes a topic's whole hash
+
+
 def _epoch() -> str:
     return secrets.token_hex(4)
 
@@ -95,10 +171,13 @@ class RedisBroker(Broker):
     - ``backoff``: the delays between reconnection attempts.
     - ``health_interval``: seconds between pings on the subscriber connection; no answer
       within three of them counts as the broker being gone.
+    - ``presence_ttl``: seconds a node's members stay listed (:meth:`Topics.presence`)
+      without its heartbeat (every third of it): a node that dies is gone within this.
     """
 
     name = "redis"
     recoverable = True
+    has_presence = True
 
     def __init__(
         self,
@@ -108,11 +187,14 @@ class RedisBroker(Broker):
         connect_timeout: float = 2.0,
         backoff: Backoff | None = None,
         health_interval: float = 5.0,
+        presence_ttl: float = 30.0,
     ) -> None:
         if not prefix or any(char in prefix for char in " \r\n"):
             raise ValueError(f"prefix must be a non-empty name without spaces, not {prefix!r}.")
         if not health_interval > 0:
             raise ValueError("health_interval must be a positive number of seconds.")
+        if not presence_ttl >= 0.3:
+            raise ValueError("presence_ttl must be a number of seconds, at least 0.3.")
         self.url = url
         self.prefix = prefix
         self.backoff = backoff or Backoff()
@@ -129,6 +211,16 @@ class RedisBroker(Broker):
         )
         self._publish_script = self._client.register_script(_PUBLISH)
         self._recover_script = self._client.register_script(_RECOVER)
+        self._presence_write = self._client.register_script(_PRESENCE_WRITE)
+        self._presence_refresh = self._client.register_script(_PRESENCE_REFRESH)
+        self._presence_read = self._client.register_script(_PRESENCE_READ)
+        self.presence_ttl = presence_ttl
+        self.connect_timeout = connect_timeout
+        self.node = secrets.token_hex(6)
+        self._members: dict[str, dict[str, str]] = {}  # topic → this node's members → info
+        self._stale: set[str] = set()  # topics whose hash a failed write left behind
+        self._presence_lock = asyncio.Lock()  # one node's presence writes, in order
+        self._heartbeat: asyncio.Task[None] | None = None
         self._topics: set[str] = set()
         self._confirming: dict[bytes, list[asyncio.Future[None]]] = {}
         self._conn: AbstractConnection | None = None
@@ -358,10 +450,109 @@ class RedisBroker(Broker):
         )
         return Recovery(position, envelopes, complete)
 
+    # -- presence ---------------------------------------------------------------------------
+
+    def _presence_keys(self, topic: str) -> list[str | bytes]:
+        key = f"{self.prefix}:p:{topic}"
+        return [key, f"{key}|{self.node}"]
+
+    def _ttl_ms(self) -> int:
+        return math.ceil(self.presence_ttl * 1000)
+
+    async def add_member(self, topic: str, member: str, info: str) -> None:
+        async with self._presence_lock:
+            self._members.setdefault(topic, {})[member] = info
+            if self._heartbeat is None and not self._closed:
+                self._heartbeat = asyncio.create_task(self._beat(), name=f"{self!r} presence")
+            await self._write_presence(topic, "add", [member, info])
+
+    async def remove_member(self, topic: str, member: str) -> None:
+        async with self._presence_lock:
+            members = self._members.get(topic)
+            if members is None or members.pop(member, None) is None:
+                return
+            if not members:
+                del self._members[topic]
+            await self._write_presence(topic, "remove", [member])
+
+    async def _write_presence(self, topic: str, how: str, args: list[str]) -> None:
+        """A presence write; if it fails, the heartbeat writes the topic's whole hash again."""
+        if topic in self._stale:
+            return  # the heartbeat writes it whole
+        try:
+            await self._presence_write(
+                keys=self._presence_keys(topic), args=[self.node, self._ttl_ms(), how, *args]
+            )
+        except (RedisError, OSError) as exc:
+            logger.debug("Presence of %r not written to Redis (%r): the heartbeat will", topic, exc)
+            self._stale.add(topic)
+
+    async def _rewrite_presence(self, topic: str) -> None:
+        members = list(self._members.get(topic, {}).items())
+        keys, ttl = self._presence_keys(topic), self._ttl_ms()
+        how = "replace"
+        for start in range(0, max(1, len(members)), _PRESENCE_CHUNK):
+            flat = [text for pair in members[start : start + _PRESENCE_CHUNK] for text in pair]
+            await self._presence_write(keys=keys, args=[self.node, ttl, how, *flat])
+            how = "add"
+
+    async def _beat(self) -> None:
+        """Every third of ``presence_ttl``: push this node's expiry on for each topic it has
+        members in, writing the whole hash where Redis lost it or a write failed."""
+        while not self._closed:
+            await asyncio.sleep(self.presence_ttl / 3)
+            async with self._presence_lock:
+                ttl = self._ttl_ms()
+                try:
+                    for topic in list(self._stale):
+                        await self._rewrite_presence(topic)
+                        self._stale.discard(topic)
+                    for topic in list(self._members):
+                        keys = self._presence_keys(topic)
+                        if not await self._presence_refresh(keys=keys, args=[self.node, ttl]):
+                            await self._rewrite_presence(topic)
+                except (RedisError, OSError) as exc:
+                    logger.debug("Presence heartbeat to Redis failed (%r): next time", exc)
+                    self._stale.update(self._members)
+
+    async def members(self, topic: str, limit: int) -> dict[str, str]:
+        try:
+            found = await self._presence_read(keys=self._presence_keys(topic)[:1], args=[limit])
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"Cannot read presence from Redis at {self.url}: {exc}"
+            ) from exc
+        members: dict[str, str] = {}
+        for index in range(0, min(len(found), 2 * limit) - 1, 2):
+            member, info = found[index], found[index + 1]
+            if isinstance(member, bytes) and isinstance(info, bytes):
+                members[member.decode("utf-8", "replace")] = info.decode("utf-8", "replace")
+        return dict(sorted(members.items()))
+
+    async def _forget_presence(self) -> None:
+        """On close: this node's members leave every topic at once (best effort: otherwise
+        they expire within ``presence_ttl``)."""
+        async with self._presence_lock:
+            topics, self._members = list(self._members), {}
+            for topic in topics:
+                with contextlib.suppress(RedisError, OSError):
+                    keys = self._presence_keys(topic)
+                    await self._presence_write(
+                        keys=keys, args=[self.node, self._ttl_ms(), "replace"]
+                    )
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        if self._members:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.connect_timeout):
+                    await self._forget_presence()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,10 @@ logger = logging.getLogger("wschannel.pubsub")
 
 _TOPIC: Final = re.compile(r"[A-Za-z0-9_\-:@/]+(\.[A-Za-z0-9_\-:@/]+)*")
 MAX_TOPIC_LENGTH: Final = 200
+MAX_PRESENCE_INFO: Final = 1024
+"""The longest ``presence=`` a member joins with (characters)."""
+DEFAULT_PRESENCE_LIMIT: Final = 10_000
+_ORIGIN_HEAD: Final = 1 + 12 + 19 + 1  # "x", the node, the channel's number, ":"
 _RECOVERY_ATTEMPTS: Final = 6
 _RECOVERY_BACKOFF: Final = Backoff(first=0.05, cap=1.0)
 SLOW_CLOSE_REASON: Final = "too slow: messages were dropped"
@@ -153,6 +158,7 @@ class _Topic:
     # Caught up from the history further than the node's live messages have come: each
     # gets the live ones after its offset only, then joins the ready ones.
     ahead: dict[WebSocketChannel, Position] = field(default_factory=dict)
+    members: dict[WebSocketChannel, tuple[str, str]] = field(default_factory=dict)  # presence
     recovered: asyncio.Event = field(default_factory=asyncio.Event)
     subscribed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -231,6 +237,12 @@ class Topics:
         self._memberships: dict[WebSocketChannel, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._outage: Outage | None = None
+        # A name for this node, and a number for each channel that joined: a message published
+        # with ``exclude=`` carries both, so the node skips that channel when it comes back.
+        self.node = secrets.token_hex(6)
+        self._numbers: dict[WebSocketChannel, int] = {}
+        self._by_number: dict[int, WebSocketChannel] = {}
+        self._next_number = 0
         self._started = False
         self._closed = False
 
@@ -281,14 +293,22 @@ class Topics:
         return recoverable.get(topic)
 
     async def join(
-        self, channel: WebSocketChannel, topic: str, *, since: Position | None = None
+        self,
+        channel: WebSocketChannel,
+        topic: str,
+        *,
+        since: Position | None = None,
+        presence: str | None = None,
     ) -> Joined:
         """Subscribe ``channel`` to ``topic``; return once a publish from anywhere reaches it
         (while the broker is down: at once, and it does once the broker is back).
 
         ``since``, for a recoverable topic: the position of the last message the client got;
         the ones after it are sent first (or :attr:`Joined.must_resynchronise` says they
-        cannot be). The channel leaves its topics by itself when it closes.
+        cannot be). ``presence``: list the channel among the topic's members
+        (:meth:`presence`, on every node) with this text (a user name, JSON: up to
+        1,024 characters); ``None`` (default): not listed. The channel leaves its topics by
+        itself when it closes.
         """
         self._check_open()
         _check_topic(topic)
@@ -299,6 +319,8 @@ class Topics:
         history = self.history(topic)
         if since is not None and history is None:
             raise ValueError(f"{topic!r} is not a recoverable topic: join it without since.")
+        if presence is not None:
+            self._check_presence(presence)
         memberships = self._memberships.get(channel)
         if memberships is not None and topic in memberships:
             raise ValueError(f"The channel has joined {topic!r} already: leave it first.")
@@ -311,12 +333,22 @@ class Topics:
             memberships = self._memberships[channel] = set()
             channel.sink.done.add_done_callback(lambda done: self._gone(channel, done))
         memberships.add(topic)
+        if channel not in self._numbers:
+            self._next_number += 1
+            self._numbers[channel] = self._next_number
+            self._by_number[self._next_number] = channel
         t.channels[channel] = None
         if history is not None:
             t.catching_up[channel] = []
+        member = None
+        if presence is not None:
+            member = (f"{self.node}.{self._numbers[channel]}", presence)
+            t.members[channel] = member
         t.refresh()
         try:
             await self._subscribe(t)
+            if member is not None and self.broker is not None and t.members.get(channel):
+                await self.broker.add_member(topic, *member)
             if history is None:
                 return Joined()
             return await self._catch_up(t, channel, since)
@@ -339,6 +371,9 @@ class Topics:
         t.channels.pop(channel, None)
         t.catching_up.pop(channel, None)
         t.ahead.pop(channel, None)
+        member = t.members.pop(channel, None)
+        if member is not None and self.broker is not None:
+            self._spawn(self.broker.remove_member(topic, member[0]))
         t.refresh()
         if not t.channels:
             self._spawn(self._unsubscribe(t))
@@ -352,14 +387,65 @@ class Topics:
         t = self._topics.get(topic)
         return 0 if t is None else len(t.channels)
 
+    async def presence(self, topic: str, *, limit: int = DEFAULT_PRESENCE_LIMIT) -> dict[str, str]:
+        """Who is in ``topic`` on every node: the channels that joined it with ``presence=``,
+        as ``{member: presence}``; ``member`` names the node and the channel
+        (``"3f2a…b1.7"``), so two connections of one user are two members. At most ``limit``
+        members.
+
+        Through Redis, each node keeps its members in a hash the others read, refreshed by a
+        heartbeat: a node that dies without a word is gone from the answer within the
+        broker's ``presence_ttl``. Through NATS, the nodes are asked and the answers that come
+        within ``presence_timeout`` are gathered (a dead node does not answer). Raises
+        :class:`~wschannel.pubsub.BrokerUnavailable` when the broker cannot be reached.
+        """
+        self._check_open()
+        _check_topic(topic)
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"limit must be a positive int, not {limit!r}.")
+        if self.broker is None:
+            t = self._topics.get(topic)
+            members = dict(t.members.values()) if t is not None else {}
+            return dict(sorted(members.items())[:limit])
+        if not self.broker.has_presence:
+            raise NotImplementedError(
+                f"{self.broker.name} keeps no presence: use RedisBroker or NatsBroker."
+            )
+        return await self.broker.members(topic, limit)
+
+    def _check_presence(self, presence: str) -> None:
+        if not isinstance(presence, str):
+            raise TypeError(f"presence is a str (a name, or JSON), not {type(presence).__name__}.")
+        if len(presence) > MAX_PRESENCE_INFO:
+            raise ValueError(
+                f"presence is at most {MAX_PRESENCE_INFO} characters, not {len(presence)}: "
+                "keep an id there and the rest elsewhere."
+            )
+        if self.broker is not None and not self.broker.has_presence:
+            raise ValueError(
+                f"{self.broker.name} keeps no presence: join without presence=, or use "
+                "RedisBroker or NatsBroker."
+            )
+
     @property
     def topics(self) -> frozenset[str]:
         """The topics this node has local subscribers for (and subscribes to at the broker)."""
         return frozenset(name for name, t in self._topics.items() if t.channels)
 
-    async def publish(self, topic: str, message: str | Buffer) -> Position | None:
+    async def publish(
+        self,
+        topic: str,
+        message: str | Buffer,
+        *,
+        exclude: WebSocketChannel | None = None,
+    ) -> Position | None:
         """Send ``message`` (``str``: text, bytes-like: binary) to every subscriber of
         ``topic`` on every node. Returns its :class:`Position` on a recoverable topic.
+
+        ``exclude``: a channel of this node that does not get it (the sender, in a chat: the
+        message carries the node's name and the channel's number, and only this node skips
+        it). Plain topics only: a recoverable topic's subscribers count its offsets, so each
+        is sent every message.
 
         Raises :class:`~wschannel.pubsub.BrokerUnavailable` if the broker cannot be reached
         (the message is not sent), ``ValueError`` for a bad topic name or a message over
@@ -367,6 +453,14 @@ class Topics:
         """
         self._check_open()
         _check_topic(topic)
+        if exclude is not None:
+            if not isinstance(exclude, WebSocketChannel):
+                raise TypeError(f"exclude is a WebSocketChannel, not {type(exclude).__name__}.")
+            if self.history(topic) is not None:
+                raise ValueError(
+                    f"{topic!r} is recoverable: its subscribers count the offsets, so none can "
+                    "be excluded (publish without exclude=, and let the client skip its own)."
+                )
         data: str | bytes
         if isinstance(message, str):
             data = message
@@ -384,6 +478,9 @@ class Topics:
                 f"The message is {len(envelope) - 1} bytes, over max_message_size "
                 f"({self.max_message_size}): send less, or raise max_message_size on every node."
             )
+        number = None if exclude is None else self._numbers.get(exclude)
+        if number is not None:  # a channel that never joined gets nothing anyway
+            envelope = b"x%s%d:%s" % (self.node.encode(), number, envelope)
         broker = self.broker
         position = None
         if broker is None:
@@ -403,6 +500,17 @@ class Topics:
         t = self._topics.get(topic)
         if t is None or not t.channels:
             return  # left meanwhile: the unsubscription is on its way
+        excluded = None
+        if envelope[:1] == b"x":  # published with exclude=: from which node and channel
+            colon = envelope.find(b":", 13, _ORIGIN_HEAD)
+            number = envelope[13:colon]
+            if colon < 0 or not number.isdigit():
+                self.stats.malformed += 1
+                logger.warning("Dropped a malformed message for topic %r from the broker", topic)
+                return
+            if envelope[1:13] == self.node.encode():
+                excluded = self._by_number.get(int(number))
+            envelope = envelope[colon + 1 :]
         if t.recovering is not None:
             assert t.history is not None
             if len(t.recovering) < t.history.size:
@@ -410,9 +518,11 @@ class Topics:
             else:
                 t.overflowed = True
             return
-        self._deliver(t, envelope)
+        self._deliver(t, envelope, excluded)
 
-    def _deliver(self, t: _Topic, envelope: bytes) -> None:
+    def _deliver(
+        self, t: _Topic, envelope: bytes, excluded: WebSocketChannel | None = None
+    ) -> None:
         decoded = decode(envelope, self.max_message_size)
         if decoded is None or (decoded[1] is None) != (t.history is None):
             self.stats.malformed += 1
@@ -440,7 +550,7 @@ class Topics:
                     t.catching_up[channel] = None
         frame = self._framed(publication)
         if frame is not None:
-            self._fan_out(t, frame)
+            self._fan_out(t, frame, excluded)
         if t.ahead and position is not None:
             self._reach(t, position, frame)
 
@@ -468,8 +578,12 @@ class Topics:
             return None
         return frame
 
-    def _fan_out(self, t: _Topic, message: str | Buffer) -> None:
+    def _fan_out(
+        self, t: _Topic, message: str | Buffer, excluded: WebSocketChannel | None = None
+    ) -> None:
         ready = t.ready
+        if excluded is not None and excluded in t.channels:
+            ready = [channel for channel in ready if channel is not excluded]
         if not ready:
             return
         sent = broadcast(ready, message)
@@ -672,6 +786,9 @@ class Topics:
             done.exception()  # retrieved: the channel's owner reports it
         for topic in list(self._memberships.get(channel, ())):
             self.leave(channel, topic)
+        number = self._numbers.pop(channel, None)
+        if number is not None:
+            del self._by_number[number]
 
     def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
         if self._closed:
