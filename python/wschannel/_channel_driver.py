@@ -98,15 +98,16 @@ class ChannelDriver(SessionDriver):
         conn = self.conn
         return None if conn is None else conn.latency
 
-    def send_ping(self, answered: PingAnswered) -> None:
-        """Send a ping now; ``answered`` is called when its pong comes (see
+    def send_ping(self, answered: PingAnswered, payload: bytes | None = None) -> None:
+        """Send a ping now, with ``payload`` (checked by :func:`~wschannel._ping.check_payload`;
+        ``None``: a random one); ``answered`` is called when its pong comes (see
         :data:`PingAnswered`). Only while the connection is open and sending."""
         conn = self.conn
         assert conn is not None
         pings = self._pings
         if pings is None:
             pings = self._pings = Pings()
-        self.write(conn.send_ping(pings.add(answered)))
+        self.write(conn.send_ping(pings.add(answered, payload)))
 
     def pong_received(self, data: bytes) -> None:
         """A pong came (the session has seen it): the application pings it answers."""

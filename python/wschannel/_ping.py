@@ -15,12 +15,15 @@ import os
 import time
 from typing import Generic, TypeVar
 
-__all__ = ["Pings", "check_keepalive"]
+__all__ = ["MAX_PAYLOAD", "Pings", "check_keepalive", "check_payload"]
 
 W = TypeVar("W")
 
 PAYLOAD_SIZE = 4
-"""Bytes of random payload in each application ping."""
+"""Bytes of random payload in each application ping that is not given one."""
+
+MAX_PAYLOAD = 125
+"""The most bytes a ping's payload may have (RFC 6455 §5.5: a control frame's)."""
 
 
 def check_keepalive(ping_interval: float | None, pong_timeout: float | None) -> None:
@@ -36,6 +39,30 @@ def check_keepalive(ping_interval: float | None, pong_timeout: float | None) -> 
             raise ValueError(
                 f"{name} must be a positive number of seconds, or {meaning}; got {value!r}."
             )
+
+
+def check_payload(payload: object) -> bytes | None:
+    """A ping's payload as the caller gave it to ``ping(payload)``: ``None`` (a random
+    one), ``str`` (encoded as UTF-8) or bytes-like, at most :data:`MAX_PAYLOAD` bytes;
+    ``TypeError`` or ``ValueError`` at the call otherwise."""
+    if payload is None:
+        return None
+    if isinstance(payload, str):
+        data = payload.encode()
+    else:
+        try:
+            data = bytes(memoryview(payload))  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                "A ping's payload is bytes-like or a str (sent as UTF-8), or None for a "
+                f"random one; got {type(payload).__name__}."
+            ) from None
+    if len(data) > MAX_PAYLOAD:
+        raise ValueError(
+            f"A ping's payload is at most {MAX_PAYLOAD} bytes (a control frame's limit, RFC "
+            f"6455 §5.5); this one is {len(data)}. Send larger data as a message."
+        )
+    return data
 
 
 class Pings(Generic[W]):
@@ -54,12 +81,21 @@ class Pings(Generic[W]):
     def __len__(self) -> int:
         return len(self._sent)
 
-    def add(self, waiter: W) -> bytes:
-        """A ping is about to be sent: its payload, unique among those waiting."""
-        while True:
-            payload = os.urandom(PAYLOAD_SIZE)
-            if payload not in self._sent:
-                break
+    def add(self, waiter: W, payload: bytes | None = None) -> bytes:
+        """A ping is about to be sent: its payload, the caller's (checked with
+        :func:`check_payload` first) or, for ``None``, random and unique among those
+        waiting. ``RuntimeError`` if a ping with the caller's payload is still waiting."""
+        if payload is None:
+            while True:
+                payload = os.urandom(PAYLOAD_SIZE)
+                if payload not in self._sent:
+                    break
+        elif payload in self._sent:
+            raise RuntimeError(
+                f"A ping with the payload {payload[:16]!r} is still waiting for its pong, "
+                "which could not tell the two apart: give another payload, or None for a "
+                "random one."
+            )
         self._sent[payload] = (time.monotonic(), waiter)
         return payload
 

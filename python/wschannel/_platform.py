@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._websocket import WebSocket
 from .channel import ConnectOptions, WebSocketChannel
@@ -24,7 +24,7 @@ from .channel import ConnectOptions, WebSocketChannel
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["connect", "connect_socket", "over"]
+__all__ = ["connect", "connect_socket", "over", "under_trio"]
 
 BROWSER_OPTIONS: Final = (
     "protocols",
@@ -45,18 +45,46 @@ def connect(url: str, **options: Unpack[ConnectOptions]) -> WebSocketChannel:
     CPython, which takes every option (:class:`~wschannel.channel.ConnectOptions`: those of
     :meth:`IOWebSocketChannel.connect <wschannel.io.IOWebSocketChannel.connect>`), and the
     browser's WebSocket under Pyodide, which honours only ``protocols``, ``close_timeout``,
-    ``write_limit`` and ``reconnect_delays``: another option raises ``TypeError`` naming it
-    (a program meant for both leaves the others out). Needs a running event loop
-    (``wschannel.sync`` blocks instead).
+    ``write_limit``, ``reconnect_delays`` and ``should_retry``: another option raises
+    ``TypeError`` naming it (a program meant for both leaves the others out). Needs a
+    running event loop (``wschannel.sync`` blocks instead).
+
+    Under trio (``trio.run``, or anyio on trio), :func:`wschannel.trio.connect`, with the
+    same options: it returns a :class:`wschannel.trio.Connect`, which opens the channel in
+    ``async with connect(url) as channel:``, ``channel = await connect(url)`` or ``async for
+    channel in connect(url):`` (the three forms that work on asyncio too); using it as the
+    channel itself (``ready``, ``stream``, ``sink``...) raises ``AttributeError`` saying so.
     """
     if in_browser():
         from .html import HtmlWebSocketChannel
 
         check_browser_options(options)
         return HtmlWebSocketChannel.connect(url, **options)  # type: ignore[misc]
+    if under_trio():
+        from .trio import connect as trio_connect
+
+        # Not a channel: a Connect, which opens one in ``async with``, ``await`` or
+        # ``async for`` (trio has no background task to open it in), and says so if used
+        # as a channel. Typed as the channel asyncio's connect returns, which those three
+        # forms also open, so that one program runs on both.
+        return cast("WebSocketChannel", trio_connect(url, **options))
     from .io import IOWebSocketChannel
 
     return IOWebSocketChannel.connect(url, **options)
+
+
+def under_trio() -> bool:
+    """Whether this thread runs trio (``trio.run``, or anyio on its trio backend), as
+    :mod:`sniffio` tells (trio and anyio depend on it; neither is imported if the program
+    has not imported trio)."""
+    if "trio" not in sys.modules:
+        return False
+    import sniffio
+
+    try:
+        return sniffio.current_async_library() == "trio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
 
 
 def in_browser() -> bool:

@@ -300,6 +300,19 @@ class Connect:
     def __aiter__(self) -> Reconnecting:
         return Reconnecting(self._api, self._url, self._take_options, self._delays, self._rule)
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for names this class lacks: a channel's, used on what connect() returned
+        # (as asyncio's wschannel.connect returns the channel at once).
+        if name in _CHANNEL_ATTRIBUTES:
+            library = self._api.backend.name
+            raise AttributeError(
+                f"connect() under {library} returns a Connect, not the channel, so it has no "
+                f"{name!r}: open the channel with `async with connect(url) as channel:`, "
+                "`channel = await connect(url)` or `async for channel in connect(url):` "
+                "(these work with asyncio's connect too)."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
 
 class Reconnecting:
     """``async for channel in connect(url)`` on trio or anyio: see :class:`Connect`."""
@@ -354,6 +367,12 @@ class Reconnecting:
                 attempts.opened()
                 self._current = (channel, options["close_timeout"])
                 return channel
+
+
+_CHANNEL_ATTRIBUTES: Final = frozenset(
+    name for name in dir(ByteStreamWebSocketChannel) if not name.startswith("__")
+) | {"ready", "stream", "sink", "protocol", "close_code", "close_reason"}
+"""What a channel has and :class:`Connect` has not: named in the error when used on it."""
 
 
 def _going_away(sink: GuaranteeSink, code: int) -> None:

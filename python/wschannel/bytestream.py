@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from ._channel_driver import ChannelDriver
 from ._message import binary_view
+from ._ping import check_payload
 from ._sink import GuaranteeSink
 from ._stream import MessageStream
 from ._wschannel import (
@@ -58,6 +59,7 @@ from .defaults import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_WRITE_LIMIT,
 )
+from .exceptions import StateError
 from .stream_channel import StreamChannel, _pipe_into
 
 if TYPE_CHECKING:
@@ -241,6 +243,49 @@ class ByteStreamWebSocketChannel(StoredWebSocketChannel):
         self._driver = driver
         self._sink = driver.sink
         driver.start(leftover)
+
+    async def ping(self, payload: str | Buffer | None = None) -> float:
+        """Send a ping (RFC 6455 §5.5.2) and wait for its pong: the round-trip time in
+        seconds (also :attr:`latency` from then on).
+
+        ``payload``: what the ping carries and its pong echoes, at most 125 bytes
+        (``str`` goes as UTF-8); ``None`` (default): 4 random bytes. ``ValueError`` for a
+        longer one, ``RuntimeError`` while a ping with the same payload waits for its pong.
+        Raises :class:`~wschannel.StateError` once this side's close frame has gone (closed
+        by either side), and if the connection ends before the pong comes. A pong answers
+        its ping and those sent before it (RFC 6455 §5.5.3). Bound the wait with a cancel
+        scope (``trio.move_on_after``...) or ``asyncio.timeout`` if the peer may not answer.
+        """
+        data = check_payload(payload)
+        driver = self._driver
+        conn = driver.conn
+        if conn is None or not conn.sending:
+            raise StateError(
+                "Cannot ping: this side's close frame has gone (the connection is closing or "
+                "closed)."
+            )
+        answer: list[float | None] = []
+        waiter = driver.loop.create_future()
+
+        def answered(rtt: float | None) -> None:
+            if not waiter.done():
+                answer.append(rtt)
+                waiter.set_result(None)
+
+        driver.send_ping(answered, data)
+        await waiter
+        rtt = answer[0]
+        if rtt is None:
+            raise StateError(
+                f"The connection closed (code {self._close_code}) before the ping's pong came."
+            )
+        return rtt
+
+    @property
+    def latency(self) -> float | None:
+        """The round-trip time last measured, in seconds: of a keepalive ping (see
+        ``ping_interval``) or of :meth:`ping`; ``None`` before any was answered."""
+        return self._driver.latency
 
     async def pipe(self, other: StreamChannel) -> None:
         """:meth:`StreamChannel.pipe`, with the two directions run as tasks of the loop this

@@ -53,7 +53,7 @@ from ._net import (
     handshake_error,
     kernel_unsent,
 )
-from ._ping import check_keepalive
+from ._ping import check_keepalive, check_payload
 from ._proxy import ProxySetting, Tunnel
 from ._reconnect import Delays, RetryRule, backoff, redialable, retryable
 from ._sink import GuaranteeSink, report_unsent
@@ -426,9 +426,13 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         client): its ``path``, ``headers`` and ``header(name)``."""
         return self._request
 
-    async def ping(self) -> float:
+    async def ping(self, payload: str | Buffer | None = None) -> float:
         """Send a ping (RFC 6455 §5.5.2) and wait for its pong: the round-trip time in
         seconds (also :attr:`latency` from then on).
+
+        ``payload``: what the ping carries and its pong echoes, at most 125 bytes (``str``
+        goes as UTF-8); ``None`` (default): 4 random bytes. ``ValueError`` at the call for a
+        longer one, ``RuntimeError`` while a ping with the same payload waits for its pong.
 
         Waits for the connection to open first (raising its error if it could not). Raises
         :class:`~wschannel.StateError` once this side's close frame has gone (closed by
@@ -436,13 +440,14 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         all get their answer; a pong answers its ping and those before it (RFC 6455 §5.5.3).
         Bound the wait with ``asyncio.timeout`` if the peer may not answer.
         """
+        data = check_payload(payload)
         await self.ready
         protocol = self._transport_protocol
         conn = None if protocol is None else protocol.conn
         if protocol is None or conn is None or not conn.sending:
             raise StateError(_CLOSED_PING)
         waiter: asyncio.Future[float | None] = self._loop.create_future()
-        protocol.send_ping(functools.partial(_resolve, waiter))
+        protocol.send_ping(functools.partial(_resolve, waiter), data)
         rtt = await waiter
         if rtt is None:
             raise StateError(

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, cast
 from .._driver import SessionDriver
 from .._message import Message, binary_view, check_close_args
 from .._net import kernel_unsent
-from .._ping import Pings
+from .._ping import Pings, check_payload
 from .._reconnect import Redial, SyncReconnecting, close_code_for
 from .._wschannel import (
     Connection,
@@ -487,22 +487,27 @@ class SyncWebSocketChannel(SessionDriver):
             ).start()
         return result
 
-    def ping(self, timeout: float | None = None) -> float:
+    def ping(self, timeout: float | None = None, *, payload: str | Buffer | None = None) -> float:
         """Send a ping (RFC 6455 §5.5.2) and wait up to ``timeout`` seconds (``None``: no
         limit) for its pong: the round-trip time in seconds (also :attr:`latency` from then
         on).
+
+        ``payload``: what the ping carries and its pong echoes, at most 125 bytes (``str``
+        goes as UTF-8); ``None`` (default): 4 random bytes. ``ValueError`` at the call for a
+        longer one, ``RuntimeError`` while a ping with the same payload waits for its pong.
 
         Thread-safe; pings sent at once all get their answer (a pong answers its ping and
         those before it, RFC 6455 §5.5.3). Raises ``TimeoutError`` when no pong came in time,
         and :class:`~wschannel.StateError` once this side's close frame has gone (closed by
         either side) or if the connection ends before the pong comes.
         """
+        data = check_payload(payload)
         waiter: concurrent.futures.Future[float | None] = concurrent.futures.Future()
         with self._lock:
             conn = self._conn
             if self._finished or not conn.sending:
                 raise StateError(_CLOSED_PING)
-            self._outgoing.append(conn.send_ping(self._pings.add(waiter)))
+            self._outgoing.append(conn.send_ping(self._pings.add(waiter, data)))
         self._flush()
         try:
             rtt = waiter.result(timeout)
