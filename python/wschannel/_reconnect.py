@@ -7,13 +7,15 @@ reset, unreachable, a name that does not resolve yet), a connect timeout, a serv
 5xx or 429 (after its ``Retry-After``, :func:`retry_after`), a proxy that could not reach the
 server. What is not: what the server or the configuration decided — any other status (403,
 404...), a certificate that does not verify, a subprotocol that was not offered, a redirect
-loop. The delays come from :func:`backoff` (or the ``reconnect_delays`` given to
-``connect``), from its start after each connection that opened; when they run out, the
-iteration ends (after a connection) or raises the last error (after a failed attempt).
+loop. A ``should_retry`` given to ``connect`` replaces :func:`retryable` as the rule. The
+delays come from :func:`backoff` (or the ``reconnect_delays`` given to ``connect``), from its
+start after each connection that opened; when they run out, the iteration ends (after a
+connection) or raises the last error (after a failed attempt).
 
 Pure Python, without the engine or any driver: below :mod:`wschannel.channel` (the asyncio
-loop, :class:`Reconnecting`) and used by :mod:`wschannel.sync` (:class:`SyncReconnecting`).
-Each attempt is logged to ``wschannel.client``.
+loop, :class:`Reconnecting`), used by :mod:`wschannel.sync` (:class:`SyncReconnecting`) and
+by the trio and anyio client (:class:`Attempts`, in :mod:`wschannel._structured`). Each
+attempt is logged to ``wschannel.client``.
 """
 
 from __future__ import annotations

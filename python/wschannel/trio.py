@@ -23,11 +23,14 @@
 The streams are trio's (:func:`trio.open_tcp_stream`, :class:`trio.SSLStream`,
 :func:`trio.open_tcp_listeners`), the opening handshakes and the connection the same engine
 as everywhere else (permessage-deflate, keepalive, the close deadline...); the channels are
-:class:`~wschannel.bytestream.ByteStreamWebSocketChannel`. Errors are the package's
-(:class:`~wschannel.WebSocketChannelException`, ``TimeoutError``) and trio's own
-(``trio.Cancelled``); nothing of asyncio reaches the caller. The options, their defaults and
-what happens on cancellation: :mod:`wschannel._structured` and docs/client.md ("trio and
-anyio"). :mod:`wschannel.anyio` is the same for anyio, on its asyncio and trio backends.
+:class:`~wschannel.bytestream.ByteStreamWebSocketChannel`. The client goes through proxies,
+follows redirects and reconnects (``async for channel in connect(url)``) by the rules the
+asyncio client follows; under trio, :func:`wschannel.connect` is this :func:`connect`.
+Errors are the package's (:class:`~wschannel.WebSocketChannelException`, ``TimeoutError``)
+and trio's own (``trio.Cancelled``); nothing of asyncio reaches the caller. The options,
+their defaults and what happens on cancellation: :mod:`wschannel._structured` and
+docs/client.md ("trio and anyio"). :mod:`wschannel.anyio` is the same for anyio, on its
+asyncio and trio backends.
 """
 
 from __future__ import annotations
