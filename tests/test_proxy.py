@@ -529,14 +529,11 @@ def test_client_rejects_an_unsupported_proxy_at_the_call(flavour: str) -> None:
         connect("ws://example.com/", proxy="https://proxy:443", proxy_ssl=True)
 
 
-def test_client_rejects_a_proxy_with_a_unix_socket() -> None:
-    async def run() -> None:
-        with pytest.raises(ValueError, match="proxy= and unix_socket= cannot be used together"):
-            IOWebSocketChannel.connect(
-                "ws://localhost/", proxy="http://127.0.0.1:3128", unix_socket="/tmp/x.sock"
-            )
-
-    asyncio.run(run())
+@pytest.mark.parametrize("flavour", ["asyncio", *structured_clients.STRUCTURED])
+def test_client_rejects_a_proxy_with_a_unix_socket(flavour: str) -> None:
+    connect = _connect_call(flavour)
+    with pytest.raises(ValueError, match="proxy= and unix_socket= cannot be used together"):
+        connect("ws://localhost/", proxy="http://127.0.0.1:3128", unix_socket="/tmp/x.sock")
 
 
 def test_client_rejects_an_unusable_proxy_from_the_environment(
