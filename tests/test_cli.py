@@ -14,22 +14,26 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from conftest import TIMEOUT
+from conftest import TIMEOUT, wait_until
+from pubsub.brokers import BrokerProcess, NatsServer, RedisServer, missing
 
 import wschannel
 from wschannel.bench import run as bench
 from wschannel.channel import WebSocketChannel
-from wschannel.cli import main
+from wschannel.cli import build_parser, main
+from wschannel.io import IOWebSocketChannel
 
 CLI = (sys.executable, "-m", "wschannel")
 #: The connect command's quiet time after its input ends: a loaded machine's echo may take
 #: long, so as long as any timeout here.
 WAIT = ("--wait", str(TIMEOUT / 5))
+#: How long a server with worker processes may take to listen (each imports the package).
+STARTUP = 6 * TIMEOUT
 #: Environment variables that would send the clients through a proxy.
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy", "wss_proxy")
 
@@ -63,11 +67,11 @@ class Command:
         )
         return cls(process)
 
-    async def line(self, stream: str = "stdout") -> str:
+    async def line(self, stream: str = "stdout", timeout: float = TIMEOUT) -> str:
         """The next line it writes on ``stream``, without its line break."""
         reader = self.process.stdout if stream == "stdout" else self.process.stderr
         assert reader is not None
-        raw = await asyncio.wait_for(reader.readline(), TIMEOUT)
+        raw = await asyncio.wait_for(reader.readline(), timeout)
         assert raw, f"{stream} ended"
         return raw.decode().rstrip("\n")
 
@@ -406,6 +410,158 @@ def test_serve_tells_unix_with_a_port_as_a_usage_error(
     assert exit.value.code == 2
     error = capsys.readouterr().err
     assert "--unix listens on a socket file: it takes no --host or --port" in error
+
+
+# -- workers and brokers ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["redis", "nats"])
+def broker(request: pytest.FixtureRequest) -> Iterator[BrokerProcess]:
+    """A real redis-server or nats-server on a free port (tests/pubsub/brokers.py)."""
+    if reason := missing(f"{request.param}-server"):
+        pytest.skip(reason)
+    with RedisServer() if request.param == "redis" else NatsServer() as server:
+        yield server
+
+
+class ChatClient:
+    """A client of a CLI chat: what it received, read as it comes."""
+
+    def __init__(self, url: str) -> None:
+        self.channel = IOWebSocketChannel.connect(url)
+        self.received: list[str] = []
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        async for message in self.channel.stream:
+            assert isinstance(message, str)
+            self.received.append(message)
+
+
+async def joined(server: Command, url: str) -> tuple[ChatClient, str]:
+    """A client of ``server`` (``-v``), once the server logged that it joined the chat; and
+    which worker took it (the log line's ``[worker N, ...]``, or ``""`` without workers)."""
+    client = ChatClient(url)
+    await asyncio.wait_for(client.channel.ready, TIMEOUT)
+    line = await server.note_containing("a client joined the chat")
+    found = re.search(r"\[(worker \d+), pid \d+\]", line)
+    return client, found.group(1) if found else ""
+
+
+async def chat_reaches_every_other_client(clients: list[ChatClient]) -> None:
+    for index, client in enumerate(clients):
+        client.channel.sink.add(f"from {index}")
+    expected = [sorted(f"from {i}" for i in range(len(clients)) if i != me) for me in
+                range(len(clients))]  # fmt: skip
+    await wait_until(
+        lambda: [sorted(client.received) for client in clients] == expected,
+        2 * TIMEOUT,
+        what=f"every client got every other's message (got {[c.received for c in clients]})",
+    )
+
+
+async def test_serve_chat_on_two_workers_fans_out_through_the_broker(
+    broker: BrokerProcess,
+) -> None:
+    args = ("--mode", "chat", "--workers", "2", "--broker", broker.url)
+    server = await Command.start("serve", "--port", "0", "-v", *args, stdin=None)
+    clients: list[ChatClient] = []
+    try:
+        # Spawned workers import the package and connect to the broker: slow on a loaded machine.
+        url = (await server.line(timeout=STARTUP)).removeprefix("listening on ")
+        started = await server.note_containing("chat server, 2 workers (pids ")
+        pids = [int(pid) for pid in re.findall(r"\d+", started.split("pids ")[1].split(")")[0])]
+        assert len(pids) == 2
+        landed: dict[str, int] = {}
+        for _ in range(40):  # until each worker has two: the kernel spreads them at random
+            client, worker = await joined(server, url)
+            clients.append(client)
+            landed[worker] = landed.get(worker, 0) + 1
+            if len(landed) == 2 and min(landed.values()) >= 2:
+                break
+        assert sorted(landed) == ["worker 0", "worker 1"], landed
+        assert min(landed.values()) >= 2, landed
+        await chat_reaches_every_other_client(clients)
+
+        server.signal(signal.SIGINT)  # every worker stops, closing its clients with 1001
+        status, _, err = await server.finish()
+        assert status == 0, err
+        for client in clients:
+            await asyncio.wait_for(client.reader, TIMEOUT)
+            assert client.channel.close_code == 1001
+        for pid in pids:  # no worker left behind
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        server.kill()
+        await server.process.wait()
+        for client in clients:
+            client.reader.cancel()
+
+
+async def test_two_chat_servers_on_one_broker_are_one_chat(broker: BrokerProcess) -> None:
+    args = ("--mode", "chat", "--broker", broker.url)
+    async with cli_server(*args) as (one, one_url), cli_server(*args) as (two, two_url):
+        clients = [
+            (await joined(one, one_url))[0],
+            (await joined(two, two_url))[0],
+            (await joined(two, two_url))[0],
+        ]
+        try:
+            await chat_reaches_every_other_client(clients)
+        finally:
+            for client in clients:
+                await client.channel.sink.close()
+
+
+async def test_serve_echo_on_two_workers_stops_on_sigterm() -> None:
+    server = await Command.start("serve", "--port", "0", "--workers", "2", stdin=None)
+    try:
+        url = (await server.line(timeout=STARTUP)).removeprefix("listening on ")
+        status, out, _ = await run("connect", url, *WAIT, data="one\ntwo\n")
+        assert (status, out) == (0, "one\ntwo\n")
+        server.signal(signal.SIGTERM)
+        assert (await server.finish())[0] == 0
+    finally:
+        server.kill()
+        await server.process.wait()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_serve_says_when_it_cannot_reach_the_broker(workers: str) -> None:
+    broker = f"redis://127.0.0.1:{free_port()}"
+    args = ("--mode", "chat", "--workers", workers, "--broker", broker)
+    status, out, err = await run("serve", "--port", "0", *args)
+    assert (status, out) == (1, "")
+    assert err.startswith("wschannel serve: ")
+    assert f"Cannot reach Redis at {broker}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--workers", "2", "--mode", "chat"], "--mode chat with --workers needs --broker"),
+        (["--broker", "redis://127.0.0.1:1"], "--broker carries the chat's messages"),
+        (["--mode", "chat", "--broker", "http://x"], "--broker takes redis://HOST:PORT"),
+        (["--workers", "2", "--unix", "/tmp/s"], "--workers share a TCP port"),
+        (["--workers", "2", "--certfile", "c.pem"], "--workers cannot serve wss://"),
+        (["--workers", "0"], "workers are from 1 to 256, not 0"),
+        (["--workers", "many"], "a number of workers, or auto; not 'many'"),
+    ],
+)
+def test_serve_tells_workers_and_broker_misuse_as_usage_errors(
+    args: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["serve", *args])
+    assert exit.value.code == 2
+    assert error in capsys.readouterr().err
+
+
+def test_serve_workers_auto_is_one_per_cpu() -> None:
+    args = build_parser().parse_args(["serve", "--workers", "auto"])
+    assert args.workers == (os.cpu_count() or 1)
 
 
 # -- bench ---------------------------------------------------------------------------------

@@ -4,21 +4,34 @@ server (every message goes to every other client), on a host and port or a Unix 
 It prints "listening on URL" on standard output once it accepts connections (port 0: a free
 port, named there), logs connections on standard error with -v, and on SIGINT (ctrl-C) or
 SIGTERM closes every connection with 1001 (going away) and exits with status 0.
+
+--workers N runs N processes on the one port (the kernel spreads the connections); a chat
+over several workers, or several servers, goes through a broker: --broker redis://HOST:PORT
+or nats://HOST:PORT.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import logging
+import os
 import signal
 import socket
 import ssl
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..channel import WebSocketChannel
-from ..server import Server, broadcast, serve, unix_serve
+from ..server import Handler, Server, broadcast, serve, unix_serve
+
+if TYPE_CHECKING:
+    from ..pubsub import NatsBroker, RedisBroker, Topics
 
 logger = logging.getLogger("wschannel.cli")
 
@@ -26,6 +39,11 @@ EXIT_OK = 0
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 EXIT_NOT_LISTENING = 1
+MAX_WORKERS = 256
+CHAT_TOPIC = "chat"
+BROKER_PREFIX = "wschannel-cli"
+"""The brokers' key and subject prefix: the chats of `wschannel serve` meet each other only."""
+BROKER_SCHEMES = ("redis://", "rediss://", "unix://", "nats://", "tls://")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +85,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keyfile", type=Path, metavar="PEM", help="its private key (if not in --certfile)"
     )
     parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="serve from N processes on one port (auto: one per CPU; default: 1)",
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help="--mode chat through this broker, across workers and servers: redis://HOST:PORT "
+        "or nats://HOST:PORT",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -85,6 +116,43 @@ def _port(text: str) -> int:
     return port
 
 
+def _workers(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of workers, or auto; not {text!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"workers are from 1 to {MAX_WORKERS}, not {count}")
+    return count
+
+
+def check_scaling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The usage errors of --workers and --broker."""
+    if args.broker is not None:
+        if args.mode != "chat":
+            parser.error("--broker carries the chat's messages: use it with --mode chat")
+        if not args.broker.startswith(BROKER_SCHEMES):
+            parser.error(
+                f"--broker takes redis://HOST:PORT (rediss://, unix://) or nats://HOST:PORT "
+                f"(tls://), not {args.broker!r}"
+            )
+    if args.workers > 1:
+        if args.unix is not None:
+            parser.error("--workers share a TCP port: it takes no --unix")
+        if args.certfile is not None:
+            parser.error(
+                "--workers cannot serve wss:// (a TLS context is not sent to processes): run one "
+                "worker, or put a TLS proxy in front"
+            )
+        if args.mode == "chat" and args.broker is None:
+            parser.error(
+                "--mode chat with --workers needs --broker redis://... or nats://...: "
+                "the workers share nothing else"
+            )
+
+
 def ssl_context(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ssl.SSLContext | None:
     if args.certfile is None:
         if args.keyfile is not None:
@@ -101,16 +169,167 @@ def ssl_context(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ss
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.unix is not None and (args.port is not None or args.host != DEFAULT_HOST):
         parser.error("--unix listens on a socket file: it takes no --host or --port")
+    check_scaling(args, parser)
     context = ssl_context(args, parser)
+    configure_logging(args.verbose)
+    if args.broker is not None:
+        try:
+            broker_type(args.broker)
+        except ImportError as error:
+            print(f"wschannel serve: --broker {args.broker}: {error}", file=sys.stderr)
+            return EXIT_NOT_LISTENING
+    if args.workers > 1:
+        return run_workers(args)
+    return asyncio.run(run(args, context))
+
+
+def configure_logging(verbose: int, worker: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(name_connection)
-    form = "%(asctime)s %(levelname)s %(name)s: %(who)s%(message)s"
+    where = "" if worker is None else f" [{worker}, pid %(process)d]"
+    form = f"%(asctime)s %(levelname)s %(name)s{where}: %(who)s%(message)s"
     handler.setFormatter(logging.Formatter(form))
     logging.basicConfig(
-        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)],
         handlers=[handler],
+        force=True,
     )
-    return asyncio.run(run(args, context))
+
+
+def broker_type(url: str) -> type[RedisBroker] | type[NatsBroker]:
+    """The broker of ``url``'s scheme; ``ImportError`` saying what to install if its client
+    library is not there."""
+    nats = url.startswith(("nats://", "tls://"))
+    try:
+        if nats:
+            from ..pubsub import NatsBroker
+
+            return NatsBroker
+        from ..pubsub import RedisBroker
+
+        return RedisBroker
+    except ImportError:
+        extra = "nats" if nats else "redis"
+        raise ImportError(
+            f"its client library is not installed: pip install 'wschannel[{extra}]'"
+        ) from None
+
+
+def make_topics(url: str) -> Topics:
+    from ..pubsub import Topics
+
+    return Topics(broker_type(url)(url, prefix=BROKER_PREFIX))
+
+
+def chat_through(topics: Topics) -> Handler:
+    """The chat's handler when a broker carries it: every client joins one topic; each
+    message goes to every other client, on every worker and server."""
+    from ..pubsub import BrokerUnavailable
+
+    async def chat(channel: WebSocketChannel) -> None:
+        await topics.join(channel, CHAT_TOPIC)
+        logger.info("a client joined the chat (%d here)", topics.subscribers(CHAT_TOPIC))
+        async for message in channel.stream:
+            try:
+                await topics.publish(CHAT_TOPIC, message, exclude=channel)
+            except BrokerUnavailable as error:  # at most once: said, not retried
+                logger.warning("a message was not sent: %s", error)
+
+    return chat
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What each worker process needs of the command line (sent to it: it pickles)."""
+
+    mode: str
+    broker: str | None
+    verbose: int
+
+
+@contextlib.asynccontextmanager
+async def worker_app(settings: WorkerSettings) -> AsyncIterator[Handler]:
+    """One worker of ``--workers``: its logging, its broker connection, its handler."""
+    import multiprocessing
+
+    configure_logging(
+        settings.verbose, multiprocessing.current_process().name.removeprefix("wschannel ")
+    )
+    if settings.broker is None:
+        yield echo
+        return
+    async with make_topics(settings.broker) as topics:
+        yield chat_through(topics)
+
+
+async def unreachable(url: str) -> str | None:
+    """Why the broker at ``url`` cannot be reached, or ``None`` if it can."""
+    from ..pubsub import BrokerUnavailable
+
+    try:
+        async with make_topics(url):
+            return None
+    except BrokerUnavailable as error:
+        return str(error)
+
+
+def run_workers(args: argparse.Namespace) -> int:
+    """``--workers N``: N processes on one port until SIGINT or SIGTERM."""
+    from ..workers import Workers
+
+    if args.broker is not None and (error := asyncio.run(unreachable(args.broker))):
+        print(f"wschannel serve: {error}", file=sys.stderr)  # said once, before any worker
+        return EXIT_NOT_LISTENING
+    settings = WorkerSettings(args.mode, args.broker, args.verbose)
+    port = DEFAULT_PORT if args.port is None else args.port
+    workers = Workers(
+        functools.partial(worker_app, settings),
+        args.host,
+        port,
+        workers=args.workers,
+        protocols=args.subprotocol,
+        compression=args.compression,
+    )
+    try:
+        workers.start()
+    except OSError as error:
+        print(
+            f"wschannel serve: cannot listen on {args.host} port {port}: {error}", file=sys.stderr
+        )
+        return EXIT_NOT_LISTENING
+    except RuntimeError as error:
+        print(f"wschannel serve: {error}", file=sys.stderr)
+        return EXIT_NOT_LISTENING
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            logger.info("stopping: each worker closes its connections with 1001")
+            workers.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"listening on ws://{host}:{workers.port}/", flush=True)
+    pids = ", ".join(str(process.pid) for process in workers.processes)
+    logger.info(
+        "%s server, %d workers (pids %s)%s; stop with ctrl-C or SIGTERM",
+        args.mode,
+        workers.workers,
+        pids,
+        "" if args.broker is None else f", through {args.broker}",
+    )
+    try:
+        workers.wait()
+    finally:
+        workers.stop()
+    if not stopping:
+        print("wschannel serve: every worker exited", file=sys.stderr)
+        return EXIT_NOT_LISTENING
+    logger.info("stopped")
+    return EXIT_OK
 
 
 def name_connection(record: logging.LogRecord) -> bool:
@@ -125,13 +344,31 @@ def name_connection(record: logging.LogRecord) -> bool:
     return True
 
 
-async def run(args: argparse.Namespace, context: ssl.SSLContext | None) -> int:
-    server: Server | None = None
+async def echo(channel: WebSocketChannel) -> None:
+    async for message in channel.stream:
+        channel.sink.add(message)
+        await channel.sink.flush()
 
-    async def echo(channel: WebSocketChannel) -> None:
-        async for message in channel.stream:
-            channel.sink.add(message)
-            await channel.sink.flush()
+
+async def run(args: argparse.Namespace, context: ssl.SSLContext | None) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        topics = None
+        if args.broker is not None:
+            from ..pubsub import BrokerUnavailable
+
+            try:
+                topics = await stack.enter_async_context(make_topics(args.broker))
+            except BrokerUnavailable as error:
+                print(f"wschannel serve: {error}", file=sys.stderr)
+                return EXIT_NOT_LISTENING
+        return await serve_until_stopped(args, context, topics)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def serve_until_stopped(
+    args: argparse.Namespace, context: ssl.SSLContext | None, topics: Topics | None
+) -> int:
+    server: Server | None = None
 
     async def chat(channel: WebSocketChannel) -> None:
         async for message in channel.stream:
@@ -139,7 +376,11 @@ async def run(args: argparse.Namespace, context: ssl.SSLContext | None) -> int:
             others = [other for other in server.connections if other is not channel]
             broadcast(others, message)
 
-    handler = chat if args.mode == "chat" else echo
+    handler: Handler = echo
+    if topics is not None:
+        handler = chat_through(topics)
+    elif args.mode == "chat":
+        handler = chat
     protocols, compression = args.subprotocol, args.compression
     port = DEFAULT_PORT if args.port is None else args.port
     try:
