@@ -549,6 +549,72 @@ def test_sync_client_answers_a_ping_with_a_pong() -> None:
     assert bytes(b ^ key[i % 4] for i, b in enumerate(masked)) == b"are you there"
 
 
+def test_sync_client_receive_reads_the_socket_in_the_calling_thread(
+    server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread hop per message: with the fallback reader kept out (it would read only
+    after an hour without a receive), ``receive()`` still gets every echo, and the
+    fallback never read (it never handed reading back)."""
+    monkeypatch.setattr(wschannel.sync.connection, "UNATTENDED", 3600.0)
+    sent = [f"message {i}" if i % 2 else f"message {i}".encode() for i in range(200)]
+    with wschannel.sync.connect(server_url, ping_interval=None) as channel:
+        for message in sent:
+            channel.sink.add(message)
+            assert channel.receive(TIMEOUT) == message
+        sent_at_once = [b"x" * size for size in (1, 100, 70_000, 300_000)]
+        for message in sent_at_once:
+            channel.sink.add(message)
+        assert [channel.receive(TIMEOUT) for _ in sent_at_once] == sent_at_once
+        assert channel._stream._handoffs == 0
+
+
+def test_sync_client_reads_while_the_application_does_not_and_gives_reading_back() -> None:
+    """The application reads some messages, then stops asking for a while: the fallback
+    reader reads meanwhile (the peer's ping is answered, and what it reads is buffered), then
+    hands reading back when the application asks again. Nothing is lost or reordered."""
+    answered = threading.Event()
+    resume = threading.Event()
+
+    def handler(sock: socket.socket) -> None:
+        accept_upgrade(sock)
+        sock.sendall(b"".join(frame(0x1, f"first {i}".encode()) for i in range(20)))
+        sock.sendall(frame(0x9, b"ping while idle"))
+        data = b""
+        while len(data) < 2 + 4 + 15:  # the pong: masked, 15 bytes of payload
+            chunk = sock.recv(100)
+            if not chunk:
+                return
+            data += chunk
+        key, masked = data[2:6], data[6:21]
+        if data[0] != 0x8A or bytes(b ^ key[i % 4] for i, b in enumerate(masked)) != (
+            b"ping while idle"
+        ):
+            return  # not the pong: the test fails waiting for it
+        sock.sendall(b"".join(frame(0x1, f"idle {i}".encode()) for i in range(20)))
+        answered.set()
+        assert resume.wait(TIMEOUT)
+        sock.sendall(b"".join(frame(0x1, f"then {i}".encode()) for i in range(20)))
+        drain(sock)
+
+    with raw_server(handler) as server:
+        channel = wschannel.sync.connect(server.url, ping_interval=None, close_timeout=SHORT)
+        with channel:
+            assert [channel.receive(TIMEOUT) for _ in range(5)] == [f"first {i}" for i in range(5)]
+            assert answered.wait(TIMEOUT), "the ping was not answered while nobody read"
+            wait_until_sync(
+                lambda: len(channel._stream._buffer) >= 35,
+                what="the fallback reader buffered what came meanwhile",
+            )
+            resume.set()
+            received = [channel.receive(TIMEOUT) for _ in range(55)]
+        assert received == (
+            [f"first {i}" for i in range(5, 20)]
+            + [f"idle {i}" for i in range(20)]
+            + [f"then {i}" for i in range(20)]
+        )
+        assert channel._stream._handoffs >= 1
+
+
 @pytest.mark.parametrize(
     ("data", "code"),
     [

@@ -2,22 +2,32 @@
 
 Four kinds of threads touch a connection, and none waits for another to make progress:
 
-- **The reader thread** (one per connection) reads the socket, feeds each read to the
-  engine (one :meth:`~wschannel._wschannel.Connection.receive_data` call per ``recv``), and
-  puts the messages in the stream's bounded buffer; when that is full it stops reading
-  (backpressure). It never writes to the socket: the engine's replies (pongs, the close
-  echo, the failure close) are queued for the writer thread.
-- **Application threads** call ``sink.add``: the frame is made and queued under the engine
-  lock (held for the engine call only, never during I/O), then written from the calling
-  thread under the write lock. A full socket blocks the sender, never the reader.
+- **Application threads** read and write. The thread that asks for a message
+  (``receive()``, iterating the stream) with none buffered reads the socket itself, under
+  the read lock, and feeds each read to the engine (one
+  :meth:`~wschannel._wschannel.Connection.receive_data` call per ``recv``): no other thread
+  is woken on the way from the socket to the application. The engine's replies (pongs, the
+  close echo, the failure close) are written at once by the same thread where the socket
+  takes them without blocking, else queued for the writer thread. ``sink.add`` makes the
+  frame under the engine lock (held for the engine call only, never during I/O) and writes it
+  from the calling thread under the write lock. A full socket blocks the sender, never the
+  reader.
+- **The fallback reader thread** (one per connection) reads while the application does not:
+  once no message was asked for during :data:`UNATTENDED` seconds, and at once while the
+  connection closes (the user's close, the peer's, ``wait_closed``) or a :meth:`ping` waits
+  for its pong. It puts the messages in the stream's bounded buffer; when that is full it
+  stops reading (backpressure). It hands reading back as soon as the application asks
+  again. So pings are answered, the peer's close is seen and a keepalive's pong arrives
+  whether or not the application reads.
 - **The writer thread** (one per connection) writes the queued replies and close frames.
 - **The timer thread** (one per process, :data:`timers`) sends keepalive pings and enforces
   their deadline and the close timeout. Its callbacks never block (they queue frames, or
   shut the socket down), so a connection whose writes are stuck still times out.
 
 So when both directions are full (each side sending faster than the other reads), each
-side's reader keeps reading as long as its application keeps consuming: the situation that
-deadlocks a connection whose reader needs the lock a blocked sender holds.
+side's reader keeps reading as long as its application keeps consuming (a reading thread
+never blocks on a write): the situation that deadlocks a connection whose reader needs the
+lock a blocked sender holds.
 
 Closing (RFC 6455 §7.1): once the close frames have crossed, the server closes TCP; a
 client waits for the server to do so, up to ``close_timeout``. After a failure, the side
@@ -33,7 +43,9 @@ import contextlib
 import heapq
 import itertools
 import logging
+import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -93,6 +105,16 @@ def kernel_holds(sock: socket.socket) -> bool:
 
 READ_SIZE: Final = 1 << 18
 """Bytes asked of each ``recv``: 256 KiB, into one reused buffer."""
+
+UNATTENDED: Final = 0.25
+"""Seconds without the application asking for a message after which the fallback reader
+thread reads for it (at most twice that passes before it does): pings are answered and the
+peer's close is seen while the application does other things. The thread wakes this often
+while the connection is open, to look."""
+
+_MSG_DONTWAIT: Final[int | None] = getattr(socket, "MSG_DONTWAIT", None)
+
+_PING_HEADER: Final = 0x89  # the first byte of a ping frame: FIN, opcode 9
 
 
 class TimerHandle:
@@ -200,24 +222,50 @@ class SyncWebSocketSink:
         channel = self._channel
         conn = channel._conn
         cls = type(data)
-        with channel._lock:
-            if self._disconnected:
-                if self._user_closed and self._error is None:
-                    raise StateError("Cannot add event after closing.")
-                _check_message_type(data)
-                return
-            try:
-                if cls is str:
-                    frame = conn.send_text(data)  # type: ignore[arg-type]
-                elif cls is bytes:
-                    frame = conn.send_binary(data)  # type: ignore[arg-type]
-                elif isinstance(data, str):
-                    frame = conn.send_text(str(data))
+        # Nobody else writing (the usual case): this thread writes its frame at once, without
+        # queueing it. Otherwise it is queued, and flushed in order.
+        write_lock = channel._write_lock
+        direct = write_lock.acquire(False)
+        try:
+            with channel._lock:
+                if self._disconnected:
+                    if self._user_closed and self._error is None:
+                        raise StateError("Cannot add event after closing.")
+                    _check_message_type(data)
+                    return
+                try:
+                    if cls is str:
+                        frame = conn.send_text(data)  # type: ignore[arg-type]
+                    elif cls is bytes:
+                        frame = conn.send_binary(data)  # type: ignore[arg-type]
+                    elif isinstance(data, str):
+                        frame = conn.send_text(str(data))
+                    else:
+                        frame = conn.send_binary(binary_view(data))
+                except RuntimeError:  # the engine already sent its close frame
+                    return
+                if not direct or channel._outgoing or channel._sock_closed:
+                    channel._outgoing.append(frame)
+                    if direct:
+                        direct = False
+                        write_lock.release()
                 else:
-                    frame = conn.send_binary(binary_view(data))
-            except RuntimeError:  # the engine already sent its close frame
-                return
-            channel._outgoing.append(frame)
+                    channel._in_flight = len(frame)
+            if direct:
+                try:
+                    channel._sock.sendall(frame)
+                except OSError:
+                    channel._abort()  # the connection is lost; its reader finishes it
+                    return
+                finally:
+                    channel._in_flight = 0
+                # What others queued meanwhile waits for their flush, which waits for this
+                # thread's write lock; the pong held while writes waited, for a flush here.
+                if not channel._writes_waiting:
+                    return
+        finally:
+            if direct:
+                write_lock.release()
         channel._flush()
 
     def close(
@@ -245,6 +293,7 @@ class SyncWebSocketSink:
             if not self._disconnected:
                 channel._conn.close(code, reason or "")
                 channel.act()
+            channel._fallback_wakeup.notify()  # the answer is read whoever reads
         channel._stream._discard()
         return self._done
 
@@ -267,6 +316,7 @@ class SyncWebSocketSink:
             if not self._disconnected:
                 channel._conn.close(None, "")
                 channel.act()
+            channel._fallback_wakeup.notify()
         channel._stream._discard()
 
     def add_stream(self, messages: Iterable[str | Buffer]) -> None:
@@ -352,7 +402,21 @@ class SyncWebSocketChannel(SessionDriver):
         # engine calls and bookkeeping only, never during I/O.
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)  # wakes the writer thread
+        self._fallback_wakeup = threading.Condition(self._lock)  # wakes the fallback reader
         self._write_lock = threading.Lock()  # held while writing to the socket
+        # Held by the thread reading the socket and feeding the engine: an application
+        # thread waiting for a message, or the fallback reader.
+        self._read_lock = threading.Lock()
+        self._read_buffer = bytearray(READ_SIZE)
+        self._read_view = memoryview(self._read_buffer)
+        self._read_ended = False  # EOF or an error was read: nobody reads again
+        self._poller: Any = None  # select.poll() for reads with a timeout, made when needed
+        # Replies the engine makes while a thread reads are written by that thread, without
+        # blocking, where the socket can be asked so (not TLS, not Windows).
+        self._inline_writes = _MSG_DONTWAIT is not None and not isinstance(sock, ssl.SSLSocket)
+        self._reading_inline = False  # the reading thread writes what is queued meanwhile
+        self._awaiting_pong = False  # a keepalive ping went: its pong is read at once
+        self._aborted = False  # the socket was shut down: the end is read at once
         self._outgoing: deque[bytes] = deque()
         self._in_flight = 0  # bytes of the frames a flush took and has not written yet
         # The most bytes seen waiting behind a write in progress (for metrics).
@@ -390,8 +454,7 @@ class SyncWebSocketChannel(SessionDriver):
             peer = "?"
         side = "client" if conn.client else "server"
         self._reader = threading.Thread(
-            target=self._run_reader,
-            args=(leftover,),
+            target=self._run_fallback_reader,
             name=f"wschannel-{side}-reader-{peer}",
             daemon=True,
         )
@@ -399,6 +462,10 @@ class SyncWebSocketChannel(SessionDriver):
             target=self._run_writer, name=f"wschannel-{side}-writer-{peer}", daemon=True
         )
         self._writer.start()
+        if leftover:  # before any thread may read the socket: these bytes came first
+            with self._read_lock:
+                self._receive(leftover)
+        self._stream._read = self._read_for_consumer
         self._reader.start()
 
     # The public API.
@@ -508,6 +575,7 @@ class SyncWebSocketChannel(SessionDriver):
             if self._finished or not conn.sending:
                 raise StateError(_CLOSED_PING)
             self._outgoing.append(conn.send_ping(self._pings.add(waiter, data)))
+            self._fallback_wakeup.notify()  # its pong is read whether or not anyone reads
         self._flush()
         try:
             rtt = waiter.result(timeout)
@@ -534,6 +602,8 @@ class SyncWebSocketChannel(SessionDriver):
     def wait_closed(self, timeout: float | None = None) -> None:
         """Wait until the connection is closed; ``TimeoutError`` after ``timeout`` seconds."""
         self._stream._answered()  # the application answers nothing more: the close goes on
+        with self._lock:
+            self._fallback_wakeup.notify()  # and reads nothing more: the fallback reads
         self._sink._done.result(timeout)
 
     def __enter__(self) -> Self:
@@ -632,9 +702,56 @@ class SyncWebSocketChannel(SessionDriver):
             return self._conn.counters, self._write_high
 
     def _request_flush(self) -> None:
-        """Hand the queued frames to the writer thread (with the lock held)."""
+        """Hand the queued frames to the writer thread (with the lock held), unless the
+        thread reading writes them when its read is done."""
         self._flush_requested = True
-        self._wakeup.notify()
+        if not self._reading_inline:
+            self._wakeup.notify()
+
+    def _flush_inline(self) -> None:
+        """Write what the engine queued during a read (pongs, the close echo) from the reading
+        thread, without blocking: what the socket does not take at once, or what must wait
+        for another thread's write, goes to the writer thread."""
+        sock = self._sock
+        write_lock = self._write_lock
+        if not write_lock.acquire(False):  # another thread writes: the writer thread will
+            with self._lock:
+                self._wakeup.notify()
+            return
+        try:
+            with self._lock:
+                outgoing = self._outgoing
+                if self._sock_closed or self._shutdown_after_flush is not None or not outgoing:
+                    self._wakeup.notify()  # the writer closes TCP once it has flushed
+                    return
+                frames = list(outgoing)
+                outgoing.clear()
+                self._in_flight = sum(map(len, frames))
+            for index, frame in enumerate(frames):
+                try:
+                    sent = sock.send(frame, _MSG_DONTWAIT)  # type: ignore[arg-type]
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._in_flight = 0
+                    self._abort()  # the connection is lost; its reader finishes it
+                    return
+                if sent < len(frame):
+                    with self._lock:  # the rest first, by the writer thread
+                        outgoing.extendleft(reversed(frames[index + 1 :]))
+                        outgoing.appendleft(frame[sent:])
+                        self._flush_requested = True
+                        self._wakeup.notify()
+                    break
+            else:
+                with self._lock:
+                    if outgoing or self._writes_waiting:
+                        self._wakeup.notify()
+                    else:
+                        self._flush_requested = False
+            self._in_flight = 0
+        finally:
+            write_lock.release()
 
     def _run_writer(self) -> None:
         """Write the replies and close frames that other threads queued, as they come."""
@@ -673,6 +790,9 @@ class SyncWebSocketChannel(SessionDriver):
     # blocking socket. Always with the lock held.
 
     def write(self, data: bytes) -> None:
+        if data[0] == _PING_HEADER:  # the session's keepalive ping: read until its pong
+            self._awaiting_pong = True
+            self._fallback_wakeup.notify()
         if not self._writes_waiting and self._write_lock.locked() and kernel_holds(self._sock):
             # A write is in progress and stuck on a full socket: from now on the session
             # holds only the latest pong. (Not while the kernel takes what is written at
@@ -697,6 +817,7 @@ class SyncWebSocketChannel(SessionDriver):
 
     def end_stream(self) -> None:
         self._stream._end()
+        self._fallback_wakeup.notify()  # nobody else reads now: read until the end
         for waiter in self._pings.drop():
             waiter.set_result(None)  # ping() raises: no pong will come
 
@@ -710,6 +831,8 @@ class SyncWebSocketChannel(SessionDriver):
         self._request_flush()
 
     def abort(self) -> None:
+        self._aborted = True  # whoever reads sees the end: at once, the fallback reader
+        self._fallback_wakeup.notify()
         if not self._sock_closed:
             shutdown(self._sock, socket.SHUT_RDWR)
         self._stream._stop_waiting_for_room()  # a paused reader must see it
@@ -717,6 +840,7 @@ class SyncWebSocketChannel(SessionDriver):
     def finish(self) -> None:
         self._finished = True
         self._wakeup.notify()
+        self._fallback_wakeup.notify()
 
     def unsent(self) -> int:
         """Bytes written but not yet taken by the peer: the queue, the frames a flush is
@@ -738,30 +862,123 @@ class SyncWebSocketChannel(SessionDriver):
                 self._conn.consumer_caught_up()
                 self.act()
 
-    # Reading (the reader thread).
+    # Reading (an application thread waiting for a message, or the fallback reader).
 
-    def _run_reader(self, leftover: bytes) -> None:
-        sock = self._sock
-        buffer = bytearray(READ_SIZE)
-        view = memoryview(buffer)
-        wait_for_room = self._stream._wait_for_room
-        receive = self._receive
+    def _read_for_consumer(self, timeout: float | None) -> bool:
+        """The stream's ``_read`` hook: read the socket once in the calling thread (waiting
+        at most ``timeout`` seconds for bytes) and feed the engine. False, at once, if another
+        thread is reading."""
+        read_lock = self._read_lock
+        if not read_lock.acquire(False):
+            return False
         try:
-            if leftover:
-                receive(leftover)
-            while True:
-                wait_for_room()
-                size = sock.recv_into(buffer)
-                if not size:
-                    break
-                receive(view[:size])
+            if self._read_ended:
+                return True
+            if timeout is not None and not self._readable(timeout):
+                return True
+            self._read_once()
+        finally:
+            read_lock.release()
+        return True
+
+    def _readable(self, timeout: float) -> bool:
+        """Whether the socket has bytes to read within ``timeout`` seconds (the read lock
+        held). Polled, not with a socket timeout, which would apply to senders too."""
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True  # decrypted already
+        try:
+            if hasattr(select, "poll"):
+                poller = self._poller
+                if poller is None:
+                    poller = self._poller = select.poll()
+                    poller.register(sock, select.POLLIN)
+                return bool(poller.poll(timeout * 1000))
+            return bool(select.select([sock], [], [], timeout)[0])
+        except (OSError, ValueError):  # closed meanwhile: the read says how
+            return True
+
+    def _read_once(self) -> None:
+        """One ``recv`` into the read buffer, fed to the engine (the read lock held); at the
+        end of the stream or on an error, the connection is finished."""
+        try:
+            size = self._sock.recv_into(self._read_buffer)
+            if size:
+                if not self._inline_writes:
+                    self._receive(self._read_view[:size])
+                    return
+                self._reading_inline = True
+                try:
+                    self._receive(self._read_view[:size])
+                finally:
+                    with self._lock:
+                        self._reading_inline = False
+                        flush = self._flush_requested
+                    if flush:
+                        self._flush_inline()
+                return
         except OSError:
             pass  # reset, aborted: the connection is lost
         except Exception:
+            logger.exception("Unexpected error while reading a WebSocket connection")
+        self._read_ended = True
+        self._finish()
+
+    def _must_read(self) -> bool:
+        """Whether the fallback reader reads whatever the application does (the lock held):
+        the connection is closing, or a ping (the application's or the keepalive's) waits
+        for its pong."""
+        stream = self._stream
+        return (
+            stream._ended
+            or stream._done_answering
+            or self._sink._user_closed
+            or self._awaiting_pong
+            or self._aborted
+            or len(self._pings) > 0
+        )
+
+    def _run_fallback_reader(self) -> None:
+        """Read while the application does not (see the module's docstring)."""
+        stream = self._stream
+        wakeup = self._fallback_wakeup
+        try:
+            seen = -1
+            while True:
+                with self._lock:
+                    while not self._finished and not self._read_ended:
+                        if self._must_read():
+                            break
+                        gets = stream._gets
+                        if not stream._waiting and gets == seen:
+                            break  # nobody asked for a message for a whole interval
+                        seen = gets
+                        wakeup.wait(UNATTENDED)
+                    else:
+                        return
+                self._read_unattended()
+                seen = stream._gets
+        except Exception:  # a bug: do not leave the connection without a reader
             logger.exception("Unexpected error in a WebSocket reader thread")
+            self._abort()
+
+    def _read_unattended(self) -> None:
+        """Read until the application asks for a message again (then it reads), or to the
+        end while the connection closes."""
+        stream = self._stream
+        wait_for_room = stream._wait_for_room
+        read_lock = self._read_lock
+        read_lock.acquire()
+        try:
+            gets = stream._gets
+            while not self._read_ended:
+                if (stream._waiting or stream._gets != gets) and not self._must_read():
+                    return  # the application is back: it reads
+                wait_for_room()
+                self._read_once()
         finally:
-            view.release()
-            self._finish()
+            read_lock.release()
+            stream._handed_off()
 
     def _receive(self, data: Buffer) -> None:
         """Feed one read to the engine; the session acts on its control events."""
@@ -779,6 +996,7 @@ class SyncWebSocketChannel(SessionDriver):
                 if messages is None:
                     messages = events[:index]  # type: ignore[assignment]
                 if cls is Pong:
+                    self._awaiting_pong = False
                     self._pong_received(event.data)  # type: ignore[union-attr]
             if messages is not None:
                 self.act()
@@ -809,6 +1027,7 @@ class SyncWebSocketChannel(SessionDriver):
             self.act()
             self._finished = True
             self._wakeup.notify()
+            self._fallback_wakeup.notify()
             self._stream._on_drained = None
             shutdown(self._sock, socket.SHUT_RDWR)  # unblock senders
         self._stream._end()

@@ -1,12 +1,15 @@
-"""The message stream of a blocking channel: a bounded buffer between its reader thread and
-the application.
+"""The message stream of a blocking channel: the messages read and not yet taken, and the
+application's side of reading.
 
-The reader thread puts the messages of each network read; the application takes them with
-``for message in channel.stream`` or :meth:`~wschannel.sync.SyncWebSocketChannel.receive`.
-When ``max_queue`` messages are waiting, the reader stops reading from the socket until the
-application has taken all but a quarter of them (backpressure: the peer's sends then block
-in its kernel, not in our memory). It keeps ``stream_channel``'s guarantees, as
-:mod:`wschannel.channel` does for asyncio.
+The application takes messages with ``for message in channel.stream`` or
+:meth:`~wschannel.sync.SyncWebSocketChannel.receive`. When none is buffered, the thread asking
+reads the socket itself (the channel's ``_read`` hook: one ``recv``, fed to the engine), so a
+message goes from the socket to the application in the thread that wants it. While the
+application is not asking, the channel's fallback reader thread reads instead and buffers what
+it reads; when ``max_queue`` messages are waiting it stops reading until the application has
+taken all but a quarter of them (backpressure: the peer's sends then block in its kernel, not
+in our memory). It keeps ``stream_channel``'s guarantees, as :mod:`wschannel.channel` does for
+asyncio.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ class SyncMessageStream:
         "_buffer",
         "_done_answering",
         "_ended",
+        "_gets",
+        "_handoffs",
         "_high_water",
         "_in_hand",
         "_low_water",
@@ -93,6 +98,7 @@ class SyncMessageStream:
         "_not_empty",
         "_not_full",
         "_on_drained",
+        "_read",
         "_reading_paused",
         "_subscribed",
         "_waiting",
@@ -115,6 +121,13 @@ class SyncMessageStream:
         # Called (once, then cleared) when the application asks for a message with the
         # buffer empty, or stops consuming: it has answered what came before.
         self._on_drained: Callable[[], None] | None = None
+        # The channel's reader for a thread that waits: ``_read(timeout)`` reads the socket
+        # once (at most ``timeout`` seconds of waiting for bytes; None: no limit) and feeds
+        # the engine, which puts the messages here; False, at once, when another thread holds
+        # the socket's read side (then wait: it puts what it reads, or hands reading back).
+        self._read: Callable[[float | None], bool] | None = None
+        self._gets = 0  # messages taken so far: the fallback reader sees the application is busy
+        self._handoffs = 0  # times another thread stopped reading for this one
 
     # Consumer side.
 
@@ -148,30 +161,47 @@ class SyncMessageStream:
                     raise StateError("Another thread is already waiting for the next message.")
                 self._waiting = True
                 try:
-                    self._wait(timeout)
+                    self._fill(timeout)
                 finally:
                     self._waiting = False
                 if not buffer:
                     raise EOFError("The WebSocket connection is closed.")
             message = buffer.popleft()
             self._in_hand = True
+            self._gets += 1
             if self._reading_paused and len(buffer) <= self._low_water:
                 self._reading_paused = False
                 self._not_full.notify()
             return message
 
-    def _wait(self, timeout: float | None) -> None:
-        """Wait (holding the mutex) until a message or the end arrives."""
+    def _fill(self, timeout: float | None) -> None:
+        """Until a message or the end arrives (the mutex held on entry and exit): read the
+        socket in this thread, or wait while another thread reads it. ``TimeoutError`` after
+        ``timeout`` seconds; one attempt to read is made even with none left (``timeout=0``
+        takes what the socket already holds)."""
         buffer = self._buffer
-        if timeout is None:
-            while not buffer and not self._ended:
-                self._not_empty.wait()
-            return
-        deadline = time.monotonic() + timeout
+        read = self._read
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempted = False
         while not buffer and not self._ended:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"No message arrived within {timeout} seconds.")
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if attempted:
+                        raise TimeoutError(f"No message arrived within {timeout} seconds.")
+                    remaining = 0.0
+            attempted = True
+            if read is not None:
+                handoffs = self._handoffs
+                self._mutex.release()  # reading takes the connection's lock, then this one
+                try:
+                    reading = read(remaining)
+                finally:
+                    self._mutex.acquire()
+                if reading or buffer or self._ended or self._handoffs != handoffs:
+                    continue
+            # Another thread reads: it puts what it reads here, or hands reading back.
             self._not_empty.wait(remaining)
 
     def _await_answers(self, answered: Callable[[], None], messages: list[Message]) -> bool:
@@ -229,6 +259,13 @@ class SyncMessageStream:
             while self._reading_paused and not self._ended:
                 self._not_full.wait()
             self._reading_paused = False
+
+    def _handed_off(self) -> None:
+        """The fallback reader stopped reading: a thread waiting in :meth:`_fill` reads now."""
+        with self._mutex:
+            self._handoffs += 1
+            if self._waiting:
+                self._not_empty.notify()
 
     def _stop_waiting_for_room(self) -> None:
         """Let a reader blocked in :meth:`_wait_for_room` go on (its socket was shut down:
