@@ -392,12 +392,13 @@ def test_connect_tells_a_malformed_header_as_a_usage_error(
     assert "--header takes 'NAME: VALUE', not 'no colon'" in capsys.readouterr().err
 
 
-async def test_serve_says_when_it_cannot_listen() -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_serve_says_when_it_cannot_listen(workers: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        status, out, err = await run("serve", "--port", str(port))
+        status, out, err = await run("serve", "--port", str(port), "--workers", workers)
     assert (status, out) == (1, "")
     assert f"wschannel serve: cannot listen on 127.0.0.1 port {port}" in err
 

@@ -17,7 +17,9 @@ Every process (node) has one :class:`Topics`. A publish from any node reaches ev
 of the topic on every node: the node subscribes at the broker only to the topics it has local
 subscribers for, and writes each message, encoded once, to all of them
 (:func:`wschannel.broadcast`'s shared frame). :func:`wschannel.workers.serve_workers` runs a
-server on every core. docs/scaling.md: the topology, the guarantees, the failure behaviour.
+server on every core. ``join(channel, topic, presence=info)`` and :meth:`Topics.presence` tell
+who is in a topic across nodes. docs/scaling.md: the topology, the guarantees, the failure
+behaviour, presence.
 
 The brokers' client libraries are optional extras: ``wschannel[redis]`` (redis-py, hiredis),
 ``wschannel[nats]`` (nats-py); :class:`RedisBroker` and :class:`NatsBroker` import them when

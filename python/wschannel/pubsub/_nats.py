@@ -200,12 +200,17 @@ class NatsBroker(Broker):
         inbox = self._nc.new_inbox()
         try:
             answers = await self._nc.subscribe(inbox, cb=gather)
+        except _ERRORS as exc:
+            raise BrokerUnavailable(f"Cannot ask NATS at {self.url} for presence: {exc!r}") from exc
+        try:
             await self._nc.publish(self._presence_subject, topic.encode(), reply=inbox)
             await self._nc.flush(timeout=max(1, round(self.connect_timeout)))
             await asyncio.sleep(self.presence_timeout)
-            await answers.unsubscribe()
         except _ERRORS as exc:
             raise BrokerUnavailable(f"Cannot ask NATS at {self.url} for presence: {exc!r}") from exc
+        finally:
+            with contextlib.suppress(*_ERRORS):
+                await answers.unsubscribe()
         return dict(sorted(found.items()))
 
     def _subject(self, topic: str) -> str:
