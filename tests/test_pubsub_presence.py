@@ -19,8 +19,9 @@ import wschannel
 from wschannel.io import IOWebSocketChannel
 from wschannel.pubsub import History, NatsBroker, RedisBroker, Topics
 
-PRESENCE_TTL = 1.5
-"""The Redis nodes' presence_ttl here: a killed node's members must be gone within it."""
+PRESENCE_TTL = 3.0
+"""The Redis nodes' presence_ttl here: a killed node's members must be gone within it (and a
+live node's heartbeat, every second, must keep its own listed on a loaded machine)."""
 
 
 def start_broker(kind: str) -> BrokerProcess:
@@ -117,14 +118,15 @@ async def test_a_killed_nodes_members_are_gone_within_the_ttl(
     await join(there, "room", "there")
     if isinstance(broker, RedisServer):
         # The heartbeat keeps a live node's members listed past the TTL.
-        deadline = time.monotonic() + 2 * PRESENCE_TTL
+        deadline = time.monotonic() + 1.5 * PRESENCE_TTL
         while time.monotonic() < deadline:
             assert sorted((await presence(here, "room")).values()) == ["here", "there"]
             await asyncio.sleep(0.1)
     assert sorted((await presence(here, "room")).values()) == ["here", "there"]
     b.kill()  # no goodbye: its hash stays in Redis until it expires
     took = await presence_becomes(here, "room", ["here"])
-    assert took <= PRESENCE_TTL + 0.5, f"the killed node's members were listed for {took:.1f} s"
+    # Within the TTL, plus the time to ask (a few round trips) on a loaded machine.
+    assert took <= PRESENCE_TTL + 1.0, f"the killed node's members were listed for {took:.1f} s"
 
 
 async def test_presence_is_written_again_after_redis_restarts_without_its_data(
