@@ -12,6 +12,7 @@ The protocol, JSON text both ways:
 - ``{"join": "lobby"}`` (or ``{"join": "history", "since": [offset, epoch]}``): joins; the
   answer says where the room stands and whether the client must reload it;
 - ``{"say": "hello", "to": "lobby"}``: sends to everyone in the room;
+- ``{"who": "lobby"}``: who is in the room, whichever worker or machine they are on;
 - the room's messages come as they were said (``"alice: hello"``), or, in the recoverable
   room, as ``{"topic", "offset", "epoch", "data"}`` (keep the last offset and epoch).
 """
@@ -59,7 +60,10 @@ async def chat() -> AsyncIterator[Handler]:
                     if "join" in command:
                         since = command.get("since")
                         joined = await topics.join(
-                            channel, command["join"], since=since and Position(*since)
+                            channel,
+                            command["join"],
+                            since=since and Position(*since),
+                            presence=name,  # listed in the room's "who"
                         )
                         position = joined.position
                         channel.sink.add(
@@ -74,6 +78,10 @@ async def chat() -> AsyncIterator[Handler]:
                         )
                     elif "say" in command:
                         await topics.publish(command["to"], f"{name}: {command['say']}")
+                    elif "who" in command:  # everyone in the room, on every worker and node
+                        members = await topics.presence(command["who"])
+                        here = sorted(members.values())
+                        channel.sink.add(json.dumps({"who": command["who"], "here": here}))
                 except (ValueError, TypeError, KeyError) as exc:  # the client's mistake
                     channel.sink.add(json.dumps({"error": str(exc)}))
                 except BrokerUnavailable:

@@ -201,6 +201,13 @@ async def test_the_chat_example_runs_on_two_workers_through_redis(clients: list[
                 history = [o for o in objects if "offset" in o]
                 assert [(o["offset"], o["data"][-7:]) for o in history] == [(1, ": hello")]
                 assert any(m.endswith(": hi") for m in client.messages if not m.startswith("{"))
+            bob.channel.sink.add(json.dumps({"who": "lobby"}))  # presence, across the workers
+            await bob.wait_for(5)
+            who = json.loads(bob.messages[4])
+            speakers = {m.split(":")[0] for m in bob.messages if not m.startswith("{")}
+            assert who["who"] == "lobby"
+            assert len(who["here"]) == 2
+            assert speakers <= set(who["here"])
         finally:
             chat.stop()
 
