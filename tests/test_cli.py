@@ -528,6 +528,29 @@ async def test_serve_echo_on_two_workers_stops_on_sigterm() -> None:
         await server.process.wait()
 
 
+async def test_serve_wss_on_two_workers_each_making_its_tls_context(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    chain = ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem
+    chain.write_to_path(str(tmp_path / "server.pem"))
+    args = ("--port", "0", "--workers", "2", "--certfile", str(tmp_path / "server.pem"))
+    server = await Command.start("serve", *args, stdin=None)
+    try:
+        url = (await server.line(timeout=STARTUP)).removeprefix("listening on ")
+        assert url.startswith("wss://127.0.0.1:")
+        for text in ("one", "two", "three"):  # over either worker: each has the certificate
+            status, out, err = await run(
+                "connect", url, "--cafile", str(tmp_path / "ca.pem"), *WAIT, data=f"{text}\n"
+            )
+            assert (status, out) == (0, f"{text}\n"), err
+        server.signal(signal.SIGTERM)
+        assert (await server.finish())[0] == 0
+    finally:
+        server.kill()
+        await server.process.wait()
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_serve_says_when_it_cannot_reach_the_broker(workers: str) -> None:
     broker = f"redis://127.0.0.1:{free_port()}"
@@ -546,7 +569,6 @@ async def test_serve_says_when_it_cannot_reach_the_broker(workers: str) -> None:
         (["--broker", "redis://127.0.0.1:1"], "--broker carries the chat's messages"),
         (["--mode", "chat", "--broker", "http://x"], "--broker takes redis://HOST:PORT"),
         (["--workers", "2", "--unix", "/tmp/s"], "--workers share a TCP port"),
-        (["--workers", "2", "--certfile", "c.pem"], "--workers cannot serve wss://"),
         (["--workers", "0"], "workers are from 1 to 256, not 0"),
         (["--workers", "many"], "a number of workers, or auto; not 'many'"),
     ],

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import os
+import ssl
 import threading
 from collections.abc import AsyncIterator
 
@@ -32,6 +33,10 @@ async def greeter(greeting: str) -> AsyncIterator[Handler]:
     yield handler
 
 
+def hello() -> contextlib.AbstractAsyncContextManager[Handler]:
+    return greeter("hello")
+
+
 def test_app_must_be_importable_by_the_workers() -> None:
     @contextlib.asynccontextmanager
     async def nested() -> AsyncIterator[Handler]:
@@ -44,10 +49,15 @@ def test_app_must_be_importable_by_the_workers() -> None:
     with pytest.raises(ValueError, match="at the top level of a module"):
         Workers(functools.partial(nested))
     with pytest.raises(ValueError, match=r"give functools\.partial only arguments that pickle"):
-        Workers(functools.partial(greeter, threading.Lock()))
+        Workers(functools.partial(greeter, threading.Lock()))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sets no reuse_port"):
-        Workers(greeter, reuse_port=True)
+        Workers(hello, reuse_port=True)
+    with pytest.raises(TypeError, match="ssl is a function that makes the SSLContext"):
+        Workers(hello, ssl=ssl.create_default_context())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ssl cannot be sent to the worker processes"):
+        Workers(hello, ssl=lambda: ssl.create_default_context())
     Workers(functools.partial(greeter, "hello"), workers=2)  # accepted (not started)
+    Workers(hello, ssl=functools.partial(ssl.create_default_context, ssl.Purpose.CLIENT_AUTH))
 
 
 async def test_a_partial_sends_its_settings_to_every_worker() -> None:

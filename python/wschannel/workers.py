@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from multiprocessing.process import BaseProcess
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Self
 
@@ -70,9 +71,12 @@ def _worker(
                 stop.set_result(None)
 
         loop.add_signal_handler(signal.SIGTERM, stopping)
+        serving = dict(options)
+        if serving.get("ssl") is not None:  # the function that makes this worker's context
+            serving["ssl"] = serving["ssl"]()
         async with (
             app() as handler,
-            serve(handler, host, port, reuse_port=True, **options) as server,
+            serve(handler, host, port, reuse_port=True, **serving) as server,
         ):
             ready.send(("ready", index, os.getpid(), server.port))
             ready.close()
@@ -86,15 +90,29 @@ def _worker(
         raise
 
 
+def _check_sendable(name: str, function: Callable[..., object]) -> None:
+    try:
+        pickle.dumps(function)
+    except Exception as exc:
+        raise ValueError(
+            f"{name} cannot be sent to the worker processes ({exc}): make it a function at the "
+            "top level of a module, and give functools.partial only arguments that pickle "
+            "(str, numbers, dataclasses of them)."
+        ) from None
+
+
 class Workers:
     """Worker processes serving ``app`` on one port (see the module's docstring); a context
     manager: it starts them on entry (once every one listens) and stops them on exit.
 
     - ``workers``: how many (default: the number of CPUs).
     - ``port``: 0 for a free one (then :attr:`port` names it).
+    - ``ssl``: for ``wss://``, a function that makes the ``ssl.SSLContext``, called once in
+      each worker (a context is not sent to a process): a function at the top level of a
+      module, or a ``functools.partial`` of one, e.g. ``partial(server_context,
+      "cert.pem")``.
     - ``serve_options``: passed to each worker's :func:`wschannel.serve` (``ping_interval``,
-      ``max_message_size``, …; not ``reuse_port``, ``sock`` or ``ssl``: a context is not
-      sent to a process; build it in ``app`` instead).
+      ``max_message_size``, …; not ``reuse_port`` or ``sock``).
     """
 
     def __init__(
@@ -104,6 +122,7 @@ class Workers:
         port: int = 0,
         *,
         workers: int | None = None,
+        ssl: Callable[[], SSLContext] | None = None,
         **serve_options: Any,
     ) -> None:
         if not callable(app):
@@ -119,19 +138,22 @@ class Workers:
                 "imports it by name), or a functools.partial of one; not a lambda or a nested "
                 "function."
             )
-        try:
-            pickle.dumps(app)
-        except Exception as exc:
-            raise ValueError(
-                f"app cannot be sent to the worker processes ({exc}): give functools.partial "
-                "only arguments that pickle (str, numbers, dataclasses of them)."
-            ) from None
+        _check_sendable("app", app)
+        if ssl is not None:
+            if isinstance(ssl, SSLContext) or not callable(ssl):
+                raise TypeError(
+                    "ssl is a function that makes the SSLContext in each worker (a context is "
+                    "not sent to a process): a top-level function, or a functools.partial of one."
+                )
+            _check_sendable("ssl", ssl)
         count = workers if workers is not None else (os.cpu_count() or 1)
         if type(count) is not int or count < 1:
             raise ValueError(f"workers must be a positive int, not {workers!r}.")
-        for name in ("reuse_port", "sock", "ssl"):
+        for name in ("reuse_port", "sock"):
             if name in serve_options:
                 raise ValueError(f"serve_workers() sets no {name}: see its docstring.")
+        if ssl is not None:
+            serve_options["ssl"] = ssl
         self.app = app
         self.host = host
         self.port = port

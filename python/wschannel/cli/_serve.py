@@ -141,11 +141,6 @@ def check_scaling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.workers > 1:
         if args.unix is not None:
             parser.error("--workers share a TCP port: it takes no --unix")
-        if args.certfile is not None:
-            parser.error(
-                "--workers cannot serve wss:// (a TLS context is not sent to processes): run one "
-                "worker, or put a TLS proxy in front"
-            )
         if args.mode == "chat" and args.broker is None:
             parser.error(
                 "--mode chat with --workers needs --broker redis://... or nats://...: "
@@ -158,11 +153,16 @@ def ssl_context(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ss
         if args.keyfile is not None:
             parser.error("--keyfile needs --certfile")
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(args.certfile, args.keyfile)
+        return tls_context(args.certfile, args.keyfile)
     except (OSError, ssl.SSLError) as error:
         parser.error(f"--certfile {args.certfile}: {error}")
+
+
+def tls_context(certfile: Path, keyfile: Path | None) -> ssl.SSLContext:
+    """The server's TLS context (also made in each worker of ``--workers``)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
     return context
 
 
@@ -179,7 +179,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"wschannel serve: --broker {args.broker}: {error}", file=sys.stderr)
             return EXIT_NOT_LISTENING
     if args.workers > 1:
-        return run_workers(args)
+        return run_workers(args, context is not None)
     return asyncio.run(run(args, context))
 
 
@@ -273,7 +273,7 @@ async def unreachable(url: str) -> str | None:
         return str(error)
 
 
-def run_workers(args: argparse.Namespace) -> int:
+def run_workers(args: argparse.Namespace, secure: bool) -> int:
     """``--workers N``: N processes on one port until SIGINT or SIGTERM."""
     from ..workers import Workers
 
@@ -289,6 +289,7 @@ def run_workers(args: argparse.Namespace) -> int:
         workers=args.workers,
         protocols=args.subprotocol,
         compression=args.compression,
+        ssl=functools.partial(tls_context, args.certfile, args.keyfile) if secure else None,
     )
     try:
         workers.start()
@@ -312,7 +313,8 @@ def run_workers(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"listening on ws://{host}:{workers.port}/", flush=True)
+    scheme = "wss" if secure else "ws"
+    print(f"listening on {scheme}://{host}:{workers.port}/", flush=True)
     pids = ", ".join(str(process.pid) for process in workers.processes)
     logger.info(
         "%s server, %d workers (pids %s)%s; stop with ctrl-C or SIGTERM",
