@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: help setup dev demo test system-packages test-rust test-python lint fmt conformance fuzz bench bench-quick bench-pubsub bench-rust dist python-ft test-wheels clean
+.PHONY: help setup dev demo test system-packages test-rust test-python test-peers lint fmt conformance fuzz bench bench-quick bench-pubsub bench-rust dist python-ft test-wheels clean
 
 help:  ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -86,9 +86,24 @@ test-python: $(DEV_STAMP)  ## pytest over loopback (installs Chromium, Node's ws
 	bash compliance/install.sh >/dev/null
 	$(PY) -m pytest -q
 
-# make test's steps, in order; scripts/steps.sh times each and goes on past a failing one.
-TEST_STEPS := system-packages test-rust lint test-python conformance+test-wheels fuzz
+test-peers: $(DEV_STAMP)  ## The tests that need the peers (Chromium, Node, Pyodide, interop peers, Autobahn's runner): the part the wheel job leaves out
+	bash tests/interop/setup.sh
+	bash tests/browser/setup.sh
+	bash tests/proxy/setup.sh
+	bash tests/pubsub/setup.sh
+	bash compliance/install.sh >/dev/null
+	WSCHANNEL_TEST_PART=peers $(PY) -m pytest -q
 
+# make test's steps, in order; scripts/steps.sh times each and goes on past a failing one.
+# The suite runs once: its peers part here (test-peers), the rest against each installed
+# wheel (test-wheels, tests/conftest.py's WSCHANNEL_TEST_PART).
+TEST_STEPS := system-packages test-rust lint test-peers conformance+test-wheels fuzz
+
+# make test builds the engine (the .venv's and the wheels) without whole-program LTO: minutes
+# less on 2 cores, the same behaviour; make dev, make bench and make dist alone keep the
+# release profile's LTO (Cargo.toml).
+test: export CARGO_PROFILE_RELEASE_LTO := off
+test: export CARGO_PROFILE_RELEASE_CODEGEN_UNITS := 16
 test:  ## Everything CI runs, step by step, each timed: the steps of TEST_STEPS
 	@MAKE="$(MAKE)" bash scripts/steps.sh $(TEST_STEPS)
 

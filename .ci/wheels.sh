@@ -10,9 +10,10 @@
 #    the interoperability peers), then pytest runs the repository's tests against the
 #    INSTALLED package: from a scratch directory, so that python/ is not importable, with
 #    WSCHANNEL_TEST_INSTALLED=1 (tests/conftest.py refuses to run unless wschannel comes from
-#    site-packages). Left to the main pytest run: tests/interop, tests/browser and the
-#    behaviour suite's browser flavour (Chromium, Node, the peers), and the tests of the
-#    repository's own tools (compliance/, benchmarks/). Free-threaded 3.13 cannot install
+#    site-packages). It runs the suite's "package" part (WSCHANNEL_TEST_PART, tests/conftest.py):
+#    all but tests/interop, tests/browser and the behaviour suite's browser flavour (Chromium,
+#    Node, the peers) and the tests of the repository's own tools (compliance/, benchmarks/),
+#    which make test runs from the source tree (make test-peers). Free-threaded 3.13 cannot install
 #    trustme (cryptography's cffi) nor hypothesis (its PyO3 needs 3.14 there): the TLS tests
 #    skip and the property tests are left out (tests/conftest.py, WSCHANNEL_TEST_WITHOUT);
 #    the suite runs there with the GIL forced off (PYTHON_GIL=0), then the thread tests again
@@ -134,12 +135,13 @@ run_suite() {
         cd "$run"
         if [ -n "$gil" ]; then export PYTHON_GIL=$gil; fi
         WSCHANNEL_TEST_INSTALLED=1 WSCHANNEL_TEST_WITHOUT="$(without "$version")" \
+            WSCHANNEL_TEST_PART=package \
             python_with_sigint "$venv/bin/python" -m pytest -q -p no:cacheprovider \
             -c "$REPO/pyproject.toml" --rootdir "$REPO" \
             --ignore="$REPO/tests/interop" --ignore="$REPO/tests/browser" \
             --ignore="$REPO/tests/test_compliance_runner.py" \
             --ignore="$REPO/tests/test_benchmarks_smoke.py" \
-            -k "not browser" --durations=5 "$REPO/tests"
+            --durations=5 "$REPO/tests"
     ) || status=$?
     if [ "$version" = 3.13t ] && [ "$status" = 0 ]; then
         echo "the thread tests again with the GIL on (PYTHON_GIL=1)"
@@ -163,7 +165,10 @@ check_sdist() {
     "$venv/bin/python" -m pip install -q --upgrade pip
     # A plain optimised build: the release profile's whole-program LTO costs minutes and
     # changes nothing this checks.
+    # The repository's target folder: the dependencies compiled for make dist are reused (the
+    # sdist's own crates, at another path, are compiled again).
     CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}" \
         "$venv/bin/python" -m pip install -q --no-binary wschannel "$SDIST"
     echo "built and installed in $((SECONDS - began)) s"
     (cd "$WORK" && "$venv/bin/python" "$REPO/.ci/smoke.py")

@@ -52,6 +52,37 @@ if "trustme" in WITHOUT:
 collect_ignore = ["test_properties.py"] if "hypothesis" in WITHOUT else []
 
 
+# The suite in two parts (WSCHANNEL_TEST_PART), together the whole of it. "peers": the tests
+# that need the peers and tools only the source tree's environment has (Chromium, Node,
+# Pyodide, the interoperability peers, the repository's compliance and benchmark tools);
+# "package": every other test, which the wheel job (.ci/wheels.sh) runs against each
+# installed wheel. `make test` runs the peers part from the source tree and the package part
+# in the wheel job, so no test runs twice; unset (make test-python), the whole suite runs.
+PEER_PATHS = ("interop", "browser", "test_compliance_runner.py", "test_benchmarks_smoke.py")
+PART = os.environ.get("WSCHANNEL_TEST_PART", "")
+if PART not in ("", "peers", "package"):
+    raise RuntimeError(f"WSCHANNEL_TEST_PART={PART!r}: use peers, package, or leave it unset")
+
+
+def is_peer_test(item: pytest.Item) -> bool:
+    """Whether a test belongs to the "peers" part (see :data:`PEER_PATHS`)."""
+    relative = os.path.relpath(str(item.path), os.path.dirname(__file__))
+    # As `-k browser` selects: a case-insensitive part of any of the test's names.
+    in_browser = any("browser" in str(keyword).lower() for keyword in item.keywords)
+    return relative.split(os.sep)[0] in PEER_PATHS or in_browser
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not PART:
+        return
+    wanted = PART == "peers"
+    keep = [item for item in items if is_peer_test(item) == wanted]
+    dropped = [item for item in items if is_peer_test(item) != wanted]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 def installed_from() -> str:
     """Where ``wschannel`` and its engine were imported from."""
     return f"{os.path.dirname(wschannel.__file__)} (engine {wschannel._wschannel.__file__})"
@@ -59,6 +90,8 @@ def installed_from() -> str:
 
 def pytest_report_header() -> list[str]:
     lines = [f"wschannel: {installed_from()}"]
+    if PART:
+        lines.append(f"part of the suite: {PART} (WSCHANNEL_TEST_PART)")
     if WITHOUT:
         lines.append(f"without (cannot be installed here): {', '.join(sorted(WITHOUT))}")
     return lines
