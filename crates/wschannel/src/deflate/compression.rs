@@ -1,9 +1,12 @@
 //! Compression: one connection's compressor and decompressor (RFC 7692 §7.2).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
+use zlib_rs::{Deflate, DeflateFlush};
 
 use super::negotiation::clamp_bits;
 use super::{DeflateParams, MAX_LEVEL, MAX_WINDOW_BITS, MIN_INFLATE_STEP, MIN_WINDOW_BITS, TAIL};
@@ -28,6 +31,16 @@ pub enum DecompressError {
 /// The compressor and decompressor are created on first use (a connection that only receives
 /// never pays for a compressor) and reused for every later message: no context takeover resets
 /// them in place rather than reallocating.
+///
+/// A server's connection *lends* them back after each message (a client keeps them): to a
+/// small pool per thread (four of each), from which the next message on any of the
+/// thread's server connections takes one. A connection then holds only its history (at most
+/// two windows each way) between messages, so a server's many connections cost a few KiB each
+/// even while busy. The connection that lent a state takes it back as it is when nothing used
+/// it since; another resets it and gives it the history as a preset dictionary, as
+/// [`PerMessageDeflate::compact`]'s rebuild does (with zlib-rs, a compressor's reset clears a
+/// 128 KiB hash table and the dictionary is hashed again: a few microseconds a message while
+/// more than four server connections are busy in one thread).
 pub struct PerMessageDeflate {
     role: Role,
     params: DeflateParams,
@@ -36,8 +49,16 @@ pub struct PerMessageDeflate {
     compress_bits: u8,
     reset_compressor: bool,
     reset_decompressor: bool,
-    compressor: Option<Compress>,
+    compressor: Option<Deflate>,
     decompressor: Option<Inflater>,
+    /// Lend the compressor and decompressor back after each message (servers).
+    lends: bool,
+    /// Tells this connection's lent states from the others' (unique in the process).
+    id: u64,
+    /// Messages compressed, and messages decompressed: a lent state is this connection's
+    /// own, as it is, while its generation still matches.
+    sent_generation: u64,
+    received_generation: u64,
     /// The last bytes given to the compressor (at most its window), with context takeover:
     /// what a compressor rebuilt after [`PerMessageDeflate::compact`] starts from.
     pub(super) sent_history: Vec<u8>,
@@ -56,6 +77,108 @@ impl fmt::Debug for PerMessageDeflate {
             .field("params", &self.params)
             .field("level", &self.level)
             .finish_non_exhaustive()
+    }
+}
+
+/// Lent compressors and decompressors kept per thread (each kind).
+pub(super) const SPARES_KEPT: usize = 4;
+
+/// A compressor or decompressor lent back after a message, with whose context it holds.
+struct Spare<T> {
+    owner: u64,
+    generation: u64,
+    /// The compressor's window bits and level (0 for decompressors, which are all alike).
+    kind: u32,
+    state: T,
+}
+
+#[derive(Default)]
+struct Spares {
+    compressors: Vec<Spare<Deflate>>,
+    decompressors: Vec<Spare<Inflater>>,
+}
+
+thread_local! {
+    static SPARES: RefCell<Spares> = RefCell::new(Spares::default());
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Takes the spare of `kind` whose context is `owner`'s at `generation` (true: as it is); else
+/// one no connection owns any more (false: to be reset); else, when [`SPARES_KEPT`]
+/// connections already keep theirs, the least recently lent of `kind`; else none (a new one
+/// is made, so that up to [`SPARES_KEPT`] busy connections keep theirs).
+fn take_spare<T>(
+    spares: &mut Vec<Spare<T>>,
+    owner: u64,
+    generation: u64,
+    kind: u32,
+) -> Option<(T, bool)> {
+    let own = spares.iter().position(|spare| {
+        spare.owner == owner && spare.generation == generation && spare.kind == kind
+    });
+    if let Some(index) = own {
+        return Some((spares.remove(index).state, true));
+    }
+    let unowned = spares
+        .iter()
+        .position(|spare| spare.owner == 0 && spare.kind == kind);
+    if let Some(index) = unowned {
+        return Some((spares.remove(index).state, false));
+    }
+    if spares.iter().filter(|spare| spare.owner != 0).count() < SPARES_KEPT {
+        return None;
+    }
+    let index = spares.iter().position(|spare| spare.kind == kind)?;
+    Some((spares.remove(index).state, false))
+}
+
+/// Lends `spare` back; if there are too many, one no connection owns goes first, else the
+/// least recently lent.
+fn lend_spare<T>(spares: &mut Vec<Spare<T>>, spare: Spare<T>) {
+    spares.push(spare);
+    if spares.len() > SPARES_KEPT {
+        let index = spares
+            .iter()
+            .position(|spare| spare.owner == 0)
+            .unwrap_or(0);
+        spares.remove(index);
+    }
+}
+
+/// A connection is gone: its spares in this thread are anyone's.
+fn disown<T>(spares: &mut [Spare<T>], owner: u64) {
+    for spare in spares.iter_mut().filter(|spare| spare.owner == owner) {
+        spare.owner = 0;
+    }
+}
+
+/// zlib's memory level for a compressor with a window of 2^`bits` bytes: `bits - 7` from 12
+/// bits up, which sizes zlib's literal buffer to the window (8 for 32 KiB, zlib's default; 5
+/// for 4 KiB, as websockets uses with its 4 KiB windows); zlib's default, 8, below 12 bits,
+/// where smaller buffers make incompressible data grow by over 2 % (stored blocks cut short).
+/// zlib-rs sizes its output buffers by it (16 KiB at 5, 112 KiB at 8); its hash table is
+/// 64 Ki entries whatever the level.
+pub(super) fn mem_level(bits: u8) -> i32 {
+    if bits < 12 {
+        8
+    } else {
+        (i32::from(bits) - 7).min(8)
+    }
+}
+
+impl Drop for PerMessageDeflate {
+    fn drop(&mut self) {
+        if self.lends {
+            let owner = self.id;
+            // Not at all while the thread's pool is gone (its exit) or in use.
+            let _ = SPARES.try_with(|spares| {
+                if let Ok(mut spares) = spares.try_borrow_mut() {
+                    disown(&mut spares.compressors, owner);
+                    disown(&mut spares.decompressors, owner);
+                }
+            });
+        }
     }
 }
 
@@ -84,6 +207,10 @@ impl PerMessageDeflate {
             reset_decompressor: peer_reset,
             compressor: None,
             decompressor: None,
+            lends: role == Role::Server,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            sent_generation: 0,
+            received_generation: 0,
             sent_history: Vec::new(),
             received_history: Vec::new(),
             message_start: None,
@@ -101,6 +228,17 @@ impl PerMessageDeflate {
         self.compressor = None;
         if self.message_start.is_none() {
             self.decompressor = None;
+        }
+        if self.lends {
+            let (owner, sent, received) = (self.id, self.sent_generation, self.received_generation);
+            SPARES.with_borrow_mut(|spares| {
+                spares
+                    .compressors
+                    .retain(|s| s.owner != owner || s.generation != sent);
+                spares
+                    .decompressors
+                    .retain(|s| s.owner != owner || s.generation != received);
+            });
         }
         let own_window = 1 << self.compress_bits.max(MIN_WINDOW_BITS + 1);
         let peer_window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
@@ -121,9 +259,105 @@ impl PerMessageDeflate {
         held && !self.holds_state()
     }
 
-    /// Whether a compressor or decompressor is allocated.
+    /// Whether a compressor or decompressor with this connection's context is allocated: its
+    /// own, or one it lent that this thread keeps unchanged.
     pub fn holds_state(&self) -> bool {
+        if self.compressor.is_some() || self.decompressor.is_some() {
+            return true;
+        }
+        let (owner, sent, received) = (self.id, self.sent_generation, self.received_generation);
+        self.lends
+            && SPARES.with_borrow(|spares| {
+                spares
+                    .compressors
+                    .iter()
+                    .any(|s| s.owner == owner && s.generation == sent)
+                    || spares
+                        .decompressors
+                        .iter()
+                        .any(|s| s.owner == owner && s.generation == received)
+            })
+    }
+
+    /// Whether it holds a compressor or decompressor itself (not lent).
+    #[cfg(test)]
+    pub(super) fn owns_state(&self) -> bool {
         self.compressor.is_some() || self.decompressor.is_some()
+    }
+
+    /// The compressor's window bits and level, as a spare's kind.
+    fn compressor_kind(&self) -> u32 {
+        u32::from(self.compress_bits) << 8 | self.level
+    }
+
+    /// This connection's compressor: its own, a spare (reset and given the history unless it
+    /// was this connection's, unchanged), or a new one.
+    fn take_compressor(&mut self) -> Deflate {
+        if let Some(deflater) = self.compressor.take() {
+            return deflater;
+        }
+        let (owner, generation, kind) = (self.id, self.sent_generation, self.compressor_kind());
+        let spare = if self.lends {
+            SPARES.with_borrow_mut(|spares| {
+                take_spare(&mut spares.compressors, owner, generation, kind)
+            })
+        } else {
+            None
+        };
+        let mut deflater = match spare {
+            Some((deflater, true)) => return deflater,
+            Some((mut deflater, false)) => {
+                deflater.reset();
+                deflater
+            }
+            None => {
+                // zlib refuses 8 bits for raw deflate; 9 bits never reach past 250 bytes (module
+                // docs).
+                let bits = self.compress_bits.max(MIN_WINDOW_BITS + 1);
+                Deflate::new_with_config(zlib_rs::DeflateConfig {
+                    level: self.level as i32,
+                    window_bits: -i32::from(bits),
+                    mem_level: mem_level(bits),
+                    ..zlib_rs::DeflateConfig::default()
+                })
+            }
+        };
+        if !self.sent_history.is_empty() {
+            deflater
+                .set_dictionary(&self.sent_history)
+                .expect("a preset dictionary on a new raw deflate stream");
+        }
+        deflater
+    }
+
+    /// This connection's decompressor for a message that begins, likewise.
+    fn take_decompressor(&mut self) -> Inflater {
+        if let Some(inflater) = self.decompressor.take() {
+            return inflater;
+        }
+        let (owner, generation) = (self.id, self.received_generation);
+        let spare = if self.lends {
+            SPARES.with_borrow_mut(|spares| {
+                take_spare(&mut spares.decompressors, owner, generation, 0)
+            })
+        } else {
+            None
+        };
+        let mut inflater = match spare {
+            Some((inflater, true)) => return inflater,
+            Some((mut inflater, false)) => {
+                inflater.reset();
+                inflater
+            }
+            None => Inflater::new(),
+        };
+        if !self.received_history.is_empty() {
+            inflater
+                .inner
+                .set_dictionary(&self.received_history)
+                .expect("a preset dictionary on a new raw inflate stream");
+        }
+        inflater
     }
 
     /// Window bits of the peer's compressor, which bound how far back its messages refer.
@@ -157,19 +391,8 @@ impl PerMessageDeflate {
             return;
         }
         self.active = true;
-        let (bits, level) = (self.compress_bits, self.level);
-        let history = &self.sent_history;
-        let deflater = self.compressor.get_or_insert_with(|| {
-            // zlib refuses 8 bits for raw deflate; 9 bits never reach past 250 bytes (module docs).
-            let bits = bits.max(MIN_WINDOW_BITS + 1);
-            let mut deflater = Compress::new_with_window_bits(Compression::new(level), false, bits);
-            if !history.is_empty() {
-                deflater
-                    .set_dictionary(history)
-                    .expect("a preset dictionary on a new raw deflate stream");
-            }
-            deflater
-        });
+        let bits = self.compress_bits;
+        let mut deflater = self.take_compressor();
         let start = out.len();
         out.reserve(compress_bound(message.len(), bits));
         let mut input = message;
@@ -180,9 +403,13 @@ impl PerMessageDeflate {
             let room = out.capacity() - out.len();
             let before = out.len();
             let consumed_before = deflater.total_in();
-            deflater
-                .compress_vec(input, out, FlushCompress::Sync)
-                .expect("deflate of an in-memory buffer cannot fail");
+            write_spare(out, room, |buf| {
+                let before = deflater.total_out();
+                deflater
+                    .compress_uninit(input, buf, DeflateFlush::SyncFlush)
+                    .expect("deflate of an in-memory buffer cannot fail");
+                ((deflater.total_out() - before) as usize, ())
+            });
             input = &input[(deflater.total_in() - consumed_before) as usize..];
             // zlib's rule: the flush is complete once a call returns with output space left.
             if input.is_empty() && out.len() - before < room {
@@ -201,6 +428,18 @@ impl PerMessageDeflate {
                 message,
                 1 << bits.max(MIN_WINDOW_BITS + 1),
             );
+        }
+        self.sent_generation += 1;
+        if self.lends {
+            let spare = Spare {
+                owner: self.id,
+                generation: self.sent_generation,
+                kind: self.compressor_kind(),
+                state: deflater,
+            };
+            SPARES.with_borrow_mut(|spares| lend_spare(&mut spares.compressors, spare));
+        } else {
+            self.compressor = Some(deflater);
         }
     }
 
@@ -222,17 +461,7 @@ impl PerMessageDeflate {
         self.active = true;
         let limit = max_size.unwrap_or(usize::MAX);
         let window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
-        let history = &self.received_history;
-        let inflater = self.decompressor.get_or_insert_with(|| {
-            let mut inflater = Inflater::new();
-            if !history.is_empty() {
-                inflater
-                    .inner
-                    .set_dictionary(history)
-                    .expect("a preset dictionary on a new raw inflate stream");
-            }
-            inflater
-        });
+        let mut inflater = self.take_decompressor();
         let start = *self.message_start.get_or_insert(out.len());
         let mut result = inflater.inflate(fragment, limit, out);
         if fin && result.is_ok() {
@@ -246,8 +475,26 @@ impl PerMessageDeflate {
         if fin || result.is_err() {
             self.message_start = None;
         }
+        let mut owner = self.id;
         if result.is_err() {
             inflater.reset();
+            owner = 0; // no connection's context any more
+        }
+        if !fin && result.is_ok() {
+            self.decompressor = Some(inflater); // the rest of the message follows
+            return result;
+        }
+        self.received_generation += 1;
+        if self.lends {
+            let spare = Spare {
+                owner,
+                generation: self.received_generation,
+                kind: 0,
+                state: inflater,
+            };
+            SPARES.with_borrow_mut(|spares| lend_spare(&mut spares.decompressors, spare));
+        } else {
+            self.decompressor = Some(inflater);
         }
         result
     }

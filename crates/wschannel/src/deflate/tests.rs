@@ -1510,3 +1510,74 @@ fn history_is_kept_only_with_context_takeover_and_within_the_window() {
     assert_eq!(server.received_history.len(), 512);
     assert!(server.received_history == message[message.len() - 512..]);
 }
+
+#[test]
+fn a_server_lends_its_state_after_each_message_and_takes_it_back_unchanged() {
+    let (mut server, mut client) = endpoints(params(false, false, 12, 12));
+    let message = text_bytes(3000, 21);
+    round_trip(&mut server, &mut client, &message, 700);
+    round_trip(&mut client, &mut server, &message, 700);
+    assert!(!server.owns_state(), "lent back after the message");
+    assert!(server.holds_state(), "this thread keeps it as it was");
+    assert!(client.owns_state(), "a client keeps its own");
+    // Taken back as it was: the same message again refers back into the last one.
+    let fresh = compressed(
+        &mut PerMessageDeflate::new(Role::Client, params(false, false, 12, 12), 6),
+        &message,
+    );
+    let again = round_trip(&mut server, &mut client, &message, 700);
+    assert!(
+        again.len() * 5 < fresh.len(),
+        "{} bytes, {} without",
+        again.len(),
+        fresh.len()
+    );
+    round_trip(&mut client, &mut server, &message, usize::MAX);
+    assert!(server.compact_if_idle() || server.compact_if_idle());
+    assert!(!server.holds_state(), "compaction frees what it lent too");
+}
+
+#[test]
+fn more_busy_servers_than_spares_in_one_thread_keep_context_takeover() {
+    let count = super::compression::SPARES_KEPT * 2 + 1;
+    let mut pairs: Vec<_> = (0..count)
+        .map(|_| endpoints(params(false, false, 12, 12)))
+        .collect();
+    let message = |index: usize, round: u64| text_bytes(2000, index as u64 * 10 + round % 2);
+    for round in 0..4 {
+        // Each takes a state another lent (reset and given its history) or its own.
+        for (index, (server, client)) in pairs.iter_mut().enumerate() {
+            round_trip(server, client, &message(index, round), 500);
+            round_trip(client, server, &message(index, round), 500);
+        }
+    }
+    for (index, (server, client)) in pairs.iter_mut().enumerate() {
+        // Repeating each connection's last message refers back into it, both ways.
+        // (A message alone compresses to about half its size.)
+        let wire = round_trip(server, client, &message(index, 3), 500);
+        assert!(wire.len() < 2000 / 5, "{index}: {} bytes", wire.len());
+        let wire = round_trip(client, server, &message(index, 3), 500);
+        assert!(wire.len() < 2000 / 5, "{index}: {} bytes", wire.len());
+    }
+}
+
+#[test]
+fn a_server_that_went_on_in_another_thread_does_not_take_back_its_stale_state() {
+    let (mut server, mut client) = endpoints(params(false, false, 12, 12));
+    round_trip(&mut server, &mut client, &text_bytes(3000, 31), 1000);
+    round_trip(&mut client, &mut server, &text_bytes(3000, 31), 1000);
+    let second = text_bytes(3000, 32);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            round_trip(&mut server, &mut client, &second, 1000);
+            round_trip(&mut client, &mut server, &second, 1000);
+        });
+    });
+    // This thread still keeps the states lent after the first message: no longer the
+    // connection's context, so they are reset and given the history, not taken as they are.
+    assert!(!server.holds_state());
+    let wire = round_trip(&mut server, &mut client, &second, 1000);
+    assert!(wire.len() < 3000 / 5, "{} bytes", wire.len());
+    let wire = round_trip(&mut client, &mut server, &second, 1000);
+    assert!(wire.len() < 3000 / 5, "{} bytes", wire.len());
+}
