@@ -552,12 +552,16 @@ def test_sync_client_answers_a_ping_with_a_pong() -> None:
 def test_sync_client_receive_reads_the_socket_in_the_calling_thread(
     server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No thread hop per message: with the fallback reader kept out (it would read only
-    after an hour without a receive), ``receive()`` still gets every echo, and the
-    fallback never read (it never handed reading back)."""
+    """No thread hop per message: with the fallback reader kept out once the application
+    reads (it would read again only after an hour without a receive), ``receive()`` still
+    gets every echo, and the fallback never read again (it read only until the first
+    ``receive()``, and handed reading over once)."""
     monkeypatch.setattr(wschannel.sync.connection, "UNATTENDED", 3600.0)
     sent = [f"message {i}" if i % 2 else f"message {i}".encode() for i in range(200)]
     with wschannel.sync.connect(server_url, ping_interval=None) as channel:
+        channel.sink.add("first")
+        assert channel.receive(TIMEOUT) == "first"
+        wait_until_sync(lambda: channel._stream._handoffs == 1, what="the fallback handed over")
         for message in sent:
             channel.sink.add(message)
             assert channel.receive(TIMEOUT) == message
@@ -565,7 +569,7 @@ def test_sync_client_receive_reads_the_socket_in_the_calling_thread(
         for message in sent_at_once:
             channel.sink.add(message)
         assert [channel.receive(TIMEOUT) for _ in sent_at_once] == sent_at_once
-        assert channel._stream._handoffs == 0
+        assert channel._stream._handoffs == 1
 
 
 def test_sync_client_reads_while_the_application_does_not_and_gives_reading_back() -> None:
@@ -597,7 +601,9 @@ def test_sync_client_reads_while_the_application_does_not_and_gives_reading_back
         drain(sock)
 
     with raw_server(handler) as server:
-        channel = wschannel.sync.connect(server.url, ping_interval=None, close_timeout=SHORT)
+        channel = wschannel.sync.connect(
+            server.url, ping_interval=None, close_timeout=SHORT, max_queue=None
+        )
         with channel:
             assert [channel.receive(TIMEOUT) for _ in range(5)] == [f"first {i}" for i in range(5)]
             assert answered.wait(TIMEOUT), "the ping was not answered while nobody read"
@@ -612,7 +618,7 @@ def test_sync_client_reads_while_the_application_does_not_and_gives_reading_back
             + [f"idle {i}" for i in range(20)]
             + [f"then {i}" for i in range(20)]
         )
-        assert channel._stream._handoffs >= 1
+        assert channel._stream._handoffs >= 2  # after the start, and after the pause
 
 
 @pytest.mark.parametrize(

@@ -944,13 +944,28 @@ class SyncWebSocketChannel(SessionDriver):
         wakeup = self._fallback_wakeup
         try:
             seen = -1
+            # Nobody asked for a message yet: read from the start (the first keepalive pong,
+            # a peer that pings or closes at once), until the application asks.
+            self._read_unattended()
             while True:
                 with self._lock:
                     while not self._finished and not self._read_ended:
                         if self._must_read():
                             break
+                        if stream._waiting:
+                            # A thread waits for a message and reads what comes itself:
+                            # sleep until it stops waiting (it calls _on_leave), or until
+                            # reading is needed at once. Then look again after an interval.
+                            stream._on_leave = self._wake_fallback_reader
+                            if stream._waiting:
+                                wakeup.wait()
+                                if not self._must_read():
+                                    seen = stream._gets
+                                    wakeup.wait(UNATTENDED)
+                                continue
+                            stream._on_leave = None
                         gets = stream._gets
-                        if not stream._waiting and gets == seen:
+                        if gets == seen:
                             break  # nobody asked for a message for a whole interval
                         seen = gets
                         wakeup.wait(UNATTENDED)
@@ -962,6 +977,10 @@ class SyncWebSocketChannel(SessionDriver):
             logger.exception("Unexpected error in a WebSocket reader thread")
             self._abort()
 
+    def _wake_fallback_reader(self) -> None:
+        with self._lock:
+            self._fallback_wakeup.notify()
+
     def _read_unattended(self) -> None:
         """Read until the application asks for a message again (then it reads), or to the
         end while the connection closes."""
@@ -971,7 +990,7 @@ class SyncWebSocketChannel(SessionDriver):
         read_lock.acquire()
         try:
             gets = stream._gets
-            while not self._read_ended:
+            while not self._read_ended and not self._finished:
                 if (stream._waiting or stream._gets != gets) and not self._must_read():
                     return  # the application is back: it reads
                 wait_for_room()

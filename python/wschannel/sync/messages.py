@@ -98,6 +98,7 @@ class SyncMessageStream:
         "_not_empty",
         "_not_full",
         "_on_drained",
+        "_on_leave",
         "_read",
         "_reading_paused",
         "_subscribed",
@@ -127,6 +128,9 @@ class SyncMessageStream:
         # the socket's read side (then wait: it puts what it reads, or hands reading back).
         self._read: Callable[[float | None], bool] | None = None
         self._gets = 0  # messages taken so far: the fallback reader sees the application is busy
+        # Set by the fallback reader when it sleeps because a thread waits here (that thread
+        # reads what comes): called, once, when the thread stops waiting.
+        self._on_leave: Callable[[], None] | None = None
         self._handoffs = 0  # times another thread stopped reading for this one
 
     # Consumer side.
@@ -144,6 +148,17 @@ class SyncMessageStream:
 
     def _get(self, timeout: float | None) -> Message:
         """The next message; ``EOFError`` once there are none left and the stream ended."""
+        leave: Callable[[], None] | None = None
+        try:
+            return self._take(timeout)
+        finally:
+            if self._on_leave is not None:  # the fallback reader sleeps while this waited
+                with self._mutex:
+                    leave, self._on_leave = self._on_leave, None
+                if leave is not None:
+                    leave()
+
+    def _take(self, timeout: float | None) -> Message:
         with self._mutex:
             self._in_hand = False  # it has answered the last one, if it meant to
             buffer = self._buffer
