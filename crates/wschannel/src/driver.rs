@@ -142,7 +142,8 @@ impl Core {
             match event {
                 Event::Text(text) => return Ok(Next::Message(Message::Text(text))),
                 Event::Binary(data) => return Ok(Next::Message(Message::Binary(data))),
-                Event::Pong(_) => {}
+                // Never made here: this driver delivers whole messages.
+                Event::Pong(_) | Event::TextPiece { .. } | Event::BinaryPiece { .. } => {}
                 Event::Ping(_) | Event::Close { .. } => self.take_reply(),
                 Event::Failure { code, reason } => {
                     self.take_reply();

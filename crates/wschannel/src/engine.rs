@@ -36,6 +36,10 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 /// message buffer ([`Connection::read_payload_in_place`]).
 pub const DIRECT_READ_MIN: usize = 64 * 1024;
 
+/// The most bytes a piece of a message delivered in pieces holds ([`Delivery::Pieces`]): a
+/// piece is what arrived of the message by the end of the engine call, or this much.
+pub const MAX_PIECE: usize = 1 << 20;
+
 /// The largest message buffer a thread keeps for its next large message (see [`SPARE`]).
 const MAX_SPARE: usize = 4 << 20;
 
@@ -96,6 +100,21 @@ pub enum Event {
     Text(String),
     /// A complete binary message.
     Binary(Vec<u8>),
+    /// A piece of a text message delivered in pieces ([`Delivery::Pieces`]): whole
+    /// characters; `fin` on the last piece of the message (which may be empty).
+    TextPiece {
+        /// The piece's text.
+        text: String,
+        /// Whether this is the message's last piece.
+        fin: bool,
+    },
+    /// A piece of a binary message delivered in pieces ([`Delivery::Pieces`]).
+    BinaryPiece {
+        /// The piece's bytes.
+        data: Vec<u8>,
+        /// Whether this is the message's last piece.
+        fin: bool,
+    },
     /// A ping (RFC 6455 §5.5.2); the pong is already queued.
     Ping(Vec<u8>),
     /// A pong (RFC 6455 §5.5.3).
@@ -157,6 +176,69 @@ pub trait Receiver {
     fn binary(&mut self, data: &[u8]);
     /// A ping, pong, close or failure.
     fn control(&mut self, event: Event);
+    /// A piece of a message, when the connection delivers messages in pieces
+    /// ([`Connection::set_delivery`]); `fin` on the message's last piece. By default it is
+    /// passed to [`Receiver::control`] as an [`Event::TextPiece`] or [`Event::BinaryPiece`].
+    fn piece(&mut self, piece: Chunk<'_>, fin: bool) {
+        self.control(piece.to_event(fin));
+    }
+}
+
+/// A piece of a data message: text (whole characters, so valid UTF-8) or bytes. What
+/// [`Receiver::piece`] gets, and what [`Connection::encode_fragment`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    /// A piece of a text message.
+    Text(&'a str),
+    /// A piece of a binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Chunk<'a> {
+    /// The piece as an owned event.
+    pub fn to_event(self, fin: bool) -> Event {
+        match self {
+            Chunk::Text(text) => Event::TextPiece {
+                text: text.to_owned(),
+                fin,
+            },
+            Chunk::Binary(data) => Event::BinaryPiece {
+                data: data.to_vec(),
+                fin,
+            },
+        }
+    }
+
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Chunk::Text(text) => text.as_bytes(),
+            Chunk::Binary(data) => data,
+        }
+    }
+
+    fn opcode(self) -> OpCode {
+        match self {
+            Chunk::Text(_) => OpCode::Text,
+            Chunk::Binary(_) => OpCode::Binary,
+        }
+    }
+}
+
+/// How [`Connection::receive_data`] hands over data messages ([`Connection::set_delivery`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Whole messages ([`Receiver::text`], [`Receiver::binary`]), each at most
+    /// [`Config::max_message_size`]: the default.
+    Messages,
+    /// Pieces as they arrive ([`Receiver::piece`]), never assembled: a piece is what came of
+    /// the message by the end of the engine call (inflated, if compressed), at most
+    /// [`MAX_PIECE`] bytes; text is split only between characters. A message may total
+    /// `max_message_size` bytes (after decompression; `None`: no limit), which may be
+    /// larger than [`Config::max_message_size`] since no message is held whole.
+    Pieces {
+        /// The largest message accepted, in total, after decompression.
+        max_message_size: Option<usize>,
+    },
 }
 
 impl Receiver for Vec<Event> {
@@ -213,6 +295,19 @@ pub enum SendError {
     /// Control frames carry at most 125 bytes (RFC 6455 §5.5).
     #[error("control frame payload is {0} bytes; at most 125 are allowed")]
     ControlTooLong(usize),
+    /// A message was started while a fragmented one is open (RFC 6455 §5.4: the fragments
+    /// of one message may not be interleaved with another's).
+    #[error(
+        "a fragmented message is being sent: send its last fragment (fin) before another message"
+    )]
+    MessageInProgress,
+    /// A continuation fragment with no fragmented message open.
+    #[error("no fragmented message is open: start one with its first fragment")]
+    NoMessageInProgress,
+    /// A fragment whose kind is not the open message's (text continued with bytes, or
+    /// binary with text).
+    #[error("the fragmented message being sent is {0}: its fragments must all be {0}")]
+    FragmentKind(&'static str),
 }
 
 /// Whether an endpoint may put `code` in a close frame (RFC 6455 §7.4.1, IANA registry).
@@ -292,6 +387,14 @@ pub struct Connection {
     close_reason: Option<String>,
     counters: Counters,
     rng: Random,
+    /// How messages that start from now on are delivered.
+    delivery: Delivery,
+    /// The message being received is delivered in pieces, with this limit in total.
+    pieces: Option<Option<usize>>,
+    /// Bytes of the message being received already delivered as pieces.
+    delivered: u64,
+    /// The kind of the fragmented message being sent, if one is open.
+    sending: Option<OpCode>,
 }
 
 impl Connection {
@@ -336,12 +439,50 @@ impl Connection {
             close_reason: None,
             counters: Counters::default(),
             rng,
+            delivery: Delivery::Messages,
+            pieces: None,
+            delivered: 0,
+            sending: None,
         }
     }
 
     /// The role this connection was created with.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// How data messages are handed over from the next message that starts: whole, or in
+    /// pieces (see [`Delivery`]). A message already being received ends the way it began.
+    ///
+    /// ```
+    /// use wschannel::{Config, Connection, Delivery, Event, Role};
+    ///
+    /// let mut client = Connection::new(Role::Client, Config::default());
+    /// client.set_delivery(Delivery::Pieces { max_message_size: None });
+    /// let mut events = Vec::new();
+    /// client.receive_data(b"\x01\x03abc", &mut events); // a first fragment
+    /// client.receive_data(b"\x80\x02de", &mut events); // the last one
+    /// assert_eq!(
+    ///     events,
+    ///     [
+    ///         Event::TextPiece { text: "abc".into(), fin: false },
+    ///         Event::TextPiece { text: "de".into(), fin: true },
+    ///     ]
+    /// );
+    /// ```
+    pub fn set_delivery(&mut self, delivery: Delivery) {
+        self.delivery = delivery;
+    }
+
+    /// How data messages are handed over ([`Connection::set_delivery`]).
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// Whether a fragmented message is being sent ([`Connection::encode_fragment`]): until
+    /// its last fragment, no other message may be sent (control frames may).
+    pub fn sending_fragments(&self) -> bool {
+        self.sending.is_some()
     }
 
     /// Where the connection is: [`State::Closed`] once close frames went both ways, after
@@ -468,7 +609,10 @@ impl Connection {
     /// Parses `data`, which may hold any part of any number of frames.
     pub fn receive_data(&mut self, data: &[u8], rx: &mut impl Receiver) {
         self.counters.bytes_received += data.len() as u64;
-        if let Err(v) = self.process(data, rx) {
+        if let Err(v) = self
+            .process(data, rx)
+            .and_then(|()| self.flush_piece(false, rx))
+        {
             self.fail(v, rx);
         }
     }
@@ -528,7 +672,7 @@ impl Connection {
         let want = usize::try_from(frame.remaining)
             .unwrap_or(usize::MAX)
             .min(max);
-        if self.message.is_empty() {
+        if self.message.is_empty() && self.pieces.is_none() {
             let expected = usize::try_from(frame.remaining).unwrap_or(MAX_SPARE);
             reserve_message(&mut self.message, expected);
         }
@@ -544,7 +688,10 @@ impl Connection {
     /// have been written since, and nothing else may have touched the connection.
     unsafe fn payload_read_in_place(&mut self, n: usize, rx: &mut impl Receiver) {
         self.counters.bytes_received += n as u64;
-        if let Err(v) = self.take_in_place(n, rx) {
+        if let Err(v) = self
+            .take_in_place(n, rx)
+            .and_then(|()| self.flush_piece(false, rx))
+        {
             self.fail(v, rx);
         }
     }
@@ -569,7 +716,11 @@ impl Connection {
         frame.offset += n;
         frame.remaining -= n as u64;
         let done = frame.remaining == 0;
-        if self.message_opcode == Some(OpCode::Text) {
+        if self.pieces.is_some() {
+            if self.message.len() >= MAX_PIECE {
+                self.flush_piece(false, rx)?;
+            }
+        } else if self.message_opcode == Some(OpCode::Text) {
             self.utf8
                 .check(&self.message, false)
                 .map_err(|_| invalid_utf8())?;
@@ -604,7 +755,7 @@ impl Connection {
                     .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
                 let (chunk, rest) = data.split_at(n);
                 data = rest;
-                self.receive_payload(chunk)?;
+                self.receive_payload(chunk, rx)?;
                 if self.frame.as_ref().is_some_and(|f| f.remaining == 0) {
                     self.finish_frame(rx)?;
                 }
@@ -654,6 +805,7 @@ impl Connection {
             && frame.mask.is_none()
             && frame.offset == 0
             && !self.compressed
+            && self.pieces.is_none()
             && matches!(frame.opcode, OpCode::Text | OpCode::Binary)
             && data.len() as u64 >= frame.remaining
     }
@@ -751,7 +903,12 @@ impl Connection {
         // Both terms are below 2^63 (start_frame, and this check for every earlier frame
         // of the message), so the sum cannot wrap; saturating all the same.
         let total = so_far.saturating_add(header.len);
-        if let Some(max) = self.config.max_message_size {
+        let limit = match (continuing, self.pieces, self.delivery) {
+            (true, Some(max), _) => max,
+            (false, _, Delivery::Pieces { max_message_size }) => max_message_size,
+            _ => self.config.max_message_size,
+        };
+        if let Some(max) = limit {
             let (limit, what) = if compressed {
                 (compressed_limit(max), "compressed message")
             } else {
@@ -767,11 +924,16 @@ impl Connection {
             self.compressed = header.rsv1;
             self.message.clear();
             self.utf8.reset();
+            self.delivered = 0;
+            self.pieces = match self.delivery {
+                Delivery::Messages => None,
+                Delivery::Pieces { max_message_size } => Some(max_message_size),
+            };
         }
         Ok(())
     }
 
-    fn receive_payload(&mut self, chunk: &[u8]) -> Step {
+    fn receive_payload(&mut self, chunk: &[u8], rx: &mut impl Receiver) -> Step {
         let frame = self.frame.as_mut().expect("frame in progress");
         let (mask, offset) = (frame.mask, frame.offset);
         frame.offset += chunk.len();
@@ -779,6 +941,9 @@ impl Connection {
         if frame.opcode.is_control() {
             append(&mut self.control, chunk, mask, offset);
             return Ok(());
+        }
+        if self.pieces.is_some() {
+            return self.receive_piece_payload(chunk, mask, offset, rx);
         }
         if offset == 0 && self.message.is_empty() && !self.compressed {
             let expected = chunk.len() as u64 + frame.remaining;
@@ -830,6 +995,9 @@ impl Connection {
     }
 
     fn finish_message(&mut self, rx: &mut impl Receiver) -> Step {
+        if self.pieces.is_some() {
+            return self.finish_piece_message(rx);
+        }
         if self.compressed {
             let deflate = self.deflate.as_mut().expect("deflate negotiated");
             let max = self.config.max_message_size;
@@ -849,6 +1017,142 @@ impl Connection {
             rx.binary(&self.message);
         }
         release_message(&mut self.message);
+        Ok(())
+    }
+
+    /// Payload of a data frame of a message delivered in pieces: into the piece (inflated
+    /// if compressed), delivering each time it fills.
+    fn receive_piece_payload(
+        &mut self,
+        chunk: &[u8],
+        mask: Option<[u8; 4]>,
+        offset: usize,
+        rx: &mut impl Receiver,
+    ) -> Step {
+        if !self.compressed {
+            let mut at = offset;
+            for part in chunk.chunks(MAX_PIECE) {
+                append(&mut self.message, part, mask, at);
+                at += part.len();
+                if self.message.len() >= MAX_PIECE {
+                    self.flush_piece(false, rx)?;
+                }
+            }
+            return Ok(());
+        }
+        let mut raw = std::mem::take(&mut self.raw);
+        let input: &[u8] = match mask {
+            Some(key) => {
+                raw.clear();
+                extend_masked(&mut raw, chunk, key, offset);
+                &raw
+            }
+            None => chunk,
+        };
+        let result = self.inflate_pieces(input, rx);
+        self.raw = raw;
+        result
+    }
+
+    /// Inflates `input` into pieces, delivering each full one.
+    fn inflate_pieces(&mut self, mut input: &[u8], rx: &mut impl Receiver) -> Step {
+        loop {
+            let cap = self.piece_cap();
+            let deflate = self.deflate.as_mut().expect("deflate negotiated");
+            let (taken, more) = deflate
+                .inflate_piece(input, cap, &mut self.message)
+                .map_err(inflate_error)?;
+            input = &input[taken..];
+            self.check_piece_total()?;
+            if self.message.len() >= MAX_PIECE {
+                self.flush_piece(false, rx)?;
+            }
+            if input.is_empty() && !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// How far the piece may fill: [`MAX_PIECE`], or one byte past the message's limit (to
+    /// tell "at" from "over").
+    fn piece_cap(&self) -> usize {
+        let limit = self.pieces.flatten().map_or(u64::MAX, |max| max as u64);
+        let left = limit.saturating_sub(self.delivered).saturating_add(1);
+        let room = usize::try_from(left).unwrap_or(usize::MAX);
+        self.message.len().saturating_add(room).min(MAX_PIECE)
+    }
+
+    fn check_piece_total(&self) -> Step {
+        if let Some(max) = self.pieces.flatten() {
+            if self.delivered + self.message.len() as u64 > max as u64 {
+                return Err(violation(
+                    1009,
+                    "decompressed message exceeds the size limit",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last frame of a message delivered in pieces has ended: what is left, as its last
+    /// piece.
+    fn finish_piece_message(&mut self, rx: &mut impl Receiver) -> Step {
+        if self.compressed {
+            loop {
+                let cap = self.piece_cap();
+                let deflate = self.deflate.as_mut().expect("deflate negotiated");
+                let done = deflate
+                    .finish_piece_message(cap, &mut self.message)
+                    .map_err(inflate_error)?;
+                self.check_piece_total()?;
+                if done {
+                    break;
+                }
+                self.flush_piece(false, rx)?;
+            }
+        }
+        self.flush_piece(true, rx)?;
+        self.counters.messages_received += 1;
+        self.message_opcode = None;
+        self.pieces = None;
+        self.delivered = 0;
+        if self.message.capacity() > KEEP_CAPACITY {
+            self.message = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Delivers what the piece holds (text: up to the last whole character; the rest waits
+    /// for the next piece), or, with `fin`, all of it as the message's last piece. Nothing
+    /// unless a message delivered in pieces is being received.
+    fn flush_piece(&mut self, fin: bool, rx: &mut impl Receiver) -> Step {
+        if self.pieces.is_none() || self.stopped() {
+            return Ok(());
+        }
+        let Some(opcode) = self.message_opcode else {
+            return Ok(());
+        };
+        let end = if opcode == OpCode::Text {
+            match simdutf8::compat::from_utf8(&self.message) {
+                Ok(_) => self.message.len(),
+                Err(e) if e.error_len().is_none() && !fin => e.valid_up_to(),
+                Err(_) => return Err(invalid_utf8()),
+            }
+        } else {
+            self.message.len()
+        };
+        if end == 0 && !fin {
+            return Ok(());
+        }
+        let piece = &self.message[..end];
+        if opcode == OpCode::Text {
+            let text = utf8::validate(piece).map_err(|_| invalid_utf8())?;
+            rx.piece(Chunk::Text(text), fin);
+        } else {
+            rx.piece(Chunk::Binary(piece), fin);
+        }
+        self.delivered += end as u64;
+        self.message.drain(..end);
         Ok(())
     }
 
@@ -881,6 +1185,7 @@ impl Connection {
         self.failed = true;
         self.frame = None;
         self.message.clear();
+        self.pieces = None;
         let answer = (!self.close_queued).then_some(OpCode::Close);
         self.queue_reply(answer, &close_payload(v.code, &v.reason));
         self.close_code = Some(v.code);
@@ -902,7 +1207,10 @@ impl Connection {
     /// connections, may be written to this one as it is: a server (clients mask each frame
     /// with a key of their own) without compression, whose close frame has not left.
     pub fn accepts_shared_frames(&self) -> bool {
-        self.role == Role::Server && self.deflate.is_none() && !self.close_sent
+        self.role == Role::Server
+            && self.deflate.is_none()
+            && !self.close_sent
+            && self.sending.is_none()
     }
 
     /// Whether permessage-deflate was negotiated.
@@ -947,6 +1255,8 @@ impl Connection {
         self.deflate = None;
         self.frame = None;
         self.message_opcode = None;
+        self.pieces = None;
+        self.sending = None;
         self.message = Vec::new();
         self.raw = Vec::new();
         self.scratch = Vec::new();
@@ -976,6 +1286,9 @@ impl Connection {
         if self.close_sent {
             return Err(SendError::Closed);
         }
+        if self.sending.is_some() {
+            return Err(SendError::MessageInProgress);
+        }
         let mask = self.mask_key();
         let frame = match self.deflate.as_mut() {
             Some(deflate) => {
@@ -986,6 +1299,68 @@ impl Connection {
             None => OutFrame::new(opcode, false, payload, mask),
         };
         self.counters.messages_sent += 1;
+        self.counters.bytes_sent += frame.len() as u64;
+        Ok(frame)
+    }
+
+    /// Encodes one fragment of a message sent in pieces (RFC 6455 §5.4), compressed if
+    /// negotiated (RFC 7692: RSV1 on the first frame only, each fragment flushed so the peer
+    /// can inflate it at once) and masked by a client. `first` starts a message of `chunk`'s
+    /// kind; otherwise the fragment continues the open one, whose kind it must have; `fin`
+    /// ends it. Text comes as `&str`, so the message is valid UTF-8 however it is cut.
+    /// Control frames may be sent between fragments; no other message may be, until the last
+    /// fragment ([`SendError::MessageInProgress`]). Fails with
+    /// [`SendError::NoMessageInProgress`] for a continuation with no message open,
+    /// [`SendError::FragmentKind`] for a fragment of the other kind, [`SendError::Closed`]
+    /// once this side's close frame has left.
+    ///
+    /// ```
+    /// use wschannel::{Chunk, Config, Connection, Event, Role};
+    ///
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// let mut client = Connection::new(Role::Client, Config::default());
+    /// let mut wire = server.encode_fragment(Chunk::Text("Hel"), true, false)?.to_vec();
+    /// wire.extend(server.encode_fragment(Chunk::Text("lo"), false, true)?.to_vec());
+    /// let mut events = Vec::new();
+    /// client.receive_data(&wire, &mut events);
+    /// assert_eq!(events, [Event::Text("Hello".into())]);
+    /// # Ok::<(), wschannel::SendError>(())
+    /// ```
+    pub fn encode_fragment<'a>(
+        &'a mut self,
+        chunk: Chunk<'a>,
+        first: bool,
+        fin: bool,
+    ) -> Result<OutFrame<'a>, SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        let opcode = match (first, self.sending) {
+            (true, Some(_)) => return Err(SendError::MessageInProgress),
+            (false, None) => return Err(SendError::NoMessageInProgress),
+            (false, Some(open)) if open != chunk.opcode() => {
+                return Err(SendError::FragmentKind(match open {
+                    OpCode::Text => "text",
+                    _ => "binary",
+                }))
+            }
+            (true, None) => chunk.opcode(),
+            (false, Some(_)) => OpCode::Continuation,
+        };
+        self.sending = if fin { None } else { Some(chunk.opcode()) };
+        let mask = self.mask_key();
+        let payload = chunk.bytes();
+        let frame = match self.deflate.as_mut() {
+            Some(deflate) => {
+                self.scratch.clear();
+                deflate.compress_fragment(payload, fin, &mut self.scratch);
+                OutFrame::fragment(opcode, first, fin, &self.scratch, mask)
+            }
+            None => OutFrame::fragment(opcode, false, fin, payload, mask),
+        };
+        if fin {
+            self.counters.messages_sent += 1;
+        }
         self.counters.bytes_sent += frame.len() as u64;
         Ok(frame)
     }
@@ -1123,5 +1498,7 @@ fn inflate_error(e: DecompressError) -> Violation {
     }
 }
 
+#[cfg(test)]
+mod streaming_tests;
 #[cfg(test)]
 pub(crate) mod tests;

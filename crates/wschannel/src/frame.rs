@@ -170,8 +170,20 @@ pub struct OutFrame<'a> {
 impl<'a> OutFrame<'a> {
     /// A final frame (FIN set) of `opcode` carrying `payload`, masked with `mask` if given.
     pub fn new(opcode: OpCode, rsv1: bool, payload: &'a [u8], mask: Option<[u8; 4]>) -> Self {
+        Self::fragment(opcode, rsv1, true, payload, mask)
+    }
+
+    /// A frame of `opcode` with FIN set as `fin` says (a data message's fragment, RFC 6455
+    /// §5.4), carrying `payload`, masked with `mask` if given.
+    pub fn fragment(
+        opcode: OpCode,
+        rsv1: bool,
+        fin: bool,
+        payload: &'a [u8],
+        mask: Option<[u8; 4]>,
+    ) -> Self {
         let header = Header {
-            fin: true,
+            fin,
             rsv1,
             rsv2: false,
             rsv3: false,

@@ -71,7 +71,10 @@ pub mod utf8;
 
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use driver::{Error, Message};
-pub use engine::{Config, Connection, Counters, Event, ReadInto, Receiver, Role, SendError, State};
+pub use engine::{
+    Chunk, Config, Connection, Counters, Delivery, Event, ReadInto, Receiver, Role, SendError,
+    State,
+};
 pub use handshake::{
     sign_key, ClientHandshake, ClientOptions, HandshakeError, Limits, ServerHandshake,
 };

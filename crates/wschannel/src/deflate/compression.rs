@@ -390,6 +390,45 @@ impl PerMessageDeflate {
             out.push(0x00);
             return;
         }
+        self.compress_flushed(message, out);
+        debug_assert!(out.ends_with(&TAIL));
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
+        if self.reset_compressor {
+            if let Some(deflater) = self.compressor.as_mut() {
+                deflater.reset();
+            }
+        }
+    }
+
+    /// Compresses one fragment of a message sent in pieces (RFC 7692 §7.2.1 allows any
+    /// fragmentation of the compressed payload): each fragment ends with a sync flush, so the
+    /// peer can inflate it as it comes; only the last one (`fin`) has the trailing
+    /// `00 00 ff ff` stripped, and after it the compressor is reset when this side has no
+    /// context takeover. An empty non-final fragment compresses to nothing; an empty final
+    /// one to `[0x00]` (after a sync flush the compressor sits on a byte boundary, as between
+    /// messages). Appends to `out`.
+    pub fn compress_fragment(&mut self, data: &[u8], fin: bool, out: &mut Vec<u8>) {
+        if !data.is_empty() {
+            let start = out.len();
+            self.compress_flushed(data, out);
+            if fin && out[start..].ends_with(&TAIL) {
+                out.truncate(out.len() - TAIL.len());
+            }
+        } else if fin {
+            out.push(0x00);
+        }
+        if fin && self.reset_compressor {
+            if let Some(deflater) = self.compressor.as_mut() {
+                deflater.reset();
+            }
+        }
+    }
+
+    /// Compresses `message` (not empty) ending with a sync flush, whose `00 00 ff ff` stays;
+    /// keeps the history (with context takeover). Appends to `out`.
+    fn compress_flushed(&mut self, message: &[u8], out: &mut Vec<u8>) {
         self.active = true;
         let bits = self.compress_bits;
         let mut deflater = self.take_compressor();
@@ -417,12 +456,7 @@ impl PerMessageDeflate {
             }
         }
         debug_assert!(out[start..].ends_with(&TAIL));
-        if out[start..].ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        }
-        if self.reset_compressor {
-            deflater.reset();
-        } else {
+        if !self.reset_compressor {
             keep_tail(
                 &mut self.sent_history,
                 message,
@@ -500,6 +534,77 @@ impl PerMessageDeflate {
     }
 }
 
+impl PerMessageDeflate {
+    /// Inflates a fragment of a compressed message delivered in pieces: as much of `input`
+    /// as fits until `out` holds `cap` bytes. Returns how many bytes of `input` it took and
+    /// whether output may still be pending (it stopped at `cap`): then empty `out` and call
+    /// again with the rest of the input (possibly none). Never fails with
+    /// [`DecompressError::TooBig`]: the caller bounds the message by its choice of `cap`.
+    pub fn inflate_piece(
+        &mut self,
+        input: &[u8],
+        cap: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, bool), DecompressError> {
+        self.active = true;
+        let window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
+        let inflater = self.inflater();
+        let start = out.len();
+        let result = inflater.inflate_capped(input, cap, out);
+        self.after_piece(result.is_ok(), start, window, out);
+        result
+    }
+
+    /// The message delivered in pieces has ended (its last frame is inflated): feeds the
+    /// tail (§7.2.2) with the same contract as [`PerMessageDeflate::inflate_piece`]. True
+    /// once the message is complete (the decompressor then reset if the peer has no context
+    /// takeover); false when it stopped at `cap`: empty `out` and call again.
+    pub fn finish_piece_message(
+        &mut self,
+        cap: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, DecompressError> {
+        self.active = true;
+        let window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
+        let inflater = self.inflater();
+        let start = out.len();
+        let result = inflater.finish_capped(cap, out);
+        self.after_piece(result.is_ok(), start, window, out);
+        if result == Ok(true) && self.reset_decompressor {
+            if let Some(inflater) = self.decompressor.as_mut() {
+                inflater.reset();
+            }
+        }
+        result
+    }
+
+    fn inflater(&mut self) -> &mut Inflater {
+        let history = &self.received_history;
+        self.decompressor.get_or_insert_with(|| {
+            let mut inflater = Inflater::new();
+            if !history.is_empty() {
+                inflater
+                    .inner
+                    .set_dictionary(history)
+                    .expect("a preset dictionary on a new raw inflate stream");
+            }
+            inflater
+        })
+    }
+
+    /// Keeps the history of a piece's output (with context takeover), or resets after an
+    /// error.
+    fn after_piece(&mut self, ok: bool, start: usize, window: usize, out: &[u8]) {
+        if !ok {
+            if let Some(inflater) = self.decompressor.as_mut() {
+                inflater.reset();
+            }
+        } else if !self.reset_decompressor {
+            keep_tail(&mut self.received_history, &out[start..], window);
+        }
+    }
+}
+
 /// Appends `data` to `history`, which keeps at least its last `window` bytes and at most
 /// twice that (trimmed only when over, so small messages do not move the window each time).
 fn keep_tail(history: &mut Vec<u8>, data: &[u8], window: usize) {
@@ -558,6 +663,8 @@ struct Inflater {
     /// complete it. Without such data the tail would be read as the start of a stored block that
     /// never ends: an empty payload, or one that ends with a BFINAL block, needs no tail.
     needs_tail: bool,
+    /// Bytes of the tail fed so far to a message delivered in pieces (`finish_capped`).
+    tail_taken: usize,
 }
 
 impl Inflater {
@@ -565,12 +672,14 @@ impl Inflater {
         Inflater {
             inner: Decompress::new(false),
             needs_tail: false,
+            tail_taken: 0,
         }
     }
 
     fn reset(&mut self) {
         self.inner.reset(false);
         self.needs_tail = false;
+        self.tail_taken = 0;
     }
 
     /// Feeds the tail that ends every message (§7.2.2).
@@ -581,6 +690,79 @@ impl Inflater {
         self.inflate(&TAIL, limit, out)?;
         self.needs_tail = false;
         Ok(())
+    }
+
+    /// Inflates `input` into `out` until `out` holds `cap` bytes: the bytes of `input` taken,
+    /// and whether it stopped at `cap` (output may be pending; call again, with the rest).
+    fn inflate_capped(
+        &mut self,
+        input: &[u8],
+        cap: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, bool), DecompressError> {
+        let mut taken = 0;
+        loop {
+            if out.len() >= cap {
+                return Ok((taken, true));
+            }
+            let rest = &input[taken..];
+            let room = cap - out.len();
+            if out.capacity() == out.len() {
+                let want = rest.len().saturating_mul(4).max(MIN_INFLATE_STEP);
+                out.reserve_exact(want.max(out.capacity()).min(room));
+            }
+            let window = (out.capacity() - out.len()).min(room);
+            let inner = &mut self.inner;
+            let consumed_before = inner.total_in();
+            let len_before = out.len();
+            let result = write_spare(out, window, |buf| {
+                let before = inner.total_out();
+                let result = inner.decompress_uninit(rest, buf, FlushDecompress::None);
+                ((inner.total_out() - before) as usize, result)
+            });
+            let consumed = (inner.total_in() - consumed_before) as usize;
+            let produced = out.len() - len_before;
+            taken += consumed;
+            if consumed > 0 {
+                self.needs_tail = true;
+            }
+            match result {
+                Err(_) => return Err(DecompressError::Corrupt),
+                Ok(Status::StreamEnd) => {
+                    self.inner.reset(false);
+                    self.needs_tail = false;
+                    if taken == input.len() {
+                        return Ok((taken, false));
+                    }
+                }
+                Ok(Status::Ok | Status::BufError) => {
+                    if produced < window {
+                        if taken == input.len() {
+                            return Ok((taken, false));
+                        }
+                        if consumed == 0 && produced == 0 {
+                            return Err(DecompressError::Corrupt);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feeds the tail that ends a message delivered in pieces, until `out` holds `cap`
+    /// bytes: true once done.
+    fn finish_capped(&mut self, cap: usize, out: &mut Vec<u8>) -> Result<bool, DecompressError> {
+        if !self.needs_tail && self.tail_taken == 0 {
+            return Ok(true);
+        }
+        let (taken, more) = self.inflate_capped(&TAIL[self.tail_taken..], cap, out)?;
+        self.tail_taken += taken;
+        if self.tail_taken == TAIL.len() && !more {
+            self.tail_taken = 0;
+            self.needs_tail = false;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Inflates all of `input` into `out`, never letting `out` grow past `limit + 1` bytes.

@@ -410,7 +410,10 @@ impl Session {
                     }
                 }
             }
-            Event::Text(_) | Event::Binary(_) => {}
+            Event::Text(_)
+            | Event::Binary(_)
+            | Event::TextPiece { .. }
+            | Event::BinaryPiece { .. } => {}
         }
     }
 
@@ -770,6 +773,9 @@ impl<R: Receiver> Receiver for ControlTap<'_, R> {
     fn control(&mut self, event: Event) {
         self.controls.push(event.clone());
         self.inner.control(event);
+    }
+    fn piece(&mut self, piece: crate::engine::Chunk<'_>, fin: bool) {
+        self.inner.piece(piece, fin);
     }
 }
 
