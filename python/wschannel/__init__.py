@@ -31,12 +31,13 @@ from .status import CloseCode
 channel.install_platform(_platform)
 
 if TYPE_CHECKING:
-    from ._wschannel import DeflateOptions, __version__, sign_key
+    from ._wschannel import DeflateOptions, Fragment, __version__, sign_key
     from .server import broadcast, serve, unix_serve
 
 __all__ = [
     "CloseCode",
     "DeflateOptions",
+    "Fragment",
     "InvalidStatus",
     "ProxyError",
     "StateError",
@@ -56,7 +57,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    if name in ("sign_key", "__version__", "DeflateOptions"):
+    if name in ("sign_key", "__version__", "DeflateOptions", "Fragment"):
         from . import _wschannel
 
         return getattr(_wschannel, name)

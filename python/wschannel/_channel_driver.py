@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._driver import SessionDriver
 from ._ping import Pings
-from ._wschannel import Pong
+from ._wschannel import Fragment, Pong
 
 if TYPE_CHECKING:
     from ._sink import GuaranteeSink
@@ -42,7 +42,7 @@ class ChannelDriver(SessionDriver):
         acted = False
         for event in events:
             cls = type(event)
-            if cls is str or cls is bytes:
+            if cls is str or cls is bytes or cls is Fragment:
                 add_message(event)
                 continue
             if cls is Pong:

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ._wschannel import Close, Connection, Failure, Ping, Pong, SocketIO
+    from ._wschannel import Close, Connection, Failure, Fragment, Ping, Pong, SocketIO
 
-    Event = str | bytes | Ping | Pong | Close | Failure
+    Event = str | bytes | Fragment | Ping | Pong | Close | Failure
 else:
     try:
         from ._wschannel import SocketIO

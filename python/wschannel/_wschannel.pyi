@@ -72,6 +72,20 @@ class Pong:
     data: bytes
 
 @final
+class Fragment:
+    """A piece of a message received in pieces (:meth:`Connection.set_delivery`).
+
+    ``data`` is ``str`` for text (whole characters: a character is never cut between two
+    pieces) or ``bytes`` for binary; ``last`` is true on the message's last piece, which may
+    be empty. Made in Python, it wraps a whole message as one piece (``last=True``).
+    """
+
+    data: str | bytes
+    last: bool
+
+    def __new__(cls, data: str | bytes, last: bool = True) -> Self: ...
+
+@final
 class Close:
     """The peer's close frame (RFC 6455 §5.5.1): code 1005 and ``''`` when it had no code.
 
@@ -160,10 +174,13 @@ class Connection:
     def compact_if_idle(self) -> bool:
         """Free the compressor and decompressor if no message went either way since the last
         call (the next message rebuilds them from the kept history); True if it did."""
-    def receive_data(self, data: Buffer) -> list[str | bytes | Ping | Pong | Close | Failure]:
+    def receive_data(
+        self, data: Buffer
+    ) -> list[str | bytes | Fragment | Ping | Pong | Close | Failure]:
         """Feed bytes read from the network; returns the complete events they finish.
 
-        Text messages come out as ``str``, binary as ``bytes``. Automatic replies (pong,
+        Text messages come out as ``str``, binary as ``bytes`` (or as :class:`Fragment`
+        pieces after :meth:`set_delivery`). Automatic replies (pong,
         close echo, failure close) are queued for :meth:`data_to_send`, and only ever
         follow a non-message event in the returned list.
         """
@@ -176,6 +193,25 @@ class Connection:
 
     def send_binary(self, data: Buffer) -> bytes:
         """One binary message as one complete frame, ready to write."""
+
+    def send_fragment(self, data: str | Buffer, *, first: bool, fin: bool) -> bytes:
+        """One fragment of a message sent in pieces (RFC 6455 §5.4), as a frame to write:
+        ``str`` for text, a bytes-like object for binary. ``first`` starts a message,
+        ``fin`` ends it; between them only control frames may be sent. Raises
+        ``RuntimeError`` for a message started while one is open (also from
+        :meth:`send_text` and :meth:`send_binary`) or a continuation with none open,
+        ``TypeError`` for a fragment of the other kind. Compressed, each fragment ends with a
+        sync flush (RSV1 on the first frame only)."""
+
+    @property
+    def sending_fragments(self) -> bool:
+        """Whether a fragmented message is open (its last fragment not yet sent)."""
+
+    def set_delivery(self, pieces: bool, *, max_message_size: int | None = None) -> None:
+        """From the next message that starts: ``pieces=True`` delivers messages as
+        :class:`Fragment` pieces as they arrive (at most 1 MiB each, inflated incrementally,
+        text cut only between characters), each message at most ``max_message_size`` bytes
+        in total (``None``: no limit); ``pieces=False``, whole messages (the default)."""
 
     def send_ping(self, data: Buffer | None = None) -> bytes: ...
     def send_pong(self, data: Buffer | None = None) -> bytes: ...
@@ -298,7 +334,7 @@ class SocketIO:
     :meth:`uncork` to be called soon. None (the default): such sends go out at once."""
     def take_error(self) -> OSError | None:
         """The error of the first write that failed, taken."""
-    def receive(self) -> list[str | bytes | Ping | Pong | Close | Failure] | None:
+    def receive(self) -> list[str | bytes | Fragment | Ping | Pong | Close | Failure] | None:
         """Reads what the socket has into the connection: its events, or None at EOF."""
     def uncork(self) -> None:
         """Sends, in one ``sendmsg``, what was sent while the messages that :meth:`receive`

@@ -35,7 +35,8 @@ import logging
 import os
 import socket
 import ssl as ssl_module
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from ._adapter import AdapterWebSocketChannel
@@ -64,6 +65,7 @@ from ._wschannel import (
     Connection,
     DeflateOptions,
     Failure,
+    Fragment,
     HandshakeError,
     Ping,
     Pong,
@@ -79,16 +81,21 @@ from .defaults import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_WRITE_LIMIT,
 )
-from .exceptions import ProxyError, StateError, WebSocketChannelException
+from .exceptions import (
+    ProxyError,
+    StateError,
+    WebSocketChannelException,
+    WebSocketConnectionClosed,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from typing_extensions import Buffer
 
     from ._websocket import WebSocket
 
-    Event = str | bytes | Ping | Pong | Close | Failure
+    Event = str | bytes | Fragment | Ping | Pong | Close | Failure
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -97,6 +104,7 @@ __all__ = [
     "DEFAULT_WRITE_LIMIT",
     "USER_AGENT",
     "DeflateOptions",
+    "Fragment",
     "Headers",
     "IOWebSocketChannel",
 ]
@@ -125,6 +133,9 @@ class _IOSink(GuaranteeSink):
         "_channel",
         "_close_args",
         "_conn",
+        "_fragmenting",
+        "_fragments_lock",
+        "_held",
         "_live",
         "_pending",
         "_send_binary",
@@ -145,6 +156,11 @@ class _IOSink(GuaranteeSink):
         self._send_binary: Callable[[Buffer], None] = _write_nowhere
         self._pending: list[str | bytes] = []  # added before the connection opened
         self._close_args: tuple[int | None, str | None] | None = None  # a close to send
+        # send_fragments(): one fragmented message at a time; while one is being sent,
+        # messages added wait in _held and go out once it has ended.
+        self._fragments_lock: asyncio.Lock | None = None
+        self._fragmenting = False
+        self._held: list[str | bytes] = []
 
     def add(self, data: str | Buffer) -> None:
         if self._conn is not None:
@@ -163,6 +179,8 @@ class _IOSink(GuaranteeSink):
                 return
             if self._live is None:
                 self._pending.append(data)
+            elif self._fragmenting:
+                self._held.append(data)
             else:
                 self._send_text(data)
             return
@@ -171,6 +189,8 @@ class _IOSink(GuaranteeSink):
             return
         if self._live is None:
             self._pending.append(bytes(buffer))  # the caller may change it meanwhile
+        elif self._fragmenting:
+            self._held.append(bytes(buffer))  # likewise
         else:
             self._send_binary(buffer)
 
@@ -185,7 +205,115 @@ class _IOSink(GuaranteeSink):
             self._channel._close_while_connecting()
 
     def _adding_stream_changed(self) -> None:
-        self._conn = None if self._adding_stream else self._live
+        self._conn = None if self._adding_stream or self._fragmenting else self._live
+
+    # send_fragments() (IOWebSocketChannel's).
+
+    async def _send_fragments(
+        self, chunks: Iterable[str | Buffer] | AsyncIterable[str | Buffer]
+    ) -> None:
+        if isinstance(chunks, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                "send_fragments() takes an iterable of chunks, not one message: "
+                "send one message with sink.add(message)."
+            )
+        if isinstance(chunks, AsyncIterable):
+            source: AsyncIterator[str | Buffer] | None = aiter(chunks)
+            items = None
+        elif isinstance(chunks, Iterable):
+            source, items = None, iter(chunks)
+        else:
+            raise TypeError(
+                "send_fragments() takes an iterable or async iterable of str or bytes-like "
+                f"chunks, not {type(chunks).__name__}."
+            )
+        if self._closed:
+            raise StateError("Cannot send fragments after closing.")
+        if self._adding_stream:
+            raise StateError("Cannot send fragments while adding stream.")
+        channel = self._channel
+        await channel.ready
+        lock = self._fragments_lock
+        if lock is None:
+            lock = self._fragments_lock = asyncio.Lock()
+        async with lock:
+            self._fragmenting = True
+            self._adding_stream_changed()
+            try:
+                await self._send_chunks(source, items)
+            finally:
+                self._fragmenting = False
+                self._adding_stream_changed()
+                held, self._held = self._held, []
+                for message in held:
+                    self._send(message)
+
+    async def _send_chunks(
+        self, source: AsyncIterator[str | Buffer] | None, items: Iterator[str | Buffer] | None
+    ) -> None:
+        """Each chunk as a fragment, then an empty final one; waits between chunks while the
+        write buffer is over its limit. A failure after the first fragment closes with 1011:
+        the message cannot be finished, and the peer must not take a part for the whole."""
+        text: bool | None = None  # the message's kind, from its first chunk
+        try:
+            while True:
+                if source is not None:
+                    try:
+                        chunk = await anext(source)
+                    except StopAsyncIteration:
+                        break
+                else:
+                    assert items is not None
+                    try:
+                        chunk = next(items)
+                    except StopIteration:
+                        break
+                is_text = isinstance(chunk, str)
+                data: str | Buffer = chunk if is_text else binary_view(chunk)
+                if text is not None and is_text != text:
+                    raise TypeError(
+                        "send_fragments(): the chunks of one message are all str (a text "
+                        "message) or all bytes-like (binary); got "
+                        f"{type(chunk).__name__} in a {'text' if text else 'binary'} "
+                        "message: encode or decode it first."
+                    )
+                protocol = self._open_protocol()
+                assert protocol.conn is not None
+                protocol.write(protocol.conn.send_fragment(data, first=text is None, fin=False))
+                text = is_text
+                if protocol._writing_paused:
+                    await protocol.drain()
+            if text is None:
+                return  # no chunk: no message
+            protocol = self._open_protocol()
+            assert protocol.conn is not None
+            end = "" if text else b""
+            protocol.write(protocol.conn.send_fragment(end, first=False, fin=True))
+        except BaseException:
+            if text is not None and not self._disconnected:
+                self._abort_fragments()
+            raise
+        finally:
+            if source is not None and text is not None:
+                await _close_source(source)
+
+    def _open_protocol(self) -> _WebSocketProtocol:
+        """The protocol to send on, or raise: the connection closed meanwhile."""
+        protocol = self._channel._transport_protocol
+        if self._disconnected or self._live is None or protocol is None:
+            raise WebSocketConnectionClosed(
+                "the connection closed while a fragmented message was being sent: the rest "
+                "of it was not sent (the channel's close_code and close_reason say why)"
+            )
+        return protocol
+
+    def _abort_fragments(self) -> None:
+        """A fragmented message cannot be finished: close with 1011, as add_error closes."""
+        self._messages._discard()
+        if not self._disconnected and not self._close_started:
+            self._close_started = True
+            self._start_close(1011, "a fragmented message could not be finished")
+            GuaranteeSink._disconnect(self)
 
     def _write_buffer_full(self) -> bool:
         protocol = self._channel._transport_protocol
@@ -239,6 +367,19 @@ class _IOSink(GuaranteeSink):
         self._pending = []
 
 
+async def _close_source(source: AsyncIterator[Any]) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _pieces(messages: AsyncIterator[Any]) -> AsyncIterator[Fragment]:
+    """The stream's items as pieces: a whole message (received before pieces were asked
+    for) as one piece, with ``last``."""
+    async for item in messages:
+        yield item if type(item) is Fragment else Fragment(item)
+
+
 def _sender(
     write: Callable[[bytes], None], encode: Callable[[Any], bytes]
 ) -> Callable[[Any], None]:
@@ -265,7 +406,13 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
     ``IOWebSocketChannel(FutureOr<WebSocket>)``).
     """
 
-    __slots__ = ("_close_timeout", "_connect_task", "_request", "_transport_protocol")
+    __slots__ = (
+        "_close_timeout",
+        "_connect_task",
+        "_pieces",
+        "_request",
+        "_transport_protocol",
+    )
 
     def __init__(
         self,
@@ -289,6 +436,9 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         self._connect_task: asyncio.Task[None] | None = None
         self._close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT
         self._request: Request | None = None
+        # fragments(): messages arrive in pieces, each message at most this (... : the
+        # connection's max_message_size); None: whole messages.
+        self._pieces: tuple[int | None | EllipsisType] | None = None
 
     def _close_while_connecting(self) -> None:
         """A close was issued before the connection opened: give the attempt
@@ -454,6 +604,77 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
                 f"The connection closed (code {self._close_code}) before the ping's pong came."
             )
         return rtt
+
+    async def send_fragments(
+        self, chunks: Iterable[str | Buffer] | AsyncIterable[str | Buffer]
+    ) -> None:
+        """Send the chunks of ``chunks`` (an iterable or async iterable) as the fragments of
+        one message (RFC 6455 §5.4): all ``str`` for a text message, all bytes-like for a
+        binary one; the peer receives one message (or its pieces, see :meth:`fragments`).
+
+        Memory stays bounded: each chunk is sent as it comes, and while the write buffer is
+        over ``write_limit`` the next chunk waits for it to drain. With compression each
+        fragment is compressed as it goes. The message ends with an empty final fragment
+        once ``chunks`` is exhausted; no chunk, no message.
+
+        Meanwhile, messages added to the sink wait and follow the fragmented message, and
+        another ``send_fragments`` waits its turn; a broadcast skips this connection (as
+        during ``add_stream``); pings and pongs go out between fragments. Waits for the
+        connection to open first (raising its error if it could not).
+
+        Raises ``TypeError`` for chunks of mixed kinds (a ``str`` in a binary message...) or
+        of another type, :class:`~wschannel.StateError` after ``sink.close()`` or while
+        ``add_stream`` runs, and :class:`~wschannel.exceptions.WebSocketConnectionClosed` if
+        the connection closes before the message is sent. If a chunk is refused or
+        ``chunks`` raises (or the call is cancelled) after the first fragment went out, the
+        connection is closed with 1011: the peer must not take part of the message for all
+        of it.
+        """
+        sink = self._sink
+        if not isinstance(sink, _IOSink):
+            raise TypeError(
+                f"send_fragments() needs a channel from connect() or serve(), not a "
+                f"{type(self).__name__} over a {type(sink).__name__}."
+            )
+        await sink._send_fragments(chunks)
+
+    def fragments(
+        self, *, max_message_size: int | None | EllipsisType = ...
+    ) -> AsyncIterator[Fragment]:
+        """Receive messages in pieces, as they arrive, without assembling them:
+        ``async for piece in channel.fragments():`` gives :class:`Fragment` objects whose
+        ``data`` is ``str`` (text, cut only between characters) or ``bytes`` (binary) and
+        whose ``last`` is true on a message's last piece (which may be empty).
+
+        A piece is what arrived of a message in one network read, at most 1 MiB (inflated
+        incrementally when compressed). Reading is flow-controlled as for messages: at most
+        ``max_queue`` pieces wait before reading pauses. ``max_message_size`` bounds each
+        message in total (1009 when exceeded), by default the channel's; ``None`` takes
+        any size, since no message is held whole (but see docs/client.md on compression).
+
+        This subscribes to :attr:`stream` (so it cannot be iterated as well: ``StateError``)
+        and applies from the next message that starts: call it before the peer sends what
+        you want in pieces (first thing in a server handler, or right after ``connect``).
+        Messages received whole before the call come as one piece each.
+        """
+        sink = self._sink
+        if not isinstance(sink, _IOSink):
+            raise TypeError(
+                f"fragments() needs a channel from connect() or serve(), not a "
+                f"{type(self).__name__} over a {type(sink).__name__}."
+            )
+        if max_message_size is not ... and max_message_size is not None:
+            if not isinstance(max_message_size, int) or max_message_size < 0:
+                raise ValueError(
+                    f"max_message_size must be a number of bytes >= 0 or None, not "
+                    f"{max_message_size!r}"
+                )
+        messages = aiter(self.stream)  # StateError if it was subscribed to already
+        self._pieces = (max_message_size,)
+        protocol = self._transport_protocol
+        if protocol is not None:
+            protocol.apply_pieces()
+        return _pieces(messages)
 
     @property
     def latency(self) -> float | None:
@@ -838,6 +1059,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         )
         self.conn = conn
         self._receive_data = conn.receive_data
+        self.apply_pieces()
         channel = self.channel
         channel._transport_protocol = self
         channel._protocol = protocol
@@ -847,6 +1069,17 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
             channel.ready.set_result(None)
         self._arm_session_timer()
         self._log_open(protocol)
+
+    def apply_pieces(self) -> None:
+        """The channel asked for messages in pieces (``fragments()``): tell the engine."""
+        pieces = self.channel._pieces
+        conn = self.conn
+        if pieces is None or conn is None:
+            return
+        limit = pieces[0]
+        conn.set_delivery(
+            True, max_message_size=self._max_message_size if limit is ... else limit
+        )
 
     def new_connection(self, client: bool, deflate: str | None) -> Connection:
         return Connection(

@@ -10,7 +10,7 @@ use super::events::ListReceiver;
 use super::lock::{EngineGuard, EngineLock};
 use super::{state_number, with_bytes};
 use crate::deflate::parse_params;
-use crate::engine::{self, Config, Event, SendError};
+use crate::engine::{self, Chunk, Config, Delivery, Event, SendError};
 use crate::frame::{shared_binary, shared_text, OpCode, OutFrame, Role};
 use crate::session::{Action, ControlTap, Phase, Session, SessionConfig};
 
@@ -81,7 +81,10 @@ impl ConnectionState {
 
 pub(crate) fn send_error(e: SendError) -> PyErr {
     match e {
-        SendError::Closed => PyRuntimeError::new_err(e.to_string()),
+        SendError::Closed | SendError::MessageInProgress | SendError::NoMessageInProgress => {
+            PyRuntimeError::new_err(e.to_string())
+        }
+        SendError::FragmentKind(_) => pyo3::exceptions::PyTypeError::new_err(e.to_string()),
         _ => PyValueError::new_err(e.to_string()),
     }
 }
@@ -480,6 +483,58 @@ impl PyConnection {
             let frame = c.inner.encode_binary(bytes).map_err(send_error)?;
             frame_bytes(py, &frame)
         })?
+    }
+
+    /// One fragment of a message sent in pieces (the engine's `encode_fragment`): `str` for
+    /// text, any other buffer for binary; `first` starts the message, `fin` ends it.
+    #[pyo3(signature = (data, *, first, fin))]
+    fn send_fragment<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        first: bool,
+        fin: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut c = self.lock(py)?;
+        if let Ok(text) = data.cast::<pyo3::types::PyString>() {
+            let text = text.to_str()?;
+            let frame = c
+                .inner
+                .encode_fragment(Chunk::Text(text), first, fin)
+                .map_err(send_error)?;
+            return frame_bytes(py, &frame);
+        }
+        with_bytes(data, |bytes| {
+            let frame = c
+                .inner
+                .encode_fragment(Chunk::Binary(bytes), first, fin)
+                .map_err(send_error)?;
+            frame_bytes(py, &frame)
+        })?
+    }
+
+    /// Whether a fragmented message is being sent (`send_fragment` without its last one).
+    #[getter]
+    fn sending_fragments(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.inner.sending_fragments())
+    }
+
+    /// From the next message that starts: deliver messages in pieces (`Fragment`), each
+    /// message at most `max_message_size` bytes in total, or whole (`pieces=False`).
+    #[pyo3(signature = (pieces, *, max_message_size = None))]
+    fn set_delivery(
+        &self,
+        py: Python<'_>,
+        pieces: bool,
+        max_message_size: Option<usize>,
+    ) -> PyResult<()> {
+        let delivery = if pieces {
+            Delivery::Pieces { max_message_size }
+        } else {
+            Delivery::Messages
+        };
+        self.lock(py)?.inner.set_delivery(delivery);
+        Ok(())
     }
 
     #[pyo3(signature = (data = None))]

@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
-use crate::engine::{Event, Receiver};
+use crate::engine::{Chunk, Event, Receiver};
 
 /// A ping frame from the peer; the engine has already queued the pong.
 #[pyclass(frozen, module = "wschannel._wschannel")]
@@ -36,6 +36,58 @@ impl Pong {
     }
     fn __repr__(&self) -> String {
         format!("Pong(data={})", bytes_repr(&self.data))
+    }
+}
+
+/// A piece of a message received in pieces (`Connection.set_delivery`): `data` is `str` for
+/// text (whole characters) or `bytes` for binary; `last` on the message's last piece.
+#[pyclass(frozen, get_all, module = "wschannel._wschannel")]
+pub struct Fragment {
+    data: Py<PyAny>,
+    last: bool,
+}
+
+#[pymethods]
+impl Fragment {
+    /// A piece made in Python: a whole message received before pieces were asked for is one
+    /// piece with `last=True`.
+    #[new]
+    #[pyo3(signature = (data, last = true))]
+    fn new(data: &Bound<'_, PyAny>, last: bool) -> PyResult<Self> {
+        if !(data.is_instance_of::<PyString>() || data.is_instance_of::<PyBytes>()) {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "Fragment data is str or bytes, not {}",
+                data.get_type().name()?
+            )));
+        }
+        Ok(Fragment {
+            data: data.clone().unbind(),
+            last,
+        })
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let data = self.data.bind(py);
+        let len = data.len()?;
+        let kind = if data.is_instance_of::<PyString>() {
+            "str"
+        } else {
+            "bytes"
+        };
+        let last = if self.last { "True" } else { "False" };
+        Ok(format!("Fragment(<{len} {kind}>, last={last})"))
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(other) = other.cast::<Fragment>() else {
+            return Ok(false);
+        };
+        let other = other.get();
+        Ok(self.last == other.last && self.data.bind(py).eq(other.data.bind(py))?)
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        (self.data.bind(py), self.last).into_pyobject(py)?.hash()
     }
 }
 
@@ -111,6 +163,23 @@ impl Receiver for ListReceiver<'_> {
         self.push(Ok(item));
     }
 
+    fn piece(&mut self, piece: Chunk<'_>, fin: bool) {
+        let py = self.py;
+        let data = match piece {
+            Chunk::Text(text) => PyString::new(py, text).into_any(),
+            Chunk::Binary(data) => PyBytes::new(py, data).into_any(),
+        };
+        let item = Bound::new(
+            py,
+            Fragment {
+                data: data.unbind(),
+                last: fin,
+            },
+        )
+        .map(Bound::into_any);
+        self.push(item);
+    }
+
     fn control(&mut self, event: Event) {
         let py = self.py;
         let item = match event {
@@ -124,6 +193,12 @@ impl Receiver for ListReceiver<'_> {
             }
             Event::Text(text) => Ok(PyString::new(py, &text).into_any()),
             Event::Binary(data) => Ok(PyBytes::new(py, &data).into_any()),
+            Event::TextPiece { text, fin } => {
+                return self.piece(Chunk::Text(&text), fin);
+            }
+            Event::BinaryPiece { data, fin } => {
+                return self.piece(Chunk::Binary(&data), fin);
+            }
         };
         self.push(item);
     }
@@ -134,5 +209,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pong>()?;
     m.add_class::<Close>()?;
     m.add_class::<Failure>()?;
+    m.add_class::<Fragment>()?;
     Ok(())
 }

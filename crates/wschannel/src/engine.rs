@@ -979,6 +979,10 @@ impl Connection {
 
     fn finish_frame(&mut self, rx: &mut impl Receiver) -> Step {
         let frame = self.frame.take().expect("frame in progress");
+        if frame.opcode.is_control() {
+            // What came of a message in pieces before this frame goes first.
+            self.flush_piece(false, rx)?;
+        }
         match frame.opcode {
             OpCode::Ping => {
                 let payload = std::mem::take(&mut self.control);

@@ -1016,7 +1016,7 @@ class SyncWebSocketChannel(SessionDriver):
                     messages = events[:index]  # type: ignore[assignment]
                 if cls is Pong:
                     self._awaiting_pong = False
-                    self._pong_received(event.data)  # type: ignore[union-attr]
+                    self._pong_received(event.data)  # type: ignore[union-attr,arg-type]
             if messages is not None:
                 self.act()
         stream = self._stream

@@ -487,12 +487,32 @@ fn control_frames_between_pieces_are_handled_in_order() {
     assert_eq!(
         events,
         [
+            Event::BinaryPiece {
+                data: b"a".to_vec(),
+                fin: false
+            },
             Event::Ping(b"hi".to_vec()),
             Event::BinaryPiece {
-                data: b"ab".to_vec(),
+                data: b"b".to_vec(),
                 fin: true
             },
         ]
     );
     assert_eq!(server.data_to_send(), b"\x8a\x02hi");
+    // What came before a close frame in the same read is delivered before the close.
+    let mut wire = frame(0x01, b"last words", Some(KEY));
+    wire.extend(frame(0x88, b"\x03\xe8", Some(KEY)));
+    assert_eq!(
+        feed(&mut server, &wire),
+        [
+            Event::TextPiece {
+                text: "last words".into(),
+                fin: false
+            },
+            Event::Close {
+                code: 1000,
+                reason: String::new()
+            },
+        ]
+    );
 }
