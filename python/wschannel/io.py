@@ -438,7 +438,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         self._request: Request | None = None
         # fragments(): messages arrive in pieces, each message at most this (... : the
         # connection's max_message_size); None: whole messages.
-        self._pieces: tuple[int | None | EllipsisType] | None = None
+        self._pieces: tuple[int | EllipsisType | None] | None = None
 
     def _close_while_connecting(self) -> None:
         """A close was issued before the connection opened: give the attempt
@@ -639,7 +639,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         await sink._send_fragments(chunks)
 
     def fragments(
-        self, *, max_message_size: int | None | EllipsisType = ...
+        self, *, max_message_size: int | EllipsisType | None = ...
     ) -> AsyncIterator[Fragment]:
         """Receive messages in pieces, as they arrive, without assembling them:
         ``async for piece in channel.fragments():`` gives :class:`Fragment` objects whose
@@ -663,12 +663,12 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
                 f"fragments() needs a channel from connect() or serve(), not a "
                 f"{type(self).__name__} over a {type(sink).__name__}."
             )
-        if max_message_size is not ... and max_message_size is not None:
-            if not isinstance(max_message_size, int) or max_message_size < 0:
-                raise ValueError(
-                    f"max_message_size must be a number of bytes >= 0 or None, not "
-                    f"{max_message_size!r}"
-                )
+        if not (max_message_size is ... or max_message_size is None) and (
+            not isinstance(max_message_size, int) or max_message_size < 0
+        ):
+            raise ValueError(
+                f"max_message_size must be a number of bytes >= 0 or None, not {max_message_size!r}"
+            )
         messages = aiter(self.stream)  # StateError if it was subscribed to already
         self._pieces = (max_message_size,)
         protocol = self._transport_protocol
@@ -1077,9 +1077,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         if pieces is None or conn is None:
             return
         limit = pieces[0]
-        conn.set_delivery(
-            True, max_message_size=self._max_message_size if limit is ... else limit
-        )
+        conn.set_delivery(True, max_message_size=self._max_message_size if limit is ... else limit)
 
     def new_connection(self, client: bool, deflate: str | None) -> Connection:
         return Connection(
