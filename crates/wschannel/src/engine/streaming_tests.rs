@@ -206,7 +206,7 @@ fn compressed_fragments_round_trip_with_and_without_context_takeover() {
             let chunks: Vec<Chunk<'_>> = text
                 .as_bytes()
                 .chunks(7_000)
-                .map(|c| Chunk::Binary(c))
+                .map(Chunk::Binary)
                 .collect();
             let wire = fragments(&mut client, &chunks);
             let heads = headers(&wire);
