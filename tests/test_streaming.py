@@ -9,9 +9,11 @@ import asyncio
 import hashlib
 import json
 import os
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -31,8 +33,10 @@ from conftest import (
     wait,
     wait_until,
 )
+from sync_helpers import sync_server, url_of
 
 import wschannel
+import wschannel.sync
 from wschannel import Fragment, StateError
 from wschannel.exceptions import WebSocketConnectionClosed
 from wschannel.io import IOWebSocketChannel
@@ -528,3 +532,65 @@ async def test_both_directions_are_flow_controlled() -> None:
         consume.set()
         await asyncio.wait_for(sending, TIMEOUT * 4)
         assert await asyncio.wait_for(total, TIMEOUT) == 64 * MiB
+
+
+# The blocking flavour (wschannel.sync): the same calls, in threads.
+
+
+@pytest.mark.parametrize("compression", [True, False])
+def test_blocking_channels_send_fragments_and_receive_pieces(compression: bool) -> None:
+    def handler(channel: wschannel.sync.SyncWebSocketChannel) -> None:
+        digest, size, pieces = hashlib.sha256(), 0, 0
+        for piece in channel.fragments(max_message_size=None):
+            data = piece.data.encode() if isinstance(piece.data, str) else piece.data
+            digest.update(data)
+            size, pieces = size + len(data), pieces + 1
+            if piece.last:
+                channel.sink.add(json.dumps([size, pieces, digest.hexdigest()]))
+                digest, size, pieces = hashlib.sha256(), 0, 0
+
+    parts = [chunk(i, 300_000) for i in range(8)]
+    text = "ü€𝄞 streamed " * 10_000
+    with (
+        sync_server(handler, compression=compression) as server,
+        wschannel.sync.connect(url_of(server), compression=compression) as channel,
+    ):
+        channel.send_fragments(iter(parts))
+        size, pieces, digest = json.loads(str(channel.receive(TIMEOUT)))
+        assert (size, digest) == (len(b"".join(parts)), hashlib.sha256(b"".join(parts)).hexdigest())
+        assert pieces > 1  # over the channel's 1 MiB limit: received in pieces
+        channel.send_fragments(text[i : i + 5_000] for i in range(0, len(text), 5_000))
+        size, _, digest = json.loads(str(channel.receive(TIMEOUT)))
+        assert digest == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_blocking_messages_added_meanwhile_follow_the_fragmented_one() -> None:
+    received: queue.Queue[object] = queue.Queue()
+
+    def handler(channel: wschannel.sync.SyncWebSocketChannel) -> None:
+        for message in channel.stream:
+            received.put(message)
+        received.put(("closed", channel.close_code))
+
+    with (
+        sync_server(handler) as server,
+        wschannel.sync.connect(url_of(server)) as channel,
+    ):
+
+        def chunks() -> Iterator[str]:
+            yield "one, "
+            other = threading.Thread(target=channel.sink.add, args=("from a thread",))
+            other.start()
+            other.join(TIMEOUT)  # add() returned: the message waits for this one
+            channel.sink.add(bytearray(b"from this thread"))
+            yield "two"
+
+        channel.send_fragments(chunks())
+        assert received.get(timeout=TIMEOUT) == "one, two"
+        assert received.get(timeout=TIMEOUT) == "from a thread"
+        assert received.get(timeout=TIMEOUT) == b"from this thread"
+        with pytest.raises(TypeError, match=r"got str in a binary message"):
+            channel.send_fragments([b"bytes, then ", "text"])
+        assert received.get(timeout=TIMEOUT) == ("closed", 1011)
+        with pytest.raises(TypeError, match="not one message"):
+            channel.send_fragments(b"one message")  # type: ignore[arg-type]

@@ -204,6 +204,10 @@ class Connection:
         sync flush (RSV1 on the first frame only)."""
 
     @property
+    def max_message_size(self) -> int | None:
+        """The limit on a whole message this connection was made with."""
+
+    @property
     def sending_fragments(self) -> bool:
         """Whether a fragmented message is open (its last fragment not yet sent)."""
 

@@ -1077,7 +1077,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         if pieces is None or conn is None:
             return
         limit = pieces[0]
-        conn.set_delivery(True, max_message_size=self._max_message_size if limit is ... else limit)
+        conn.set_delivery(True, max_message_size=conn.max_message_size if limit is ... else limit)
 
     def new_connection(self, client: bool, deflate: str | None) -> Connection:
         return Connection(

@@ -513,6 +513,12 @@ impl PyConnection {
         })?
     }
 
+    /// The limit on a whole message the connection was made with.
+    #[getter]
+    fn max_message_size(&self, py: Python<'_>) -> PyResult<Option<usize>> {
+        Ok(self.lock(py)?.inner.max_message_size())
+    }
+
     /// Whether a fragmented message is being sent (`send_fragment` without its last one).
     #[getter]
     fn sending_fragments(&self, py: Python<'_>) -> PyResult<bool> {

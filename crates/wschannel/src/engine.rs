@@ -474,6 +474,11 @@ impl Connection {
         self.delivery = delivery;
     }
 
+    /// The limit on a whole message ([`Config::max_message_size`]).
+    pub fn max_message_size(&self) -> Option<usize> {
+        self.config.max_message_size
+    }
+
     /// How data messages are handed over ([`Connection::set_delivery`]).
     pub fn delivery(&self) -> Delivery {
         self.delivery

@@ -50,8 +50,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from types import TracebackType
+from collections.abc import AsyncIterable, Iterable, Iterator
+from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from .._driver import SessionDriver
@@ -61,6 +61,7 @@ from .._ping import Pings, check_payload
 from .._reconnect import Redial, SyncReconnecting, close_code_for
 from .._wschannel import (
     Connection,
+    Fragment,
     Pong,
     Request,
 )
@@ -70,7 +71,7 @@ from ..defaults import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_PING_INTERVAL,
 )
-from ..exceptions import StateError
+from ..exceptions import StateError, WebSocketConnectionClosed
 from .messages import SyncMessageStream
 
 if TYPE_CHECKING:
@@ -193,7 +194,16 @@ class SyncWebSocketSink:
     :meth:`close` starts the closing handshake and returns :attr:`done`.
     """
 
-    __slots__ = ("_adding_stream", "_channel", "_disconnected", "_done", "_error", "_user_closed")
+    __slots__ = (
+        "_adding_stream",
+        "_channel",
+        "_disconnected",
+        "_done",
+        "_error",
+        "_fragmenting",
+        "_held",
+        "_user_closed",
+    )
 
     def __init__(self, channel: SyncWebSocketChannel) -> None:
         self._channel = channel
@@ -203,6 +213,10 @@ class SyncWebSocketSink:
         self._error: BaseException | None = None  # from add_error(): done fails with it
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._done.set_running_or_notify_cancel()  # it cannot be cancelled
+        # While send_fragments() sends a message, what is added waits here (in order) and
+        # follows it.
+        self._fragmenting = False
+        self._held: list[str | bytes] = []
 
     def add(self, data: str | Buffer) -> None:
         """Send one message: ``str`` as a text message, a bytes-like object as binary.
@@ -232,6 +246,12 @@ class SyncWebSocketSink:
                     if self._user_closed and self._error is None:
                         raise StateError("Cannot add event after closing.")
                     _check_message_type(data)
+                    return
+                if self._fragmenting:
+                    held = data if cls is str or cls is bytes else None
+                    if held is None:
+                        held = str(data) if isinstance(data, str) else bytes(binary_view(data))
+                    self._held.append(held)  # type: ignore[arg-type]
                     return
                 try:
                     if cls is str:
@@ -345,6 +365,13 @@ class SyncWebSocketSink:
         return self._done
 
 
+def _pieces(messages: Iterator[Any]) -> Iterator[Fragment]:
+    """The stream's items as pieces: a whole message (received before pieces were asked
+    for) as one piece, with ``last``."""
+    for item in messages:
+        yield item if type(item) is Fragment else Fragment(item)
+
+
 def _check_message_type(data: object) -> None:
     if not isinstance(data, str):
         binary_view(data)
@@ -418,6 +445,7 @@ class SyncWebSocketChannel(SessionDriver):
         self._awaiting_pong = False  # a keepalive ping went: its pong is read at once
         self._aborted = False  # the socket was shut down: the end is read at once
         self._outgoing: deque[bytes] = deque()
+        self._fragments_lock = threading.Lock()  # one send_fragments() at a time
         self._in_flight = 0  # bytes of the frames a flush took and has not written yet
         # The most bytes seen waiting behind a write in progress (for metrics).
         self._write_high = 0
@@ -517,6 +545,114 @@ class SyncWebSocketChannel(SessionDriver):
         time (:class:`~wschannel.StateError` otherwise).
         """
         return self._stream._get(timeout)
+
+    def send_fragments(self, chunks: Iterable[str | Buffer]) -> None:
+        """Send the chunks of ``chunks`` (any iterable) as the fragments of one message
+        (RFC 6455 §5.4): all ``str`` for a text message, all bytes-like for a binary one.
+
+        Each chunk is written as it comes, from the calling thread, blocking while the
+        socket cannot take it (so memory stays at one chunk); the message ends with an empty
+        final fragment, and no chunk sends nothing. Meanwhile messages that other threads
+        (or this one) add wait and follow the message, and another ``send_fragments`` waits
+        its turn. Raises as the asyncio channel's ``send_fragments`` does (``TypeError``,
+        :class:`~wschannel.StateError`,
+        :class:`~wschannel.exceptions.WebSocketConnectionClosed`), and closes with 1011 when
+        the message cannot be finished (a refused chunk, an error from ``chunks``).
+        """
+        if isinstance(chunks, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                "send_fragments() takes an iterable of chunks, not one message: "
+                "send one message with sink.add(message)."
+            )
+        if isinstance(chunks, AsyncIterable) or not isinstance(chunks, Iterable):
+            raise TypeError(
+                "send_fragments() of a blocking channel takes an iterable of str or "
+                f"bytes-like chunks, not {type(chunks).__name__}."
+            )
+        sink = self._sink
+        if sink._user_closed and sink._error is None:
+            raise StateError("Cannot send fragments after closing.")
+        if sink._adding_stream:
+            raise StateError("Cannot send fragments while adding stream.")
+        with self._fragments_lock:
+            with self._lock:
+                sink._fragmenting = True
+            text: bool | None = None  # the message's kind, from its first chunk
+            try:
+                for chunk in chunks:
+                    is_text = isinstance(chunk, str)
+                    data: str | Buffer = chunk if is_text else binary_view(chunk)
+                    if text is not None and is_text != text:
+                        raise TypeError(
+                            "send_fragments(): the chunks of one message are all str (a "
+                            "text message) or all bytes-like (binary); got "
+                            f"{type(chunk).__name__} in a {'text' if text else 'binary'} "
+                            "message: encode or decode it first."
+                        )
+                    self._send_fragment(data, first=text is None, fin=False)
+                    text = is_text
+                if text is not None:
+                    self._send_fragment("" if text else b"", first=False, fin=True)
+            except BaseException:
+                if text is not None:
+                    self._abort_fragments()
+                raise
+            finally:
+                with self._lock:
+                    # Encoded before the lock is let go: a thread's later message cannot
+                    # overtake its held one.
+                    sink._fragmenting = False
+                    held, sink._held = sink._held, []
+                    for message in held:
+                        if sink._disconnected:
+                            break
+                        with contextlib.suppress(RuntimeError):  # the close frame went
+                            if isinstance(message, str):
+                                self._outgoing.append(self._conn.send_text(message))
+                            else:
+                                self._outgoing.append(self._conn.send_binary(message))
+                self._flush()
+
+    def _send_fragment(self, data: str | Buffer, *, first: bool, fin: bool) -> None:
+        with self._lock:
+            if self._sink._disconnected:
+                raise WebSocketConnectionClosed(
+                    "the connection closed while a fragmented message was being sent: the "
+                    "rest of it was not sent (the channel's close_code and close_reason say "
+                    "why)"
+                )
+            self._outgoing.append(self._conn.send_fragment(data, first=first, fin=fin))
+        self._flush()
+
+    def _abort_fragments(self) -> None:
+        """A fragmented message cannot be finished: close with 1011."""
+        with self._lock:
+            if self._sink._disconnected or self._sink._user_closed:
+                return
+            self._conn.close(1011, "a fragmented message could not be finished")
+            self.act()
+        self._stream._discard()
+
+    def fragments(self, *, max_message_size: int | EllipsisType | None = ...) -> Iterator[Fragment]:
+        """Receive messages in pieces, as they arrive, without assembling them:
+        ``for piece in channel.fragments():`` gives :class:`~wschannel.Fragment` objects
+        (``data``: ``str`` or ``bytes``; ``last`` on a message's last piece), as the
+        asyncio channel's ``fragments`` does (see there and docs/client.md): at most 1 MiB
+        each, ``max_queue`` of them buffered before reading pauses, each message at most
+        ``max_message_size`` bytes in total (by default the channel's; ``None``: any).
+        Subscribes to :attr:`stream` and applies from the next message that starts."""
+        if not (max_message_size is ... or max_message_size is None) and (
+            not isinstance(max_message_size, int) or max_message_size < 0
+        ):
+            raise ValueError(
+                f"max_message_size must be a number of bytes >= 0 or None, not {max_message_size!r}"
+            )
+        messages = iter(self._stream)  # StateError if it was subscribed to already
+        with self._lock:
+            conn = self._conn
+            limit = conn.max_message_size if max_message_size is ... else max_message_size
+            conn.set_delivery(True, max_message_size=limit)
+        return _pieces(messages)
 
     def pipe(self, other: SyncWebSocketChannel) -> concurrent.futures.Future[None]:
         """Connect this channel to ``other`` until both directions have ended: this stream
@@ -1008,7 +1144,7 @@ class SyncWebSocketChannel(SessionDriver):
             messages: list[Message] | None = None
             for index, event in enumerate(events):
                 cls = type(event)
-                if cls is str or cls is bytes:
+                if cls is str or cls is bytes or cls is Fragment:
                     if messages is not None:
                         messages.append(event)  # type: ignore[arg-type]
                     continue
