@@ -203,11 +203,7 @@ fn compressed_fragments_round_trip_with_and_without_context_takeover() {
         };
         let (mut client, mut server) = pair(Some(params));
         for round in 0..3 {
-            let chunks: Vec<Chunk<'_>> = text
-                .as_bytes()
-                .chunks(7_000)
-                .map(Chunk::Binary)
-                .collect();
+            let chunks: Vec<Chunk<'_>> = text.as_bytes().chunks(7_000).map(Chunk::Binary).collect();
             let wire = fragments(&mut client, &chunks);
             let heads = headers(&wire);
             assert!(heads[0].rsv1 && heads[1..].iter().all(|h| !h.rsv1));
@@ -515,4 +511,118 @@ fn control_frames_between_pieces_are_handled_in_order() {
             },
         ]
     );
+}
+
+/// Many random messages, cut into random fragments and fed in random reads, compressed or
+/// not: a connection receiving in pieces gets the same bytes as one receiving whole
+/// messages, every piece within [`MAX_PIECE`], text pieces whole characters.
+#[test]
+fn pieces_join_to_the_whole_messages_for_random_cuts() {
+    let alphabet = ["a", "é", "€", "𝄞", " ", "z"];
+    for seed in 1..=24u64 {
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let deflate = (seed % 3 != 0).then(|| DeflateParams {
+            client_no_context_takeover: seed % 2 == 0,
+            ..DeflateParams::default()
+        });
+        let (mut client, _) = pair(deflate);
+        let mut whole = Connection::new(Role::Server, config(deflate, None));
+        let mut pieced = Connection::new(Role::Server, config(deflate, None));
+        pieced.set_delivery(pieces());
+        let mut wire = Vec::new();
+        let messages = 1 + next(4);
+        for _ in 0..messages {
+            let text = next(2) == 0;
+            let large = next(8) == 0;
+            let len = next(if large {
+                3 * MAX_PIECE as u64 / 2
+            } else {
+                3000
+            }) as usize;
+            let data: Vec<u8> = if text {
+                let mut s = String::new();
+                while s.len() < len {
+                    s.push_str(alphabet[next(alphabet.len() as u64) as usize]);
+                }
+                s.into_bytes()
+            } else {
+                random_bytes(len, seed + len as u64)
+            };
+            // Cut into fragments (text at character boundaries, as &str must be).
+            let mut cuts = vec![0];
+            let count = next(5);
+            for _ in 0..count {
+                let mut at = next(data.len() as u64 + 1) as usize;
+                while text && !std::str::from_utf8(&data[..at]).is_ok() {
+                    at -= 1;
+                }
+                cuts.push(at);
+            }
+            cuts.push(data.len());
+            cuts.sort_unstable();
+            let chunks: Vec<Chunk<'_>> = cuts
+                .windows(2)
+                .map(|w| {
+                    let part = &data[w[0]..w[1]];
+                    if text {
+                        Chunk::Text(std::str::from_utf8(part).unwrap())
+                    } else {
+                        Chunk::Binary(part)
+                    }
+                })
+                .collect();
+            wire.extend(fragments(&mut client, &chunks));
+            if next(3) == 0 {
+                wire.extend(client.send_ping(b"between").unwrap());
+            }
+        }
+        let expected = feed(&mut whole, &wire);
+        let mut got = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let n = (1 + next(200_000) as usize).min(wire.len() - at);
+            pieced.receive_data(&wire[at..at + n], &mut got);
+            at += n;
+        }
+        // Join the pieces back into messages.
+        let mut joined = Vec::new();
+        let mut current: Option<(bool, Vec<u8>)> = None;
+        for event in got {
+            let (text, bytes, fin) = match event {
+                Event::TextPiece { text, fin } => (true, text.into_bytes(), fin),
+                Event::BinaryPiece { data, fin } => (false, data, fin),
+                other => {
+                    joined.push(other);
+                    continue;
+                }
+            };
+            assert!(
+                bytes.len() <= MAX_PIECE,
+                "seed {seed}: a piece of {}",
+                bytes.len()
+            );
+            let entry = current.get_or_insert((text, Vec::new()));
+            assert_eq!(entry.0, text, "seed {seed}: one kind per message");
+            entry.1.extend(bytes);
+            if fin {
+                let (text, bytes) = current.take().unwrap();
+                joined.push(if text {
+                    Event::Text(String::from_utf8(bytes).unwrap())
+                } else {
+                    Event::Binary(bytes)
+                });
+            }
+        }
+        assert!(
+            current.is_none(),
+            "seed {seed}: a message without its last piece"
+        );
+        assert_eq!(joined, expected, "seed {seed}");
+    }
 }
