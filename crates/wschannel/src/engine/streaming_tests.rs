@@ -559,7 +559,7 @@ fn pieces_join_to_the_whole_messages_for_random_cuts() {
             let count = next(5);
             for _ in 0..count {
                 let mut at = next(data.len() as u64 + 1) as usize;
-                while text && !std::str::from_utf8(&data[..at]).is_ok() {
+                while text && std::str::from_utf8(&data[..at]).is_err() {
                     at -= 1;
                 }
                 cuts.push(at);
