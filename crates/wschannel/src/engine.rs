@@ -387,10 +387,13 @@ pub struct Connection {
     close_reason: Option<String>,
     counters: Counters,
     rng: Random,
-    /// How messages that start from now on are delivered.
+    /// How messages that start from now on are delivered, and their limit in total.
     delivery: Delivery,
-    /// The message being received is delivered in pieces, with this limit in total.
-    pieces: Option<Option<usize>>,
+    next_limit: Option<usize>,
+    /// The limit on the total of the message being received in pieces.
+    pieces_limit: Option<usize>,
+    /// The message being received is delivered in pieces.
+    pieces: bool,
     /// Bytes of the message being received already delivered as pieces.
     delivered: u64,
     /// The kind of the fragmented message being sent, if one is open.
@@ -411,6 +414,7 @@ impl Connection {
     }
 
     fn with_random(role: Role, config: Config, rng: Random) -> Self {
+        let limit = config.max_message_size;
         let deflate = config
             .deflate
             .map(|p| PerMessageDeflate::new(role, p, config.deflate_level));
@@ -440,7 +444,9 @@ impl Connection {
             counters: Counters::default(),
             rng,
             delivery: Delivery::Messages,
-            pieces: None,
+            next_limit: limit,
+            pieces_limit: None,
+            pieces: false,
             delivered: 0,
             sending: None,
         }
@@ -472,6 +478,10 @@ impl Connection {
     /// ```
     pub fn set_delivery(&mut self, delivery: Delivery) {
         self.delivery = delivery;
+        self.next_limit = match delivery {
+            Delivery::Messages => self.config.max_message_size,
+            Delivery::Pieces { max_message_size } => max_message_size,
+        };
     }
 
     /// The limit on a whole message ([`Config::max_message_size`]).
@@ -614,10 +624,11 @@ impl Connection {
     /// Parses `data`, which may hold any part of any number of frames.
     pub fn receive_data(&mut self, data: &[u8], rx: &mut impl Receiver) {
         self.counters.bytes_received += data.len() as u64;
-        if let Err(v) = self
-            .process(data, rx)
-            .and_then(|()| self.flush_piece(false, rx))
-        {
+        let mut result = self.process(data, rx);
+        if result.is_ok() && self.pieces {
+            result = self.flush_piece(false, rx);
+        }
+        if let Err(v) = result {
             self.fail(v, rx);
         }
     }
@@ -677,7 +688,7 @@ impl Connection {
         let want = usize::try_from(frame.remaining)
             .unwrap_or(usize::MAX)
             .min(max);
-        if self.message.is_empty() && self.pieces.is_none() {
+        if self.message.is_empty() && !self.pieces {
             let expected = usize::try_from(frame.remaining).unwrap_or(MAX_SPARE);
             reserve_message(&mut self.message, expected);
         }
@@ -693,10 +704,11 @@ impl Connection {
     /// have been written since, and nothing else may have touched the connection.
     unsafe fn payload_read_in_place(&mut self, n: usize, rx: &mut impl Receiver) {
         self.counters.bytes_received += n as u64;
-        if let Err(v) = self
-            .take_in_place(n, rx)
-            .and_then(|()| self.flush_piece(false, rx))
-        {
+        let mut result = self.take_in_place(n, rx);
+        if result.is_ok() && self.pieces {
+            result = self.flush_piece(false, rx);
+        }
+        if let Err(v) = result {
             self.fail(v, rx);
         }
     }
@@ -721,7 +733,7 @@ impl Connection {
         frame.offset += n;
         frame.remaining -= n as u64;
         let done = frame.remaining == 0;
-        if self.pieces.is_some() {
+        if self.pieces {
             if self.message.len() >= MAX_PIECE {
                 self.flush_piece(false, rx)?;
             }
@@ -810,7 +822,7 @@ impl Connection {
             && frame.mask.is_none()
             && frame.offset == 0
             && !self.compressed
-            && self.pieces.is_none()
+            && !self.pieces
             && matches!(frame.opcode, OpCode::Text | OpCode::Binary)
             && data.len() as u64 >= frame.remaining
     }
@@ -900,19 +912,19 @@ impl Connection {
                 return Err(too_big("frame", header.len, max));
             }
         }
-        let (compressed, so_far) = if continuing {
-            (self.compressed, self.message_wire_len)
+        let (compressed, so_far, limit) = if continuing {
+            let limit = if self.pieces {
+                self.pieces_limit
+            } else {
+                self.config.max_message_size
+            };
+            (self.compressed, self.message_wire_len, limit)
         } else {
-            (header.rsv1, 0)
+            (header.rsv1, 0, self.next_limit)
         };
         // Both terms are below 2^63 (start_frame, and this check for every earlier frame
         // of the message), so the sum cannot wrap; saturating all the same.
         let total = so_far.saturating_add(header.len);
-        let limit = match (continuing, self.pieces, self.delivery) {
-            (true, Some(max), _) => max,
-            (false, _, Delivery::Pieces { max_message_size }) => max_message_size,
-            _ => self.config.max_message_size,
-        };
         if let Some(max) = limit {
             let (limit, what) = if compressed {
                 (compressed_limit(max), "compressed message")
@@ -929,11 +941,11 @@ impl Connection {
             self.compressed = header.rsv1;
             self.message.clear();
             self.utf8.reset();
-            self.delivered = 0;
-            self.pieces = match self.delivery {
-                Delivery::Messages => None,
-                Delivery::Pieces { max_message_size } => Some(max_message_size),
-            };
+            if let Delivery::Pieces { .. } = self.delivery {
+                self.pieces = true;
+                self.pieces_limit = limit;
+                self.delivered = 0;
+            }
         }
         Ok(())
     }
@@ -947,7 +959,7 @@ impl Connection {
             append(&mut self.control, chunk, mask, offset);
             return Ok(());
         }
-        if self.pieces.is_some() {
+        if self.pieces {
             return self.receive_piece_payload(chunk, mask, offset, rx);
         }
         if offset == 0 && self.message.is_empty() && !self.compressed {
@@ -984,7 +996,7 @@ impl Connection {
 
     fn finish_frame(&mut self, rx: &mut impl Receiver) -> Step {
         let frame = self.frame.take().expect("frame in progress");
-        if frame.opcode.is_control() {
+        if self.pieces && frame.opcode.is_control() {
             // What came of a message in pieces before this frame goes first.
             self.flush_piece(false, rx)?;
         }
@@ -1004,7 +1016,7 @@ impl Connection {
     }
 
     fn finish_message(&mut self, rx: &mut impl Receiver) -> Step {
-        if self.pieces.is_some() {
+        if self.pieces {
             return self.finish_piece_message(rx);
         }
         if self.compressed {
@@ -1085,14 +1097,14 @@ impl Connection {
     /// How far the piece may fill: [`MAX_PIECE`], or one byte past the message's limit (to
     /// tell "at" from "over").
     fn piece_cap(&self) -> usize {
-        let limit = self.pieces.flatten().map_or(u64::MAX, |max| max as u64);
+        let limit = self.pieces_limit.map_or(u64::MAX, |max| max as u64);
         let left = limit.saturating_sub(self.delivered).saturating_add(1);
         let room = usize::try_from(left).unwrap_or(usize::MAX);
         self.message.len().saturating_add(room).min(MAX_PIECE)
     }
 
     fn check_piece_total(&self) -> Step {
-        if let Some(max) = self.pieces.flatten() {
+        if let Some(max) = self.pieces_limit {
             if self.delivered + self.message.len() as u64 > max as u64 {
                 return Err(violation(
                     1009,
@@ -1123,7 +1135,7 @@ impl Connection {
         self.flush_piece(true, rx)?;
         self.counters.messages_received += 1;
         self.message_opcode = None;
-        self.pieces = None;
+        self.pieces = false;
         self.delivered = 0;
         if self.message.capacity() > KEEP_CAPACITY {
             self.message = Vec::new();
@@ -1134,8 +1146,9 @@ impl Connection {
     /// Delivers what the piece holds (text: up to the last whole character; the rest waits
     /// for the next piece), or, with `fin`, all of it as the message's last piece. Nothing
     /// unless a message delivered in pieces is being received.
+    #[inline(never)]
     fn flush_piece(&mut self, fin: bool, rx: &mut impl Receiver) -> Step {
-        if self.pieces.is_none() || self.stopped() {
+        if !self.pieces || self.stopped() {
             return Ok(());
         }
         let Some(opcode) = self.message_opcode else {
@@ -1194,7 +1207,7 @@ impl Connection {
         self.failed = true;
         self.frame = None;
         self.message.clear();
-        self.pieces = None;
+        self.pieces = false;
         let answer = (!self.close_queued).then_some(OpCode::Close);
         self.queue_reply(answer, &close_payload(v.code, &v.reason));
         self.close_code = Some(v.code);
@@ -1264,7 +1277,7 @@ impl Connection {
         self.deflate = None;
         self.frame = None;
         self.message_opcode = None;
-        self.pieces = None;
+        self.pieces = false;
         self.sending = None;
         self.message = Vec::new();
         self.raw = Vec::new();
