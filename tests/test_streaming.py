@@ -537,11 +537,24 @@ async def test_both_directions_are_flow_controlled() -> None:
 # The blocking flavour (wschannel.sync): the same calls, in threads.
 
 
+def reply(channel: wschannel.sync.SyncWebSocketChannel) -> str:
+    try:
+        return str(channel.receive(TIMEOUT))
+    except EOFError:
+        raise AssertionError(
+            f"closed with {channel.close_code} {channel.close_reason!r}, no reply"
+        ) from None
+
+
 @pytest.mark.parametrize("compression", [True, False])
 def test_blocking_channels_send_fragments_and_receive_pieces(compression: bool) -> None:
     def handler(channel: wschannel.sync.SyncWebSocketChannel) -> None:
         digest, size, pieces = hashlib.sha256(), 0, 0
-        for piece in channel.fragments(max_message_size=None):
+        fragments = channel.fragments(max_message_size=None)
+        # The reader thread runs before the handler does: frames it read before fragments()
+        # would count against the whole-message limit. The client waits for this.
+        channel.sink.add("ready")
+        for piece in fragments:
             data = piece.data.encode() if isinstance(piece.data, str) else piece.data
             digest.update(data)
             size, pieces = size + len(data), pieces + 1
@@ -555,12 +568,13 @@ def test_blocking_channels_send_fragments_and_receive_pieces(compression: bool) 
         sync_server(handler, compression=compression) as server,
         wschannel.sync.connect(url_of(server), compression=compression) as channel,
     ):
+        assert reply(channel) == "ready"
         channel.send_fragments(iter(parts))
-        size, pieces, digest = json.loads(str(channel.receive(TIMEOUT)))
+        size, pieces, digest = json.loads(reply(channel))
         assert (size, digest) == (len(b"".join(parts)), hashlib.sha256(b"".join(parts)).hexdigest())
         assert pieces > 1  # over the channel's 1 MiB limit: received in pieces
         channel.send_fragments(text[i : i + 5_000] for i in range(0, len(text), 5_000))
-        size, _, digest = json.loads(str(channel.receive(TIMEOUT)))
+        size, _, digest = json.loads(reply(channel))
         assert digest == hashlib.sha256(text.encode()).hexdigest()
 
 

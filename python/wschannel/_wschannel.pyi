@@ -212,10 +212,11 @@ class Connection:
         """Whether a fragmented message is open (its last fragment not yet sent)."""
 
     def set_delivery(self, pieces: bool, *, max_message_size: int | None = None) -> None:
-        """From the next message that starts: ``pieces=True`` delivers messages as
-        :class:`Fragment` pieces as they arrive (at most 1 MiB each, inflated incrementally,
-        text cut only between characters), each message at most ``max_message_size`` bytes
-        in total (``None``: no limit); ``pieces=False``, whole messages (the default)."""
+        """``pieces=True`` delivers messages as :class:`Fragment` pieces as they arrive (at
+        most 1 MiB each, inflated incrementally, text cut only between characters), each
+        message at most ``max_message_size`` bytes in total (``None``: no limit), at once (a
+        message under way goes on in pieces); ``pieces=False``, whole messages (the
+        default) from the next message that starts."""
 
     def send_ping(self, data: Buffer | None = None) -> bytes: ...
     def send_pong(self, data: Buffer | None = None) -> bytes: ...

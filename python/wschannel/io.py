@@ -653,9 +653,10 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         any size, since no message is held whole (but see docs/client.md on compression).
 
         This subscribes to :attr:`stream` (so it cannot be iterated as well: ``StateError``)
-        and applies from the next message that starts: call it before the peer sends what
-        you want in pieces (first thing in a server handler, or right after ``connect``).
-        Messages received whole before the call come as one piece each.
+        and applies at once, to a message being received too (what was assembled of it
+        comes first); messages received whole before the call come as one piece each. Call
+        it before the peer sends more than ``max_message_size`` in one frame (first thing in
+        a server handler, or right after ``connect``): until then that fails with 1009.
         """
         sink = self._sink
         if not isinstance(sink, _IOSink):

@@ -525,8 +525,8 @@ impl PyConnection {
         Ok(self.lock(py)?.inner.sending_fragments())
     }
 
-    /// From the next message that starts: deliver messages in pieces (`Fragment`), each
-    /// message at most `max_message_size` bytes in total, or whole (`pieces=False`).
+    /// Deliver messages in pieces (`Fragment`), each message at most `max_message_size`
+    /// bytes in total, at once; or whole (`pieces=False`), from the next message.
     #[pyo3(signature = (pieces, *, max_message_size = None))]
     fn set_delivery(
         &self,

@@ -457,8 +457,10 @@ impl Connection {
         self.role
     }
 
-    /// How data messages are handed over from the next message that starts: whole, or in
-    /// pieces (see [`Delivery`]). A message already being received ends the way it began.
+    /// How data messages are handed over: whole, or in pieces (see [`Delivery`]). Pieces
+    /// apply at once: a message already being received goes on in pieces, what was
+    /// assembled of it first (in pieces of at most [`MAX_PIECE`]); whole messages apply
+    /// from the next message that starts.
     ///
     /// ```
     /// use wschannel::{Config, Connection, Delivery, Event, Role};
@@ -482,6 +484,20 @@ impl Connection {
             Delivery::Messages => self.config.max_message_size,
             Delivery::Pieces { max_message_size } => max_message_size,
         };
+        if let Delivery::Pieces { max_message_size } = delivery {
+            if self.message_opcode.is_some() && !self.pieces && !self.stopped() {
+                // A message under way goes on in pieces: what was assembled of it comes
+                // first. Its inflated part joins the history (compaction rebuilds from it).
+                if self.compressed {
+                    if let Some(deflate) = self.deflate.as_mut() {
+                        deflate.leave_whole_message(&self.message);
+                    }
+                }
+                self.pieces = true;
+                self.pieces_limit = max_message_size;
+                self.delivered = 0;
+            }
+        }
     }
 
     /// The limit on a whole message ([`Config::max_message_size`]).
@@ -1154,28 +1170,44 @@ impl Connection {
         let Some(opcode) = self.message_opcode else {
             return Ok(());
         };
-        let end = if opcode == OpCode::Text {
-            match simdutf8::compat::from_utf8(&self.message) {
-                Ok(_) => self.message.len(),
-                Err(e) if e.error_len().is_none() && !fin => e.valid_up_to(),
-                Err(_) => return Err(invalid_utf8()),
+        let text = opcode == OpCode::Text;
+        // More than MAX_PIECE waits only when a message switched to pieces midway
+        // (set_delivery): then it goes in pieces of at most MAX_PIECE.
+        loop {
+            let valid = if text {
+                match simdutf8::compat::from_utf8(&self.message) {
+                    Ok(_) => self.message.len(),
+                    Err(e) if e.error_len().is_none() && !fin => e.valid_up_to(),
+                    Err(_) => return Err(invalid_utf8()),
+                }
+            } else {
+                self.message.len()
+            };
+            let mut end = valid;
+            if end > MAX_PIECE {
+                end = MAX_PIECE;
+                // Within valid UTF-8: back off continuation bytes to a character's start.
+                while text && self.message[end] & 0xc0 == 0x80 {
+                    end -= 1;
+                }
             }
-        } else {
-            self.message.len()
-        };
-        if end == 0 && !fin {
-            return Ok(());
+            let last = fin && end == self.message.len();
+            if end == 0 && !last {
+                return Ok(());
+            }
+            let piece = &self.message[..end];
+            if text {
+                let text = utf8::validate(piece).map_err(|_| invalid_utf8())?;
+                rx.piece(Chunk::Text(text), last);
+            } else {
+                rx.piece(Chunk::Binary(piece), last);
+            }
+            self.delivered += end as u64;
+            self.message.drain(..end);
+            if last {
+                return Ok(());
+            }
         }
-        let piece = &self.message[..end];
-        if opcode == OpCode::Text {
-            let text = utf8::validate(piece).map_err(|_| invalid_utf8())?;
-            rx.piece(Chunk::Text(text), fin);
-        } else {
-            rx.piece(Chunk::Binary(piece), fin);
-        }
-        self.delivered += end as u64;
-        self.message.drain(..end);
-        Ok(())
     }
 
     fn receive_close(&mut self, rx: &mut impl Receiver) -> Step {

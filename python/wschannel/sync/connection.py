@@ -640,7 +640,8 @@ class SyncWebSocketChannel(SessionDriver):
         asyncio channel's ``fragments`` does (see there and docs/client.md): at most 1 MiB
         each, ``max_queue`` of them buffered before reading pauses, each message at most
         ``max_message_size`` bytes in total (by default the channel's; ``None``: any).
-        Subscribes to :attr:`stream` and applies from the next message that starts."""
+        Subscribes to :attr:`stream` and applies at once, to a message being received
+        too."""
         if not (max_message_size is ... or max_message_size is None) and (
             not isinstance(max_message_size, int) or max_message_size < 0
         ):

@@ -578,6 +578,25 @@ impl PerMessageDeflate {
         result
     }
 
+    /// A message being decompressed whole ([`PerMessageDeflate::decompress`]) goes on in
+    /// pieces ([`PerMessageDeflate::inflate_piece`]): `out` is what [`decompress`] has put
+    /// out so far, which joins the history now (the pieces add theirs as they come).
+    ///
+    /// [`decompress`]: PerMessageDeflate::decompress
+    pub fn leave_whole_message(&mut self, out: &[u8]) {
+        let Some(start) = self.message_start.take() else {
+            return;
+        };
+        if !self.reset_decompressor {
+            let window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
+            keep_tail(
+                &mut self.received_history,
+                &out[start.min(out.len())..],
+                window,
+            );
+        }
+    }
+
     fn inflater(&mut self) -> &mut Inflater {
         let history = &self.received_history;
         self.decompressor.get_or_insert_with(|| {

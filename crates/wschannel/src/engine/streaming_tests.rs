@@ -417,32 +417,96 @@ fn compressed_pieces_are_inflated_incrementally_and_bounded() {
 }
 
 #[test]
-fn delivery_changes_from_the_next_message() {
+fn pieces_apply_at_once_and_whole_messages_from_the_next_message() {
     let (mut client, mut server) = pair(None);
     let first = client
         .encode_fragment(Chunk::Binary(b"ab"), true, false)
         .unwrap()
         .to_vec();
     assert!(feed(&mut server, &first).is_empty());
+    // A message under way goes on in pieces: what was assembled of it first.
     server.set_delivery(pieces());
     let rest = client
         .encode_fragment(Chunk::Binary(b"c"), false, true)
         .unwrap()
         .to_vec();
-    assert_eq!(feed(&mut server, &rest), [Event::Binary(b"abc".to_vec())]);
-    let next = client.send_binary(b"d").unwrap();
     assert_eq!(
-        feed(&mut server, &next),
+        feed(&mut server, &rest),
         [Event::BinaryPiece {
-            data: b"d".to_vec(),
+            data: b"abc".to_vec(),
             fin: true
         }]
     );
-    server.set_delivery(Delivery::Messages);
+    // Back to whole messages: from the next one; one in pieces ends in pieces.
+    let open = client
+        .encode_fragment(Chunk::Binary(b"d"), true, false)
+        .unwrap()
+        .to_vec();
     assert_eq!(
-        feed(&mut server, &client.send_binary(b"e").unwrap()),
-        [Event::Binary(b"e".to_vec())]
+        feed(&mut server, &open),
+        [Event::BinaryPiece {
+            data: b"d".to_vec(),
+            fin: false
+        }]
     );
+    server.set_delivery(Delivery::Messages);
+    let end = client
+        .encode_fragment(Chunk::Binary(b"e"), false, true)
+        .unwrap()
+        .to_vec();
+    assert_eq!(
+        feed(&mut server, &end),
+        [Event::BinaryPiece {
+            data: b"e".to_vec(),
+            fin: true
+        }]
+    );
+    assert_eq!(
+        feed(&mut server, &client.send_binary(b"f").unwrap()),
+        [Event::Binary(b"f".to_vec())]
+    );
+}
+
+#[test]
+fn a_message_switched_to_pieces_midway_keeps_its_limit_pieces_and_history() {
+    // Uncompressed, with a whole-message limit above MAX_PIECE: what was assembled comes
+    // in pieces of at most MAX_PIECE, text cut between characters.
+    let text = "€uro ".repeat(2 * MAX_PIECE / 7);
+    let (mut client, _) = pair(None);
+    let mut server = Connection::new(Role::Server, config(None, Some(4 * MAX_PIECE)));
+    let (head, tail) = text.split_at(text.len() - 7);
+    let mut wire = fragments(&mut client, &[Chunk::Text(head), Chunk::Text(tail)]);
+    let cut = wire.len() - 30;
+    assert!(feed(&mut server, &wire[..cut]).is_empty());
+    server.set_delivery(pieces());
+    let mut events = feed(&mut server, &wire.split_off(cut));
+    let (joined, count) = join(&events);
+    assert_eq!(joined, text.as_bytes());
+    assert!(count >= 2);
+    assert!(events
+        .iter()
+        .all(|e| matches!(e, Event::TextPiece { text, .. } if text.len() <= MAX_PIECE)));
+    events.clear();
+    // Compressed with context takeover, compacted after the switch: the history has the
+    // part inflated whole, so the next message (which refers to it) still inflates.
+    let params = DeflateParams::default();
+    let (mut client, mut server) = pair(Some(params));
+    let phrase = "a phrase the next message repeats, from the first part only. ";
+    let first = format!("{phrase}{}", "x".repeat(40));
+    let wire = fragments(
+        &mut client,
+        &[Chunk::Text(&first), Chunk::Text("and a short end")],
+    );
+    let (head_frame, rest) = wire.split_at(headers(&wire)[0].len as usize + 2);
+    assert!(feed(&mut server, head_frame).is_empty());
+    server.set_delivery(pieces());
+    let (joined, _) = join(&feed(&mut server, rest));
+    assert_eq!(joined, format!("{first}and a short end").as_bytes());
+    assert!(server.compact_if_idle() || server.compact_if_idle());
+    let next = client.send_text(phrase).unwrap();
+    assert!(next.len() < phrase.len() / 2, "refers back: {}", next.len());
+    let (joined, _) = join(&feed(&mut server, &next));
+    assert_eq!(joined, phrase.as_bytes());
 }
 
 #[test]
