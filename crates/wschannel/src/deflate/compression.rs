@@ -66,6 +66,9 @@ pub struct PerMessageDeflate {
     pub(super) received_history: Vec<u8>,
     /// Where the message being decompressed starts in the output, once it has begun.
     message_start: Option<usize>,
+    /// A message is being inflated in pieces ([`PerMessageDeflate::inflate_piece`]): its
+    /// decompressor stays (compaction keeps it; it is lent only once the message ends).
+    inflating_pieces: bool,
     /// A message went either way since the last [`PerMessageDeflate::compact_if_idle`].
     active: bool,
 }
@@ -214,6 +217,7 @@ impl PerMessageDeflate {
             sent_history: Vec::new(),
             received_history: Vec::new(),
             message_start: None,
+            inflating_pieces: false,
             active: false,
         }
     }
@@ -226,7 +230,7 @@ impl PerMessageDeflate {
     /// A message whose decompression has begun keeps its decompressor.
     pub fn compact(&mut self) {
         self.compressor = None;
-        if self.message_start.is_none() {
+        if self.message_start.is_none() && !self.inflating_pieces {
             self.decompressor = None;
         }
         if self.lends {
@@ -390,16 +394,7 @@ impl PerMessageDeflate {
             out.push(0x00);
             return;
         }
-        self.compress_flushed(message, out);
-        debug_assert!(out.ends_with(&TAIL));
-        if out.ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        }
-        if self.reset_compressor {
-            if let Some(deflater) = self.compressor.as_mut() {
-                deflater.reset();
-            }
-        }
+        self.compress_flushed(message, true, out);
     }
 
     /// Compresses one fragment of a message sent in pieces (RFC 7692 §7.2.1 allows any
@@ -411,24 +406,22 @@ impl PerMessageDeflate {
     /// messages). Appends to `out`.
     pub fn compress_fragment(&mut self, data: &[u8], fin: bool, out: &mut Vec<u8>) {
         if !data.is_empty() {
-            let start = out.len();
-            self.compress_flushed(data, out);
-            if fin && out[start..].ends_with(&TAIL) {
-                out.truncate(out.len() - TAIL.len());
-            }
+            self.compress_flushed(data, fin, out);
         } else if fin {
             out.push(0x00);
-        }
-        if fin && self.reset_compressor {
-            if let Some(deflater) = self.compressor.as_mut() {
-                deflater.reset();
+            // The compressor kept since the message's earlier fragments, if any.
+            if let Some(deflater) = self.compressor.take() {
+                self.end_compressed_message(deflater);
             }
         }
     }
 
-    /// Compresses `message` (not empty) ending with a sync flush, whose `00 00 ff ff` stays;
-    /// keeps the history (with context takeover). Appends to `out`.
-    fn compress_flushed(&mut self, message: &[u8], out: &mut Vec<u8>) {
+    /// Compresses `message` (not empty) ending with a sync flush; keeps the history (with
+    /// context takeover). With `fin` the message ends here: the trailing `00 00 ff ff` is
+    /// stripped and the compressor reset (no context takeover) and lent (a server); without,
+    /// the tail stays and the connection keeps the compressor for the next fragment.
+    /// Appends to `out`.
+    fn compress_flushed(&mut self, message: &[u8], fin: bool, out: &mut Vec<u8>) {
         self.active = true;
         let bits = self.compress_bits;
         let mut deflater = self.take_compressor();
@@ -456,12 +449,28 @@ impl PerMessageDeflate {
             }
         }
         debug_assert!(out[start..].ends_with(&TAIL));
+        if fin && out[start..].ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
         if !self.reset_compressor {
             keep_tail(
                 &mut self.sent_history,
                 message,
                 1 << bits.max(MIN_WINDOW_BITS + 1),
             );
+        }
+        if fin {
+            self.end_compressed_message(deflater);
+        } else {
+            self.compressor = Some(deflater); // the rest of the message follows
+        }
+    }
+
+    /// A message's compression is over: reset the compressor (no context takeover), then
+    /// lend it (a server) or keep it.
+    fn end_compressed_message(&mut self, mut deflater: Deflate) {
+        if self.reset_compressor {
+            deflater.reset();
         }
         self.sent_generation += 1;
         if self.lends {
@@ -548,7 +557,7 @@ impl PerMessageDeflate {
     ) -> Result<(usize, bool), DecompressError> {
         self.active = true;
         let window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
-        let inflater = self.inflater();
+        let inflater = self.piece_inflater();
         let start = out.len();
         let result = inflater.inflate_capped(input, cap, out);
         self.after_piece(result.is_ok(), start, window, out);
@@ -566,16 +575,42 @@ impl PerMessageDeflate {
     ) -> Result<bool, DecompressError> {
         self.active = true;
         let window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
-        let inflater = self.inflater();
+        let inflater = self.piece_inflater();
         let start = out.len();
         let result = inflater.finish_capped(cap, out);
         self.after_piece(result.is_ok(), start, window, out);
-        if result == Ok(true) && self.reset_decompressor {
-            if let Some(inflater) = self.decompressor.as_mut() {
-                inflater.reset();
-            }
+        if result == Ok(true) {
+            self.end_piece_message(true);
         }
         result
+    }
+
+    /// The message inflated in pieces is over (or failed): reset the decompressor (no
+    /// context takeover, or an error), then lend it (a server) or keep it.
+    fn end_piece_message(&mut self, ok: bool) {
+        self.inflating_pieces = false;
+        let Some(mut inflater) = self.decompressor.take() else {
+            return;
+        };
+        let mut owner = self.id;
+        if !ok {
+            inflater.reset();
+            owner = 0; // no connection's context any more
+        } else if self.reset_decompressor {
+            inflater.reset();
+        }
+        self.received_generation += 1;
+        if self.lends {
+            let spare = Spare {
+                owner,
+                generation: self.received_generation,
+                kind: 0,
+                state: inflater,
+            };
+            SPARES.with_borrow_mut(|spares| lend_spare(&mut spares.decompressors, spare));
+        } else {
+            self.decompressor = Some(inflater);
+        }
     }
 
     /// A message being decompressed whole ([`PerMessageDeflate::decompress`]) goes on in
@@ -587,6 +622,7 @@ impl PerMessageDeflate {
         let Some(start) = self.message_start.take() else {
             return;
         };
+        self.inflating_pieces = true;
         if !self.reset_decompressor {
             let window = 1 << self.peer_bits().max(MIN_WINDOW_BITS + 1);
             keep_tail(
@@ -597,27 +633,22 @@ impl PerMessageDeflate {
         }
     }
 
-    fn inflater(&mut self) -> &mut Inflater {
-        let history = &self.received_history;
-        self.decompressor.get_or_insert_with(|| {
-            let mut inflater = Inflater::new();
-            if !history.is_empty() {
-                inflater
-                    .inner
-                    .set_dictionary(history)
-                    .expect("a preset dictionary on a new raw inflate stream");
-            }
-            inflater
-        })
+    /// The decompressor of a message inflated in pieces: the one it began with, or this
+    /// connection's (taken back from the pool, or rebuilt from the history) when it begins.
+    fn piece_inflater(&mut self) -> &mut Inflater {
+        self.inflating_pieces = true;
+        if self.decompressor.is_none() {
+            let inflater = self.take_decompressor();
+            self.decompressor = Some(inflater);
+        }
+        self.decompressor.as_mut().expect("just set")
     }
 
     /// Keeps the history of a piece's output (with context takeover), or resets after an
     /// error.
     fn after_piece(&mut self, ok: bool, start: usize, window: usize, out: &[u8]) {
         if !ok {
-            if let Some(inflater) = self.decompressor.as_mut() {
-                inflater.reset();
-            }
+            self.end_piece_message(false);
         } else if !self.reset_decompressor {
             keep_tail(&mut self.received_history, &out[start..], window);
         }

@@ -690,3 +690,58 @@ fn pieces_join_to_the_whole_messages_for_random_cuts() {
         assert_eq!(joined, expected, "seed {seed}");
     }
 }
+
+/// Compaction between the pieces of a message, both ways (a server lends its zlib state
+/// back after each message; within one it keeps it): the message goes on, and so do the
+/// next ones, which refer back to it.
+#[test]
+fn compaction_between_pieces_keeps_the_message_going() {
+    let params = DeflateParams::default();
+    let (mut client, mut server) = pair(Some(params));
+    server.set_delivery(pieces());
+    let phrase = "a phrase that comes back in every fragment and message. ";
+    for round in 0..3 {
+        let mut joined = Vec::new();
+        let mut first = true;
+        for _ in 0..3 {
+            // The sender, a client, compacts between its fragments too.
+            let wire = client
+                .encode_fragment(Chunk::Text(phrase), first, false)
+                .unwrap()
+                .to_vec();
+            first = false;
+            // Half a frame, so that the server's decompressor is inside a block when it
+            // compacts.
+            let (head, tail) = wire.split_at(wire.len() / 2);
+            for part in [head, tail] {
+                for event in feed(&mut server, part) {
+                    match event {
+                        Event::TextPiece { text, fin: false } => joined.extend(text.into_bytes()),
+                        other => panic!("round {round}: {other:?}"),
+                    }
+                }
+                server.compact_if_idle();
+                server.compact_if_idle();
+            }
+            client.compact_if_idle();
+            client.compact_if_idle();
+        }
+        let end = client
+            .encode_fragment(Chunk::Text("end"), false, true)
+            .unwrap()
+            .to_vec();
+        let events = feed(&mut server, &end);
+        let Some(Event::TextPiece { text, fin: true }) = events.last() else {
+            panic!("round {round}: {events:?}");
+        };
+        joined.extend(text.as_bytes());
+        assert_eq!(joined, format!("{}end", phrase.repeat(3)).as_bytes());
+        // Whole messages both ways afterwards, referring back.
+        let back = server.send_text(phrase).unwrap();
+        assert_eq!(
+            feed(&mut client, &back),
+            [Event::Text(phrase.into())],
+            "round {round}"
+        );
+    }
+}
