@@ -10,9 +10,14 @@ a queue of chunks, not in one ``bytearray`` that is copied as it grows. On this 
 is about 2.5x the round trips per CPU second of the stdlib transport (see
 docs/performance.md).
 
-TLS connections, event loops without ``add_reader`` (Windows' proactor) and connections whose
-transport still holds unsent bytes keep their asyncio transport. ``WSCHANNEL_DIRECT_IO=0`` in
-the environment turns this off (to compare, or to rule it out).
+A ``wss://`` connection whose TLS settings map to rustls (``_tls``) is a DirectTransport from
+the start: :func:`connect_tls` and :func:`accept_tls` take the connected socket, the TLS
+handshake runs in the engine (``SocketIO.tls_client``/``tls_server``), the opening handshake
+reads plaintext (``receive_plain``) and the open connection is read and written as a plain
+one, rustls encrypting on the way. Other TLS connections, event loops without
+``add_reader`` (Windows' proactor) and connections whose transport still holds unsent bytes
+keep their asyncio transport. ``WSCHANNEL_DIRECT_IO=0`` in the environment turns this off (to
+compare, or to rule it out).
 
 ``DirectTransport`` implements the part of :class:`asyncio.Transport` that the protocol in
 :mod:`wschannel.io` uses, with the same semantics: ``close()`` sends what is queued, then
@@ -30,7 +35,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ._wschannel import Close, Connection, Failure, Fragment, Ping, Pong, SocketIO
+    from ._wschannel import (
+        Close,
+        Connection,
+        Failure,
+        Fragment,
+        Ping,
+        Pong,
+        SocketIO,
+        TlsClientConfig,
+        TlsServerConfig,
+    )
 
     Event = str | bytes | Fragment | Ping | Pong | Close | Failure
 else:
@@ -39,7 +54,7 @@ else:
     except ImportError:  # not on this platform (Windows)
         SocketIO = None
 
-__all__ = ["DirectTransport", "take_over"]
+__all__ = ["DirectTransport", "accept_tls", "connect_tls", "supports_tls", "take_over"]
 
 ENABLED = SocketIO is not None and os.environ.get("WSCHANNEL_DIRECT_IO", "1") != "0"
 
@@ -64,6 +79,86 @@ def _supports_readers(loop: asyncio.AbstractEventLoop) -> bool:
     return type(loop).__module__.partition(".")[0] == "uvloop"
 
 
+def supports_tls(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a TLS connection on ``loop`` can take the direct path."""
+    return ENABLED and _supports_readers(loop)
+
+
+def _own_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """A duplicate of a fresh transport's socket, non-blocking, or None when it has none
+    usable; the transport is then aborted (closing only its own descriptor)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM:
+        return None
+    if sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+        return None
+    own = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+    own.setblocking(False)
+    transport.set_protocol(_Detached())  # type: ignore[attr-defined]
+    transport.abort()
+    return own
+
+
+async def connect_tls(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.BaseTransport,
+    config: TlsClientConfig,
+    server_hostname: str,
+) -> DirectTransport | None:
+    """The TLS handshake, in the engine, over a just-connected plain ``transport`` (which
+    is aborted: the socket moves to the returned DirectTransport). None (socket closed) when
+    the server asks for a client certificate: connect again with Python's ``ssl``, which
+    presents the context's if it has one. Raises ``ssl.SSLError`` or ``OSError`` if the
+    handshake fails; connect the returned transport to its protocol with :meth:`start`."""
+    extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
+    sock = _own_socket(transport)
+    if sock is None:
+        raise OSError("wschannel: no socket to run TLS on")
+    direct = None
+    try:
+        direct = DirectTransport(loop, sock, None, None, 65536, extra)
+        direct._start_tls(SocketIO.tls_client(sock.fileno(), config, server_hostname, direct._wake))
+        if not await direct._handshake:
+            direct.abort()
+            return None
+    except BaseException:
+        if direct is not None and hasattr(direct, "_io"):
+            direct.abort()
+        else:
+            sock.close()
+        raise
+    return direct
+
+
+def accept_tls(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.BaseTransport,
+    config: TlsServerConfig,
+    done: Callable[[DirectTransport, BaseException | None], None],
+) -> DirectTransport | None:
+    """The TLS handshake, in the engine, over a just-accepted plain ``transport`` (aborted:
+    the socket moves to the returned DirectTransport); ``done(transport, error)`` once it is
+    over, then connect the transport to its protocol with :meth:`start`. None if the
+    transport has no socket to take (it is then left as it is)."""
+    extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
+    sock = _own_socket(transport)
+    if sock is None:
+        return None
+    try:
+        direct = DirectTransport(loop, sock, None, None, 65536, extra)
+        direct._start_tls(SocketIO.tls_server(sock.fileno(), config, direct._wake))
+    except BaseException:
+        sock.close()
+        raise
+
+    def finished(handshake: asyncio.Future[bool]) -> None:
+        error = None if handshake.cancelled() else handshake.exception()
+        done(direct, error)
+
+    direct._handshake.add_done_callback(finished)
+    return direct
+
+
 def take_over(
     loop: asyncio.AbstractEventLoop,
     transport: asyncio.Transport,
@@ -77,6 +172,9 @@ def take_over(
     the connection lives on in the duplicate. Returns None (and changes nothing) when the
     connection must stay on its transport.
     """
+    if isinstance(transport, DirectTransport):  # TLS in the engine: only the reads change
+        transport._attach(conn)
+        return transport
     if not ENABLED or not _supports_readers(loop):
         return None
     if transport.get_extra_info("ssl_object") is not None or transport.is_closing():
@@ -114,14 +212,17 @@ class DirectTransport:
         "_closing",
         "_extra",
         "_fd",
+        "_handshake",
         "_io",
         "_loop",
         "_lost",
         "_low",
         "_paused",
         "_protocol",
+        "_reader",
         "_reading",
         "_sock",
+        "_tls",
         "_write_eof",
         "_writing",
         "send_binary",
@@ -135,22 +236,39 @@ class DirectTransport:
     #: Send what was gathered now.
     uncork: Callable[[], None]
 
+    _protocol: _Protocol
+    _handshake: asyncio.Future[bool]
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
-        protocol: _Protocol,
-        conn: Connection,
+        protocol: _Protocol | None,
+        conn: Connection | None,
         write_limit: int,
         extra: dict[str, Any],
     ) -> None:
+        """A plain connection's transport (``protocol`` and ``conn`` given), or, with both
+        None, one for :func:`connect_tls` and :func:`accept_tls` to set up."""
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
-        self._protocol = protocol
+        extra["socket"] = sock
         self._extra = extra
-        self._io = io = SocketIO(self._fd, conn, self._wake, high=write_limit)
+        self._reader = self._read_ready
+        self._tls = False
         self._low = write_limit // 4
+        if protocol is None or conn is None:
+            self._closing = self._lost = self._reading = self._writing = False
+            self._write_eof = self._paused = False
+            return
+        self._protocol = protocol
+        self._setup(SocketIO(self._fd, conn, self._wake, high=write_limit))
+        self.resume_reading()
+
+    def _setup(self, io: SocketIO) -> None:
+        loop = self._loop
+        self._io = io
         self._closing = False  # close() or abort() called
         self._write_eof = False  # write_eof() called: shut writing down once the queue is empty
         self._lost = False  # connection_lost scheduled
@@ -163,7 +281,84 @@ class DirectTransport:
         self.send_text = io.send_text
         self.send_binary = io.send_binary
         self.uncork = io.uncork
-        self.resume_reading()
+
+    # TLS in the engine: the handshake, the opening handshake's plaintext, then the engine.
+
+    def _start_tls(self, io: SocketIO) -> None:
+        self._tls = True
+        self._setup(io)
+        self._handshake = self._loop.create_future()
+        self._reader = self._read_ready_handshake
+        self._read_ready_handshake()  # sends the ClientHello (clients)
+        if not self._handshake.done():
+            self.resume_reading()
+
+    def start(self, protocol: _Protocol) -> None:
+        """After the TLS handshake: ``protocol`` gets ``connection_made`` and, from then
+        on, what is read as ``data_received``, until the opening handshake attaches the
+        engine's connection (:func:`take_over`)."""
+        self._protocol = protocol
+        self._reader = self._read_ready_plain
+        protocol.connection_made(self)  # type: ignore[attr-defined]
+        if not self._closing:
+            self.resume_reading()
+            self._read_ready_plain()  # what came with the end of the handshake
+
+    def _attach(self, conn: Connection) -> None:
+        self._io.attach(conn)
+        self._reader = self._read_ready_tls
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._loop.add_reader(self._fd, self._reader)
+
+    def _read_ready_handshake(self) -> None:
+        try:
+            state = self._io.handshake()
+        except OSError as exc:  # ssl.SSLError is one
+            self._end_handshake(exc)
+            return
+        if state:
+            self._end_handshake(None if state == 1 else False)
+
+    def _end_handshake(self, outcome: Exception | bool | None) -> None:
+        """The handshake is over: done (None), failed (the error), or to be made again
+        with Python's ``ssl`` (False)."""
+        self.pause_reading()
+        waiter = self._handshake
+        if waiter.done():
+            return
+        if isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+            self.abort()
+        else:
+            waiter.set_result(outcome is None)
+
+    def _read_ready_plain(self) -> None:
+        try:
+            data = self._io.receive_plain()
+        except OSError as exc:
+            self._schedule_lost(exc)
+            return
+        if data is None:
+            self._eof()
+            return
+        if data:
+            self._protocol.data_received(data)  # type: ignore[attr-defined]
+        if self._io.peer_closed and not self._lost:
+            self._eof()
+
+    def _read_ready_tls(self) -> None:
+        try:
+            events = self._io.receive()
+        except OSError as exc:
+            self._schedule_lost(exc)
+            return
+        if events:
+            self._deliver(events)
+        else:
+            self._io.uncork()  # what rustls answered, if anything
+        if (events is None or self._io.peer_closed) and not self._lost:
+            self._eof()
 
     # The asyncio.Transport methods the protocol uses.
 
@@ -197,7 +392,7 @@ class DirectTransport:
     def resume_reading(self) -> None:
         if not self._reading and not self._closing:
             self._reading = True
-            self._loop.add_reader(self._fd, self._read_ready)
+            self._loop.add_reader(self._fd, self._reader)
 
     def write(self, data: bytes) -> None:
         if not self._lost:
@@ -211,7 +406,7 @@ class DirectTransport:
             self._io.send_shared(frame)
 
     def can_write_eof(self) -> bool:
-        return True
+        return not self._tls  # as asyncio's TLS transport: no half-close under TLS
 
     def write_eof(self) -> None:
         """Send what is queued, then shut writing down (a FIN); reading goes on."""
@@ -235,6 +430,8 @@ class DirectTransport:
         self._closing = True
         self.pause_reading()
         self._io.uncork()
+        if self._tls and self._reader != self._read_ready_handshake:
+            self._io.close_notify()  # the TLS session ends cleanly, behind what is queued
         if not self._io.pending:
             self._schedule_lost(None)
 
@@ -254,6 +451,10 @@ class DirectTransport:
         if events is None:
             self._eof()
         elif events:
+            self._deliver(events)
+
+    def _deliver(self, events: list[Event]) -> None:
+        if events:
             try:
                 self._protocol.events_received(events)
             except Exception as exc:  # a bug: fail the connection, as asyncio's transport does
@@ -312,6 +513,8 @@ class DirectTransport:
     def _schedule_lost(self, exc: Exception | None) -> None:
         if self._lost:
             return
+        if self._tls and not self._handshake.done():
+            self._handshake.set_exception(exc or ConnectionResetError("TLS handshake aborted"))
         self._lost = self._closing = True
         self.pause_reading()
         if self._writing:
@@ -322,6 +525,8 @@ class DirectTransport:
 
     def _connection_lost(self, exc: Exception | None) -> None:
         try:
-            self._protocol.connection_lost(exc)
+            protocol = getattr(self, "_protocol", None)
+            if protocol is not None:
+                protocol.connection_lost(exc)
         finally:
             self._sock.close()

@@ -22,6 +22,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
+from ._tls import default_context
 from ._proxy import HttpConnect, Proxy, ProxySetting, Socks5, Tunnel, select_proxy
 from ._redirect import Redirects, redact
 from ._wschannel import ClientHandshake, DeflateOptions, HandshakeError, __version__
@@ -200,6 +201,8 @@ def _ssl_context(
         return None
     if isinstance(ssl, ssl_module.SSLContext):
         return ssl
+    if ssl is not False:
+        return default_context()  # made once: shared by every connection
     context = ssl_module.create_default_context()
     if ssl is False:
         context.check_hostname = False

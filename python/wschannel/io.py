@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from ._adapter import AdapterWebSocketChannel
 from ._channel_driver import ChannelDriver
-from ._direct import DirectTransport, take_over
+from ._direct import DirectTransport, connect_tls, supports_tls, take_over
 from ._message import binary_view
 from ._net import (
     USER_AGENT,
@@ -59,6 +59,7 @@ from ._proxy import ProxySetting, Tunnel
 from ._reconnect import Delays, RetryRule, backoff, redialable, retryable
 from ._sink import GuaranteeSink, report_unsent
 from ._tasks import _retrieve_exception
+from ._tls import client_config
 from ._wschannel import (
     ClientHandshake,
     Close,
@@ -93,7 +94,9 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer
 
+    from ._net import _Target
     from ._websocket import WebSocket
+    from ._wschannel import TlsClientConfig
 
     Event = str | bytes | Fragment | Ping | Pong | Close | Failure
 
@@ -745,6 +748,10 @@ async def _open_transport(
     """Connect ``protocol`` to ``hop``'s target: directly, or through its proxy."""
     target = hop.target
     server_hostname = target.host if target.ssl is not None else None
+    if hop.proxy is None and target.ssl is not None and supports_tls(loop):
+        config = client_config(target.ssl)
+        if config is not None and await _open_tls(loop, protocol, target, config, unix_socket):
+            return
     if hop.proxy is None:
         if unix_socket is None:
             await loop.create_connection(
@@ -774,6 +781,32 @@ async def _open_transport(
     except BaseException:
         transport.abort()
         raise
+
+
+async def _open_tls(
+    loop: asyncio.AbstractEventLoop,
+    protocol: _ClientProtocol,
+    target: _Target,
+    config: TlsClientConfig,
+    unix_socket: str | None,
+) -> bool:
+    """TCP (or a Unix socket), then TLS in the engine: ``protocol`` on a DirectTransport
+    from the start. False (nothing connected) when the server asks for a client
+    certificate: the connection is then made with Python's ``ssl``, which presents the
+    context's, if it has one."""
+    if unix_socket is None:
+        plain, _ = await loop.create_connection(asyncio.Protocol, target.host, target.port)
+    else:
+        plain, _ = await loop.create_unix_connection(asyncio.Protocol, unix_socket)
+    try:
+        direct = await connect_tls(loop, plain, config, target.host)
+    except BaseException:
+        plain.abort()
+        raise
+    if direct is None:
+        return False
+    direct.start(protocol)
+    return True
 
 
 async def _open_tunnel(

@@ -14,6 +14,8 @@ mod handshake;
 mod lock;
 #[cfg(unix)]
 mod socket;
+#[cfg(unix)]
+mod tls;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
@@ -98,5 +100,7 @@ fn _wschannel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     handshake::register(m)?;
     #[cfg(unix)]
     socket::register(m)?;
+    #[cfg(unix)]
+    tls::register(m)?;
     Ok(())
 }

@@ -19,12 +19,14 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::types::{PyBytes, PyList};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::connection::{send_error, ConnectionState, PyConnection};
 use super::events::ListReceiver;
 use super::lock::ThreadOwner;
+use super::tls::{alpn, handshake_eof, negotiated, Tls, TlsClientConfig, TlsServerConfig};
 use super::with_bytes;
 use crate::frame::OutFrame;
 use crate::session::ControlTap;
@@ -160,6 +162,29 @@ fn send_pieces(fd: RawFd, pieces: &[&[u8]]) -> io::Result<usize> {
     }
 }
 
+/// `io::Write` over the socket, for rustls's `write_tls`: one `sendmsg` per call; `Ok(0)`
+/// when the socket's buffer is full.
+struct FdWriter(RawFd);
+
+impl io::Write for FdWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        send_pieces(self.0, &[buf])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut pieces: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
+        let count = bufs.len().min(MAX_PIECES);
+        for (piece, buf) in pieces.iter_mut().zip(bufs) {
+            *piece = buf;
+        }
+        send_pieces(self.0, &pieces[..count])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The error of a call that finds the SocketIO in another call.
 fn busy() -> PyErr {
     pyo3::exceptions::PyRuntimeError::new_err(
@@ -177,7 +202,18 @@ fn busy() -> PyErr {
 pub struct SocketIO {
     owner: ThreadOwner,
     fd: RawFd,
-    conn: Py<PyConnection>,
+    /// The engine's connection: set from the start on a plain socket; on a TLS one, by
+    /// `attach()` once the opening handshake (which reads with `receive_plain()`) is over.
+    conn: Option<Py<PyConnection>>,
+    /// rustls, on a TLS connection: what is sent is encrypted on its way to `send_pieces`
+    /// (and the queue holds ciphertext), what is read decrypted on its way to the engine.
+    tls: Option<Box<Tls>>,
+    /// Plaintext that came with the end of the TLS handshake (a client's request right
+    /// behind its `Finished`): the start of the next `receive_plain()`.
+    early: Vec<u8>,
+    /// A TLS read made rustls queue bytes (an alert, a key update) and the queue stopped
+    /// being empty: `wake` is due at the next `uncork()`.
+    wake_due: bool,
     /// Called with no arguments when the queue stops being empty, when it grows past
     /// `high`, and when a write fails (the error is then in `error`). Dropped by `discard()`.
     wake: Option<Py<PyAny>>,
@@ -209,6 +245,243 @@ pub struct SocketIO {
 }
 
 impl SocketIO {
+    fn with_tls(
+        fd: RawFd,
+        conn: Option<Py<PyConnection>>,
+        tls: Option<Box<Tls>>,
+        wake: Py<PyAny>,
+        high: usize,
+    ) -> Self {
+        SocketIO {
+            owner: ThreadOwner::current(),
+            fd,
+            conn,
+            tls,
+            early: Vec::new(),
+            wake_due: false,
+            wake: Some(wake),
+            queue: VecDeque::new(),
+            offset: 0,
+            pending: 0,
+            high_water: 0,
+            high,
+            error: None,
+            closed: false,
+            corked: false,
+            cork: Vec::new(),
+            cork_started: None,
+            defer: None,
+            defer_due: false,
+            read_error: None,
+            last_send: None,
+        }
+    }
+
+    /// The engine's connection, or the error of a call that needs it before `attach()`.
+    fn connection(&self, py: Python<'_>) -> PyResult<Py<PyConnection>> {
+        match &self.conn {
+            Some(conn) => Ok(conn.clone_ref(py)),
+            None => Err(PyRuntimeError::new_err(
+                "SocketIO has no connection yet: attach() the engine's Connection once the \
+                 opening handshake is over",
+            )),
+        }
+    }
+
+    /// Encrypts `pieces` (in order, as one stream) and sends the records; what the kernel
+    /// does not take is queued. True when `wake` is due.
+    fn send_tls(&mut self, pieces: &[&[u8]]) -> bool {
+        let Some(tls) = self.tls.as_mut() else {
+            return false;
+        };
+        let mut slices = [io::IoSlice::new(&[]); 4];
+        let mut count = 0;
+        let mut total = 0;
+        for piece in pieces.iter().filter(|p| !p.is_empty()) {
+            if count == slices.len() {
+                break;
+            }
+            slices[count] = io::IoSlice::new(piece);
+            count += 1;
+            total += piece.len();
+        }
+        let mut result = io::Write::write_vectored(&mut tls.conn.writer(), &slices[..count]);
+        if let Ok(written) = result {
+            // Without a buffer limit rustls takes everything at once; if it ever does not,
+            // the rest goes in order through write_all.
+            if written < total {
+                let rest: Vec<u8> = pieces.concat();
+                result = io::Write::write_all(&mut tls.conn.writer(), &rest[written..])
+                    .map(|()| total);
+            }
+        }
+        match result {
+            Ok(_) => self.push_tls(),
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// Sends the records rustls has ready (behind the queue, if any); queues what the kernel
+    /// does not take. True when `wake` is due.
+    fn push_tls(&mut self) -> bool {
+        let fd = self.fd;
+        let direct = self.pending == 0;
+        let Some(tls) = self.tls.as_mut() else {
+            return false;
+        };
+        if direct {
+            let mut out = FdWriter(fd);
+            while tls.conn.wants_write() {
+                match tls.conn.write_tls(&mut out) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return self.failed(e),
+                }
+            }
+        }
+        if !tls.conn.wants_write() {
+            return false;
+        }
+        let mut rest = Vec::new();
+        while tls.conn.wants_write() {
+            if tls.conn.write_tls(&mut rest).is_err() {
+                break; // a Vec takes everything
+            }
+        }
+        self.enqueue(rest, 0)
+    }
+
+    /// Reads what the socket has into rustls: calls `deliver` with the plaintext. Returns
+    /// whether the socket reported its EOF. A read error after some data is kept for the
+    /// next call.
+    fn read_tls(&mut self, py: Python<'_>, mut deliver: impl FnMut(&[u8])) -> PyResult<bool> {
+        if let Some(err) = self.read_error.take() {
+            return Err(err.into());
+        }
+        let fd = self.fd;
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(false);
+        };
+        let mut later = None;
+        let mut read = |buf: &mut Vec<u8>| -> PyResult<bool> {
+            if buf.len() < READ_SIZE {
+                buf.resize(READ_SIZE, 0);
+            }
+            for i in 0..MAX_READS {
+                // SAFETY: u8 and MaybeUninit<u8> have the same layout; recv only writes,
+                // and the buffer is initialised anyway.
+                let uninit = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        buf.as_mut_ptr().cast::<MaybeUninit<u8>>(),
+                        buf.len(),
+                    )
+                };
+                match recv(fd, uninit) {
+                    Ok(Some(0)) => {
+                        tls.eof();
+                        return Ok(true);
+                    }
+                    Ok(Some(n)) => {
+                        if let Err(e) = tls.feed(&buf[..n], &mut deliver) {
+                            return Err(tls.error(py, e));
+                        }
+                        if tls.peer_closed || n < buf.len() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) if i == 0 => return Err(e.into()),
+                    Err(e) => {
+                        // Reported on the next call (the kernel reports an error once).
+                        later = Some(e);
+                        break;
+                    }
+                }
+            }
+            Ok(false)
+        };
+        let result = READ_BUFFER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => read(&mut buf),
+            Err(_) => read(&mut Vec::new()),
+        });
+        self.read_error = later;
+        result
+    }
+
+    /// `handshake()`: the state (0, 1 or 2) and whether `wake` is due.
+    fn handshake_step(&mut self, py: Python<'_>) -> PyResult<(u8, bool)> {
+        self.owner.check("SocketIO")?;
+        if self.tls.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "handshake() is for a TLS SocketIO (SocketIO.tls_client or tls_server)",
+            ));
+        }
+        let mut early = std::mem::take(&mut self.early);
+        let read = self.read_tls(py, |plain| early.extend_from_slice(plain));
+        self.early = early;
+        let eof = match read {
+            Ok(eof) => eof,
+            Err(e) => {
+                self.push_tls(); // the alert that says why, if rustls has one
+                return Err(e);
+            }
+        };
+        let tls = self.tls.as_deref().expect("checked above");
+        if tls.asked_for_certificate() {
+            return Ok((2, false));
+        }
+        let done = !tls.conn.is_handshaking();
+        let wake = self.push_tls();
+        if !done && (eof || self.tls.as_deref().is_some_and(|tls| tls.peer_closed)) {
+            return Err(handshake_eof());
+        }
+        Ok((u8::from(done), wake))
+    }
+
+    /// `receive_plain()`: the plaintext (None at the peer's end) and whether `wake` is due.
+    fn receive_plain_step(&mut self, py: Python<'_>) -> PyResult<(Option<Vec<u8>>, bool)> {
+        self.owner.check("SocketIO")?;
+        let mut data = std::mem::take(&mut self.early);
+        let eof = self.read_tls(py, |plain| data.extend_from_slice(plain))?;
+        let wake = self.push_tls();
+        let closed = eof || self.tls.as_deref().is_some_and(|tls| tls.peer_closed);
+        if closed && data.is_empty() {
+            return Ok((None, wake));
+        }
+        Ok((Some(data), wake))
+    }
+
+    /// `receive()` on a TLS connection.
+    fn receive_tls<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        if self.tls.as_deref().is_some_and(|tls| tls.peer_closed) {
+            return Ok(None);
+        }
+        let conn = self.connection(py)?;
+        let mut conn = conn.get().lock(py)?;
+        let mut rx = ListReceiver::new(py);
+        let mut tap = ControlTap::new(&mut rx);
+        let read = self.read_tls(py, |plain| conn.inner.receive_data(plain, &mut tap));
+        let controls = tap.into_controls();
+        conn.feed_controls(&controls);
+        // What rustls has to say back (a key update), queued behind what is: wake at uncork.
+        let wake = self.push_tls();
+        self.wake_due |= wake;
+        let eof = match read {
+            Ok(eof) => eof,
+            Err(e) => return Err(e),
+        };
+        if let Some(e) = rx.error {
+            return Err(e);
+        }
+        if !rx.list.is_empty() {
+            self.corked = true;
+            return Ok(Some(rx.list));
+        }
+        let closed = eof || self.tls.as_deref().is_some_and(|tls| tls.peer_closed);
+        Ok((!closed).then_some(rx.list))
+    }
+
     /// Sends `frame` (after anything corked), queueing what the kernel does not take. True
     /// when `wake` must be called (once no borrow is held: it may call back). `owner`: the
     /// `bytes` the message came from, if any.
@@ -233,6 +506,9 @@ impl SocketIO {
 
     /// Sends `chunk`; what the kernel does not take is queued without another copy.
     fn send_owned(&mut self, chunk: Vec<u8>) -> bool {
+        if self.tls.is_some() {
+            return self.send_tls(&[&chunk]);
+        }
         if self.pending > 0 {
             return self.enqueue(chunk, 0);
         }
@@ -333,6 +609,9 @@ impl SocketIO {
         if total == 0 {
             return false;
         }
+        if self.tls.is_some() {
+            return self.send_tls(pieces);
+        }
         let sent = if self.pending > 0 {
             0
         } else {
@@ -422,7 +701,7 @@ impl SocketIO {
         let py = slf.py();
         let wake = {
             let mut this = Self::borrow(slf)?;
-            let conn = this.conn.clone_ref(py);
+            let conn = this.connection(py)?;
             let mut conn = conn.get().lock(py)?;
             f(&mut this, &mut conn)?
         };
@@ -465,26 +744,107 @@ impl SocketIO {
     #[new]
     #[pyo3(signature = (fd, conn, wake, *, high = 65536))]
     fn new(fd: RawFd, conn: Py<PyConnection>, wake: Py<PyAny>, high: usize) -> Self {
-        SocketIO {
-            owner: ThreadOwner::current(),
-            fd,
-            conn,
-            wake: Some(wake),
-            queue: VecDeque::new(),
-            offset: 0,
-            pending: 0,
-            high_water: 0,
-            high,
-            error: None,
-            closed: false,
-            corked: false,
-            cork: Vec::new(),
-            cork_started: None,
-            defer: None,
-            defer_due: false,
-            read_error: None,
-            last_send: None,
-        }
+        Self::with_tls(fd, Some(conn), None, wake, high)
+    }
+
+    /// A SocketIO for a TLS client connection over `fd` (connected, non-blocking), checking
+    /// the server's certificate against `server_name`. Drive the handshake with
+    /// `handshake()`, then read the opening handshake with `receive_plain()`, then
+    /// `attach()` the engine's connection.
+    #[staticmethod]
+    #[pyo3(signature = (fd, config, server_name, wake, *, high = 65536))]
+    fn tls_client(
+        fd: RawFd,
+        config: &TlsClientConfig,
+        server_name: &str,
+        wake: Py<PyAny>,
+        high: usize,
+    ) -> PyResult<Self> {
+        let tls = Tls::client(config, server_name)?;
+        Ok(Self::with_tls(fd, None, Some(Box::new(tls)), wake, high))
+    }
+
+    /// A SocketIO for a TLS server connection over `fd` (accepted, non-blocking): as
+    /// `tls_client`.
+    #[staticmethod]
+    #[pyo3(signature = (fd, config, wake, *, high = 65536))]
+    fn tls_server(
+        fd: RawFd,
+        config: &TlsServerConfig,
+        wake: Py<PyAny>,
+        high: usize,
+    ) -> PyResult<Self> {
+        let tls = Tls::server(config)?;
+        Ok(Self::with_tls(fd, None, Some(Box::new(tls)), wake, high))
+    }
+
+    /// Reads what the socket has and moves the TLS handshake on, sending what it answers.
+    /// Returns 0 while the handshake goes on, 1 once it is done, 2 if the server asked for a
+    /// client certificate (nothing was sent: make the connection again with Python's `ssl`,
+    /// which presents the context's). Raises `ssl.SSLError` (`ssl.SSLCertVerificationError`
+    /// for a certificate that does not verify) or `OSError`.
+    fn handshake(slf: &Bound<'_, Self>) -> PyResult<u8> {
+        let py = slf.py();
+        let (state, wake) = Self::borrow(slf)?.handshake_step(py)?;
+        Self::notify(slf, wake)?;
+        Ok(state)
+    }
+
+    /// After the TLS handshake, before `attach()`: the plaintext the socket had (b"" if
+    /// none), or None at the peer's EOF or `close_notify`.
+    fn receive_plain<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let py = slf.py();
+        let (data, wake) = Self::borrow(slf)?.receive_plain_step(py)?;
+        Self::notify(slf, wake)?;
+        Ok(data.map(|data| PyBytes::new(py, &data)))
+    }
+
+    /// Hands the reads to the engine's connection, once the opening handshake is over.
+    fn attach(&mut self, conn: Py<PyConnection>) -> PyResult<()> {
+        self.owner.check("SocketIO")?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Whether the peer ended its side of the TLS session (`close_notify`): no more data
+    /// comes, whether or not the socket reports its EOF.
+    #[getter]
+    fn peer_closed(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.peer_closed)
+    }
+
+    /// Whether this is a TLS connection.
+    #[getter]
+    fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TLS version and cipher suite agreed, as `ssl` names them, or None.
+    #[getter]
+    fn tls_version(&self) -> Option<(&'static str, &'static str)> {
+        self.tls.as_deref().and_then(negotiated)
+    }
+
+    /// The ALPN protocol agreed, or None.
+    #[getter]
+    fn alpn_protocol<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.tls.as_deref().and_then(|tls| alpn(py, tls))
+    }
+
+    /// Sends the TLS `close_notify` alert (behind what is queued): nothing more is sent.
+    fn close_notify(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let wake = {
+            let mut this = Self::borrow(slf)?;
+            let open = !this.closed && this.error.is_none();
+            match this.tls.as_mut() {
+                Some(tls) if open => {
+                    tls.conn.send_close_notify();
+                    this.push_tls()
+                }
+                _ => false,
+            }
+        };
+        Self::notify(slf, wake)
     }
 
     /// Bytes waiting to be sent (corked or queued).
@@ -536,7 +896,10 @@ impl SocketIO {
         if let Some(err) = self.read_error.take() {
             return Err(err.into());
         }
-        let conn = self.conn.clone_ref(py);
+        if self.tls.is_some() {
+            return self.receive_tls(py);
+        }
+        let conn = self.connection(py)?;
         let mut conn = conn.get().lock(py)?;
         let mut rx = ListReceiver::new(py);
         let mut tap = ControlTap::new(&mut rx);
@@ -611,7 +974,11 @@ impl SocketIO {
     /// their handling sent, in one `sendmsg`. Call it once they are handled, even if that
     /// failed.
     fn uncork(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let wake = Self::borrow(slf)?.flush_cork();
+        let wake = {
+            let mut this = Self::borrow(slf)?;
+            let wake = this.flush_cork();
+            wake | std::mem::take(&mut this.wake_due)
+        };
         Self::notify(slf, wake)
     }
 
@@ -653,7 +1020,7 @@ impl SocketIO {
         let wake = {
             let mut this = Self::borrow(slf)?;
             let py = slf.py();
-            this.conn
+            this.connection(py)?
                 .get()
                 .lock(py)?
                 .inner
@@ -708,7 +1075,9 @@ impl SocketIO {
 
     /// Lets the garbage collector see the callbacks (they refer back to the transport).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.conn)?;
+        if let Some(conn) = &self.conn {
+            visit.call(conn)?;
+        }
         if let Some(wake) = &self.wake {
             visit.call(wake)?;
         }
