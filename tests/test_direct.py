@@ -122,12 +122,18 @@ async def test_unix_socket_connections_use_direct_io(tmp_path: Path) -> None:
         await echo_every_size(channel)
 
 
-async def test_tls_connections_keep_their_asyncio_transport() -> None:
+async def test_tls_with_python_ssl_keeps_its_asyncio_transport() -> None:
+    """A server given an ``ssl.SSLContext`` keeps asyncio's ssl transport, and so does a
+    client whose context cannot be mapped to rustls (no host name check); a client whose
+    context verifies as rustls does takes the direct path (TLS in the engine)."""
     authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("127.0.0.1").configure_cert(server_context)
     client_context = ssl.create_default_context()
     authority.configure_trust(client_context)
+    unchecked = ssl.create_default_context()
+    authority.configure_trust(unchecked)
+    unchecked.check_hostname = False
 
     async def handler(channel: IOWebSocketChannel) -> None:
         assert not isinstance(transport_of(channel), DirectTransport)
@@ -138,14 +144,16 @@ async def test_tls_connections_keep_their_asyncio_transport() -> None:
         handler, "127.0.0.1", 0, ssl=server_context, max_message_size=None
     ) as server:
         url = f"wss://127.0.0.1:{server.port}"
-        async with IOWebSocketChannel.connect(
-            url, ssl=client_context, max_message_size=None
-        ) as channel:
-            await wait(channel.ready)
-            transport = transport_of(channel)
-            assert not isinstance(transport, DirectTransport)
-            assert transport.get_extra_info("ssl_object") is not None  # type: ignore[attr-defined]
-            await echo_every_size(channel)
+        for context, direct in ((client_context, True), (unchecked, False)):
+            async with IOWebSocketChannel.connect(
+                url, ssl=context, max_message_size=None
+            ) as channel:
+                await wait(channel.ready)
+                transport = transport_of(channel)
+                assert isinstance(transport, DirectTransport) is direct
+                ssl_object = transport.get_extra_info("ssl_object")  # type: ignore[attr-defined]
+                assert (ssl_object is None) is direct
+                await echo_every_size(channel)
 
 
 _SWITCHED_OFF = """

@@ -42,6 +42,18 @@ async def start(
     return await _STARTERS[impl](host, port, context, compression, broadcast)
 
 
+#: The server's certificate chain and key (PEM), when it serves TLS: wschannel's servers are
+#: given the file (TLS in the engine, as an application serving wss:// would), the others
+#: the context made from it.
+CERTFILE: str | None = None
+
+
+def _wschannel_tls(context: ssl.SSLContext | None) -> dict[str, Any]:
+    if context is not None and CERTFILE is not None:
+        return {"certfile": CERTFILE}
+    return {"ssl": context}
+
+
 async def _wschannel(
     host: str, port: int, context: ssl.SSLContext | None, compression: bool, broadcast: bool
 ) -> Any:
@@ -65,7 +77,7 @@ async def _wschannel(
         fan_out if broadcast else echo,
         host,
         port,
-        ssl=context,
+        **_wschannel_tls(context),
         compression=compression,
         max_message_size=None,
         max_queue=None,
@@ -98,7 +110,7 @@ async def _wschannel_async_for(
         fan_out if broadcast else echo,
         host,
         port,
-        ssl=context,
+        **_wschannel_tls(context),
         compression=compression,
         max_message_size=None,
         max_queue=None,

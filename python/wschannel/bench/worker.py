@@ -71,6 +71,8 @@ def raise_fd_limit() -> None:
 async def serve(args: argparse.Namespace) -> None:
     port = free_port()
     context = server_context(args.tls)
+    if args.tls is not None:
+        servers.CERTFILE = str(Path(args.tls, "server.pem"))
     server = await servers.start(args.impl, HOST, port, context, args.compression, args.broadcast)
     print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
     loop = asyncio.get_running_loop()
