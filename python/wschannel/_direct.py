@@ -299,6 +299,11 @@ class DirectTransport:
         engine's connection (:func:`take_over`)."""
         self._protocol = protocol
         self._reader = self._read_ready_plain
+        agreed = self._io.tls_version
+        if agreed is not None:  # as ssl's SSLObject.cipher(): (name, version, secret bits)
+            version, suite = agreed
+            bits = 128 if "128" in suite else 256
+            self._extra["cipher"] = (suite, version, bits)
         protocol.connection_made(self)  # type: ignore[attr-defined]
         if not self._closing:
             self.resume_reading()
