@@ -229,19 +229,22 @@ async def test_an_engine_server_ends_tls_with_close_notify(
         port = server.port
 
         def client() -> tuple[bytes, tuple[int, bytes], str]:
-            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
-                with client_context.wrap_socket(
+            raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+            with (
+                raw,
+                client_context.wrap_socket(
                     raw, server_hostname="localhost", suppress_ragged_eofs=False
-                ) as sock:
-                    sock.sendall(
-                        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                        b"Sec-WebSocket-Version: 13\r\n\r\n"
-                    )
-                    head = _read_head(sock)
-                    sock.sendall(_close_frame(1000, masked=True))
-                    answer = _read_frame(sock)
-                    return head, answer, _end_of_stream(sock)
+                ) as sock,
+            ):
+                sock.sendall(
+                    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+                head = _read_head(sock)
+                sock.sendall(_close_frame(1000, masked=True))
+                answer = _read_frame(sock)
+                return head, answer, _end_of_stream(sock)
 
         head, answer, end = await asyncio.wait_for(asyncio.to_thread(client), 2 * TIMEOUT)
     assert head.startswith(b"HTTP/1.1 101 ")
@@ -404,7 +407,7 @@ async def test_contexts_that_cannot_be_mapped_keep_python_ssl(
     async with wschannel.serve(echo, "127.0.0.1", 0, certfile=certfile) as server:
         url = f"wss://localhost:{server.port}/"
         for options in ({"ssl": False}, {"ssl": unchecked}):
-            channel = IOWebSocketChannel.connect(url, **options)  # type: ignore[arg-type]
+            channel = IOWebSocketChannel.connect(url, **options)
             await wait(channel.ready)
             transport = transport_of(channel)
             assert not isinstance(transport, DirectTransport), options
@@ -424,9 +427,7 @@ async def test_versions_and_ciphers_of_the_context_are_honoured(
     client_context.maximum_version = ssl.TLSVersion.TLSv1_2
     client_context.set_ciphers("ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305")
     async with wschannel.serve(echo, "127.0.0.1", 0, certfile=certfile) as server:
-        channel = IOWebSocketChannel.connect(
-            f"wss://localhost:{server.port}/", ssl=client_context
-        )
+        channel = IOWebSocketChannel.connect(f"wss://localhost:{server.port}/", ssl=client_context)
         await wait(channel.ready)
         transport = transport_of(channel)
         assert isinstance(transport, DirectTransport)
@@ -456,9 +457,7 @@ async def test_certfile_without_direct_io_serves_with_python_ssl(
         await echo(channel)
 
     async with wschannel.serve(handler, "127.0.0.1", 0, certfile=certfile) as server:
-        channel = IOWebSocketChannel.connect(
-            f"wss://localhost:{server.port}/", ssl=client_context
-        )
+        channel = IOWebSocketChannel.connect(f"wss://localhost:{server.port}/", ssl=client_context)
         await wait(channel.ready)
         assert not isinstance(transport_of(channel), DirectTransport)
         channel.sink.add("ssl")

@@ -32,7 +32,7 @@ import functools
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     from ._wschannel import (
@@ -84,7 +84,7 @@ def supports_tls(loop: asyncio.AbstractEventLoop) -> bool:
     return ENABLED and _supports_readers(loop)
 
 
-def _own_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+def _own_socket(transport: asyncio.Transport) -> socket.socket | None:
     """A duplicate of a fresh transport's socket, non-blocking, or None when it has none
     usable; the transport is then aborted (closing only its own descriptor)."""
     sock = transport.get_extra_info("socket")
@@ -94,7 +94,7 @@ def _own_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
         return None
     own = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
     own.setblocking(False)
-    transport.set_protocol(_Detached())  # type: ignore[attr-defined]
+    transport.set_protocol(_Detached())
     transport.abort()
     return own
 
@@ -111,7 +111,7 @@ async def connect_tls(
     presents the context's if it has one. Raises ``ssl.SSLError`` or ``OSError`` if the
     handshake fails; connect the returned transport to its protocol with :meth:`start`."""
     extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
-    sock = _own_socket(transport)
+    sock = _own_socket(cast("asyncio.Transport", transport))
     if sock is None:
         raise OSError("wschannel: no socket to run TLS on")
     direct = None
@@ -141,7 +141,7 @@ def accept_tls(
     over, then connect the transport to its protocol with :meth:`start`. None if the
     transport has no socket to take (it is then left as it is)."""
     extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
-    sock = _own_socket(transport)
+    sock = _own_socket(cast("asyncio.Transport", transport))
     if sock is None:
         return None
     try:
@@ -293,18 +293,18 @@ class DirectTransport:
         if not self._handshake.done():
             self.resume_reading()
 
-    def start(self, protocol: _Protocol) -> None:
+    def start(self, protocol: asyncio.BaseProtocol) -> None:
         """After the TLS handshake: ``protocol`` gets ``connection_made`` and, from then
         on, what is read as ``data_received``, until the opening handshake attaches the
         engine's connection (:func:`take_over`)."""
-        self._protocol = protocol
+        self._protocol = cast("_Protocol", protocol)
         self._reader = self._read_ready_plain
         agreed = self._io.tls_version
         if agreed is not None:  # as ssl's SSLObject.cipher(): (name, version, secret bits)
             version, suite = agreed
             bits = 128 if "128" in suite else 256
             self._extra["cipher"] = (suite, version, bits)
-        protocol.connection_made(self)  # type: ignore[attr-defined]
+        protocol.connection_made(cast("asyncio.Transport", self))
         if not self._closing:
             self.resume_reading()
             self._read_ready_plain()  # what came with the end of the handshake

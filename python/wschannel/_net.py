@@ -22,9 +22,9 @@ import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
-from ._tls import default_context
 from ._proxy import HttpConnect, Proxy, ProxySetting, Socks5, Tunnel, select_proxy
 from ._redirect import Redirects, redact
+from ._tls import default_context
 from ._wschannel import ClientHandshake, DeflateOptions, HandshakeError, __version__
 from .exceptions import InvalidStatus, WebSocketChannelException
 

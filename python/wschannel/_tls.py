@@ -122,9 +122,9 @@ def _map(context: ssl.SSLContext) -> TlsClientConfig | None:
         return None
 
 
-def server_config(certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None) -> (
-    TlsServerConfig
-):
+def server_config(
+    certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None
+) -> TlsServerConfig:
     """A server's rustls configuration from its certificate chain and key (PEM files)."""
     if TlsServerConfig is None:
         raise RuntimeError("TLS in the engine is not available on this platform")

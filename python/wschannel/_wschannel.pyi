@@ -358,6 +358,73 @@ class SocketIO:
         """Sends as much of the queue as the kernel takes: the bytes still waiting."""
     def discard(self) -> None:
         """Drops what is queued and whatever is sent from now on."""
+    # TLS in the engine (rustls): a SocketIO made by tls_client or tls_server runs the TLS
+    # handshake, then reads plaintext for the opening handshake, then is attached to the
+    # engine's connection; the queue holds ciphertext.
+    @staticmethod
+    def tls_client(
+        fd: int,
+        config: TlsClientConfig,
+        server_name: str,
+        wake: Callable[[], object],
+        *,
+        high: int = 65536,
+    ) -> SocketIO:
+        """A TLS client over a connected non-blocking socket; the server's certificate is
+        checked against ``server_name`` (a host name or an IP address)."""
+    @staticmethod
+    def tls_server(
+        fd: int, config: TlsServerConfig, wake: Callable[[], object], *, high: int = 65536
+    ) -> SocketIO:
+        """A TLS server over an accepted non-blocking socket."""
+    def handshake(self) -> int:
+        """Moves the TLS handshake on with what the socket has: 0 while it goes on, 1 once
+        done, 2 if the server asked for a client certificate (connect again with Python's
+        ``ssl``). Raises ``ssl.SSLError`` (``ssl.SSLCertVerificationError``) or ``OSError``."""
+    def receive_plain(self) -> bytes | None:
+        """After the TLS handshake, before :meth:`attach`: the plaintext read (``b""`` if
+        none), or None at the peer's end."""
+    def attach(self, conn: Connection) -> None:
+        """Hands the reads to the engine's connection once the opening handshake is over."""
+    @property
+    def peer_closed(self) -> bool:
+        """Whether the peer ended the TLS session (``close_notify``)."""
+    @property
+    def tls(self) -> bool:
+        """Whether this is a TLS connection."""
+    @property
+    def tls_version(self) -> tuple[str, str] | None:
+        """The TLS version and cipher suite agreed, as ``ssl`` names them."""
+    @property
+    def alpn_protocol(self) -> bytes | None:
+        """The ALPN protocol agreed, if any."""
+    def close_notify(self) -> None:
+        """Sends the TLS ``close_notify`` alert, behind what is queued."""
+
+@final
+class TlsClientConfig:
+    """How a TLS client in the engine verifies servers: the CA certificates it trusts (DER),
+    the versions and cipher suites (OpenSSL names) it may use, the ALPN protocols it offers.
+    Verification is always on and the host name always checked."""
+
+    def __new__(
+        cls,
+        roots: Sequence[bytes],
+        *,
+        ciphers: Sequence[str] | None = None,
+        tls12: bool = True,
+        tls13: bool = True,
+        alpn: Sequence[bytes] = ...,
+    ) -> Self: ...
+
+@final
+class TlsServerConfig:
+    """A TLS server's certificate chain and private key, from PEM files (``keyfile=None``:
+    the key is in ``certfile``)."""
+
+    def __new__(
+        cls, certfile: str, keyfile: str | None = None, *, alpn: Sequence[bytes] = ...
+    ) -> Self: ...
 
 @final
 class ClientHandshake:

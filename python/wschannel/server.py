@@ -613,7 +613,7 @@ class _TLSAccept(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         direct = accept_tls(loop, transport, config, self._done)
         if direct is None:
-            transport.abort()
+            cast("asyncio.Transport", transport).abort()
             return
         if server.open_timeout is not None:
             self._timer = loop.call_later(server.open_timeout, direct.abort)
@@ -672,9 +672,7 @@ class _Serve:
             server._server = await loop.create_unix_server(factory, self._path, **kwargs)
             server._unix_path = self._path
         else:
-            server._server = await loop.create_server(
-                factory, self._host, self._port, **kwargs
-            )
+            server._server = await loop.create_server(factory, self._host, self._port, **kwargs)
         return server
 
     def __await__(self) -> Generator[Any, None, Server]:

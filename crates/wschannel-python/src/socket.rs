@@ -18,8 +18,8 @@ use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use pyo3::prelude::*;
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use pyo3::{PyTraverseError, PyVisit};
 
@@ -311,8 +311,8 @@ impl SocketIO {
             // the rest goes in order through write_all.
             if written < total {
                 let rest: Vec<u8> = pieces.concat();
-                result = io::Write::write_all(&mut tls.conn.writer(), &rest[written..])
-                    .map(|()| total);
+                result =
+                    io::Write::write_all(&mut tls.conn.writer(), &rest[written..]).map(|()| total);
             }
         }
         match result {
@@ -467,10 +467,7 @@ impl SocketIO {
         // What rustls has to say back (a key update), queued behind what is: wake at uncork.
         let wake = self.push_tls();
         self.wake_due |= wake;
-        let eof = match read {
-            Ok(eof) => eof,
-            Err(e) => return Err(e),
-        };
+        let eof = read?;
         if let Some(e) = rx.error {
             return Err(e);
         }

@@ -21,11 +21,10 @@ use rustls::client::ResolvesClientCert;
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{
-    AlertDescription, CertificateError, ClientConfig, ClientConnection, Connection,
-    RootCertStore, ServerConfig, ServerConnection, SignatureScheme, SupportedCipherSuite,
+    AlertDescription, CertificateError, ClientConfig, ClientConnection, Connection, RootCertStore,
+    ServerConfig, ServerConnection, SignatureScheme, SupportedCipherSuite,
 };
 
 /// A CA certificate, a certificate chain or a key in PEM is at most this large (a CA
@@ -56,7 +55,10 @@ fn provider(
     allowed: Option<&[String]>,
     tls12: bool,
     tls13: bool,
-) -> PyResult<(Arc<CryptoProvider>, Vec<&'static rustls::SupportedProtocolVersion>)> {
+) -> PyResult<(
+    Arc<CryptoProvider>,
+    Vec<&'static rustls::SupportedProtocolVersion>,
+)> {
     let mut versions = Vec::new();
     if tls13 {
         versions.push(&rustls::version::TLS13);
@@ -71,7 +73,9 @@ fn provider(
             SupportedCipherSuite::Tls12(_) => tls12,
         };
         version_ok
-            && allowed.is_none_or(|names| names.iter().any(|n| n == openssl_name(*suite)))
+            && allowed.map_or(true, |names| {
+                names.iter().any(|n| n == openssl_name(*suite))
+            })
     });
     if versions.is_empty() || provider.cipher_suites.is_empty() {
         return Err(PyValueError::new_err(
@@ -154,13 +158,8 @@ impl TlsServerConfig {
     /// `certfile`: the certificate chain in PEM, the server's first; `keyfile`: its private
     /// key in PEM (PKCS#8, PKCS#1 or SEC1), or None if it is in `certfile`.
     #[new]
-    #[pyo3(signature = (certfile, keyfile = None, *, alpn = Vec::new(), client_cas = None))]
-    fn new(
-        certfile: &str,
-        keyfile: Option<&str>,
-        alpn: Vec<Vec<u8>>,
-        client_cas: Option<Vec<Vec<u8>>>,
-    ) -> PyResult<Self> {
+    #[pyo3(signature = (certfile, keyfile = None, *, alpn = Vec::new()))]
+    fn new(certfile: &str, keyfile: Option<&str>, alpn: Vec<Vec<u8>>) -> PyResult<Self> {
         let pem = read_pem(certfile, "certificate chain")?;
         let chain = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
@@ -184,21 +183,10 @@ impl TlsServerConfig {
             ))
         })?;
         let (provider, versions) = provider(None, true, true)?;
-        let builder = ServerConfig::builder_with_provider(provider.clone())
+        let builder = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
-            .map_err(config_error)?;
-        let builder = match client_cas {
-            None => builder.with_no_client_auth(),
-            Some(cas) => {
-                let mut store = RootCertStore::empty();
-                store.add_parsable_certificates(cas.into_iter().map(CertificateDer::from));
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
-                        .build()
-                        .map_err(|e| PyValueError::new_err(format!("client CAs: {e}")))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
+            .map_err(config_error)?
+            .with_no_client_auth();
         let mut config = builder
             .with_single_cert(chain, key)
             .map_err(|e| PyValueError::new_err(format!("{certfile}, {key_path}: {e}")))?;
@@ -337,9 +325,15 @@ fn verify_failure(err: &CertificateError, server_name: Option<&str>) -> (i64, St
         CertificateError::UnknownIssuer => (20, "unable to get local issuer certificate".into()),
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
             if is_ip {
-                (64, format!("IP address mismatch, certificate is not valid for '{name}'."))
+                (
+                    64,
+                    format!("IP address mismatch, certificate is not valid for '{name}'."),
+                )
             } else {
-                (62, format!("Hostname mismatch, certificate is not valid for '{name}'."))
+                (
+                    62,
+                    format!("Hostname mismatch, certificate is not valid for '{name}'."),
+                )
             }
         }
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
