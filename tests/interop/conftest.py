@@ -21,13 +21,16 @@ import asyncio
 import hashlib
 import os
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, TypeVar
 
 import pytest
 
 import wschannel
+from wschannel._direct import DirectTransport
 from wschannel.channel import Message
 from wschannel.io import IOWebSocketChannel
 from wschannel.server import Server
@@ -130,16 +133,63 @@ class ConnectionRecord:
     """The ``Sec-WebSocket-Extensions`` value the client offered, if known."""
 
 
+@dataclass
+class Tls:
+    """A test authority's certificate for 127.0.0.1 and localhost: the server's chain and key
+    in one PEM file (``certfile``, also the files a peer server loads), the same as an
+    ``ssl.SSLContext`` (``server``), and a client context that trusts it (``client``)."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    import trustme
+
+    directory = tmp_path_factory.mktemp("interop-tls")
+    authority = trustme.CA()
+    cert = authority.issue_cert(HOST, "localhost")
+    certfile, keyfile, cafile = (directory / name for name in ("chain.pem", "key.pem", "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    authority.cert_pem.write_to_path(str(cafile))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server)
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    return Tls(certfile, keyfile, cafile, server, client)
+
+
+@pytest.fixture
+def scheme() -> str:
+    """``ws`` or ``wss``: a module that runs its tests over TLS too overrides this fixture
+    with both (over TLS, wschannel's server takes ``certfile=`` and its client the
+    context that trusts it: TLS in the engine)."""
+    return "ws"
+
+
 class WschannelServer:
     """wschannel's server running the echo script; one record per finished connection."""
 
-    def __init__(self, server: Server, records: asyncio.Queue[ConnectionRecord]) -> None:
+    def __init__(
+        self,
+        server: Server,
+        records: asyncio.Queue[ConnectionRecord],
+        client_ssl: ssl.SSLContext | None = None,
+    ) -> None:
         self.server = server
         self.records = records
+        self.client_ssl = client_ssl
+        """The context a client trusts this server with (over TLS), else None."""
 
     @property
     def url(self) -> str:
-        return f"ws://{HOST}:{self.server.port}/echo"
+        scheme = "ws" if self.client_ssl is None else "wss"
+        return f"{scheme}://{HOST}:{self.server.port}/echo"
 
     async def next_record(self) -> ConnectionRecord:
         """The record of the next connection to finish (its closing handshake included)."""
@@ -175,15 +225,26 @@ def echo_handler(
 
 
 @pytest.fixture
-async def wschannel_server(compression: bool) -> AsyncIterator[WschannelServer]:
-    """wschannel's echo server on 127.0.0.1, with permessage-deflate on or off."""
+async def wschannel_server(
+    compression: bool, scheme: str, request: pytest.FixtureRequest
+) -> AsyncIterator[WschannelServer]:
+    """wschannel's echo server on 127.0.0.1, with permessage-deflate on or off, over TLS
+    (``certfile=``) when ``scheme`` is ``wss``."""
     records: asyncio.Queue[ConnectionRecord] = asyncio.Queue()
-    async with wschannel.serve(echo_handler(records), HOST, 0, compression=compression) as server:
-        yield WschannelServer(server, records)
+    handler = echo_handler(records)
+    if scheme == "ws":
+        async with wschannel.serve(handler, HOST, 0, compression=compression) as server:
+            yield WschannelServer(server, records)
+        return
+    files: Tls = request.getfixturevalue("tls")
+    async with wschannel.serve(
+        handler, HOST, 0, compression=compression, certfile=files.certfile
+    ) as server:
+        yield WschannelServer(server, records, files.client)
 
 
 async def run_wschannel_client(
-    url: str, *, compression: bool, close_first: bool
+    url: str, *, compression: bool, close_first: bool, ssl: ssl.SSLContext | None = None
 ) -> tuple[list[Message], int | None, str | None]:
     """wschannel's client side of the script; returns what it received and the close.
 
@@ -191,9 +252,13 @@ async def run_wschannel_client(
     :data:`CLIENT_CLOSE_CODE`. Otherwise it sends two messages and :data:`CLOSE_COMMAND`,
     and reads until the server's close ends the stream.
     """
-    channel = IOWebSocketChannel.connect(url, compression=compression)
+    channel = IOWebSocketChannel.connect(url, compression=compression, ssl=ssl)
     try:
         await within(channel.ready)
+        if ssl is not None:  # a context that maps to rustls: TLS in the engine
+            protocol = channel._transport_protocol
+            assert protocol is not None
+            assert isinstance(protocol.transport, DirectTransport)
         subscription = aiter(channel.stream)
         received: list[Message] = []
         if close_first:

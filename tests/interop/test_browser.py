@@ -7,12 +7,18 @@ The page's WebSocket goes through :class:`RecordingProxy`, a TCP relay that keep
 compressed. The server sends the script's messages; the page echoes them and reports what it
 received (type, length, SHA-256), and the server checks the echoes byte for byte.
 
+Each test runs over plain TCP and over TLS (``https://`` page, ``wss://`` socket: Chromium's
+TLS against wschannel's server with ``certfile=``, TLS in the engine). Chromium trusts the
+test's certificate by its public key (``--ignore-certificate-errors-spki-list``); over TLS
+the relay sees only ciphertext, so the server's answer is checked from the page's side.
+
 ``tests/interop/setup.sh`` installs Chromium.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import urllib.parse
@@ -42,6 +48,7 @@ from .conftest import (
     SERVER_CLOSE_REASON,
     TIMEOUT,
     ConnectionRecord,
+    Tls,
     check_messages,
     has_deflate,
     within,
@@ -55,11 +62,31 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(params=["ws", "wss"])
+def scheme(request: pytest.FixtureRequest) -> str:
+    """Every test here over plain TCP and over TLS."""
+    return str(request.param)
+
+
+def spki_hash(certfile: Path) -> str:
+    """The base64 SHA-256 of the server certificate's public key (Chromium's pin format)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    certificate = x509.load_pem_x509_certificate(certfile.read_bytes())
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Chromium]:
-    """One headless Chromium for the module, killed at the end."""
+def chromium(tls: Tls) -> Iterator[Chromium]:
+    """One headless Chromium for the module, killed at the end; it trusts the test's
+    certificate (``tls``) by its public key."""
     assert CHROMIUM is not None
-    browser = Chromium(CHROMIUM, TIMEOUT)
+    flags = (f"--ignore-certificate-errors-spki-list={spki_hash(tls.certfile)}",)
+    browser = Chromium(CHROMIUM, TIMEOUT, flags)
     try:
         yield browser
     finally:
@@ -86,8 +113,10 @@ class Relayed:
 class RecordingProxy:
     """A TCP relay on 127.0.0.1 to ``upstream_port`` that records each connection."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, plaintext: bool = True) -> None:
         self.upstream_port = upstream_port
+        self.plaintext = plaintext
+        """Whether the bytes are HTTP and WebSocket (not TLS): then the 101 is kept."""
         self.connections: list[Relayed] = []
         self.server: asyncio.Server | None = None
 
@@ -135,7 +164,7 @@ class RecordingProxy:
                     relayed.to_server += len(data)
                 else:
                     relayed.to_client += len(data)
-                    if not relayed.response_head:
+                    if self.plaintext and not relayed.response_head:
                         head += data
                         end = head.find(b"\r\n\r\n")
                         if end >= 0:
@@ -211,25 +240,33 @@ class BrowserTest:
 
 
 async def run_page(
-    devtools: DevTools, compression: bool, close_first: bool
+    devtools: DevTools, compression: bool, close_first: bool, tls: Tls | None = None
 ) -> tuple[dict[str, Any], ConnectionRecord, Relayed]:
-    """Serve, open the page in Chromium, and return what the page, the server and the proxy saw."""
+    """Serve, open the page in Chromium, and return what the page, the server and the proxy
+    saw; over TLS with ``tls`` (the server's ``certfile=``)."""
     test = BrowserTest(close_first)
+    secure = tls is not None
     async with wschannel.serve(
-        test.handler, HOST, 0, compression=compression, process_request=test.process_request
+        test.handler,
+        HOST,
+        0,
+        compression=compression,
+        process_request=test.process_request,
+        certfile=None if tls is None else tls.certfile,
     ) as server:
-        proxy = RecordingProxy(server.port)
+        proxy = RecordingProxy(server.port, plaintext=not secure)
         await proxy.start()
         try:
             query = urllib.parse.urlencode(
                 {
-                    "ws": f"ws://{HOST}:{proxy.port}/echo",
+                    "ws": f"{'wss' if secure else 'ws'}://{HOST}:{proxy.port}/echo",
                     "closeCommand": CLOSE_COMMAND,
                     "closeCode": CLIENT_CLOSE_CODE,
                     "closeReason": CLIENT_CLOSE_REASON,
                 }
             )
-            async with devtools.page(f"http://{HOST}:{server.port}/page?{query}") as session:
+            page = f"{'https' if secure else 'http'}://{HOST}:{server.port}/page?{query}"
+            async with devtools.page(page) as session:
                 seen = await devtools.evaluate(session, "window.result", 3 * TIMEOUT)
             record = await within(test.records.get())
         finally:
@@ -246,8 +283,9 @@ def check_deflate(
     is on; then the two large messages (1 MiB of compressible text, 1 MiB of random bytes)
     took less than 2 MiB on the wire."""
     assert has_deflate(record.offered_extensions)
-    answer = response_headers(relayed.response_head).get("sec-websocket-extensions")
-    assert has_deflate(answer) is compression, answer
+    if relayed.response_head:  # over TLS the relay sees only ciphertext
+        answer = response_headers(relayed.response_head).get("sec-websocket-extensions")
+        assert has_deflate(answer) is compression, answer
     assert has_deflate(page["open"]["extensions"]) is compression, page["open"]
     if compression:
         assert relayed.to_client < 2 * LARGE
@@ -259,9 +297,10 @@ def check_deflate(
 
 @COMPRESSION
 async def test_chromium_page_echoes_and_closes_through_wschannel_server(
-    devtools: DevTools, compression: bool
+    devtools: DevTools, compression: bool, scheme: str, request: pytest.FixtureRequest
 ) -> None:
-    page, record, relayed = await run_page(devtools, compression, close_first=True)
+    files = request.getfixturevalue("tls") if scheme == "wss" else None
+    page, record, relayed = await run_page(devtools, compression, close_first=True, tls=files)
     assert page["errors"] == []
     assert page["messages"] == summary([*MESSAGES, CLOSE_COMMAND])
     check_messages(record.messages, MESSAGES)
@@ -277,9 +316,10 @@ async def test_chromium_page_echoes_and_closes_through_wschannel_server(
 
 @COMPRESSION
 async def test_chromium_page_receives_close_from_wschannel_server(
-    devtools: DevTools, compression: bool
+    devtools: DevTools, compression: bool, scheme: str, request: pytest.FixtureRequest
 ) -> None:
-    page, record, relayed = await run_page(devtools, compression, close_first=False)
+    files = request.getfixturevalue("tls") if scheme == "wss" else None
+    page, record, relayed = await run_page(devtools, compression, close_first=False, tls=files)
     assert page["errors"] == []
     assert page["messages"] == summary(MESSAGES)
     check_messages(record.messages, MESSAGES)

@@ -1,4 +1,5 @@
-"""wschannel's client with the server of Node's ``ws`` (``node/echo_server.mjs``).
+"""wschannel's client with the server of Node's ``ws`` (``node/echo_server.mjs``), over plain
+TCP and over TLS (``wss``: Node's TLS against wschannel's, in the engine).
 
 The server reports what it received (type, length and SHA-256 of each message, and the close
 frame) as JSON lines on its stdout. ``tests/interop/setup.sh`` installs ``ws`` with ``npm ci``.
@@ -11,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from .conftest import (
     MESSAGES,
     SERVER_CLOSE_CODE,
     SERVER_CLOSE_REASON,
+    Tls,
     check_messages,
     has_deflate,
     run_wschannel_client,
@@ -47,13 +50,17 @@ pytestmark = pytest.mark.skipif(
 class NodeServer:
     """The ``ws`` echo server in a child process, and the events it reports."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process, client_ssl: ssl.SSLContext | None
+    ) -> None:
         self.process = process
         self.port = 0
+        self.client_ssl = client_ssl
+        """The context a client trusts this server with (over TLS), else None."""
 
     @property
     def url(self) -> str:
-        return f"ws://{HOST}:{self.port}/echo"
+        return f"{'ws' if self.client_ssl is None else 'wss'}://{HOST}:{self.port}/echo"
 
     async def next_event(self) -> dict[str, Any]:
         assert self.process.stdout is not None
@@ -89,14 +96,24 @@ def summary(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return reports
 
 
+@pytest.fixture(params=["ws", "wss"])
+def scheme(request: pytest.FixtureRequest) -> str:
+    """Every test here over plain TCP and over TLS."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def node_server() -> AsyncIterator[NodeServer]:
+async def node_server(scheme: str, request: pytest.FixtureRequest) -> AsyncIterator[NodeServer]:
     assert NODE is not None
     config = {
         "closeCommand": CLOSE_COMMAND,
         "closeCode": SERVER_CLOSE_CODE,
         "closeReason": SERVER_CLOSE_REASON,
     }
+    files: Tls | None = request.getfixturevalue("tls") if scheme == "wss" else None
+    if files is not None:
+        config["cert"] = str(files.certfile)
+        config["key"] = str(files.keyfile)
     process = await asyncio.create_subprocess_exec(
         NODE,
         str(NODE_DIR / "echo_server.mjs"),
@@ -106,7 +123,7 @@ async def node_server() -> AsyncIterator[NodeServer]:
         stdout=asyncio.subprocess.PIPE,
     )
     try:
-        server = NodeServer(process)
+        server = NodeServer(process, None if files is None else files.client)
         listening = await server.next_event()
         assert listening["event"] == "listening", listening
         server.port = listening["port"]
@@ -128,7 +145,7 @@ async def test_wschannel_client_echoes_through_node_ws_server(
     node_server: NodeServer, compression: bool
 ) -> None:
     received, code, reason = await run_wschannel_client(
-        node_server.url, compression=compression, close_first=True
+        node_server.url, compression=compression, close_first=True, ssl=node_server.client_ssl
     )
     check_messages(received, MESSAGES)
     # ws echoes the close frame it received.
@@ -145,7 +162,7 @@ async def test_wschannel_client_receives_close_from_node_ws_server(
     node_server: NodeServer, compression: bool
 ) -> None:
     received, code, reason = await run_wschannel_client(
-        node_server.url, compression=compression, close_first=False
+        node_server.url, compression=compression, close_first=False, ssl=node_server.client_ssl
     )
     check_messages(received, CLOSED_BY_SERVER[:2])
     assert (code, reason) == (SERVER_CLOSE_CODE, SERVER_CLOSE_REASON)

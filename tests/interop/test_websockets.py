@@ -1,10 +1,13 @@
 """wschannel with ``websockets``: its asyncio and sync clients, and its asyncio server.
 
-Besides the defaults, one test each way negotiates every permessage-deflate parameter."""
+Each test runs over plain TCP and over TLS (``wss``: wschannel's ends run TLS in the engine,
+``websockets``' ends Python's ``ssl``). Besides the defaults, one test each way negotiates
+every permessage-deflate parameter."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 
 import pytest
@@ -34,6 +37,7 @@ from .conftest import (
     SERVER_CLOSE_REASON,
     TIMEOUT,
     ConnectionRecord,
+    Tls,
     WschannelServer,
     check_messages,
     echo_handler,
@@ -56,13 +60,22 @@ def deflate(compression: bool) -> str | None:
     return "deflate" if compression else None
 
 
+@pytest.fixture(params=["ws", "wss"])
+def scheme(request: pytest.FixtureRequest) -> str:
+    """Every test here over plain TCP and over TLS."""
+    return str(request.param)
+
+
 # wschannel's server, websockets' asyncio client.
 
 
-async def asyncio_client(url: str, compression: bool, close_first: bool) -> Outcome:
+async def asyncio_client(
+    url: str, compression: bool, close_first: bool, context: ssl.SSLContext | None = None
+) -> Outcome:
     received: list[Message] = []
     async with connect(
         url,
+        ssl=context,
         compression=deflate(compression),
         max_size=MAX_SIZE,
         open_timeout=TIMEOUT,
@@ -91,7 +104,7 @@ async def test_websockets_asyncio_client_echoes_through_wschannel_server(
     wschannel_server: WschannelServer, compression: bool
 ) -> None:
     received, code, reason, extensions = await asyncio_client(
-        wschannel_server.url, compression, close_first=True
+        wschannel_server.url, compression, True, wschannel_server.client_ssl
     )
     check_messages(received, MESSAGES)
     assert (code, reason) == (CLIENT_CLOSE_CODE, CLIENT_CLOSE_REASON)
@@ -106,7 +119,7 @@ async def test_websockets_asyncio_client_receives_close_from_wschannel_server(
     wschannel_server: WschannelServer, compression: bool
 ) -> None:
     received, code, reason, _ = await asyncio_client(
-        wschannel_server.url, compression, close_first=False
+        wschannel_server.url, compression, False, wschannel_server.client_ssl
     )
     check_messages(received, CLOSED_BY_SERVER[:2])
     assert (code, reason) == (SERVER_CLOSE_CODE, SERVER_CLOSE_REASON)
@@ -119,10 +132,13 @@ async def test_websockets_asyncio_client_receives_close_from_wschannel_server(
 # wschannel's server, websockets' sync client (in a thread).
 
 
-def sync_client(url: str, compression: bool, close_first: bool) -> Outcome:
+def sync_client(
+    url: str, compression: bool, close_first: bool, context: ssl.SSLContext | None = None
+) -> Outcome:
     received: list[Message] = []
     with connect_sync(
         url,
+        ssl=context,
         compression=deflate(compression),
         max_size=MAX_SIZE,
         open_timeout=TIMEOUT,
@@ -151,7 +167,10 @@ async def test_websockets_sync_client_echoes_through_wschannel_server(
     wschannel_server: WschannelServer, compression: bool
 ) -> None:
     received, code, reason, extensions = await within(
-        asyncio.to_thread(sync_client, wschannel_server.url, compression, True), 3 * TIMEOUT
+        asyncio.to_thread(
+            sync_client, wschannel_server.url, compression, True, wschannel_server.client_ssl
+        ),
+        3 * TIMEOUT,
     )
     check_messages(received, MESSAGES)
     assert (code, reason) == (CLIENT_CLOSE_CODE, CLIENT_CLOSE_REASON)
@@ -166,7 +185,10 @@ async def test_websockets_sync_client_receives_close_from_wschannel_server(
     wschannel_server: WschannelServer, compression: bool
 ) -> None:
     received, code, reason, _ = await within(
-        asyncio.to_thread(sync_client, wschannel_server.url, compression, False), 3 * TIMEOUT
+        asyncio.to_thread(
+            sync_client, wschannel_server.url, compression, False, wschannel_server.client_ssl
+        ),
+        3 * TIMEOUT,
     )
     check_messages(received, CLOSED_BY_SERVER[:2])
     assert (code, reason) == (SERVER_CLOSE_CODE, SERVER_CLOSE_REASON)
@@ -181,13 +203,15 @@ async def test_websockets_sync_client_receives_close_from_wschannel_server(
 class WebsocketsServer:
     """``websockets``' server running the echo script, with permessage-deflate on."""
 
-    def __init__(self) -> None:
+    def __init__(self, client_ssl: ssl.SSLContext | None = None) -> None:
         self.records: asyncio.Queue[ConnectionRecord] = asyncio.Queue()
         self.port = 0
+        self.client_ssl = client_ssl
+        """The context a client trusts this server with (over TLS), else None."""
 
     @property
     def url(self) -> str:
-        return f"ws://{HOST}:{self.port}/echo"
+        return f"{'ws' if self.client_ssl is None else 'wss'}://{HOST}:{self.port}/echo"
 
     async def handler(self, ws: ServerConnection) -> None:
         assert ws.request is not None and ws.response is not None
@@ -211,9 +235,19 @@ class WebsocketsServer:
 
 
 @pytest.fixture
-async def websockets_server() -> AsyncIterator[WebsocketsServer]:
-    peer = WebsocketsServer()
-    async with serve(peer.handler, HOST, 0, compression="deflate", max_size=MAX_SIZE) as server:
+async def websockets_server(
+    scheme: str, request: pytest.FixtureRequest
+) -> AsyncIterator[WebsocketsServer]:
+    files: Tls | None = request.getfixturevalue("tls") if scheme == "wss" else None
+    peer = WebsocketsServer(None if files is None else files.client)
+    async with serve(
+        peer.handler,
+        HOST,
+        0,
+        compression="deflate",
+        max_size=MAX_SIZE,
+        ssl=None if files is None else files.server,
+    ) as server:
         peer.port = server.sockets[0].getsockname()[1]
         yield peer
 
@@ -223,7 +257,10 @@ async def test_wschannel_client_echoes_through_websockets_server(
     websockets_server: WebsocketsServer, compression: bool
 ) -> None:
     received, code, reason = await run_wschannel_client(
-        websockets_server.url, compression=compression, close_first=True
+        websockets_server.url,
+        compression=compression,
+        close_first=True,
+        ssl=websockets_server.client_ssl,
     )
     check_messages(received, MESSAGES)
     # websockets echoes the close frame it received.
@@ -240,7 +277,10 @@ async def test_wschannel_client_receives_close_from_websockets_server(
     websockets_server: WebsocketsServer, compression: bool
 ) -> None:
     received, code, reason = await run_wschannel_client(
-        websockets_server.url, compression=compression, close_first=False
+        websockets_server.url,
+        compression=compression,
+        close_first=False,
+        ssl=websockets_server.client_ssl,
     )
     check_messages(received, CLOSED_BY_SERVER[:2])
     assert (code, reason) == (SERVER_CLOSE_CODE, SERVER_CLOSE_REASON)

@@ -50,10 +50,10 @@ class DevToolsError(Exception):
 class Chromium:
     """A headless Chromium process with its own temporary profile."""
 
-    def __init__(self, executable: str, timeout: float) -> None:
+    def __init__(self, executable: str, timeout: float, flags: tuple[str, ...] = ()) -> None:
         self.profile = Path(tempfile.mkdtemp(prefix="wschannel-chromium-"))
         self.process = subprocess.Popen(
-            [executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            [executable, *FLAGS, *flags, f"--user-data-dir={self.profile}", "about:blank"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,6 +1,8 @@
 // Node's `ws` running the echo script of tests/interop/conftest.py, for wschannel's client.
 //
-// Usage: node echo_server.mjs '{"closeCommand": "...", "closeCode": 4001, "closeReason": "..."}'
+// Usage: node echo_server.mjs '{"closeCommand": "...", "closeCode": 4001, "closeReason": "...",
+//                                "cert": "chain.pem", "key": "key.pem"}'
+// (`cert` and `key`, optional: serve wss:// with Node's TLS, that certificate chain and key.)
 //
 // Listens on 127.0.0.1 (a free port), accepts permessage-deflate when offered, echoes every
 // message, and answers the close command by closing with the given code and reason. It reports
@@ -10,6 +12,8 @@
 // received. It exits when its standard input ends.
 
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:https";
 import { WebSocketServer } from "ws";
 
 const config = JSON.parse(process.argv[2]);
@@ -18,13 +22,17 @@ function report(event) {
   process.stdout.write(JSON.stringify(event) + "\n");
 }
 
-const server = new WebSocketServer({
-  host: "127.0.0.1",
-  port: 0,
-  perMessageDeflate: true,
-});
-
-server.on("listening", () => report({ event: "listening", port: server.address().port }));
+let server;
+if (config.cert) {
+  const https = createServer({ cert: readFileSync(config.cert), key: readFileSync(config.key) });
+  server = new WebSocketServer({ server: https, perMessageDeflate: true });
+  https.listen(0, "127.0.0.1", () =>
+    report({ event: "listening", port: https.address().port }),
+  );
+} else {
+  server = new WebSocketServer({ host: "127.0.0.1", port: 0, perMessageDeflate: true });
+  server.on("listening", () => report({ event: "listening", port: server.address().port }));
+}
 
 server.on("connection", (ws, request) => {
   report({
