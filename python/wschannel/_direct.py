@@ -107,8 +107,9 @@ async def connect_tls(
 ) -> DirectTransport | None:
     """The TLS handshake, in the engine, over a just-connected plain ``transport`` (which
     is aborted: the socket moves to the returned DirectTransport). None (socket closed) when
-    the server asks for a client certificate: connect again with Python's ``ssl``, which
-    presents the context's if it has one. Raises ``ssl.SSLError`` or ``OSError`` if the
+    the server asks for a client certificate, or ``server_hostname`` is not a name rustls
+    can check: connect again with Python's ``ssl``, which presents the context's
+    certificate if it has one. Raises ``ssl.SSLError`` or ``OSError`` if the
     handshake fails; connect the returned transport to its protocol with :meth:`start`."""
     extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
     sock = _own_socket(cast("asyncio.Transport", transport))
@@ -117,7 +118,12 @@ async def connect_tls(
     direct = None
     try:
         direct = DirectTransport(loop, sock, None, None, 65536, extra)
-        direct._start_tls(SocketIO.tls_client(sock.fileno(), config, server_hostname, direct._wake))
+        try:
+            io = SocketIO.tls_client(sock.fileno(), config, server_hostname, direct._wake)
+        except ValueError:  # a name rustls cannot check a certificate against: ssl's turn
+            sock.close()
+            return None
+        direct._start_tls(io)
         if not await direct._handshake:
             direct.abort()
             return None
@@ -455,10 +461,24 @@ class DirectTransport:
             return
         if events is None:
             self._eof()
-        elif events:
-            self._deliver(events)
+        elif events:  # as _deliver, inline: this is once per read
+            try:
+                self._protocol.events_received(events)
+            except Exception as exc:  # a bug: fail the connection, as asyncio's transport does
+                self._loop.call_exception_handler(
+                    {
+                        "message": "wschannel: handling received data failed",
+                        "exception": exc,
+                        "transport": self,
+                        "protocol": self._protocol,
+                    }
+                )
+                self.abort()
+            finally:
+                self._io.uncork()  # what handling them sent goes out in one sendmsg
 
     def _deliver(self, events: list[Event]) -> None:
+        """Hands a read's events to the protocol, then sends what handling them sent."""
         if events:
             try:
                 self._protocol.events_received(events)
