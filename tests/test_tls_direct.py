@@ -477,3 +477,30 @@ async def test_tls_options_are_checked_at_the_call(certfile: Path) -> None:
         empty = certfile.parent / "empty.pem"
         empty.write_text("")
         await wschannel.serve(echo, "127.0.0.1", 0, certfile=empty)
+
+
+def test_both_ends_in_the_engine_on_uvloop(certfile: Path, authority: trustme.CA) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    server_transports: list[object] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        server_transports.append(transport_of(channel))
+        await echo(channel)
+
+    async def main() -> None:
+        async with wschannel.serve(
+            handler, "127.0.0.1", 0, certfile=certfile, max_message_size=None
+        ) as server:
+            url = f"wss://localhost:{server.port}/"
+            channel = IOWebSocketChannel.connect(url, ssl=context, max_message_size=None)
+            await wait(channel.ready)
+            assert isinstance(transport_of(channel), DirectTransport)
+            await echo_every_size(channel)
+            await wait(channel.sink.close(status.NORMAL_CLOSURE))
+            assert channel.close_code == status.NORMAL_CLOSURE
+
+    uvloop.run(main())
+    assert len(server_transports) == 1
+    assert isinstance(server_transports[0], DirectTransport)
