@@ -25,7 +25,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..channel import WebSocketChannel
 from ..server import Handler, Server, broadcast, serve, unix_serve
@@ -273,6 +273,13 @@ async def unreachable(url: str) -> str | None:
         return str(error)
 
 
+def tls_files(args: argparse.Namespace) -> dict[str, Any]:
+    """``--certfile``/``--keyfile`` as ``serve()``'s ``certfile``/``keyfile`` (TLS in the
+    engine; plain strings, which each worker process is sent)."""
+    keyfile = None if args.keyfile is None else str(args.keyfile)
+    return {"certfile": str(args.certfile), "keyfile": keyfile}
+
+
 def run_workers(args: argparse.Namespace, secure: bool) -> int:
     """``--workers N``: N processes on one port until SIGINT or SIGTERM."""
     from ..workers import Workers
@@ -289,7 +296,7 @@ def run_workers(args: argparse.Namespace, secure: bool) -> int:
         workers=args.workers,
         protocols=args.subprotocol,
         compression=args.compression,
-        ssl=functools.partial(tls_context, args.certfile, args.keyfile) if secure else None,
+        **tls_files(args) if secure else {},
     )
     try:
         workers.start()
