@@ -504,3 +504,42 @@ def test_both_ends_in_the_engine_on_uvloop(certfile: Path, authority: trustme.CA
     uvloop.run(main())
     assert len(server_transports) == 1
     assert isinstance(server_transports[0], DirectTransport)
+
+
+async def test_a_forged_record_fails_the_connection_not_the_server(
+    certfile: Path, client_context: ssl.SSLContext
+) -> None:
+    """A record that does not decrypt (bytes written under the TLS session, as an on-path
+    attacker would): the connection ends with 1006 and the TLS error; the server goes on."""
+    closes: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        async for message in channel.stream:
+            channel.sink.add(message)
+        await channel.sink.done
+        closes.put_nowait(channel.close_code)
+
+    async with wschannel.serve(handler, "127.0.0.1", 0, certfile=certfile) as server:
+        port = server.port
+
+        def client() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+            with raw, client_context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(
+                    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+                head = _read_head(sock)
+                # An application-data record of 32 bytes that no key encrypted.
+                os.write(sock.fileno(), b"\x17\x03\x03\x00\x20" + bytes(32))  # under TLS
+                return head
+
+        head = await asyncio.wait_for(asyncio.to_thread(client), 2 * TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert await asyncio.wait_for(closes.get(), TIMEOUT) == status.ABNORMAL_CLOSURE
+        channel = IOWebSocketChannel.connect(f"wss://localhost:{port}/", ssl=client_context)
+        await wait(channel.ready)
+        channel.sink.add("after")
+        assert await asyncio.wait_for(anext(aiter(channel.stream)), TIMEOUT) == "after"
+        await wait(channel.sink.close())
