@@ -11,6 +11,7 @@ and the cases that keep asyncio's ``ssl`` transport (the fallback).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -542,4 +543,77 @@ async def test_a_forged_record_fails_the_connection_not_the_server(
         await wait(channel.ready)
         channel.sink.add("after")
         assert await asyncio.wait_for(anext(aiter(channel.stream)), TIMEOUT) == "after"
+        await wait(channel.sink.close())
+
+
+def _memory_tls_client(
+    sock: socket.socket, context: ssl.SSLContext
+) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """A TLS client over memory buffers on a connected blocking socket, its handshake done:
+    the test decides exactly which bytes go out together."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    for _ in range(20):
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            if not data:
+                raise EOFError("the server closed during the TLS handshake") from None
+            incoming.write(data)
+    sock.sendall(outgoing.read())
+    return tls, incoming, outgoing
+
+
+async def test_bytes_after_the_peers_close_notify_are_dropped(
+    certfile: Path, client_context: ssl.SSLContext
+) -> None:
+    """close_notify and more bytes in one segment: rustls takes nothing after the alert, and
+    the engine drops the rest rather than trying again for ever; the connection ends (1006:
+    no close frame), the server goes on."""
+    closes: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        async for message in channel.stream:
+            channel.sink.add(message)
+        await channel.sink.done
+        closes.put_nowait(channel.close_code)
+
+    async with wschannel.serve(handler, "127.0.0.1", 0, certfile=certfile) as server:
+        port = server.port
+
+        def client() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+                tls, incoming, outgoing = _memory_tls_client(sock, client_context)
+                tls.write(
+                    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+                sock.sendall(outgoing.read())
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise EOFError("the server closed before its answer")
+                    incoming.write(data)
+                    try:
+                        head += tls.read(65536)
+                    except ssl.SSLWantReadError:
+                        continue
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    tls.unwrap()  # queues close_notify; the server's is not awaited
+                # More than rustls reads at once (a record's worth), behind the alert.
+                sock.sendall(outgoing.read() + (b"\x17\x03\x03\x40\x00" + bytes(16384)) * 4)
+                return head
+
+        head = await asyncio.wait_for(asyncio.to_thread(client), 2 * TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert await asyncio.wait_for(closes.get(), TIMEOUT) == status.ABNORMAL_CLOSURE
+        channel = IOWebSocketChannel.connect(f"wss://localhost:{port}/", ssl=client_context)
+        await wait(channel.ready)
+        channel.sink.add("still serving")
+        assert await asyncio.wait_for(anext(aiter(channel.stream)), TIMEOUT) == "still serving"
         await wait(channel.sink.close())

@@ -271,9 +271,14 @@ impl Tls {
         mut deliver: impl FnMut(&[u8]),
     ) -> Result<(), TlsError> {
         while !data.is_empty() {
-            self.conn.read_tls(&mut data).map_err(TlsError::Io)?;
+            let taken = self.conn.read_tls(&mut data).map_err(TlsError::Io)?;
             self.conn.process_new_packets().map_err(TlsError::Tls)?;
             self.drain(&mut deliver);
+            if taken == 0 {
+                // rustls takes nothing after the peer's close_notify: what follows it is
+                // dropped (never a loop that makes no progress).
+                break;
+            }
         }
         Ok(())
     }
