@@ -527,18 +527,7 @@ impl PerMessageDeflate {
             self.decompressor = Some(inflater); // the rest of the message follows
             return result;
         }
-        self.received_generation += 1;
-        if self.lends {
-            let spare = Spare {
-                owner,
-                generation: self.received_generation,
-                kind: 0,
-                state: inflater,
-            };
-            SPARES.with_borrow_mut(|spares| lend_spare(&mut spares.decompressors, spare));
-        } else {
-            self.decompressor = Some(inflater);
-        }
+        self.end_decompressed_message(inflater, owner);
         result
     }
 }
@@ -599,6 +588,12 @@ impl PerMessageDeflate {
         } else if self.reset_decompressor {
             inflater.reset();
         }
+        self.end_decompressed_message(inflater, owner);
+    }
+
+    /// A received message's decompression is over (the inflater already reset where it had
+    /// to be): lend it (a server; `owner` 0 when no connection's context is in it) or keep it.
+    fn end_decompressed_message(&mut self, inflater: Inflater, owner: u64) {
         self.received_generation += 1;
         if self.lends {
             let spare = Spare {
