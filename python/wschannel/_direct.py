@@ -464,34 +464,31 @@ class DirectTransport:
         elif events:  # as _deliver, inline: this is once per read
             try:
                 self._protocol.events_received(events)
-            except Exception as exc:  # a bug: fail the connection, as asyncio's transport does
-                self._loop.call_exception_handler(
-                    {
-                        "message": "wschannel: handling received data failed",
-                        "exception": exc,
-                        "transport": self,
-                        "protocol": self._protocol,
-                    }
-                )
-                self.abort()
+            except Exception as exc:
+                self._handling_failed(exc)
             finally:
                 self._io.uncork()  # what handling them sent goes out in one sendmsg
+
+    def _handling_failed(self, exc: Exception) -> None:
+        """A bug in handling received events: fail the connection, as asyncio's transport
+        does."""
+        self._loop.call_exception_handler(
+            {
+                "message": "wschannel: handling received data failed",
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            }
+        )
+        self.abort()
 
     def _deliver(self, events: list[Event]) -> None:
         """Hands a read's events to the protocol, then sends what handling them sent."""
         if events:
             try:
                 self._protocol.events_received(events)
-            except Exception as exc:  # a bug: fail the connection, as asyncio's transport does
-                self._loop.call_exception_handler(
-                    {
-                        "message": "wschannel: handling received data failed",
-                        "exception": exc,
-                        "transport": self,
-                        "protocol": self._protocol,
-                    }
-                )
-                self.abort()
+            except Exception as exc:
+                self._handling_failed(exc)
             finally:
                 self._io.uncork()  # what handling them sent goes out in one sendmsg
 
