@@ -12,6 +12,7 @@ import os
 import queue
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -66,6 +67,12 @@ async def collect(pieces: AsyncIterator[Fragment]) -> list[Fragment]:
 
 # Peak memory of a 64 MiB message: measured in a fresh process, so that nothing else the
 # test run did counts.
+
+PIECES_GROWTH_BOUND = 40 if sysconfig.get_config_var("Py_GIL_DISABLED") else 16
+"""MiB the process's peak RSS may grow by while the message goes through in pieces: far
+below the message (64 MiB) and the control (the message whole: over 64). Free-threaded
+CPython's allocator (mimalloc, a heap per thread) keeps more of what was freed: +25 to
++27 MiB there in the wheel job, +5 to +7 MiB on the default build."""
 
 STREAM_64_MIB = textwrap.dedent(
     """
@@ -167,7 +174,7 @@ def test_a_64_mib_message_in_1_mib_chunks_is_received_in_pieces_in_bounded_memor
         return
     assert result["pieces"] > 64  # in pieces, never assembled
     assert result["largest"] <= MiB
-    assert growth < 16, result
+    assert growth < PIECES_GROWTH_BOUND, result
 
 
 # Sending.
