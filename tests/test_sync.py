@@ -572,6 +572,34 @@ def test_sync_client_receive_reads_the_socket_in_the_calling_thread(
         assert channel._stream._handoffs == 1
 
 
+def test_sync_client_fallback_reader_that_starts_late_does_not_keep_reading(
+    server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback reader's thread starts only after the application has read and taken its
+    first message itself (a loaded machine schedules it late): it hands reading over at
+    once, instead of sitting in a read nobody needs (it used to count the application's
+    messages from when it started, saw none taken since, and read on; a CI run under load
+    failed the test above so)."""
+    monkeypatch.setattr(wschannel.sync.connection, "UNATTENDED", 3600.0)
+    taken_first = threading.Event()
+    run = SyncWebSocketChannel._run_fallback_reader
+
+    def late(self: SyncWebSocketChannel) -> None:
+        taken_first.wait(TIMEOUT)
+        run(self)
+
+    monkeypatch.setattr(SyncWebSocketChannel, "_run_fallback_reader", late)
+    with wschannel.sync.connect(server_url, ping_interval=None) as channel:
+        channel.sink.add("first")
+        assert channel.receive(TIMEOUT) == "first"
+        assert channel._stream._handoffs == 0  # the application read it, in its own thread
+        taken_first.set()
+        wait_until_sync(lambda: channel._stream._handoffs == 1, what="the fallback handed over")
+        channel.sink.add("second")
+        assert channel.receive(TIMEOUT) == "second"
+        assert channel._stream._handoffs == 1
+
+
 def test_sync_client_reads_while_the_application_does_not_and_gives_reading_back() -> None:
     """The application reads some messages, then stops asking for a while: the fallback
     reader reads meanwhile (the peer's ping is answered, and what it reads is buffered), then

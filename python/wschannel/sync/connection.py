@@ -1082,8 +1082,10 @@ class SyncWebSocketChannel(SessionDriver):
         try:
             seen = -1
             # Nobody asked for a message yet: read from the start (the first keepalive pong,
-            # a peer that pings or closes at once), until the application asks.
-            self._read_unattended()
+            # a peer that pings or closes at once), until the application asks. Counted from
+            # none taken: this thread may start after the application has read and taken
+            # its first message itself, and must not then sit in a read it does not need.
+            self._read_unattended(0)
             while True:
                 with self._lock:
                     while not self._finished and not self._read_ended:
@@ -1108,7 +1110,7 @@ class SyncWebSocketChannel(SessionDriver):
                         wakeup.wait(UNATTENDED)
                     else:
                         return
-                self._read_unattended()
+                self._read_unattended(seen)
                 seen = stream._gets
         except Exception:  # a bug: do not leave the connection without a reader
             logger.exception("Unexpected error in a WebSocket reader thread")
@@ -1118,15 +1120,15 @@ class SyncWebSocketChannel(SessionDriver):
         with self._lock:
             self._fallback_wakeup.notify()
 
-    def _read_unattended(self) -> None:
+    def _read_unattended(self, gets: int) -> None:
         """Read until the application asks for a message again (then it reads), or to the
-        end while the connection closes."""
+        end while the connection closes. ``gets``: how many messages the application had
+        taken when the caller saw it idle; any more, and it is back."""
         stream = self._stream
         wait_for_room = stream._wait_for_room
         read_lock = self._read_lock
         read_lock.acquire()
         try:
-            gets = stream._gets
             while not self._read_ended and not self._finished:
                 if (stream._waiting or stream._gets != gets) and not self._must_read():
                     return  # the application is back: it reads
