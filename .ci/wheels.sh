@@ -34,6 +34,8 @@ export WSCHANNEL_TEST_TIMEOUT_SCALE="${WSCHANNEL_TEST_TIMEOUT_SCALE:-2}"
 DIST="$REPO/${DIST:-dist}"
 PYTHONS="${WHEEL_PYTHONS:-3.11 3.12 3.13 3.13t}"
 JOBS="${WHEEL_JOBS:-2}"
+# pytest-xdist's workers per suite (-n; 0: none): the suite mostly waits on sockets and timers.
+WORKERS="${WHEEL_WORKERS:-2}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wschannel-wheels.XXXXXX")
 LOGS="$WORK/logs"
 mkdir -p "$LOGS"
@@ -109,6 +111,12 @@ signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.execv(sys.executable, [sys.executable, *sys.argv[1:]])' "$@"
 }
 
+# pytest's options for $WORKERS xdist workers: "-n N --dist worksteal" (a worker that has run
+# out of tests takes some from another's queue), or nothing.
+workers_option() {
+    if [ "$WORKERS" != 0 ]; then echo "-n $WORKERS --dist worksteal"; fi
+}
+
 # One interpreter: a fresh virtualenv, the wheel, the suite. Writes its log; returns pytest's.
 run_suite() {
     local version=$1 python venv wheel run began
@@ -142,6 +150,7 @@ run_suite() {
         cd "$run"
         if [ -n "$gil" ]; then export PYTHON_GIL=$gil; fi
         export WSCHANNEL_TEST_TIMEOUT_SCALE=$scale
+        # shellcheck disable=SC2046 # the options, one argument each
         WSCHANNEL_TEST_INSTALLED=1 WSCHANNEL_TEST_WITHOUT="$(without "$version")" \
             WSCHANNEL_TEST_PART=package \
             python_with_sigint "$venv/bin/python" -m pytest -q -p no:cacheprovider \
@@ -149,7 +158,7 @@ run_suite() {
             --ignore="$REPO/tests/interop" --ignore="$REPO/tests/browser" \
             --ignore="$REPO/tests/test_compliance_runner.py" \
             --ignore="$REPO/tests/test_benchmarks_smoke.py" \
-            --durations=5 "$REPO/tests"
+            --durations=5 $(workers_option) "$REPO/tests"
     ) || status=$?
     if [ "$version" = 3.13t ] && [ "$status" = 0 ]; then
         echo "the thread tests again with the GIL on (PYTHON_GIL=1)"
@@ -182,25 +191,56 @@ check_sdist() {
     (cd "$WORK" && "$venv/bin/python" "$REPO/.ci/smoke.py")
 }
 
-say "running: sdist ${PYTHONS} (${JOBS} at a time; logs in $LOGS)"
+say "running: ${PYTHONS} sdist (${JOBS} at a time; logs in $LOGS)"
 failed=()
 pids=()
 names=()
-# Waits for the oldest job; records a failure.
-reap() {
-    local pid=${pids[0]} name=${names[0]}
-    pids=("${pids[@]:1}")
-    names=("${names[@]:1}")
-    if wait "$pid"; then
-        say "$name: passed ($(tail -n 1 "$LOGS/$name.log"))"
+# How far a running job is: a suite's last percentage (pytest -q), or what it is doing.
+progress_of() {
+    local name=$1 log="$LOGS/$1.log" percent
+    percent=$(grep -o '\[ *[0-9]*%\]' "$log" 2>/dev/null | tail -n 1 | tr -d '[] ' || true)
+    if [ -n "$percent" ]; then
+        echo "$name $percent"
+    elif [ "$name" = sdist ]; then
+        echo "sdist building"
     else
-        failed+=("$name")
-        say "$name: FAILED; its last lines:"
-        tail -n 30 "$LOGS/$name.log" | sed 's/^/    /'
+        echo "$name installing"
     fi
 }
-for job in sdist $PYTHONS; do
-    while [ "${#pids[@]}" -ge "$JOBS" ]; do reap; done
+# Reaps the jobs that have ended (each verdict once); waits a second when none has.
+reap() {
+    local i ended=0 kept_pids=() kept_names=()
+    for i in "${!pids[@]}"; do
+        if kill -0 "${pids[$i]}" 2>/dev/null; then
+            kept_pids+=("${pids[$i]}") kept_names+=("${names[$i]}")
+            continue
+        fi
+        ended=1
+        local name=${names[$i]}
+        if wait "${pids[$i]}"; then
+            say "$name: passed ($(tail -n 1 "$LOGS/$name.log"))"
+        else
+            failed+=("$name")
+            say "$name: FAILED; its last lines:"
+            tail -n 30 "$LOGS/$name.log" | sed 's/^/    /'
+        fi
+    done
+    pids=("${kept_pids[@]}") names=("${kept_names[@]}")
+    [ "$ended" = 1 ] || sleep 1
+}
+# A line every 30 s while jobs run: how far each one is.
+last_report=$SECONDS
+report() {
+    [ $((SECONDS - last_report)) -ge 30 ] || return 0
+    last_report=$SECONDS
+    local name parts=()
+    for name in "${names[@]}"; do parts+=("$(progress_of "$name")"); done
+    say "$((SECONDS - start)) s: $(IFS=,; echo "${parts[*]}" | sed 's/,/, /g')"
+}
+# The suites first, the sdist last: its build waits for cargo's lock when another build holds
+# it (make test's Rust checks), and the suites wait on nothing.
+for job in $PYTHONS sdist; do
+    while [ "${#pids[@]}" -ge "$JOBS" ]; do reap; report; done
     if [ "$job" = sdist ]; then
         check_sdist >"$LOGS/$job.log" 2>&1 &
     else
@@ -209,7 +249,7 @@ for job in sdist $PYTHONS; do
     pids+=("$!")
     names+=("$job")
 done
-while [ "${#pids[@]}" -gt 0 ]; do reap; done
+while [ "${#pids[@]}" -gt 0 ]; do reap; report; done
 
 for job in $PYTHONS; do
     say "$job: $(grep -E '^[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' "$LOGS/$job.log" | head -n 1)"

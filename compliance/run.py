@@ -5,12 +5,14 @@ The roles: ``server`` (compliance/server.py, on the asyncio ``wschannel.serve``)
 wstest's fuzzing client; ``client`` (compliance/client.py, asyncio) and ``sync-client``
 (compliance/sync_client.py, blocking) against wstest's fuzzing server. Each role is one
 wstest process and our program (compliance/wstest.py drives wstest; compliance/install.sh
-installs it the first time); ``--jobs`` roles run at a time (all four by default: see
-compliance/README.md for why). Every ``--progress`` seconds a line says how many cases each
-role has done. Each case's result is compared with compliance/expected/<role>.json: a case
-that does worse than expected, or is missing, fails the run; NON-STRICT counts as a failure.
-A failing role shows why: what went wrong with wstest or our program, each case worse than
-expected (expected vs got, and the case's own report), and the end of both logs.
+installs it the first time), except that the asyncio roles run their 12.x cases in a second
+pair of their own (``SPLIT``; not with ``--cases`` or ``--no-split``); ``--jobs`` of these
+run at a time (all six by default: see compliance/README.md for why). Every ``--progress``
+seconds a line says how many cases each role has done. Each case's result is compared with
+compliance/expected/<role>.json: a case that does worse than expected, or is missing, fails
+the run; NON-STRICT counts as a failure. A failing role shows why: what went wrong with
+wstest or our program, each case worse than expected (expected vs got, and the case's own
+report), and the end of both logs.
 
     python compliance/run.py                 # all cases, all four roles
     python compliance/run.py --cases '1.*,2.*' --role server,sync-server
@@ -46,21 +48,29 @@ HERE = Path(__file__).resolve().parent
 #: of every group and the fragmented 8 KiB ones (x.y.11), and the asyncio roles run them all
 #: (the engine that inflates and reassembles is the same). See compliance/README.md.
 SYNC_SKIPPED = ",".join(f"{major}.*.{size}" for major in (12, 13) for size in (10, *range(12, 19)))
+#: The case groups an asyncio role runs in a wstest process (and an echo program) of their
+#: own, beside the one for the rest of its cases: 12.x (permessage-deflate with the default
+#: offer) is about 55 % of such a role's time. A role is a pipeline that keeps three quarters
+#: of a core busy; the two asyncio roles, each four times a blocking one, would otherwise
+#: end the run alone, one core each, long after the rest (compliance/README.md, "Time").
+SPLIT = ("12.*",)
 
 
 @dataclass(frozen=True)
 class Role:
     """What wstest tests (``server``: our program listens; ``client``: our program connects
-    to wstest), our echo program, and the case patterns the role skips by default."""
+    to wstest), our echo program, the case patterns the role skips by default, and the ones
+    it runs apart (:data:`SPLIT`)."""
 
     tests: str
     program: str
     skipped: str = ""
+    split: tuple[str, ...] = ()
 
 
 ROLES = {
-    "server": Role("server", "server.py"),
-    "client": Role("client", "client.py"),
+    "server": Role("server", "server.py", split=SPLIT),
+    "client": Role("client", "client.py", split=SPLIT),
     "sync-server": Role("server", "sync_server.py", SYNC_SKIPPED),
     "sync-client": Role("client", "sync_client.py", SYNC_SKIPPED),
 }
@@ -73,12 +83,15 @@ LOG_TAIL = 15
 
 
 class Paths:
-    """Where a role's files go, under the ``--reports`` folder."""
+    """Where a role's files go, under the ``--reports`` folder; for a part of the role run
+    apart (`part`, a pattern of :data:`SPLIT`), under the role's name and the part's, as
+    ``server.12``."""
 
-    def __init__(self, reports: Path, role: str) -> None:
-        self.folder = reports / role
+    def __init__(self, reports: Path, role: str, part: str | None = None) -> None:
+        name = role if part is None else f"{role}.{part.rstrip('*.')}"
+        self.folder = reports / name
         #: Our program's output (and the runner's notes on it).
-        self.program_log = reports / f"{role}.log"
+        self.program_log = reports / f"{name}.log"
         self.wstest_log = self.folder / "wstest.log"
         self.spec = self.folder / "spec.json"
         #: wstest's report: index.json and a JSON and an HTML file per case.
@@ -127,30 +140,50 @@ def excluded(role: str, args: argparse.Namespace) -> list[str]:
     return own + patterns(args.exclude)
 
 
+def parts(role: str, args: argparse.Namespace) -> list[str | None]:
+    """The wstest runs of `role`: one per pattern it runs apart, then ``None`` for the rest;
+    only ``[None]`` when ``--cases`` chooses the cases or ``--no-split`` asks for one run."""
+    if args.cases or args.no_split:
+        return [None]
+    return [*ROLES[role].split, None]
+
+
+def part_cases(
+    role: str, part: str | None, args: argparse.Namespace
+) -> tuple[list[str], list[str]]:
+    """The spec's cases and the cases it excludes, for one run of `role` (see :func:`parts`)."""
+    if part is not None:
+        return [part], excluded(role, args)
+    apart = [pattern for pattern in parts(role, args) if pattern is not None]
+    return patterns(args.cases), excluded(role, args) + apart
+
+
+def all_paths(reports: Path, role: str) -> list[Paths]:
+    """The folders a run of `role` may have written: its parts' (:data:`SPLIT`), the rest's."""
+    return [*(Paths(reports, role, part) for part in ROLES[role].split), Paths(reports, role)]
+
+
 def program(role: str, args: argparse.Namespace) -> list[str]:
     """The command of the role's echo program (``--program`` replaces it)."""
     path = args.program or str(HERE / ROLES[role].program)
     return [sys.executable, path]
 
 
-def run_role(role: str, args: argparse.Namespace) -> list[str]:
-    """Runs one role: our program and wstest, with wstest's output in the role's folder and
-    our program's in reports/<role>.log. Returns what went wrong with the run, and keeps it
-    in problems.json for ``--no-run``."""
-    paths = Paths(args.reports, role)
-    # wstest writes its report only at the end (none if it is stopped): an earlier run's
-    # must not be judged instead.
-    shutil.rmtree(paths.folder, ignore_errors=True)
+def run_role(role: str, part: str | None, args: argparse.Namespace) -> list[str]:
+    """Runs one role (or one part of it, :func:`parts`): our program and wstest, with wstest's
+    output in the role's folder and our program's in reports/<role>.log. Returns what went
+    wrong with the run, and keeps it in problems.json for ``--no-run``."""
+    paths = Paths(args.reports, role, part)
     paths.folder.mkdir(parents=True)
     run = serve_role if ROLES[role].tests == "server" else connect_role
     with open(paths.program_log, "w") as program_log, open(paths.wstest_log, "w") as wstest_log:
-        problems = run(role, args, paths, program_log, wstest_log)
+        problems = run(role, part, args, paths, program_log, wstest_log)
     paths.problems.write_text(json.dumps(problems, indent=1) + "\n")
     return problems
 
 
 def serve_role(
-    role: str, args: argparse.Namespace, paths: Paths, log: IO[str], wlog: IO[str]
+    role: str, part: str | None, args: argparse.Namespace, paths: Paths, log: IO[str], wlog: IO[str]
 ) -> list[str]:
     """Our program listens; wstest's fuzzing client connects to it once per case."""
     port = free_port()
@@ -161,9 +194,7 @@ def serve_role(
         if problem:
             return [problem]
         url = f"ws://127.0.0.1:{port}"
-        spec = wstest.spec(
-            "fuzzingclient", url, paths.report, patterns(args.cases), excluded(role, args)
-        )
+        spec = wstest.spec("fuzzingclient", url, paths.report, *part_cases(role, part, args))
         paths.spec.write_text(json.dumps(spec, indent=1))
         problems = run_wstest(args, paths, "fuzzingclient", wlog)
         if server.poll() is not None:
@@ -214,15 +245,13 @@ def last_case(log: Path) -> str:
 
 
 def connect_role(
-    role: str, args: argparse.Namespace, paths: Paths, log: IO[str], wlog: IO[str]
+    role: str, part: str | None, args: argparse.Namespace, paths: Paths, log: IO[str], wlog: IO[str]
 ) -> list[str]:
     """wstest's fuzzing server listens; our program connects once per case, then asks it to
     write the report."""
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
-    spec = wstest.spec(
-        "fuzzingserver", url, paths.report, patterns(args.cases), excluded(role, args)
-    )
+    spec = wstest.spec("fuzzingserver", url, paths.report, *part_cases(role, part, args))
     paths.spec.write_text(json.dumps(spec, indent=1))
     try:
         server = wstest.start(args.wstest, "fuzzingserver", paths.spec, wlog)
@@ -253,54 +282,84 @@ def connect_role(
         stop(server)
 
 
-class Progress:
-    """Which roles wait, run or are done, and how many cases each has started."""
+#: One wstest run: a role, and the part of it (a pattern of :data:`SPLIT`, or ``None``).
+Unit = tuple[str, str | None]
 
-    def __init__(self, roles: list[str], reports: Path) -> None:
-        self.roles = roles
+
+def unit_name(unit: Unit) -> str:
+    role, part = unit
+    return role if part is None else f"{role} ({part})"
+
+
+class Progress:
+    """Which roles' runs wait, run or are done, and how many cases each role has started."""
+
+    def __init__(self, units: list[Unit], reports: Path) -> None:
+        self.units = units
+        self.roles = list(dict.fromkeys(role for role, _ in units))
         self.reports = reports
-        self.started: dict[str, float] = {}
-        self.took: dict[str, float] = {}
+        self.started: dict[Unit, float] = {}
+        self.took: dict[Unit, float] = {}
         self.lock = threading.Lock()
 
-    def run(self, role: str, args: argparse.Namespace) -> None:
+    def run(self, unit: Unit, args: argparse.Namespace) -> None:
         with self.lock:
-            self.started[role] = time.monotonic()
+            self.started[unit] = time.monotonic()
         try:
-            problems = run_role(role, args)
+            problems = run_role(*unit, args)
         except Exception as error:  # shown now, and judged as a role without results
             problems = [f"the runner failed: {error!r}"]
         finally:
             with self.lock:
-                self.took[role] = time.monotonic() - self.started[role]
+                self.took[unit] = time.monotonic() - self.started[unit]
         trouble = f" ({'; '.join(problems)})" if problems else ""
-        print(f"compliance: {role} done in {self.took[role]:.0f} s{trouble}", flush=True)
+        print(f"compliance: {unit_name(unit)} done in {self.took[unit]:.0f} s{trouble}", flush=True)
+
+    def role_took(self, role: str) -> float:
+        """From the first of the role's runs starting to the last one ending."""
+        units = [unit for unit in self.units if unit[0] == role]
+        began = min(self.started[unit] for unit in units)
+        return max(self.started[unit] + self.took[unit] for unit in units) - began
 
     def line(self) -> str:
-        parts = []
+        shown = []
         with self.lock:
             for role in self.roles:
-                if role in self.took:
-                    parts.append(f"{role} done")
-                elif role in self.started:
-                    parts.append(f"{role} {cases_started(Paths(self.reports, role).wstest_log)}")
+                units = [unit for unit in self.units if unit[0] == role]
+                if all(unit in self.took for unit in units):
+                    shown.append(f"{role} done")
+                elif not any(unit in self.started for unit in units):
+                    shown.append(f"{role} waiting")
                 else:
-                    parts.append(f"{role} waiting")
-        return ", ".join(parts)
+                    counts = [
+                        cases_started(Paths(self.reports, *unit).wstest_log, unit in self.took)
+                        for unit in units
+                        if unit in self.started
+                    ]
+                    if len(counts) < len(units) or None in counts:
+                        shown.append(f"{role} starting")
+                    else:
+                        done = sum(count[0] for count in counts if count is not None)
+                        total = sum(count[1] for count in counts if count is not None)
+                        shown.append(f"{role} {done}/{total}")
+        return ", ".join(shown)
 
 
-def cases_started(log: Path) -> str:
-    """'done/total' from wstest's log: it prints the total, then a line per case started."""
+def cases_started(log: Path, ended: bool = False) -> tuple[int, int] | None:
+    """(done, total) from wstest's log: it prints the total, then a line per case started;
+    ``None`` before it has said the total. All are done once the run has `ended`."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
-        return "starting"
+        return None
     total = re.search(r"will run (\d+) test cases", text)
     if total is None:
-        return "starting"
+        return None
+    if ended:
+        return int(total.group(1)), int(total.group(1))
     # The case in progress has started but is not done.
     done = max(text.count("Running test case ID") - 1, 0)
-    return f"{done}/{total.group(1)}"
+    return done, int(total.group(1))
 
 
 def matches(case: str, wanted: list[str]) -> bool:
@@ -341,14 +400,20 @@ def load_expected(role: str, args: argparse.Namespace, got: dict[str, Case]) -> 
 
 def judge(role: str, args: argparse.Namespace) -> tuple[int, int]:
     """Compares one role's results with its expectations and prints the verdict, with the
-    causes when it fails; returns (passed, failed)."""
+    causes when it fails; returns (passed, failed). A role run in parts (:func:`parts`) is
+    judged on all of them together."""
     paths = Paths(args.reports, role)
-    problems = read_problems(paths)
-    try:
-        got = wstest.read_report(paths.report)
-    except ValueError as error:
-        problems.append(str(error))
-        got = {}
+    # The parts the last run wrote (run_roles removes those of the run before).
+    every = [other for other in all_paths(args.reports, role) if other.folder.is_dir()] or [paths]
+    problems: list[str] = []
+    got: dict[str, Case] = {}
+    for unit in every:
+        prefix = "" if unit.folder == paths.folder else f"{unit.folder.name}: "
+        problems += [prefix + problem for problem in read_problems(unit)]
+        try:
+            got.update(wstest.read_report(unit.report))
+        except ValueError as error:
+            problems.append(prefix + str(error))
     expected = load_expected(role, args, got)
     counts = collections.Counter(case.behavior for case in got.values())
     shown = ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "none"
@@ -374,8 +439,9 @@ def judge(role: str, args: argparse.Namespace) -> tuple[int, int]:
         print(f"  {problem}")
     show_worse(worse)
     show_missing(missing, got, paths)
-    show_tail(paths.program_log, "our program's output")
-    show_tail(paths.wstest_log, "wstest's output")
+    for unit in every:
+        show_tail(unit.program_log, "our program's output")
+        show_tail(unit.wstest_log, "wstest's output")
     return passed, max(failed, 1)
 
 
@@ -457,16 +523,23 @@ def parse_roles(value: str) -> list[str]:
 
 
 def run_roles(roles: list[str], args: argparse.Namespace) -> None:
-    """Runs the roles, `args.jobs` at a time, printing the progress as they go."""
-    progress = Progress(roles, args.reports)
-    pending = list(roles)
+    """Runs the roles (each in its parts, :func:`parts`), `args.jobs` wstest runs at a time,
+    printing the progress as they go."""
+    units: list[Unit] = [(role, part) for role in roles for part in parts(role, args)]
+    for role in roles:
+        # wstest writes its report only at the end (none if it is stopped): an earlier run's
+        # must not be judged instead, nor a part of one that this run does not split off.
+        for paths in all_paths(args.reports, role):
+            shutil.rmtree(paths.folder, ignore_errors=True)
+    progress = Progress(units, args.reports)
+    pending = list(units)
     running: list[threading.Thread] = []
     last_report = started = time.monotonic()
     while pending or running:
         running = [thread for thread in running if thread.is_alive()]
-        while pending and len(running) < args.jobs:
-            role = pending.pop(0)
-            thread = threading.Thread(target=progress.run, args=(role, args), daemon=True)
+        while pending and len(running) < (args.jobs or len(units)):
+            unit = pending.pop(0)
+            thread = threading.Thread(target=progress.run, args=(unit, args), daemon=True)
             thread.start()
             running.append(thread)
         if running and time.monotonic() - last_report >= args.progress:
@@ -474,7 +547,7 @@ def run_roles(roles: list[str], args: argparse.Namespace) -> None:
             print(f"compliance: {last_report - started:.0f} s: {progress.line()}", flush=True)
         if running:
             running[0].join(0.5)
-    took = ", ".join(f"{role} {progress.took[role]:.0f} s" for role in roles)
+    took = ", ".join(f"{role} {progress.role_took(role):.0f} s" for role in roles)
     print(f"compliance: ran in {time.monotonic() - started:.0f} s ({took})", flush=True)
 
 
@@ -493,7 +566,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the blocking roles too run every case (by default they skip some compression cases)",
     )
-    parser.add_argument("--jobs", type=int, default=len(ROLES), help="roles at a time")
+    parser.add_argument(
+        "--no-split",
+        action="store_true",
+        help=f"one wstest run per role (by default the asyncio roles run {', '.join(SPLIT)} apart)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="wstest runs at a time (default: all at once)"
+    )
     parser.add_argument("--progress", type=float, default=30, help="seconds between reports")
     parser.add_argument("--update", action="store_true", help="write the expectations")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds, for each role")
@@ -513,8 +593,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--expected", type=Path, default=HERE / "expected", help="the expectations' folder"
     )
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
+    if args.jobs < 0:
+        parser.error("--jobs must be at least 1 (or 0: all at once)")
     return args
 
 
