@@ -69,7 +69,9 @@ run_target() {
     (
         "${command[@]}" 2>&1
         status=$?
-        times | tail -n 1 | awk '{
+        # (times in a pipeline would run in a subshell of its own, with no children)
+        times >"$work/$name.times"
+        tail -n 1 "$work/$name.times" | awk '{
             total = 0
             for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] }
             printf "%d\n", total + 0.5
