@@ -36,11 +36,11 @@ from sync_helpers import (
 import wschannel
 import wschannel.sync
 from wschannel import StateError, WebSocketChannelException, status
+from wschannel._timers import TIMER_THREAD
 from wschannel._wschannel import HandshakeError
 from wschannel.channel import Message
 from wschannel.io import IOWebSocketChannel
 from wschannel.sync import SyncWebSocketChannel
-from wschannel.sync.connection import TIMER_THREAD
 
 
 def echo(channel: SyncWebSocketChannel) -> None:

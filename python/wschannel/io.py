@@ -59,6 +59,7 @@ from ._proxy import ProxySetting, Tunnel
 from ._reconnect import Delays, RetryRule, backoff, redialable, retryable
 from ._sink import GuaranteeSink, report_unsent
 from ._tasks import _retrieve_exception
+from ._timers import TimerHandle, call_later_in_loop
 from ._tls import client_config
 from ._wschannel import (
     ClientHandshake,
@@ -1204,8 +1205,9 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         return transport.get_write_buffer_size() + kernel_unsent(sock)
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
-        return self.loop.call_later(delay, callback)
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        # Kept out of asyncio's own heap: see wschannel._timers.
+        return call_later_in_loop(self.loop, delay, callback)
 
 
 def _receive_nothing(data: Buffer) -> list[Event]:

@@ -40,15 +40,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import heapq
-import itertools
 import logging
 import select
 import socket
 import ssl
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterable, Iterable, Iterator
 from types import EllipsisType, TracebackType
@@ -59,6 +56,7 @@ from .._message import Message, binary_view, check_close_args
 from .._net import kernel_unsent
 from .._ping import Pings, check_payload
 from .._reconnect import Redial, SyncReconnecting, close_code_for
+from .._timers import TimerHandle, timers
 from .._wschannel import (
     Connection,
     Fragment,
@@ -116,70 +114,6 @@ while the connection is open, to look."""
 _MSG_DONTWAIT: Final[int | None] = getattr(socket, "MSG_DONTWAIT", None)
 
 _PING_HEADER: Final = 0x89  # the first byte of a ping frame: FIN, opcode 9
-
-
-class TimerHandle:
-    """A callback scheduled with :meth:`Timers.call_later`."""
-
-    __slots__ = ("callback", "cancelled")
-
-    def __init__(self, callback: Callable[[], object]) -> None:
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class Timers:
-    """One daemon thread that runs the timers of every connection: keepalive pings and
-    their deadlines, close timeouts.
-
-    The callbacks never block (they queue frames, or shut a socket down), so a connection
-    whose writes are stuck on a full socket still times out.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
-        self._heap: list[tuple[float, int, TimerHandle]] = []
-        self._counter = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
-        """Call ``callback()`` in the timer thread after ``delay`` seconds."""
-        handle = TimerHandle(callback)
-        with self._lock:
-            entry = (time.monotonic() + delay, next(self._counter), handle)
-            heapq.heappush(self._heap, entry)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name=TIMER_THREAD, daemon=True)
-                self._thread.start()
-            if self._heap[0] is entry:
-                self._wakeup.notify()
-        return handle
-
-    def _run(self) -> None:
-        heap = self._heap
-        while True:
-            with self._lock:
-                while True:
-                    now = time.monotonic()
-                    if heap and heap[0][0] <= now:
-                        handle = heapq.heappop(heap)[2]
-                        break
-                    self._wakeup.wait(heap[0][0] - now if heap else None)
-            if not handle.cancelled:
-                try:
-                    handle.callback()
-                except Exception:
-                    logger.exception("Unexpected error in a WebSocket timer")
-
-
-TIMER_THREAD: Final = "wschannel-timers"
-
-timers = Timers()
-"""The timers of every blocking connection in this process."""
 
 
 _CLOSED_PING: Final = (
