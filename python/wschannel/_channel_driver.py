@@ -6,9 +6,9 @@ transport, :mod:`wschannel.bytestream` over a byte stream) do the same way: both
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from ._driver import SessionDriver
+from ._driver import Cancellable, SessionDriver
 from ._ping import Pings
 from ._wschannel import Fragment, Pong
 
@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from ._stream import MessageStream
 
 __all__ = ["ChannelDriver", "PingAnswered"]
+
+
+class Scheduler(Protocol):
+    def call_later(self, delay: float, callback: Callable[[], object], /) -> Cancellable: ...
+
 
 PingAnswered: TypeAlias = Callable[[float | None], None]
 """Called with an application ping's round-trip time in seconds when its pong comes, or with
@@ -27,6 +32,7 @@ class ChannelDriver(SessionDriver):
     """:class:`SessionDriver` for a channel with a message stream and a guarantee sink."""
 
     channel: Any  # the channel whose close_code and close_reason are reported
+    loop: Scheduler  # the event loop (or trio's facade) the driver runs on
     stream: MessageStream
     sink: GuaranteeSink
     _delivering = False  # a read's messages are being handed over
@@ -69,16 +75,10 @@ class ChannelDriver(SessionDriver):
     def await_consumer(self) -> None:
         if self._delivering:  # once the read's messages are all in the stream
             self._consumer_check_due = True
-        elif not self.stream._await_answers(self._consumer_caught_up):
+        elif not self.stream._await_answers(self.consumer_caught_up):
             conn = self.conn
             assert conn is not None
             conn.consumer_caught_up()
-
-    def _consumer_caught_up(self) -> None:
-        conn = self.conn
-        if conn is not None and conn.phase != "closed":
-            conn.consumer_caught_up()
-            self.act()
 
     def end_stream(self) -> None:
         self.stream._end()
@@ -86,6 +86,18 @@ class ChannelDriver(SessionDriver):
         if pings:
             for answered in pings.drop():
                 answered(None)
+
+    def finish(self) -> None:
+        self.sink._finish()
+        conn = self.conn
+        assert conn is not None
+        # Free the compression state and buffers now: the driver, channel, transport and
+        # engine refer to each other, so without this they would wait for the cyclic
+        # garbage collector (300-550 KiB per compressed connection).
+        conn.release()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        return self.loop.call_later(delay, callback)
 
     # The application's pings (wschannel._ping).
 

@@ -6,12 +6,14 @@ place, the engine's session (the engine crate's ``session``), reached through
 :class:`~wschannel._wschannel.Connection` (``start_session``, ``poll_action``, ``timeout``,
 ``handle_timeout``...). A driver (asyncio, the byte stream, the blocking threads) owns the
 sockets, clocks, threads or tasks and the hot message path, and translates: it feeds the
-session its inputs, calls :meth:`SessionDriver.act` after each, and implements the hooks
-below with its own transport. It never decides a close code or a timeout.
+session its inputs (received bytes, then :meth:`SessionDriver.act`; the others through
+:class:`SessionDriver`'s input methods, which act), and implements the hooks below with its
+own transport. It never decides a close code or a timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -45,12 +47,18 @@ class SessionDriver:
 
     Subclasses set :attr:`conn` once the connection is open (after ``start_session``) and
     implement the hooks. Everything here runs where the driver serialises access to the
-    connection (its event loop, or the blocking channel's lock).
+    connection (its event loop, or the blocking channel's lock), except the two inputs that
+    may come from another thread, :meth:`session_timed_out` and :meth:`consumer_caught_up`,
+    which hold :attr:`serial` themselves.
     """
 
     conn: Connection | None
     _session_timer: Cancellable | None = None
     _session_deadline = 0.0
+    #: Held around the inputs that come from elsewhere than the driver's reading (the timer,
+    #: the consumer catching up): the blocking channel's lock; nothing where the driver
+    #: runs on one event loop.
+    serial: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
 
     #: The hook for each action.
     ACTIONS: ClassVar[dict[int, Callable[[SessionDriver], None]]] = {
@@ -105,17 +113,59 @@ class SessionDriver:
 
     def session_timed_out(self) -> None:
         """The timer fired: the session applies its deadlines, then the driver acts."""
-        self._session_timer = None
-        conn = self.conn
-        if conn is None or conn.phase == "closed":
-            return
-        conn.handle_timeout(0 if conn.phase == "open" else self.unsent())
-        self.act()
+        with self.serial:
+            self._session_timer = None
+            conn = self.conn
+            if conn is None or conn.phase == "closed":
+                return
+            conn.handle_timeout(0 if conn.phase == "open" else self.unsent())
+            self.act()
 
     def cancel_session_timer(self) -> None:
         if self._session_timer is not None:
             self._session_timer.cancel()
             self._session_timer = None
+
+    # The session's inputs, each followed by the actions it decided.
+
+    def start_close(self, code: int | None, reason: str | None) -> None:
+        """The user's close (RFC 6455 §5.5.1), its arguments checked: the session sends the
+        frame and times the close."""
+        conn = self.conn
+        assert conn is not None
+        conn.close(code, reason or "")
+        self.act()
+
+    def eof_received(self) -> None:
+        """The peer's EOF (before the session started, the transport ends by itself)."""
+        conn = self.conn
+        if conn is not None:
+            conn.receive_eof()
+            self.act()
+
+    def transport_lost(self) -> None:
+        """The transport is closed, or broke: the connection is over."""
+        self.cancel_session_timer()
+        conn = self.conn
+        if conn is not None:
+            conn.connection_lost()
+            self.act()
+
+    def writes_waiting(self, waiting: bool) -> None:
+        """The write buffer went over its limit (``True``), or back under it."""
+        conn = self.conn
+        if conn is not None and conn.phase != "closed":
+            conn.set_writes_waiting(waiting)
+            self.act()
+
+    def consumer_caught_up(self) -> None:
+        """The consumer answered what it received before the peer's close (see
+        :meth:`await_consumer`)."""
+        with self.serial:
+            conn = self.conn
+            if conn is not None and conn.phase != "closed":
+                conn.consumer_caught_up()
+                self.act()
 
     # The hooks.
 

@@ -344,7 +344,7 @@ class _ByteStreamSink(GuaranteeSink):
 
     def _start_close(self, code: int | None, reason: str | None) -> None:
         self._conn = self._live = None
-        self._driver.close(code, reason)
+        self._driver.start_close(code, reason)
 
     def _adding_stream_changed(self) -> None:
         self._conn = None if self._adding_stream else self._live
@@ -414,6 +414,7 @@ class _Driver(ChannelDriver):
 
     conn: Connection  # set at once: the byte stream is open when the driver starts
     sink: _ByteStreamSink
+    loop: _Loop
 
     def __init__(
         self,
@@ -447,23 +448,16 @@ class _Driver(ChannelDriver):
         self._reading = True
         self._resume_waiter: asyncio.Future[None] | None = None
         self._closing = False  # the byte stream is being closed (or was dropped)
-        self._lost = False  # the byte stream is closed: the connection is over
 
     def start(self, leftover: bytes = b"") -> None:
         """Start reading: first ``leftover`` (bytes read with the opening handshake), then
         the byte stream."""
         self.stream._set_flow_control(self.consumer_full, self.consumer_has_room)
-        self.streams.watch_writes(self._writes_waiting, self._write_failed)
+        self.streams.watch_writes(self.writes_waiting, self._write_failed)
         if leftover:
             self.deliver(self.conn.receive_data(leftover))
         self._reader = self.loop.create_task(self._read())
         self._arm_session_timer()
-
-    def _writes_waiting(self, waiting: bool) -> None:
-        """The writer task's queue went over its limit, or back under it."""
-        if not self._lost:
-            self.conn.set_writes_waiting(waiting)
-            self.act()
 
     def _write_failed(self) -> None:
         """Sending failed: the connection is lost (the reader may be paused, and would not
@@ -494,15 +488,9 @@ class _Driver(ChannelDriver):
             if self._closing:
                 return  # closing: what comes now is not for the connection
             if not data:
-                self.conn.receive_eof()
-                self.act()
+                self.eof_received()
                 return
             self.deliver(receive_data(data))
-
-    def close(self, code: int | None, reason: str | None) -> None:
-        """The user's close (RFC 6455 §5.5.1): the session sends the frame and times it."""
-        self.conn.close(code, reason or "")
-        self.act()
 
     # The session's hooks (wschannel._driver): what it decided, done with this byte stream.
 
@@ -528,31 +516,20 @@ class _Driver(ChannelDriver):
 
     async def _shut_down(self) -> None:
         await self.streams.aclose()
-        self._connection_lost()
+        self.transport_lost()
 
     def abort(self) -> None:
-        if not self._lost:
+        if self.conn.phase != "closed":  # the byte stream is not closed yet
             self._closing = True
             self.streams.abort()
-            self._connection_lost()
+            self.transport_lost()
 
     def finish(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-        self.sink._finish()
-        self.conn.release()  # free the engine's buffers now, not at garbage collection
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> _Handle:
-        return self.loop.call_later(delay, callback)
+        super().finish()
 
     # unsent(): 0, the default: a byte stream cannot tell what the peer has taken.
-
-    def _connection_lost(self) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        self.conn.connection_lost()
-        self.act()
 
 
 # The byte streams.

@@ -203,7 +203,7 @@ class _IOSink(GuaranteeSink):
         if self._live is not None and protocol is not None:
             self._conn = self._live = None
             self._write = self._send_text = self._send_binary = _write_nowhere
-            protocol.close(code, reason)
+            protocol.start_close(code, reason)
         else:
             self._close_args = (code, reason)  # sent once the connection opens
             self._channel._close_while_connecting()
@@ -355,7 +355,7 @@ class _IOSink(GuaranteeSink):
             else:
                 send_binary(data)
         if self._close_args is not None:
-            protocol.close(*self._close_args)
+            protocol.start_close(*self._close_args)
         elif not self._disconnected:
             self._live = conn
             self._write = write
@@ -904,6 +904,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
     """One WebSocket connection over an asyncio transport, for either side."""
 
     sink: _IOSink
+    loop: asyncio.AbstractEventLoop
 
     logger: ClassVar[logging.Logger] = client_logger
     open_level: ClassVar[int] = logging.DEBUG  # for open and close records
@@ -944,7 +945,6 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         self._write_high = 0  # the write buffer's size when writing paused or flush() waited
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closing_transport = False
-        self._awaiting_consumer = False  # the session waits for consumer_caught_up()
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self.id = next(_connection_ids)
         self._opened_at = 0.0
@@ -1021,43 +1021,24 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
     # this): without a wrapper, as this is once per read.
     events_received = ChannelDriver.deliver
 
-    def eof_received(self) -> bool | None:
-        conn = self.conn
-        if conn is not None:
-            conn.receive_eof()
-            self.act()
-        return None  # let the transport close itself
+    # eof_received: SessionDriver's, which lets the transport close itself.
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.cancel_session_timer()
-        self._writing_paused = False  # flush() no longer waits: nothing more can be written
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
-        conn = self.conn
-        if conn is None:
+        if self.conn is None:
             self.handshake_lost(exc)
-        else:
-            conn.connection_lost()
-            self.act()
+        self.transport_lost()
+        self.resume_writing()  # flush() no longer waits: nothing more can be written
         if not self.lost.done():
             self.lost.set_result(None)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
         self._sample_write_buffer()
-        conn = self.conn
-        if conn is not None:
-            conn.set_writes_waiting(True)
-            self.act()
+        self.writes_waiting(True)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        conn = self.conn
-        if conn is not None:
-            conn.set_writes_waiting(False)
-            self.act()
+        self.writes_waiting(False)
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -1150,13 +1131,6 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
             self._drain_waiters.append(waiter)
             await waiter
 
-    def close(self, code: int | None, reason: str | None) -> None:
-        """The user's close (RFC 6455 §5.5.1): the session sends the frame and times it."""
-        conn = self.conn
-        assert conn is not None
-        conn.close(code, reason or "")
-        self.act()
-
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -1187,14 +1161,8 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
             transport.close()
 
     def finish(self) -> None:
-        conn = self.conn
-        assert conn is not None
-        self.sink._finish()
+        super().finish()
         self._log_close()
-        # Free the compression state and buffers now: the protocol, channel, transport and
-        # engine refer to each other, so without this they would wait for the cyclic
-        # garbage collector (300-550 KiB per compressed connection).
-        conn.release()
 
     def unsent(self) -> int:
         """Bytes written but not yet taken by the peer: the transport's buffer and what

@@ -245,8 +245,7 @@ class SyncWebSocketSink:
                 return self._done
             self._user_closed = True
             if not self._disconnected:
-                channel._conn.close(code, reason or "")
-                channel.act()
+                channel.start_close(code, reason)
             channel._fallback_wakeup.notify()  # the answer is read whoever reads
         channel._stream._discard()
         return self._done
@@ -362,6 +361,7 @@ class SyncWebSocketChannel(SessionDriver):
         # The engine, the frames waiting to be written and the state below: held for
         # engine calls and bookkeeping only, never during I/O.
         self._lock = threading.Lock()
+        self.serial = self._lock  # for the session's timer and the consumer's answers
         self._wakeup = threading.Condition(self._lock)  # wakes the writer thread
         self._fallback_wakeup = threading.Condition(self._lock)  # wakes the fallback reader
         self._write_lock = threading.Lock()  # held while writing to the socket
@@ -922,17 +922,6 @@ class SyncWebSocketChannel(SessionDriver):
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         return timers.call_later(delay, callback)
 
-    def session_timed_out(self) -> None:
-        with self._lock:  # from the timer thread
-            if not self._finished:
-                super().session_timed_out()
-
-    def _consumer_caught_up(self) -> None:
-        with self._lock:
-            if not self._finished:
-                self._conn.consumer_caught_up()
-                self.act()
-
     # Reading (an application thread waiting for a message, or the fallback reader).
 
     def _read_for_consumer(self, timeout: float | None) -> bool:
@@ -1098,7 +1087,7 @@ class SyncWebSocketChannel(SessionDriver):
         elif self._consumer_check_due:
             with self._lock:
                 self._consumer_check_due = False
-                if not stream._await_answers(self._consumer_caught_up, messages):
+                if not stream._await_answers(self.consumer_caught_up, messages):
                     self._conn.consumer_caught_up()
                     self.act()
         elif messages:
@@ -1113,16 +1102,10 @@ class SyncWebSocketChannel(SessionDriver):
     def _finish(self) -> None:
         """The reader saw the end: close the socket, then resolve ``done``."""
         with self._lock:
-            conn = self._conn
-            conn.receive_eof()
-            conn.connection_lost()
-            self.act()
-            self._finished = True
-            self._wakeup.notify()
-            self._fallback_wakeup.notify()
+            self._conn.receive_eof()
+            self.transport_lost()  # the session ends the stream, then finish()
             self._stream._on_drained = None
             shutdown(self._sock, socket.SHUT_RDWR)  # unblock senders
-        self._stream._end()
         with self._write_lock:  # no thread is writing any more
             with self._lock:
                 self._sock_closed = True
