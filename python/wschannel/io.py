@@ -944,7 +944,6 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         self._writing_paused = False
         self._write_high = 0  # the write buffer's size when writing paused or flush() waited
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._closing_transport = False
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self.id = next(_connection_ids)
         self._opened_at = 0.0
@@ -1147,18 +1146,17 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         if transport is not None and not transport.is_closing() and not transport.is_reading():
             transport.resume_reading()
 
+    # The session asks for each at most once; a transport's close() may come after its
+    # write_eof() and does nothing when it is already closing.
+
     def half_close(self) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write_eof()
-        else:
-            self.close_transport()
 
     def close_transport(self) -> None:
-        transport = self.transport
-        if transport is not None and not self._closing_transport:
-            self._closing_transport = True
-            transport.close()
+        if self.transport is not None:
+            self.transport.close()
 
     def finish(self) -> None:
         super().finish()
