@@ -559,8 +559,12 @@ def test_sync_client_receive_reads_the_socket_in_the_calling_thread(
     monkeypatch.setattr(wschannel.sync.connection, "UNATTENDED", 3600.0)
     sent = [f"message {i}" if i % 2 else f"message {i}".encode() for i in range(200)]
     with wschannel.sync.connect(server_url, ping_interval=None) as channel:
-        channel.sink.add("first")
-        assert channel.receive(TIMEOUT) == "first"
+        # The fallback reader may read the first echo before the application asks for it
+        # (a loaded machine schedules this thread late): then it sits in its next read until
+        # more comes, and hands over after that one. So two, before it must have handed over.
+        for message in ("first", "second"):
+            channel.sink.add(message)
+            assert channel.receive(TIMEOUT) == message
         wait_until_sync(lambda: channel._stream._handoffs == 1, what="the fallback handed over")
         for message in sent:
             channel.sink.add(message)
@@ -569,6 +573,23 @@ def test_sync_client_receive_reads_the_socket_in_the_calling_thread(
         for message in sent_at_once:
             channel.sink.add(message)
         assert [channel.receive(TIMEOUT) for _ in sent_at_once] == sent_at_once
+        assert channel._stream._handoffs == 1
+
+
+def test_sync_client_fallback_reader_that_read_first_hands_over_at_the_next_message(
+    server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback reader reads the first echo before the application asks for it, and
+    then sits in its next read: the application's next message comes through it, and from
+    then on the application reads, with one hand-over in all."""
+    monkeypatch.setattr(wschannel.sync.connection, "UNATTENDED", 3600.0)
+    with wschannel.sync.connect(server_url, ping_interval=None) as channel:
+        channel.sink.add("first")
+        wait_until_sync(lambda: len(channel._stream._buffer) == 1, what="the fallback read it")
+        assert channel.receive(TIMEOUT) == "first"
+        for message in ("second", "third", "fourth"):
+            channel.sink.add(message)
+            assert channel.receive(TIMEOUT) == message
         assert channel._stream._handoffs == 1
 
 
