@@ -57,6 +57,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
+    if name == "Fragment" and _platform.in_browser():  # Pyodide: no engine, the html one
+        from .html import Fragment
+
+        return Fragment
     if name in ("sign_key", "__version__", "DeflateOptions", "Fragment"):
         from . import _wschannel
 

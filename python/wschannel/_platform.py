@@ -32,6 +32,7 @@ BROWSER_OPTIONS: Final = (
     "write_limit",
     "reconnect_delays",
     "should_retry",
+    "delivery",
 )
 """The options of :func:`connect` the browser's WebSocket honours (under Pyodide)."""
 
@@ -45,7 +46,7 @@ def connect(url: str, **options: Unpack[ConnectOptions]) -> WebSocketChannel:
     CPython, which takes every option (:class:`~wschannel.channel.ConnectOptions`: those of
     :meth:`IOWebSocketChannel.connect <wschannel.io.IOWebSocketChannel.connect>`), and the
     browser's WebSocket under Pyodide, which honours only ``protocols``, ``close_timeout``,
-    ``write_limit``, ``reconnect_delays`` and ``should_retry``: another option raises
+    ``write_limit``, ``reconnect_delays``, ``should_retry`` and ``delivery``: another option raises
     ``TypeError`` naming it (a program meant for both leaves the others out). Needs a
     running event loop (``wschannel.sync`` blocks instead).
 

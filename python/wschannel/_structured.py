@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 
+from ._fragments import Delivery, in_pieces
 from ._net import (
     USER_AGENT,
     ClientHop,
@@ -706,6 +707,7 @@ class Server:
             write_limit=options["write_limit"],
             leftover=request.leftover(),
             preface=answer,  # the 101 goes out first, by the channel's writer
+            deliver_pieces=options["pieces"],
         )
         channel._server = self
         channel._request = request
@@ -934,6 +936,7 @@ class Api:
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         reconnect_delays: Delays = backoff,
         should_retry: RetryRule = retryable,
+        delivery: Delivery = "messages",
     ) -> Connect:
         """Connect to a ``ws://`` or ``wss://`` URL: ``channel = await connect(url)``, or
         ``async with connect(url) as channel:``, which closes it on exit (1000; 1011 if the
@@ -958,7 +961,9 @@ class Api:
         not for hosts in ``no_proxy``; ``None``: direct), ``proxy_ssl`` (the TLS context
         for an ``https://`` proxy), ``max_redirects``, ``reconnect_delays`` and
         ``should_retry`` (when iterated: the delays between attempts, and which errors are
-        tried again; :func:`wschannel.retryable` by default).
+        tried again; :func:`wschannel.retryable` by default), ``delivery`` (``"pieces"``:
+        messages in pieces from the first frame, see
+        :meth:`~wschannel.bytestream.ByteStreamWebSocketChannel.fragments`).
 
         Raises at the call ``ValueError`` for an invalid URL or proxy; when awaited,
         :class:`~wschannel.WebSocketChannelException` naming the URL when the connection
@@ -971,6 +976,7 @@ class Api:
             {"reconnect_delays": reconnect_delays, "should_retry": should_retry}
         )
         _check_timeouts(ping_interval, close_timeout)
+        pieces_first = in_pieces(delivery)
         make = functools.partial(
             _client_options,
             str(url),
@@ -991,6 +997,7 @@ class Api:
             proxy=proxy,
             proxy_ssl=proxy_ssl,
             max_redirects=max_redirects,
+            pieces=pieces_first,
         )
         # Made now, so that an invalid URL, proxy or option raises at the call; each
         # reconnection makes its own (a redirect chain is one attempt's).
@@ -1018,6 +1025,7 @@ class Api:
         max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
         max_header_size: int = 16384,
         backlog: int = 100,
+        delivery: Delivery = "messages",
     ) -> Serve:
         """Listen on ``host`` (``None``: every interface) and ``port`` (``0``: any free
         one) and run ``handler(channel)`` for each WebSocket connection, in a task of the
@@ -1035,7 +1043,8 @@ class Api:
         from that client, and ``sink.flush()`` waits), ``ping_interval``,
         ``pong_timeout``, ``ssl`` (an :class:`ssl.SSLContext` to serve ``wss://``),
         ``process_request`` (sync or async), ``close_timeout``, ``open_timeout`` (TLS and
-        the upgrade request), ``max_header_size`` and ``backlog``. One difference:
+        the upgrade request), ``max_header_size``, ``backlog`` and ``delivery``
+        (``"pieces"``: messages in pieces from the first frame). One difference:
         ``max_pending_handshakes`` connections in their opening handshake make the server
         stop accepting until one is done (new ones wait in the listen backlog), as the
         blocking server does, instead of answering 503.
@@ -1060,6 +1069,7 @@ class Api:
             "max_pending_handshakes": max_pending_handshakes,
             "max_header_size": max_header_size,
             "backlog": backlog,
+            "pieces": in_pieces(delivery),
         }
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext, not {type(ssl).__name__}.")
@@ -1235,6 +1245,7 @@ class Api:
             close_timeout=options["close_timeout"],
             write_limit=options["write_limit"],
             leftover=handshake.leftover(),
+            deliver_pieces=options["pieces"],
         )
         if client_logger.isEnabledFor(logging.DEBUG):
             client_logger.debug(
@@ -1267,6 +1278,7 @@ def _client_options(
     proxy: ProxySetting,
     proxy_ssl: ssl_module.SSLContext | None,
     max_redirects: int,
+    pieces: bool,
 ) -> dict[str, Any]:
     """The options of one attempt to open a client connection, its :class:`ClientPlan`
     (hops, proxies, redirects) new."""
@@ -1296,6 +1308,7 @@ def _client_options(
         "pong_timeout": pong_timeout,
         "close_timeout": close_timeout,
         "unix_socket": unix_socket,
+        "pieces": pieces,
     }
 
 

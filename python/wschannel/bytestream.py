@@ -40,16 +40,39 @@ import functools
 import logging
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+)
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from ._channel_driver import ChannelDriver
+from ._fragments import (
+    ABORTED,
+    Delivery,
+    Turns,
+    check_chunk,
+    check_pieces_limit,
+    chunk_source,
+    closed_midway,
+    in_pieces,
+    pieces,
+    pieces_limit,
+)
 from ._message import binary_view
 from ._ping import check_payload
 from ._sink import GuaranteeSink
 from ._stream import MessageStream
 from ._wschannel import (
     Connection,
+    Fragment,
 )
 from .channel import StoredWebSocketChannel
 from .defaults import (
@@ -88,6 +111,7 @@ def over(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
     close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+    delivery: Delivery = "messages",
 ) -> ByteStreamWebSocketChannel:
     """Run WebSocket on a byte stream whose HTTP upgrade is done; returns the open channel.
 
@@ -106,6 +130,9 @@ def over(
     - ``max_queue``: received messages buffered before reading pauses (backpressure).
     - ``close_timeout``: seconds the closing handshake may take before the byte stream is
       closed regardless.
+    - ``delivery``: ``"messages"`` (default) delivers whole messages; ``"pieces"`` delivers
+      every message in pieces from the first frame (:meth:`~ByteStreamWebSocketChannel.
+      fragments`), each at most ``max_message_size`` in total (``None``: any size).
 
     ``None`` disables each limit. Needs a running asyncio or trio event loop (the one the
     streams belong to); raises ``TypeError`` for a reader or writer of another kind.
@@ -114,6 +141,7 @@ def over(
         raise ValueError("ping_interval must be positive, or None.")
     if close_timeout is not None and close_timeout < 0:
         raise ValueError("close_timeout must not be negative, or None.")
+    pieces_first = in_pieces(delivery)
     conn = Connection(not server_side, max_message_size=max_message_size)
     return start_channel(
         ByteStreamWebSocketChannel,
@@ -124,6 +152,7 @@ def over(
         max_queue=max_queue,
         ping_interval=ping_interval,
         close_timeout=close_timeout,
+        deliver_pieces=pieces_first,
     )
 
 
@@ -144,6 +173,7 @@ def start_channel(
     write_limit: int | None = DEFAULT_WRITE_LIMIT,
     leftover: bytes = b"",
     preface: bytes = b"",
+    deliver_pieces: bool = False,
 ) -> _Channel:
     """Run ``conn`` (a :class:`Connection` made from an opening handshake's outcome) over
     ``reader`` and ``writer``; the open channel, of class ``cls``.
@@ -154,8 +184,12 @@ def start_channel(
     101 response: the channel exists, for the server's bookkeeping, before the client can
     see it is open), ``write_limit`` the bytes queued for the writer task above which the
     session hears that writes wait (a server then stops reading) and ``sink.flush()``
-    waits. Needs the running loop the streams belong to.
+    waits; ``deliver_pieces``: deliver messages in pieces from the first frame (``delivery=
+    "pieces"``), each at most the connection's ``max_message_size``. Needs the running
+    loop the streams belong to.
     """
+    if deliver_pieces:
+        conn.set_delivery(True, max_message_size=conn.max_message_size)
     loop = _running_loop()
     streams = _byte_streams(loop, reader, writer, write_limit)
     if preface:
@@ -287,6 +321,55 @@ class ByteStreamWebSocketChannel(StoredWebSocketChannel):
         ``ping_interval``) or of :meth:`ping`; ``None`` before any was answered."""
         return self._driver.latency
 
+    async def send_fragments(
+        self, chunks: Iterable[str | Buffer] | AsyncIterable[str | Buffer]
+    ) -> None:
+        """Send the chunks of ``chunks`` (an iterable or async iterable) as the fragments of
+        one message (RFC 6455 §5.4): all ``str`` for a text message, all bytes-like for a
+        binary one; as :meth:`wschannel.io.IOWebSocketChannel.send_fragments` does, on
+        asyncio, anyio or trio.
+
+        Memory stays bounded: each chunk is written as it comes, and while the byte stream's
+        write queue is over ``write_limit`` (asyncio streams: the transport's buffer over
+        its high-water mark) the next chunk waits for it to drain. Meanwhile messages added
+        to the sink wait and follow the message, another ``send_fragments`` waits its turn,
+        and a broadcast skips this connection; pings and pongs go out between fragments.
+
+        Raises ``TypeError`` for chunks of mixed kinds or of another type,
+        :class:`~wschannel.StateError` after ``sink.close()`` or while ``add_stream`` runs,
+        and :class:`~wschannel.exceptions.WebSocketConnectionClosed` if the connection
+        closes before the message is sent. If a chunk is refused or ``chunks`` raises (or
+        the call is cancelled) after the first fragment went out, the connection is closed
+        with 1011: the peer must not take part of the message for all of it.
+        """
+        await self._sink._send_fragments(chunks)
+
+    def fragments(
+        self, *, max_message_size: int | EllipsisType | None = ...
+    ) -> AsyncIterator[Fragment]:
+        """Receive messages in pieces, as they arrive, without assembling them:
+        ``async for piece in channel.fragments():`` gives :class:`~wschannel.Fragment`
+        objects (``data``: ``str``, cut only between characters, or ``bytes``; ``last`` on
+        a message's last piece, which may be empty), as
+        :meth:`wschannel.io.IOWebSocketChannel.fragments` does: at most 1 MiB each,
+        ``max_queue`` of them waiting before reading pauses, each message at most
+        ``max_message_size`` bytes in total (1009 beyond; by default the channel's,
+        ``None``: any size).
+
+        Subscribes to :attr:`stream` (``StateError`` if it was) and applies at once, to a
+        message being received too; messages received whole before the call come as one
+        piece each. To have pieces from the first frame, open the connection with
+        ``delivery="pieces"``.
+        """
+        check_pieces_limit(max_message_size)
+        messages = aiter(self.stream)  # StateError if it was subscribed to already
+        driver = self._driver
+        if not driver._lost:
+            conn = driver.conn
+            limit = pieces_limit(conn.max_message_size, max_message_size)
+            conn.set_delivery(True, max_message_size=limit)
+        return pieces(messages)
+
     async def pipe(self, other: StreamChannel) -> None:
         """:meth:`StreamChannel.pipe`, with the two directions run as tasks of the loop this
         channel runs on, so that it works under trio too."""
@@ -309,7 +392,7 @@ class _ByteStreamSink(GuaranteeSink):
     """The sink of a :class:`ByteStreamWebSocketChannel`: :class:`GuaranteeSink`'s rules, each
     message encoded by the engine and written to the byte stream."""
 
-    __slots__ = ("_conn", "_driver", "_live", "_write")
+    __slots__ = ("_conn", "_driver", "_fragmenting", "_held", "_live", "_turns", "_write")
 
     def __init__(self, loop: _Loop, messages: MessageStream, driver: _Driver) -> None:
         # GuaranteeSink needs create_future and create_task (tasks that are futures): asyncio's
@@ -318,8 +401,13 @@ class _ByteStreamSink(GuaranteeSink):
         self._driver = driver
         self._write = driver.streams.write
         self._live: Connection | None = driver.conn  # None once no message may be sent
-        # The fast path of add(): also None while add_stream() runs.
+        # The fast path of add(): also None while add_stream() or send_fragments() runs.
         self._conn: Connection | None = self._live
+        # send_fragments(): one fragmented message at a time; while one is being sent,
+        # messages added wait in _held and go out once it has ended.
+        self._turns: Turns | None = None
+        self._fragmenting = False
+        self._held: list[str | bytes] = []
 
     def add(self, data: str | Buffer) -> None:
         conn = self._conn
@@ -336,21 +424,108 @@ class _ByteStreamSink(GuaranteeSink):
     def _send(self, data: str | Buffer) -> None:
         if isinstance(data, str):
             if self._live is not None:
-                self._write(self._live.send_text(data))
+                if self._fragmenting:
+                    self._held.append(data)
+                else:
+                    self._write(self._live.send_text(data))
             return
         buffer = binary_view(data)  # TypeError for anything else, even once disconnected
         if self._live is not None:
-            self._write(self._live.send_binary(buffer))
+            if self._fragmenting:
+                self._held.append(bytes(buffer))  # the caller may change it meanwhile
+            else:
+                self._write(self._live.send_binary(buffer))
 
     def _start_close(self, code: int | None, reason: str | None) -> None:
         self._conn = self._live = None
         self._driver.start_close(code, reason)
 
     def _adding_stream_changed(self) -> None:
-        self._conn = None if self._adding_stream else self._live
+        self._conn = None if self._adding_stream or self._fragmenting else self._live
 
     def _write_buffer_full(self) -> bool:
         return self._driver.streams.writes_waiting()
+
+    # send_fragments() (ByteStreamWebSocketChannel's).
+
+    async def _send_fragments(
+        self, chunks: Iterable[str | Buffer] | AsyncIterable[str | Buffer]
+    ) -> None:
+        source, items = chunk_source(chunks)
+        if self._closed:
+            raise StateError("Cannot send fragments after closing.")
+        if self._adding_stream:
+            raise StateError("Cannot send fragments while adding stream.")
+        turns = self._turns
+        if turns is None:
+            turns = self._turns = Turns(self._driver.loop)
+        await turns.acquire()
+        try:
+            self._fragmenting = True
+            self._adding_stream_changed()
+            try:
+                await self._send_chunks(source, items)
+            finally:
+                self._fragmenting = False
+                self._adding_stream_changed()
+                held, self._held = self._held, []
+                for message in held:
+                    self._send(message)
+        finally:
+            turns.release()
+
+    async def _send_chunks(
+        self, source: AsyncIterator[str | Buffer] | None, items: Iterator[str | Buffer] | None
+    ) -> None:
+        """Each chunk as a fragment, then an empty final one; waits between chunks while the
+        byte stream's write queue is over its limit. A failure after the first fragment
+        closes with 1011: the peer must not take a part of the message for the whole."""
+        streams = self._driver.streams
+        text: bool | None = None  # the message's kind, from its first chunk
+        try:
+            while True:
+                if source is not None:
+                    try:
+                        chunk = await anext(source)
+                    except StopAsyncIteration:
+                        break
+                else:
+                    assert items is not None
+                    try:
+                        chunk = next(items)
+                    except StopIteration:
+                        break
+                data, is_text = check_chunk(chunk, text)
+                conn = self._live
+                if conn is None or self._disconnected:
+                    raise closed_midway()
+                self._write(conn.send_fragment(data, first=text is None, fin=False))
+                text = is_text
+                if streams.writes_waiting():
+                    await streams.drain()
+            if text is None:
+                return  # no chunk: no message
+            conn = self._live
+            if conn is None or self._disconnected:
+                raise closed_midway()
+            self._write(conn.send_fragment("" if text else b"", first=False, fin=True))
+        except BaseException:
+            if text is not None and not self._disconnected:
+                self._abort_fragments()
+            raise
+        finally:
+            if source is not None and text is not None:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    def _abort_fragments(self) -> None:
+        """A fragmented message cannot be finished: close with 1011, as add_error closes."""
+        self._messages._discard()
+        if not self._disconnected and not self._close_started:
+            self._close_started = True
+            self._start_close(1011, ABORTED)
+            GuaranteeSink._disconnect(self)
 
     async def flush(self) -> None:
         """Wait until the byte stream has taken what was written (asyncio streams: until the

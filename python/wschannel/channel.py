@@ -297,6 +297,7 @@ class ConnectOptions(TypedDict, total=False):
     max_redirects: int
     reconnect_delays: Delays
     should_retry: RetryRule
+    delivery: Literal["messages", "pieces"]
 
 
 def connect(url: str, **options: Unpack[ConnectOptions]) -> WebSocketChannel:

@@ -18,16 +18,21 @@ What the browser decides (WHATWG WebSockets Standard):
 - it cannot stop reading: received messages are buffered without bound (no backpressure);
 - it tells nothing about a failure but "error": a connection that cannot be opened fails
   ``ready`` with ``WebSocketChannelException('WebSocket connection failed.')`` (its
-  ``inner`` a ``ConnectionError`` saying the same).
+  ``inner`` a ``ConnectionError`` saying the same);
+- it sends each message whole and hands over each message whole: ``send_fragments`` raises
+  ``NotImplementedError`` saying so (the memory bound it promises cannot be kept), and
+  ``fragments()`` (or ``delivery="pieces"``) gives each message as one last piece.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Iterable
-from typing import Any, Final, Self
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Self
 
+from ._fragments import Delivery, check_pieces_limit, in_pieces
 from ._reconnect import Delays, RetryRule, backoff, redialable, retryable
 from ._sink import PendingSink
 from ._stream import MessageStream
@@ -37,10 +42,14 @@ from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_WRITE_LIMIT
 from .exceptions import WebSocketChannelException
 from .status import ABNORMAL_CLOSURE, NORMAL_CLOSURE
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_WRITE_LIMIT",
     "BinaryType",
+    "Fragment",
     "HtmlWebSocketChannel",
 ]
 
@@ -54,6 +63,42 @@ _OPEN: Final = 1
 _CONNECTION_FAILED: Final = "WebSocket connection failed."
 
 _EVENTS: Final = ("open", "message", "error", "close")
+
+
+_NO_FRAGMENTS: Final = (
+    "send_fragments(): the browser's WebSocket cannot send a message in fragments (its "
+    "send() takes one whole message), so the bounded memory send_fragments promises cannot "
+    "be kept here. Join the chunks and send one message instead, "
+    "channel.sink.add(b''.join(chunks)) or ''.join(chunks), if the message fits in memory."
+)
+
+
+class Fragment:
+    """A piece of a message, as :class:`wschannel.Fragment` is on CPython (whose class is
+    the engine's, which Pyodide does not have): ``data`` (``str`` or ``bytes``, or a
+    ``Blob`` proxy with ``binary_type=BinaryType.BLOB``) and ``last``. The browser hands
+    over whole messages, so each is one piece with ``last`` true."""
+
+    __slots__ = ("data", "last")
+
+    def __init__(self, data: Any, last: bool = True) -> None:
+        self.data = data
+        self.last = last
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fragment):
+            return NotImplemented
+        return bool(self.data == other.data) and self.last == other.last
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Fragment({self.data!r}, last={self.last})"
+
+
+async def _pieces(messages: AsyncIterator[Any]) -> AsyncIterator[Fragment]:
+    async for message in messages:
+        yield message if type(message) is Fragment else Fragment(message)
 
 
 def _connection_failed() -> WebSocketChannelException:
@@ -185,6 +230,7 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         "_ffi",
         "_listeners",
         "_loop",
+        "_pieces",
         "_socket",
     )
 
@@ -196,7 +242,9 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         *,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         write_limit: int | None = DEFAULT_WRITE_LIMIT,
+        delivery: Delivery = "messages",
     ) -> None:
+        self._pieces = in_pieces(delivery)  # each message as a Fragment (one, last)
         self._ffi = _pyodide()
         loop = self._loop = _running_loop()
         self._socket = web_socket
@@ -240,6 +288,7 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         write_limit: int | None = DEFAULT_WRITE_LIMIT,
         reconnect_delays: Delays = backoff,
         should_retry: RetryRule = retryable,
+        delivery: Delivery = "messages",
     ) -> Self:
         """Open a browser ``WebSocket`` to ``url`` and wrap it; returns the channel at once.
 
@@ -253,7 +302,10 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         channel is iterated (``async for channel in HtmlWebSocketChannel.connect(url)``
         reconnects; see :meth:`WebSocketChannel.__aiter__`), and ``should_retry`` which
         failed attempts are tried again (:func:`wschannel.retryable` by default).
+        ``delivery="pieces"``: the stream gives each message as a :class:`Fragment` (one
+        piece, ``last`` true), as CPython's channels give pieces (see :meth:`fragments`).
         """
+        in_pieces(delivery)
         ffi = _pyodide()
         _running_loop()
         import js  # type: ignore[import-not-found]
@@ -264,7 +316,9 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         except ffi.JsException as exc:
             raise ValueError(f"Cannot connect to {url!r}: {exc}") from exc
         web_socket.binaryType = BinaryType(binary_type).value
-        return cls(web_socket, close_timeout=close_timeout, write_limit=write_limit)
+        return cls(
+            web_socket, close_timeout=close_timeout, write_limit=write_limit, delivery=delivery
+        )
 
     # The browser's events.
 
@@ -295,11 +349,12 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
     def _on_message(self, event: Any) -> None:
         data = event.data
         if type(data) is str:
-            self._stream._add(data)
+            pass
         elif isinstance(data, self._ffi.JsBuffer):  # binaryType 'arraybuffer'
-            self._stream._add(data.to_bytes())
-        else:  # binaryType 'blob': the Blob proxy itself
-            self._stream._add(data)
+            data = data.to_bytes()
+        # else binaryType 'blob': the Blob proxy itself
+        item: Any = Fragment(data) if self._pieces else data  # the stream takes either
+        self._stream._add(item)
 
     def _on_error(self, event: Any) -> None:
         # Open connections report their end through the close event (design.md decision 7: only a
@@ -358,6 +413,34 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
 
     # The channel.
 
+    def send_fragments(
+        self, chunks: Iterable[str | Buffer] | AsyncIterable[str | Buffer]
+    ) -> Awaitable[None]:
+        """Not in the browser: its WebSocket sends each message whole, so a message cannot
+        go out in pieces with bounded memory. Raises ``NotImplementedError`` at the call,
+        saying what to do instead (join the chunks and ``sink.add`` the message)."""
+        return _refuse_fragments()
+
+    def fragments(
+        self, *, max_message_size: int | EllipsisType | None = ...
+    ) -> AsyncIterator[Fragment]:
+        """Messages as pieces, as CPython's channels give them (``async for piece in
+        channel.fragments():``): the browser hands over each message whole, so each is one
+        :class:`Fragment` with ``last`` true. Subscribes to :attr:`stream`
+        (``StateError`` if it was).
+
+        The browser assembles messages itself and takes any size: ``max_message_size``
+        other than ``...`` (the default) or ``None`` raises ``ValueError`` (no limit can be
+        set here)."""
+        check_pieces_limit(max_message_size)
+        if max_message_size is not ... and max_message_size is not None:
+            raise ValueError(
+                f"fragments(max_message_size={max_message_size!r}): the browser's WebSocket "
+                "assembles each message itself and takes any size; no limit can be set "
+                "here. Leave max_message_size out (or None) in the browser."
+            )
+        return _pieces(aiter(self.stream))
+
     @property
     def inner_web_socket(self) -> Any:
         """The browser ``WebSocket`` this channel wraps (a ``JsProxy``)."""
@@ -367,6 +450,10 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
     def buffered_amount(self) -> int:
         """Bytes the browser has queued to send and not sent yet (``bufferedAmount``)."""
         return int(self._socket.bufferedAmount)
+
+
+def _refuse_fragments() -> NoReturn:
+    raise NotImplementedError(_NO_FRAGMENTS)
 
 
 def _destroy(proxies: list[Any]) -> None:

@@ -42,6 +42,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 from ._adapter import AdapterWebSocketChannel
 from ._channel_driver import ChannelDriver
 from ._direct import DirectTransport, connect_tls, supports_tls, take_over
+from ._fragments import (
+    ABORTED,
+    Delivery,
+    check_chunk,
+    check_pieces_limit,
+    chunk_source,
+    closed_midway,
+    in_pieces,
+    pieces,
+    pieces_limit,
+)
 from ._message import binary_view
 from ._net import (
     USER_AGENT,
@@ -87,7 +98,6 @@ from .exceptions import (
     ProxyError,
     StateError,
     WebSocketChannelException,
-    WebSocketConnectionClosed,
 )
 
 if TYPE_CHECKING:
@@ -216,21 +226,7 @@ class _IOSink(GuaranteeSink):
     async def _send_fragments(
         self, chunks: Iterable[str | Buffer] | AsyncIterable[str | Buffer]
     ) -> None:
-        if isinstance(chunks, (str, bytes, bytearray, memoryview)):
-            raise TypeError(
-                "send_fragments() takes an iterable of chunks, not one message: "
-                "send one message with sink.add(message)."
-            )
-        if isinstance(chunks, AsyncIterable):
-            source: AsyncIterator[str | Buffer] | None = aiter(chunks)
-            items = None
-        elif isinstance(chunks, Iterable):
-            source, items = None, iter(chunks)
-        else:
-            raise TypeError(
-                "send_fragments() takes an iterable or async iterable of str or bytes-like "
-                f"chunks, not {type(chunks).__name__}."
-            )
+        source, items = chunk_source(chunks)
         if self._closed:
             raise StateError("Cannot send fragments after closing.")
         if self._adding_stream:
@@ -272,15 +268,7 @@ class _IOSink(GuaranteeSink):
                         chunk = next(items)
                     except StopIteration:
                         break
-                is_text = isinstance(chunk, str)
-                data: str | Buffer = chunk if is_text else binary_view(chunk)
-                if text is not None and is_text != text:
-                    raise TypeError(
-                        "send_fragments(): the chunks of one message are all str (a text "
-                        "message) or all bytes-like (binary); got "
-                        f"{type(chunk).__name__} in a {'text' if text else 'binary'} "
-                        "message: encode or decode it first."
-                    )
+                data, is_text = check_chunk(chunk, text)
                 protocol = self._open_protocol()
                 assert protocol.conn is not None
                 protocol.write(protocol.conn.send_fragment(data, first=text is None, fin=False))
@@ -305,10 +293,7 @@ class _IOSink(GuaranteeSink):
         """The protocol to send on, or raise: the connection closed meanwhile."""
         protocol = self._channel._transport_protocol
         if self._disconnected or self._live is None or protocol is None:
-            raise WebSocketConnectionClosed(
-                "the connection closed while a fragmented message was being sent: the rest "
-                "of it was not sent (the channel's close_code and close_reason say why)"
-            )
+            raise closed_midway()
         return protocol
 
     def _abort_fragments(self) -> None:
@@ -316,7 +301,7 @@ class _IOSink(GuaranteeSink):
         self._messages._discard()
         if not self._disconnected and not self._close_started:
             self._close_started = True
-            self._start_close(1011, "a fragmented message could not be finished")
+            self._start_close(1011, ABORTED)
             GuaranteeSink._disconnect(self)
 
     def _write_buffer_full(self) -> bool:
@@ -375,13 +360,6 @@ async def _close_source(source: AsyncIterator[Any]) -> None:
     aclose = getattr(source, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-async def _pieces(messages: AsyncIterator[Any]) -> AsyncIterator[Fragment]:
-    """The stream's items as pieces: a whole message (received before pieces were asked
-    for) as one piece, with ``last``."""
-    async for item in messages:
-        yield item if type(item) is Fragment else Fragment(item)
 
 
 def _sender(
@@ -481,6 +459,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         reconnect_delays: Delays = backoff,
         should_retry: RetryRule = retryable,
+        delivery: Delivery = "messages",
     ) -> Self:
         """Connect to a ``ws://`` or ``wss://`` URL; returns the channel at once.
 
@@ -526,6 +505,9 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         - ``should_retry``: when iterating, called with the exception of an attempt that
           failed: ``True`` to try again after the next delay, ``False`` to raise it;
           :func:`wschannel.retryable` by default (network errors, timeouts, 5xx and 429).
+        - ``delivery``: ``"messages"`` (default), or ``"pieces"``: messages are received in
+          pieces from the first frame (read them with :meth:`fragments`), each at most
+          ``max_message_size`` in total (``None``: any size, since none is assembled).
 
         ``None`` disables each limit. Raises ``ValueError`` for an invalid URL or proxy, and
         ``RuntimeError`` without a running event loop (use ``wschannel.sync`` there). A
@@ -537,6 +519,7 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         except RuntimeError:
             raise RuntimeError(_NO_LOOP_MESSAGE) from None
         check_keepalive(ping_interval, pong_timeout)
+        pieces_first = in_pieces(delivery)
         offered = list(protocols or ())
         deflate = deflate_options(compression)
         path = None if unix_socket is None else os.fspath(unix_socket)
@@ -555,6 +538,8 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
         )
         channel = cls._unopened(max_queue=max_queue)
         channel._close_timeout = close_timeout
+        if pieces_first:
+            channel._pieces = (...,)  # the engine delivers pieces from the first frame
 
         def new_protocol(handshake: ClientHandshake) -> _ClientProtocol:
             return _ClientProtocol(
@@ -668,18 +653,13 @@ class IOWebSocketChannel(AdapterWebSocketChannel):
                 f"fragments() needs a channel from connect() or serve(), not a "
                 f"{type(self).__name__} over a {type(sink).__name__}."
             )
-        if not (max_message_size is ... or max_message_size is None) and (
-            not isinstance(max_message_size, int) or max_message_size < 0
-        ):
-            raise ValueError(
-                f"max_message_size must be a number of bytes >= 0 or None, not {max_message_size!r}"
-            )
+        check_pieces_limit(max_message_size)
         messages = aiter(self.stream)  # StateError if it was subscribed to already
         self._pieces = (max_message_size,)
         protocol = self._transport_protocol
         if protocol is not None:
             protocol.apply_pieces()
-        return _pieces(messages)
+        return pieces(messages)
 
     @property
     def latency(self) -> float | None:
@@ -1087,12 +1067,11 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
 
     def apply_pieces(self) -> None:
         """The channel asked for messages in pieces (``fragments()``): tell the engine."""
-        pieces = self.channel._pieces
+        asked = self.channel._pieces
         conn = self.conn
-        if pieces is None or conn is None:
+        if asked is None or conn is None:
             return
-        limit = pieces[0]
-        conn.set_delivery(True, max_message_size=conn.max_message_size if limit is ... else limit)
+        conn.set_delivery(True, max_message_size=pieces_limit(conn.max_message_size, asked[0]))
 
     def new_connection(self, client: bool, deflate: str | None) -> Connection:
         return Connection(

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
 
 from ._direct import DirectTransport, accept_tls, supports_tls
+from ._fragments import Delivery, in_pieces
 from ._net import Response, deflate_level, deflate_options, format_peer
 from ._ping import check_keepalive
 from ._sink import GuaranteeSink
@@ -147,6 +148,7 @@ class Server:
         max_header_size: int,
         max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
         pong_timeout: float | None = None,
+        pieces: bool = False,
     ) -> None:
         if max_pending_handshakes is not None and max_pending_handshakes < 1:
             raise ValueError("max_pending_handshakes must be at least 1, or None.")
@@ -164,6 +166,7 @@ class Server:
         self.process_request = process_request
         self.max_header_size = max_header_size
         self.max_pending_handshakes = max_pending_handshakes
+        self.pieces = pieces  # delivery="pieces": messages in pieces from the first frame
         self._server: asyncio.Server | None = None
         self._unix_path: str | None = None  # a socket file to remove on close
         self._connections: set[_ServerProtocol] = set()
@@ -378,6 +381,8 @@ class _ServerProtocol(_WebSocketProtocol):
     def __init__(self, server: Server) -> None:
         channel = ServerChannel._unopened(max_queue=server.max_queue)
         channel._server = server
+        if server.pieces:
+            channel._pieces = (...,)  # the engine delivers pieces from the first frame
         super().__init__(
             channel,
             max_message_size=server.max_message_size,
@@ -718,6 +723,7 @@ def serve(
     reuse_address: bool | None = None,
     reuse_port: bool | None = None,
     backlog: int = 100,
+    delivery: Delivery = "messages",
 ) -> _Serve:
     """Listen on ``host``:``port`` and run ``handler(channel)`` for each WebSocket connection.
 
@@ -750,6 +756,10 @@ def serve(
       once; a connection over it is answered 503 (with ``Retry-After: 1``) and closed.
     - ``sock``, ``reuse_address``, ``reuse_port``, ``backlog``: as for
       :meth:`asyncio.loop.create_server`.
+    - ``delivery``: ``"messages"`` (default), or ``"pieces"``: every connection receives
+      messages in pieces from its first frame (its handler reads them with
+      ``channel.fragments()``), each message at most ``max_message_size`` in total
+      (``None``: any size, since none is assembled).
     """
     server = _make_server(handler, locals())
     return _Serve(
@@ -788,6 +798,7 @@ def unix_serve(
     max_header_size: int = 16384,
     sock: socket.socket | None = None,
     backlog: int = 100,
+    delivery: Delivery = "messages",
 ) -> _Serve:
     """:func:`serve` on a Unix-domain socket at ``path`` (or an already bound ``sock``):
     for a server behind a reverse proxy on the same machine. A stale socket file at
@@ -846,6 +857,7 @@ def _make_server(handler: Handler, options: dict[str, Any]) -> Server:
         process_request=options["process_request"],
         max_header_size=options["max_header_size"],
         max_pending_handshakes=options["max_pending_handshakes"],
+        pieces=in_pieces(options["delivery"]),
     )
 
 

@@ -341,6 +341,38 @@ async def listen_delivers_messages_and_the_end(config: Config) -> None:
 
 
 @check
+async def messages_come_as_whole_pieces_and_send_fragments_says_why_not(config: Config) -> None:
+    """Streaming (issue 13) in the browser: fragments() and delivery="pieces" give each
+    message as one last piece (wschannel.Fragment is the html module's here, without the
+    engine); send_fragments raises NotImplementedError at the call, naming the limit."""
+    channel = wschannel.connect(f"{config.echo}/echo", delivery="pieces")
+    assert isinstance(channel, HtmlWebSocketChannel)
+    await within(channel.ready)
+    subscription = aiter(channel.stream)
+    channel.sink.add("whole")
+    channel.sink.add(b"bytes")
+    first = await next_message(subscription)
+    assert type(first) is wschannel.Fragment, type(first)
+    equal((first.data, first.last), ("whole", True))
+    equal(await next_message(subscription), wschannel.Fragment(b"bytes"))
+    try:
+        channel.send_fragments([b"a", b"b"])
+    except NotImplementedError as exc:
+        assert "cannot send a message in fragments" in str(exc), str(exc)
+    else:
+        raise AssertionError("send_fragments did not raise")
+    await within(channel.sink.close())
+    other = wschannel.connect(f"{config.echo}/echo")
+    assert isinstance(other, HtmlWebSocketChannel)
+    await within(other.ready)
+    pieces = other.fragments()
+    other.sink.add("one")
+    piece = await within(anext(pieces))
+    equal((piece.data, piece.last), ("one", True))
+    await within(other.sink.close())
+
+
+@check
 async def protocol_is_none_until_open_and_without_negotiation(config: Config) -> None:
     channel = wschannel.connect(f"{config.echo}/echo")
     equal((channel.protocol, channel.close_code, channel.close_reason), (None, None, None))

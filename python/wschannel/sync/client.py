@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable
 
+from .._fragments import Delivery, in_pieces
 from .._net import (
     USER_AGENT,
     ClientHop,
@@ -68,6 +69,7 @@ def connect(
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
     reconnect_delays: Delays = backoff,
     should_retry: RetryRule = retryable,
+    delivery: Delivery = "messages",
 ) -> SyncWebSocketChannel:
     """Connect to a ``ws://`` or ``wss://`` URL; returns the channel once it is open.
 
@@ -106,10 +108,14 @@ def connect(
       default CA store).
     - ``max_redirects``: how many redirects (301, 302, 303, 307, 308) the opening handshake
       follows; ``0`` follows none.
+    - ``delivery``: ``"messages"`` (default), or ``"pieces"``: messages are received in
+      pieces from the first frame (read them with ``channel.fragments()``), each at most
+      ``max_message_size`` in total (``None``: any size, since none is assembled).
 
     ``None`` disables each limit. A connection that fails names the URL;
     :class:`~wschannel.exceptions.ProxyError` when the proxy refused or could not be reached.
     """
+    pieces_first = in_pieces(delivery)
     check_max_queue(max_queue)
     check_keepalive(ping_interval, pong_timeout)
     offered = list(protocols or ())
@@ -156,6 +162,8 @@ def connect(
             deflate=handshake.extensions,
             deflate_level=deflate_level(deflate),
         )
+        if pieces_first:  # before the channel reads: pieces from the first frame
+            conn.set_delivery(True, max_message_size=max_message_size)
     except BaseException as exc:
         if sock is not None:
             sock.close()

@@ -52,6 +52,7 @@ from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from .._driver import SessionDriver
+from .._fragments import ABORTED, check_chunk, check_pieces_limit, closed_midway, pieces_limit
 from .._message import Message, binary_view, check_close_args
 from .._net import kernel_unsent
 from .._ping import Pings, check_payload
@@ -69,7 +70,7 @@ from ..defaults import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_PING_INTERVAL,
 )
-from ..exceptions import StateError, WebSocketConnectionClosed
+from ..exceptions import StateError
 from .messages import SyncMessageStream
 
 if TYPE_CHECKING:
@@ -514,15 +515,7 @@ class SyncWebSocketChannel(SessionDriver):
             text: bool | None = None  # the message's kind, from its first chunk
             try:
                 for chunk in chunks:
-                    is_text = isinstance(chunk, str)
-                    data: str | Buffer = chunk if is_text else binary_view(chunk)
-                    if text is not None and is_text != text:
-                        raise TypeError(
-                            "send_fragments(): the chunks of one message are all str (a "
-                            "text message) or all bytes-like (binary); got "
-                            f"{type(chunk).__name__} in a {'text' if text else 'binary'} "
-                            "message: encode or decode it first."
-                        )
+                    data, is_text = check_chunk(chunk, text)
                     self._send_fragment(data, first=text is None, fin=False)
                     text = is_text
                 if text is not None:
@@ -550,11 +543,7 @@ class SyncWebSocketChannel(SessionDriver):
     def _send_fragment(self, data: str | Buffer, *, first: bool, fin: bool) -> None:
         with self._lock:
             if self._sink._disconnected:
-                raise WebSocketConnectionClosed(
-                    "the connection closed while a fragmented message was being sent: the "
-                    "rest of it was not sent (the channel's close_code and close_reason say "
-                    "why)"
-                )
+                raise closed_midway()
             self._outgoing.append(self._conn.send_fragment(data, first=first, fin=fin))
         self._flush()
 
@@ -563,7 +552,7 @@ class SyncWebSocketChannel(SessionDriver):
         with self._lock:
             if self._sink._disconnected or self._sink._user_closed:
                 return
-            self._conn.close(1011, "a fragmented message could not be finished")
+            self._conn.close(1011, ABORTED)
             self.act()
         self._stream._discard()
 
@@ -576,16 +565,11 @@ class SyncWebSocketChannel(SessionDriver):
         ``max_message_size`` bytes in total (by default the channel's; ``None``: any).
         Subscribes to :attr:`stream` and applies at once, to a message being received
         too."""
-        if not (max_message_size is ... or max_message_size is None) and (
-            not isinstance(max_message_size, int) or max_message_size < 0
-        ):
-            raise ValueError(
-                f"max_message_size must be a number of bytes >= 0 or None, not {max_message_size!r}"
-            )
+        check_pieces_limit(max_message_size)
         messages = iter(self._stream)  # StateError if it was subscribed to already
         with self._lock:
             conn = self._conn
-            limit = conn.max_message_size if max_message_size is ... else max_message_size
+            limit = pieces_limit(conn.max_message_size, max_message_size)
             conn.set_delivery(True, max_message_size=limit)
         return _pieces(messages)
 

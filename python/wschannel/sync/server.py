@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
 
+from .._fragments import Delivery, in_pieces
 from .._message import binary_view
 from .._net import Response, deflate_level, deflate_options, format_peer
 from .._ping import check_keepalive
@@ -151,6 +152,7 @@ class Server:
         max_header_size: int,
         max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
         pong_timeout: float | None = None,
+        pieces: bool = False,
     ) -> None:
         if max_pending_handshakes is not None and max_pending_handshakes < 1:
             raise ValueError("max_pending_handshakes must be at least 1, or None.")
@@ -168,6 +170,7 @@ class Server:
         self.ssl = ssl
         self.max_header_size = max_header_size
         self.max_pending_handshakes = max_pending_handshakes
+        self.pieces = pieces  # delivery="pieces": messages in pieces from the first frame
         self._socket = sock
         self._unix = sock.family == socket.AF_UNIX
         self._port: int = 0 if self._unix else sock.getsockname()[1]
@@ -508,6 +511,8 @@ class Server:
             deflate=handshake.extensions,
             deflate_level=deflate_level(self.deflate),
         )
+        if self.pieces:  # before the reader thread starts: pieces from the first frame
+            conn.set_delivery(True, max_message_size=self.max_message_size)
         return ServerChannel(
             sock,
             conn,
@@ -603,6 +608,7 @@ def serve(
     sock: socket.socket | None = None,
     reuse_port: bool = False,
     backlog: int = 100,
+    delivery: Delivery = "messages",
 ) -> Server:
     """Listen on ``host``:``port`` and return the :class:`Server`; its
     :meth:`~Server.serve_forever` runs ``handler(channel)`` in a thread per connection.
@@ -624,7 +630,13 @@ def serve(
     - ``open_timeout``: seconds a client has for TLS and its upgrade request.
     - ``max_pending_handshakes``: connections in their opening handshake at once; while
       that many are, new connections wait in the listen backlog (``backlog`` long).
+    - ``delivery``: ``"messages"`` (default), or ``"pieces"``: every connection receives
+      messages in pieces from its first frame, so that the connection's reader thread,
+      which runs before the handler, never holds a message whole; the handler reads them
+      with ``channel.fragments()``. Each message is at most ``max_message_size`` in total
+      (``None``: any size).
     """
+    in_pieces(delivery)
     check_max_queue(max_queue)
     check_keepalive(ping_interval, pong_timeout)
     if sock is None:
@@ -666,9 +678,11 @@ def unix_serve(
     max_header_size: int = 16384,
     sock: socket.socket | None = None,
     backlog: int = 100,
+    delivery: Delivery = "messages",
 ) -> Server:
     """:func:`serve` on a Unix-domain socket at ``path`` (or an already bound ``sock``). A
     stale socket file at ``path`` is replaced; the file is removed at shutdown."""
+    in_pieces(delivery)
     check_max_queue(max_queue)
     check_keepalive(ping_interval, pong_timeout)
     unix_path = None
@@ -709,4 +723,5 @@ def _make_server(sock: socket.socket, handler: Handler, options: dict[str, Any])
         ssl=options["ssl"],
         max_header_size=options["max_header_size"],
         max_pending_handshakes=options["max_pending_handshakes"],
+        pieces=in_pieces(options["delivery"]),
     )
