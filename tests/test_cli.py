@@ -609,6 +609,49 @@ async def test_bench_runs_a_short_comparison_with_a_progress_bar_and_plots(
     assert "| cell | wschannel | raw-tcp |" in (tmp_path / "table.md").read_text()
 
 
+@pytest.mark.timeout(240)
+async def test_bench_quick_cut_short_runs_every_section_and_writes_its_files(
+    tmp_path: Path,
+) -> None:
+    """What ``bench --quick`` does, every section of it, as a subprocess, with options that
+    keep it short enough for CI: one pair of implementations, one size, 0.1 s windows, 10
+    connections. The files it writes are checked, not the numbers (no timing here)."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("picows")
+    args = ["--impls", "wschannel,picows", "--variants", "plain", "--sizes", "256"]
+    args += ["--modes", "1", "--reps", "1", "--warmup", "0.05", "--duration", "0.1"]
+    args += ["--load-connections", "10", "--memory-connections", "10"]
+    args += ["--broadcast-connections", "10"]
+    command = await Command.start("bench", "--quick", *args, "--out", str(tmp_path))
+    try:
+        _, err = await asyncio.wait_for(command.process.communicate(), 200)
+    finally:
+        command.kill()
+    assert command.process.returncode == 0, err.decode()
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    sections = {r["section"] for r in records}
+    assert {"echo", "compression", "load", "broadcast", "memory"} <= sections, sections
+    assert {r["impl"] for r in records if r["section"] == "echo"} == {"wschannel", "picows"}
+    counts = {r["connections"] for r in records if r["section"] in ("load", "broadcast")}
+    assert counts == {10}, counts
+    table = (tmp_path / "table.md").read_text()
+    assert "| cell | wschannel | picows |" in table
+    for plot in ("echo_plain.png", "ratio_to_picows.png", "servers.png"):
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+    assert b"Traceback" not in err
+
+
+def test_bench_tells_a_bad_broadcast_connections_as_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        bench.parse_args(["--broadcast-connections", "10,20"])
+    assert exit.value.code == 2
+    assert "--broadcast-connections takes one number" in capsys.readouterr().err
+    assert bench.parse_args(["--quick", "--broadcast-connections", "7"]).broadcast_connections == 7
+    assert bench.parse_args(["--quick"]).broadcast_connections == 250
+
+
 def test_bench_skips_what_is_not_installed_with_a_line_each(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

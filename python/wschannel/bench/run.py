@@ -640,6 +640,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--memory-connections", help="e.g. 1000,10000")
     parser.add_argument("--load-connections", help="e.g. 100,1000")
+    parser.add_argument(
+        "--broadcast-connections",
+        help=f"clients of the broadcast cells (full: {BROADCAST_CONNECTIONS}, "
+        f"quick: {QUICK_BROADCAST_CONNECTIONS})",
+    )
 
 
 def parse_args(
@@ -708,7 +713,10 @@ def settings_from(
         sections=sections,
         load_connections=_ints(args.load_connections, parser, "--load-connections")
         or (QUICK_LOAD_CONNECTIONS if quick else LOAD_CONNECTIONS),
-        broadcast_connections=QUICK_BROADCAST_CONNECTIONS if quick else BROADCAST_CONNECTIONS,
+        broadcast_connections=_one_int(
+            args.broadcast_connections, parser, "--broadcast-connections"
+        )
+        or (QUICK_BROADCAST_CONNECTIONS if quick else BROADCAST_CONNECTIONS),
         memory_connections=_ints(args.memory_connections, parser, "--memory-connections")
         or ((1000,) if quick else MEMORY_CONNECTIONS),
         memory_compression=(False,) if quick else (False, True),
@@ -727,6 +735,14 @@ def _ints(text: str | None, parser: argparse.ArgumentParser, option: str) -> tup
     if any(value <= 0 for value in values):
         parser.error(f"{option} takes numbers above 0, not {text!r}")
     return values
+
+
+def _one_int(text: str | None, parser: argparse.ArgumentParser, option: str) -> int:
+    """One number above 0 (0: not given)."""
+    values = _ints(text, parser, option)
+    if len(values) > 1:
+        parser.error(f"{option} takes one number, not {text!r}")
+    return values[0] if values else 0
 
 
 def without_missing(settings: Settings) -> tuple[Settings, list[str]]:
