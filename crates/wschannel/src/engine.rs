@@ -750,6 +750,7 @@ impl Connection {
         frame.remaining -= n as u64;
         let done = frame.remaining == 0;
         if self.pieces {
+            self.check_piece_text()?;
             if self.message.len() >= MAX_PIECE {
                 self.flush_piece(false, rx)?;
             }
@@ -1071,6 +1072,7 @@ impl Connection {
             for part in chunk.chunks(MAX_PIECE) {
                 append(&mut self.message, part, mask, at);
                 at += part.len();
+                self.check_piece_text()?;
                 if self.message.len() >= MAX_PIECE {
                     self.flush_piece(false, rx)?;
                 }
@@ -1101,6 +1103,7 @@ impl Connection {
                 .map_err(inflate_error)?;
             input = &input[taken..];
             self.check_piece_total()?;
+            self.check_piece_text()?;
             if self.message.len() >= MAX_PIECE {
                 self.flush_piece(false, rx)?;
             }
@@ -1117,6 +1120,20 @@ impl Connection {
         let left = limit.saturating_sub(self.delivered).saturating_add(1);
         let room = usize::try_from(left).unwrap_or(usize::MAX);
         self.message.len().saturating_add(room).min(MAX_PIECE)
+    }
+
+    /// A text message in pieces fails on invalid UTF-8 as soon as it arrives, as a whole
+    /// one does, not when its piece is handed over (the end of the read, a control frame,
+    /// [`MAX_PIECE`]): the rest of the read is not parsed first (a later frame's error would
+    /// take the close code). What was handed over has left `message`, so `utf8` starts
+    /// again after each piece (`flush_piece`).
+    fn check_piece_text(&mut self) -> Step {
+        if self.message_opcode == Some(OpCode::Text) {
+            self.utf8
+                .check(&self.message, false)
+                .map_err(|_| invalid_utf8())?;
+        }
+        Ok(())
     }
 
     fn check_piece_total(&self) -> Step {
@@ -1204,6 +1221,7 @@ impl Connection {
             }
             self.delivered += end as u64;
             self.message.drain(..end);
+            self.utf8.reset(); // what it had checked has gone with the piece
             if last {
                 return Ok(());
             }

@@ -339,6 +339,48 @@ fn invalid_text_in_pieces_fails_fast_with_1007() {
 }
 
 #[test]
+fn invalid_text_in_pieces_fails_before_the_rest_of_the_read_is_parsed() {
+    // Found by the `pieces` fuzz target: invalid UTF-8 in a first fragment, then, in the
+    // same read, a frame that breaks the rules another way (a masked frame to a client;
+    // an unmasked one to a server). The text fails first, with 1007, as it does whole;
+    // it was checked only when its piece was handed over, so the next header's 1002 won.
+    for (role, mask, bad) in [
+        (Role::Client, None, frame(0x80, b"x", Some(KEY))),
+        (Role::Server, Some(KEY), frame(0x80, b"x", None)),
+    ] {
+        for compressed in [false, true] {
+            let deflate = compressed.then(DeflateParams::default);
+            let mut conn = Connection::new(role, config(deflate, None));
+            conn.set_delivery(pieces());
+            let mut wire = if compressed {
+                let peer = if role == Role::Client {
+                    Role::Server
+                } else {
+                    Role::Client
+                };
+                let mut sender = Connection::new(peer, config(deflate, None));
+                let mut wire = Vec::new();
+                sender
+                    .encode_fragment(Chunk::Binary(b"\x92\x01"), true, false)
+                    .expect("a fragment")
+                    .append_to(&mut wire);
+                wire[0] = (wire[0] & 0xf0) | 0x01; // the same bytes, as text
+                wire
+            } else {
+                frame(0x01, b"\x92\x01", mask)
+            };
+            wire.extend_from_slice(&bad);
+            let events = feed(&mut conn, &wire);
+            assert!(
+                matches!(&events[..], [Event::Failure { code: 1007, .. }]),
+                "{role:?} compressed {compressed}: {events:?}"
+            );
+            assert_eq!(conn.close_code(), Some(1007));
+        }
+    }
+}
+
+#[test]
 fn pieces_have_their_own_limit_and_hold_at_most_max_piece() {
     let big = random_bytes(3 * MAX_PIECE + 5, 3);
     // Over the connection's 1 MiB limit as a whole message: fine in pieces with no limit.
