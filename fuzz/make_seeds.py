@@ -63,6 +63,44 @@ class Deflater:
         return out[:-4]
 
 
+# --- pieces: flags, window bits, limits, message limit (2), seed, plan, stream
+def pieces_config(flags=0, bits=0x77, limits=0, message=0, seed=1):
+    return bytes([flags, bits, limits]) + struct.pack(">H", message) + bytes([seed])
+
+
+def pieces_seeds():
+    server = dict(key=KEY)
+    # Server: a fragmented text message whose "€" is cut between frames, a ping between,
+    # chunked so that pieces end inside a character.
+    stream = (
+        frame(1, b"a\xe2", fin=False, **server)
+        + frame(9, b"?", **server)
+        + frame(0, b"\x82\xac", **server)
+        + frame(2, bytes(range(256)), **server)
+        + frame(8, struct.pack(">H", 1000), **server)
+    )
+    write("pieces", "server-text-cut-in-a-character", pieces_config() + plan(7, 1, 3) + stream)
+    # Client, deflate with context takeover: a compressed message in two fragments, then
+    # one over a 100-byte limit (1009 while its pieces come).
+    d = Deflater()
+    body = d.message(b"streamed " * 40)
+    stream = frame(1, body[:10], rsv1=True, fin=False) + frame(0, body[10:])
+    stream += frame(2, d.message(bytes(300)), rsv1=True)
+    write(
+        "pieces",
+        "client-deflate-limit",
+        pieces_config(flags=0x01 | 0x02, limits=2, message=100 << 8) + plan(5, 20) + stream,
+    )
+    # Server: whole messages first, pieces from chunk 1 on, in the middle of a message.
+    stream = frame(1, b"whole", **server) + frame(2, b"x" * 100, fin=False, **server)
+    stream += frame(0, b"y" * 100, **server)
+    write(
+        "pieces",
+        "server-switch-midway",
+        pieces_config(flags=0x10 | 0x20, limits=0x10) + plan(11, 50) + stream,
+    )
+
+
 # --- engine: flags, window bits, limits, message limit (2), frame limit, seed, plan, stream
 def engine_config(flags=0, bits=0x77, limits=0, message=0, frame_limit=0, seed=1):
     return bytes([flags, bits, limits]) + struct.pack(">H", message) + bytes([frame_limit, seed])
@@ -297,6 +335,7 @@ def inflate_seeds():
 
 if __name__ == "__main__":
     engine_seeds()
+    pieces_seeds()
     frame_header_seeds()
     handshake_request_seeds()
     handshake_response_seeds()

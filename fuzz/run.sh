@@ -23,7 +23,7 @@ if ! [[ $seconds =~ ^[0-9]+$ ]]; then
 fi
 cd "$(dirname "$0")"
 fuzz_dir=$(pwd)
-targets=(${FUZZ_TARGETS:-frame_header engine handshake_request handshake_response inflate})
+targets=(${FUZZ_TARGETS:-frame_header engine pieces handshake_request handshake_response inflate})
 started=$(date +%s)
 
 say() {
@@ -73,7 +73,7 @@ for target in "${targets[@]}"; do
     [[ -d regressions/$target ]] && corpora+=("regressions/$target")
     mkdir -p "corpus-growth/$target" "artifacts/$target"
     case $target in
-        engine | frame_header) dict=(-dict="$fuzz_dir/dict/engine.dict") ;;
+        engine | frame_header | pieces) dict=(-dict="$fuzz_dir/dict/engine.dict") ;;
         handshake_*) dict=(-dict="$fuzz_dir/dict/handshake.dict") ;;
         *) dict=() ;;
     esac
