@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +130,97 @@ def test_soak_runs_every_kind_of_connection_and_judges_memory(tmp_path: Path) ->
     assert counts["received"] > 0
     assert any(key.startswith("hostile ") for key in counts)
     assert report["problems"] == {}
+
+
+# -- the native section's CPU figures (issue 15) ------------------------------------------
+
+#: A child that, for each number it reads, spins until its own CPU time has grown by that
+#: many seconds (or 30 s of wall time passed), then says so; between requests it waits,
+#: idle, in the read.
+SPINNER = """
+import sys, time
+print("ready", flush=True)
+for line in sys.stdin:
+    start, deadline = time.process_time(), time.monotonic() + 30
+    while time.process_time() - start < float(line) and time.monotonic() < deadline:
+        pass
+    print(time.process_time() - start, flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the native section reads CPU times on Linux")
+def test_cpu_seconds_counts_a_busy_process_and_not_an_idle_one() -> None:
+    from wschannel.bench.native import cpu_seconds
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", SPINNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline() == "ready\n"
+        before = cpu_seconds(child.pid)  # the child waits in its read
+        child.stdin.write("0.3\n")
+        child.stdin.flush()
+        spun = float(child.stdout.readline())
+        busy = cpu_seconds(child.pid)
+        assert spun >= 0.3, "the child ran out of wall time"
+        # What the child counted of its own CPU time, and a little for the two lines.
+        assert spun <= busy - before <= spun + 0.05
+        # Idle in its read for a while (the sleep is the window measured, not a wait for it).
+        time.sleep(0.3)
+        assert cpu_seconds(child.pid) - busy < 0.01
+    finally:
+        child.stdin.close()
+        child.wait(10)
+
+
+def test_native_records_with_cpu_figures_make_a_capacity_table() -> None:
+    from wschannel.bench import report
+    from wschannel.bench.native import cpu_figures
+
+    records: list[dict[str, Any]] = [{"section": "meta"}]
+    # The same rate from every server; their CPU differs. fastwebsockets costs least.
+    for impl, server_cpu in (
+        ("wschannel", 0.1),
+        ("picows", 0.2),
+        ("tokio-tungstenite", 0.125),
+        ("fastwebsockets", 0.08),
+    ):
+        window = {"seconds": 0.5, "server_cpu_s": server_cpu, "loadgen_cpu_s": 0.45}
+        for cell, connections in (("load 100", 100), ("plain pipelined 256 B", 1)):
+            record: dict[str, Any] = {"section": "native", "impl": impl, "cell": cell}
+            record |= {"connections": connections, "rate": 10_000.0, "msgs_per_s": 10_000.0}
+            record |= cpu_figures(10_000.0, window)
+            records.append(record)
+    records.append({"section": "native", "impl": "picows", "cell": "load 1000", "rate": 5.0})
+    figures = records[1]
+    assert figures["server_busy"] == pytest.approx(0.2)
+    assert figures["loadgen_busy"] == pytest.approx(0.9)
+    assert figures["capacity"] == pytest.approx(50_000)  # rate / busy
+    assert "capacity" not in cpu_figures(
+        1.0, {"seconds": 0.5, "server_cpu_s": 0.0, "loadgen_cpu_s": 0}
+    )
+
+    table = report.markdown(report.Results(records))
+    section = table[table.index("### Capacity") :]
+    row = next(line for line in section.splitlines() if line.startswith("| load 100 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells == [
+        "load 100",
+        "50,000 (20%)",
+        "25,000 (40%)",
+        "40,000 (25%)",
+        "62,500 (16%)",
+        "90%",
+        "0.80\N{MULTIPLICATION SIGN}",
+        "2.00\N{MULTIPLICATION SIGN}",
+    ]
+    assert "| load 1000 | " in section  # a record without CPU figures: dashes, no failure
+    assert "the load\ngenerator is the cap" in section
+    # The targets take the cells of many connections only (not the pipelined one).
+    targets = {
+        line.split("|")[1].strip(): line.split("|")[3].strip()
+        for line in table[table.index("## Targets") :].splitlines()
+        if line.startswith("| server capacity under the native load generator")
+    }
+    assert list(targets.values()) == ["0.80\N{MULTIPLICATION SIGN}", "2.00\N{MULTIPLICATION SIGN}"]

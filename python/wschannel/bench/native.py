@@ -10,6 +10,14 @@ Cells, interleaved per repetition in a shuffled order: echo on 100 and 1,000 con
 (one small message in flight on each), a broadcast to 1,000 connections, and one connection
 with 256 B messages, 64 in flight and one at a time, plain and over TLS.
 
+What a server costs: the load generator (one core) can be what caps every server's rate, so
+the section also samples each server process's CPU time (user + system, all its threads: the
+process's CPU-time clock) at the moments ``loadgen`` announces its window's start and end. A record
+has the server's busy fraction of one core over the window (``server_busy``; the load
+generator's own as ``loadgen_busy``) and its ``capacity``: the rate per server CPU-second
+(``rate / server_busy``), the figure that compares servers when none of them is busy all the
+time.
+
 The native programs are built with cargo from the repository the first time (cached under
 ``~/.cache/wschannel/native-target``); an installed package without the repository, or a
 machine without cargo, skips the section with a line saying so. ``WSCHANNEL_NATIVE_BIN``
@@ -23,6 +31,8 @@ import os
 import random
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +48,7 @@ Recorder = Any
 #: ``run.start_server(impl, settings, tls=..., broadcast=...)``: a Python server worker.
 StartPython = Callable[..., tuple[Worker, str, int]]
 
-__all__ = ["NATIVE_SERVERS", "binaries", "count", "run_native"]
+__all__ = ["NATIVE_SERVERS", "binaries", "count", "cpu_seconds", "run_native"]
 
 #: The native servers (``anchor-server --impl NAME``).
 NATIVE_SERVERS = ("tokio-tungstenite", "fastwebsockets")
@@ -107,6 +117,34 @@ def binaries() -> tuple[Path | None, str | None]:
     return CACHE / "release", None
 
 
+#: Clock ticks per second, the unit of ``/proc/PID/stat``'s CPU times.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: Whether processes' CPU times can be read (Linux); elsewhere records have no CPU fields.
+CPU_TIMES = sys.platform == "linux"
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far, user + system, all its threads (those that ended
+    too), in seconds.
+
+    Linux keeps a CPU-time clock for every process, which ``clock_gettime`` reads with the
+    clock id made from the pid (``MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)`` in the
+    kernel's ``posix-timers.h``), to the nanosecond; where that fails, ``/proc/PID/stat``
+    (in clock ticks, usually 10 ms: coarse for a 0.4 s window)."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)
+    except OSError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError as error:
+        raise WorkerError(f"no CPU time for process {pid}: {error}") from None
+    # Fields after the command name (which may hold spaces and parentheses): state is the
+    # 3rd field of the line, utime the 14th and stime the 15th.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def count(settings: Settings) -> int:
     """Measurements the section makes (for the progress bar)."""
     servers = len(NATIVE_SERVERS) + len(PYTHON_SERVERS)
@@ -122,11 +160,11 @@ def start_server(
     *,
     tls: bool,
     broadcast: bool,
-) -> tuple[Worker, str]:
-    """A server worker and its URL; the Python ones through ``start_python``."""
+) -> tuple[Worker, str, int]:
+    """A server worker, its URL and the pid of the process serving; the Python ones through
+    ``start_python``."""
     if name in PYTHON_SERVERS:
-        worker, url, _ = start_python(name, settings, tls=tls, broadcast=broadcast)
-        return worker, url
+        return start_python(name, settings, tls=tls, broadcast=broadcast)
     argv = [str(folder / "anchor-server"), "--impl", name, "--port", "0"]
     if tls:
         pem = str(Path(settings.tls_dir) / "server.pem")  # the key and the certificate
@@ -135,10 +173,16 @@ def start_server(
         argv.append("--broadcast")
     worker = Worker(argv)
     answer = worker.receive(timeout=30)
-    return worker, f"{'wss' if tls else 'ws'}://127.0.0.1:{answer['port']}/"
+    return worker, f"{'wss' if tls else 'ws'}://127.0.0.1:{answer['port']}/", int(answer["pid"])
 
 
-def measure(folder: Path, url: str, cell: Cell, settings: Settings) -> dict[str, Any]:
+def measure(
+    folder: Path, url: str, cell: Cell, settings: Settings, server_pid: int
+) -> dict[str, Any]:
+    """``loadgen``'s final line, and the CPU time of the server (``server_pid``) and of the
+    load generator sampled as it announces its window's start and end (``window``: the
+    runner's monotonic clock, CPU seconds of each; absent from an older ``loadgen`` or
+    where ``/proc`` is not)."""
     argv = [str(folder / "loadgen"), cell.mode, url]
     argv += ["--connections", str(cell.connections), "--size", str(cell.size)]
     argv += ["--inflight", str(cell.inflight)]
@@ -146,10 +190,51 @@ def measure(folder: Path, url: str, cell: Cell, settings: Settings) -> dict[str,
     if cell.tls:
         argv += ["--ca", str(Path(settings.tls_dir) / "ca.pem")]
     worker = Worker(argv)
+    edges: dict[str, tuple[float, float, float]] = {}
+    seen: set[str] = set()
     try:
-        return worker.receive(timeout=120)
+        for _ in range(3):  # start, end, the result
+            answer = worker.receive(timeout=120)
+            edge = answer.get("window")
+            if edge is None:
+                break
+            if edge not in ("start", "end") or edge in seen:
+                raise WorkerError(f"{worker.name}: unexpected line {answer}")
+            seen.add(edge)
+            if CPU_TIMES:  # the same order at both edges: the reads' delay cancels out
+                edges[edge] = (time.monotonic(), cpu_seconds(server_pid), cpu_seconds(worker.pid))
+        else:
+            raise WorkerError(f"{worker.name}: no result after its window")
     finally:
         worker.close()
+    if "count" not in answer:
+        raise WorkerError(f"{worker.name}: no count in {answer}")
+    if edges.keys() == {"start", "end"}:
+        (t0, server0, loadgen0), (t1, server1, loadgen1) = edges["start"], edges["end"]
+        answer["window"] = {
+            "seconds": t1 - t0,
+            "server_cpu_s": server1 - server0,
+            "loadgen_cpu_s": loadgen1 - loadgen0,
+        }
+    return answer
+
+
+def cpu_figures(rate: float, window: dict[str, float]) -> dict[str, float]:
+    """A record's CPU fields from ``measure``'s window: the server's and the load generator's
+    busy fraction of one core, and the server's capacity, ``rate`` per server CPU-second
+    (absent when the window or the server's CPU time rounds to nothing)."""
+    seconds = window["seconds"]
+    if seconds <= 0:
+        return {}
+    figures = {
+        "window_s": seconds,
+        "server_cpu_s": window["server_cpu_s"],
+        "server_busy": window["server_cpu_s"] / seconds,
+        "loadgen_busy": window["loadgen_cpu_s"] / seconds,
+    }
+    if window["server_cpu_s"] > 0:
+        figures["capacity"] = rate / figures["server_busy"]
+    return figures
 
 
 def run_native(
@@ -162,7 +247,7 @@ def run_native(
     """Every cell against every server, servers started once per kind of cell."""
     servers = [*PYTHON_SERVERS, *NATIVE_SERVERS]
     kinds = {(cell.tls, cell.mode == "broadcast") for cell in cells(settings)}
-    started: dict[tuple[str, bool, bool], tuple[Worker, str]] = {}
+    started: dict[tuple[str, bool, bool], tuple[Worker, str, int]] = {}
     try:
         for name in servers:
             for tls, broadcast in sorted(kinds):
@@ -193,7 +278,7 @@ def run_native(
                         progress.step(what, "no server")
                         continue
                     try:
-                        answer = measure(folder, server[1], cell, settings)
+                        answer = measure(folder, server[1], cell, settings, server[2])
                     except WorkerError as error:
                         record["error"] = str(error)[-1500:]
                         progress.note(f"error: {what}: {str(error)[-300:]}")
@@ -204,8 +289,13 @@ def run_native(
                         record["rate"] = rate  # what the table shows: deliveries for a broadcast
                         if cell.mode == "broadcast":
                             record["deliveries_per_s"] = record["rate"] = rate * cell.connections
-                        progress.step(what, f"{rate:,.0f}/s")
+                        shown = f"{rate:,.0f}/s"
+                        if "window" in answer:
+                            record.update(cpu_figures(record["rate"], answer["window"]))
+                        if "server_busy" in record:
+                            shown += f", server busy {record['server_busy']:.0%}"
+                        progress.step(what, shown)
                     recorder.write(record)
     finally:
-        for worker, _ in started.values():
+        for worker, _, _ in started.values():
             worker.close()

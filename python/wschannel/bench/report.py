@@ -197,6 +197,18 @@ def targets_lines(results: Results) -> list[str]:
         f"≥ 2{X}",
         r.ratios("plain", "wschannel-sync", "websockets-sync", None),
     )
+    add(
+        "server capacity under the native load generator (many connections, broadcast): "
+        "wschannel / fastest native",
+        f"≥ 0.8{X}",
+        native_capacity_ratios(r, None),
+    )
+    add(
+        "server capacity under the native load generator (many connections, broadcast): "
+        "wschannel / picows",
+        f"≥ 1.5{X}",
+        native_capacity_ratios(r, "picows"),
+    )
     memory = medians(
         r.memory, lambda m: (m["impl"], m["compression"], m["connections"]), "bytes_per_connection"
     )
@@ -373,18 +385,38 @@ NATIVE_ORDER = ("wschannel", "picows", "tokio-tungstenite", "fastwebsockets")
 NATIVE_SERVERS = ("tokio-tungstenite", "fastwebsockets")
 
 
-def native_lines(results: Results) -> list[str]:
-    """Each server's rate per cell under the native load generator, and ``wschannel``'s
-    ratio to the fastest native server and to picows."""
-    if not results.native:
-        return []
-    values = medians(
-        results.native,
-        lambda r: (r["impl"], r["cell"]),
-        "rate",
-    )
-    cell_names = list(dict.fromkeys(r["cell"] for r in results.native))
-    servers = [s for s in NATIVE_ORDER if any(r["impl"] == s for r in results.native)]
+def _busy(values: list[float]) -> str:
+    """Busy fractions as a percentage of one core, or their range."""
+    if not values:
+        return DASH
+    low, high = min(values), max(values)
+    if round(low * 100) == round(high * 100):
+        return f"{high:.0%}"
+    return f"{low * 100:.0f}{DASH}{high:.0%}"
+
+
+def native_capacity_ratios(results: Results, base: str | None) -> list[float]:
+    """``wschannel``'s capacity over ``base``'s (``None``: the fastest native server's) in
+    the cells of many small messages (load and broadcast), where the issue sets targets."""
+    capacity = medians(results.native, lambda r: (r["impl"], r["cell"]), "capacity")
+    ratios = []
+    for cell in dict.fromkeys(r["cell"] for r in results.native if r.get("connections", 1) > 1):
+        mine = capacity.get(("wschannel", cell))
+        if base is None:
+            natives = [v for s in NATIVE_SERVERS if (v := capacity.get((s, cell))) is not None]
+            other = max(natives) if natives else None
+        else:
+            other = capacity.get((base, cell))
+        if mine and other:
+            ratios.append(mine / other)
+    return ratios
+
+
+def _native_rows(
+    values: dict[Key, float], cell_names: list[str], servers: list[str]
+) -> list[list[str]]:
+    """A row per cell: each server's value, ``wschannel``'s ratio to the fastest native
+    server's and to picows's."""
     rows = []
     for cell in cell_names:
         mine = values.get(("wschannel", cell))
@@ -392,16 +424,78 @@ def native_lines(results: Results) -> list[str]:
         best = max(natives) if natives else None
         rates = [_rate(values.get((s, cell))) for s in servers]
         rows.append([cell, *rates, _ratio(mine, best), _ratio(mine, values.get(("picows", cell)))])
+    return rows
+
+
+def native_lines(results: Results) -> list[str]:
+    """Each server's rate per cell under the native load generator, and ``wschannel``'s
+    ratio to the fastest native server and to picows; then each server's CPU busy fraction
+    and capacity (rate per server CPU-second) with the same ratios, where the records have
+    them."""
+    if not results.native:
+        return []
+    cell_names = list(dict.fromkeys(r["cell"] for r in results.native))
+    servers = [s for s in NATIVE_ORDER if any(r["impl"] == s for r in results.native)]
     header = ["cell", *servers, f"wschannel {X} fastest native", f"wschannel {X} picows"]
-    return [
+    rates = medians(results.native, lambda r: (r["impl"], r["cell"]), "rate")
+    lines = [
         "## Servers under a native load generator (messages/s; broadcast: deliveries/s)",
         "",
         "Every server on one thread; the load generator (`benchmarks/native`, Rust,",
         "tokio-tungstenite's client) on the other core.",
         "",
+        *_table(header, _native_rows(rates, cell_names, servers)),
+        "",
+    ]
+    measured = [r for r in results.native if "capacity" in r]
+    if not measured:
+        return lines
+    capacity = medians(measured, lambda r: (r["impl"], r["cell"]), "capacity")
+    busy = medians(measured, lambda r: (r["impl"], r["cell"]), "server_busy")
+    loadgen: dict[str, list[float]] = defaultdict(list)
+    for record in measured:
+        loadgen[record["cell"]].append(record["loadgen_busy"])
+    rows = []
+    for cell in cell_names:
+        mine = capacity.get(("wschannel", cell))
+        natives = [v for s in NATIVE_SERVERS if (v := capacity.get((s, cell))) is not None]
+        best = max(natives) if natives else None
+        shown = [
+            DASH
+            if (s, cell) not in capacity
+            else f"{_rate(capacity[s, cell])} ({busy[s, cell]:.0%})"
+            for s in servers
+        ]
+        rows.append(
+            [
+                cell,
+                *shown,
+                _busy(loadgen.get(cell, [])),
+                _ratio(mine, best),
+                _ratio(mine, capacity.get(("picows", cell))),
+            ]
+        )
+    header = [
+        "cell",
+        *servers,
+        "load generator busy",
+        f"wschannel {X} fastest native",
+        f"wschannel {X} picows",
+    ]
+    lines += [
+        "### Capacity: messages per server CPU-second (server busy, % of one core)",
+        "",
+        "Each server process's CPU time (user + system, all threads) over the load",
+        "generator's measurement window; capacity = rate / busy, per measurement (medians",
+        "over the repetitions). When every server is well under 100 % busy, the load",
+        "generator is the cap (its own busy share is beside it) and the rates above cannot",
+        "tell the servers apart: capacity is the comparable figure, and its ratios are the",
+        "ones that count. CPU time is read in clock ticks (10 ms) at each end of the window.",
+        "",
         *_table(header, rows),
         "",
     ]
+    return lines
 
 
 def markdown(results: Results) -> str:

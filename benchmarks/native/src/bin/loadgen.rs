@@ -10,8 +10,11 @@
 //! server. `broadcast`: N connections to a broadcasting server; the first sends a message,
 //! the server sends it to all N, and once all N have it the next one goes. Both print
 //! `{"count": C, "seconds": S}` — echoes, or whole broadcasts, counted in the window of S
-//! seconds that opens after the warm-up — the same line as `wschannel.bench.load`.
+//! seconds that opens after the warm-up — the same line as `wschannel.bench.load`. Before it,
+//! `{"window": "start"}` and `{"window": "end"}` mark the window's edges as they pass (the
+//! runner samples the server's CPU time then).
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,12 +167,27 @@ async fn connect_all(options: &Options) -> Result<Vec<Ws>, Error> {
 }
 
 /// Counts in the window that opens after the warm-up; returns (count, seconds).
+///
+/// The window's start and end are announced on stdout (`{"window": "start"}`,
+/// `{"window": "end"}`, each flushed as it is written) so that the benchmark runner samples
+/// the server's CPU time at the same moments. Each line goes out just before the count is
+/// read, at both ends alike, so the runner's delay in reading them shifts both ends of its
+/// window by about the same time.
 async fn measure(count: &AtomicU64, options: &Options) -> (u64, f64) {
     tokio::time::sleep(Duration::from_secs_f64(options.warmup)).await;
+    announce("start");
     let (start, before) = (Instant::now(), count.load(Ordering::Relaxed));
     tokio::time::sleep(Duration::from_secs_f64(options.duration)).await;
+    announce("end");
     let after = count.load(Ordering::Relaxed);
     (after - before, start.elapsed().as_secs_f64())
+}
+
+/// One line `{"window": "<edge>"}` on stdout, flushed (a pipe would otherwise hold it).
+fn announce(edge: &str) {
+    let mut out = std::io::stdout().lock();
+    // Ignored: with stdout gone, the final line's println! ends the process with the error.
+    let _ = writeln!(out, "{{\"window\": \"{edge}\"}}").and_then(|()| out.flush());
 }
 
 async fn run(options: Options) -> Result<(u64, f64), Error> {
