@@ -363,9 +363,8 @@ class ByteStreamWebSocketChannel(StoredWebSocketChannel):
         """
         check_pieces_limit(max_message_size)
         messages = aiter(self.stream)  # StateError if it was subscribed to already
-        driver = self._driver
-        if not driver._lost:
-            conn = driver.conn
+        conn = self._driver.conn
+        if conn.phase != "closed":  # else released, or about to be: nothing more comes
             limit = pieces_limit(conn.max_message_size, max_message_size)
             conn.set_delivery(True, max_message_size=limit)
         return pieces(messages)
