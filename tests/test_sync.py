@@ -562,9 +562,9 @@ def test_sync_client_receive_reads_the_socket_in_the_calling_thread(
         # The fallback reader may read the first echo before the application asks for it
         # (a loaded machine schedules this thread late): then it sits in its next read until
         # more comes, and hands over after that one. So two, before it must have handed over.
-        for message in ("first", "second"):
-            channel.sink.add(message)
-            assert channel.receive(TIMEOUT) == message
+        for opening in ("first", "second"):
+            channel.sink.add(opening)
+            assert channel.receive(TIMEOUT) == opening
         wait_until_sync(lambda: channel._stream._handoffs == 1, what="the fallback handed over")
         for message in sent:
             channel.sink.add(message)
