@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -224,3 +226,31 @@ def test_native_records_with_cpu_figures_make_a_capacity_table() -> None:
         if line.startswith("| server capacity under the native load generator")
     }
     assert list(targets.values()) == ["0.80\N{MULTIPLICATION SIGN}", "2.00\N{MULTIPLICATION SIGN}"]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("WSCHANNEL_NATIVE_BIN") or sys.platform != "linux",
+    reason="WSCHANNEL_NATIVE_BIN names built native programs (benchmarks/native)",
+)
+def test_loadgen_reads_the_servers_cpu_time_over_its_window() -> None:
+    from wschannel.bench import native
+    from wschannel.bench.processes import Worker
+
+    folder = Path(os.environ["WSCHANNEL_NATIVE_BIN"])
+    server = Worker([str(folder / "anchor-server"), "--impl", "fastwebsockets", "--port", "0"])
+    try:
+        port = server.receive(timeout=30)["port"]
+        settings = SimpleNamespace(warmup=0.2, duration=0.5, tls_dir="")
+        cell = native.Cell("load 10", "echo", 10, 41, 1, False)
+        answer = native.measure(folder, f"ws://127.0.0.1:{port}/", cell, settings, server.pid)
+    finally:
+        server.close()
+    window = answer["window"]
+    assert window["read_by"] == "loadgen"
+    assert window["seconds"] == answer["seconds"] >= 0.5
+    # The server echoed answer["count"] messages in the window: it was busy, within one core.
+    assert answer["count"] > 0
+    assert 0 < window["server_cpu_s"] <= window["seconds"] * 1.05
+    assert 0 < window["loadgen_cpu_s"] <= window["seconds"] * 1.05
+    figures = native.cpu_figures(answer["count"] / answer["seconds"], window)
+    assert figures["capacity"] == pytest.approx(answer["count"] / window["server_cpu_s"])

@@ -11,8 +11,9 @@ Cells, interleaved per repetition in a shuffled order: echo on 100 and 1,000 con
 with 256 B messages, 64 in flight and one at a time, plain and over TLS.
 
 What a server costs: the load generator (one core) can be what caps every server's rate, so
-the section also samples each server process's CPU time (user + system, all its threads: the
-process's CPU-time clock) at the moments ``loadgen`` announces its window's start and end. A record
+the section also takes each server process's CPU time (user + system, all its threads: the
+process's CPU-time clock) at its window's start and end, as ``loadgen`` reads its count
+(``--server-pid``; it announces both edges with the CPU times in JSON lines). A record
 has the server's busy fraction of one core over the window (``server_busy``; the load
 generator's own as ``loadgen_busy``) and its ``capacity``: the rate per server CPU-second
 (``rate / server_busy``), the figure that compares servers when none of them is busy all the
@@ -179,47 +180,64 @@ def start_server(
 def measure(
     folder: Path, url: str, cell: Cell, settings: Settings, server_pid: int
 ) -> dict[str, Any]:
-    """``loadgen``'s final line, and the CPU time of the server (``server_pid``) and of the
-    load generator sampled as it announces its window's start and end (``window``: the
-    runner's monotonic clock, CPU seconds of each; absent from an older ``loadgen`` or
-    where ``/proc`` is not)."""
+    """``loadgen``'s final line, with ``window``: the seconds and the CPU seconds of the
+    server (``server_pid``) and of the load generator over its window.
+
+    ``loadgen`` reads both CPU times itself as it reads its count at the window's start and
+    end, so they cover exactly the window counted; where its lines lack them (a clock it
+    could not read), the runner reads them as each line arrives, on its own clock (the
+    reading delay is about the same at both ends). No ``window`` where neither can."""
     argv = [str(folder / "loadgen"), cell.mode, url]
     argv += ["--connections", str(cell.connections), "--size", str(cell.size)]
-    argv += ["--inflight", str(cell.inflight)]
+    argv += ["--inflight", str(cell.inflight), "--server-pid", str(server_pid)]
     argv += ["--warmup", str(max(settings.warmup, 0.5)), "--duration", str(settings.duration)]
     if cell.tls:
         argv += ["--ca", str(Path(settings.tls_dir) / "ca.pem")]
     worker = Worker(argv)
-    edges: dict[str, tuple[float, float, float]] = {}
-    seen: set[str] = set()
+    edges: dict[str, dict[str, Any]] = {}
     try:
         for _ in range(3):  # start, end, the result
             answer = worker.receive(timeout=120)
             edge = answer.get("window")
             if edge is None:
                 break
-            if edge not in ("start", "end") or edge in seen:
+            if edge not in ("start", "end") or edge in edges:
                 raise WorkerError(f"{worker.name}: unexpected line {answer}")
-            seen.add(edge)
-            if CPU_TIMES:  # the same order at both edges: the reads' delay cancels out
-                edges[edge] = (time.monotonic(), cpu_seconds(server_pid), cpu_seconds(worker.pid))
+            if CPU_TIMES:  # the same order at both edges
+                answer["runner"] = (
+                    time.monotonic(),
+                    cpu_seconds(server_pid),
+                    cpu_seconds(worker.pid),
+                )
+            edges[edge] = answer
         else:
             raise WorkerError(f"{worker.name}: no result after its window")
     finally:
         worker.close()
     if "count" not in answer:
         raise WorkerError(f"{worker.name}: no count in {answer}")
-    if edges.keys() == {"start", "end"}:
-        (t0, server0, loadgen0), (t1, server1, loadgen1) = edges["start"], edges["end"]
+    if edges.keys() != {"start", "end"}:
+        return answer
+    start, end = edges["start"], edges["end"]
+    if all("server_cpu_s" in e and "loadgen_cpu_s" in e for e in (start, end)):
+        answer["window"] = {
+            "seconds": answer["seconds"],
+            "server_cpu_s": end["server_cpu_s"] - start["server_cpu_s"],
+            "loadgen_cpu_s": end["loadgen_cpu_s"] - start["loadgen_cpu_s"],
+            "read_by": "loadgen",
+        }
+    elif "runner" in start:
+        (t0, server0, loadgen0), (t1, server1, loadgen1) = start["runner"], end["runner"]
         answer["window"] = {
             "seconds": t1 - t0,
             "server_cpu_s": server1 - server0,
             "loadgen_cpu_s": loadgen1 - loadgen0,
+            "read_by": "runner",
         }
     return answer
 
 
-def cpu_figures(rate: float, window: dict[str, float]) -> dict[str, float]:
+def cpu_figures(rate: float, window: dict[str, Any]) -> dict[str, Any]:
     """A record's CPU fields from ``measure``'s window: the server's and the load generator's
     busy fraction of one core, and the server's capacity, ``rate`` per server CPU-second
     (absent when the window or the server's CPU time rounds to nothing)."""
@@ -231,6 +249,7 @@ def cpu_figures(rate: float, window: dict[str, float]) -> dict[str, float]:
         "server_cpu_s": window["server_cpu_s"],
         "server_busy": window["server_cpu_s"] / seconds,
         "loadgen_busy": window["loadgen_cpu_s"] / seconds,
+        "cpu_read_by": window.get("read_by", "runner"),
     }
     if window["server_cpu_s"] > 0:
         figures["capacity"] = rate / figures["server_busy"]

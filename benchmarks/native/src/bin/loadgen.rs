@@ -2,8 +2,8 @@
 //! so that a server's figure is not capped by a Python client.
 //!
 //! ```text
-//! loadgen echo URL      [--connections N] [--size BYTES] [--inflight K] [--warmup S] [--duration S] [--ca CA.pem]
-//! loadgen broadcast URL [--connections N] [--size BYTES] [--warmup S] [--duration S] [--ca CA.pem]
+//! loadgen echo URL      [--connections N] [--size BYTES] [--inflight K] [--warmup S] [--duration S] [--ca CA.pem] [--server-pid PID]
+//! loadgen broadcast URL [--connections N] [--size BYTES] [--warmup S] [--duration S] [--ca CA.pem] [--server-pid PID]
 //! ```
 //!
 //! `echo`: N connections, each keeping K binary messages of BYTES in flight against an echo
@@ -11,8 +11,8 @@
 //! the server sends it to all N, and once all N have it the next one goes. Both print
 //! `{"count": C, "seconds": S}` — echoes, or whole broadcasts, counted in the window of S
 //! seconds that opens after the warm-up — the same line as `wschannel.bench.load`. Before it,
-//! `{"window": "start"}` and `{"window": "end"}` mark the window's edges as they pass (the
-//! runner samples the server's CPU time then).
+//! `{"window": "start", ...}` and `{"window": "end", ...}` mark the window's edges as they
+//! pass, with the CPU time of this process and (`--server-pid PID`) of the server read then.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,13 +44,14 @@ struct Options {
     warmup: f64,
     duration: f64,
     ca: Option<String>,
+    server_pid: Option<i32>,
 }
 
 fn usage(message: &str) -> ! {
     eprintln!("loadgen: {message}");
     eprintln!(
         "usage: loadgen echo|broadcast URL [--connections N] [--size BYTES] [--inflight K] \
-         [--warmup S] [--duration S] [--ca CA.pem]"
+         [--warmup S] [--duration S] [--ca CA.pem] [--server-pid PID]"
     );
     std::process::exit(2);
 }
@@ -77,6 +78,7 @@ fn options() -> Options {
         warmup: 0.5,
         duration: 2.0,
         ca: None,
+        server_pid: None,
     };
     while let Some(arg) = args.next() {
         let value = args
@@ -89,6 +91,7 @@ fn options() -> Options {
             "--warmup" => options.warmup = number(&arg, &value),
             "--duration" => options.duration = number(&arg, &value),
             "--ca" => options.ca = Some(value),
+            "--server-pid" => options.server_pid = Some(number(&arg, &value)),
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
@@ -168,26 +171,67 @@ async fn connect_all(options: &Options) -> Result<Vec<Ws>, Error> {
 
 /// Counts in the window that opens after the warm-up; returns (count, seconds).
 ///
-/// The window's start and end are announced on stdout (`{"window": "start"}`,
-/// `{"window": "end"}`, each flushed as it is written) so that the benchmark runner samples
-/// the server's CPU time at the same moments. Each line goes out just before the count is
-/// read, at both ends alike, so the runner's delay in reading them shifts both ends of its
-/// window by about the same time.
+/// The window's start and end are announced on stdout, each line flushed as it is written:
+/// `{"window": "start", "loadgen_cpu_s": L}` and the same with `"end"`, where L is this
+/// process's CPU time so far; with `--server-pid`, also `"server_cpu_s"`: that process's
+/// (all its threads, from its CPU-time clock). Read here, at the moments the count is read,
+/// both cover exactly the window counted; the runner uses them to tell what the server
+/// spent per message.
 async fn measure(count: &AtomicU64, options: &Options) -> (u64, f64) {
     tokio::time::sleep(Duration::from_secs_f64(options.warmup)).await;
-    announce("start");
+    let edge = cpu_times(options.server_pid);
     let (start, before) = (Instant::now(), count.load(Ordering::Relaxed));
+    announce("start", edge);
     tokio::time::sleep(Duration::from_secs_f64(options.duration)).await;
-    announce("end");
-    let after = count.load(Ordering::Relaxed);
-    (after - before, start.elapsed().as_secs_f64())
+    let edge = cpu_times(options.server_pid);
+    let (after, seconds) = (count.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
+    announce("end", edge);
+    (after - before, seconds)
 }
 
-/// One line `{"window": "<edge>"}` on stdout, flushed (a pipe would otherwise hold it).
-fn announce(edge: &str) {
+/// This process's CPU time and the server's (if its pid is known and its clock readable).
+fn cpu_times(server_pid: Option<i32>) -> (Option<f64>, Option<f64>) {
+    (cpu_seconds(0), server_pid.and_then(cpu_seconds))
+}
+
+/// CPU time, user + system, all threads (also those that ended), of process `pid` (0: this
+/// one), from the kernel's CPU-time clock of the process: the clock id
+/// `MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)` of Linux's `posix-timers.h`.
+#[cfg(target_os = "linux")]
+fn cpu_seconds(pid: i32) -> Option<f64> {
+    let clock: libc::clockid_t = if pid == 0 {
+        libc::CLOCK_PROCESS_CPUTIME_ID
+    } else {
+        ((!pid) << 3) | 2
+    };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; an unknown clock is an error return.
+    let done = unsafe { libc::clock_gettime(clock, &mut now) };
+    #[allow(clippy::cast_precision_loss)]
+    (done == 0).then(|| now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9)
+}
+
+/// No per-process CPU clocks read here outside Linux: the lines carry no CPU times.
+#[cfg(not(target_os = "linux"))]
+fn cpu_seconds(_pid: i32) -> Option<f64> {
+    None
+}
+
+/// One line `{"window": "<edge>", ...}` on stdout, flushed (a pipe would otherwise hold it).
+fn announce(edge: &str, (loadgen, server): (Option<f64>, Option<f64>)) {
+    let mut line = format!("{{\"window\": \"{edge}\"");
+    for (name, value) in [("loadgen_cpu_s", loadgen), ("server_cpu_s", server)] {
+        if let Some(value) = value {
+            line += &format!(", \"{name}\": {value}");
+        }
+    }
+    line.push('}');
     let mut out = std::io::stdout().lock();
     // Ignored: with stdout gone, the final line's println! ends the process with the error.
-    let _ = writeln!(out, "{{\"window\": \"{edge}\"}}").and_then(|()| out.flush());
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 async fn run(options: Options) -> Result<(u64, f64), Error> {
