@@ -210,8 +210,7 @@ fn cpu_seconds(pid: i32) -> Option<f64> {
     };
     // SAFETY: `now` is a valid, writable timespec; an unknown clock is an error return.
     let done = unsafe { libc::clock_gettime(clock, &mut now) };
-    #[allow(clippy::cast_precision_loss)]
-    (done == 0).then(|| now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9)
+    (done == 0).then_some(now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9)
 }
 
 /// No per-process CPU clocks read here outside Linux: the lines carry no CPU times.
