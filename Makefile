@@ -128,7 +128,7 @@ test: export WHEELS_REUSE_DIST := 1
 # The tests run beside Autobahn and each other: their timeouts stretched (tests/conftest.py),
 # as the wheel job's always are.
 test: export WSCHANNEL_TEST_TIMEOUT_SCALE ?= 2
-test:  ## Everything CI runs (~25 min on 2 cores): builds, then Autobahn, the wheel suites and the checks at once (TEST_STEPS)
+test:  ## Everything CI runs (~30 min on a quiet 2-core machine): builds, then Autobahn, the wheel suites and the checks at once (TEST_STEPS)
 	@MAKE="$(MAKE)" NICE_STEPS="$(NICE_STEPS)" bash scripts/steps.sh $(TEST_STEPS)
 
 # wstest is installed here, once, not by the two steps after it that use it at once.
