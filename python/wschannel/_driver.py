@@ -79,13 +79,17 @@ class SessionDriver:
         conn = self.conn
         assert conn is not None
         actions = self.ACTIONS
+        reported = False
         while (action := conn.poll_action()) is not None:
+            # The code is known before the stream ends (RFC 6455 §7.1.5), and before our
+            # close frame leaves: a peer that has read it may look at ``close_code`` (from
+            # another thread, where there is no GIL to make the two steps look as one).
+            if not reported and (code := conn.close_code) is not None:
+                self.report_close(code, conn.close_reason or "")
+                reported = True
             if type(action) is bytes:
                 self.write(action)
                 continue
-            code = conn.close_code
-            if code is not None:  # known before the stream ends (RFC 6455 §7.1.5)
-                self.report_close(code, conn.close_reason or "")
             actions[action](self)  # type: ignore[index]
         self._arm_session_timer()
 
