@@ -71,12 +71,13 @@ test-rust:  ## Rust: fmt, clippy (with and without features), unit, integration 
 	cargo test -q --workspace --doc --all-features
 	bash scripts/rust-examples.sh
 
-lint: $(DEV_STAMP)  ## ruff, mypy --strict, the stub check and the import layers (pyproject's importlinter)
+lint: $(DEV_STAMP)  ## ruff, mypy --strict, the stub check, the import layers (pyproject's importlinter), the crate's rust-version
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest wschannel._wschannel --allowlist stubtest-allowlist.txt
 	$(VENV)/bin/lint-imports --no-cache --no-logo
+	$(PY) scripts/check_msrv.py
 
 test-python: $(DEV_STAMP)  ## pytest over loopback (installs Chromium, Node's ws, Pyodide and wstest first)
 	bash tests/interop/setup.sh
