@@ -87,13 +87,16 @@ class Command:
         assert self.process.stdin is not None
         self.process.stdin.write(data.encode())
 
-    async def finish(self, data: str | None = None) -> tuple[int, str, str]:
-        """Write ``data`` (if any), close its input, wait: the status, stdout and stderr."""
+    async def finish(
+        self, data: str | None = None, timeout: float = 4 * TIMEOUT
+    ) -> tuple[int, str, str]:
+        """Write ``data`` (if any), close its input, wait (at most ``timeout`` seconds): the
+        status, stdout and stderr."""
         if self.process.stdin is not None:
             if data:
                 self.send(data)
             self.process.stdin.close()
-        out, err = await asyncio.wait_for(self.process.communicate(), 4 * TIMEOUT)
+        out, err = await asyncio.wait_for(self.process.communicate(), timeout)
         assert self.process.returncode is not None
         return self.process.returncode, out.decode(), err.decode()
 
@@ -106,12 +109,12 @@ class Command:
 
 
 async def run(
-    *args: str, data: str = "", env: dict[str, str] | None = None
+    *args: str, data: str = "", env: dict[str, str] | None = None, timeout: float = 4 * TIMEOUT
 ) -> tuple[int, str, str]:
-    """Run a command to its end with ``data`` as its input."""
+    """Run a command to its end (at most ``timeout`` seconds) with ``data`` as its input."""
     command = await Command.start(*args, env=env)
     try:
-        return await command.finish(data)
+        return await command.finish(data, timeout)
     finally:
         command.kill()
 
@@ -688,7 +691,7 @@ def test_bench_tells_an_implementation_asked_for_but_not_installed(
 @pytest.mark.timeout(300)
 async def test_bench_quick_runs_every_section_in_about_two_minutes(tmp_path: Path) -> None:
     started = time.monotonic()
-    status, _, err = await asyncio.wait_for(run("bench", "--quick", "--out", str(tmp_path)), 290)
+    status, _, err = await run("bench", "--quick", "--out", str(tmp_path), timeout=290)
     seconds = time.monotonic() - started
     assert status == 0, err
     sections = {json.loads(line)["section"] for line in (tmp_path / "results.jsonl").open()}
