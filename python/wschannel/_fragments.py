@@ -96,6 +96,24 @@ def chunk_source(
     )
 
 
+END_OF_CHUNKS: Final = object()
+"""What :func:`next_chunk` returns once there are no more (not ``None``: a chunk that is
+``None`` is refused by :func:`check_chunk`, as any chunk of the wrong type)."""
+
+
+async def next_chunk(
+    source: AsyncIterator[str | Buffer] | None, items: Iterator[str | Buffer] | None
+) -> object:
+    """The next chunk from :func:`chunk_source`'s pair, or :data:`END_OF_CHUNKS`."""
+    if source is not None:
+        try:
+            return await anext(source)
+        except StopAsyncIteration:
+            return END_OF_CHUNKS
+    assert items is not None
+    return next(items, END_OF_CHUNKS)
+
+
 def check_chunk(chunk: object, text: bool | None) -> tuple[str | Buffer, bool]:
     """One chunk checked against the message's kind so far (``text``; ``None`` before the
     first chunk): what to send and whether it is text. ``TypeError`` for a chunk of the

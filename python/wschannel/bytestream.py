@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 from ._channel_driver import ChannelDriver
 from ._fragments import (
     ABORTED,
+    END_OF_CHUNKS,
     Delivery,
     Turns,
     check_chunk,
@@ -63,6 +64,7 @@ from ._fragments import (
     chunk_source,
     closed_midway,
     in_pieces,
+    next_chunk,
     pieces,
     pieces_limit,
 )
@@ -482,18 +484,7 @@ class _ByteStreamSink(GuaranteeSink):
         streams = self._driver.streams
         text: bool | None = None  # the message's kind, from its first chunk
         try:
-            while True:
-                if source is not None:
-                    try:
-                        chunk = await anext(source)
-                    except StopAsyncIteration:
-                        break
-                else:
-                    assert items is not None
-                    try:
-                        chunk = next(items)
-                    except StopIteration:
-                        break
+            while (chunk := await next_chunk(source, items)) is not END_OF_CHUNKS:
                 data, is_text = check_chunk(chunk, text)
                 conn = self._live
                 if conn is None or self._disconnected:

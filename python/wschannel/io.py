@@ -44,12 +44,14 @@ from ._channel_driver import ChannelDriver
 from ._direct import DirectTransport, connect_tls, supports_tls, take_over
 from ._fragments import (
     ABORTED,
+    END_OF_CHUNKS,
     Delivery,
     check_chunk,
     check_pieces_limit,
     chunk_source,
     closed_midway,
     in_pieces,
+    next_chunk,
     pieces,
     pieces_limit,
 )
@@ -256,18 +258,7 @@ class _IOSink(GuaranteeSink):
         the message cannot be finished, and the peer must not take a part for the whole."""
         text: bool | None = None  # the message's kind, from its first chunk
         try:
-            while True:
-                if source is not None:
-                    try:
-                        chunk = await anext(source)
-                    except StopAsyncIteration:
-                        break
-                else:
-                    assert items is not None
-                    try:
-                        chunk = next(items)
-                    except StopIteration:
-                        break
+            while (chunk := await next_chunk(source, items)) is not END_OF_CHUNKS:
                 data, is_text = check_chunk(chunk, text)
                 protocol = self._open_protocol()
                 assert protocol.conn is not None
