@@ -67,6 +67,7 @@ async def app() -> AsyncIterator[Handler]:
     """A worker: "join" joins the topic (answered "joined"); any other message is published
     to it (``local``: broadcast to this process's subscribers)."""
     setup = json.loads(os.environ[_SETUP])
+    joined, me = f"joined {os.getpid()}", f"pid {os.getpid()}"  # which process has it
     if setup["broker"] is None:
         members: list[WebSocketChannel] = []
 
@@ -74,7 +75,9 @@ async def app() -> AsyncIterator[Handler]:
             async for message in channel.stream:
                 if message == "join":
                     members.append(channel)
-                    channel.sink.add("joined")
+                    channel.sink.add(joined)
+                elif message == "who":
+                    channel.sink.add(me)
                 else:
                     wschannel.broadcast(members, message)
 
@@ -89,7 +92,9 @@ async def app() -> AsyncIterator[Handler]:
             async for message in channel.stream:
                 if message == "join":
                     await topics.join(channel, TOPIC)
-                    channel.sink.add("joined")
+                    channel.sink.add(joined)
+                elif message == "who":
+                    channel.sink.add(me)
                 else:  # not awaited here: the next message is read meanwhile
                     task = asyncio.ensure_future(topics.publish(TOPIC, message))
                     publishing.add(task)
@@ -117,7 +122,9 @@ def build_load() -> Path:
     return out
 
 
-def load(binary: Path, port: int, args: argparse.Namespace, mode: str, value: float) -> Any:
+def load(
+    binary: Path, port: int, args: argparse.Namespace, mode: str, value: float, pids: list[int]
+) -> Any:
     command = [
         str(binary),
         str(port),
@@ -127,6 +134,8 @@ def load(binary: Path, port: int, args: argparse.Namespace, mode: str, value: fl
         str(args.warmup),
         str(args.duration),
         str(args.size),
+        str(args.pause if mode == "window" else 0),
+        *(str(pid) for pid in pids),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
@@ -141,17 +150,6 @@ def servers(broker_url: str | None, workers: int) -> Iterator[Workers]:
         yield running
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the processes have used (from /proc): what the work cost,
-    whatever else the machine ran meanwhile."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
-
-
 def measured(
     binary: Path,
     running: Workers,
@@ -160,15 +158,50 @@ def measured(
     mode: str,
     value: float,
 ) -> Any:
-    """A load run, with the CPU the servers (and the broker) used per 1,000 deliveries."""
-    pids = [p.pid for p in running.processes if p.pid is not None]
-    before = cpu_seconds(pids), cpu_seconds([broker_pid] if broker_pid else [])
-    result = load(binary, running.port, args, mode, value)
-    after = cpu_seconds(pids), cpu_seconds([broker_pid] if broker_pid else [])
-    thousands = max(result["deliveries"], 1) / 1000  # warm-up included in the CPU: an upper bound
-    result["server_cpu_ms_per_1000"] = round((after[0] - before[0]) * 1000 / thousands, 2)
-    result["broker_cpu_ms_per_1000"] = round((after[1] - before[1]) * 1000 / thousands, 2)
+    """A load run, with the CPU time each process used in the measured window (the load
+    generator reads the servers', the broker's and its own CPU clocks at the window's
+    edges): per 1,000 deliveries, and as a share of a core."""
+    workers = [p.pid for p in running.processes if p.pid is not None]
+    pids = workers + ([broker_pid] if broker_pid else [])
+    result = load(binary, running.port, args, mode, value, pids)
+    seconds = max(result["seconds"], 1e-9)
+    thousands = max(result["deliveries"], 1) / 1000
+    cpu = {int(pid): used for pid, used in result.pop("cpu_s").items()}
+    server = sum(cpu[pid] for pid in workers)
+    broker = cpu.get(broker_pid, 0.0) if broker_pid else 0.0
+    result["server_cpu_ms_per_1000"] = round(server * 1000 / thousands, 2)
+    result["broker_cpu_ms_per_1000"] = round(broker * 1000 / thousands, 2)
+    result["loadgen_cpu_ms_per_1000"] = round(result["loadgen_cpu_s"] * 1000 / thousands, 2)
+    split = {int(pid): count for pid, count in result.pop("subscribers_by_pid").items()}
+    # each process's share of a core in the window, and its subscribers ("P": the publisher's)
+    result["processes"] = [
+        {
+            "role": f"worker {index}" + (" (publisher)" if pid == result["publisher_pid"] else ""),
+            "subscribers": split.get(pid, 0),
+            "cpu_share": round(cpu[pid] / seconds, 3),
+        }
+        for index, pid in enumerate(workers)
+    ]
+    if broker_pid:
+        result["processes"].append({"role": "broker", "cpu_share": round(broker / seconds, 3)})
+    result["processes"].append(
+        {"role": "load generator", "cpu_share": round(result["loadgen_cpu_s"] / seconds, 3)}
+    )
+    ours = server + broker + result["loadgen_cpu_s"]
+    # the rest of the machine in the same window: other processes (and the kernel's work not
+    # charged to a process), and what the hypervisor took from this virtual machine's CPUs
+    result["other_cpu_share"] = round(max(result["machine_busy_cpu_s"] - ours, 0.0) / seconds, 3)
+    result["steal_share"] = round(result["machine_steal_cpu_s"] / seconds, 3)
     return result
+
+
+def shares(result: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{p['role']}"
+        + (f" [{p['subscribers']}]" if "subscribers" in p else "")
+        + f" {p['cpu_share']:.2f}"
+        for p in result["processes"]
+    ) + (f"; other work {result['other_cpu_share']:.2f}, stolen {result['steal_share']:.2f}")
 
 
 def loadavg() -> list[float]:
@@ -206,6 +239,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 }
             )
             print(f"  {row(results[-1])}", flush=True)
+            print(f"  CPU share at saturation: {shares(saturation)}", flush=True)
+            print(f"  CPU share paced: {shares(paced)}", flush=True)
     return results
 
 
@@ -255,9 +290,15 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--setups", default="local,redis,nats")
-    parser.add_argument("--window", type=int, default=8, help="messages in flight at saturation")
+    parser.add_argument("--window", type=int, default=64, help="messages in flight at saturation")
     parser.add_argument("--rate", type=float, default=20.0, help="messages/s for the latency")
     parser.add_argument("--size", type=int, default=64, help="message size in bytes")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=50.0,
+        help="ms between the load generator's rounds of reads at saturation",
+    )
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "pubsub.json")

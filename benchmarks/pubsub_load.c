@@ -2,19 +2,32 @@
  * The load generator of benchmarks/pubsub.py: native, so that the clients are not what caps
  * the figure. One thread, epoll, plain TCP on 127.0.0.1.
  *
- *   pubsub_load PORT SUBSCRIBERS MODE VALUE WARMUP DURATION SIZE
+ *   pubsub_load PORT SUBSCRIBERS MODE VALUE WARMUP DURATION SIZE PAUSE_MS [PID...]
  *
  * Opens SUBSCRIBERS WebSocket connections and one publisher connection to PORT (RFC 6455
  * opening handshake; the server answers 101), sends "join" on each subscriber (a masked text
- * frame) and waits for its "joined". Then the publisher sends "p SEQ T ..." text messages of
- * SIZE bytes, T being CLOCK_MONOTONIC in ns; the server publishes each to every subscriber.
+ * frame) and waits for its "joined PID" (PID: the server process that has the connection),
+ * and "who" on the publisher (answered "pid PID"). Then the publisher sends "p SEQ T ..."
+ * text messages of SIZE bytes, T being CLOCK_REALTIME in ns; the server publishes each to
+ * every subscriber.
  *
  *   MODE window: VALUE messages in flight: the next is sent when one has reached every
- *                subscriber (deliveries per second at saturation)
- *   MODE rate:   VALUE messages per second, sent on schedule (latency at a given load)
+ *                subscriber (deliveries per second at saturation). The subscribers are read
+ *                in rounds PAUSE_MS apart, so that each read brings several frames: on a
+ *                2-core machine this process shares the CPUs with the servers, and read
+ *                frame by frame it took nearly as much CPU per delivery as a server.
+ *   MODE rate:   VALUE messages per second, sent on schedule (latency at a given load); the
+ *                subscribers are read as soon as anything arrives.
  *
- * Counts the deliveries in DURATION seconds after WARMUP seconds, and each delivery's latency
- * (receipt time minus T: publish to delivery, on one clock). Prints one JSON object.
+ * Counts the deliveries in DURATION seconds after WARMUP seconds (paced: of the messages
+ * sent in those seconds, waiting up to 2 s after them for the last deliveries), and the
+ * latency of each: from T to when the frame reached the subscriber's socket (the kernel's
+ * receive timestamp, SO_TIMESTAMPNS, of the last segment of the read that brought it: when
+ * the server delivered it, whenever this process then got a CPU to read it), and to when
+ * this process read it. Also the CPU time this process, each PID (the servers, the broker:
+ * Linux's per-process CPU clocks) and the whole machine (/proc/stat: busy, stolen by the
+ * hypervisor) used in exactly those DURATION seconds, and how many subscribers each PID has.
+ * Prints one JSON object.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,7 +55,7 @@ typedef struct {
 
 static uint64_t now_ns(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts); /* the clock of the kernel's receive timestamps */
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -113,8 +126,8 @@ static void handshake(int fd) {
     }
 }
 
-/* Read one small unmasked frame (blocking): for the "joined" answer. */
-static void read_reply(int fd, const char *expected) {
+/* Read one small unmasked frame (blocking): "PREFIX PID"; returns PID. */
+static long read_reply(int fd, const char *prefix) {
     unsigned char head[2];
     if (recv(fd, head, 2, MSG_WAITALL) != 2) die("reply");
     size_t size = head[1] & 0x7F;
@@ -122,9 +135,42 @@ static void read_reply(int fd, const char *expected) {
     if (size >= sizeof payload || recv(fd, payload, size, MSG_WAITALL) != (ssize_t)size)
         die("reply payload");
     payload[size] = 0;
-    if (strcmp(payload, expected) != 0) {
-        fprintf(stderr, "pubsub_load: expected %s, got %s\n", expected, payload);
+    size_t length = strlen(prefix);
+    if (strncmp(payload, prefix, length) != 0 || payload[length] != ' ') {
+        fprintf(stderr, "pubsub_load: expected %s PID, got %s\n", prefix, payload);
         exit(2);
+    }
+    return atol(payload + length + 1);
+}
+
+#define MAX_PIDS 8
+
+/* The machine's CPU time so far, from /proc/stat's "cpu" line, in clock ticks: [0] all of
+ * it, [1] idle (idle + iowait), [2] stolen by the hypervisor (a virtual machine's "steal"). */
+static void machine_ticks(unsigned long long *out) {
+    unsigned long long f[8] = {0};
+    out[0] = out[1] = out[2] = 0;
+    FILE *stat = fopen("/proc/stat", "r");
+    if (!stat) return;
+    if (fscanf(stat, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &f[0], &f[1], &f[2], &f[3],
+               &f[4], &f[5], &f[6], &f[7]) == 8) {
+        for (int i = 0; i < 8; i++) out[0] += f[i];
+        out[1] = f[3] + f[4];
+        out[2] = f[7];
+    }
+    fclose(stat);
+}
+
+/* CPU seconds used so far by each of the processes (and this one, last). */
+static void cpu_times(int count, const pid_t *pids, double *out) {
+    for (int i = 0; i <= count; i++) {
+        clockid_t clock = CLOCK_PROCESS_CPUTIME_ID;
+        struct timespec ts = {0, 0};
+        if (i < count && clock_getcpuclockid(pids[i], &clock) != 0) {
+            out[i] = -1;
+            continue;
+        }
+        out[i] = clock_gettime(clock, &ts) == 0 ? (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 : -1;
     }
 }
 
@@ -134,17 +180,24 @@ static int compare(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: pubsub_load PORT SUBSCRIBERS window|rate VALUE WARMUP DURATION SIZE\n");
+    if (argc < 9 || argc > 9 + MAX_PIDS) {
+        fprintf(stderr, "usage: pubsub_load PORT SUBSCRIBERS window|rate VALUE WARMUP DURATION SIZE PAUSE_MS [PID...]\n");
         return 2;
     }
+    int pid_count = argc - 9;
+    double pause_ms = atof(argv[8]);
+    pid_t pids[MAX_PIDS];
+    long split[MAX_PIDS] = {0};
+    for (int i = 0; i < pid_count; i++) pids[i] = (pid_t)atol(argv[9 + i]);
+    double cpu_from[MAX_PIDS + 1], cpu_to[MAX_PIDS + 1];
+    unsigned long long ticks_from[3] = {0}, ticks_to[3] = {0};
     int port = atoi(argv[1]);
     int subscribers = atoi(argv[2]);
     int window_mode = strcmp(argv[3], "window") == 0;
     double value = atof(argv[4]);
     double warmup = atof(argv[5]), duration = atof(argv[6]);
     size_t size = (size_t)atoi(argv[7]);
-    if (subscribers < 1 || value <= 0 || size < 40 || size > 4000) {
+    if (subscribers < 1 || value <= 0 || size < 40 || size > 4000 || pause_ms < 0 || pause_ms > 100) {
         fprintf(stderr, "pubsub_load: bad arguments\n");
         return 2;
     }
@@ -160,7 +213,11 @@ int main(int argc, char **argv) {
         int fd = dial(port);
         handshake(fd);
         send_all(fd, frame, text_frame(frame, "join", 4));
-        read_reply(fd, "joined");
+        long owner = read_reply(fd, "joined");
+        for (int p = 0; p < pid_count; p++)
+            if (pids[p] == owner) split[p]++;
+        int one = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0) die("SO_TIMESTAMPNS");
         conns[i].fd = fd;
         conns[i].buffer = malloc(BUFFER);
         struct epoll_event event = {.events = EPOLLIN, .data.ptr = &conns[i]};
@@ -168,29 +225,51 @@ int main(int argc, char **argv) {
     }
     int publisher = dial(port);
     handshake(publisher);
+    send_all(publisher, frame, text_frame(frame, "who", 3));
+    long publisher_pid = read_reply(publisher, "pid");
 
     static uint32_t remaining[SEQS];
-    size_t capacity = 64u << 20, recorded = 0;
-    uint32_t *latencies = malloc(capacity * sizeof *latencies);
+    size_t capacity = 16u << 20, recorded = 0;
+    uint32_t *latencies = malloc(capacity * sizeof *latencies); /* arrival - send */
+    uint32_t *reads = malloc(capacity * sizeof *reads);         /* read - send */
     uint64_t start = now_ns();
     uint64_t measure_from = start + (uint64_t)(warmup * 1e9);
     uint64_t measure_to = measure_from + (uint64_t)(duration * 1e9);
     uint64_t deliveries = 0, late = 0, published = 0, completed = 0, measured_published = 0;
-    uint64_t in_flight = 0, next_due = start, progress = start;
-    int stalled = 0;
+    uint64_t in_flight = 0, next_due = start, progress = start, reads_done = 0, stamped = 0;
+    int stalled = 0, sampled = 0, ended = 0;
+    static unsigned char measured_seq[SEQS];
+    uint64_t outstanding = 0; /* messages sent in the window that have not reached everyone */
     uint64_t interval = window_mode ? 0 : (uint64_t)(1e9 / value);
     char text[4100];
-    struct epoll_event events[256];
+    enum { EVENTS = 1024 };
+    static struct epoll_event events[EVENTS];
+    union {
+        char buffer[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } control;
 
     for (;;) {
         uint64_t now = now_ns();
-        if (now >= measure_to) break;
+        if (!sampled && now >= measure_from) {
+            cpu_times(pid_count, pids, cpu_from);
+            machine_ticks(ticks_from);
+            sampled = 1;
+        }
+        if (now >= measure_to && !ended) {
+            cpu_times(pid_count, pids, cpu_to);
+            machine_ticks(ticks_to);
+            ended = 1;
+        }
+        /* Paced: the messages sent in the window may still be on their way: wait for them
+         * (at most 2 s), sending no more. */
+        if (ended && (window_mode || outstanding == 0 || now >= measure_to + 2000000000ull)) break;
         if (window_mode && now - progress > 3000000000ull) { /* a message never completed */
             stalled = 1;
             break;
         }
         /* Publish: to the window, or on schedule. */
-        while (window_mode ? in_flight < (uint64_t)value : now >= next_due) {
+        while (!ended && (window_mode ? in_flight < (uint64_t)value : now >= next_due)) {
             uint32_t seq = (uint32_t)(published & (SEQS - 1));
             if (remaining[seq]) break; /* the ring wrapped onto a message still arriving */
             int n = snprintf(text, sizeof text, "p %u %llu ", seq, (unsigned long long)now_ns());
@@ -199,24 +278,48 @@ int main(int argc, char **argv) {
             remaining[seq] = (uint32_t)subscribers;
             published++;
             in_flight++;
-            if (now >= measure_from) measured_published++;
+            measured_seq[seq] = now >= measure_from;
+            if (now >= measure_from) {
+                measured_published++;
+                outstanding++;
+            }
             next_due += interval;
             if (!window_mode && next_due < now - 1000000000ull) next_due = now; /* far behind */
         }
         int timeout = 1;
         if (!window_mode && next_due > now) timeout = (int)((next_due - now) / 1000000);
-        int ready = epoll_wait(epoll, events, 256, timeout);
+        int ready = epoll_wait(epoll, events, EVENTS, timeout);
         if (ready < 0 && errno != EINTR) die("epoll_wait");
         for (int e = 0; e < ready; e++) {
             conn_t *c = events[e].data.ptr;
-            ssize_t n = recv(c->fd, c->buffer + c->used, BUFFER - c->used, 0);
+            struct iovec io = {.iov_base = c->buffer + c->used, .iov_len = BUFFER - c->used};
+            struct msghdr message = {.msg_iov = &io,
+                                     .msg_iovlen = 1,
+                                     .msg_control = control.buffer,
+                                     .msg_controllen = sizeof control.buffer};
+            ssize_t n = recvmsg(c->fd, &message, 0);
             if (n <= 0) {
                 if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
                 fprintf(stderr, "pubsub_load: a subscriber's connection closed\n");
                 return 2;
             }
+            reads_done++;
             c->used += (size_t)n;
             uint64_t received = now_ns();
+            /* When the last of these bytes reached the socket (the kernel's timestamp): the
+             * delivery, whenever this process got the CPU to read it. */
+            uint64_t arrived = received;
+            for (struct cmsghdr *cm = CMSG_FIRSTHDR(&message); cm; cm = CMSG_NXTHDR(&message, cm)) {
+                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+                    struct timespec ts;
+                    memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+                    uint64_t at_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+                    if (at_ns && at_ns <= received) {
+                        arrived = at_ns;
+                        stamped++;
+                    }
+                }
+            }
             size_t at = 0;
             while (c->used - at >= 2) {
                 unsigned char *f = c->buffer + at;
@@ -238,15 +341,21 @@ int main(int argc, char **argv) {
                     memcpy(copy, f + head, take);
                     copy[take] = 0;
                     if (sscanf(copy, "p %u %llu", &seq, &sent) == 2 && seq < SEQS) {
-                        if (received >= measure_from && sent >= measure_from) {
+                        if (window_mode && received >= measure_from && !ended) {
+                            deliveries++; /* saturation: all that arrive in the window */
+                        } else if (received >= measure_from && sent >= measure_from) {
                             deliveries++;
-                            if (recorded < capacity)
-                                latencies[recorded++] = (uint32_t)((received - sent) / 1000);
+                            if (recorded < capacity) {
+                                uint64_t from = arrived > sent ? arrived : sent;
+                                latencies[recorded] = (uint32_t)((from - sent) / 1000);
+                                reads[recorded++] = (uint32_t)((received - sent) / 1000);
+                            }
                         } else if (received >= measure_from) {
                             late++;
                         }
                         if (remaining[seq] && --remaining[seq] == 0) {
                             completed++;
+                            if (measured_seq[seq]) outstanding--;
                             in_flight--;
                             progress = received;
                         }
@@ -257,19 +366,48 @@ int main(int argc, char **argv) {
             memmove(c->buffer, c->buffer + at, c->used - at);
             c->used -= at;
         }
+        /* Saturation: read every connection in batches, PAUSE_MS apart, so that this process
+         * takes little of the CPU the servers share with it (one read brings several frames). */
+        if (window_mode && pause_ms > 0 && ready < EVENTS) {
+            struct timespec pause = {0, (long)(pause_ms * 1e6)};
+            nanosleep(&pause, NULL);
+        }
     }
-    double seconds = (double)(now_ns() - measure_from) / 1e9;
+    if (!sampled) {
+        memcpy(cpu_from, cpu_to, sizeof cpu_from);
+        memcpy(ticks_from, ticks_to, sizeof ticks_from);
+    }
+    double ticks = (double)(ticks_to[0] - ticks_from[0]), per_second = (double)sysconf(_SC_CLK_TCK);
+    double seconds = duration;
     qsort(latencies, recorded, sizeof *latencies, compare);
     uint32_t p50 = recorded ? latencies[recorded / 2] : 0;
     uint32_t p99 = recorded ? latencies[(size_t)((double)recorded * 0.99)] : 0;
     uint32_t max = recorded ? latencies[recorded - 1] : 0;
+    qsort(reads, recorded, sizeof *reads, compare);
+    uint32_t read_p50 = recorded ? reads[recorded / 2] : 0;
+    uint32_t read_p99 = recorded ? reads[(size_t)((double)recorded * 0.99)] : 0;
     printf("{\"deliveries\": %llu, \"seconds\": %.3f, \"deliveries_per_s\": %.0f, "
            "\"published\": %llu, \"completed\": %llu, \"p50_us\": %u, \"p99_us\": %u, "
-           "\"max_us\": %u, \"expected\": %llu, \"stalled\": %s}\n",
+           "\"max_us\": %u, \"expected\": %llu, \"stalled\": %s",
            (unsigned long long)deliveries, seconds, (double)deliveries / seconds,
            (unsigned long long)measured_published, (unsigned long long)completed, p50, p99, max,
            (unsigned long long)(measured_published * (uint64_t)subscribers),
            stalled ? "true" : "false");
+    printf(", \"read_p50_us\": %u, \"read_p99_us\": %u, \"reads\": %llu, \"stamped\": %llu",
+           read_p50, read_p99, (unsigned long long)reads_done, (unsigned long long)stamped);
+    /* The machine's CPUs in the window: busy (any process, ours included) and stolen, in
+     * CPU-seconds. */
+    printf(", \"machine_busy_cpu_s\": %.3f, \"machine_steal_cpu_s\": %.3f",
+           (ticks - (double)(ticks_to[1] - ticks_from[1]) - (double)(ticks_to[2] - ticks_from[2])) / per_second,
+           (double)(ticks_to[2] - ticks_from[2]) / per_second);
+    printf(", \"publisher_pid\": %ld, \"loadgen_cpu_s\": %.4f, \"cpu_s\": {", publisher_pid,
+           cpu_to[pid_count] - cpu_from[pid_count]);
+    for (int i = 0; i < pid_count; i++)
+        printf("%s\"%d\": %.4f", i ? ", " : "", (int)pids[i], cpu_to[i] - cpu_from[i]);
+    printf("}, \"subscribers_by_pid\": {");
+    for (int i = 0; i < pid_count; i++)
+        printf("%s\"%d\": %ld", i ? ", " : "", (int)pids[i], split[i]);
+    printf("}}\n");
     (void)late;
     return 0;
 }
