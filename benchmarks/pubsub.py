@@ -134,7 +134,7 @@ def load(
         str(args.warmup),
         str(args.duration),
         str(args.size),
-        str(args.pause if mode == "window" else 0),
+        str(args.pause if mode == "window" else args.read_delay),
         *(str(pid) for pid in pids),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
@@ -252,7 +252,9 @@ def row(result: dict[str, Any]) -> str:
         f"| {paced['deliveries_per_s']:,.0f} | {paced['p50_us'] / 1000:.2f} "
         f"| {paced['p99_us'] / 1000:.2f} | {paced['deliveries']:,} / {paced['expected']:,} "
         f"| {saturation['server_cpu_ms_per_1000']:.1f} "
-        f"| {saturation['broker_cpu_ms_per_1000']:.1f} |"
+        f"| {saturation['broker_cpu_ms_per_1000']:.1f} "
+        f"| {saturation['loadgen_cpu_ms_per_1000']:.1f} "
+        f"| {saturation['other_cpu_share']:.2f} / {saturation['steal_share']:.2f} |"
     )
 
 
@@ -264,8 +266,8 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "| setup | processes | deliveries/s at saturation | deliveries/s paced | p50 ms | "
         "p99 ms | paced deliveries / expected | server CPU ms / 1,000 deliveries | broker CPU "
-        "ms / 1,000 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "ms / 1,000 | load generator CPU ms / 1,000 | other work / stolen (CPUs) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [row(result) for result in results]
     base = next((r for r in results if r["setup"] == "local"), None)
@@ -285,6 +287,37 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def summary(runs: list[list[dict[str, Any]]]) -> str:
+    """Several runs side by side: each setup's saturation rate, ratio to ``local`` and p99
+    in every run, and how far the runs are from their mean."""
+
+    def spread(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        return f"±{max(abs(v - mean) for v in values) / mean * 100:.0f} %" if mean else "-"
+
+    lines = [
+        f"{len(runs)} runs: deliveries/s at saturation (x local) / p99 ms paced",
+        "",
+        "| setup | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " | spread |",
+        "|---|" + "---:|" * (len(runs) + 1),
+    ]
+    for index, first in enumerate(runs[0]):
+        cells, rates = [], []
+        for results in runs:
+            result = results[index]
+            base = next((r for r in results if r["setup"] == "local"), None)
+            rate = result["saturation"]["deliveries_per_s"]
+            rates.append(rate)
+            ratio = (
+                f" ({rate / base['saturation']['deliveries_per_s']:.2f}x)"
+                if base is not None and base is not result
+                else ""
+            )
+            cells.append(f"{rate:,.0f}{ratio} / {result['paced']['p99_us'] / 1000:.2f}")
+        lines.append(f"| {first['setup']} | " + " | ".join(cells) + f" | {spread(rates)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=1000)
@@ -297,32 +330,65 @@ def main() -> None:
         "--pause",
         type=float,
         default=50.0,
-        help="ms between the load generator's rounds of reads at saturation",
+        help="saturation: ms the load generator waits, once something arrived, before it "
+        "reads (so that a read brings several frames)",
+    )
+    parser.add_argument(
+        "--read-delay",
+        type=float,
+        default=20.0,
+        help="paced: ms the load generator waits, once something arrived, before it reads "
+        "(the servers deliver meanwhile without it; the latency is the kernel's receive time)",
     )
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--repeat", type=int, default=1, help="runs, one after the other")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "pubsub.json")
     args = parser.parse_args()
     args.setups = [name.strip() for name in args.setups.split(",") if name.strip()]
     for name in args.setups:
         if name not in ("local", "redis", "nats"):
             parser.error(f"unknown setup {name!r}: local, redis, nats")
+    if args.repeat < 1:
+        parser.error("--repeat is at least 1")
     started = time.time()
-    before = loadavg()
-    results = run(args)
-    text = table(results, args)
-    print()
-    print(text)
-    print(f"\nload average before: {before}, after: {loadavg()} ({os.cpu_count()} CPUs)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {
+    runs: list[dict[str, Any]] = []
+    for number in range(args.repeat):
+        before = loadavg()
+        results = run(args)
+        text = table(results, args)
+        print()
+        print(text)
+        after = loadavg()
+        print(f"\nload average before: {before}, after: {after} ({os.cpu_count()} CPUs)")
+        runs.append(
+            {
+                "run": number + 1,
+                "loadavg_before": before,
+                "loadavg_after": after,
+                "results": results,
+            }
+        )
+    record: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model()},
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "loadavg_before": before,
-        "results": results,
-        "table": text,
+        "runs": runs,
     }
+    if args.repeat > 1:
+        record["summary"] = summary([r["results"] for r in runs])
+        print()
+        print(record["summary"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 if __name__ == "__main__":

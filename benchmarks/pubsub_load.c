@@ -12,12 +12,14 @@
  * every subscriber.
  *
  *   MODE window: VALUE messages in flight: the next is sent when one has reached every
- *                subscriber (deliveries per second at saturation). The subscribers are read
- *                in rounds PAUSE_MS apart, so that each read brings several frames: on a
- *                2-core machine this process shares the CPUs with the servers, and read
- *                frame by frame it took nearly as much CPU per delivery as a server.
- *   MODE rate:   VALUE messages per second, sent on schedule (latency at a given load); the
- *                subscribers are read as soon as anything arrives.
+ *                subscriber (deliveries per second at saturation).
+ *   MODE rate:   VALUE messages per second, sent on schedule (latency at a given load).
+ *
+ * When something arrives, this process waits PAUSE_MS (paced: at most until the next message
+ * is due) before it reads everything that came: on a 2-core machine it shares the CPUs with
+ * the servers, and read frame by frame as the frames came it took nearly as much CPU per
+ * delivery as a server, at the moments they were delivering. At saturation each read then
+ * brings several frames.
  *
  * Counts the deliveries in DURATION seconds after WARMUP seconds (paced: of the messages
  * sent in those seconds, waiting up to 2 s after them for the last deliveries), and the
@@ -126,21 +128,31 @@ static void handshake(int fd) {
     }
 }
 
-/* Read one small unmasked frame (blocking): "PREFIX PID"; returns PID. */
+/* Read small unmasked frames (blocking) until "PREFIX PID"; returns PID. Skips messages of a
+ * previous run still on their way ("p ..."), at most a run's worth of them. */
 static long read_reply(int fd, const char *prefix) {
-    unsigned char head[2];
-    if (recv(fd, head, 2, MSG_WAITALL) != 2) die("reply");
-    size_t size = head[1] & 0x7F;
-    char payload[128];
-    if (size >= sizeof payload || recv(fd, payload, size, MSG_WAITALL) != (ssize_t)size)
-        die("reply payload");
-    payload[size] = 0;
     size_t length = strlen(prefix);
-    if (strncmp(payload, prefix, length) != 0 || payload[length] != ' ') {
-        fprintf(stderr, "pubsub_load: expected %s PID, got %s\n", prefix, payload);
-        exit(2);
+    for (int skipped = 0; skipped < SEQS; skipped++) {
+        unsigned char head[4];
+        if (recv(fd, head, 2, MSG_WAITALL) != 2) die("reply");
+        size_t size = head[1] & 0x7F;
+        if (size == 126) {
+            if (recv(fd, head + 2, 2, MSG_WAITALL) != 2) die("reply");
+            size = ((size_t)head[2] << 8) | head[3];
+        }
+        char payload[4200];
+        if (size >= sizeof payload || (size && recv(fd, payload, size, MSG_WAITALL) != (ssize_t)size))
+            die("reply payload");
+        payload[size] = 0;
+        if (size > 2 && payload[0] == 'p' && payload[1] == ' ') continue;
+        if (strncmp(payload, prefix, length) != 0 || payload[length] != ' ') {
+            fprintf(stderr, "pubsub_load: expected %s PID, got %.80s\n", prefix, payload);
+            exit(2);
+        }
+        return atol(payload + length + 1);
     }
-    return atol(payload + length + 1);
+    fprintf(stderr, "pubsub_load: no answer to %s\n", prefix);
+    exit(2);
 }
 
 #define MAX_PIDS 8
@@ -290,6 +302,21 @@ int main(int argc, char **argv) {
         if (!window_mode && next_due > now) timeout = (int)((next_due - now) / 1000000);
         int ready = epoll_wait(epoll, events, EVENTS, timeout);
         if (ready < 0 && errno != EINTR) die("epoll_wait");
+        /* Something arrived: let the servers go on delivering for PAUSE_MS (paced: at most
+         * until the next message is due) before reading it all, so that this process does not
+         * take a CPU from them meanwhile (real clients are on other machines). At saturation
+         * each read then brings several frames; paced, the latency is the kernel's receive
+         * time, which the wait does not change. */
+        if (ready > 0 && pause_ms > 0) {
+            uint64_t wait = (uint64_t)(pause_ms * 1e6), at = now_ns();
+            if (!window_mode && !ended) wait = next_due > at ? (next_due - at < wait ? next_due - at : wait) : 0;
+            if (wait > 0) {
+                struct timespec pause = {(time_t)(wait / 1000000000ull), (long)(wait % 1000000000ull)};
+                nanosleep(&pause, NULL);
+                ready = epoll_wait(epoll, events, EVENTS, 0);
+                if (ready < 0 && errno != EINTR) die("epoll_wait");
+            }
+        }
         for (int e = 0; e < ready; e++) {
             conn_t *c = events[e].data.ptr;
             struct iovec io = {.iov_base = c->buffer + c->used, .iov_len = BUFFER - c->used};
@@ -340,7 +367,7 @@ int main(int argc, char **argv) {
                     size_t take = length < 63 ? length : 63;
                     memcpy(copy, f + head, take);
                     copy[take] = 0;
-                    if (sscanf(copy, "p %u %llu", &seq, &sent) == 2 && seq < SEQS) {
+                    if (sscanf(copy, "p %u %llu", &seq, &sent) == 2 && seq < SEQS && sent >= start) {
                         if (window_mode && received >= measure_from && !ended) {
                             deliveries++; /* saturation: all that arrive in the window */
                         } else if (received >= measure_from && sent >= measure_from) {
@@ -365,12 +392,6 @@ int main(int argc, char **argv) {
             }
             memmove(c->buffer, c->buffer + at, c->used - at);
             c->used -= at;
-        }
-        /* Saturation: read every connection in batches, PAUSE_MS apart, so that this process
-         * takes little of the CPU the servers share with it (one read brings several frames). */
-        if (window_mode && pause_ms > 0 && ready < EVENTS) {
-            struct timespec pause = {0, (long)(pause_ms * 1e6)};
-            nanosleep(&pause, NULL);
         }
     }
     if (!sampled) {
