@@ -172,6 +172,7 @@ def measured(
     result["server_cpu_ms_per_1000"] = round(server * 1000 / thousands, 2)
     result["broker_cpu_ms_per_1000"] = round(broker * 1000 / thousands, 2)
     result["loadgen_cpu_ms_per_1000"] = round(result["loadgen_cpu_s"] * 1000 / thousands, 2)
+    result["frames_per_read"] = round(result["deliveries"] / max(result["reads"], 1), 2)
     split = {int(pid): count for pid, count in result.pop("subscribers_by_pid").items()}
     # each process's share of a core in the window, and its subscribers ("P": the publisher's)
     result["processes"] = [
@@ -201,7 +202,10 @@ def shares(result: dict[str, Any]) -> str:
         + (f" [{p['subscribers']}]" if "subscribers" in p else "")
         + f" {p['cpu_share']:.2f}"
         for p in result["processes"]
-    ) + (f"; other work {result['other_cpu_share']:.2f}, stolen {result['steal_share']:.2f}")
+    ) + (
+        f"; other work {result['other_cpu_share']:.2f}, stolen {result['steal_share']:.2f}; "
+        f"{result['frames_per_read']:.1f} frames per read"
+    )
 
 
 def loadavg() -> list[float]:

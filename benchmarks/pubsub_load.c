@@ -330,7 +330,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "pubsub_load: a subscriber's connection closed\n");
                 return 2;
             }
-            reads_done++;
+            if (sampled && !ended) reads_done++; /* in the window */
             c->used += (size_t)n;
             uint64_t received = now_ns();
             /* When the last of these bytes reached the socket (the kernel's timestamp): the
@@ -343,7 +343,7 @@ int main(int argc, char **argv) {
                     uint64_t at_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
                     if (at_ns && at_ns <= received) {
                         arrived = at_ns;
-                        stamped++;
+                        if (sampled && !ended) stamped++;
                     }
                 }
             }
