@@ -7,21 +7,29 @@
 - ``nats``: the same through NATS (``NatsBroker``).
 
 The load is native (``pubsub_load.c``, built here with ``cc``), so that the clients are not
-what caps the figure: it opens the subscribers (spread by the kernel over the workers) and
-one publisher connection, which sends timestamped messages; the server publishes each to
-the topic. Two measurements per setup:
+what caps the figure: it opens the subscribers (spread by the kernel over the workers; each
+is told which worker has it) and one publisher connection, which sends timestamped
+messages; the server publishes each to the topic. Two measurements per setup:
 
 - **saturation**: ``--window`` messages in flight (the next is sent when one has reached all
-  subscribers): deliveries per second;
+  subscribers): deliveries per second. The load generator reads in rounds ``--pause`` ms
+  apart, so that a read brings several frames: it shares the machine's CPUs with the servers,
+  and reading each frame as it came it used about 0.8 of a worker's CPU per delivery;
 - **latency**: ``--rate`` messages per second on schedule (the same load for every setup):
-  p50 and p99 of publish-to-delivery time (the publisher's send to a subscriber's receipt,
-  one clock), and deliveries per second.
+  p50 and p99 of publish-to-delivery time, from the publisher's send to the moment the frame
+  reached the subscriber's socket (the kernel's receive timestamp; one clock), and to the
+  moment the load generator read it, which waits ``--read-delay`` ms so as not to take a CPU
+  from the servers while they deliver.
 
-With each, the CPU time the server processes and the broker used per 1,000 deliveries (at
-saturation, from /proc): the cost of the work itself, which a busy machine does not change
-much, where the rates and latencies above depend on what else runs.
+For each, the CPU time every process used in exactly the measured seconds (the load
+generator reads the servers', the broker's and its own CPU clocks at the window's edges), per
+1,000 deliveries and as a share of a core, and what the rest of the machine took meanwhile
+(other processes; "stolen": the hypervisor's steal time of this virtual machine, which the
+load average does not show). ``--repeat N`` runs it all N times and prints each setup's
+spread.
 
-    python -m benchmarks.pubsub                        # about 2 minutes
+    python -m benchmarks.pubsub                        # about 75 s a run
+    python -m benchmarks.pubsub --repeat 3             # the figures of docs/scaling.md
     python -m benchmarks.pubsub --subscribers 200 --duration 3 --setups local,redis
     make bench-pubsub
 
