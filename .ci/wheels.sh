@@ -20,9 +20,9 @@
 #    with it on (PYTHON_GIL=1).
 #    Two interpreters run at a time (the suite mostly waits on sockets and timers).
 #
-# pip's downloads are cached in ~/.cache/pip. WHEELS_REUSE_DIST=1 skips make dist when dist/
-# exists (to run the suites again on the same files). Each interpreter's log is in $LOGS; a failing
-# one's last lines are printed. Exit status: 0 when every run passed.
+# The downloads are cached in ~/.cache/uv (uv) or ~/.cache/pip (pip). WHEELS_REUSE_DIST=1
+# skips make dist when dist/ exists (to run the suites again on the same files). Each
+# interpreter's log is in $LOGS; a failing one's last lines are printed. Exit status: 0 when every run passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -33,6 +33,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 export WSCHANNEL_TEST_TIMEOUT_SCALE="${WSCHANNEL_TEST_TIMEOUT_SCALE:-2}"
 DIST="$REPO/${DIST:-dist}"
 PYTHONS="${WHEEL_PYTHONS:-3.11 3.12 3.13 3.13t}"
+# The installer of the suites' virtualenvs: .venv's uv (pyproject's dev extra), else pip
+# (WHEELS_INSTALLER=pip forces pip).
+UV=""
+if [ "${WHEELS_INSTALLER:-uv}" = uv ] && [ -x "$REPO/.venv/bin/uv" ]; then
+    UV="$REPO/.venv/bin/uv"
+fi
 JOBS="${WHEEL_JOBS:-2}"
 # pytest-xdist's workers per suite (-n; 0: none): the suite mostly waits on sockets and timers.
 WORKERS="${WHEEL_WORKERS:-2}"
@@ -75,7 +81,7 @@ import re, sys, tomllib
 dev = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["dev"]
 left_out = {
     # lint and build tools
-    "maturin", "ruff", "mypy", "import-linter",
+    "maturin", "ruff", "mypy", "import-linter", "uv",
     # the benchmark plots; the interoperability peers of tests/interop
     "matplotlib", "aiohttp", "websocket-client", "picows",
     *sys.argv[2:],
@@ -127,14 +133,22 @@ run_suite() {
     mkdir -p "$run"
     wheel=$ABI3
     [ "$version" = 3.13t ] && wheel=$FT
-    "$python" -m venv "$venv"
-    # --no-compile: Python compiles what the suite imports when it imports it; pip would
-    # compile every file of every package first (measured: 243 s -> 114 s for this install
-    # at load 15-20, 14 -> 7 s of CPU).
-    "$venv/bin/python" -m pip install -q --no-compile --upgrade pip
     # shellcheck disable=SC2046 # the names, one argument each
-    requirements "$venv/bin/python" $(without "$version") >"$run/requirements.txt"
-    "$venv/bin/python" -m pip install -q --no-compile "$wheel" -r "$run/requirements.txt"
+    requirements "$python" $(without "$version") >"$run/requirements.txt"
+    if [ -n "$UV" ]; then
+        # uv (pyproject's dev extra, in .venv): the same packages as pip would install, in
+        # a few seconds instead of a minute or two beside Autobahn; it compiles no bytecode
+        # (Python compiles what the suite imports when it imports it).
+        "$UV" venv -q --python "$python" "$venv"
+        "$UV" pip install -q --python "$venv/bin/python" "$wheel" -r "$run/requirements.txt"
+    else
+        "$python" -m venv "$venv"
+        # --no-compile: Python compiles what the suite imports when it imports it; pip would
+        # compile every file of every package first (measured: 243 s -> 114 s for this
+        # install at load 15-20, 14 -> 7 s of CPU).
+        "$venv/bin/python" -m pip install -q --no-compile --upgrade pip
+        "$venv/bin/python" -m pip install -q --no-compile "$wheel" -r "$run/requirements.txt"
+    fi
     echo "installed in $((SECONDS - began)) s: $(basename "$wheel")"
     # Free-threaded: the GIL kept off for the whole run (PYTHON_GIL=0), or a test dependency
     # without the declaration (hiredis) would turn it on for every test after its import;
