@@ -2,8 +2,7 @@
 
 Echoes every message back with its type, from the ``listen`` callback: the reply leaves
 before anything the engine does with later input (Autobahn's strict ordering, e.g. the echo
-before the 1002 close in 3.3). Compression is accepted with the library's defaults; the
-message size limit is raised so the 16 MiB cases of 9.x can pass.
+before the 1002 close in 3.3). Compression and the message size limit: echo_options.py.
 
     python compliance/server.py --port 9002
 """
@@ -13,10 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from echo_options import MAX_MESSAGE_SIZE, SERVER_COMPRESSION
+
 import wschannel
 from wschannel import WebSocketChannel
-
-MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
 async def echo(channel: WebSocketChannel) -> None:
@@ -32,7 +31,7 @@ async def main(port: int) -> None:
         "127.0.0.1",
         port,
         max_message_size=MAX_MESSAGE_SIZE,
-        compression=True,
+        compression=SERVER_COMPRESSION,
         ping_interval=None,
     )
     async with server:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 
+from echo_options import CLIENT_COMPRESSION, MAX_MESSAGE_SIZE
+
 import wschannel.sync
 from wschannel import WebSocketChannelException
 
-MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 # Autobahn's fuzzing server builds a case's frames before it answers the upgrade: 9.3.1's
 # 65,536 fragments take it 0.7 s on a quiet machine and took over 10 s (the default connect
 # timeout) in a CI run at load 20, where both clients dropped 9.3.1 and 9.4.1 waiting for the
@@ -28,6 +29,7 @@ def echo_case(url: str) -> None:
         channel = wschannel.sync.connect(
             url,
             max_message_size=MAX_MESSAGE_SIZE,
+            compression=CLIENT_COMPRESSION,
             ping_interval=None,
             connect_timeout=CONNECT_TIMEOUT,
         )

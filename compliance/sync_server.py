@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-import wschannel.sync
+from echo_options import MAX_MESSAGE_SIZE, SERVER_COMPRESSION
 
-MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+import wschannel.sync
 
 
 def echo(channel: wschannel.sync.SyncWebSocketChannel) -> None:
@@ -30,7 +30,7 @@ def main(port: int) -> None:
         "127.0.0.1",
         port,
         max_message_size=MAX_MESSAGE_SIZE,
-        compression=True,
+        compression=SERVER_COMPRESSION,
         ping_interval=None,
     ) as server:
         print(f"listening on ws://127.0.0.1:{port}", flush=True)
