@@ -18,7 +18,10 @@
 #    skip and the property tests are left out (tests/conftest.py, WSCHANNEL_TEST_WITHOUT);
 #    the suite runs there with the GIL forced off (PYTHON_GIL=0), then the thread tests again
 #    with it on (PYTHON_GIL=1).
-#    Two interpreters run at a time (the suite mostly waits on sockets and timers).
+#    Two interpreters run at a time (the suite mostly waits on sockets and timers). The
+#    engine-only tests (the engine-level property tests: in memory, derandomized) run on the
+#    first interpreter that loads the abi3 wheel only: on the next ones they would repeat the
+#    same examples against the same build.
 #
 # The downloads are cached in ~/.cache/uv (uv) or ~/.cache/pip (pip). WHEELS_REUSE_DIST=1
 # skips make dist when dist/ exists (to run the suites again on the same files). Each
@@ -40,6 +43,15 @@ if [ "${WHEELS_INSTALLER:-uv}" = uv ] && [ -x "$REPO/.venv/bin/uv" ]; then
     UV="$REPO/.venv/bin/uv"
 fi
 JOBS="${WHEEL_JOBS:-2}"
+# The first interpreter of PYTHONS that loads the abi3 wheel: it alone runs the engine-only
+# tests (run_suite).
+FIRST_ABI3=""
+for version in $PYTHONS; do
+    if [ "$version" != 3.13t ]; then
+        FIRST_ABI3=$version
+        break
+    fi
+done
 # pytest-xdist's workers per suite (-n; 0: none): the suite mostly waits on sockets and timers.
 WORKERS="${WHEEL_WORKERS:-2}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wschannel-wheels.XXXXXX")
@@ -157,6 +169,12 @@ run_suite() {
     # its programs started by the tests (the CLI, worker processes) start slower: its
     # timeouts are stretched half as much again (a loaded machine made the CLI and worker
     # tests miss theirs; all passed on their own).
+    # The engine-only tests (pytest's engine_only marker: in memory, derandomized) would do
+    # the same work again on each interpreter after the first that loads the abi3 wheel.
+    local select=""
+    if [ "$wheel" = "$ABI3" ] && [ "$version" != "$FIRST_ABI3" ]; then
+        select="not engine_only"
+    fi
     local gil="" scale=$WSCHANNEL_TEST_TIMEOUT_SCALE
     if [ "$version" = 3.13t ]; then
         gil=0
@@ -180,7 +198,8 @@ run_suite() {
             --ignore="$REPO/tests/interop" --ignore="$REPO/tests/browser" \
             --ignore="$REPO/tests/test_compliance_runner.py" \
             --ignore="$REPO/tests/test_benchmarks_smoke.py" \
-            --timeout="$limit" --durations=5 $(workers_option) "$REPO/tests"
+            --timeout="$limit" --durations=5 $(workers_option) ${select:+-m "$select"} \
+            "$REPO/tests"
     ) || status=$?
     if [ "$version" = 3.13t ] && [ "$status" = 0 ]; then
         echo "the thread tests again with the GIL on (PYTHON_GIL=1)"

@@ -361,6 +361,7 @@ def after_the_close(role: Role) -> bytes:
     return late.send_text("after the close") + late.send_ping(b"late") + late.send_binary(b"x")
 
 
+@pytest.mark.engine_only
 @profile(600)
 @given(
     role=ROLES,
@@ -466,6 +467,7 @@ def test_engine_delivers_the_script_in_order_then_the_close(
     assert not client.close_expected(), "a client waits for the server to close TCP"
 
 
+@pytest.mark.engine_only
 @profile(200)
 @given(
     deflate=DEFLATES,
@@ -529,6 +531,7 @@ def message_size(op: Op) -> int | None:
     return None
 
 
+@pytest.mark.engine_only
 @profile(300)
 @given(
     role=ROLES,
@@ -702,6 +705,7 @@ def encode_fragments(
     return bytes(wire)
 
 
+@pytest.mark.engine_only
 @profile(300)
 @given(
     role=ROLES,
