@@ -146,6 +146,9 @@ DRIVERS: dict[str, list[tuple[str, str, tuple[str, ...] | None]]] = {
         ("_adapter.py", "_AdapterSink", None),
         ("adapter.py", "_AdapterSink", None),  # where it was before the split
         ("html.py", "_HtmlSink", None),
+        # Since the platform wrappers share PendingSink as their sink (no subclass): the
+        # browser's WebSocket translated into the sink's Target.
+        ("html.py", "_BrowserSocket", None),
     ],
 }
 

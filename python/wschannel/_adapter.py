@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, Final, Self
 
 from ._sink import GuaranteeSink, PendingSink
@@ -31,7 +31,7 @@ from ._websocket import (
 )
 from .channel import StoredWebSocketChannel, installed_platform
 from .defaults import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_QUEUE
-from .exceptions import WebSocketChannelException, WebSocketConnectionClosed
+from .exceptions import WebSocketChannelException
 from .status import ABNORMAL_CLOSURE, NO_STATUS_RECEIVED
 
 __all__ = ["AdapterWebSocketChannel"]
@@ -39,53 +39,6 @@ __all__ = ["AdapterWebSocketChannel"]
 _CONSUMER_WAIT: Final = DEFAULT_CLOSE_TIMEOUT
 """Seconds the adapter waits for its stream's consumer to answer what it took before it
 reads ahead anyway (as the asyncio connection waits before it answers a peer's close)."""
-
-
-class _AdapterSink(PendingSink[WebSocket]):
-    """The sink of an :class:`AdapterWebSocketChannel`: the guarantees, then the socket."""
-
-    __slots__ = ("_closed_by_us",)
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        messages: MessageStream,
-        ready: asyncio.Future[None],
-        closed_by_us: Callable[[WebSocket], None],
-    ) -> None:
-        super().__init__(loop, messages, ready)
-        self._closed_by_us = closed_by_us  # the channel's: our close of the socket is over
-
-    def _send_now(self, target: WebSocket, message: str | bytes) -> None:
-        try:
-            if isinstance(message, str):
-                target.send_text(message)
-            else:
-                target.send_bytes(message)
-        except WebSocketConnectionClosed:
-            pass  # the peer closed; its CloseReceived is on its way
-
-    def _close_now(self, target: WebSocket, code: int | None, reason: str | None) -> None:
-        spawn(self._loop, self._close_socket(target, code, reason))
-
-    async def _close_socket(self, socket: WebSocket, code: int | None, reason: str | None) -> None:
-        try:
-            await socket.close(code, reason)
-        except WebSocketConnectionClosed:
-            pass  # closing an already closed connection is not an error
-        except Exception as exc:
-            if self._error is None:
-                self._error = exc
-        self._closed_by_us(socket)
-        self._finish()
-
-    def _buffer_full(self, target: WebSocket) -> bool:
-        return bool(getattr(target, "write_buffer_full", False))
-
-    async def _flush_now(self, target: WebSocket) -> None:
-        flush = getattr(target, "flush", None)
-        if flush is not None:
-            await flush()
 
 
 class AdapterWebSocketChannel(StoredWebSocketChannel):
@@ -130,7 +83,7 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         max_queue: int | None = DEFAULT_MAX_QUEUE,
     ) -> None:
         self._setup(max_queue)
-        self._sink = _AdapterSink(self._loop, self._stream, self._ready, self._closed_by_us)
+        self._sink = PendingSink(self._loop, self._stream, self._ready, closed=self._closed_by_us)
         self._adapt(socket)
 
     # Like Dart's factories, each class's connect takes its own options: this one does not
@@ -191,7 +144,7 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
 
     def _open(self, socket: WebSocket) -> None:
         sink = self._sink
-        assert isinstance(sink, _AdapterSink)
+        assert isinstance(sink, PendingSink)
         self._protocol = socket.protocol or None
         self._stream._set_flow_control(self._pause, self._resume)
         self._spawn(self._read(socket, sink))
@@ -199,7 +152,7 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         if not self._ready.done():
             self._ready.set_result(None)
 
-    async def _read(self, socket: WebSocket, sink: _AdapterSink) -> None:
+    async def _read(self, socket: WebSocket, sink: PendingSink) -> None:
         """Move the socket's events into the stream, pausing while it is full."""
         stream = self._stream
         add = stream._add

@@ -1,7 +1,7 @@
 """The WebSocket sink: :class:`WebSocketSink`; :class:`GuaranteeSink`, which keeps
 ``stream_channel``'s sink rules for every channel implementation; and :class:`PendingSink`,
-which keeps what is added until the platform's connection opens (the adapter's and the
-browser's sinks).
+which keeps what is added until the platform's connection opens (the sink of the adapter and
+of the browser's channel).
 
 Pure Python (no engine), shared by every asyncio channel, the browser's included.
 """
@@ -12,19 +12,19 @@ import asyncio
 import contextlib
 import logging
 from abc import abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import TYPE_CHECKING, Final, Generic, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._message import binary_view, check_close_args
 from ._stream import MessageStream
-from ._tasks import _aclose, _close_iterator
+from ._tasks import _aclose, _close_iterator, spawn
 from .exceptions import StateError, WebSocketConnectionClosed
 from .stream_channel import StreamSink
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["GuaranteeSink", "PendingSink", "WebSocketSink", "report_unsent"]
+__all__ = ["GuaranteeSink", "PendingSink", "Target", "WebSocketSink", "report_unsent"]
 
 client_logger = logging.getLogger("wschannel.client")
 
@@ -123,6 +123,8 @@ class GuaranteeSink(WebSocketSink):
         "_done",
         "_error",
         "_forwarding",
+        "_fragmenting",
+        "_held",
         "_loop",
         "_messages",
         "_stopping",
@@ -139,6 +141,10 @@ class GuaranteeSink(WebSocketSink):
         self._forwarding: asyncio.Task[None] | None = None
         self._stopping = False
         self._done: asyncio.Future[None] = loop.create_future()
+        # send_fragments(): one fragmented message at a time (see _fragmented); what is
+        # added meanwhile waits in _held and follows it.
+        self._fragmenting = False
+        self._held: list[str | bytes] = []
 
     # Hooks.
 
@@ -224,6 +230,39 @@ class GuaranteeSink(WebSocketSink):
     @property
     def done(self) -> asyncio.Future[None]:
         return self._done
+
+    # send_fragments(), for the channels that have it.
+
+    def _check_fragments(self) -> None:
+        """Raise unless a message may be sent in fragments now."""
+        if self._closed:
+            raise StateError("Cannot send fragments after closing.")
+        if self._adding_stream:
+            raise StateError("Cannot send fragments while adding stream.")
+
+    async def _fragmented(self, sending: Awaitable[None]) -> None:
+        """Await ``sending``, which writes one message in fragments (the channel's turn for
+        it taken): messages added meanwhile wait (a copy of each, in :meth:`_send`, which
+        appends to ``_held`` while ``_fragmenting``) and are sent after it, in order."""
+        self._fragmenting = True
+        self._adding_stream_changed()
+        try:
+            await sending
+        finally:
+            self._fragmenting = False
+            self._adding_stream_changed()
+            held, self._held = self._held, []
+            for message in held:
+                self._send(message)
+
+    def _close_midway(self, reason: str) -> None:
+        """A message in fragments cannot be finished: close with 1011, as :meth:`add_error`
+        closes (the peer must not take a part of the message for the whole)."""
+        self._messages._discard()
+        if not self._disconnected and not self._close_started:
+            self._close_started = True
+            self._start_close(1011, reason)
+            GuaranteeSink._disconnect(self)
 
     # For the channel.
 
@@ -314,55 +353,60 @@ class GuaranteeSink(WebSocketSink):
             self._fail(error)
 
 
-Target = TypeVar("Target")
-"""The platform's connection object a :class:`PendingSink` sends on."""
+class Target(Protocol):
+    """What a :class:`PendingSink` sends on: a low-level socket
+    (:class:`~wschannel._websocket.WebSocket`'s sending side), or the browser's WebSocket
+    wrapped as one (``wschannel.html``).
+
+    ``send_text`` and ``send_bytes`` send one message now (they may raise
+    :class:`WebSocketConnectionClosed` once either side has closed); ``close(code, reason)``
+    starts the closing handshake: a coroutine that returns once it is over, or a plain
+    call whose end the channel learns from its own events. Optional:
+    ``write_buffer_full`` (a bool) and ``async flush()`` (backpressure).
+    """
+
+    def send_text(self, text: str, /) -> None: ...
+    def send_bytes(self, data: bytes, /) -> None: ...
+    def close(self, code: int | None, reason: str | None, /) -> Awaitable[None] | None: ...
 
 
-class PendingSink(GuaranteeSink, Generic[Target]):
-    """A :class:`GuaranteeSink` over a platform's connection object that may not be open yet
-    (a low-level WebSocket for the adapter and ASGI, the browser's ``WebSocket``).
+class PendingSink(GuaranteeSink):
+    """The one sink of the platform wrappers (the adapter, ASGI through it, the browser):
+    a :class:`GuaranteeSink` over a :class:`Target` that may not be open yet.
 
-    Until the channel calls :meth:`_open` with that object, messages added are kept (a copy
+    Until the channel calls :meth:`_open` with the target, messages added are kept (a copy
     of each bytes-like one) and a close is remembered; :meth:`_open` sends them in order,
     then starts the close. If the connection never opens, the channel calls
     :meth:`_finish` and they are dropped, :attr:`done` resolving. :meth:`flush` waits for
     ``ready`` first.
 
-    Subclasses say how to use their object: :meth:`_send_now` (one message), :meth:`_close_now`
-    (start closing it; called once, after which the sink no longer holds it), and optionally
-    :meth:`_buffer_full` and :meth:`_flush_now` (backpressure).
+    The close: ``closing()`` (the channel's, optional) is called when it starts, open or
+    not (the browser's channel times it from there); the target's ``close`` is called once
+    it is open. With ``closed`` (a low-level socket, whose ``close`` returns when the
+    handshake is over), that ``close`` is awaited in a task, its error (other than
+    :class:`WebSocketConnectionClosed`: closed already) kept for :attr:`done`, then
+    ``closed(target)`` is called and the sink finished. Without (the browser's), ``close``
+    only starts closing, and the channel finishes the sink when its events say so.
     """
 
-    __slots__ = ("_close_args", "_pending", "_ready", "_target")
+    __slots__ = ("_close_args", "_closed_hook", "_closing_hook", "_pending", "_ready", "_target")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         messages: MessageStream,
         ready: asyncio.Future[None],
+        *,
+        closing: Callable[[], None] | None = None,
+        closed: Callable[[Any], None] | None = None,
     ) -> None:
         super().__init__(loop, messages)
         self._ready = ready  # the channel's: resolves when the connection is open
         self._target: Target | None = None  # once open, until the close starts
         self._pending: list[str | bytes] = []  # added before that
         self._close_args: tuple[int | None, str | None] | None = None  # a close issued before
-
-    # Hooks.
-
-    @abstractmethod
-    def _send_now(self, target: Target, message: str | bytes) -> None:
-        """Send one message on the open ``target``."""
-
-    @abstractmethod
-    def _close_now(self, target: Target, code: int | None, reason: str | None) -> None:
-        """Start closing ``target`` (called once); the channel finishes the sink when over."""
-
-    def _buffer_full(self, target: Target) -> bool:
-        """Whether ``target``'s write buffer is over its limit (see :meth:`_flush_now`)."""
-        return False
-
-    async def _flush_now(self, target: Target) -> None:
-        """Wait until ``target``'s write buffer is below its limit."""
+        self._closing_hook = closing
+        self._closed_hook = closed
 
     # GuaranteeSink's hooks.
 
@@ -378,30 +422,37 @@ class PendingSink(GuaranteeSink, Generic[Target]):
         target = self._target
         if target is None:
             self._pending.append(message)
-        else:
-            self._send_now(target, message)
+            return
+        try:
+            if isinstance(message, str):
+                target.send_text(message)
+            else:
+                target.send_bytes(message)
+        except WebSocketConnectionClosed:
+            pass  # the peer closed; the channel learns it from the target's events
 
     def _start_close(self, code: int | None, reason: str | None) -> None:
+        if self._closing_hook is not None:
+            self._closing_hook()
         target = self._target
         if target is None:
             self._close_args = (code, reason)  # started once open
             return
-        self._target = None
-        self._close_now(target, code, reason)
+        self._close_target(target, code, reason)
 
     def _write_buffer_full(self) -> bool:
         target = self._target
         if target is None:
             return not self._disconnected  # flush() waits for ready
-        return self._buffer_full(target)
+        return bool(getattr(target, "write_buffer_full", False))
 
     async def flush(self) -> None:
         ready = self._ready
         if not ready.done():
             await asyncio.wait([ready])
-        target = self._target
-        if target is not None:
-            await self._flush_now(target)
+        flush = getattr(self._target, "flush", None)
+        if flush is not None:
+            await flush()
 
     # For the channel.
 
@@ -413,8 +464,29 @@ class PendingSink(GuaranteeSink, Generic[Target]):
             self._send(message)
         close_args = self._close_args
         if close_args is not None and self._target is target:
-            self._target = None
-            self._close_now(target, *close_args)
+            self._close_target(target, *close_args)
+
+    def _close_target(self, target: Target, code: int | None, reason: str | None) -> None:
+        """Close ``target`` (once: the sink no longer holds it)."""
+        self._target = None
+        if self._closed_hook is None:
+            target.close(code, reason)  # the channel finishes the sink when it is over
+        else:
+            spawn(self._loop, self._close_and_finish(target, code, reason))
+
+    async def _close_and_finish(self, target: Target, code: int | None, reason: str | None) -> None:
+        try:
+            closing = target.close(code, reason)
+            if closing is not None:
+                await closing
+        except WebSocketConnectionClosed:
+            pass  # closing an already closed connection is not an error
+        except Exception as exc:
+            if self._error is None:
+                self._error = exc
+        assert self._closed_hook is not None
+        self._closed_hook(target)
+        self._finish()
 
     def _disconnect(self) -> None:
         super()._disconnect()

@@ -393,7 +393,7 @@ class _ByteStreamSink(GuaranteeSink):
     """The sink of a :class:`ByteStreamWebSocketChannel`: :class:`GuaranteeSink`'s rules, each
     message encoded by the engine and written to the byte stream."""
 
-    __slots__ = ("_conn", "_driver", "_fragmenting", "_held", "_live", "_turns", "_write")
+    __slots__ = ("_conn", "_driver", "_live", "_turns", "_write")
 
     def __init__(self, loop: _Loop, messages: MessageStream, driver: _Driver) -> None:
         # GuaranteeSink needs create_future and create_task (tasks that are futures): asyncio's
@@ -404,11 +404,7 @@ class _ByteStreamSink(GuaranteeSink):
         self._live: Connection | None = driver.conn  # None once no message may be sent
         # The fast path of add(): also None while add_stream() or send_fragments() runs.
         self._conn: Connection | None = self._live
-        # send_fragments(): one fragmented message at a time; while one is being sent,
-        # messages added wait in _held and go out once it has ended.
-        self._turns: Turns | None = None
-        self._fragmenting = False
-        self._held: list[str | bytes] = []
+        self._turns: Turns | None = None  # send_fragments(): one at a time
 
     def add(self, data: str | Buffer) -> None:
         conn = self._conn
@@ -453,25 +449,13 @@ class _ByteStreamSink(GuaranteeSink):
         self, chunks: Iterable[str | Buffer] | AsyncIterable[str | Buffer]
     ) -> None:
         source, items = chunk_source(chunks)
-        if self._closed:
-            raise StateError("Cannot send fragments after closing.")
-        if self._adding_stream:
-            raise StateError("Cannot send fragments while adding stream.")
+        self._check_fragments()
         turns = self._turns
         if turns is None:
             turns = self._turns = Turns(self._driver.loop)
         await turns.acquire()
         try:
-            self._fragmenting = True
-            self._adding_stream_changed()
-            try:
-                await self._send_chunks(source, items)
-            finally:
-                self._fragmenting = False
-                self._adding_stream_changed()
-                held, self._held = self._held, []
-                for message in held:
-                    self._send(message)
+            await self._fragmented(self._send_chunks(source, items))
         finally:
             turns.release()
 
@@ -501,21 +485,13 @@ class _ByteStreamSink(GuaranteeSink):
             self._write(conn.send_fragment("" if text else b"", first=False, fin=True))
         except BaseException:
             if text is not None and not self._disconnected:
-                self._abort_fragments()
+                self._close_midway(ABORTED)
             raise
         finally:
             if source is not None and text is not None:
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:
                     await aclose()
-
-    def _abort_fragments(self) -> None:
-        """A fragmented message cannot be finished: close with 1011, as add_error closes."""
-        self._messages._discard()
-        if not self._disconnected and not self._close_started:
-            self._close_started = True
-            self._start_close(1011, ABORTED)
-            GuaranteeSink._disconnect(self)
 
     async def flush(self) -> None:
         """Wait until the byte stream has taken what was written (asyncio streams: until the

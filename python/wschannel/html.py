@@ -143,46 +143,34 @@ def _running_loop() -> asyncio.AbstractEventLoop:
         ) from None
 
 
-class _HtmlSink(PendingSink[Any]):
-    """The sink of an :class:`HtmlWebSocketChannel`: the guarantees, then ``send``."""
+class _BrowserSocket:
+    """The browser's ``WebSocket`` as the sink's :class:`~wschannel._sink.Target`: what a
+    message, a close and backpressure are in the browser's terms."""
 
-    __slots__ = ("_closing", "_to_js", "_write_limit")
+    __slots__ = ("_socket", "_to_js", "_write_limit")
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        messages: MessageStream,
-        ready: asyncio.Future[None],
-        *,
-        to_js: Callable[[bytes], Any],
-        write_limit: int,
-        closing: Callable[[], None],
-    ) -> None:
-        super().__init__(loop, messages, ready)
+    def __init__(self, socket: Any, to_js: Callable[[bytes], Any], write_limit: int) -> None:
+        self._socket = socket
         self._to_js = to_js  # Pyodide's: bytes to a Uint8Array (a copy)
         self._write_limit = write_limit
-        self._closing = closing  # the channel's: a close started (its timer starts)
 
-    def _send_now(self, target: Any, message: str | bytes) -> None:
-        if isinstance(message, str):
-            target.send(message)  # a CLOSING or CLOSED socket drops it (the peer closed)
-        else:
-            target.send(self._to_js(message))
+    def send_text(self, text: str) -> None:
+        self._socket.send(text)  # a CLOSING or CLOSED socket drops it (the peer closed)
 
-    def _start_close(self, code: int | None, reason: str | None) -> None:
-        self._closing()  # now, even while connecting: close_timeout bounds the attempt too
-        super()._start_close(code, reason)
+    def send_bytes(self, data: bytes) -> None:
+        self._socket.send(self._to_js(data))
 
-    def _close_now(self, target: Any, code: int | None, reason: str | None) -> None:
-        _close_socket(target, code, reason)
+    def close(self, code: int | None, reason: str | None) -> None:
+        _close_socket(self._socket, code, reason)
 
-    def _buffer_full(self, target: Any) -> bool:
-        return int(target.bufferedAmount) > self._write_limit
+    @property
+    def write_buffer_full(self) -> bool:
+        return int(self._socket.bufferedAmount) > self._write_limit
 
-    async def _flush_now(self, target: Any) -> None:
-        """Wait until the browser's ``bufferedAmount`` is at most the write limit (polled:
-        the browser has no drain event)."""
-        while self._target is target and self._buffer_full(target):
+    async def flush(self) -> None:
+        """Wait until the browser's ``bufferedAmount`` is at most the write limit, or the
+        socket is no longer open (polled: the browser has no drain event)."""
+        while self.write_buffer_full and int(self._socket.readyState) == _OPEN:
             await asyncio.sleep(_FLUSH_POLL)
 
 
@@ -232,9 +220,10 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         "_loop",
         "_pieces",
         "_socket",
+        "_write_limit",
     )
 
-    _sink: _HtmlSink
+    _sink: PendingSink
 
     def __init__(
         self,
@@ -256,14 +245,10 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
         self._close_reason: str | None = None
         self._close_timeout = close_timeout
         self._close_timer: asyncio.TimerHandle | None = None
-        self._sink = _HtmlSink(
-            loop,
-            self._stream,
-            self._ready,
-            to_js=self._ffi.to_js,
-            write_limit=(1 << 62) if write_limit is None else write_limit,
-            closing=self._arm_close_timer,
-        )
+        self._write_limit = (1 << 62) if write_limit is None else write_limit
+        # The close timer starts with the close, even while connecting: close_timeout bounds
+        # the attempt too.
+        self._sink = PendingSink(loop, self._stream, self._ready, closing=self._arm_close_timer)
         self._listeners: list[tuple[str, Any]] = []
         state = int(web_socket.readyState)
         if state > _OPEN:  # CLOSING or CLOSED
@@ -343,7 +328,7 @@ class HtmlWebSocketChannel(StoredWebSocketChannel):
             return
         sink = self._sink
         self._protocol = str(self._socket.protocol) or None
-        sink._open(self._socket)
+        sink._open(_BrowserSocket(self._socket, self._ffi.to_js, self._write_limit))
         self._ready.set_result(None)
 
     def _on_message(self, event: Any) -> None:

@@ -149,9 +149,7 @@ class _IOSink(GuaranteeSink):
         "_channel",
         "_close_args",
         "_conn",
-        "_fragmenting",
         "_fragments_lock",
-        "_held",
         "_live",
         "_pending",
         "_send_binary",
@@ -172,11 +170,7 @@ class _IOSink(GuaranteeSink):
         self._send_binary: Callable[[Buffer], None] = _write_nowhere
         self._pending: list[str | bytes] = []  # added before the connection opened
         self._close_args: tuple[int | None, str | None] | None = None  # a close to send
-        # send_fragments(): one fragmented message at a time; while one is being sent,
-        # messages added wait in _held and go out once it has ended.
-        self._fragments_lock: asyncio.Lock | None = None
-        self._fragmenting = False
-        self._held: list[str | bytes] = []
+        self._fragments_lock: asyncio.Lock | None = None  # send_fragments(): one at a time
 
     def add(self, data: str | Buffer) -> None:
         if self._conn is not None:
@@ -229,26 +223,13 @@ class _IOSink(GuaranteeSink):
         self, chunks: Iterable[str | Buffer] | AsyncIterable[str | Buffer]
     ) -> None:
         source, items = chunk_source(chunks)
-        if self._closed:
-            raise StateError("Cannot send fragments after closing.")
-        if self._adding_stream:
-            raise StateError("Cannot send fragments while adding stream.")
-        channel = self._channel
-        await channel.ready
+        self._check_fragments()
+        await self._channel.ready
         lock = self._fragments_lock
         if lock is None:
             lock = self._fragments_lock = asyncio.Lock()
         async with lock:
-            self._fragmenting = True
-            self._adding_stream_changed()
-            try:
-                await self._send_chunks(source, items)
-            finally:
-                self._fragmenting = False
-                self._adding_stream_changed()
-                held, self._held = self._held, []
-                for message in held:
-                    self._send(message)
+            await self._fragmented(self._send_chunks(source, items))
 
     async def _send_chunks(
         self, source: AsyncIterator[str | Buffer] | None, items: Iterator[str | Buffer] | None
@@ -274,7 +255,7 @@ class _IOSink(GuaranteeSink):
             protocol.write(protocol.conn.send_fragment(end, first=False, fin=True))
         except BaseException:
             if text is not None and not self._disconnected:
-                self._abort_fragments()
+                self._close_midway(ABORTED)
             raise
         finally:
             if source is not None and text is not None:
@@ -286,14 +267,6 @@ class _IOSink(GuaranteeSink):
         if self._disconnected or self._live is None or protocol is None:
             raise closed_midway()
         return protocol
-
-    def _abort_fragments(self) -> None:
-        """A fragmented message cannot be finished: close with 1011, as add_error closes."""
-        self._messages._discard()
-        if not self._disconnected and not self._close_started:
-            self._close_started = True
-            self._start_close(1011, ABORTED)
-            GuaranteeSink._disconnect(self)
 
     def _write_buffer_full(self) -> bool:
         protocol = self._channel._transport_protocol
