@@ -825,7 +825,7 @@ def test_trio_server_stops_reading_from_a_client_that_does_not_read() -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(send_without_reading)
-                await trio_wait_until(lambda: not driver._reading, what="reading paused")
+                await trio_wait_until(lambda: not driver._reading.is_open, what="reading paused")
                 nursery.cancel_scope.cancel()
             # What waits for the client: the limit, the echo being sent, and the echoes of
             # the messages the stream had taken when reading paused.

@@ -22,7 +22,7 @@ from typing import Any, Final, Self
 
 from ._sink import GuaranteeSink, PendingSink
 from ._stream import MessageStream
-from ._tasks import _retrieve_exception, spawn
+from ._tasks import Gate, _retrieve_exception, spawn
 from ._websocket import (
     BinaryDataReceived,
     CloseReceived,
@@ -115,7 +115,7 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         self._protocol: str | None = None
         self._close_code: int | None = None
         self._close_reason: str | None = None
-        self._flow: asyncio.Future[None] | None = None  # set while the stream is full
+        self._flow = Gate(loop.create_future)  # shut while the stream is full
         self._answers: asyncio.Future[None] | None = None  # set while the consumer answers
         self._consumer_late = False  # it did not answer within _CONSUMER_WAIT: read ahead
 
@@ -146,7 +146,7 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         sink = self._sink
         assert isinstance(sink, PendingSink)
         self._protocol = socket.protocol or None
-        self._stream._set_flow_control(self._pause, self._resume)
+        self._stream._set_flow_control(self._flow.shut, self._flow.open)
         self._spawn(self._read(socket, sink))
         sink._open(socket)
         if not self._ready.done():
@@ -156,6 +156,7 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         """Move the socket's events into the stream, pausing while it is full."""
         stream = self._stream
         add = stream._add
+        flow = self._flow
         closed = False
         with contextlib.suppress(Exception):  # a broken socket is a lost connection
             async for event in socket.events:
@@ -169,8 +170,8 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
                     self._close_reason = event.reason
                     closed = True
                     break
-                if self._flow is not None:
-                    await self._flow
+                if not flow.is_open:
+                    await flow.wait()
                 if stream.is_subscribed:
                     await self._consumer_turn()
         if not closed and not sink._close_started:
@@ -211,15 +212,6 @@ class AdapterWebSocketChannel(StoredWebSocketChannel):
         if self._close_code is None:
             self._close_code = getattr(socket, "close_code", None)
             self._close_reason = getattr(socket, "close_reason", None)
-
-    def _pause(self) -> None:
-        if self._flow is None:
-            self._flow = self._loop.create_future()
-
-    def _resume(self) -> None:
-        flow, self._flow = self._flow, None
-        if flow is not None and not flow.done():
-            flow.set_result(None)
 
     def _fail(self, error: BaseException) -> None:
         """The connection could not be opened."""

@@ -6,10 +6,9 @@ transport, :mod:`wschannel.bytestream` over a byte stream) do the same way: both
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._driver import Cancellable, SessionDriver
-from ._ping import Pings
+from ._driver import Cancellable, PingAnswered, SessionDriver
 from ._wschannel import Fragment, Pong
 
 if TYPE_CHECKING:
@@ -23,11 +22,6 @@ class Scheduler(Protocol):
     def call_later(self, delay: float, callback: Callable[[], object], /) -> Cancellable: ...
 
 
-PingAnswered: TypeAlias = Callable[[float | None], None]
-"""Called with an application ping's round-trip time in seconds when its pong comes, or with
-``None`` when the connection ends first."""
-
-
 class ChannelDriver(SessionDriver):
     """:class:`SessionDriver` for a channel with a message stream and a guarantee sink."""
 
@@ -36,8 +30,6 @@ class ChannelDriver(SessionDriver):
     stream: MessageStream
     sink: GuaranteeSink
     _delivering = False  # a read's messages are being handed over
-    _consumer_check_due = False
-    _pings: Pings[PingAnswered] | None = None  # made at the first ping or pong
 
     def deliver(self, events: list[Any]) -> None:
         """What the engine made of one read: messages for the stream; the session has
@@ -61,9 +53,7 @@ class ChannelDriver(SessionDriver):
                 finally:
                     self._delivering = False
         if self._consumer_check_due:
-            self._consumer_check_due = False
-            self.await_consumer()
-            self.act()
+            self.consumer_waited(self.stream._await_answers(self.consumer_caught_up))
 
     def report_close(self, code: int, reason: str) -> None:
         self.channel._close_code = code
@@ -82,10 +72,6 @@ class ChannelDriver(SessionDriver):
 
     def end_stream(self) -> None:
         self.stream._end()
-        pings = self._pings
-        if pings:
-            for answered in pings.drop():
-                answered(None)
 
     def finish(self) -> None:
         self.sink._finish()
@@ -101,34 +87,13 @@ class ChannelDriver(SessionDriver):
 
     # The application's pings (wschannel._ping).
 
-    @property
-    def latency(self) -> float | None:
-        """The round-trip time last measured, by a keepalive ping or :meth:`send_ping`."""
-        pings = self._pings
-        if pings is not None and pings.latency is not None:
-            return pings.latency
-        conn = self.conn
-        return None if conn is None else conn.latency
-
     def send_ping(self, answered: PingAnswered, payload: bytes | None = None) -> None:
         """Send a ping now, with ``payload`` (checked by :func:`~wschannel._ping.check_payload`;
         ``None``: a random one); ``answered`` is called when its pong comes (see
         :data:`PingAnswered`). Only while the connection is open and sending."""
         conn = self.conn
         assert conn is not None
-        pings = self._pings
-        if pings is None:
-            pings = self._pings = Pings()
-        self.write(conn.send_ping(pings.add(answered, payload)))
-
-    def pong_received(self, data: bytes) -> None:
-        """A pong came (the session has seen it): the application pings it answers."""
-        pings = self._pings
-        if pings is None:
-            pings = self._pings = Pings()
-        conn = self.conn
-        for answered, rtt in pings.pong(data, None if conn is None else conn.latency):
-            answered(rtt)
+        self.write(conn.send_ping(self.pings().add(answered, payload)))
 
     # The stream's backpressure goes to the session, which decides about reading.
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeAlias
 
+from ._ping import Pings
 from ._wschannel import (
     ABORT,
     AWAIT_CONSUMER,
@@ -31,11 +33,13 @@ from ._wschannel import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ._wschannel import Connection
 
-__all__ = ["SessionDriver"]
+__all__ = ["PingAnswered", "SessionDriver"]
+
+PingAnswered: TypeAlias = Callable[[float | None], None]
+"""Called with an application ping's round-trip time in seconds when its pong comes, or with
+``None`` when the connection ends first."""
 
 
 class Cancellable(Protocol):
@@ -54,6 +58,10 @@ class SessionDriver:
 
     conn: Connection | None
     _session_timer: Cancellable | None = None
+    _pings: Pings[PingAnswered] | None = None  # the application's, made at the first
+    _close_code: int | None = None  # as report_close records them by default
+    _consumer_check_due = False  # AWAIT_CONSUMER came while a read was being handed over
+    _close_reason: str | None = None
     _session_deadline = 0.0
     #: Held around the inputs that come from elsewhere than the driver's reading (the timer,
     #: the consumer catching up): the blocking channel's lock; nothing where the driver
@@ -67,7 +75,7 @@ class SessionDriver:
         RESUME_READING: lambda d: d.resume_reading(),
         AWAIT_CONSUMER: lambda d: d.await_consumer(),
         SAMPLE_UNSENT: lambda d: d.sample_unsent(),
-        END_STREAM: lambda d: d.end_stream(),
+        END_STREAM: lambda d: d.stream_ends(),
         HALF_CLOSE: lambda d: d.half_close(),
         CLOSE_TRANSPORT: lambda d: d.close_transport(),
         ABORT: lambda d: d.abort(),
@@ -130,6 +138,38 @@ class SessionDriver:
             self._session_timer.cancel()
             self._session_timer = None
 
+    def stream_ends(self) -> None:
+        """``END_STREAM``: no more messages, and no more pongs for the application's pings."""
+        self.end_stream()
+        pings = self._pings
+        if pings:
+            for answered in pings.drop():
+                answered(None)
+
+    # The application's pings (wschannel._ping): their pongs and the latency.
+
+    def pings(self) -> Pings[PingAnswered]:
+        """The application's pings waiting for their pongs."""
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = Pings()
+        return pings
+
+    @property
+    def latency(self) -> float | None:
+        """The round-trip time last measured, by a keepalive ping or an application's."""
+        pings = self._pings
+        if pings is not None and pings.latency is not None:
+            return pings.latency
+        conn = self.conn
+        return None if conn is None else conn.latency
+
+    def pong_received(self, data: bytes) -> None:
+        """A pong came (the session has seen it): the application's pings it answers."""
+        conn = self.conn
+        for answered, rtt in self.pings().pong(data, None if conn is None else conn.latency):
+            answered(rtt)
+
     # The session's inputs, each followed by the actions it decided.
 
     def start_close(self, code: int | None, reason: str | None) -> None:
@@ -162,6 +202,18 @@ class SessionDriver:
             conn.set_writes_waiting(waiting)
             self.act()
 
+    def consumer_waited(self, waiting: bool) -> None:
+        """The consumer check that ``AWAIT_CONSUMER`` asked for, made once the read's
+        messages are all in the stream: ``waiting`` if the stream will call
+        :meth:`consumer_caught_up` once its consumer has answered them; else it has nothing
+        to answer, and the session goes on at once."""
+        self._consumer_check_due = False
+        if not waiting:
+            conn = self.conn
+            assert conn is not None
+            conn.consumer_caught_up()
+        self.act()
+
     def consumer_caught_up(self) -> None:
         """The consumer answered what it received before the peer's close (see
         :meth:`await_consumer`)."""
@@ -178,8 +230,11 @@ class SessionDriver:
         raise NotImplementedError
 
     def report_close(self, code: int, reason: str) -> None:
-        """The close code and reason to report, as they are now."""
-        raise NotImplementedError
+        """The close code and reason to report, as they are now (by default kept on the
+        driver, as ``_close_code`` and ``_close_reason``: the blocking channel is its own
+        driver)."""
+        self._close_code = code
+        self._close_reason = reason
 
     def stop_sending(self) -> None:
         """The sink takes no more messages (this side's close frame is out)."""
@@ -199,7 +254,7 @@ class SessionDriver:
         conn.consumer_caught_up()
 
     def end_stream(self) -> None:
-        """No more messages will arrive."""
+        """No more messages will arrive (:meth:`stream_ends` answers the pings)."""
         raise NotImplementedError
 
     def half_close(self) -> None:

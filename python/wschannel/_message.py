@@ -1,4 +1,5 @@
-"""What a message is, and what may be sent: shared by every flavour, asyncio or blocking.
+"""What a message is, and what may be sent, and how a sink's ``done`` ends: shared by every
+flavour, asyncio or blocking.
 
 Plain Python, without asyncio and without the engine: :mod:`wschannel.sync` uses it as much
 as the asyncio channels do.
@@ -6,12 +7,12 @@ as the asyncio channels do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["Message", "binary_view", "check_close_args"]
+__all__ = ["Message", "binary_view", "check_close_args", "settle"]
 
 Message: TypeAlias = str | bytes
 """A message from the peer: ``str`` for a text message, ``bytes`` for a binary one."""
@@ -54,3 +55,15 @@ def check_close_args(code: int | None, reason: str | None) -> None:
         )
     if reason is not None and len(reason.encode("utf-8")) > _MAX_REASON_BYTES:
         raise ValueError(f"A close reason must be at most {_MAX_REASON_BYTES} UTF-8 bytes.")
+
+
+def settle(done: Any, error: BaseException | None) -> None:
+    """The connection is over: ``done`` (a sink's, an asyncio or a ``concurrent.futures``
+    future) resolves, or fails with the error the sink was given (``add_error``); nothing if
+    it is settled already."""
+    if done.done():
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(None)

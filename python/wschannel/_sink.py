@@ -15,7 +15,7 @@ from abc import abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ._message import binary_view, check_close_args
+from ._message import binary_view, check_close_args, settle
 from ._stream import MessageStream
 from ._tasks import _aclose, _close_iterator, spawn
 from .exceptions import StateError, WebSocketConnectionClosed
@@ -296,12 +296,7 @@ class GuaranteeSink(WebSocketSink):
     def _finish(self) -> None:
         """The connection is over: resolve :attr:`done` (with the add_error error, if any)."""
         self._disconnect()
-        done = self._done
-        if not done.done():
-            if self._error is not None:
-                done.set_exception(self._error)
-            else:
-                done.set_result(None)
+        settle(self._done, self._error)
 
     async def _send_all(self, iterator: AsyncIterator[str | Buffer]) -> bool:
         """Send what ``iterator`` gives until it is exhausted (True) or the connection

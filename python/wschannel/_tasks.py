@@ -1,10 +1,11 @@
-"""Small asyncio helpers the channels share: tasks kept alive, iterators closed quietly."""
+"""Small asyncio helpers the channels share: tasks kept alive, iterators closed quietly, a
+gate where paused reading or writing waits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 
@@ -39,3 +40,33 @@ def spawn(
     _background.add(task)
     task.add_done_callback(_background.discard)
     return task
+
+
+class Gate:
+    """Open, or shut until opened again: where a driver's reading (or a writer waiting
+    for the write buffer to drain) waits while paused. ``create_future`` makes the future
+    the waiters share (asyncio's loop's, or the byte stream's trio facade's)."""
+
+    __slots__ = ("_create_future", "_opened", "is_open")
+
+    def __init__(self, create_future: Callable[[], Any]) -> None:
+        self._create_future = create_future
+        self._opened: Any = None  # resolves when the gate opens; made by the first waiter
+        self.is_open = True
+
+    def shut(self) -> None:
+        self.is_open = False
+
+    def open(self) -> None:
+        self.is_open = True
+        opened, self._opened = self._opened, None
+        if opened is not None and not opened.done():
+            opened.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once the gate is open (at once if it is)."""
+        while not self.is_open:
+            opened = self._opened
+            if opened is None:
+                opened = self._opened = self._create_future()
+            await opened

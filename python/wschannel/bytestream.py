@@ -72,6 +72,7 @@ from ._message import binary_view
 from ._ping import check_payload
 from ._sink import GuaranteeSink
 from ._stream import MessageStream
+from ._tasks import Gate
 from ._wschannel import (
     Connection,
     Fragment,
@@ -586,8 +587,7 @@ class _Driver(ChannelDriver):
         )
         self._reader: _Handle | None = None
         self._closer: _Handle | None = None  # referenced so that asyncio keeps the task
-        self._reading = True
-        self._resume_waiter: asyncio.Future[None] | None = None
+        self._reading = Gate(loop.create_future)  # shut while the session pauses reading
         self._closing = False  # the byte stream is being closed (or was dropped)
 
     def start(self, leftover: bytes = b"") -> None:
@@ -613,11 +613,10 @@ class _Driver(ChannelDriver):
         """Read until EOF: one engine call per read, then its events in order."""
         read = self.streams.read
         receive_data = self.conn.receive_data
+        reading = self._reading
         while not self._closing:
-            if not self._reading:
-                waiter = self.loop.create_future()
-                self._resume_waiter = waiter
-                await waiter
+            if not reading.is_open:
+                await reading.wait()
                 continue
             try:
                 data = await read()
@@ -639,13 +638,10 @@ class _Driver(ChannelDriver):
         self.streams.write(data)
 
     def pause_reading(self) -> None:
-        self._reading = False
+        self._reading.shut()
 
     def resume_reading(self) -> None:
-        self._reading = True
-        waiter, self._resume_waiter = self._resume_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._reading.open()
 
     def half_close(self) -> None:
         self.streams.half_close()

@@ -71,7 +71,7 @@ from ._ping import check_keepalive, check_payload
 from ._proxy import ProxySetting, Tunnel
 from ._reconnect import Delays, RetryRule, backoff, redialable, retryable
 from ._sink import GuaranteeSink, report_unsent
-from ._tasks import _retrieve_exception
+from ._tasks import Gate, _retrieve_exception
 from ._timers import TimerHandle, call_later_in_loop
 from ._tls import client_config
 from ._wschannel import (
@@ -887,7 +887,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         self._write_limit = write_limit
         self._writing_paused = False
         self._write_high = 0  # the write buffer's size when writing paused or flush() waited
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drained = Gate(self.loop.create_future)  # shut while writing is paused
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self.id = next(_connection_ids)
         self._opened_at = 0.0
@@ -976,16 +976,14 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._drained.shut()
         self._sample_write_buffer()
         self.writes_waiting(True)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
         self.writes_waiting(False)
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._drained.open()
 
     # The opening handshake, by side.
 
@@ -1069,9 +1067,7 @@ class _WebSocketProtocol(ChannelDriver, asyncio.Protocol):
         lost (``connection_lost`` wakes every waiter)."""
         if self._writing_paused and not self.is_lost:
             self._sample_write_buffer()
-            waiter = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
+            await self._drained.wait()
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -53,9 +53,9 @@ from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from .._driver import SessionDriver
 from .._fragments import ABORTED, check_chunk, check_pieces_limit, closed_midway, pieces_limit
-from .._message import Message, binary_view, check_close_args
+from .._message import Message, binary_view, check_close_args, settle
 from .._net import kernel_unsent
-from .._ping import Pings, check_payload
+from .._ping import check_payload
 from .._reconnect import Redial, SyncReconnecting, close_code_for
 from .._timers import TimerHandle, timers
 from .._wschannel import (
@@ -388,15 +388,12 @@ class SyncWebSocketChannel(SessionDriver):
         # Told to the session: a reply came while another thread was writing, so writes
         # wait (the session then answers only the latest ping until the queue is empty).
         self._writes_waiting = False
-        self._consumer_check_due = False  # a close reply waits on the stream's consumer
         # Once everything is written, close TCP: SHUT_RDWR after a closing handshake,
         # SHUT_WR after a failure (the peer may still be sending: wait for its EOF).
         self._shutdown_after_flush: int | None = None
         self._shut_down = False
         self._sock_closed = False
         self._finished = False
-        # The application's pings waiting for their pongs (ping()), and the latency.
-        self._pings: Pings[concurrent.futures.Future[float | None]] = Pings()
         conn.start_session(
             ping_interval=ping_interval,
             pong_timeout=pong_timeout,
@@ -629,7 +626,7 @@ class SyncWebSocketChannel(SessionDriver):
             conn = self._conn
             if self._finished or not conn.sending:
                 raise StateError(_CLOSED_PING)
-            self._outgoing.append(conn.send_ping(self._pings.add(waiter, data)))
+            self._outgoing.append(conn.send_ping(self.pings().add(waiter.set_result, data)))
             self._fallback_wakeup.notify()  # its pong is read whether or not anyone reads
         self._flush()
         try:
@@ -646,8 +643,7 @@ class SyncWebSocketChannel(SessionDriver):
     def latency(self) -> float | None:
         """The round-trip time last measured, in seconds: of a keepalive ping (see
         ``ping_interval``) or of :meth:`ping`; ``None`` before any was answered."""
-        latency = self._pings.latency
-        return self._conn.latency if latency is None else latency
+        return super().latency
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close (see :meth:`SyncWebSocketSink.close`) and wait until the connection is
@@ -857,9 +853,7 @@ class SyncWebSocketChannel(SessionDriver):
         self._outgoing.append(data)
         self._request_flush()
 
-    def report_close(self, code: int, reason: str) -> None:
-        self._close_code = code
-        self._close_reason = reason
+    # report_close: SessionDriver's, which keeps the code and reason on the driver (here).
 
     def stop_sending(self) -> None:
         self._sink._disconnected = True
@@ -873,8 +867,6 @@ class SyncWebSocketChannel(SessionDriver):
     def end_stream(self) -> None:
         self._stream._end()
         self._fallback_wakeup.notify()  # nobody else reads now: read until the end
-        for waiter in self._pings.drop():
-            waiter.set_result(None)  # ping() raises: no pong will come
 
     def half_close(self) -> None:
         self._shutdown_after_flush = socket.SHUT_WR
@@ -979,7 +971,7 @@ class SyncWebSocketChannel(SessionDriver):
             or self._sink._user_closed
             or self._awaiting_pong
             or self._aborted
-            or len(self._pings) > 0
+            or bool(self._pings)
         )
 
     def _run_fallback_reader(self) -> None:
@@ -1062,7 +1054,7 @@ class SyncWebSocketChannel(SessionDriver):
                     messages = events[:index]  # type: ignore[assignment]
                 if cls is Pong:
                     self._awaiting_pong = False
-                    self._pong_received(event.data)  # type: ignore[union-attr,arg-type]
+                    self.pong_received(event.data)  # type: ignore[union-attr,arg-type]
             if messages is not None:
                 self.act()
         stream = self._stream
@@ -1070,18 +1062,9 @@ class SyncWebSocketChannel(SessionDriver):
             stream._put(events)  # type: ignore[arg-type]
         elif self._consumer_check_due:
             with self._lock:
-                self._consumer_check_due = False
-                if not stream._await_answers(self.consumer_caught_up, messages):
-                    self._conn.consumer_caught_up()
-                    self.act()
+                self.consumer_waited(stream._await_answers(self.consumer_caught_up, messages))
         elif messages:
             stream._put(messages)
-
-    def _pong_received(self, data: bytes) -> None:
-        """A pong came (the session has seen it): resolve the pings it answers (with the
-        lock held; nothing but ping() waits on these futures)."""
-        for waiter, rtt in self._pings.pong(data, self._conn.latency):
-            waiter.set_result(rtt)
 
     def _finish(self) -> None:
         """The reader saw the end: close the socket, then resolve ``done``."""
@@ -1095,10 +1078,7 @@ class SyncWebSocketChannel(SessionDriver):
                 self._sock_closed = True
                 self._outgoing.clear()
             self._sock.close()
-        sink = self._sink
-        if sink._error is not None:  # its callbacks (the server's metrics) run here
-            sink._done.set_exception(sink._error)
-        else:
-            sink._done.set_result(None)
+        # done's callbacks (the server's metrics) run here.
+        settle(self._sink._done, self._sink._error)
         with self._lock:
             self._conn.release()  # compression state and buffers: now, not at collection
