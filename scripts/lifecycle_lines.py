@@ -15,7 +15,9 @@ decide or carry out the lifecycle: the session's hooks, the session's inputs (EO
 lost, the user's close, writes waiting), the read loops, and, before the session core, the
 timers, control-frame handling and close logic they replaced. A method listed but missing at
 a revision counts 0, so one list serves every revision. The platform wrappers (adapter,
-browser) count their sinks as whole classes.
+browser) count their sinks as whole classes; since they share ``PendingSink`` with no
+subclass, what the browser's channel writes in their place, the translation of its
+``WebSocket`` into the sink's target (``_BrowserSocket``), is counted instead.
 
 What does not count: the shared bases written once for every driver (``_driver.py``
 ``SessionDriver``, ``_channel_driver.py`` ``ChannelDriver``, ``_sink.py`` ``PendingSink``,
