@@ -198,6 +198,7 @@ run_suite() {
             --ignore="$REPO/tests/interop" --ignore="$REPO/tests/browser" \
             --ignore="$REPO/tests/test_compliance_runner.py" \
             --ignore="$REPO/tests/test_benchmarks_smoke.py" \
+            --ignore="$REPO/tests/test_pubsub_bench.py" \
             --timeout="$limit" --durations=5 $(workers_option) ${select:+-m "$select"} \
             "$REPO/tests"
     ) || status=$?

@@ -58,7 +58,13 @@ collect_ignore = ["test_properties.py"] if "hypothesis" in WITHOUT else []
 # "package": every other test, which the wheel job (.ci/wheels.sh) runs against each
 # installed wheel. `make test` runs the peers part from the source tree and the package part
 # in the wheel job, so no test runs twice; unset (make test-python), the whole suite runs.
-PEER_PATHS = ("interop", "browser", "test_compliance_runner.py", "test_benchmarks_smoke.py")
+PEER_PATHS = (
+    "interop",
+    "browser",
+    "test_compliance_runner.py",
+    "test_benchmarks_smoke.py",
+    "test_pubsub_bench.py",
+)
 PART = os.environ.get("WSCHANNEL_TEST_PART", "")
 if PART not in ("", "peers", "package"):
     raise RuntimeError(f"WSCHANNEL_TEST_PART={PART!r}: use peers, package, or leave it unset")
