@@ -7,6 +7,7 @@ test_io.py checks them again over sockets.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
@@ -85,6 +86,62 @@ async def test_stream_wakes_a_waiting_consumer() -> None:
     await asyncio.sleep(0)
     stream._add("late")
     assert await asyncio.wait_for(receiving, TIMEOUT) == "late"
+
+
+async def test_stream_runs_a_waiting_consumer_in_the_callback_that_adds() -> None:
+    # A message from one of the loop's callbacks (a socket read) resumes the consumer's task
+    # right there, as listen() calls on_data, not on the loop's next turn; in its own task and
+    # context, and the callback's context is left as it was.
+    stream = MessageStream()
+    where = contextvars.ContextVar("where", default="test")
+    got: list[tuple[Message, str, bool]] = []
+
+    async def consume() -> None:
+        where.set("consumer")
+        async for message in stream:
+            got.append((message, where.get(), asyncio.current_task() is task))
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)  # waiting for a message
+    seen: list[list[tuple[Message, str, bool]]] = []
+
+    def read() -> None:
+        where.set("callback")
+        stream._add("a")
+        stream._add(b"b")  # the consumer waits again after "a": woken again
+        seen.append(list(got))
+        assert where.get() == "callback"
+
+    asyncio.get_running_loop().call_soon(read)
+    await wait_until(lambda: seen)
+    assert seen == [[("a", "consumer", True), (b"b", "consumer", True)]]
+    stream._end()
+    await wait(task)
+
+
+async def test_stream_consumer_cancelled_while_waiting_keeps_the_message_that_came() -> None:
+    stream = MessageStream()
+    subscription = aiter(stream)
+    receiving = asyncio.ensure_future(anext(subscription))
+    await asyncio.sleep(0)
+
+    def cancel_then_read() -> None:
+        receiving.cancel()  # the wakeup is scheduled; the message must not be lost
+        stream._add("kept")
+
+    asyncio.get_running_loop().call_soon(cancel_then_read)
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
+    assert await asyncio.wait_for(anext(subscription), TIMEOUT) == "kept"
+
+    # Cancelled while waiting, then the stream goes on for the next consumer.
+    receiving = asyncio.ensure_future(anext(subscription))
+    await asyncio.sleep(0)
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
+    asyncio.get_running_loop().call_soon(stream._add, "next")
+    assert await asyncio.wait_for(anext(subscription), TIMEOUT) == "next"
 
 
 async def test_stream_allows_a_single_subscription() -> None:

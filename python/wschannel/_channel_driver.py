@@ -36,7 +36,11 @@ class ChannelDriver(SessionDriver):
         already acted on the control events among them. What it decided is done where the
         first control event is, so that a pong leaves between the answers around its ping;
         a close reply waiting for the consumer is considered once every message is in."""
-        add_message = self.stream._add
+        stream = self.stream
+        # Owed answers count from this read on: a message an async for consumer took as it
+        # arrived in an earlier read is owed no more than one it took from the buffer then.
+        stream._answer_owed = False
+        add_message = stream._add
         acted = False
         for event in events:
             cls = type(event)

@@ -7,15 +7,79 @@ Python (no engine), shared by every asyncio channel, the browser's included.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import sys
 from collections import deque
 from collections.abc import Callable
-from typing import Self
+from typing import Any, Self
 
 from ._message import Message
 from .defaults import DEFAULT_MAX_QUEUE
 from .exceptions import StateError
 
 __all__ = ["MessageStream", "StreamSubscription"]
+
+if sys.version_info >= (3, 12):
+    _current_task = asyncio.current_task  # in C
+else:  # the same lookup as asyncio.current_task(loop) without its Python frame
+    _current_task = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+
+
+class _Waiter(asyncio.Future[None]):
+    """What an ``async for`` consumer awaits while the buffer is empty: a future whose waiting
+    task is woken at once by the message's arrival.
+
+    An asyncio future schedules its done callbacks, so a task waiting on one resumes on the
+    event loop's next turn: a second turn of the loop for each message (a ``select`` and the
+    loop's bookkeeping). This future keeps the callback its task registers (the task's
+    wakeup) and, when the message arrives in one of the loop's callbacks (a socket read; no
+    task running), :meth:`MessageStream._add` runs it right there, as
+    :meth:`MessageStream.listen` runs ``on_data``. From inside a task (a driver that reads in
+    a task), at the stream's end, when cancelled, or for any further callback, it behaves as
+    an ordinary future.
+    """
+
+    # No __init__ of its own (one fewer call per wait): whoever makes one sets _wakeup to
+    # None; the first add_done_callback sets both.
+    __slots__ = ("_wakeup", "_wakeup_context")
+    _wakeup: Callable[[Any], object] | None
+    _wakeup_context: contextvars.Context
+
+    def add_done_callback(
+        self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None
+    ) -> None:
+        if self._wakeup is None and not self.done():
+            self._wakeup = fn
+            self._wakeup_context = context if context is not None else contextvars.copy_context()
+        else:
+            super().add_done_callback(fn, context=context)
+
+    def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
+        removed = super().remove_done_callback(fn)
+        wakeup = self._wakeup
+        if wakeup is not None and wakeup == fn:
+            self._wakeup = None
+            removed += 1
+        return removed
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._schedule_wakeup()
+        return True
+
+    def _schedule_wakeup(self) -> None:
+        """The kept callback, the ordinary way: on the loop's next turn."""
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            self.get_loop().call_soon(wakeup, self, context=self._wakeup_context)
+
+    def wake_later(self) -> None:
+        """Resolve, the ordinary way: the waiting task resumes on the loop's next turn."""
+        if not self.done():
+            self.set_result(None)
+            self._schedule_wakeup()
 
 
 class StreamSubscription:
@@ -35,14 +99,47 @@ class StreamSubscription:
         return self
 
     async def __anext__(self) -> Message:
+        # One coroutine per message: the wait is written out here rather than awaited from
+        # a helper coroutine.
         stream = self._stream
         buffer = stream._buffer
-        if buffer:
-            message = buffer.popleft()
-            if stream._reading_paused and len(buffer) <= stream._low_water:
-                stream._resume_reading()
-            return message
-        return await stream._wait_next()
+        while True:
+            if buffer:
+                message = buffer.popleft()
+                if stream._reading_paused and len(buffer) <= stream._low_water:
+                    stream._resume_reading()
+                return message
+            stream._answer_owed = False  # it asks for the next: it has answered
+            if stream._on_answered is not None:
+                stream._answered()
+                continue
+            if stream._error is not None:
+                error, stream._error = stream._error, None
+                raise error
+            if stream._ended:
+                raise StopAsyncIteration
+            on_idle = stream._on_idle
+            if on_idle is not None:
+                stream._on_idle = None
+                on_idle()
+                continue
+            if stream._waiter is not None:
+                raise StateError("Another task is already waiting for the next message.")
+            before_wait = stream._before_wait
+            if before_wait is not None:
+                before_wait()
+            waiter: asyncio.Future[None]
+            if stream._wakes_now:
+                waiter = _Waiter(loop=stream._loop)
+                waiter._wakeup = None
+            else:
+                waiter = stream._loop.create_future()
+            stream._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if stream._waiter is waiter:
+                    stream._waiter = None
 
     async def aclose(self) -> None:
         """Stop iterating: the same as :meth:`cancel`."""
@@ -88,6 +185,7 @@ class MessageStream:
 
     __slots__ = (
         "__weakref__",
+        "_answer_owed",
         "_before_wait",
         "_buffer",
         "_drain_scheduled",
@@ -108,6 +206,7 @@ class MessageStream:
         "_resume_reading_cb",
         "_subscribed",
         "_waiter",
+        "_wakes_now",
     )
 
     def __init__(
@@ -126,6 +225,12 @@ class MessageStream:
         self._error: BaseException | None = None  # to raise once, after the buffer
         self._subscribed = False
         self._waiter: asyncio.Future[None] | None = None
+        # An asyncio loop's: the consumer waits on a _Waiter (trio's facade makes its own).
+        self._wakes_now = isinstance(self._loop, asyncio.AbstractEventLoop)
+        # An async for consumer was handed a message as it arrived in the read being delivered
+        # and has not asked for the next one yet (see _await_answers; the driver clears it
+        # when it starts delivering a read, so it means what "still buffered" meant before).
+        self._answer_owed = False
         self._on_data: Callable[[Message], object] | None = None
         self._on_error: Callable[[BaseException], object] | None = None
         self._on_done: Callable[[], object] | None = None
@@ -184,40 +289,6 @@ class MessageStream:
         self._subscribed = True
         return StreamSubscription(self)
 
-    async def _wait_next(self) -> Message:
-        buffer = self._buffer
-        while True:
-            if buffer:
-                message = buffer.popleft()
-                if self._reading_paused and len(buffer) <= self._low_water:
-                    self._resume_reading()
-                return message
-            if self._on_answered is not None:
-                self._answered()
-                continue
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            if self._ended:
-                raise StopAsyncIteration
-            on_idle = self._on_idle
-            if on_idle is not None:
-                self._on_idle = None
-                on_idle()
-                continue
-            if self._waiter is not None:
-                raise StateError("Another task is already waiting for the next message.")
-            before_wait = self._before_wait
-            if before_wait is not None:
-                before_wait()
-            waiter = self._loop.create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                if self._waiter is waiter:
-                    self._waiter = None
-
     def _cancel(self) -> None:
         self._on_data = self._on_error = self._on_done = None
         self._notified = True
@@ -231,12 +302,13 @@ class MessageStream:
         self._resume_reading_cb = resume
 
     def _await_answers(self, answered: Callable[[], None]) -> bool:
-        """The peer closed behind messages still buffered: call ``answered()`` once the
+        """The peer closed behind messages still buffered (or handed to an ``async for``
+        consumer as they arrived, see :class:`_Waiter`): call ``answered()`` once the
         consumer has answered them. It has when it asks for the next message with the buffer
         empty (``async for``), one loop turn after the last one was delivered (``listen``),
         or when it stops consuming (cancelled, or the sink closed). False, and no call, when
-        nothing is buffered or nobody consumes."""
-        if not (self._buffer and self._subscribed):
+        nothing is buffered or owed, or nobody consumes."""
+        if not ((self._buffer or self._answer_owed) and self._subscribed):
             return False
         self._on_answered = answered
         return True
@@ -262,7 +334,23 @@ class MessageStream:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            if not waiter.done():
+            if type(waiter) is _Waiter:
+                if not waiter.done():
+                    waiter.set_result(None)
+                    wakeup = waiter._wakeup
+                    if wakeup is None:
+                        pass  # not awaited by a task
+                    elif _current_task(self._loop) is None:
+                        # The consumer takes the message now, as on_data would (it may take
+                        # it before the high-water check below, which then finds room).
+                        # Until it asks for the next one, its answer is owed as if the
+                        # message were still buffered.
+                        waiter._wakeup = None
+                        self._answer_owed = True
+                        waiter._wakeup_context.run(wakeup, waiter)
+                    else:  # a task is running (a driver reading in a task)
+                        waiter._schedule_wakeup()
+            elif not waiter.done():
                 waiter.set_result(None)
         elif on_data is not None:
             self._schedule_drain()
@@ -297,7 +385,9 @@ class MessageStream:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            if not waiter.done():
+            if type(waiter) is _Waiter:
+                waiter.wake_later()  # the end: on the loop's next turn, as ever
+            elif not waiter.done():
                 waiter.set_result(None)
         if self._on_data is not None or self._on_done is not None or self._on_error is not None:
             self._schedule_drain()
