@@ -89,9 +89,9 @@ async def test_stream_wakes_a_waiting_consumer() -> None:
 
 
 async def test_stream_runs_a_waiting_consumer_in_the_callback_that_adds() -> None:
-    # A message from one of the loop's callbacks (a socket read) resumes the consumer's task
-    # right there, as listen() calls on_data, not on the loop's next turn; in its own task and
-    # context, and the callback's context is left as it was.
+    # The messages of a read handed over in one of the loop's callbacks resume the consumer's
+    # task right there, as listen() calls on_data, not on the loop's next turn; in its own task
+    # and context, and the callback's context is left as it was.
     stream = MessageStream()
     where = contextvars.ContextVar("where", default="test")
     got: list[tuple[Message, str, bool]] = []
@@ -105,10 +105,13 @@ async def test_stream_runs_a_waiting_consumer_in_the_callback_that_adds() -> Non
     await asyncio.sleep(0)  # waiting for a message
     seen: list[list[tuple[Message, str, bool]]] = []
 
-    def read() -> None:
+    def read() -> None:  # as a driver hands over a read's messages
         where.set("callback")
+        stream._holding = True
         stream._add("a")
-        stream._add(b"b")  # the consumer waits again after "a": woken again
+        stream._add(b"b")
+        assert got == []  # woken once, with both
+        stream._read_delivered()
         seen.append(list(got))
         assert where.get() == "callback"
 
@@ -127,7 +130,9 @@ async def test_stream_consumer_cancelled_while_waiting_keeps_the_message_that_ca
 
     def cancel_then_read() -> None:
         receiving.cancel()  # the wakeup is scheduled; the message must not be lost
+        stream._holding = True
         stream._add("kept")
+        stream._read_delivered()
 
     asyncio.get_running_loop().call_soon(cancel_then_read)
     with pytest.raises(asyncio.CancelledError):
@@ -140,7 +145,7 @@ async def test_stream_consumer_cancelled_while_waiting_keeps_the_message_that_ca
     receiving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await receiving
-    asyncio.get_running_loop().call_soon(stream._add, "next")
+    asyncio.get_running_loop().call_soon(stream._add, "next")  # not in a driver's read
     assert await asyncio.wait_for(anext(subscription), TIMEOUT) == "next"
 
 

@@ -37,27 +37,28 @@ class ChannelDriver(SessionDriver):
         first control event is, so that a pong leaves between the answers around its ping;
         a close reply waiting for the consumer is considered once every message is in."""
         stream = self.stream
-        # Owed answers count from this read on: a message an async for consumer took as it
-        # arrived in an earlier read is owed no more than one it took from the buffer then.
-        stream._answer_owed = False
-        add_message = stream._add
-        acted = False
-        for event in events:
-            cls = type(event)
-            if cls is str or cls is bytes or cls is Fragment:
-                add_message(event)
-                continue
-            if cls is Pong:
-                self.pong_received(event.data)
-            if not acted:
-                acted = True
-                self._delivering = True
-                try:
-                    self.act()
-                finally:
-                    self._delivering = False
-        if self._consumer_check_due:
-            self.consumer_waited(self.stream._await_answers(self.consumer_caught_up))
+        stream._holding = True  # a waiting async for consumer resumes once, with them all
+        try:
+            add_message = stream._add
+            acted = False
+            for event in events:
+                cls = type(event)
+                if cls is str or cls is bytes or cls is Fragment:
+                    add_message(event)
+                    continue
+                if cls is Pong:
+                    self.pong_received(event.data)
+                if not acted:
+                    acted = True
+                    self._delivering = True
+                    try:
+                        self.act()
+                    finally:
+                        self._delivering = False
+            if self._consumer_check_due:
+                self.consumer_waited(stream._await_answers(self.consumer_caught_up))
+        finally:
+            stream._read_delivered()
 
     def report_close(self, code: int, reason: str) -> None:
         self.channel._close_code = code

@@ -109,7 +109,6 @@ class StreamSubscription:
                 if stream._reading_paused and len(buffer) <= stream._low_water:
                     stream._resume_reading()
                 return message
-            stream._answer_owed = False  # it asks for the next: it has answered
             if stream._on_answered is not None:
                 stream._answered()
                 continue
@@ -126,7 +125,9 @@ class StreamSubscription:
             if stream._waiter is not None:
                 raise StateError("Another task is already waiting for the next message.")
             before_wait = stream._before_wait
-            if before_wait is not None:
+            if before_wait is not None and not stream._resuming:
+                # (Resumed by a read, it waits again within it: the driver sends what the
+                # answers gathered once the read is handled, in one go.)
                 before_wait()
             waiter: asyncio.Future[None]
             if stream._wakes_now:
@@ -185,13 +186,13 @@ class MessageStream:
 
     __slots__ = (
         "__weakref__",
-        "_answer_owed",
         "_before_wait",
         "_buffer",
         "_drain_scheduled",
         "_ended",
         "_error",
         "_high_water",
+        "_holding",
         "_loop",
         "_low_water",
         "_notified",
@@ -204,6 +205,7 @@ class MessageStream:
         "_paused",
         "_reading_paused",
         "_resume_reading_cb",
+        "_resuming",
         "_subscribed",
         "_waiter",
         "_wakes_now",
@@ -227,10 +229,10 @@ class MessageStream:
         self._waiter: asyncio.Future[None] | None = None
         # An asyncio loop's: the consumer waits on a _Waiter (trio's facade makes its own).
         self._wakes_now = isinstance(self._loop, asyncio.AbstractEventLoop)
-        # An async for consumer was handed a message as it arrived in the read being delivered
-        # and has not asked for the next one yet (see _await_answers; the driver clears it
-        # when it starts delivering a read, so it means what "still buffered" meant before).
-        self._answer_owed = False
+        # A driver is handing over one read's messages (it sets this, then calls
+        # _read_delivered): a waiting async for consumer is woken once they are all in.
+        self._holding = False
+        self._resuming = False  # _read_delivered is running the consumer's task
         self._on_data: Callable[[Message], object] | None = None
         self._on_error: Callable[[BaseException], object] | None = None
         self._on_done: Callable[[], object] | None = None
@@ -302,13 +304,12 @@ class MessageStream:
         self._resume_reading_cb = resume
 
     def _await_answers(self, answered: Callable[[], None]) -> bool:
-        """The peer closed behind messages still buffered (or handed to an ``async for``
-        consumer as they arrived, see :class:`_Waiter`): call ``answered()`` once the
+        """The peer closed behind messages still buffered: call ``answered()`` once the
         consumer has answered them. It has when it asks for the next message with the buffer
         empty (``async for``), one loop turn after the last one was delivered (``listen``),
         or when it stops consuming (cancelled, or the sink closed). False, and no call, when
-        nothing is buffered or owed, or nobody consumes."""
-        if not ((self._buffer or self._answer_owed) and self._subscribed):
+        nothing is buffered or nobody consumes."""
+        if not (self._buffer and self._subscribed):
             return False
         self._on_answered = answered
         return True
@@ -333,25 +334,12 @@ class MessageStream:
         buffer.append(message)
         waiter = self._waiter
         if waiter is not None:
-            self._waiter = None
-            if type(waiter) is _Waiter:
-                if not waiter.done():
+            if not self._holding:  # else _read_delivered wakes it, once the read is all in
+                self._waiter = None
+                if type(waiter) is _Waiter:
+                    waiter.wake_later()
+                elif not waiter.done():
                     waiter.set_result(None)
-                    wakeup = waiter._wakeup
-                    if wakeup is None:
-                        pass  # not awaited by a task
-                    elif _current_task(self._loop) is None:
-                        # The consumer takes the message now, as on_data would (it may take
-                        # it before the high-water check below, which then finds room).
-                        # Until it asks for the next one, its answer is owed as if the
-                        # message were still buffered.
-                        waiter._wakeup = None
-                        self._answer_owed = True
-                        waiter._wakeup_context.run(wakeup, waiter)
-                    else:  # a task is running (a driver reading in a task)
-                        waiter._schedule_wakeup()
-            elif not waiter.done():
-                waiter.set_result(None)
         elif on_data is not None:
             self._schedule_drain()
         high_water = self._high_water
@@ -360,6 +348,34 @@ class MessageStream:
             if pause is not None:
                 self._reading_paused = True
                 pause()
+
+    def _read_delivered(self) -> None:
+        """The read's messages are all in: resume a waiting ``async for`` consumer now, in
+        this callback of the loop's, if no task is running (see :class:`_Waiter`). It takes
+        what the read brought from the buffer in one step; what it sends meanwhile goes out
+        when the driver ends the read."""
+        self._holding = False
+        waiter = self._waiter
+        if waiter is None or not self._buffer:
+            return
+        self._waiter = None
+        if type(waiter) is not _Waiter:
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        if waiter.done():
+            return
+        wakeup = waiter._wakeup
+        if wakeup is None or _current_task(self._loop) is not None:
+            waiter.wake_later()  # not awaited by a task, or a task is running
+            return
+        waiter.set_result(None)
+        waiter._wakeup = None
+        self._resuming = True
+        try:
+            waiter._wakeup_context.run(wakeup, waiter)
+        finally:
+            self._resuming = False
 
     def _end(self, error: BaseException | None = None) -> None:
         """No more messages: the consumer gets the buffered ones, then ``error``, then the end."""
