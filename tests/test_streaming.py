@@ -57,6 +57,22 @@ def chunk(index: int, size: int = MiB) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
+async def stalled(
+    paused: Callable[[], bool],
+    pulled: Callable[[], int],
+    sleep: Callable[[float], Awaitable[object]],
+) -> None:
+    """Waits until a sender has stalled: ``paused()`` holds and no chunk was pulled for
+    SHORT. Fails when that has not happened after 4 * TIMEOUT."""
+    previous = -1
+    for _ in range(int(4 * TIMEOUT / SHORT)):
+        if paused() and pulled() == previous:
+            return
+        previous = pulled()
+        await sleep(SHORT)
+    raise AssertionError(f"the sender never stalled ({pulled()} pulled)")
+
+
 async def collect(pieces: AsyncIterator[Fragment]) -> list[Fragment]:
     """The pieces of one message, up to the one with ``last``."""
     out = []
@@ -533,15 +549,11 @@ async def test_both_directions_are_flow_controlled() -> None:
         # fills), so the client's writes resume and a few more chunks go (a 3.12 run beside
         # Autobahn pulled 10 where the pause began at 6). What matters is that it stops, far
         # short of the message: the pieces queue (4) and the kernel's buffers hold the rest.
-        previous = -1
-        for _ in range(int(4 * TIMEOUT / SHORT)):
-            paused = peer.stream._reading_paused and protocol._writing_paused
-            if paused and pulled == previous:
-                break
-            previous = pulled
-            await asyncio.sleep(SHORT)
-        else:
-            raise AssertionError(f"the sender never stalled ({pulled} pulled)")
+        await stalled(
+            lambda: peer.stream._reading_paused and protocol._writing_paused,
+            lambda: pulled,
+            asyncio.sleep,
+        )
         assert not sending.done()
         assert pulled < 40, pulled
         consume.set()
@@ -875,15 +887,11 @@ def test_trio_and_anyio_fragments_are_flow_controlled_both_ways(flavour: str) ->
                     # Stalled: the server does not read, the client's queue is over its
                     # limit, and no chunk was pulled for SHORT (the kernel's buffers, which
                     # take a few MiB on loopback, are full).
-                    previous = -1
-                    for _ in range(int(4 * TIMEOUT / SHORT)):
-                        paused = peer.stream._reading_paused and streams.writes_waiting()
-                        if paused and pulled == previous:
-                            break
-                        previous = pulled
-                        await anyio.sleep(SHORT)
-                    else:
-                        raise AssertionError(f"the sender never stalled ({pulled} pulled)")
+                    await stalled(
+                        lambda: peer.stream._reading_paused and streams.writes_waiting(),
+                        lambda: pulled,
+                        anyio.sleep,
+                    )
                     assert not done.is_set()
                     assert pulled < 40, pulled  # far short of the message
                     consume.set()
