@@ -1124,10 +1124,18 @@ def test_a_blocking_server_with_delivery_pieces_never_holds_a_message_whole(deli
     results: queue.Queue[object] = queue.Queue()
 
     def handler(channel: wschannel.sync.SyncWebSocketChannel) -> None:
-        buffer = channel.stream._buffer
+        stream = channel.stream
+
+        def read_both() -> bool:
+            # Under the stream's mutex: the reader thread appends meanwhile, and on a
+            # free-threaded build copying a deque that another thread changes raises.
+            with stream._mutex:
+                items = list(stream._buffer)
+            return any(getattr(item, "data", item) == "end" for item in items)
+
         try:
             wait_until_sync(
-                lambda: any(getattr(item, "data", item) == "end" for item in list(buffer)),
+                read_both,
                 4 * TIMEOUT,
                 what="the reader read both messages",
             )

@@ -9,6 +9,7 @@ import hashlib
 import os
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -621,12 +622,24 @@ def test_sync_client_fallback_reader_that_starts_late_does_not_keep_reading(
         assert channel._stream._handoffs == 1
 
 
+def _reading_unattended(channel: wschannel.sync.SyncWebSocketChannel) -> bool:
+    """Whether the channel's fallback reader thread is reading for the application now (its
+    stack, as the interpreter shows it)."""
+    frame_: Any = sys._current_frames().get(channel._reader.ident or 0)
+    while frame_ is not None:
+        if frame_.f_code.co_name == "_read_unattended":
+            return True
+        frame_ = frame_.f_back
+    return False
+
+
 def test_sync_client_reads_while_the_application_does_not_and_gives_reading_back() -> None:
     """The application reads some messages, then stops asking for a while: the fallback
     reader reads meanwhile (the peer's ping is answered, and what it reads is buffered), then
     hands reading back when the application asks again. Nothing is lost or reordered."""
     answered = threading.Event()
     resume = threading.Event()
+    handed_back = threading.Event()
 
     def handler(sock: socket.socket) -> None:
         accept_upgrade(sock)
@@ -647,27 +660,46 @@ def test_sync_client_reads_while_the_application_does_not_and_gives_reading_back
         answered.set()
         assert resume.wait(TIMEOUT)
         sock.sendall(b"".join(frame(0x1, f"then {i}".encode()) for i in range(20)))
+        assert handed_back.wait(TIMEOUT)
+        sock.sendall(frame(0x1, b"last"))
         drain(sock)
 
     with raw_server(handler) as server:
         channel = wschannel.sync.connect(
             server.url, ping_interval=None, close_timeout=SHORT, max_queue=None
         )
+        stream = channel._stream
+
+        def watch() -> None:
+            # The application asks for a message the peer has not sent, perhaps while the
+            # fallback reader sits in a read: the peer sends then. When the application asks
+            # for the one after those, the reader must have handed reading back (until then
+            # the peer sends nothing more, and the test fails waiting for "last").
+            wait_until_sync(lambda: stream._gets == 40 and stream._waiting, what="it asks")
+            resume.set()
+            wait_until_sync(
+                lambda: stream._gets == 60 and stream._waiting and not _reading_unattended(channel),
+                what="the fallback reader handed reading back",
+            )
+            handed_back.set()
+
+        watcher = threading.Thread(target=watch, daemon=True)
         with channel:
             assert [channel.receive(TIMEOUT) for _ in range(5)] == [f"first {i}" for i in range(5)]
             assert answered.wait(TIMEOUT), "the ping was not answered while nobody read"
             wait_until_sync(
-                lambda: len(channel._stream._buffer) >= 35,
+                lambda: len(stream._buffer) >= 35,
                 what="the fallback reader buffered what came meanwhile",
             )
-            resume.set()
-            received = [channel.receive(TIMEOUT) for _ in range(55)]
+            watcher.start()
+            received = [channel.receive(TIMEOUT) for _ in range(56)]
+        watcher.join(TIMEOUT)
         assert received == (
             [f"first {i}" for i in range(5, 20)]
             + [f"idle {i}" for i in range(20)]
             + [f"then {i}" for i in range(20)]
+            + ["last"]
         )
-        assert channel._stream._handoffs >= 2  # after the start, and after the pause
 
 
 @pytest.mark.parametrize(
