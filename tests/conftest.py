@@ -89,6 +89,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+# CPU per test: each test's process time (setup, call and teardown; every thread of the
+# process that ran it: with pytest-xdist, its worker) rides on its teardown report, and the
+# summary lists the costliest, so that what makes a suite slow shows in every run's log.
+CPU_SHOWN = int(os.environ.get("WSCHANNEL_TEST_CPU_SHOWN", "12"))
+_cpu_start = pytest.StashKey[float]()
+_cpu_spent: list[tuple[float, str]] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> object:
+    item.stash[_cpu_start] = time.process_time()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    if call.when == "teardown" and _cpu_start in item.stash:
+        item.user_properties.append(("cpu", time.process_time() - item.stash[_cpu_start]))
+    return (yield)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        for name, value in report.user_properties:
+            if name == "cpu" and isinstance(value, float):
+                _cpu_spent.append((value, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _cpu_spent or CPU_SHOWN <= 0:
+        return
+    total = sum(cpu for cpu, _ in _cpu_spent)
+    terminalreporter.section(f"CPU: {total:.0f} s in tests; the {CPU_SHOWN} costliest")
+    for cpu, nodeid in sorted(_cpu_spent, reverse=True)[:CPU_SHOWN]:
+        terminalreporter.write_line(f"{cpu:7.2f} s  {nodeid}")
+
+
 def installed_from() -> str:
     """Where ``wschannel`` and its engine were imported from."""
     return f"{os.path.dirname(wschannel.__file__)} (engine {wschannel._wschannel.__file__})"
