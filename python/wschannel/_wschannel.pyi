@@ -44,7 +44,8 @@ class HandshakeError(Exception):
 class DeflateOptions:
     """permessage-deflate settings (RFC 7692 §7.1): what a client offers, what a server accepts.
 
-    Window bits are 8..=15; ``None`` means "no limit asked" (15).
+    Window bits are 8..=15; ``None`` means "no limit asked" (15). ``level`` is zlib's, 0..=9;
+    the default is 4 (see docs/asyncio.md for why not zlib's 6).
     """
 
     def __new__(
@@ -54,7 +55,7 @@ class DeflateOptions:
         client_no_context_takeover: bool = False,
         server_max_window_bits: int | None = None,
         client_max_window_bits: int | None = None,
-        level: int = 6,
+        level: int = 4,
     ) -> Self: ...
     @property
     def level(self) -> int: ...
@@ -121,7 +122,7 @@ class Connection:
         max_message_size: int | None = ...,
         max_frame_size: int | None = None,
         deflate: str | None = None,
-        deflate_level: int = 6,
+        deflate_level: int = 4,
         seed: int | None = None,
     ) -> Self:
         """``deflate`` is the negotiated ``Sec-WebSocket-Extensions`` value (from a handshake)
