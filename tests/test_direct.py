@@ -36,6 +36,7 @@ from conftest import (
 import wschannel
 from wschannel import status
 from wschannel._direct import DirectTransport
+from wschannel._stream import StreamSubscription
 from wschannel.io import IOWebSocketChannel
 
 StartRaw = Callable[[RawHandler], Awaitable[RawServer]]
@@ -411,3 +412,52 @@ async def test_closed_connections_leave_no_transport_behind() -> None:
             await wait(channel.sink.done)
         del channel  # the last one's channel still refers to its transport
     await wait_until(lambda: direct_transports() == before, what="every transport was freed")
+
+
+async def test_a_listen_callback_takes_one_message_per_read_as_the_stream_would() -> None:
+    """A read that brings one message hands it to ``listen``'s callback directly (the
+    request/response path): a callback that raises is reported to the loop's exception
+    handler and the next message still comes; while the subscription is paused, messages
+    wait in the stream and come in order on resume."""
+    reported: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(context))
+    subscriptions: list[StreamSubscription] = []
+    server_channels: list[IOWebSocketChannel] = []
+
+    async def handler(channel: IOWebSocketChannel) -> None:
+        def on_data(message: str | bytes) -> None:
+            if message == "raise":
+                raise RuntimeError("on_data failed")
+            channel.sink.add(message)
+            if message == "pause":
+                subscriptions[0].pause()
+
+        server_channels.append(channel)
+        subscriptions.append(channel.stream.listen(on_data))
+        await channel.sink.done
+
+    async with (
+        wschannel.serve(handler, "127.0.0.1", 0, compression=None) as server,
+        IOWebSocketChannel.connect(f"ws://127.0.0.1:{server.port}", compression=None) as channel,
+    ):
+        stream = aiter(channel.stream)
+        channel.sink.add("one")  # one message in flight: one per read on the server
+        assert await asyncio.wait_for(anext(stream), TIMEOUT) == "one"
+        channel.sink.add("raise")  # alone in its read: the callback raises
+        await wait_until(lambda: bool(reported), what="the failure reported")
+        channel.sink.add(b"two")
+        assert await asyncio.wait_for(anext(stream), TIMEOUT) == b"two"
+        (context,) = reported
+        assert context["message"] == "Exception in a WebSocket stream's on_data callback"
+        assert isinstance(context["exception"], RuntimeError)
+
+        channel.sink.add("pause")
+        assert await asyncio.wait_for(anext(stream), TIMEOUT) == "pause"
+        buffered = server_channels[0].stream._buffer
+        channel.sink.add("three")  # each alone in its read, as the callback is paused
+        await wait_until(lambda: len(buffered) == 1, what="'three' buffered")
+        channel.sink.add("four")
+        await wait_until(lambda: len(buffered) == 2, what="'four' buffered")
+        subscriptions[0].resume()
+        for message in ["three", "four"]:
+            assert await asyncio.wait_for(anext(stream), TIMEOUT) == message

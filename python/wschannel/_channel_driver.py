@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._driver import Cancellable, PingAnswered, SessionDriver
+from ._stream import ON_DATA_FAILED
 from ._wschannel import Fragment, Pong
 
 if TYPE_CHECKING:
@@ -37,6 +38,21 @@ class ChannelDriver(SessionDriver):
         first control event is, so that a pong leaves between the answers around its ping;
         a close reply waiting for the consumer is considered once every message is in."""
         stream = self.stream
+        on_data = stream._on_data
+        if on_data is not None and len(events) == 1:
+            # A listen() subscriber's one message from a read (request/response): handed to
+            # on_data as MessageStream._add would, without its frame and the read's
+            # bookkeeping, which only an async for consumer or a control event needs.
+            message = events[0]
+            cls = type(message)
+            if (cls is str or cls is bytes) and not (
+                stream._ended or stream._buffer or stream._paused
+            ):
+                try:
+                    on_data(message)
+                except Exception as exc:
+                    stream._report(exc, ON_DATA_FAILED)
+                return
         stream._holding = True  # a waiting async for consumer resumes once, with them all
         try:
             add_message = stream._add

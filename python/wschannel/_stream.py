@@ -17,7 +17,10 @@ from ._message import Message
 from .defaults import DEFAULT_MAX_QUEUE
 from .exceptions import StateError
 
-__all__ = ["MessageStream", "StreamSubscription"]
+__all__ = ["ON_DATA_FAILED", "MessageStream", "StreamSubscription"]
+
+#: What the loop's exception handler is told when a ``listen`` callback raises.
+ON_DATA_FAILED = "Exception in a WebSocket stream's on_data callback"
 
 if sys.version_info >= (3, 12):
     _current_task = asyncio.current_task  # in C
@@ -328,7 +331,7 @@ class MessageStream:
             try:
                 on_data(message)
             except Exception as exc:
-                self._report(exc, "Exception in a WebSocket stream's on_data callback")
+                self._report(exc, ON_DATA_FAILED)
             return
         buffer = self._buffer
         buffer.append(message)
@@ -434,7 +437,7 @@ class MessageStream:
             try:
                 on_data(message)
             except Exception as exc:
-                self._report(exc, "Exception in a WebSocket stream's on_data callback")
+                self._report(exc, ON_DATA_FAILED)
         if not buffer and self._on_answered is not None and not self._paused:
             self._loop.call_soon(self._answered)  # once what on_data sent has gone out
         if buffer or not self._ended or self._paused or self._notified:
