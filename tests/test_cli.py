@@ -32,7 +32,10 @@ CLI = (sys.executable, "-m", "wschannel")
 #: The connect command's quiet time after its input ends: a loaded machine's echo may take
 #: long, so as long as any timeout here.
 WAIT = ("--wait", str(TIMEOUT / 5))
-#: How long a server with worker processes may take to listen (each imports the package).
+#: How long a command may take to say it is listening or connected: a new interpreter imports
+#: the package (each worker process too) and may connect to a broker first. At load 13-15 a
+#: server connecting to Redis and a client each took more than TIMEOUT (a CI run; a run
+#: beside it); waiting longer costs nothing when they are quick.
 STARTUP = 6 * TIMEOUT
 #: Environment variables that would send the clients through a proxy.
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy", "wss_proxy")
@@ -67,8 +70,9 @@ class Command:
         )
         return cls(process)
 
-    async def line(self, stream: str = "stdout", timeout: float = TIMEOUT) -> str:
-        """The next line it writes on ``stream``, without its line break."""
+    async def line(self, stream: str = "stdout", timeout: float = STARTUP) -> str:
+        """The next line it writes on ``stream``, without its line break. The first may
+        come from a process that is still starting: see :data:`STARTUP`."""
         reader = self.process.stdout if stream == "stdout" else self.process.stderr
         assert reader is not None
         raw = await asyncio.wait_for(reader.readline(), timeout)
@@ -472,7 +476,7 @@ async def test_serve_chat_on_two_workers_fans_out_through_the_broker(
     clients: list[ChatClient] = []
     try:
         # Spawned workers import the package and connect to the broker: slow on a loaded machine.
-        url = (await server.line(timeout=STARTUP)).removeprefix("listening on ")
+        url = (await server.line()).removeprefix("listening on ")
         started = await server.note_containing("chat server, 2 workers (pids ")
         pids = [int(pid) for pid in re.findall(r"\d+", started.split("pids ")[1].split(")")[0])]
         assert len(pids) == 2
@@ -521,7 +525,7 @@ async def test_two_chat_servers_on_one_broker_are_one_chat(broker: BrokerProcess
 async def test_serve_echo_on_two_workers_stops_on_sigterm() -> None:
     server = await Command.start("serve", "--port", "0", "--workers", "2", stdin=None)
     try:
-        url = (await server.line(timeout=STARTUP)).removeprefix("listening on ")
+        url = (await server.line()).removeprefix("listening on ")
         status, out, _ = await run("connect", url, *WAIT, data="one\ntwo\n")
         assert (status, out) == (0, "one\ntwo\n")
         server.signal(signal.SIGTERM)
@@ -540,7 +544,7 @@ async def test_serve_wss_on_two_workers_each_making_its_tls_context(tmp_path: Pa
     args = ("--port", "0", "--workers", "2", "--certfile", str(tmp_path / "server.pem"))
     server = await Command.start("serve", *args, stdin=None)
     try:
-        url = (await server.line(timeout=STARTUP)).removeprefix("listening on ")
+        url = (await server.line()).removeprefix("listening on ")
         assert url.startswith("wss://127.0.0.1:")
         for text in ("one", "two", "three"):  # over either worker: each has the certificate
             status, out, err = await run(

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import gc
 import socket
 import struct
+import sys
+import termios
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -277,6 +280,33 @@ def push_until_stuck(
     return sent
 
 
+def stall_report(client: socket.socket, server: socket.socket) -> str:
+    """Why bytes stopped going from ``client`` to ``server``: what the server's kernel holds
+    unread (the server stopped reading), and the client's retransmissions (the network
+    stalled: segments dropped, retransmissions backing off). For a failing assertion."""
+    fields = []
+    try:
+        unread = fcntl.ioctl(server.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        fields.append(f"unread by the server: {int.from_bytes(unread, sys.byteorder)} bytes")
+    except OSError as exc:
+        fields.append(f"unread by the server: {exc}")
+    try:
+        # struct tcp_info: state, ca_state, retransmits, probes, backoff, options, wscale,
+        # flags (eight u8), then u32s: rto, ato, snd_mss, rcv_mss, unacked, sacked, lost,
+        # retrans, fackets, 4 times, pmtu, rcv_ssthresh, rtt, rttvar, snd_ssthresh,
+        # snd_cwnd, advmss, reordering, rcv_rtt, rcv_space, total_retrans.
+        info = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        u8 = info[:8]
+        u32 = struct.unpack("=24I", info[8:104])
+        fields.append(
+            f"client: retransmits {u8[2]}, probes {u8[3]}, backoff {u8[4]}, rto {u32[0]} us, "
+            f"unacked {u32[4]}, lost {u32[6]}, total retransmitted {u32[23]}"
+        )
+    except (OSError, struct.error) as exc:
+        fields.append(f"client: {exc}")
+    return "; ".join(fields)
+
+
 def small_buffers(sock: socket.socket) -> None:
     """Keep the attacker's own kernel buffers small, so what the server holds shows."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -354,13 +384,19 @@ async def test_blocking_server_answers_only_the_latest_ping_while_its_writes_wai
     opened = threading.Event()
 
     def handler(channel: SyncWebSocketChannel) -> None:
-        small_buffers(channel._sock)
+        # Only the send buffer is made small (the server's writes are to get stuck): its
+        # receive buffer shrunk once the connection was open, the kernel dropped segments the
+        # client sent in the window it had already been given, and the client's
+        # retransmissions backed off (TcpRetransSegs in a network namespace of its own). Under
+        # load one run stalled so for its whole 40 s. A server that stops reading still takes
+        # at most what its receive buffer had grown to by then, well under 8 MiB.
+        channel._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         channels.append(channel)
         opened.set()
         for _ in channel.stream:
             pass
 
-    ping = bytes([0x89, 0x80 | 125]) + MASK + bytes(125)
+    ping = (bytes([0x89, 0x80 | 125]) + MASK + bytes(125)) * 256  # 256 pings a send
     with sync_server(handler) as sync:
         sock = await raw_client_with_small_buffers(sync.port)
         try:
@@ -372,11 +408,13 @@ async def test_blocking_server_answers_only_the_latest_ping_while_its_writes_wai
             # buffers hold (well under 1 MiB) before the deadline.
             sent = await asyncio.to_thread(push_until_stuck, sock, ping, 8 << 20, 4 * TIMEOUT)
             channel = channels[0]
+            stalled = stall_report(sock, channel._sock) if sent < 8 << 20 else ""
             with channel._lock:
                 queued = sum(map(len, channel._outgoing)) + len(getattr(channel, "_pong", b""))
         finally:
             sock.close()
-    assert sent >= 8 << 20  # the reader went on reading the pings (their pongs were dropped)
+    # The reader went on reading the pings (their pongs were dropped).
+    assert sent >= 8 << 20, f"the server took {sent} bytes; {stalled}"
     assert queued <= 2 * 127, queued
 
 
