@@ -696,13 +696,15 @@ impl SocketIO {
         f: impl FnOnce(&mut Self, &mut ConnectionState) -> PyResult<bool>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let wake = {
+        let due = {
             let mut this = Self::borrow(slf)?;
             let conn = this.connection(py)?;
             let mut conn = conn.get().lock(py)?;
-            f(&mut this, &mut conn)?
+            let wake = f(&mut this, &mut conn)?;
+            (wake || this.defer_due).then_some(wake)
         };
-        Self::notify(slf, wake)
+        // Nothing to call (the common case): no second borrow.
+        due.map_or(Ok(()), |wake| Self::notify(slf, wake))
     }
 
     /// Calls `wake` if `wake` says so, and `defer` if a send started gathering, with nothing
@@ -971,12 +973,12 @@ impl SocketIO {
     /// their handling sent, in one `sendmsg`. Call it once they are handled, even if that
     /// failed.
     fn uncork(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let wake = {
+        let due = {
             let mut this = Self::borrow(slf)?;
-            let wake = this.flush_cork();
-            wake | std::mem::take(&mut this.wake_due)
+            let wake = this.flush_cork() | std::mem::take(&mut this.wake_due);
+            (wake || this.defer_due).then_some(wake)
         };
-        Self::notify(slf, wake)
+        due.map_or(Ok(()), |wake| Self::notify(slf, wake))
     }
 
     /// Encodes and sends a text message.
