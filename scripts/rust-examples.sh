@@ -19,7 +19,7 @@ passed=0
 failed=0
 for server in echo_server tokio_echo_server; do
     for client in echo_client tokio_echo_client; do
-        log=$work/$server.out
+        log=$work/$server-$client.out  # its own: an old one may still name the last port
         # One connection, then the server exits by itself.
         timeout 30 "$examples/$server" 127.0.0.1:0 1 >"$log" 2>&1 &
         server_pid=$!
