@@ -32,7 +32,7 @@ import wschannel.sync
 import wschannel.sync.server
 from wschannel import WebSocketChannelException, status
 from wschannel._net import DEFAULT_LEVEL, SERVER_WINDOW_BITS
-from wschannel._wschannel import Connection, HandshakeError, Request
+from wschannel._wschannel import DEFAULT_DEFLATE_LEVEL, Connection, HandshakeError, Request
 from wschannel.bench.payloads import json_corpus
 from wschannel.channel import Message
 from wschannel.io import IOWebSocketChannel
@@ -414,6 +414,23 @@ async def test_server_compression_defaults_are_8_kib_windows_at_level_4() -> Non
 
     defaults = compressed_bytes(SERVER_WINDOW_BITS, DEFAULT_LEVEL)
     assert defaults <= compressed_bytes(12, 6) < compressed_bytes(12, 4)
+
+
+def test_compression_level_default_is_one_value_from_python_to_the_engine() -> None:
+    """The level is written once, in the binding (``DEFAULT_DEFLATE_LEVEL``): ``_net`` takes
+    it from there, and both binding signatures default to it. A signature that said another
+    number would compress differently, which the frames show (issue 15)."""
+    assert DEFAULT_LEVEL == DEFAULT_DEFLATE_LEVEL == 4
+    assert wschannel.DeflateOptions().level == DEFAULT_LEVEL
+    assert wschannel.DeflateOptions(server_max_window_bits=9).level == DEFAULT_LEVEL
+    agreed = f"permessage-deflate; server_max_window_bits={SERVER_WINDOW_BITS}"
+
+    def frames(connection: Connection) -> list[bytes]:
+        return [connection.send_text(document) for document in json_corpus()]
+
+    by_default = frames(Connection(False, deflate=agreed))
+    assert by_default == frames(Connection(False, deflate=agreed, deflate_level=DEFAULT_LEVEL))
+    assert by_default != frames(Connection(False, deflate=agreed, deflate_level=6))
 
 
 # A close (or a protocol violation) behind messages the handler has not taken yet: the

@@ -25,7 +25,13 @@ from typing import Any, Final, TypeAlias
 from ._proxy import HttpConnect, Proxy, ProxySetting, Socks5, Tunnel, select_proxy
 from ._redirect import Redirects, redact
 from ._tls import default_context
-from ._wschannel import ClientHandshake, DeflateOptions, HandshakeError, __version__
+from ._wschannel import (
+    DEFAULT_DEFLATE_LEVEL,
+    ClientHandshake,
+    DeflateOptions,
+    HandshakeError,
+    __version__,
+)
 from .exceptions import InvalidStatus, WebSocketChannelException
 
 __all__ = [
@@ -70,15 +76,20 @@ else:
 SERVER_WINDOW_BITS: Final = 13
 """A server's default compression window (``compression=True``): 8 KiB each way.
 
+Written here, not in the binding: only :func:`deflate_options` uses it (the binding's
+``DeflateOptions()`` means no limit asked, 15 bits, in both roles), so this is its one place.
+
 Both the server's own window and, when the client allows it (``client_max_window_bits`` in its
 offer), the client's. With :data:`DEFAULT_LEVEL` it compresses JSON-like messages of a few KiB
 as small as zlib's level 6 did with websockets' 4 KiB windows, with about 8 % less CPU per
 message (docs/performance.md, "Compression"); a connection keeps at most two windows of
 history each way between messages (32 KiB), well under the 64 KiB a busy one may cost."""
 
-DEFAULT_LEVEL: Final = 4
-"""The compression level when ``compression`` does not give one (``DeflateOptions``' default
-too): zlib-rs's level 4 searches hash chains of at most 24 entries where level 6 searches 128.
+DEFAULT_LEVEL: Final = DEFAULT_DEFLATE_LEVEL
+"""The compression level when ``compression`` does not give one: the binding's
+``DEFAULT_DEFLATE_LEVEL`` (4), which is also the default of ``DeflateOptions(level=...)`` and
+of ``Connection(deflate_level=...)``, so the number is written once, in the binding.
+zlib-rs's level 4 searches hash chains of at most 24 entries where level 6 searches 128.
 On the benchmark's JSON corpus that costs 3 % more bytes at the same window, which the 8 KiB
 windows above make up (510 B against 516 B per 2.5 KiB message at 4 KiB and level 6); with
 32 KiB windows it is 5 % more (494 B against 470 B)."""

@@ -16,6 +16,9 @@ OPEN: Final[int]
 CLOSING: Final[int]
 CLOSED: Final[int]
 
+DEFAULT_DEFLATE_LEVEL: Final[int]
+"""The compression level of :class:`DeflateOptions` and :class:`Connection` when not given: 4."""
+
 # What Connection.poll_action() returns besides bytes to write (the engine crate's session: Action).
 STOP_SENDING: Final[int]
 PAUSE_READING: Final[int]
@@ -45,7 +48,7 @@ class DeflateOptions:
     """permessage-deflate settings (RFC 7692 §7.1): what a client offers, what a server accepts.
 
     Window bits are 8..=15; ``None`` means "no limit asked" (15). ``level`` is zlib's, 0..=9;
-    the default is 4 (see docs/asyncio.md for why not zlib's 6).
+    the default is :data:`DEFAULT_DEFLATE_LEVEL`, 4 (see docs/asyncio.md for why not zlib's 6).
     """
 
     def __new__(
@@ -55,7 +58,7 @@ class DeflateOptions:
         client_no_context_takeover: bool = False,
         server_max_window_bits: int | None = None,
         client_max_window_bits: int | None = None,
-        level: int = 4,
+        level: int = ...,
     ) -> Self: ...
     @property
     def level(self) -> int: ...
@@ -122,11 +125,12 @@ class Connection:
         max_message_size: int | None = ...,
         max_frame_size: int | None = None,
         deflate: str | None = None,
-        deflate_level: int = 4,
+        deflate_level: int = ...,
         seed: int | None = None,
     ) -> Self:
         """``deflate`` is the negotiated ``Sec-WebSocket-Extensions`` value (from a handshake)
-        or ``None`` for no compression. ``seed`` makes the masking keys deterministic (tests)."""
+        or ``None`` for no compression; ``deflate_level`` is zlib's, 0..=9, by default
+        :data:`DEFAULT_DEFLATE_LEVEL`. ``seed`` makes the masking keys deterministic (tests)."""
 
     @property
     def state(self) -> int: ...

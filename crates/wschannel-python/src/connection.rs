@@ -99,7 +99,7 @@ fn frame_bytes<'py>(py: Python<'py>, frame: &OutFrame<'_>) -> PyResult<Bound<'py
 #[pymethods]
 impl PyConnection {
     #[new]
-    #[pyo3(signature = (client, *, max_message_size = Some(engine::DEFAULT_MAX_MESSAGE_SIZE), max_frame_size = None, deflate = None, deflate_level = 4, seed = None))]
+    #[pyo3(signature = (client, *, max_message_size = Some(engine::DEFAULT_MAX_MESSAGE_SIZE), max_frame_size = None, deflate = None, deflate_level = crate::handshake::DEFAULT_DEFLATE_LEVEL, seed = None))]
     fn new(
         client: bool,
         max_message_size: Option<usize>,

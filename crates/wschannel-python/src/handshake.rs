@@ -28,9 +28,16 @@ fn from_engine(py: Python<'_>, e: Error) -> PyErr {
     handshake_error(py, e.status(), e.to_string())
 }
 
-/// permessage-deflate settings (RFC 7692 §7.1). `level` defaults to 4, not zlib's 6: with the
-/// server's default 8 KiB windows it compresses the benchmark's JSON corpus as small as level 6
-/// did with 4 KiB ones, at about 8 % less CPU per message (docs/performance.md).
+/// The compression level of a Python connection that does not choose one: the default of
+/// `DeflateOptions(level=...)` and of `Connection(deflate_level=...)`, and the module's
+/// `DEFAULT_DEFLATE_LEVEL` (which `wschannel._net` takes). 4, not zlib's 6 (the engine
+/// crate's own default, `Config::default()`, stays 6 for Rust users): with a Python server's
+/// default 8 KiB windows it compresses the benchmark's JSON corpus as small as level 6 did
+/// with 4 KiB ones, at about 8 % less CPU per message (docs/asyncio.md, "Compression").
+pub const DEFAULT_DEFLATE_LEVEL: u32 = 4;
+
+/// permessage-deflate settings (RFC 7692 §7.1). `level` defaults to
+/// [`DEFAULT_DEFLATE_LEVEL`].
 #[pyclass(frozen, module = "wschannel._wschannel")]
 #[derive(Clone)]
 pub struct DeflateOptions {
@@ -40,7 +47,7 @@ pub struct DeflateOptions {
 #[pymethods]
 impl DeflateOptions {
     #[new]
-    #[pyo3(signature = (*, server_no_context_takeover = false, client_no_context_takeover = false, server_max_window_bits = None, client_max_window_bits = None, level = 4))]
+    #[pyo3(signature = (*, server_no_context_takeover = false, client_no_context_takeover = false, server_max_window_bits = None, client_max_window_bits = None, level = DEFAULT_DEFLATE_LEVEL))]
     fn new(
         server_no_context_takeover: bool,
         client_no_context_takeover: bool,
@@ -327,6 +334,7 @@ fn reject_response<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("HandshakeError", m.py().get_type::<HandshakeError>())?;
+    m.add("DEFAULT_DEFLATE_LEVEL", DEFAULT_DEFLATE_LEVEL)?;
     m.add_class::<DeflateOptions>()?;
     m.add_class::<ClientHandshake>()?;
     m.add_class::<Request>()?;
