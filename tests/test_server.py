@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.cookies
+import importlib.util
 import logging
 import socket
 import ssl
@@ -12,6 +13,7 @@ import threading
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import trustme
@@ -431,6 +433,41 @@ def test_compression_level_default_is_one_value_from_python_to_the_engine() -> N
     by_default = frames(Connection(False, deflate=agreed))
     assert by_default == frames(Connection(False, deflate=agreed, deflate_level=DEFAULT_LEVEL))
     assert by_default != frames(Connection(False, deflate=agreed, deflate_level=6))
+
+
+def _echo_options() -> ModuleType:
+    """compliance/echo_options.py, what Autobahn's echo programs ask of wschannel."""
+    path = Path(__file__).resolve().parents[1] / "compliance" / "echo_options.py"
+    spec = importlib.util.spec_from_file_location("echo_options", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; server_max_window_bits=10; client_max_window_bits",
+        "permessage-deflate; client_no_context_takeover",
+    ],
+)
+async def test_compliance_server_compression_answers_as_the_default(offer: str) -> None:
+    """Autobahn's echo server compresses at level 1 but must shape its frames as
+    ``compression=True`` does (compliance/README.md): it writes the server's windows out
+    itself, as the public API has no name for them, so this catches the two drifting apart."""
+    answers = []
+    for compression in (True, _echo_options().SERVER_COMPRESSION):
+        async with wschannel.serve(_echo_all, "127.0.0.1", 0, compression=compression) as server:
+            request = request_bytes({**UPGRADE, "Sec-WebSocket-Extensions": offer})
+            status_code, head = await response_to(server.port, request)
+        assert status_code == 101
+        answers.append(
+            [line for line in head.lower().split(b"\r\n") if b"sec-websocket-extensions" in line]
+        )
+    assert answers[0] == answers[1] != []
 
 
 # A close (or a protocol violation) behind messages the handler has not taken yet: the
