@@ -328,6 +328,9 @@ class MessageStream:
             return
         on_data = self._on_data
         if on_data is not None and not self._buffer and not self._paused:
+            # ChannelDriver.deliver (_channel_driver.py) repeats this branch inline for a
+            # read of one message, to save this call on the hot path (its comment says what
+            # that is worth): change both together.
             try:
                 on_data(message)
             except Exception as exc:
