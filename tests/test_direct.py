@@ -468,3 +468,58 @@ async def test_a_listen_callback_takes_one_message_per_read_as_the_stream_would(
         subscriptions[0].resume()
         for message in ["three", "four"]:
             assert await asyncio.wait_for(anext(stream), TIMEOUT) == message
+
+
+async def test_a_read_whose_handling_raises_still_hands_its_messages_to_the_consumer(
+    raw_server: StartRaw,
+) -> None:
+    """Handling a read's events raised (a bug: here the callback a pong answers raises):
+    the messages of the read before it reach the waiting ``async for`` consumer within that
+    read, as after any read (``ChannelDriver.deliver`` ends every read with
+    ``MessageStream._read_delivered``, even when handling raised); then the failure goes to
+    the loop's exception handler and the connection fails (1006), as the transport's
+    documented behaviour says."""
+    pong = b"ping"
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        writer.write(frame(0x1, b"zero"))
+        assert await read_frame(reader) == (0x89, pong)  # the client's ping
+        # One write, one read on the client: a message, the pong, another message.
+        writer.write(frame(0x1, b"one") + frame(0xA, pong) + frame(0x1, b"two"))
+        await asyncio.wait_for(reader.read(), TIMEOUT)  # until the client hangs up
+
+    received: list[str | bytes] = []
+    failures: list[tuple[object, list[str | bytes]]] = []
+
+    def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if context["message"] == "wschannel: handling received data failed":
+            failures.append((context["exception"], list(received)))  # what the consumer had
+        else:
+            loop.default_exception_handler(context)
+
+    asyncio.get_running_loop().set_exception_handler(exception_handler)
+    server = await raw_server(handler)
+    channel = await IOWebSocketChannel.connect(server.url, compression=None)
+    protocol = channel._transport_protocol
+    assert protocol is not None and isinstance(protocol.transport, DirectTransport)
+    waiting = asyncio.Event()
+
+    async def consume() -> None:
+        async for message in channel.stream:
+            received.append(message)
+            waiting.set()  # and it waits for the next message in this same step
+
+    consumer = asyncio.create_task(consume())
+    await wait(waiting.wait())
+    error = RuntimeError("handling the pong failed")
+
+    def answered(rtt: float | None) -> None:
+        raise error
+
+    protocol.send_ping(answered, pong)
+    await wait(consumer)  # the stream ends with the connection
+    assert received == ["zero", "one"]  # "two" came after the failure: never delivered
+    assert failures == [(error, ["zero", "one"])]  # "one" was in before the report
+    assert channel.close_code == status.ABNORMAL_CLOSURE
+    await wait(channel.sink.done)

@@ -77,7 +77,7 @@ class ChannelDriver(SessionDriver):
                         self._delivering = False
             if self._consumer_check_due:
                 self.consumer_waited(stream._await_answers(self.consumer_caught_up))
-        finally:
+        finally:  # also when handling raised: what came before reaches the consumer now
             stream._read_delivered()
 
     def report_close(self, code: int, reason: str) -> None:
