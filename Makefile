@@ -101,15 +101,17 @@ test-peers: $(DEV_STAMP)  ## The tests that need the peers (Chromium, Node, Pyod
 #
 # The time is CPU on 2 cores (measured: docs/packaging.md, "make test's time"): Autobahn
 # alone is about 2,000 CPU seconds (wstest's Python 2), the four wheel suites and the builds
-# most of the rest. So the builds come first (test-build: the .venv's engine and dist/, which
-# everything after uses), then the peers part alone (its browser, Node and benchmark smoke
-# tests have fixed deadlines that a loaded machine misses: at load 20 beside the rest, 13
-# of them did), then the rest at once in three lanes (A+B+C; a lane X,Y,Z runs its steps in
-# turn): Autobahn, which is the longest; the wheel job; and the Rust, lint and fuzz checks.
-# The CPU-bound checks that no clock waits on (NICE_STEPS) run under nice, so that the tests
-# that wait on timers and Autobahn's pipelines get the CPU first and the checks take the rest.
-TEST_STEPS := system-packages test-build test-peers conformance+test-wheels+test-rust,lint,fuzz
-NICE_STEPS := test-rust lint
+# most of the rest. So the .venv's engine is built first (test-build, which everything after
+# uses), then the peers part (its browser, Node and benchmark smoke tests have fixed deadlines
+# that a loaded machine misses: at load 20 beside the rest, 13 of them did) with only the
+# wheels' build beside it, under nice (dist/, which only the wheel job uses: the peers part
+# keeps about one core busy, the build takes the other), then the rest at once in three lanes
+# (A+B+C; a lane X,Y,Z runs its steps in turn): Autobahn, which is the longest; the wheel job;
+# and the Rust, lint and fuzz checks. The CPU-bound steps that no clock waits on (NICE_STEPS)
+# run under nice, so that the tests that wait on timers and Autobahn's pipelines get the CPU
+# first and the checks take the rest.
+TEST_STEPS := system-packages test-build test-peers+dist conformance+test-wheels+test-rust,lint,fuzz
+NICE_STEPS := test-rust lint dist
 
 # make test builds the engine (the .venv's and the wheels) without whole-program LTO: minutes
 # less on 2 cores, the same behaviour; make dev, make bench and make dist alone keep the
@@ -124,7 +126,7 @@ test: export CARGO_PROFILE_RELEASE_CODEGEN_UNITS := 16
 test: export CARGO_TARGET_DIR ?= $(CACHE_DIR)/cargo-target
 test: export CARGO_INCREMENTAL := 0
 test: export MYPY_CACHE_DIR ?= $(CACHE_DIR)/mypy-cache
-# The wheel job uses the dist/ that test-build made.
+# The wheel job uses the dist/ that the dist step (beside test-peers) made.
 test: export WHEELS_REUSE_DIST := 1
 # The tests run beside Autobahn and each other: their timeouts stretched (tests/conftest.py),
 # as the wheel job's always are.
@@ -133,8 +135,7 @@ test:  ## Everything CI runs (~30 min on a quiet 2-core machine): builds, then A
 	@MAKE="$(MAKE)" NICE_STEPS="$(NICE_STEPS)" bash scripts/steps.sh $(TEST_STEPS)
 
 # wstest is installed here, once, not by the two steps after it that use it at once.
-test-build: $(DEV_STAMP)  ## What make test's later steps use: the engine in .venv (make dev), dist/ (make dist), wstest
-	@$(MAKE) --no-print-directory dist
+test-build: $(DEV_STAMP)  ## What make test's later steps use: the engine in .venv (make dev), wstest
 	bash compliance/install.sh >/dev/null
 
 system-packages:  ## Install the Debian packages the tests need (system-packages.txt), saying which and why first

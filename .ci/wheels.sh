@@ -35,7 +35,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # make test runs this beside Autobahn: the suite's timeouts stretched (tests/conftest.py).
 export WSCHANNEL_TEST_TIMEOUT_SCALE="${WSCHANNEL_TEST_TIMEOUT_SCALE:-2}"
 DIST="$REPO/${DIST:-dist}"
-PYTHONS="${WHEEL_PYTHONS:-3.11 3.12 3.13 3.13t}"
+# The longest suite first (free-threaded 3.13, then 3.11, which alone runs the engine-only
+# tests): two lanes end closest together when the long ones start first.
+PYTHONS="${WHEEL_PYTHONS:-3.13t 3.11 3.12 3.13}"
 # The installer of the suites' virtualenvs: .venv's uv (pyproject's dev extra), else pip
 # (WHEELS_INSTALLER=pip forces pip).
 UV=""
@@ -135,11 +137,19 @@ workers_option() {
     if [ "$WORKERS" != 0 ]; then echo "-n $WORKERS --dist worksteal"; fi
 }
 
+# Each line of the input with the seconds since $1 in front: where a suite's time goes shows
+# in its log (before pytest's session starts, at collection, between tests, at the end).
+stamped() {
+    local since=$1 line
+    while IFS= read -r line; do printf '%4d s| %s\n' $((SECONDS - since)) "$line"; done
+}
+
 # One interpreter: a fresh virtualenv, the wheel, the suite. Writes its log; returns pytest's.
 run_suite() {
     local version=$1 python venv wheel run began
     began=$SECONDS
     python=$(interpreter "$version")
+    echo "interpreter in $((SECONDS - began)) s: $python"
     venv="$WORK/venvs/$version"
     run="$WORK/run/$version"
     mkdir -p "$run"
@@ -147,12 +157,18 @@ run_suite() {
     [ "$version" = 3.13t ] && wheel=$FT
     # shellcheck disable=SC2046 # the names, one argument each
     requirements "$python" $(without "$version") >"$run/requirements.txt"
+    echo "requirements in $((SECONDS - began)) s"
     if [ -n "$UV" ]; then
         # uv (pyproject's dev extra, in .venv): the same packages as pip would install, in
         # a few seconds instead of a minute or two beside Autobahn; it compiles no bytecode
         # (Python compiles what the suite imports when it imports it).
         "$UV" venv -q --python "$python" "$venv"
-        "$UV" pip install -q --python "$venv/bin/python" "$wheel" -r "$run/requirements.txt"
+        # From the cache alone first: uv asks the index again for every package once its
+        # answer is ten minutes old (seconds each on a slow line); the index only when the
+        # cache lacks something (a first run, a new pin).
+        "$UV" pip install -q --offline --python "$venv/bin/python" "$wheel" \
+            -r "$run/requirements.txt" 2>/dev/null \
+            || "$UV" pip install -q --python "$venv/bin/python" "$wheel" -r "$run/requirements.txt"
     else
         "$python" -m venv "$venv"
         # --no-compile: Python compiles what the suite imports when it imports it; pip would
@@ -200,7 +216,7 @@ run_suite() {
             --ignore="$REPO/tests/test_benchmarks_smoke.py" \
             --ignore="$REPO/tests/test_pubsub_bench.py" \
             --timeout="$limit" --durations=5 $(workers_option) ${select:+-m "$select"} \
-            "$REPO/tests"
+            "$REPO/tests" 2>&1 | stamped "$began"
     ) || status=$?
     if [ "$version" = 3.13t ] && [ "$status" = 0 ]; then
         echo "the thread tests again with the GIL on (PYTHON_GIL=1)"
