@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -27,6 +28,7 @@ from conftest import (
     accept_upgrade,
     close_then_hang_up,
     next_message,
+    read_frame,
     wait,
 )
 
@@ -1313,3 +1315,125 @@ async def test_pipe_connects_two_byte_stream_channels_until_both_end() -> None:
     assert (first.close_code, first.close_reason) == (4001, "end")
     for writer in (first_writer, second_writer):
         writer.close()
+
+
+# A read whose handling raises (issue 15 review): as on the direct transport (test_direct).
+
+HANDLING_FAILED = "wschannel: handling received data failed"
+
+
+async def test_a_read_whose_handling_raises_fails_the_connection_and_keeps_what_came_before(
+    raw_server: StartRaw,
+) -> None:
+    """Handling a read's events raised (a bug: here the callback a pong answers raises): the
+    failure goes to the loop's exception handler and the connection fails with 1006 (the
+    byte stream is dropped), as on the direct transport; the ``async for`` consumer gets
+    the messages of the read before the failure, then its stream ends. Before the fix the
+    reader task ended with the exception (reported only when the task was collected), and
+    the connection stayed open with nobody reading: the consumer waited for ever."""
+    pong = b"ping"
+    hung_up = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept_upgrade(reader, writer)
+        writer.write(frame(0x1, b"zero"))
+        assert await read_frame(reader) == (0x89, pong)  # the client's ping
+        # One write, one read on the client: a message, the pong, another message.
+        writer.write(frame(0x1, b"one") + frame(0xA, pong) + frame(0x1, b"two"))
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(reader.read(), TIMEOUT)  # until the client hangs up
+        hung_up.set()
+
+    failures: list[object] = []
+
+    def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context["message"] == HANDLING_FAILED:
+            failures.append(context["exception"])
+        else:
+            loop.default_exception_handler(context)
+
+    asyncio.get_running_loop().set_exception_handler(exception_handler)
+    server = await raw_server(handler)
+    channel = await over_client(port_of(server))
+    received: list[Message] = []
+    waiting = asyncio.Event()
+
+    async def consume() -> None:
+        async for message in channel.stream:
+            received.append(message)
+            waiting.set()
+
+    consumer = asyncio.create_task(consume())
+    await wait(waiting.wait())
+    error = RuntimeError("handling the pong failed")
+
+    def answered(rtt: float | None) -> None:
+        raise error
+
+    channel._driver.send_ping(answered, pong)
+    await wait(consumer)  # the stream ends with the connection
+    assert received == ["zero", "one"]  # "two" came after the failure: never delivered
+    assert failures == [error]
+    assert channel.close_code == status.ABNORMAL_CLOSURE
+    await wait(channel.sink.done)
+    await wait(hung_up.wait())
+
+
+def test_anyio_a_read_whose_handling_raises_fails_the_connection_and_keeps_what_came_before(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same over an anyio byte stream, on asyncio (the loop's exception handler has the
+    failure) and on trio (which has no such handler: the failure is logged at ERROR on
+    ``wschannel.bytestream``, where the flavour reports a failed task)."""
+    pong = b"ping"
+    error = RuntimeError("handling the pong failed")
+    failures: list[object] = []
+
+    async def body() -> None:
+        if backend == "asyncio":
+
+            def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+                if context["message"] == HANDLING_FAILED:
+                    failures.append(context["exception"])
+                else:
+                    loop.default_exception_handler(context)
+
+            asyncio.get_running_loop().set_exception_handler(exception_handler)
+        server_stream, client_stream = await tcp_pair()
+        client = over(client_stream, client_stream, server_side=False)
+        messages = aiter(client.stream)
+        await server_stream.send(frame(0x1, b"zero"))
+        assert await anext(messages) == "zero"
+
+        def answered(rtt: float | None) -> None:
+            raise error
+
+        client._driver.send_ping(answered, pong)
+        decoder = Connection(False)
+        events: list[Any] = []
+        while not events:
+            events = decoder.receive_data(await server_stream.receive())
+        [ping] = events
+        assert isinstance(ping, Ping) and ping.data == pong
+        # One send, one read on the client: a message, the pong, another message.
+        await server_stream.send(frame(0x1, b"one") + frame(0xA, pong) + frame(0x1, b"two"))
+        received: list[Message] = []
+        with anyio.move_on_after(TIMEOUT / 2) as scope:
+            async for message in messages:
+                received.append(message)
+        assert not scope.cancelled_caught, f"the stream never ended (had {received})"
+        assert received == ["one"]  # "two" came after the failure: never delivered
+        assert client.close_code == status.ABNORMAL_CLOSURE
+        await client.sink.done
+        await receive_all(server_stream)  # until the client hangs up
+        await server_stream.aclose()
+
+    with caplog.at_level("ERROR", logger="wschannel.bytestream"):
+        run(backend, body)
+    if backend == "trio":
+        failures.extend(
+            record.exc_info[1]
+            for record in caplog.records
+            if record.getMessage() == HANDLING_FAILED and record.exc_info is not None
+        )
+    assert failures == [error]

@@ -630,7 +630,28 @@ class _Driver(ChannelDriver):
             if not data:
                 self.eof_received()
                 return
-            self.deliver(receive_data(data))
+            try:
+                self.deliver(receive_data(data))
+            except Exception as exc:
+                self._handling_failed(exc)
+                return
+
+    def _handling_failed(self, exc: Exception) -> None:
+        """A bug in handling a read (in the driver, or in a callback it runs, such as a
+        ping's ``answered``): reported where this flavour reports a task's failure (the
+        loop's exception handler; under trio, :class:`_TrioLoop` logs it), then the
+        connection fails with 1006, as :mod:`wschannel._direct` does. Without this the
+        reader task would end and the connection would stay open, with nobody reading.
+        What the read delivered before the failure is in the stream already
+        (``ChannelDriver.deliver``); the stream ends after it."""
+        self.loop.call_exception_handler(
+            {
+                "message": "wschannel: handling received data failed",
+                "exception": exc,
+                "channel": self.channel,
+            }
+        )
+        self.abort()
 
     # The session's hooks (wschannel._driver): what it decided, done with this byte stream.
 
