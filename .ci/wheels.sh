@@ -59,7 +59,16 @@ WORKERS="${WHEEL_WORKERS:-2}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wschannel-wheels.XXXXXX")
 LOGS="$WORK/logs"
 mkdir -p "$LOGS"
-trap 'rm -rf "$WORK/venvs" "$WORK/run"' EXIT
+# The sessions of the suites run in a session of their own (own_session): whatever is left
+# of them is stopped at the end.
+SESSIONS="$WORK/sessions"
+: >"$SESSIONS"
+export WHEELS_SESSIONS=$SESSIONS
+stop_sessions() {
+    local sid
+    while read -r sid; do pkill -KILL -s "$sid" 2>/dev/null || true; done <"$SESSIONS"
+}
+trap 'stop_sessions; rm -rf "$WORK/venvs" "$WORK/run"' EXIT
 
 say() { printf 'wheels: %s\n' "$*"; }
 
@@ -123,11 +132,26 @@ SDIST=$(ls "$DIST"/wschannel-*.tar.gz)
 # without job control (as the jobs here, or this script itself) inherits SIGINT ignored, and
 # so would pytest and the programs the tests stop with SIGINT (the CLI, examples/chat.py),
 # which then never stop.
+#
+# With OWN_SESSION=1 it runs in a new session (setsid), whose id goes to $SESSIONS. The
+# kernel schedules each session as a group of its own (autogroup), and free-threaded
+# CPython 3.13 needs that under load: creating a class (at every import) takes a lock the
+# thread already holds through a critical section, and 3.13 spins on it with 40
+# sched_yield() calls before it gives the lock up and takes it again (3.14 no longer locks
+# a mutex its innermost critical section holds). A yield puts the process behind every
+# other runnable one of its group: beside Autobahn (load 13), importing pytest, trio,
+# anyio, websockets, redis and uvicorn took 240-263 s (3.3 s of CPU); in a session of its
+# own, where the process is alone in its group and a yield costs nothing, 2.8-3.2 s. Its
+# group then gets a fair share of the CPU beside the rest of make test's.
 python_with_sigint() {
-    local python=$1
+    local python=$1 session=()
     shift
-    "$python" -c 'import os, signal, sys
+    if [ "${OWN_SESSION:-0}" = 1 ]; then session=(setsid --wait); fi
+    "${session[@]}" "$python" -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
+if os.getsid(0) == os.getpid():
+    with open(os.environ["WHEELS_SESSIONS"], "a") as sessions:
+        sessions.write(f"{os.getpid()}\n")
 os.execv(sys.executable, [sys.executable, *sys.argv[1:]])' "$@"
 }
 
@@ -191,16 +215,17 @@ run_suite() {
     if [ "$wheel" = "$ABI3" ] && [ "$version" != "$FIRST_ABI3" ]; then
         select="not engine_only"
     fi
-    local gil="" scale=$WSCHANNEL_TEST_TIMEOUT_SCALE
+    local gil="" scale=$WSCHANNEL_TEST_TIMEOUT_SCALE own_session=0
     if [ "$version" = 3.13t ]; then
         gil=0
+        own_session=1  # python_with_sigint says why
         scale=$(python3 -c "print(float('$scale') * 1.5)")
     fi
     local status=0
     (
         cd "$run"
         if [ -n "$gil" ]; then export PYTHON_GIL=$gil; fi
-        export WSCHANNEL_TEST_TIMEOUT_SCALE=$scale
+        export WSCHANNEL_TEST_TIMEOUT_SCALE=$scale OWN_SESSION=$own_session
         # pytest-timeout's limit per test (pyproject's 120 s) stretched as the tests' own
         # timeouts are: at load 20 the property test with 600 examples passed 120 s (it
         # takes 20-90 s at load 2-9).
@@ -222,7 +247,8 @@ run_suite() {
         echo "the thread tests again with the GIL on (PYTHON_GIL=1)"
         (
             cd "$run"
-            PYTHON_GIL=1 WSCHANNEL_TEST_INSTALLED=1 WSCHANNEL_TEST_WITHOUT="$(without "$version")" \
+            PYTHON_GIL=1 OWN_SESSION=$own_session WSCHANNEL_TEST_INSTALLED=1 \
+                WSCHANNEL_TEST_WITHOUT="$(without "$version")" \
                 python_with_sigint "$venv/bin/python" -m pytest -q \
                 -p no:cacheprovider -c "$REPO/pyproject.toml" --rootdir "$REPO" \
                 "$REPO/tests/test_threads.py"
