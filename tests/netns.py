@@ -140,6 +140,15 @@ class Namespace:
         """``ip -n NAME ARGS``."""
         ip("-n", self.name, *args)
 
+    def cap_tcp_buffers(self, most: int) -> None:
+        """Make ``most`` bytes the largest that the kernel grows a TCP socket's receive or
+        send buffer to in this namespace (``net.ipv4.tcp_rmem``/``tcp_wmem`` are per
+        namespace; the host's stay as they are)."""
+        ip(
+            "netns", "exec", self.name, "sysctl", "-q", "-w",
+            f"net.ipv4.tcp_rmem=4096 65536 {most}", f"net.ipv4.tcp_wmem=4096 16384 {most}",
+        )  # fmt: skip
+
     def exec_argv(self, *argv: str) -> list[str]:
         """The command line that runs ``argv`` inside this namespace."""
         return ["ip", "netns", "exec", self.name, *argv]

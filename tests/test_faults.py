@@ -66,6 +66,8 @@ DELAY = 0.02
 """Seconds the wire delays each packet, each way."""
 LOSS = 0.05
 """The probability that the wire drops a packet, each way."""
+TCP_BUFFERS = 256 * 1024
+"""The largest TCP buffer the kernel grows to in the veth tests' namespaces."""
 CLIENT_ADDRESS = "10.201.1.1"
 SERVER_ADDRESS = "10.201.1.2"
 
@@ -90,6 +92,12 @@ class Net:
             pytest.skip(f"cannot make a veth pair here: {exc}")
         self._configure(self.client, "wc", CLIENT_ADDRESS)
         self._configure(self.server, "ws", SERVER_ADDRESS)
+        # A pong waits behind every echo that either kernel holds: this machine grows a
+        # socket's buffers up to 4 MiB (send) and 32 MiB (receive), and with megabytes ahead
+        # of it at a loaded machine's pace a pong took more than an interval (3.13t at load
+        # 14: 1001 before the cut). The keepalive, not the kernel's buffers, is tested.
+        for namespace in (self.client, self.server):
+            namespace.cap_tcp_buffers(TCP_BUFFERS)
 
     def wire(self, *, delay: float, loss: float, seed: int) -> netns.Child:
         """Join the namespaces with the user-space netem (a TUN device ``wf0`` in each)."""
