@@ -107,10 +107,12 @@ test-peers: $(DEV_STAMP)  ## The tests that need the peers (Chromium, Node, Pyod
 # wheels' build beside it, under nice (dist/, which only the wheel job uses: the peers part
 # keeps about one core busy, the build takes the other), then the rest at once in three lanes
 # (A+B+C; a lane X,Y,Z runs its steps in turn): Autobahn, which is the longest; the wheel job;
-# and the Rust, lint and fuzz checks. The CPU-bound steps that no clock waits on (NICE_STEPS)
+# and the lint, fuzz and Rust checks. The CPU-bound steps that no clock waits on (NICE_STEPS)
 # run under nice, so that the tests that wait on timers and Autobahn's pipelines get the CPU
-# first and the checks take the rest.
-TEST_STEPS := system-packages test-build test-peers+dist conformance+test-wheels+test-rust,lint,fuzz
+# first and the checks take the rest. The Rust checks come last in their lane: under nice
+# they take as long as the others leave them CPU (1,542 s for 90 s of CPU), and lint and
+# fuzz after them ended the run 133 s after Autobahn; first, they end long before it.
+TEST_STEPS := system-packages test-build test-peers+dist conformance+test-wheels+lint,fuzz,test-rust
 NICE_STEPS := test-rust lint dist
 
 # make test builds the engine (the .venv's and the wheels) without whole-program LTO: minutes

@@ -13,7 +13,7 @@
 # A step written A+B+C runs its parts at once (each line of theirs prefixed with its name):
 # the steps that mostly wait beside the ones that compute. A part written X,Y runs make X,
 # then make Y (a lane: one after the other, however the first went), e.g.
-#   conformance+test-wheels+test-rust,lint,fuzz
+#   conformance+test-wheels+lint,fuzz,test-rust
 #
 # CPU is user + system time of the step's processes (bash's `times`: make and all it waited
 # for). A make target named in $NICE_STEPS runs under `nice -n 10`: the CPU-bound builds and
