@@ -1322,6 +1322,21 @@ async def test_pipe_connects_two_byte_stream_channels_until_both_end() -> None:
 HANDLING_FAILED = "wschannel: handling received data failed"
 
 
+def handling_failures_into(
+    failures: list[object],
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """A loop exception handler that keeps the exceptions reported as
+    :data:`HANDLING_FAILED` in ``failures`` and passes on everything else."""
+
+    def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context["message"] == HANDLING_FAILED:
+            failures.append(context["exception"])
+        else:
+            loop.default_exception_handler(context)
+
+    return exception_handler
+
+
 async def test_a_read_whose_handling_raises_fails_the_connection_and_keeps_what_came_before(
     raw_server: StartRaw,
 ) -> None:
@@ -1345,14 +1360,7 @@ async def test_a_read_whose_handling_raises_fails_the_connection_and_keeps_what_
         hung_up.set()
 
     failures: list[object] = []
-
-    def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if context["message"] == HANDLING_FAILED:
-            failures.append(context["exception"])
-        else:
-            loop.default_exception_handler(context)
-
-    asyncio.get_running_loop().set_exception_handler(exception_handler)
+    asyncio.get_running_loop().set_exception_handler(handling_failures_into(failures))
     server = await raw_server(handler)
     channel = await over_client(port_of(server))
     received: list[Message] = []
@@ -1391,14 +1399,7 @@ def test_anyio_a_read_whose_handling_raises_fails_the_connection_and_keeps_what_
 
     async def body() -> None:
         if backend == "asyncio":
-
-            def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-                if context["message"] == HANDLING_FAILED:
-                    failures.append(context["exception"])
-                else:
-                    loop.default_exception_handler(context)
-
-            asyncio.get_running_loop().set_exception_handler(exception_handler)
+            asyncio.get_running_loop().set_exception_handler(handling_failures_into(failures))
         server_stream, client_stream = await tcp_pair()
         client = over(client_stream, client_stream, server_side=False)
         messages = aiter(client.stream)
