@@ -312,10 +312,26 @@ def stall_report(client: socket.socket, server: socket.socket) -> str:
     return "; ".join(fields)
 
 
+TCP_RTO_MAX_MS = getattr(socket, "TCP_RTO_MAX_MS", 44)
+"""Linux 6.15's socket option for a socket's longest retransmission timeout (1 s at least;
+the default is 120 s)."""
+
+
 def small_buffers(sock: socket.socket) -> None:
-    """Keep the attacker's own kernel buffers small, so what the server holds shows."""
+    """Keep the attacker's own kernel buffers small, so what the server holds shows; and its
+    retransmissions at most 1 s apart.
+
+    Under load a segment can be dropped on loopback several times in a row, and TCP doubles
+    the wait before each retransmission: in a CI run (load 8) a client's one lost segment
+    was on its 7th try, 26 s apart, and the client had sent nothing more for half the
+    test's 40 s, while the server had read all it had been given (nothing unread in its
+    kernel). That is the network stalling, not the server. A server that stops reading
+    shows differently: its kernel holds what it has not read, and the client waits for a
+    window, not for a retransmission."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    with contextlib.suppress(OSError):  # a kernel before 6.15
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS, 1000)
 
 
 async def raw_client_with_small_buffers(port: int) -> socket.socket:

@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ ROOT = Path(__file__).parents[2]
 # Where this process imported wschannel from: the source tree's python/, or site-packages
 # when the suite runs against an installed wheel (.ci/wheels.sh), where python/ has no engine.
 PACKAGE_ROOT = Path(wschannel.__file__).resolve().parents[1]
+
+OWN_SESSION = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+"""Whether a node runs in a session of its own, with the workers it spawns: on free-threaded
+CPython 3.13, where every class creation spins on a lock with 40 ``sched_yield()`` calls
+(see ``python_with_sigint`` in .ci/wheels.sh), and each yield waits behind every runnable
+process of the session's scheduling group (autogroup). Beside an xdist worker running a
+busy test, a node and its two spawned workers took over 30 s to import: ``serve_workers``
+gave up on them (a 3.13t CI run). Alone in a group, the importing processes yield only to
+each other."""
 
 
 class Node:
@@ -39,8 +49,17 @@ class Node:
         """Start the process (:meth:`ready` waits until it listens)."""
         env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
         self.process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env
+            self.args,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=OWN_SESSION,
         )
+        sessions = os.environ.get("WHEELS_SESSIONS")
+        if OWN_SESSION and sessions:  # .ci/wheels.sh kills what is left of it at the end
+            with open(sessions, "a") as file:
+                file.write(f"{self.process.pid}\n")
 
     def ready(self) -> Node:
         """Wait (blocking, at most 6 times TIMEOUT: a loaded machine starts Python slowly) for
@@ -50,8 +69,8 @@ class Node:
         line = self.process.stdout.readline() if ready else ""
         found = re.search(r"(?:^listening |ws://127\.0\.0\.1:)(\d+)", line)
         if found is None:
-            self.process.kill()
-            raise RuntimeError(f"node did not start: {line!r}, exit {self.process.wait()}")
+            self.kill()
+            raise RuntimeError(f"node did not start: {line!r}, exit {self.process.returncode}")
         self.port = int(found.group(1))
         return self
 
@@ -66,8 +85,12 @@ class Node:
         return f"ws://127.0.0.1:{self.port}"
 
     def kill(self) -> None:
-        """SIGKILL: the node dies without closing anything."""
+        """SIGKILL: the node dies without closing anything (in its own session, its
+        workers with it)."""
         assert self.process is not None
+        if OWN_SESSION:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         self.process.kill()
         self.process.wait()
 
@@ -78,8 +101,7 @@ class Node:
         try:
             self.process.wait(2 * TIMEOUT)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
 
 
 class Client:
