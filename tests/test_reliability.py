@@ -309,6 +309,16 @@ def stall_report(client: socket.socket, server: socket.socket) -> str:
         )
     except (OSError, struct.error) as exc:
         fields.append(f"client: {exc}")
+    try:  # the server's receive side: the window it can offer, and when data last came
+        info = server.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        u32 = struct.unpack("=24I", info[8:104])
+        rcvbuf = server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        fields.append(
+            f"server: SO_RCVBUF {rcvbuf}, rcv_ssthresh {u32[14]}, rcv_space {u32[22]}, "
+            f"last data received {u32[11]} ms ago"
+        )
+    except (OSError, struct.error) as exc:
+        fields.append(f"server: {exc}")
     return "; ".join(fields)
 
 
