@@ -34,6 +34,7 @@ from conftest import (
 
 import wschannel
 from wschannel import StateError, status
+from wschannel._driver import HANDLING_FAILED
 from wschannel._wschannel import Close, Connection, Ping
 from wschannel.bytestream import ByteStreamWebSocketChannel, over
 from wschannel.channel import Message
@@ -1318,8 +1319,6 @@ async def test_pipe_connects_two_byte_stream_channels_until_both_end() -> None:
 
 
 # A read whose handling raises (issue 15 review): as on the direct transport (test_direct).
-
-HANDLING_FAILED = "wschannel: handling received data failed"
 
 
 def handling_failures_into(

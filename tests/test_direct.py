@@ -36,6 +36,7 @@ from conftest import (
 import wschannel
 from wschannel import status
 from wschannel._direct import DirectTransport
+from wschannel._driver import HANDLING_FAILED
 from wschannel._stream import StreamSubscription
 from wschannel.io import IOWebSocketChannel
 
@@ -493,7 +494,7 @@ async def test_a_read_whose_handling_raises_still_hands_its_messages_to_the_cons
     failures: list[tuple[object, list[str | bytes]]] = []
 
     def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-        if context["message"] == "wschannel: handling received data failed":
+        if context["message"] == HANDLING_FAILED:
             failures.append((context["exception"], list(received)))  # what the consumer had
         else:
             loop.default_exception_handler(context)

@@ -34,6 +34,8 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from ._driver import HANDLING_FAILED
+
 if TYPE_CHECKING:
     from ._wschannel import (
         Close,
@@ -474,7 +476,7 @@ class DirectTransport:
         does."""
         self._loop.call_exception_handler(
             {
-                "message": "wschannel: handling received data failed",
+                "message": HANDLING_FAILED,
                 "exception": exc,
                 "transport": self,
                 "protocol": self._protocol,

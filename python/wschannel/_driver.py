@@ -35,7 +35,13 @@ from ._wschannel import (
 if TYPE_CHECKING:
     from ._wschannel import Connection
 
-__all__ = ["PingAnswered", "SessionDriver"]
+__all__ = ["HANDLING_FAILED", "PingAnswered", "SessionDriver"]
+
+#: What the loop's exception handler is told (under trio: what is logged) when handling a
+#: read raises, in the direct transport (wschannel._direct) and in the byte-stream driver
+#: (wschannel.bytestream): a bug in wschannel, or in a callback it runs; the connection
+#: then fails with 1006.
+HANDLING_FAILED = "wschannel: handling received data failed"
 
 PingAnswered: TypeAlias = Callable[[float | None], None]
 """Called with an application ping's round-trip time in seconds when its pong comes, or with

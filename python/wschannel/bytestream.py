@@ -54,6 +54,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from ._channel_driver import ChannelDriver
+from ._driver import HANDLING_FAILED
 from ._fragments import (
     ABORTED,
     END_OF_CHUNKS,
@@ -646,7 +647,7 @@ class _Driver(ChannelDriver):
         (``ChannelDriver.deliver``); the stream ends after it."""
         self.loop.call_exception_handler(
             {
-                "message": "wschannel: handling received data failed",
+                "message": HANDLING_FAILED,
                 "exception": exc,
                 "channel": self.channel,
             }
