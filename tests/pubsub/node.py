@@ -83,8 +83,12 @@ def make_handler(topics: Topics) -> Handler:
                     "must_resynchronise": joined.must_resynchronise,
                 }
             elif "presence" in command:
-                members = await topics.presence(command["presence"])
-                reply = {"reply": "presence", "members": members}
+                try:
+                    members = await topics.presence(command["presence"])
+                except BrokerUnavailable as exc:  # the broker is restarting, say
+                    reply = {"reply": "error", "error": str(exc)}
+                else:
+                    reply = {"reply": "presence", "members": members}
             elif "leave" in command:
                 topics.leave(channel, command["leave"])
                 reply = {"reply": "left", "topic": command["leave"]}
