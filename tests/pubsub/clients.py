@@ -140,9 +140,20 @@ class Client:
         return [json.loads(message) for message in self.messages if message.startswith("{")]
 
     async def wait_for(self, count: int, *, what: str = "") -> None:
-        await wait_until(
-            lambda: len(self.messages) >= count,
-            what=f"{count} messages arrived {what} (have {len(self.messages)})",
+        try:
+            await wait_until(lambda: len(self.messages) >= count, what=f"{count} messages arrived")
+        except AssertionError as exc:  # what the client has at the deadline, not before
+            raise AssertionError(f"{exc} {what}; {self.state()}") from None
+
+    def state(self) -> str:
+        """For a failing assertion: what arrived, and where the connection is."""
+        reader = self._reader
+        ended = "reading"
+        if reader.done():
+            ended = "cancelled" if reader.cancelled() else f"ended: {reader.exception()!r}"
+        return (
+            f"messages {self.messages!r}, replies waiting {self.replies.qsize()}, "
+            f"close code {self.channel.close_code}, reader {ended}"
         )
 
     async def close(self) -> None:
