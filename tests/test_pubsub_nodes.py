@@ -192,6 +192,12 @@ async def test_the_chat_example_runs_on_two_workers_through_redis(clients: list[
             for client in (alice, bob):
                 client.channel.sink.add(json.dumps({"join": "lobby"}))
                 client.channel.sink.add(json.dumps({"join": "history"}))
+            # Both joined before anyone speaks: a plain topic's message reaches the
+            # subscribers its broker knows when it is published, and the two may be on
+            # different workers, each subscribing to Redis at its own pace (under load the
+            # other worker's SUBSCRIBE could come after the PUBLISH, and a message be missed).
+            for client in (alice, bob):
+                await client.wait_for(2, what="(the two joins' answers)")
             alice.channel.sink.add(json.dumps({"say": "hi", "to": "lobby"}))
             bob.channel.sink.add(json.dumps({"say": "hello", "to": "history"}))
             for client in (alice, bob):
