@@ -33,7 +33,14 @@ async def _echo(channel: IOWebSocketChannel) -> None:
 @pytest.mark.timeout(60 * SCALE)
 @pytest.mark.usefixtures("enough_file_descriptors")
 async def test_server_holds_1000_connections_and_answers_every_client() -> None:
-    async with asyncio.timeout(10 * SCALE), wschannel.serve(_echo, "127.0.0.1", 0) as server:
+    # A listen backlog for all of them: 1,000 clients connect at once, and with the default
+    # 100 a server that accepts slowly (a loaded machine) overflows its accept queue; the
+    # kernel then drops handshakes, and the clients' retransmissions back off (1, 3, 7 s…)
+    # past connect_timeout: a CI run's connect timed out after 10 s.
+    async with (
+        asyncio.timeout(10 * SCALE),
+        wschannel.serve(_echo, "127.0.0.1", 0, backlog=CONNECTIONS) as server,
+    ):
         url = f"ws://127.0.0.1:{server.port}"
         clients = [
             IOWebSocketChannel.connect(url, compression=index % 2 == 0)
