@@ -286,6 +286,16 @@ def queued(sock: socket.socket, request: int) -> int:
     return int.from_bytes(fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"), sys.byteorder)
 
 
+def tcp_info(sock: socket.socket) -> tuple[bytes, tuple[int, ...]]:
+    """The kernel's ``struct tcp_info`` for ``sock``: its eight u8 (state, ca_state,
+    retransmits, probes, backoff, options, wscale, flags), then its first 24 u32 (rto, ato,
+    snd_mss, rcv_mss, unacked, sacked, lost, retrans, fackets, 4 times, pmtu, rcv_ssthresh,
+    rtt, rttvar, snd_ssthresh, snd_cwnd, advmss, reordering, rcv_rtt, rcv_space,
+    total_retrans)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return info[:8], struct.unpack("=24I", info[8:104])
+
+
 def stall_report(client: socket.socket, server: socket.socket) -> str:
     """Why bytes stopped going from ``client`` to ``server``: what the server's kernel holds
     unread (the server stopped reading), and the client's retransmissions (the network
@@ -296,13 +306,7 @@ def stall_report(client: socket.socket, server: socket.socket) -> str:
     except OSError as exc:
         fields.append(f"unread by the server: {exc}")
     try:
-        # struct tcp_info: state, ca_state, retransmits, probes, backoff, options, wscale,
-        # flags (eight u8), then u32s: rto, ato, snd_mss, rcv_mss, unacked, sacked, lost,
-        # retrans, fackets, 4 times, pmtu, rcv_ssthresh, rtt, rttvar, snd_ssthresh,
-        # snd_cwnd, advmss, reordering, rcv_rtt, rcv_space, total_retrans.
-        info = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-        u8 = info[:8]
-        u32 = struct.unpack("=24I", info[8:104])
+        u8, u32 = tcp_info(client)
         fields.append(
             f"client: retransmits {u8[2]}, probes {u8[3]}, backoff {u8[4]}, rto {u32[0]} us, "
             f"unacked {u32[4]}, lost {u32[6]}, total retransmitted {u32[23]}"
@@ -310,8 +314,7 @@ def stall_report(client: socket.socket, server: socket.socket) -> str:
     except (OSError, struct.error) as exc:
         fields.append(f"client: {exc}")
     try:  # the server's receive side: the window it can offer, and when data last came
-        info = server.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-        u32 = struct.unpack("=24I", info[8:104])
+        _, u32 = tcp_info(server)
         rcvbuf = server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         fields.append(
             f"server: SO_RCVBUF {rcvbuf}, rcv_ssthresh {u32[14]}, rcv_space {u32[22]}, "
