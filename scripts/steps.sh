@@ -22,6 +22,11 @@
 # Progress: a step that prints nothing for $QUIET_SECONDS (30) gets a line saying it is still
 # running.
 #
+# When a step fails, the lines of its output that say what failed (pytest's FAILED and ERROR
+# lines, a failing suite's counts, compiler errors, panics, timeouts) come again at the very
+# end, after the summary: a CI report that keeps only the last lines of a run still names the
+# failing test.
+#
 #   scripts/steps.sh STEP...      (make test runs it with its steps)
 set -uo pipefail
 
@@ -77,7 +82,7 @@ run_target() {
             printf "%d\n", total + 0.5
         }' >"$work/$name.cpu"
         exit "$status"
-    ) | relay "$prefix" "$name"
+    ) | tee "$work/$name.out" | relay "$prefix" "$name"
     status=${PIPESTATUS[0]}
     now=$(date +%s)
     cpu=$(cat "$work/$name.cpu" 2>/dev/null || echo 0)
@@ -171,4 +176,11 @@ if [[ ${#failed[@]} -eq 0 ]]; then
     exit 0
 fi
 echo "== FAILED: ${failed[*]} (${#failed[@]} of $count steps; $total s)"
+# What failed, from each failed step's output (its last such lines, each once, shortened).
+for name in "${failed[@]}"; do
+    echo "== what failed in $name:"
+    grep -E '(^|[^A-Za-z])(FAILED|ERROR)([^A-Za-z]|$)|[0-9]+ (failed|errors?)[ ,]|^error(\[|:)|panicked at|[Tt]imeout[A-Za-z]*Error|timed out' \
+        "$work/$name.out" 2>/dev/null | grep -v -E '^== ' | awk '!seen[$0]++' | tail -n 12 | cut -c1-300 \
+        | sed 's/^/   /'
+done
 exit 1
