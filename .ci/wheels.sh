@@ -307,6 +307,9 @@ reap() {
             failed+=("$name")
             say "$name: FAILED; its last lines:"
             tail -n 30 "$LOGS/$name.log" | sed 's/^/    /'
+            # pytest's summary lines (a multi-line message can push them out of the tail).
+            say "$name: the failed tests:"
+            grep -E '^ *[0-9]+ s\| (FAILED|ERROR) ' "$LOGS/$name.log" | cut -c1-300 | sed 's/^/    /' || true
         fi
     done
     pids=("${kept_pids[@]}") names=("${kept_names[@]}")

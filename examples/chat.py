@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
 import urllib.parse
 
@@ -57,9 +59,14 @@ async def main_asyncio(host: str, port: int) -> None:
 async def main_trio(host: str, port: int) -> None:
     import trio
 
-    async with wschannel.trio.serve(chat, host, port) as server:
-        listening(host, server.port)
-        await trio.sleep_forever()
+    # Ctrl-C as an event: trio raises KeyboardInterrupt in whichever task runs when the signal
+    # comes, a connection's handler as well as this one, and the clients would then lose
+    # their connections instead of getting their close.
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with wschannel.trio.serve(chat, host, port) as server:
+            listening(host, server.port)
+            async for _ in signals:
+                break
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,15 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765, help="0: any free port")
     parser.add_argument("--trio", action="store_true", help="serve with wschannel.trio")
     options = parser.parse_args(argv)
-    try:
-        if options.trio:
-            import trio
+    if options.trio:
+        import trio
 
-            trio.run(main_trio, options.host, options.port)
-        else:
+        trio.run(main_trio, options.host, options.port)  # returns at Ctrl-C
+    else:
+        # asyncio.run cancels the main task at Ctrl-C (serve's block closes every client
+        # with 1001), then raises KeyboardInterrupt.
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(main_asyncio(options.host, options.port))
-    except KeyboardInterrupt:
-        print("chat: stopped", flush=True)
+    print("chat: stopped", flush=True)
     return 0
 
 
