@@ -287,9 +287,7 @@ async def ctrl_c_during_traffic(flavour: list[str]) -> list[int | None]:
                 await asyncio.sleep(0)
 
     async with chat_program(*flavour) as url:
-        clients = [IOWebSocketChannel.connect(f"{url}?name=c{i}") for i in range(3)]
-        for client in clients:
-            await wait(client.ready)
+        clients = await open_clients(url, 3)
         listeners = [asyncio.create_task(listen(i, c)) for i, c in enumerate(clients)]
         talkers = [asyncio.create_task(talk(c)) for c in clients]
         # Busy: each client has heard the others for a while. Ctrl-C comes as the block
